@@ -1,0 +1,1 @@
+"""server: the Starlette app composing emailintel and x402gw."""
