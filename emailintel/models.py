@@ -39,10 +39,12 @@ class Reason(StrEnum):
     MX_FALLBACK_A = "mx_fallback_a"
     DNS_TIMEOUT = "dns_timeout"
     DNS_ERROR = "dns_error"
+    DNS_NOT_CHECKED = "dns_not_checked"
     MX_PRIVATE_ADDRESS = "mx_private_address"
     # SMTP
     SMTP_ACCEPTED = "smtp_accepted"
     SMTP_NOT_CHECKED = "smtp_not_checked"
+    SMTP_INCONCLUSIVE = "smtp_inconclusive"
     MAILBOX_NOT_FOUND = "mailbox_not_found"
     MAILBOX_FULL = "mailbox_full"
     MAILBOX_DISABLED = "mailbox_disabled"
@@ -120,6 +122,7 @@ class SmtpFacts(BaseModel):
     catch_all: bool | None = None
     provider_accepts_all: bool | None = None
     provider: str | None = None
+    mailbox_not_found: bool | None = None
     mailbox_full: bool | None = None
     mailbox_disabled: bool | None = None
     greylisted: bool | None = None
