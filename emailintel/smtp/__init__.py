@@ -1,0 +1,1 @@
+"""SMTP probing: reply classification, provider rules and one aiosmtplib session."""
