@@ -1,0 +1,241 @@
+"""Pure rules of the payment ledger: states, the transition table, key normalisation, reconcile.
+
+No I/O here, so every rule can be property-tested; the SQL adapter applies these decisions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class LedgerError(Exception):
+    """Base class of every error the ledger and its locks raise on purpose."""
+
+
+class InvalidPaymentData(LedgerError, ValueError):
+    """A field handed to the ledger that is malformed (bad nonce, negative amount, ...)."""
+
+
+class InvalidTransition(LedgerError):
+    """An event that the transition table does not allow from the record's current state."""
+
+    def __init__(self, state: State, event: Event) -> None:
+        super().__init__(f"event {event.value!r} is not allowed in state {state.value!r}")
+        self.state = state
+        self.event = event
+
+
+class State(StrEnum):
+    """Life of one payment record; `settled`, `failed` and `released` are terminal."""
+
+    VERIFIED = "verified"
+    SETTLING = "settling"
+    SETTLED = "settled"
+    FAILED = "failed"
+    RELEASED = "released"
+
+
+class Event(StrEnum):
+    """What an adapter reports about a payment."""
+
+    SETTLE = "settle"  # settlement is about to be requested
+    BROADCAST = "broadcast"  # a transaction hash is known, receipt not yet
+    SETTLED = "settled"  # the transfer is on chain
+    FAIL = "fail"  # settlement failed; the authorization stays blocked
+    RELEASE = "release"  # nothing was broadcast; the authorization may be tried again
+    STORE_RESPONSE = "store_response"  # keep the response for idempotent replays
+
+
+class TxOutcome(StrEnum):
+    """What a chain checker says about one transaction hash."""
+
+    MINED_OK = "mined_ok"
+    REVERTED = "reverted"
+    UNKNOWN = "unknown"
+
+
+TERMINAL: frozenset[State] = frozenset({State.SETTLED, State.FAILED, State.RELEASED})
+
+# Blocking means: while a record is in this state, its authorization cannot be reserved again.
+BLOCKING: frozenset[State] = frozenset(State) - {State.RELEASED}
+
+_TRANSITIONS: dict[tuple[State, Event], State] = {
+    (State.VERIFIED, Event.SETTLE): State.SETTLING,
+    (State.VERIFIED, Event.FAIL): State.FAILED,
+    (State.VERIFIED, Event.RELEASE): State.RELEASED,
+    (State.VERIFIED, Event.STORE_RESPONSE): State.VERIFIED,
+    (State.SETTLING, Event.BROADCAST): State.SETTLING,
+    (State.SETTLING, Event.SETTLED): State.SETTLED,
+    (State.SETTLING, Event.FAIL): State.FAILED,
+    (State.SETTLING, Event.STORE_RESPONSE): State.SETTLING,
+    (State.SETTLED, Event.STORE_RESPONSE): State.SETTLED,
+    (State.FAILED, Event.STORE_RESPONSE): State.FAILED,
+}
+
+
+def next_state(state: State, event: Event) -> State:
+    """Return the state after `event`, or raise :class:`InvalidTransition`."""
+    try:
+        return _TRANSITIONS[(State(state), Event(event))]
+    except KeyError:
+        raise InvalidTransition(State(state), Event(event)) from None
+
+
+def allowed_events(state: State) -> frozenset[Event]:
+    """Events the table accepts in `state`."""
+    return frozenset(e for (s, e) in _TRANSITIONS if s == state)
+
+
+# --- normalisation of what identifies one authorization -------------------------------------
+
+_HEX32 = re.compile(r"0x[0-9a-f]{64}")
+_HEX_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
+_TX_HASH = re.compile(r"0x[0-9a-f]{64}")
+_TOKEN = re.compile(r"[!-~]{1,200}")  # printable ASCII, no spaces
+MAX_UINT256 = 2**256 - 1
+MAX_INT64 = 2**63 - 1
+
+
+def normalise_nonce(nonce: str) -> str:
+    """Lower-case 0x-prefixed bytes32 hex, as EIP-3009 nonces are."""
+    value = nonce.strip().lower() if isinstance(nonce, str) else ""
+    if not _HEX32.fullmatch(value):
+        raise InvalidPaymentData(f"nonce must be 0x-prefixed 32-byte hex, got {nonce!r}")
+    return value
+
+
+def normalise_tx_hash(tx_hash: str) -> str:
+    """Lower-case 0x-prefixed 32-byte transaction hash."""
+    value = tx_hash.strip().lower() if isinstance(tx_hash, str) else ""
+    if not _TX_HASH.fullmatch(value):
+        raise InvalidPaymentData(f"tx hash must be 0x-prefixed 32-byte hex, got {tx_hash!r}")
+    return value
+
+
+def normalise_account(value: str, field: str) -> str:
+    """EVM addresses are compared case-insensitively; other identifiers are kept verbatim."""
+    if not isinstance(value, str) or not _TOKEN.fullmatch(value):
+        raise InvalidPaymentData(f"{field} must be 1-200 printable characters, got {value!r}")
+    return value.lower() if _HEX_ADDRESS.fullmatch(value) else value
+
+
+def normalise_token(value: str, field: str) -> str:
+    """A short identifier such as a scheme or network name."""
+    if not isinstance(value, str) or not _TOKEN.fullmatch(value):
+        raise InvalidPaymentData(f"{field} must be 1-200 printable characters, got {value!r}")
+    return value
+
+
+def check_amount(amount: int) -> str:
+    """Atomic units as a decimal string; uint256 range."""
+    if isinstance(amount, bool) or not isinstance(amount, int) or not 0 <= amount <= MAX_UINT256:
+        raise InvalidPaymentData(f"amount must be an int in uint256 range, got {amount!r}")
+    return str(amount)
+
+
+def check_valid_before(valid_before: int) -> int:
+    """Unix seconds; values past int64 mean "never" on any real chain, so they saturate."""
+    if (
+        isinstance(valid_before, bool)
+        or not isinstance(valid_before, int)
+        or not 0 <= valid_before <= MAX_UINT256
+    ):
+        raise InvalidPaymentData(f"valid_before must be a uint256 int, got {valid_before!r}")
+    return min(valid_before, MAX_INT64)
+
+
+def check_resource(resource: str) -> str:
+    """`METHOD /path`, printable, bounded."""
+    if (
+        not isinstance(resource, str)
+        or not 1 <= len(resource) <= 2000
+        or not resource.isprintable()
+    ):
+        raise InvalidPaymentData(f"resource must be 1-2000 printable characters, got {resource!r}")
+    return resource
+
+
+def check_fingerprint(fingerprint: str) -> str:
+    """A request fingerprint as made by :func:`request_fingerprint`."""
+    if not isinstance(fingerprint, str) or not re.fullmatch(r"[0-9a-f]{64}", fingerprint):
+        raise InvalidPaymentData(
+            f"fingerprint must be 64 lower-case hex chars, got {fingerprint!r}"
+        )
+    return fingerprint
+
+
+def check_payment_identifier(pid: str | None) -> str | None:
+    """The payment-identifier extension value: printable, no spaces, at most 200 chars."""
+    if pid is None:
+        return None
+    return normalise_token(pid, "payment_identifier")
+
+
+def authorization_key(network: str, asset: str, payer: str, nonce: str) -> str:
+    """The string that names one authorization everywhere (ledger key parts, lock names)."""
+    return "|".join(
+        (
+            normalise_token(network, "network"),
+            normalise_account(asset, "asset"),
+            normalise_account(payer, "payer"),
+            normalise_nonce(nonce),
+        )
+    )
+
+
+def request_fingerprint(
+    method: str, path: str, body: bytes, idempotency_key: str | None = None
+) -> str:
+    """SHA-256 over length-prefixed method, path, body and idempotency key (unambiguous framing)."""
+    if not isinstance(body, bytes | bytearray | memoryview):
+        raise InvalidPaymentData("body must be bytes")
+    digest = hashlib.sha256()
+    parts = (
+        method.upper().encode(),
+        path.encode(),
+        bytes(body),
+        b"\x00" if idempotency_key is None else b"\x01" + idempotency_key.encode(),
+    )
+    for part in parts:
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return digest.hexdigest()
+
+
+# --- reconcile ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileDecision:
+    """What to do with one `settling` record: an event to apply (or None = leave) and why."""
+
+    event: Event | None
+    note: str
+
+
+def decide_reconcile(
+    *,
+    has_tx_hash: bool,
+    outcome: TxOutcome | None,
+    authorization_used: bool | None,
+    expired: bool,
+) -> ReconcileDecision:
+    """Settle or fail a record left in `settling`; never ask for a second broadcast.
+
+    `outcome` is the receipt status of the stored hash (None when there is none),
+    `authorization_used` the on-chain EIP-3009 nonce state (None when unknown), `expired` whether
+    `validBefore` has passed, after which no transaction can use the authorization any more.
+    """
+    if has_tx_hash and outcome is TxOutcome.MINED_OK:
+        return ReconcileDecision(Event.SETTLED, "transaction mined")
+    if authorization_used:
+        # Whoever submitted it, an EIP-3009 transfer always pays `to`: the payment happened.
+        return ReconcileDecision(Event.SETTLED, "authorization used on chain")
+    if has_tx_hash and outcome is TxOutcome.REVERTED:
+        return ReconcileDecision(Event.FAIL, "transaction reverted")
+    if authorization_used is False and expired:
+        return ReconcileDecision(Event.FAIL, "authorization expired unused")
+    return ReconcileDecision(None, "undetermined")

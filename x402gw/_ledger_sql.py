@@ -1,0 +1,207 @@
+"""All SQL of the payment ledger, as SQLAlchemy Core, for SQLite (aiosqlite) and PostgreSQL (asyncpg).
+
+The schema here is what the Alembic migrations build; the queries are the only ones the ledger runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from x402gw._ledger_rules import InvalidPaymentData, State
+
+TABLE = "x402gw_payments"
+VERSION_TABLE = "x402gw_alembic_version"
+LIVE = sa.text("state <> 'released'")
+# pg_advisory_xact_lock key, so concurrent migrate() calls queue instead of racing.
+_PG_MIGRATION_LOCK = 0x78343032_67770001
+
+metadata = sa.MetaData()
+
+payments = sa.Table(
+    TABLE,
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("scheme", sa.String(200), nullable=False),
+    sa.Column("network", sa.String(200), nullable=False),
+    sa.Column("asset", sa.String(200), nullable=False),
+    sa.Column("payer", sa.String(200), nullable=False),
+    sa.Column("pay_to", sa.String(200), nullable=False),
+    sa.Column("amount", sa.String(78), nullable=False),
+    sa.Column("nonce", sa.String(66), nullable=False),
+    sa.Column("valid_before", sa.BigInteger, nullable=False),
+    sa.Column("resource", sa.Text, nullable=False),
+    sa.Column("fingerprint", sa.String(64), nullable=False),
+    sa.Column("payment_identifier", sa.String(200), nullable=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("tx_hash", sa.String(66), nullable=True),
+    sa.Column("block_number", sa.BigInteger, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("response_status", sa.Integer, nullable=True),
+    sa.Column("response_headers", sa.JSON, nullable=True),
+    sa.Column("response_body", sa.LargeBinary, nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("reconciled_at", sa.DateTime(timezone=True), nullable=True),
+    sa.CheckConstraint(
+        "state IN ('verified', 'settling', 'settled', 'failed', 'released')",
+        name="ck_x402gw_payments_state",
+    ),
+    sa.Index(
+        "uq_x402gw_payments_live_authorization",
+        "network",
+        "asset",
+        "payer",
+        "nonce",
+        unique=True,
+        sqlite_where=LIVE,
+        postgresql_where=LIVE,
+    ),
+    sa.Index(
+        "uq_x402gw_payments_live_payment_identifier",
+        "payment_identifier",
+        unique=True,
+        sqlite_where=sa.text("payment_identifier IS NOT NULL AND state <> 'released'"),
+        postgresql_where=sa.text("payment_identifier IS NOT NULL AND state <> 'released'"),
+    ),
+    sa.Index("ix_x402gw_payments_state", "state"),
+)
+
+c = payments.c
+
+
+# --- engine ------------------------------------------------------------------------------------
+
+
+def async_url(url: str | Path) -> sa.URL:
+    """Map a plain SQLite path or a sqlite/postgresql URL to its asyncio driver."""
+    if isinstance(url, Path):
+        return sa.URL.create("sqlite+aiosqlite", database=str(url))
+    try:
+        parsed = make_url(url)
+    except sa.exc.ArgumentError as exc:
+        raise InvalidPaymentData(f"not a database URL: {url!r}") from exc
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return parsed.set(drivername="sqlite+aiosqlite")
+    if backend in ("postgresql", "postgres"):
+        return parsed.set(drivername="postgresql+asyncpg")
+    raise InvalidPaymentData(f"unsupported ledger database {backend!r}: use sqlite or postgresql")
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def create_engine(url: str | Path) -> AsyncEngine:
+    """An async engine; SQLite gets WAL and a busy timeout so concurrent writers queue."""
+    target = async_url(url)
+    if target.get_backend_name() == "sqlite":
+        engine = create_async_engine(target)
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_async_engine(target, pool_pre_ping=True)
+
+
+# --- migrations --------------------------------------------------------------------------------
+
+
+def upgrade_to_head(connection: sa.Connection) -> None:
+    """Run the Alembic migrations on `connection` (sync side of `AsyncConnection.run_sync`)."""
+    from alembic import command
+    from alembic.config import Config
+
+    if connection.dialect.name == "postgresql":
+        connection.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
+    config = Config()
+    config.set_main_option("script_location", str(Path(__file__).with_name("migrations")))
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")
+
+
+def current_revision(connection: sa.Connection) -> str | None:
+    """The applied migration revision, or None for an empty database."""
+    from alembic.migration import MigrationContext
+
+    context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+    return context.get_current_revision()
+
+
+# --- queries -----------------------------------------------------------------------------------
+
+
+async def insert_payment(conn: AsyncConnection, values: dict[str, Any]) -> None:
+    """Insert one record; the live unique indexes raise IntegrityError for duplicates."""
+    await conn.execute(payments.insert().values(**values))
+
+
+async def select_by_id(conn: AsyncConnection, record_id: str) -> sa.Row[Any] | None:
+    """One record by id."""
+    result = await conn.execute(sa.select(payments).where(c.id == record_id))
+    return result.first()
+
+
+async def select_live_by_authorization(
+    conn: AsyncConnection, network: str, asset: str, payer: str, nonce: str
+) -> sa.Row[Any] | None:
+    """The record currently holding an authorization (not released), if any."""
+    result = await conn.execute(
+        sa.select(payments).where(
+            c.network == network,
+            c.asset == asset,
+            c.payer == payer,
+            c.nonce == nonce,
+            c.state != State.RELEASED.value,
+        )
+    )
+    return result.first()
+
+
+async def select_live_by_payment_identifier(
+    conn: AsyncConnection, payment_identifier: str
+) -> sa.Row[Any] | None:
+    """The record currently holding a payment identifier (not released), if any."""
+    result = await conn.execute(
+        sa.select(payments).where(
+            c.payment_identifier == payment_identifier, c.state != State.RELEASED.value
+        )
+    )
+    return result.first()
+
+
+async def select_by_state(conn: AsyncConnection, state: State) -> Sequence[sa.Row[Any]]:
+    """Every record in `state`, oldest first."""
+    result = await conn.execute(
+        sa.select(payments).where(c.state == state.value).order_by(c.created_at, c.id)
+    )
+    return result.all()
+
+
+async def compare_and_set(
+    conn: AsyncConnection,
+    record_id: str,
+    *,
+    expected_state: State,
+    expected_tx_hash: str | None,
+    values: dict[str, Any],
+) -> bool:
+    """Update a record only if state and tx hash are still what the caller read; True if done."""
+    result = await conn.execute(
+        payments.update()
+        .where(
+            c.id == record_id,
+            c.state == expected_state.value,
+            c.tx_hash.is_not_distinct_from(expected_tx_hash),
+        )
+        .values(**values)
+    )
+    return result.rowcount == 1
