@@ -109,6 +109,7 @@ class SmtpReply(BaseModel):
     code: int | None
     enhanced_code: str | None = None
     message: str = ""
+    elapsed_ms: float | None = None
 
 
 class SmtpFacts(BaseModel):
