@@ -1,0 +1,60 @@
+"""Typed exceptions raised by x402gw. All derive from :class:`X402Error`."""
+
+from __future__ import annotations
+
+
+class X402Error(Exception):
+    """Base class of every error x402gw raises on purpose."""
+
+
+class InvalidPaymentHeader(X402Error, ValueError):
+    """A payment header or body that is too large, not base64, not JSON, or not a valid x402 message."""
+
+
+class InvalidPaymentPayload(X402Error, ValueError):
+    """A scheme payload (e.g. the exact-EVM authorization) whose fields cannot be parsed."""
+
+
+class UnknownNetwork(X402Error, LookupError):
+    """A network name or CAIP-2 id that is not registered (or not an EVM chain)."""
+
+
+class UnknownAsset(X402Error, LookupError):
+    """No asset is registered for a network (or for the given token address)."""
+
+
+class InvalidPrice(X402Error, ValueError):
+    """A price that is negative, not finite, malformed, or finer than the token's decimals."""
+
+
+class ChainError(X402Error):
+    """Base class of failures at the chain edge (RPC, transactions)."""
+
+
+class ChainUnavailable(ChainError):
+    """The RPC endpoint could not be reached or answered with a transport-level failure."""
+
+
+class SettlementReverted(ChainError):
+    """A settlement transaction (or its pre-send estimate) reverted; ``reason`` is the revert text."""
+
+    def __init__(self, reason: str, *, tx_hash: str | None = None) -> None:
+        super().__init__(reason if tx_hash is None else f"{reason} (tx {tx_hash})")
+        self.reason = reason
+        self.tx_hash = tx_hash
+
+
+class SettlementPending(ChainError):
+    """A settlement was broadcast but no receipt arrived before the timeout; it may still land."""
+
+    def __init__(self, tx_hash: str) -> None:
+        super().__init__(f"no receipt yet for {tx_hash}")
+        self.tx_hash = tx_hash
+
+
+class TransferEventMissing(ChainError):
+    """A mined settlement whose receipt lacks the expected ERC-20 Transfer log."""
+
+    def __init__(self, tx_hash: str) -> None:
+        super().__init__(f"receipt of {tx_hash} has no matching Transfer event")
+        self.tx_hash = tx_hash
