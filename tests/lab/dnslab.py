@@ -113,9 +113,10 @@ class DnsLab:
         ttl: int = 300,
         negative_ttl: int = 60,
         servfail_zones: Iterable[str] = (),
-        nsd: str = NSD_BINARY,
+        nsd: str | None = None,
     ) -> None:
-        self.nsd = nsd
+        """``nsd`` defaults to ``$DNSLAB_NSD`` or Debian's /usr/sbin/nsd."""
+        self.nsd = nsd or os.environ.get("DNSLAB_NSD") or NSD_BINARY
         self.host = LAB_HOST
         self.port = 0
         self.zones: dict[str, Zone] = {".": Zone(".", negative_ttl=negative_ttl)}
