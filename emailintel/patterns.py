@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from functools import lru_cache
 
 from email_validator import EmailNotValidError, validate_email
@@ -66,17 +65,6 @@ class PatternDistribution(BaseModel):
     """Known addresses considered (at the domain, duplicates counted once)."""
     matched: int
     """Of those, how many some template explains."""
-
-
-@dataclass(slots=True)
-class _Pool:
-    """Probability mass pooled on one local part, labelled by its largest contribution."""
-
-    mass: float
-    best: float
-    index: int
-    pattern: str
-    kinds: tuple[str, ...]
 
 
 def templates() -> tuple[str, ...]:
@@ -266,36 +254,42 @@ def generate_candidates(
     present = _present(person)
     usable = [t for t in table().templates if t.needs <= present]
     total = math.fsum(weights[t.pattern] for t in usable)
-    room = MAX_ADDRESS - len(ascii_domain) - 1
-    pooled: dict[str, _Pool] = {}
+    longest = min(MAX_LOCAL_PART, MAX_ADDRESS - len(ascii_domain) - 1)
+    mass: dict[str, float] = {}
+    # local -> (largest single contribution, its template, its spelling kinds)
+    label: dict[str, tuple[float, Template, tuple[str, ...]]] = {}
     for t in usable:
         share = weights[t.pattern] / total
         for local, weight, kinds in _render(t, person):
-            if len(local) > MAX_LOCAL_PART or len(local) > room:
+            if len(local) > longest:
                 continue
             p = share * weight
-            pool = pooled.get(local)
-            if pool is None:
-                pooled[local] = _Pool(p, p, t.index, t.pattern, kinds)
-                continue
-            pool.mass += p
-            if p > pool.best:
-                pool.best, pool.index, pool.pattern, pool.kinds = p, t.index, t.pattern, kinds
-    if not pooled:
+            if local in mass:
+                mass[local] += p
+                if p <= label[local][0]:
+                    continue
+            else:
+                mass[local] = p
+            label[local] = (p, t, kinds)
+    if not mass:
         raise PersonNameError(
             f"every address for this name is longer than {MAX_LOCAL_PART} characters"
         )
-    ranked = sorted(pooled.items(), key=lambda kv: (-round(kv[1].mass, 12), kv[1].index, kv[0]))
+    # rounding lets float noise count as a tie, which the template order then breaks
+    ranked = sorted((-round(m, 12), label[local][1].index, local) for local, m in mass.items())
     if limit is not None:
         ranked = ranked[:limit]
-    total_mass = math.fsum(pool.mass for _, pool in ranked)
-    return [
-        Candidate(
-            email=f"{local}@{ascii_domain}",
-            local_part=local,
-            pattern=pool.pattern,
-            probability=pool.mass / total_mass,
-            variant=_kind_label(pool.kinds),
+    total_mass = math.fsum(mass[local] for _, _, local in ranked)
+    out = []
+    for _, _, local in ranked:
+        _, template, kinds = label[local]
+        out.append(
+            Candidate(
+                email=f"{local}@{ascii_domain}",
+                local_part=local,
+                pattern=template.pattern,
+                probability=mass[local] / total_mass,
+                variant=_kind_label(kinds),
+            )
         )
-        for local, pool in ranked
-    ]
+    return out
