@@ -1,0 +1,67 @@
+"""Read a JSON body into a pydantic model, turning every failure into a 400 envelope."""
+
+from __future__ import annotations
+
+import json
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+
+from server.errors import InvalidRequest, RequestTooLarge
+
+__all__ = ["MAX_BODY", "read_json"]
+
+MAX_BODY = 1 << 20
+M = TypeVar("M", bound=BaseModel)
+
+_MISSING = {"missing"}
+_EXTRA = {"extra_forbidden"}
+
+
+async def _body(request: Request) -> bytes:
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > MAX_BODY:
+        raise RequestTooLarge("body_too_large", f"The body exceeds {MAX_BODY} bytes.")
+    chunks = bytearray()
+    async for chunk in request.stream():
+        chunks += chunk
+        if len(chunks) > MAX_BODY:
+            raise RequestTooLarge("body_too_large", f"The body exceeds {MAX_BODY} bytes.")
+    return bytes(chunks)
+
+
+def _param(loc: tuple[int | str, ...]) -> str | None:
+    return ".".join(str(part) for part in loc) or None
+
+
+def _invalid(exc: ValidationError) -> InvalidRequest:
+    error = exc.errors(include_url=False)[0]
+    param = _param(tuple(error["loc"]))
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] in _MISSING:
+        return InvalidRequest(
+            "parameter_missing", f"Missing required parameter: {param}.", param=param
+        )
+    if error["type"] in _EXTRA:
+        return InvalidRequest("parameter_unknown", f"Unknown parameter: {param}.", param=param)
+    return InvalidRequest("parameter_invalid", f"Invalid {param}: {message}.", param=param)
+
+
+async def read_json(request: Request, model: type[M]) -> M:
+    """Parse the body as a JSON object and validate it as ``model``.
+
+    Raises :class:`InvalidRequest` (``invalid_json``, ``invalid_body``, ``parameter_missing``,
+    ``parameter_unknown``, ``parameter_invalid``) or :class:`RequestTooLarge`.
+    """
+    raw = await _body(request)
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidRequest("invalid_json", f"The body is not valid JSON: {exc}.") from None
+    if not isinstance(data, dict):
+        raise InvalidRequest("invalid_body", "The body must be a JSON object.")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise _invalid(exc) from None

@@ -1,0 +1,129 @@
+"""The ASGI application: routes from the route table, the middleware stack, and the lifespan.
+
+Stack, outermost first: request id -> catch-all 500 -> error handlers -> router. The paid routes
+are a mount at ``/api/x402/v1`` with their own error handlers, so a payment middleware wrapped
+around that mount sees every handler outcome as a response (and settles only below 400).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.exceptions import ExceptionMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Mount, Route, Router
+from starlette.types import ASGIApp
+
+from emailintel.dns import DnsResolver
+from server.errors import ApiError, MethodNotAllowed, NotFound, error_response
+from server.middleware import CatchAllMiddleware, RequestIdMiddleware
+from server.openapi import PaidRoute, openapi_document, paid_routes
+from server.routes import PAID_PREFIX, Operation, operations
+from server.services import EmailValidator, Services
+from server.settings import Settings, load_settings
+
+__all__ = ["PaymentMiddlewareFactory", "create_app"]
+
+PaymentMiddlewareFactory = Callable[[ASGIApp, tuple[PaidRoute, ...]], ASGIApp]
+"""Wraps the paid sub-application; receives the price metadata of every paid route."""
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return error_response(exc, request)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    error: ApiError
+    if exc.status_code == 404:
+        error = NotFound("route_not_found", f"No route for {request.url.path}.")
+    elif exc.status_code == 405:
+        error = MethodNotAllowed(
+            "method_not_allowed",
+            f"{request.method} is not allowed on {request.url.path}.",
+            headers=dict(exc.headers or {}),
+        )
+    else:
+        error = ApiError(
+            f"http_{exc.status_code}",
+            str(exc.detail),
+            status=exc.status_code,
+            type="invalid_request_error" if exc.status_code < 500 else "api_error",
+            headers=dict(exc.headers or {}),
+        )
+    return error_response(error, request)
+
+
+HANDLERS: Mapping[Any, Callable[[Request, Exception], Any]] = {
+    ApiError: _api_error,
+    HTTPException: _http_error,
+}
+
+
+def _route(op: Operation, path: str) -> Route:
+    return Route(path, op.endpoint, methods=[op.method], name=op.operation_id)
+
+
+def _routes(
+    settings: Settings,
+    ops: tuple[Operation, ...],
+    payment_middleware: PaymentMiddlewareFactory | None,
+) -> list[BaseRoute]:
+    document: dict[str, Any] = {}
+
+    async def openapi(request: Request) -> JSONResponse:
+        if not document:  # built on first use: schema generation is the slow part of start-up
+            document.update(openapi_document(settings, ops))
+        return JSONResponse(document)
+
+    routes: list[BaseRoute] = [_route(op, op.path) for op in ops if not op.paid]
+    routes.append(Route("/openapi.json", openapi, methods=["GET"], name="openapi"))
+    paid: ASGIApp = ExceptionMiddleware(
+        Router([_route(op, op.path) for op in ops if op.paid]), handlers=dict(HANDLERS)
+    )
+    if payment_middleware is not None:
+        paid = payment_middleware(paid, paid_routes(settings, ops))
+    routes.append(Mount(PAID_PREFIX, app=paid))
+    return routes
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    payment_middleware: PaymentMiddlewareFactory | None = None,
+    resolver: DnsResolver | None = None,
+    validator: EmailValidator | None = None,
+) -> Starlette:
+    """Build the app; migrations run when the lifespan starts, engines close when it stops.
+
+    ``resolver`` (default: from ``EMAILINTEL_NAMESERVERS``) serves readiness and validation;
+    ``validator`` replaces emailintel's ``Validator``.
+    """
+    settings = settings or load_settings()
+    svc = Services.build(settings, resolver=resolver, validator=validator)
+    ops = operations()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await svc.db.migrate()
+        try:
+            yield
+        finally:
+            await svc.close()
+
+    app = Starlette(
+        routes=_routes(settings, ops, payment_middleware),
+        middleware=[Middleware(RequestIdMiddleware), Middleware(CatchAllMiddleware)],
+        exception_handlers=dict(HANDLERS),
+        lifespan=lifespan,
+    )
+    app.state.services = svc
+    app.state.settings = settings
+    return app

@@ -1,0 +1,53 @@
+"""The async engine for one database URL, with migrations and a liveness ping."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from server.db.migrate import upgrade
+
+__all__ = ["Database"]
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+class Database:
+    """Owns the engine: ``migrate()`` at start, ``ping()`` for readiness, ``dispose()`` at stop."""
+
+    def __init__(self, url: str, *, schema: str | None = None, **engine_kwargs: Any) -> None:
+        """``schema`` (PostgreSQL only) becomes the connection's ``search_path``."""
+        self.url = url
+        self.schema = schema
+        if schema is not None:
+            if not url.startswith("postgresql"):
+                raise ValueError("a database schema can only be set for PostgreSQL")
+            engine_kwargs.setdefault("connect_args", {}).setdefault("server_settings", {})[
+                "search_path"
+            ] = schema
+        self.engine: AsyncEngine = create_async_engine(url, **engine_kwargs)
+        self.dialect: str = self.engine.dialect.name
+        if self.dialect == "sqlite":
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+
+    async def migrate(self) -> None:
+        """Apply every pending Alembic revision."""
+        async with self.engine.begin() as conn:
+            await conn.run_sync(upgrade)
+
+    async def ping(self) -> None:
+        """Run ``SELECT 1``; raises if the database cannot be reached."""
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def dispose(self) -> None:
+        """Close every pooled connection."""
+        await self.engine.dispose()

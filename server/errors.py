@@ -1,0 +1,142 @@
+"""The one error envelope every response uses, and the exceptions handlers raise to produce it.
+
+Hierarchy (each class fixes an HTTP status and an envelope ``type``)::
+
+    ApiError                      500 api_error
+    ├── InvalidRequest            400 invalid_request_error
+    │   └── RequestTooLarge       413 invalid_request_error
+    ├── NotFound                  404 invalid_request_error
+    ├── MethodNotAllowed          405 invalid_request_error
+    └── ServiceUnavailable        503 api_error
+
+Payment (402 ``payment_required``), authentication (401) and rate limits (429) reuse
+:class:`ApiError` with their own ``type`` when those layers arrive.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+__all__ = [
+    "ApiError",
+    "ErrorBody",
+    "ErrorEnvelope",
+    "InvalidRequest",
+    "MethodNotAllowed",
+    "NotFound",
+    "RequestTooLarge",
+    "ServiceUnavailable",
+    "error_response",
+]
+
+
+class ErrorBody(BaseModel):
+    """What went wrong: a broad ``type``, a stable machine ``code``, a human ``message``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    type: str = Field(
+        description="invalid_request_error | api_error | authentication_error | "
+        "rate_limit_error | payment_required"
+    )
+    code: str = Field(description="Stable machine-readable code; match on this.")
+    message: str = Field(description="Human-readable explanation; may change.")
+    param: str | None = Field(default=None, description="The offending field, dotted, if any.")
+    request_id: str | None = Field(default=None, description="Also sent as X-Request-Id.")
+
+
+class ErrorEnvelope(BaseModel):
+    """The body of every non-2xx response."""
+
+    model_config = ConfigDict(frozen=True)
+
+    error: ErrorBody
+
+
+class ApiError(Exception):
+    """An error meant for the client; rendered as the envelope with ``status``."""
+
+    status = 500
+    type = "api_error"
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        param: str | None = None,
+        status: int | None = None,
+        type: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.param = param
+        if status is not None:
+            self.status = status
+        if type is not None:
+            self.type = type
+        self.headers = headers or {}
+
+
+class InvalidRequest(ApiError):
+    """The request itself is wrong (body, parameters); retrying it unchanged will fail again."""
+
+    status = 400
+    type = "invalid_request_error"
+
+
+class RequestTooLarge(InvalidRequest):
+    """The body exceeds the size limit."""
+
+    status = 413
+
+
+class NotFound(ApiError):
+    """No route (or resource) at this path."""
+
+    status = 404
+    type = "invalid_request_error"
+
+
+class MethodNotAllowed(ApiError):
+    """The path exists but not for this method."""
+
+    status = 405
+    type = "invalid_request_error"
+
+
+class ServiceUnavailable(ApiError):
+    """A dependency is down; retry later."""
+
+    status = 503
+
+
+def request_id_of(scope: Any) -> str | None:
+    """The request id the request-id middleware stored in the ASGI scope, if any."""
+    state = scope.get("state") or {}
+    value = state.get("request_id")
+    return value if isinstance(value, str) else None
+
+
+def error_response(exc: ApiError, request: Request | None = None) -> JSONResponse:
+    """Render an :class:`ApiError` as the envelope, with the request id in body and header."""
+    request_id = request_id_of(request.scope) if request is not None else None
+    body = ErrorEnvelope(
+        error=ErrorBody(
+            type=exc.type,
+            code=exc.code,
+            message=exc.message,
+            param=exc.param,
+            request_id=request_id,
+        )
+    )
+    headers = dict(exc.headers)
+    if request_id is not None:
+        headers["X-Request-Id"] = request_id
+    return JSONResponse(body.model_dump(mode="json"), status_code=exc.status, headers=headers)

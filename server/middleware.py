@@ -1,0 +1,86 @@
+"""ASGI middleware: request ids, and a last-resort 500 in the error envelope.
+
+Both are plain ASGI callables so they wrap anything, including a payment middleware.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from server.errors import ApiError, error_response
+
+__all__ = ["CatchAllMiddleware", "RequestIdMiddleware", "new_request_id"]
+
+log = logging.getLogger("server")
+
+HEADER = b"x-request-id"
+_ACCEPTABLE = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+def new_request_id() -> str:
+    """A fresh ``req_`` id: 24 hex characters of randomness."""
+    return "req_" + secrets.token_hex(12)
+
+
+class RequestIdMiddleware:
+    """Echo a well-formed ``X-Request-Id`` or mint one; store it in ``scope["state"]``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = dict(scope["headers"]).get(HEADER)
+        request_id = (
+            incoming.decode("ascii")
+            if incoming is not None and _ACCEPTABLE.match(incoming)
+            else new_request_id()
+        )
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != HEADER]
+                headers.append((HEADER, request_id.encode("ascii")))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+class CatchAllMiddleware:
+    """Turn any exception that escaped the handlers into a 500 envelope without internals."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            request = Request(scope)
+            log.exception(
+                "unhandled error (request %s)", request.scope.get("state", {}).get("request_id")
+            )
+            if started:
+                raise
+            error = ApiError("internal_error", "An internal error occurred; it has been logged.")
+            await error_response(error, request)(scope, receive, send)

@@ -1,0 +1,1 @@
+"""The prospect pool: tag normalisation, import, and weighted-Jaccard search."""

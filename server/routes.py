@@ -1,0 +1,80 @@
+"""The route table: one :class:`Operation` per endpoint, read by the app and by the OpenAPI writer."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel
+from starlette.requests import Request
+from starlette.responses import Response
+
+from server.api import health, x402
+from server.prospects.models import SearchRequest, SearchResponse
+
+__all__ = ["PAID_PREFIX", "Operation", "operations"]
+
+PAID_PREFIX = "/api/x402/v1"
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+@dataclass(frozen=True)
+class Operation:
+    """An endpoint with the models that describe it; ``paid`` routes live under PAID_PREFIX."""
+
+    method: str
+    path: str
+    endpoint: Endpoint
+    operation_id: str
+    summary: str
+    response_model: type[BaseModel]
+    request_model: type[BaseModel] | None = None
+    tag: str = "system"
+    paid: bool = False
+    responses: dict[int, type[BaseModel]] = field(default_factory=dict)
+
+    @property
+    def full_path(self) -> str:
+        """The path as clients call it."""
+        return PAID_PREFIX + self.path if self.paid else self.path
+
+
+def operations() -> tuple[Operation, ...]:
+    """Every mounted endpoint, in documentation order."""
+    return (
+        Operation("GET", "/health", health.health, "health", "Liveness", health.HealthResponse),
+        Operation(
+            "GET", "/api/v1/health", health.health, "health_v1", "Liveness", health.HealthResponse
+        ),
+        Operation(
+            "GET",
+            "/api/v1/ready",
+            health.ready,
+            "ready",
+            "Readiness: database, chain RPC and DNS",
+            health.ReadyResponse,
+            responses={503: health.NotReadyResponse},
+        ),
+        Operation(
+            "POST",
+            "/email/validate",
+            x402.validate_email,
+            "x402_email_validate",
+            "DNS-only email deliverability check",
+            x402.ValidateResponse,
+            x402.ValidateRequest,
+            tag="x402",
+            paid=True,
+        ),
+        Operation(
+            "POST",
+            "/prospects/search",
+            x402.prospects_search,
+            "x402_prospects_search",
+            "Search the prospect pool by tag overlap",
+            SearchResponse,
+            SearchRequest,
+            tag="x402",
+            paid=True,
+        ),
+    )

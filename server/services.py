@@ -1,0 +1,90 @@
+"""The long-lived objects handlers share, built once per app and closed at shutdown."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import httpx
+from starlette.requests import Request
+
+from emailintel.dns import DnsResolver
+from emailintel.models import RiskResult
+from server.db.engine import Database
+from server.prospects.store import ProspectStore
+from server.settings import Settings
+
+__all__ = ["EmailValidator", "Services", "services"]
+
+
+class EmailValidator(Protocol):
+    """What the validate route needs: emailintel's ``Validator`` satisfies it."""
+
+    async def validate(self, address: str) -> RiskResult:
+        """Validate one address without SMTP."""
+        ...
+
+
+def default_validator(resolver: DnsResolver) -> EmailValidator:
+    """emailintel's validator on ``resolver`` (imported late: only the validate route needs it)."""
+
+    from emailintel.verify import Validator
+
+    validator: EmailValidator = Validator(resolver=resolver)
+    return validator
+
+
+@dataclass
+class Services:
+    """Settings, database, prospect store, DNS resolver, email validator, HTTP client (RPC)."""
+
+    settings: Settings
+    db: Database
+    prospects: ProspectStore
+    resolver: DnsResolver
+    _validator: EmailValidator | None = None
+    _http: httpx.AsyncClient | None = None
+
+    @classmethod
+    def build(
+        cls,
+        settings: Settings,
+        *,
+        resolver: DnsResolver | None = None,
+        validator: EmailValidator | None = None,
+    ) -> Services:
+        """Create every service from settings; nothing connects until first use."""
+        db = Database(settings.database_url, schema=settings.database_schema)
+        return cls(
+            settings=settings,
+            db=db,
+            prospects=ProspectStore(db),
+            resolver=resolver or DnsResolver.from_env(),
+            _validator=validator,
+        )
+
+    @property
+    def validator(self) -> EmailValidator:
+        """The email validator (emailintel's, on :attr:`resolver`, unless one was given)."""
+        if self._validator is None:
+            self._validator = default_validator(self.resolver)
+        return self._validator
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The HTTP client for chain RPC (created on first use: building TLS contexts is slow)."""
+        if self._http is None:
+            self._http = httpx.AsyncClient(timeout=self.settings.ready_timeout)
+        return self._http
+
+    async def close(self) -> None:
+        """Release connections (database pool, HTTP client)."""
+        if self._http is not None:
+            await self._http.aclose()
+        await self.db.dispose()
+
+
+def services(request: Request) -> Services:
+    """The services of the app serving ``request``."""
+    value: Services = request.app.state.services
+    return value

@@ -1,0 +1,240 @@
+"""Server settings: read from ``BAVLIO_*`` variables, a ``.env`` file or a TOML file, validated once.
+
+Precedence (highest first): explicit keyword arguments, environment, ``.env``, TOML
+(``BAVLIO_CONFIG=path.toml`` or ``--config``), defaults. TOML keys are the field names without the
+prefix (``port = 8080``).
+
+The emailintel library reads its own variables; they pass through untouched:
+
+- ``EMAILINTEL_NAMESERVERS``: comma-separated DNS servers for MX lookups (default: the system's).
+- ``EMAILINTEL_HELO``: the name sent in EHLO by SMTP probes.
+- ``EMAILINTEL_MAIL_FROM``: the envelope sender used by SMTP probes.
+- ``EMAILINTEL_ALLOW_PRIVATE_MX``: ``1`` to allow probing MX hosts on private addresses (labs only).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import re
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+__all__ = ["ENV_PREFIX", "PRICE_FIELDS", "Settings", "SettingsError", "load_settings"]
+
+ENV_PREFIX = "BAVLIO_"
+CONFIG_VARIABLE = "BAVLIO_CONFIG"
+
+_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
+_PRIVATE_KEY = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")
+# CAIP-2: namespace ":" reference (https://chainagnostic.org/CAIPs/caip-2).
+_CAIP2 = re.compile(r"^[-a-z0-9]{3,8}:[-_a-zA-Z0-9]{1,32}$")
+_SUPPORTED_DB = {
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+}
+
+_toml_path: contextvars.ContextVar[Path | None] = contextvars.ContextVar("toml_path", default=None)
+
+
+def _address(value: str) -> str:
+    if not _ADDRESS.match(value):
+        raise ValueError("must be a 0x-prefixed 20-byte hex address")
+    return value
+
+
+def _price(value: Decimal) -> Decimal:
+    if value <= 0 or value > 1000:
+        raise ValueError("must be a positive USD amount up to 1000")
+    if value.as_tuple().exponent < -6:  # type: ignore[operator]
+        raise ValueError("must have at most 6 decimal places")
+    return value
+
+
+Address = Annotated[str, AfterValidator(_address)]
+Price = Annotated[Decimal, AfterValidator(_price)]
+
+PRICE_FIELDS: dict[str, str] = {
+    "/email/validate": "price_validate",
+    "/email/verify": "price_verify",
+    "/email/find": "price_find",
+    "/linkedin/find-url": "price_linkedin_find_url",
+    "/prospects/search": "price_prospects_search",
+}
+"""Paid route path (under ``/api/x402/v1``) -> the settings field holding its USD price."""
+
+
+class SettingsError(ValueError):
+    """A setting with a bad value; ``variable`` names the environment variable to fix."""
+
+    def __init__(self, variable: str, message: str) -> None:
+        super().__init__(f"invalid setting {variable}: {message}")
+        self.variable = variable
+
+
+class Settings(BaseSettings):
+    """Everything the server needs to start; every value is checked before anything runs."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+    )
+
+    database_url: str = "sqlite+aiosqlite:///./bavlio.sqlite3"
+    database_schema: str | None = None
+    redis_url: str | None = None
+    rpc_url: str | None = None
+    network: str = "eip155:8453"
+    asset: Address = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"
+    asset_name: str = "USD Coin"
+    asset_version: str = "2"
+    asset_decimals: int = Field(default=6, ge=0, le=36)
+    pay_to: Address | None = None
+    settler_key: SecretStr | None = None
+    facilitator_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    ready_dns_probe: str = "example.com"
+    ready_timeout: float = Field(default=3.0, gt=0, le=60)
+    price_validate: Price = Decimal("0.003")
+    price_verify: Price = Decimal("0.005")
+    price_find: Price = Decimal("0.010")
+    price_linkedin_find_url: Price = Decimal("0.008")
+    price_prospects_search: Price = Decimal("0.012")
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        scheme, sep, rest = value.partition("://")
+        if not sep or scheme not in _SUPPORTED_DB:
+            raise ValueError("must be a sqlite:/// or postgresql:// URL")
+        return f"{_SUPPORTED_DB[scheme]}://{rest}"
+
+    @field_validator("database_schema")
+    @classmethod
+    def _schema(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^[a-z_][a-z0-9_]{0,62}$", value):
+            raise ValueError("must be a lower-case SQL identifier")
+        return value
+
+    @field_validator("rpc_url", "facilitator_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^rediss?://", value):
+            raise ValueError("must be a redis:// or rediss:// URL")
+        return value
+
+    @field_validator("network")
+    @classmethod
+    def _network(cls, value: str) -> str:
+        if not _CAIP2.match(value):
+            raise ValueError("must be a CAIP-2 chain id such as eip155:8453")
+        return value
+
+    @field_validator("settler_key")
+    @classmethod
+    def _settler_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not _PRIVATE_KEY.match(value.get_secret_value()):
+            raise ValueError("must be a 32-byte hex private key")
+        return value
+
+    @model_validator(mode="after")
+    def _schema_needs_postgres(self) -> Settings:
+        if self.database_schema is not None and not self.database_url.startswith("postgresql"):
+            raise ValueError("database_schema requires a postgresql database_url")
+        return self
+
+    @model_validator(mode="after")
+    def _one_settler(self) -> Settings:
+        if self.settler_key is not None and self.facilitator_url is not None:
+            raise ValueError("set settler_key or facilitator_url, not both")
+        return self
+
+    @property
+    def chain_id(self) -> int | None:
+        """The EVM chain id of ``network`` (``eip155:<id>``), or None for other namespaces."""
+        namespace, _, reference = self.network.partition(":")
+        return int(reference) if namespace == "eip155" and reference.isdigit() else None
+
+    def price(self, path: str) -> Decimal:
+        """The USD price of a paid route given its path under ``/api/x402/v1``."""
+        value: Decimal = getattr(self, PRICE_FIELDS[path])
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Insert the TOML file (if any) below the environment and ``.env``."""
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings, dotenv_settings]
+        path = _toml_path.get()
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return (*sources, file_secret_settings)
+
+
+def _variable(loc: tuple[int | str, ...]) -> str:
+    return ENV_PREFIX + str(loc[0]).upper()
+
+
+def _one_line(exc: ValidationError) -> SettingsError:
+    error = exc.errors(include_url=False)[0]
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if not error["loc"]:  # a cross-field rule: name every field its message mentions
+        named = [name for name in Settings.model_fields if re.search(rf"\b{name}\b", message)]
+        return SettingsError("/".join(_variable((name,)) for name in named) or "BAVLIO_*", message)
+    return SettingsError(_variable(tuple(error["loc"])), message)
+
+
+def load_settings(
+    config: str | Path | None = None, *, env_file: str | Path | None = ".env", **overrides: Any
+) -> Settings:
+    """Build validated settings, raising :class:`SettingsError` with a one-line message."""
+    path = config if config is not None else os.environ.get(CONFIG_VARIABLE)
+    toml = Path(path) if path else None
+    if toml is not None and not toml.is_file():
+        raise SettingsError(CONFIG_VARIABLE, f"config file {str(toml)!r} does not exist")
+    token = _toml_path.set(toml)
+    try:
+        return Settings(_env_file=env_file, **overrides)
+    except ValidationError as exc:
+        raise _one_line(exc) from None
+    except ValueError as exc:  # a TOML file that does not parse
+        raise SettingsError(CONFIG_VARIABLE, str(exc).splitlines()[0]) from None
+    finally:
+        _toml_path.reset(token)
