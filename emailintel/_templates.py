@@ -94,6 +94,7 @@ def parse_template(pattern: str, index: int = 0) -> Template:
 
 
 def _share(value: Any, where: str) -> float:
+    """A positive finite share, or ConfigError."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(f"{where}: share must be a number")
     share = float(value)
@@ -103,6 +104,7 @@ def _share(value: Any, where: str) -> float:
 
 
 def _normalise(values: list[float]) -> tuple[float, ...]:
+    """Scale to sum 1."""
     total = math.fsum(values)
     return tuple(v / total for v in values)
 
@@ -147,6 +149,7 @@ def load_table(text: str) -> PatternTable:
 
 
 def _bucket(raw: dict[str, Any], overall: list[float], sized: list[dict[str, float]]) -> Bucket:
+    """A size bucket; templates without a share split the remainder by overall share."""
     name = str(raw["name"])
     low = raw["min"]
     high = raw.get("max")

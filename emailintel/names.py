@@ -21,6 +21,7 @@ __all__ = [
     "NameParts",
     "NameVariant",
     "PersonName",
+    "nicknames_for",
     "parse_name",
     "split_name",
     "word_variants",
@@ -43,6 +44,7 @@ _MAX_NICKNAMES = 6
 
 
 def _wordset(words: str) -> frozenset[str]:
+    """Frozen set of the space-separated words."""
     return frozenset(words.split())
 
 
@@ -143,6 +145,7 @@ _SLOT_NAMES = frozenset({"first", "middle", "last", "f", "m", "l"})
 
 
 def _initials(variants: tuple[NameVariant, ...]) -> tuple[NameVariant, ...]:
+    """First letters of the variants, weights pooled per letter."""
     return _merge((v.text[0], v.weight, v.kind) for v in variants)
 
 
@@ -197,10 +200,12 @@ def _words(text: str) -> list[str]:
 
 
 def _usable(word: str) -> bool:
+    """True if the word keeps at least one ASCII letter."""
     return bool(_HAS_LETTER.search(_ascii(word)))
 
 
 def _strip_titles(words: list[str]) -> list[str]:
+    """Drop leading honorifics."""
     i = 0
     while i < len(words) and _key(words[i]) in TITLES:
         i += 1
@@ -208,6 +213,7 @@ def _strip_titles(words: list[str]) -> list[str]:
 
 
 def _strip_suffixes(words: list[str]) -> list[str]:
+    """Drop trailing generational and academic suffixes."""
     j = len(words)
     while j > 0 and _key(words[j - 1]) in SUFFIXES:
         j -= 1
@@ -215,6 +221,7 @@ def _strip_suffixes(words: list[str]) -> list[str]:
 
 
 def _strip_both(words: list[str]) -> list[str]:
+    """Drop titles, suffixes and words without letters."""
     return [w for w in _strip_suffixes(_strip_titles(words)) if _usable(w)]
 
 
@@ -242,6 +249,7 @@ def split_name(name: str) -> NameParts:
 
 
 def _parts(words: list[str], surname_start: int | None, nicknames: list[str]) -> NameParts:
+    """Assign words to slots; the surname is the last word plus any particles before it."""
     if len(words) == 1:
         return NameParts(first=words[0], middle=(), last=None, nicknames=tuple(nicknames))
     if surname_start is None:
@@ -300,6 +308,7 @@ def _compounds(text: str, weight: float, kind: str) -> list[tuple[str, float, st
 
 
 def _k(kind: str, extra: str) -> str:
+    """Add a kind to a variant's kind, ``primary`` being the empty kind."""
     return extra if kind == "primary" else f"{kind}+{extra}"
 
 
@@ -340,6 +349,7 @@ def _surname_variants(text: str) -> tuple[NameVariant, ...]:
 
 @lru_cache(maxsize=1)
 def _nicknamer() -> Any:
+    """The nickname table, loaded on first use (it takes ~0.1 s)."""
     from nicknames import NickNamer
 
     return NickNamer()
@@ -362,6 +372,7 @@ def nicknames_for(name: str) -> tuple[str, ...]:
 def _first_variants(
     text: str, given_nicknames: Sequence[str], nicknames: bool
 ) -> tuple[NameVariant, ...]:
+    """Given-name spellings plus written and dictionary nicknames at lower weights."""
     base = word_variants(text)
     items = [(v.text, v.weight, v.kind) for v in base]
     if not base:
@@ -381,6 +392,7 @@ def _first_variants(
 
 
 def _prepare(part: str | None, *, titles: bool, suffixes: bool) -> str | None:
+    """Clean an explicit name part; None when nothing usable is left."""
     if part is None:
         return None
     if len(part) > MAX_NAME_CHARS:
@@ -414,6 +426,7 @@ def parse_name(
 def _parse_cached(
     name: str | None, first: str | None, middle: str | None, last: str | None, nicknames: bool
 ) -> PersonName:
+    """parse_name with hashable arguments, cached."""
     parts = NameParts(first=None, middle=(), last=None)
     if name is not None and name.strip():
         try:

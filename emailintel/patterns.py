@@ -86,6 +86,7 @@ def normalize_domain(domain: str) -> str:
 
 
 def _split_address(address: str) -> tuple[str, str]:
+    """Lower-case local part and ASCII domain of a known address."""
     try:
         info = validate_email(address, check_deliverability=False)
     except EmailNotValidError as exc:
@@ -95,6 +96,7 @@ def _split_address(address: str) -> tuple[str, str]:
 
 @lru_cache(maxsize=1024)
 def _kind_label(kinds: tuple[str, ...]) -> str:
+    """Candidate ``variant`` label from the non-primary kinds used."""
     seen: list[str] = []
     for kind in kinds:
         for k in kind.split("+"):
@@ -120,6 +122,7 @@ def _render(template: Template, name: PersonName) -> list[tuple[str, float, tupl
 
 
 def _present(name: PersonName) -> frozenset[str]:
+    """Which name parts the person has."""
     return frozenset(
         part
         for part, v in (("first", name.first), ("middle", name.middle), ("last", name.last))
@@ -128,6 +131,7 @@ def _present(name: PersonName) -> frozenset[str]:
 
 
 def _as_name(name: str | PersonName) -> PersonName:
+    """Parse a full name unless already parsed."""
     return name if isinstance(name, PersonName) else parse_name(name)
 
 
@@ -162,6 +166,7 @@ def _templates_by_local(person: PersonName) -> Mapping[str, frozenset[int]]:
 
 
 def _prior(company_size: int | None) -> dict[str, float]:
+    """Template priors by pattern for a company size (None = overall)."""
     tab = table()
     return {t.pattern: p for t, p in zip(tab.templates, tab.priors(company_size), strict=True)}
 
@@ -169,6 +174,7 @@ def _prior(company_size: int | None) -> dict[str, float]:
 def _distribution(
     weights: dict[str, float], observations: int, matched: int
 ) -> PatternDistribution:
+    """Percentages sorted descending, ties in template order."""
     order = {t: i for i, t in enumerate(templates())}
     total = math.fsum(weights.values())
     ranked = sorted(weights, key=lambda t: (-round(weights[t], 12), order[t]))
@@ -189,6 +195,7 @@ def prior_distribution(company_size: int | None = None) -> PatternDistribution:
 def _posterior(
     known: Sequence[tuple[str, str]], domain: str | None, company_size: int | None
 ) -> tuple[dict[str, float], int, int]:
+    """Dirichlet posterior mean over templates, with observation and match counts."""
     prior = _prior(company_size)
     counts = dict.fromkeys(prior, 0.0)
     seen: set[tuple[str, str]] = set()

@@ -265,14 +265,15 @@ def test_prior_distribution_follows_the_data() -> None:
 
 def test_one_known_address_moves_the_ranking() -> None:
     known = [("jsmith@acme.com", "John Smith")]
-    dist = infer_patterns(known)
+    dist = infer_patterns(known, company_size=5000)
     assert dist.patterns[0].pattern == "{f}{last}"
     assert (dist.observations, dist.matched) == (1, 1)
-    out = generate_candidates("Jane Doe", "acme.com", known=known)
-    assert out[0].local_part == "jdoe"
-    assert out[0].pattern == "{f}{last}"
-    before = generate_candidates("Jane Doe", "acme.com")
-    assert before[0].local_part != "jdoe" or before[0].probability < out[0].probability
+    before = generate_candidates("Jane Doe", "acme.com", company_size=5000)
+    assert before[0].local_part == "jane.doe"
+    after = generate_candidates("Jane Doe", "acme.com", company_size=5000, known=known)
+    assert after[0].local_part == "jdoe"
+    assert after[0].pattern == "{f}{last}"
+    assert local_of(after, "jdoe").probability > local_of(before, "jdoe").probability
 
 
 def test_five_known_addresses_make_the_pattern_near_certain() -> None:
