@@ -63,6 +63,8 @@ class _Outcome:
 
 def parse_nameserver(text: str) -> tuple[str, int]:
     """Parse "1.1.1.1", "127.0.0.1:5353", "::1" or "[::1]:5353" into (address, port)."""
+    if not isinstance(text, str):
+        raise ConfigError(f"invalid nameserver {text!r}: expected a string")
     spec = text.strip()
     port_text: str | None = None
     if spec.startswith("["):

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from collections.abc import Iterator
 
 import dns.resolver
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from lab.dnslab import BlackHoleDns, CountingRelay, DnsLab, free_port
 
 import emailintel.dns as edns
@@ -57,6 +60,24 @@ def test_parse_nameserver_rejects_anything_else(text: str) -> None:
         parse_nameserver(text)
 
 
+@given(st.ip_addresses(), st.integers(1, 65535))
+def test_formatted_nameservers_parse_back(
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int
+) -> None:
+    text = f"[{address}]:{port}" if address.version == 6 else f"{address}:{port}"
+    assert parse_nameserver(text) == (str(address), port)
+
+
+@given(st.text(max_size=60))
+def test_parse_nameserver_raises_only_config_error(text: str) -> None:
+    try:
+        address, port = parse_nameserver(text)
+    except ConfigError:
+        return
+    assert ipaddress.ip_address(address)
+    assert 0 < port < 65536
+
+
 def test_resolver_keeps_nameservers_in_canonical_form() -> None:
     resolver = DnsResolver(["127.0.0.1:5353", "::1", "[::1]:5300"])
     assert resolver.nameservers == ("127.0.0.1:5353", "[::1]:53", "[::1]:5300")
@@ -79,6 +100,11 @@ def test_bad_resolver_configuration_raises_config_error(
 ) -> None:
     with pytest.raises(ConfigError, match=message):
         DnsResolver(*args, **kwargs)  # type: ignore[arg-type]
+
+
+def test_non_string_nameserver_raises_config_error() -> None:
+    with pytest.raises(ConfigError, match="expected a string"):
+        DnsResolver([5353])  # type: ignore[list-item]
 
 
 def test_nameservers_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -134,6 +160,27 @@ def test_domains_are_normalised_to_idna(domain: str, expected: str) -> None:
     name, text = to_query_name(domain)
     assert text == expected
     assert name.to_text() == expected + "."
+
+
+@given(st.text(max_size=80))
+def test_to_query_name_raises_only_address_error(text: str) -> None:
+    try:
+        name, ascii_text = to_query_name(text)
+    except AddressError:
+        return
+    assert ascii_text.isascii()
+    assert name.to_text() == ascii_text + "."
+
+
+_LDH_LABEL = st.text("abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=20).filter(
+    lambda label: not label.startswith("-") and not label.endswith("-")
+)
+
+
+@given(st.lists(_LDH_LABEL, min_size=1, max_size=6))
+def test_ldh_domains_round_trip_in_lower_case(labels: list[str]) -> None:
+    domain = ".".join(labels)
+    assert to_query_name(domain.upper() + ".")[1] == domain
 
 
 @pytest.mark.parametrize(
@@ -303,7 +350,7 @@ async def test_servfail_is_an_error_not_an_answer(resolver: DnsResolver) -> None
 
 @pytest.mark.lab
 async def test_unreachable_nameserver_is_an_error() -> None:
-    closed = DnsResolver([f"127.0.0.1:{free_port('127.0.0.1')}"], timeout=1.0)
+    closed = DnsResolver([f"127.0.0.1:{free_port('127.0.0.1')}"], timeout=0.3)
     facts = await closed.lookup_mx("acme.test")
     assert facts.status in ("error", "timeout")
     assert facts.error is not None
@@ -311,7 +358,7 @@ async def test_unreachable_nameserver_is_an_error() -> None:
 
 @pytest.mark.lab
 async def test_silent_nameserver_is_a_timeout(black_hole: BlackHoleDns) -> None:
-    resolver = DnsResolver([black_hole.nameserver], timeout=0.5)
+    resolver = DnsResolver([black_hole.nameserver], timeout=0.3)
     facts = await resolver.lookup_mx("acme.test")
     assert (facts.status, facts.mx) == ("timeout", ())
     assert facts.error is not None
@@ -325,7 +372,7 @@ async def test_silent_nameserver_is_a_timeout(black_hole: BlackHoleDns) -> None:
 @pytest.mark.lab
 async def test_timeout_on_the_address_fallback_is_a_timeout(relay: CountingRelay) -> None:
     relay.drop = {"A"}
-    resolver = DnsResolver([relay.nameserver], timeout=0.5)
+    resolver = DnsResolver([relay.nameserver], timeout=0.3)
     facts = await resolver.lookup_mx("nomx.test")
     assert facts.status == "timeout"
     # one family answering is enough for the implicit MX
