@@ -1,0 +1,411 @@
+"""One SMTP probing session over aiosmtplib: connect, banner, EHLO, STARTTLS, MAIL, RCPT, RSET.
+
+The thin I/O edge of the SMTP engine. SMTP replies are returned, never raised; only failures
+that leave no reply to report (connect refused, timeout, TLS failure, lost connection) raise a
+typed :class:`SmtpSessionError` that names the stage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import re
+import socket
+import ssl
+import time
+from dataclasses import dataclass
+from functools import cache
+from types import TracebackType
+from typing import Literal, Self
+
+import aiosmtplib
+from aiosmtplib.esmtp import parse_esmtp_extensions
+
+from emailintel.errors import ConfigError, EmailIntelError, InjectionError
+from emailintel.models import SmtpReply, SmtpStage
+from emailintel.smtp.replies import parse_enhanced_code
+
+StartTlsMode = Literal["opportunistic", "required", "never"]
+
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f<>\u2028\u2029]")
+_HELO = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.\-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]")
+
+
+class SmtpSessionError(EmailIntelError):
+    """A session failure with no SMTP reply to show for it; ``stage`` says where it happened."""
+
+    def __init__(self, stage: SmtpStage, message: str) -> None:
+        super().__init__(f"{stage}: {message}")
+        self.stage: SmtpStage = stage
+
+
+class SmtpConnectError(SmtpSessionError):
+    """The TCP connection could not be made (refused, unreachable) or closed before a banner."""
+
+
+class SmtpTimeoutError(SmtpSessionError):
+    """A stage's timeout ran out (connect, banner, or a command)."""
+
+
+class SmtpTLSError(SmtpSessionError):
+    """STARTTLS failed or was required but not offered."""
+
+
+class SmtpDisconnectedError(SmtpSessionError):
+    """The server closed the connection without a closing reply, or the session was closed."""
+
+
+class SmtpProtocolError(SmtpSessionError):
+    """The server sent something that is not an SMTP reply."""
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Seconds allowed per stage; the banner gets long because tarpits delay it (Reacher #1320)."""
+
+    connect: float = 10.0
+    banner: float = 30.0
+    command: float = 10.0
+
+    def __post_init__(self) -> None:
+        for name in ("connect", "banner", "command"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"timeout {name} must be a positive number, got {value!r}")
+
+
+def probe_tls_context(*, verify: bool = False) -> ssl.SSLContext:
+    """A TLS client context shared by all sessions (one per process: building one costs ~50 ms).
+
+    A probe needs encryption, not authentication, so certificates are not verified by default.
+    """
+    return _tls_context(verify)
+
+
+@cache
+def _tls_context(verify: bool) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _check_address(address: str, what: str) -> str:
+    if _UNSAFE.search(address):
+        raise InjectionError(f"{what} contains characters that could inject SMTP commands")
+    if len(address.encode("utf-8")) > 320:
+        raise InjectionError(f"{what} is too long for an SMTP command")
+    return address
+
+
+def _check_ip(host_ip: str) -> str:
+    try:
+        return str(ipaddress.ip_address(host_ip))
+    except ValueError:
+        # A host name here would be resolved by the system resolver, outside our DNS control.
+        raise ConfigError(f"SmtpSession needs an IP address, got {host_ip!r}") from None
+
+
+class SmtpSession:
+    """``async with SmtpSession(ip, server_hostname=mx, helo=fqdn) as s: await s.rcpt(addr)``."""
+
+    def __init__(
+        self,
+        host_ip: str,
+        *,
+        port: int = 25,
+        server_hostname: str | None = None,
+        helo: str,
+        timeouts: Timeouts | None = None,
+        starttls: StartTlsMode = "opportunistic",
+        tls_context: ssl.SSLContext | None = None,
+        verify_certs: bool = False,
+        source_address: str | None = None,
+        sock: socket.socket | None = None,
+    ) -> None:
+        self.host_ip = _check_ip(host_ip) if sock is None else host_ip
+        if not 0 < port < 65536:
+            raise ConfigError(f"port out of range: {port!r}")
+        if not _HELO.fullmatch(helo) or len(helo) > 255:
+            raise ConfigError(f"HELO name must be a host name or address literal, got {helo!r}")
+        if starttls not in ("opportunistic", "required", "never"):
+            raise ConfigError(f"starttls must be opportunistic, required or never: {starttls!r}")
+        self.port = port
+        self.server_hostname = server_hostname
+        self.helo = helo
+        self.timeouts = timeouts or Timeouts()
+        self.starttls_mode: StartTlsMode = starttls
+        self.tls_context = tls_context or probe_tls_context(verify=verify_certs)
+        self.source_address = _check_ip(source_address) if source_address else None
+        self._sock = sock
+        self._smtp: aiosmtplib.SMTP | None = None
+        self.banner: SmtpReply | None = None
+        self.ehlo_reply: SmtpReply | None = None
+        self.starttls_reply: SmtpReply | None = None
+        self.refusal: SmtpReply | None = None
+        self.extensions: dict[str, str] = {}
+        self.tls = False
+        self.timings_ms: dict[str, float] = {}
+        self._wire = bytearray()  # a copy of what the server sent since the greeting
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @property
+    def connected(self) -> bool:
+        """True while the connection is open and usable."""
+        return self._smtp is not None and self._smtp.is_connected
+
+    async def open(self) -> None:
+        """Connect, read the banner, EHLO (HELO fallback) and STARTTLS as configured."""
+        if self._smtp is not None:
+            raise ConfigError("session already opened")
+        sock = self._sock = self._sock or await self._connect()
+        self._smtp = aiosmtplib.SMTP(
+            local_hostname=self.helo,
+            timeout=self.timeouts.command,
+            start_tls=False,
+            validate_certs=False,
+        )
+        try:
+            await self._read_banner(sock)
+            if self.refusal is None:
+                await self._greet()
+            if self.refusal is None and self.starttls_mode != "never":
+                await self._starttls()
+        except BaseException:
+            self._close_transport()
+            raise
+
+    async def close(self) -> None:
+        """Send QUIT if still connected (best effort) and drop the connection."""
+        if self.connected:
+            with contextlib.suppress(SmtpSessionError):
+                await self._execute("quit", b"QUIT", limit=min(self.timeouts.command, 2.0))
+        self._close_transport()
+
+    def _close_transport(self) -> None:
+        if self._smtp is not None:
+            self._smtp.close()
+        if self._sock is not None:
+            # The transport closes it too once it has one; closing twice is harmless.
+            self._sock.close()
+
+    async def _connect(self) -> socket.socket:
+        family = socket.AF_INET6 if ":" in self.host_ip else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        start = time.perf_counter()
+        try:
+            if self.source_address:
+                sock.bind((self.source_address, 0))
+            loop = asyncio.get_running_loop()
+            async with asyncio.timeout(self.timeouts.connect):
+                await loop.sock_connect(sock, (self.host_ip, self.port))
+        except TimeoutError:
+            sock.close()
+            raise SmtpTimeoutError(
+                "connect", f"no TCP connection to {self.host_ip}:{self.port} in time"
+            ) from None
+        except OSError as exc:
+            sock.close()
+            raise SmtpConnectError(
+                "connect", f"{self.host_ip}:{self.port}: {exc.strerror or exc}"
+            ) from exc
+        self.timings_ms["connect"] = _ms_since(start)
+        return sock
+
+    async def _read_banner(self, sock: socket.socket) -> None:
+        assert self._smtp is not None
+        start = time.perf_counter()
+        try:
+            response = await self._smtp.connect(sock=sock, timeout=self.timeouts.banner)
+            code, message = response.code, response.message
+        except aiosmtplib.SMTPConnectResponseError as exc:
+            code, message = exc.code, exc.message
+        except aiosmtplib.SMTPTimeoutError:
+            raise SmtpTimeoutError("banner", "no greeting in time") from None
+        except aiosmtplib.SMTPResponseException as exc:
+            raise SmtpProtocolError("banner", exc.message) from None
+        except (aiosmtplib.SMTPConnectError, aiosmtplib.SMTPServerDisconnected) as exc:
+            raise SmtpDisconnectedError("banner", f"closed before the greeting: {exc}") from None
+        self.timings_ms["banner"] = _ms_since(start)
+        self.banner = _reply("banner", code, message, start)
+        if code != 220:
+            self.refusal = self.banner
+        elif self._smtp.protocol is not None:
+            self._watch_unsolicited()
+
+    async def _greet(self) -> None:
+        hostname = self.helo.encode("ascii")
+        reply = await self._execute("ehlo", b"EHLO", hostname)
+        if reply.code != 250 and reply.code != 421 and self.connected:
+            reply = await self._execute("ehlo", b"HELO", hostname)
+            self.extensions = {}
+        elif reply.code == 250:
+            self.extensions, _ = parse_esmtp_extensions(reply.message)
+        self.timings_ms["ehlo"] = self.timings_ms.get("ehlo", 0.0) + (reply.elapsed_ms or 0.0)
+        self.ehlo_reply = reply
+        if reply.code != 250:
+            self.refusal = reply
+
+    async def _starttls(self) -> None:
+        assert self._smtp is not None
+        if "starttls" not in self.extensions:
+            if self.starttls_mode == "required":
+                raise SmtpTLSError("starttls", "the server does not offer STARTTLS")
+            return
+        start = time.perf_counter()
+        # aiosmtplib decides from its own state whether STARTTLS needs an EHLO first.
+        assert self.ehlo_reply is not None
+        self._smtp.last_ehlo_response = aiosmtplib.SMTPResponse(250, self.ehlo_reply.message)
+        try:
+            response = await self._smtp.starttls(
+                server_hostname=self.server_hostname,
+                tls_context=self.tls_context,
+                timeout=self.timeouts.command,
+            )
+        except aiosmtplib.SMTPResponseException as exc:
+            self._take_reply()
+            self.starttls_reply = _reply("starttls", exc.code, exc.message, start)
+            if exc.code == 421 or not self.connected:
+                self.refusal = self.starttls_reply
+                return
+            if self.starttls_mode == "required":
+                raise SmtpTLSError("starttls", f"refused: {exc.code} {exc.message}") from None
+            return
+        except aiosmtplib.SMTPTimeoutError:
+            raise SmtpTimeoutError("starttls", "TLS handshake timed out") from None
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            raise SmtpTLSError("starttls", f"TLS handshake failed: {exc}") from None
+        self._take_reply()
+        self.starttls_reply = _reply("starttls", response.code, response.message, start)
+        self.tls = True
+        self.timings_ms["starttls"] = _ms_since(start)
+        await self._greet()
+
+    # --- commands --------------------------------------------------------------------------------
+
+    async def mail_from(self, sender: str = "", *, smtputf8: bool | None = None) -> SmtpReply:
+        """``MAIL FROM:<sender>`` (empty = null sender). SMTPUTF8 is added for non-ASCII senders."""
+        _check_address(sender, "sender")
+        args = [b"FROM:<" + sender.encode("utf-8") + b">"]
+        wants_utf8 = (not sender.isascii()) if smtputf8 is None else smtputf8
+        if wants_utf8 and "smtputf8" in self.extensions:
+            args.append(b"SMTPUTF8")
+        return await self._command("mail", b"MAIL", *args)
+
+    async def rcpt(self, address: str) -> SmtpReply:
+        """``RCPT TO:<address>``; the reply says what the server thinks of that mailbox."""
+        _check_address(address, "recipient")
+        if not address:
+            raise InjectionError("recipient is empty")
+        return await self._command("rcpt", b"RCPT", b"TO:<" + address.encode("utf-8") + b">")
+
+    async def rset(self) -> SmtpReply:
+        """``RSET``: start a new transaction on the same connection."""
+        return await self._command("rset", b"RSET")
+
+    async def _command(self, stage: SmtpStage, *args: bytes) -> SmtpReply:
+        if self.refusal is None:
+            self.refusal = self._unsolicited_reply(stage)
+        if self.refusal is not None:
+            return self.refusal
+        try:
+            reply = await self._execute(stage, *args)
+        except SmtpDisconnectedError:
+            self.refusal = self._unsolicited_reply(stage)
+            if self.refusal is None:
+                raise
+            return self.refusal
+        if reply.code == 421:
+            self.refusal = reply
+        return reply
+
+    def _watch_unsolicited(self) -> None:
+        """Keep a copy of the server's byte stream to find replies nobody asked for.
+
+        aiosmtplib drops data that arrives after a reply (so it cannot be mistaken for the next
+        one); Postfix's parting ``421 ... too many errors`` is such data. With the copy, a
+        session reports that reply instead of a bare disconnect.
+        """
+        assert self._smtp is not None
+        assert self._smtp.protocol is not None
+        original = self._smtp.protocol.data_received
+
+        def data_received(data: bytes) -> None:
+            self._wire.extend(data)
+            original(data)
+
+        setattr(self._smtp.protocol, "data_received", data_received)  # noqa: B010
+
+    def _take_reply(self) -> bytes | None:
+        """Remove the first complete reply from the stream copy and return it, if there is one."""
+        offset = 0
+        while (end := self._wire.find(b"\n", offset)) != -1:
+            line = self._wire[offset:end]
+            offset = end + 1
+            if line[3:4] != b"-":
+                taken = bytes(self._wire[:offset])
+                del self._wire[:offset]
+                return taken
+        return None
+
+    def _unsolicited_reply(self, stage: SmtpStage) -> SmtpReply | None:
+        """A complete reply the server sent unasked, if any."""
+        raw = self._take_reply()
+        if raw is None:
+            return None
+        lines = raw.decode("utf-8", errors="replace").replace("\r", "").splitlines()
+        head = lines[-1][:3]
+        if not head.isdigit():
+            return None
+        message = "\n".join(line[4:] for line in lines)
+        return _reply(stage, int(head), message, time.perf_counter())
+
+    async def _execute(
+        self, stage: SmtpStage, *args: bytes, limit: float | None = None
+    ) -> SmtpReply:
+        if self._smtp is None or not self._smtp.is_connected:
+            raise SmtpDisconnectedError(stage, "the session is not connected")
+        start = time.perf_counter()
+        try:
+            response = await self._smtp.execute_command(
+                *args, timeout=limit or self.timeouts.command
+            )
+        except aiosmtplib.SMTPTimeoutError:
+            raise SmtpTimeoutError(stage, "no reply in time") from None
+        except aiosmtplib.SMTPServerDisconnected as exc:
+            raise SmtpDisconnectedError(stage, str(exc)) from None
+        except aiosmtplib.SMTPResponseException as exc:
+            self._smtp.close()
+            raise SmtpProtocolError(stage, exc.message) from None
+        self._take_reply()
+        return _reply(stage, response.code, response.message, start)
+
+
+def _ms_since(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000.0, 3)
+
+
+def _reply(stage: SmtpStage, code: int, message: str, start: float) -> SmtpReply:
+    return SmtpReply(
+        stage=stage,
+        code=code if 200 <= code <= 599 else None,
+        enhanced_code=parse_enhanced_code(message),
+        message=message,
+        elapsed_ms=_ms_since(start),
+    )
