@@ -20,7 +20,8 @@ A scored result is ``base + sum(weights of its reasons)`` clamped to 0..100; it 
 or above ``valid_threshold`` and ``risky`` below. Role, disposable, free, typo and gibberish are
 weighted modifiers, never overrides (a deliverable role address stays ``valid`` unless
 ``role_is_risky``). Reasons come decisive first, then other observed facts, then modifiers, each
-group in :class:`Reason` order.
+group in :class:`Reason` order; an invalid result omits the "not checked" reasons. The mapping to
+other vendors' labels is in docs/verdicts.md.
 """
 
 from __future__ import annotations

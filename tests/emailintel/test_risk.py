@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import json
+import re
+from pathlib import Path
 from typing import Any, get_args
 
 import pytest
@@ -15,6 +18,7 @@ from emailintel.models import (
     DnsStatus,
     Evidence,
     Reason,
+    RiskResult,
     SmtpFacts,
     SmtpReply,
     SmtpStage,
@@ -530,3 +534,52 @@ def test_from_mapping_rejects_non_mappings() -> None:
 def test_config_error_is_a_value_error() -> None:
     with pytest.raises(ValueError, match="valid_threshold"):
         RiskPolicy(valid_threshold=200)
+
+
+# --- docs/verdicts.md stays true --------------------------------------------------------------
+
+DOC = (Path(__file__).resolve().parents[2] / "docs" / "verdicts.md").read_text(encoding="utf-8")
+
+
+def test_docs_map_every_reason_code() -> None:
+    mapped = set(re.findall(r"^\| `(\w+)` \| (?:valid|risky|invalid|unknown|modifier)", DOC, re.M))
+    assert mapped == {reason.value for reason in Reason}
+
+
+def test_docs_default_policy_table_matches_the_code() -> None:
+    rows = dict(re.findall(r"^\| `([\w.]+)` \| (-?\d+) \|", DOC, re.M))
+    documented = {key: int(value) for key, value in rows.items()}
+    expected = {f"base.{k}": v for k, v in DEFAULT_POLICY.base.model_dump().items()}
+    expected |= {k: getattr(DEFAULT_POLICY, k) for k in ("valid_threshold", "unknown_cap")}
+    expected["invalid_cap"] = DEFAULT_POLICY.invalid_cap
+    assert documented == expected
+
+
+def test_docs_default_weights_match_the_code() -> None:
+    paragraph = DOC[DOC.index("Default weights are") :].split("\n\n")[0]
+    documented = {
+        r: int(w.replace("−", "-")) for r, w in re.findall(r"`(\w+)` ([−-]?\d+)", paragraph)
+    }
+    assert documented == {r.value: w for r, w in DEFAULT_WEIGHTS.items() if r in MODIFIERS}
+    assert all(w == 0 for r, w in DEFAULT_WEIGHTS.items() if r not in MODIFIERS)
+
+
+def test_docs_json_example_is_a_result_the_scorer_reproduces() -> None:
+    blocks = re.findall(r"```json\n(.*?)```", DOC, re.S)
+    result = RiskResult.model_validate_json(blocks[-1])
+    evidence = Evidence(
+        syntax_valid=result.normalized is not None,
+        disposable=result.disposable,
+        role_account=result.role_account,
+        free_provider=result.free_provider,
+        typo_suggestion=result.suggestion,
+        dns=result.dns,
+        smtp=result.smtp,
+    )
+    assert assess(evidence) == Assessment(
+        verdict=result.verdict, score=result.score, reasons=result.reasons
+    )
+    config = json.loads(blocks[0])
+    policy = RiskPolicy.from_mapping(config)
+    assert policy.weights[R.ROLE_ACCOUNT] == config["weights"]["role_account"]
+    assert policy.valid_threshold == config["valid_threshold"]
