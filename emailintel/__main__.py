@@ -1,0 +1,3 @@
+from emailintel.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,237 @@
+"""The ``emailintel`` command line: validate addresses and generate name -> address patterns."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import io
+import json
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TextIO
+
+from emailintel.dns import DnsResolver
+from emailintel.errors import EmailIntelError
+from emailintel.models import RiskResult
+from emailintel.verify import Validator
+
+__all__ = ["main"]
+
+_ADDRESS_COLUMNS = ("email", "address", "email_address", "e-mail", "mail")
+
+
+def _read_addresses(stream: TextIO) -> Iterator[str]:
+    """Addresses from a CSV (a column named email/address, else the first) or one per line."""
+    text = stream.read()
+    if not text.strip():
+        return
+    sample = text[:4096]
+    try:
+        dialect: type[csv.Dialect] | csv.Dialect = csv.Sniffer().sniff(sample, delimiters=",;\t")
+    except csv.Error:
+        dialect = csv.excel
+    rows = list(csv.reader(io.StringIO(text), dialect))
+    if not rows:
+        return
+    header = [cell.strip().lower() for cell in rows[0]]
+    column = next((header.index(c) for c in _ADDRESS_COLUMNS if c in header), None)
+    body = rows[1:] if column is not None else rows
+    index = column or 0
+    for row in body:
+        if len(row) > index and row[index].strip():
+            yield row[index].strip()
+
+
+def _collect_inputs(args: argparse.Namespace, stdin: TextIO) -> tuple[list[str], bool]:
+    """Addresses from the arguments, a file, or stdin; the flag says whether this is bulk input."""
+    addresses = list(args.addresses)
+    bulk = False
+    if args.file:
+        bulk = True
+        if args.file == "-":
+            addresses.extend(_read_addresses(stdin))
+        else:
+            with open(args.file, encoding="utf-8-sig", newline="") as handle:
+                addresses.extend(_read_addresses(handle))
+    elif not addresses and not stdin.isatty():
+        bulk = True
+        addresses.extend(_read_addresses(stdin))
+    return addresses, bulk
+
+
+def _reasons(result: RiskResult) -> str:
+    return ",".join(result.reasons)
+
+
+def _table(rows: Sequence[Sequence[str]], out: TextIO) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        out.write("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() + "\n")
+
+
+def _emit_results(
+    results: Iterable[RiskResult], fmt: str, out: TextIO, header: bool = True
+) -> None:
+    if fmt == "json":
+        for result in results:
+            out.write(json.dumps(result.model_dump(mode="json"), ensure_ascii=False) + "\n")
+    elif fmt == "csv":
+        writer = csv.writer(out)
+        if header:
+            writer.writerow(["address", "normalized", "verdict", "score", "reasons", "suggestion"])
+        for result in results:
+            writer.writerow(
+                [
+                    result.address,
+                    result.normalized or "",
+                    result.verdict,
+                    result.score,
+                    _reasons(result),
+                    result.suggestion or "",
+                ]
+            )
+    else:
+        rows = [["ADDRESS", "VERDICT", "SCORE", "REASONS", "SUGGESTION"]]
+        rows += [
+            [r.address, r.verdict, str(r.score), _reasons(r), r.suggestion or ""] for r in results
+        ]
+        _table(rows, out)
+
+
+def _make_validator(args: argparse.Namespace) -> Validator:
+    resolver = DnsResolver(args.nameserver) if args.nameserver else None
+    return Validator(resolver=resolver, check_dns=not args.offline)
+
+
+async def _run_validate(args: argparse.Namespace, stdin: TextIO, out: TextIO) -> int:
+    addresses, bulk = _collect_inputs(args, stdin)
+    if not addresses:
+        sys.stderr.write("emailintel validate: no addresses given (arguments, --file or stdin)\n")
+        return 2
+    validator = _make_validator(args)
+    progress = None
+    if bulk and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        progress = tqdm(total=len(addresses), unit="addr", file=sys.stderr)
+    streaming = args.format in ("json", "csv")
+    collected: list[RiskResult] = []
+    first = True
+    async for result in validator.validate_many(addresses, concurrency=args.concurrency):
+        if progress is not None:
+            progress.update(1)
+        if streaming:
+            _emit_results([result], args.format, out, header=first)
+            first = False
+        else:
+            collected.append(result)
+    if progress is not None:
+        progress.close()
+    if not streaming:
+        _emit_results(collected, args.format, out)
+    return 0
+
+
+def _parse_known(items: Sequence[str]) -> list[tuple[str, str]]:
+    known: list[tuple[str, str]] = []
+    for item in items:
+        address, sep, name = item.partition("=")
+        if not sep or not address.strip() or not name.strip():
+            raise argparse.ArgumentTypeError(f"--known expects ADDRESS=NAME, got {item!r}")
+        known.append((address.strip(), name.strip()))
+    return known
+
+
+def _run_patterns(args: argparse.Namespace, out: TextIO) -> int:
+    from emailintel.patterns import generate_candidates, infer_patterns
+
+    known = _parse_known(args.known)
+    candidates = generate_candidates(
+        args.name,
+        args.domain,
+        company_size=args.company_size,
+        known=known,
+        nicknames=not args.no_nicknames,
+        limit=args.limit,
+    )
+    if args.json:
+        for candidate in candidates:
+            out.write(json.dumps(candidate.model_dump(mode="json"), ensure_ascii=False) + "\n")
+        return 0
+    if known:
+        dist = infer_patterns(
+            [(a, n) for a, n in known if a.lower().endswith("@" + args.domain.lower())]
+        )
+        shares = ", ".join(f"{p.pattern} {p.percentage:.1f}%" for p in dist.patterns[:5])
+        out.write(f"domain patterns ({dist.matched}/{dist.observations} known matched): {shares}\n")
+    rows = [["#", "EMAIL", "PROBABILITY", "PATTERN", "VARIANT"]]
+    rows += [
+        [str(i), c.email, f"{c.probability:.4f}", c.pattern, c.variant]
+        for i, c in enumerate(candidates, 1)
+    ]
+    _table(rows, out)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for documentation and tests)."""
+    parser = argparse.ArgumentParser(prog="emailintel", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    val = sub.add_parser("validate", help="syntax, lists, typo and DNS checks (no SMTP)")
+    val.add_argument("addresses", nargs="*", help="addresses to check")
+    val.add_argument("--file", "-f", help="CSV or one-address-per-line file; '-' for stdin")
+    fmt = val.add_mutually_exclusive_group()
+    fmt.add_argument(
+        "--json", dest="format", action="store_const", const="json", help="one JSON object per line"
+    )
+    fmt.add_argument("--csv", dest="format", action="store_const", const="csv", help="CSV output")
+    val.set_defaults(format="table")
+    val.add_argument("--offline", action="store_true", help="no DNS: syntax, lists and typo only")
+    val.add_argument(
+        "--nameserver",
+        action="append",
+        help="DNS server as HOST[:PORT] (repeatable; default EMAILINTEL_NAMESERVERS)",
+    )
+    val.add_argument("--concurrency", type=int, default=64, help="lookups in flight (default 64)")
+
+    pat = sub.add_parser("patterns", help="candidate addresses for a person at a domain")
+    pat.add_argument("name", help='full name, e.g. "Jane Doe"')
+    pat.add_argument("domain", help="company mail domain")
+    pat.add_argument(
+        "--known",
+        action="append",
+        default=[],
+        metavar="ADDRESS=NAME",
+        help="a known address at the domain and its owner (repeatable)",
+    )
+    pat.add_argument("--company-size", type=int, help="employees, to condition the priors")
+    pat.add_argument("--limit", type=int, help="at most this many candidates")
+    pat.add_argument("--no-nicknames", action="store_true", help="skip nickname variants")
+    pat.add_argument("--json", action="store_true", help="one JSON object per line")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``emailintel`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "validate":
+            if args.concurrency < 1:
+                parser.error("--concurrency must be at least 1")
+            return asyncio.run(_run_validate(args, sys.stdin, sys.stdout))
+        return _run_patterns(args, sys.stdout)
+    except (EmailIntelError, argparse.ArgumentTypeError) as exc:
+        sys.stderr.write(f"emailintel {args.command}: {exc}\n")
+        return 2
+    except OSError as exc:
+        sys.stderr.write(f"emailintel {args.command}: {exc}\n")
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

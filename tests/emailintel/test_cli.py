@@ -1,0 +1,167 @@
+"""The emailintel command line: validate and patterns, table and JSON output, bulk input."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from emailintel import cli
+
+
+def _run(
+    argv: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    stdin: str = "",
+) -> tuple[int, str, str]:
+    stream = io.StringIO(stdin)
+    stream.isatty = lambda: False  # type: ignore[method-assign]
+    monkeypatch.setattr(sys, "stdin", stream)
+    code = cli.main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_validate_json_lines(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = _run(
+        ["validate", "--offline", "--json", "jane@acme.io", "nope"], monkeypatch, capsys
+    )
+    assert code == 0
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [line["address"] for line in lines] == ["jane@acme.io", "nope"]
+    assert lines[1]["verdict"] == "invalid"
+    assert "syntax_invalid" in lines[1]["reasons"]
+    for line in lines:
+        assert {"address", "verdict", "score", "reasons"} <= line.keys()
+
+
+def test_validate_table(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = _run(["validate", "--offline", "bob@gmial.com"], monkeypatch, capsys)
+    assert code == 0
+    header, row = out.splitlines()
+    assert header.split()[:3] == ["ADDRESS", "VERDICT", "SCORE"]
+    assert row.startswith("bob@gmial.com")
+    assert "bob@gmail.com" in row
+
+
+def test_validate_csv_from_stdin(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    csv_in = "name,email\nJane,jane@acme.io\nInfo,info@acme.io\n"
+    code, out, _ = _run(["validate", "--offline", "--csv"], monkeypatch, capsys, stdin=csv_in)
+    assert code == 0
+    rows = out.splitlines()
+    assert rows[0].startswith("address,normalized,verdict")
+    assert [r.split(",")[0] for r in rows[1:]] == ["jane@acme.io", "info@acme.io"]
+
+
+def test_validate_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "in.txt"
+    path.write_text("a@acme.io\nb@mailinator.com\n", encoding="utf-8")
+    code, out, _ = _run(
+        ["validate", "--offline", "--json", "--file", str(path)], monkeypatch, capsys
+    )
+    assert code == 0
+    assert [json.loads(line)["address"] for line in out.splitlines()] == [
+        "a@acme.io",
+        "b@mailinator.com",
+    ]
+
+
+def test_validate_missing_file(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = _run(["validate", "--file", "/nonexistent/x.csv"], monkeypatch, capsys)
+    assert code == 2
+    assert "No such file" in err
+
+
+def test_validate_no_input(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = _run(["validate", "--offline"], monkeypatch, capsys)
+    assert code == 2
+    assert "no addresses" in err
+
+
+def test_validate_bad_nameserver(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = _run(
+        ["validate", "--nameserver", "not a host:99999", "a@acme.io"], monkeypatch, capsys
+    )
+    assert code == 2
+    assert err.startswith("emailintel validate:")
+
+
+def test_patterns_table_and_known(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = _run(
+        [
+            "patterns",
+            "Jane Doe",
+            "acme.com",
+            "--known",
+            "jsmith@acme.com=John Smith",
+            "--limit",
+            "3",
+        ],
+        monkeypatch,
+        capsys,
+    )
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].startswith("domain patterns (1/1 known matched)")
+    assert lines[2].split()[1] == "jdoe@acme.com"
+
+
+def test_patterns_json(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(["patterns", "Jane Doe", "acme.com", "--json"], monkeypatch, capsys)
+    assert code == 0
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert abs(sum(r["probability"] for r in rows) - 1) < 1e-6
+    assert rows[0]["email"].endswith("@acme.com")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["patterns", "Dr.", "acme.com"], "emailintel patterns:"),
+        (["patterns", "Jane Doe", "not a domain"], "emailintel patterns:"),
+        (["patterns", "Jane Doe", "acme.com", "--known", "no-equals-sign"], "ADDRESS=NAME"),
+    ],
+)
+def test_patterns_errors(
+    argv: list[str],
+    message: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, _, err = _run(argv, monkeypatch, capsys)
+    assert code == 2
+    assert message in err
+
+
+def test_console_script_is_installed() -> None:
+    exe = Path(sys.executable).with_name("emailintel")
+    proc = subprocess.run(
+        [str(exe), "validate", "--offline", "--json", "x@acme.io"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["address"] == "x@acme.io"

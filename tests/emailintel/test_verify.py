@@ -1,0 +1,139 @@
+"""validate(): the offline pipeline and the DNS pipeline against the real NSD lab."""
+
+from __future__ import annotations
+
+import pytest
+from lab.dnslab import BlackHoleDns
+
+from emailintel.dns import DnsResolver
+from emailintel.models import Reason, Verdict
+from emailintel.verify import Validator, validate_offline
+
+
+def test_offline_valid_corporate_address() -> None:
+    result = validate_offline("John.Smith@Acme.IO")
+    assert result.verdict != Verdict.INVALID
+    assert result.normalized == "John.Smith@acme.io"
+    assert result.domain == "acme.io"
+    assert result.dns is None  # offline: DNS is unknown, never assumed fine
+    assert result.verdict == Verdict.UNKNOWN
+    assert Reason.DNS_NOT_CHECKED in result.reasons
+    assert Reason.DOMAIN_NOT_FOUND not in result.reasons
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["plainaddress", "two@@at.com", "a@b..com", "", "x" * 65 + "@long.com"],
+)
+def test_offline_syntax_invalid(address: str) -> None:
+    result = validate_offline(address)
+    assert result.verdict == Verdict.INVALID
+    assert result.reasons[0] == Reason.SYNTAX_INVALID
+    assert result.error
+    assert result.normalized is None
+
+
+@pytest.mark.parametrize("address", ["a@b.com\r\nRCPT TO:<x@y.com>", "<a@b.com>", "a\x00@b.com"])
+def test_injection_is_answered_invalid_not_raised(address: str) -> None:
+    result = validate_offline(address)
+    assert result.verdict == Verdict.INVALID
+    assert Reason.SYNTAX_INVALID in result.reasons
+
+
+def test_offline_modifiers() -> None:
+    disposable = validate_offline("someone@mailinator.com")
+    assert disposable.disposable is True
+    assert Reason.DISPOSABLE in disposable.reasons
+    # offline, DNS is unknown: the verdict says so instead of guessing
+    assert disposable.verdict == Verdict.UNKNOWN
+    assert Reason.DNS_NOT_CHECKED in disposable.reasons
+    role = validate_offline("info@acme.io")
+    assert role.role_account is True
+    assert Reason.ROLE_ACCOUNT in role.reasons
+    free = validate_offline("jane.doe@gmail.com")
+    assert free.free_provider is True
+    assert Reason.FREE_PROVIDER in free.reasons
+
+
+def test_typo_suggestion_is_data_not_a_verdict() -> None:
+    result = validate_offline("bob@gmial.com")
+    assert result.suggestion == "bob@gmail.com"
+    assert Reason.TYPO_SUSPECTED in result.reasons
+    assert result.verdict != Verdict.INVALID
+
+
+def test_result_json_has_documented_fields() -> None:
+    data = validate_offline("jane@acme.io").model_dump(mode="json")
+    for field in (
+        "address",
+        "normalized",
+        "verdict",
+        "score",
+        "reasons",
+        "suggestion",
+        "dns",
+        "smtp",
+    ):
+        assert field in data
+    assert 0 <= data["score"] <= 100
+
+
+@pytest.mark.lab
+class TestValidateWithDns:
+    @pytest.fixture
+    def validator(self, dns_lab) -> Validator:  # type: ignore[no-untyped-def]
+        return Validator(resolver=DnsResolver([dns_lab.nameserver], timeout=2.0))
+
+    async def test_mx_domain(self, validator: Validator) -> None:
+        result = await validator.validate("john.smith@acme.test")
+        assert result.dns is not None
+        assert result.dns.status == "ok"
+        assert [mx.host for mx in result.dns.mx] == ["mx.acme.test"]
+        assert Reason.SMTP_NOT_CHECKED in result.reasons
+        assert result.smtp is not None
+        assert result.smtp.checked is False
+        assert result.verdict == Verdict.VALID
+
+    async def test_nxdomain(self, validator: Validator) -> None:
+        result = await validator.validate("someone@does-not-exist.test")
+        assert result.verdict == Verdict.INVALID
+        assert result.reasons[0] == Reason.DOMAIN_NOT_FOUND
+
+    async def test_null_mx(self, validator: Validator) -> None:
+        result = await validator.validate("info@nullmx.test")
+        assert result.verdict == Verdict.INVALID
+        assert Reason.NULL_MX in result.reasons
+
+    async def test_no_mx_at_all(self, validator: Validator) -> None:
+        result = await validator.validate("info@empty.test")
+        assert result.verdict == Verdict.INVALID
+        assert Reason.NO_MX in result.reasons
+
+    async def test_implicit_mx(self, validator: Validator) -> None:
+        result = await validator.validate("info@nomx.test")
+        assert result.verdict != Verdict.INVALID
+        assert Reason.MX_FALLBACK_A in result.reasons
+
+    async def test_idn_domain(self, validator: Validator) -> None:
+        result = await validator.validate("jürgen@bücher.test")
+        assert result.dns is not None
+        assert result.dns.status == "ok"
+
+    async def test_dns_timeout_is_unknown(self) -> None:
+        with BlackHoleDns() as hole:
+            validator = Validator(
+                resolver=DnsResolver([hole.nameserver], timeout=0.3, lifetime=0.6)
+            )
+            result = await validator.validate("john@acme.test")
+        assert result.verdict == Verdict.UNKNOWN
+        assert Reason.DNS_TIMEOUT in result.reasons
+
+    async def test_validate_many_keeps_order(self, validator: Validator) -> None:
+        addresses = ["a@acme.test", "bad", "b@nullmx.test", "c@nomx.test"] * 10
+        results = [r async for r in validator.validate_many(addresses, concurrency=3)]
+        assert [r.address for r in results] == addresses
+        assert results[1].verdict == Verdict.INVALID
+
+    async def test_validate_many_rejects_bad_concurrency(self, validator: Validator) -> None:
+        with pytest.raises(ValueError, match="concurrency"):
+            [r async for r in validator.validate_many(["a@acme.test"], concurrency=0)]
