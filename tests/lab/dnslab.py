@@ -18,7 +18,6 @@ import subprocess
 import tempfile
 import threading
 import time
-import weakref
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -94,7 +93,7 @@ def free_port(host: str) -> int:
     raise LabError("no free port found")
 
 
-_running: weakref.WeakSet[DnsLab] = weakref.WeakSet()
+_running: set[DnsLab] = set()  # strong refs: an unreferenced lab must still be stopped at exit
 
 
 @atexit.register
@@ -462,10 +461,18 @@ class CountingRelay(_LoopbackServer):
                 self._udp.sendto(answer, client)
 
 
+def mail_domain(*mx_addresses: str, preference: int = 10) -> list[Record]:
+    """Records for a mail domain whose MX "mx.<domain>" has the given (loopback) addresses."""
+    records: list[Record] = [("@", "MX", f"{preference} mx")]
+    for address in mx_addresses:
+        records.append(("mx", "AAAA" if ":" in address else "A", address))
+    return records
+
+
 def default_zones() -> dict[str, list[Record]]:
     """The suite's standard mail domains; every address is in 127.0.0.0/8 or ::1."""
     return {
-        "acme.test": [("@", "MX", "10 mx"), ("mx", "A", "127.0.0.2")],
+        "acme.test": mail_domain("127.0.0.2"),
         "multi.test": [
             ("@", "MX", "20 mx2"),
             ("@", "MX", "10 mx1"),
@@ -490,7 +497,7 @@ def default_zones() -> dict[str, list[Record]]:
         "nullmx.test": [("@", "MX", "0 ."), ("@", "A", "127.0.0.8")],
         "badmx.test": [("@", "MX", "10 mx.missing.badmx.test.")],
         "empty.test": [],
-        "xn--bcher-kva.test": [("@", "MX", "10 mx"), ("mx", "A", "127.0.0.15")],
+        "xn--bcher-kva.test": mail_domain("127.0.0.15"),
         "mixedmx.test": [
             ("@", "MX", "10 mx"),
             ("@", "MX", "20 mx.dual.test."),
@@ -506,7 +513,5 @@ def default_lab() -> DnsLab:
     shortttl.test (every TTL, negative ones too, is 1 s) and servfail.test (NSD: SERVFAIL).
     """
     lab = DnsLab(default_zones(), servfail_zones=["servfail.test"])
-    lab.add_zone(
-        "shortttl.test", [("@", "MX", "10 mx"), ("mx", "A", "127.0.0.18")], ttl=1, negative_ttl=1
-    )
+    lab.add_zone("shortttl.test", mail_domain("127.0.0.18"), ttl=1, negative_ttl=1)
     return lab

@@ -8,11 +8,13 @@ import sys
 from pathlib import Path
 
 import dns.exception
+import dns.message
+import dns.query
 import dns.rcode
 import dns.rdatatype
 import pytest
 
-from lab.dnslab import DnsLab, LabError, Zone, zone_name
+from lab.dnslab import BlackHoleDns, DnsLab, LabError, Zone, mail_domain, zone_name
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,6 +31,25 @@ def test_zone_file_has_soa_ns_and_per_record_ttls() -> None:
 
 def test_zone_names_are_idna() -> None:
     assert zone_name("Bücher.Test.") == "xn--bcher-kva.test"
+
+
+def test_mail_domain_records() -> None:
+    assert mail_domain("127.0.0.9", "::1", preference=5) == [
+        ("@", "MX", "5 mx"),
+        ("mx", "A", "127.0.0.9"),
+        ("mx", "AAAA", "::1"),
+    ]
+
+
+def test_black_hole_takes_udp_and_tcp_queries_and_never_answers() -> None:
+    query = dns.message.make_query("acme.test.", "MX")
+    with BlackHoleDns() as hole:
+        with pytest.raises(dns.exception.Timeout):
+            dns.query.udp(query, hole.host, port=hole.port, timeout=0.2)
+        with pytest.raises(dns.exception.Timeout):
+            dns.query.tcp(query, hole.host, port=hole.port, timeout=0.2)
+        assert hole.count("ACME.test.", "MX") == 1  # the UDP one; TCP is accepted, never read
+        assert hole.count("acme.test", "A") == 0
 
 
 def test_root_zone_is_reserved() -> None:
