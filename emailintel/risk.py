@@ -29,7 +29,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from types import MappingProxyType
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, NamedTuple, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -102,6 +102,7 @@ _DNS_STATUS_REASON: Mapping[str, Reason] = MappingProxyType(
         "error": R.DNS_ERROR,
     }
 )
+_RANK: Mapping[Reason, int] = MappingProxyType({reason: i for i, reason in enumerate(Reason)})
 # 5.1.7 / 5.1.8 are about *our* sender address, not the recipient.
 _UNKNOWN_USER_CODE = re.compile(r"5\.1\.(?!7$|8$)\d{1,3}")
 
@@ -192,10 +193,8 @@ class Assessment(BaseModel):
     reasons: tuple[Reason, ...]
 
 
-class _Reading(BaseModel):
+class _Reading(NamedTuple):
     """Reasons observed in the evidence plus the mailbox-level SMTP answers (scoring levels)."""
-
-    model_config = ConfigDict(frozen=True)
 
     observed: frozenset[Reason]
     levels: frozenset[Reason]
@@ -287,7 +286,7 @@ def _ordered(decisive: Iterable[Reason], observed: Iterable[Reason]) -> tuple[Re
     first = set(decisive)
     rest = set(observed) - first
     groups = (first, rest - MODIFIERS, rest & MODIFIERS)
-    return tuple(reason for group in groups for reason in Reason if reason in group)
+    return tuple(reason for group in groups for reason in sorted(group, key=_RANK.__getitem__))
 
 
 def _weight(policy: RiskPolicy, reasons: Iterable[Reason]) -> int:
