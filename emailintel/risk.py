@@ -36,7 +36,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from emailintel.errors import ConfigError
 from emailintel.models import DnsFacts, Evidence, Reason, SmtpFacts, SmtpReply, Verdict
 
-__all__ = ["DEFAULT_POLICY", "DEFAULT_WEIGHTS", "Assessment", "BaseScores", "RiskPolicy", "assess"]
+__all__ = [
+    "DEFAULT_POLICY",
+    "DEFAULT_WEIGHTS",
+    "HARD_INVALID",
+    "INCONCLUSIVE",
+    "MODIFIERS",
+    "Assessment",
+    "BaseScores",
+    "RiskPolicy",
+    "assess",
+]
 
 R = Reason
 
