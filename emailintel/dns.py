@@ -247,9 +247,7 @@ class DnsResolver:
     async def resolve_host(self, host: str) -> tuple[str, ...]:
         """A then AAAA addresses of ``host``; () if it has none; DnsError if it could not be asked."""
         name, _ = to_query_name(host)
-        v4, v6 = await asyncio.gather(
-            self._query(name, dns.rdatatype.A), self._query(name, dns.rdatatype.AAAA)
-        )
+        v4, v6 = await self._query_a_aaaa(name)
         addresses = v4.addresses + v6.addresses
         failures = [o for o in (v4, v6) if o.kind in ("timeout", "error")]
         if not addresses and failures:
@@ -271,9 +269,11 @@ class DnsResolver:
         if not hosts:
             return DnsFacts(domain=domain, status="null_mx")
         addresses: list[tuple[str, ...]] = [()] * len(hosts)
-        if resolve_addresses:
+        if resolve_addresses and len(hosts) == 1:
+            addresses = [await self._addresses_or_empty(hosts[0][1])]
+        elif resolve_addresses:
             addresses = list(
-                await asyncio.gather(*(self._addresses_or_none(host) for _, host in hosts))
+                await asyncio.gather(*(self._addresses_or_empty(host) for _, host in hosts))
             )
         records = tuple(
             MxRecord(preference=pref, host=_host_text(host), addresses=found)
@@ -282,9 +282,7 @@ class DnsResolver:
         return DnsFacts(domain=domain, status="ok", mx=records)
 
     async def _implicit_mx(self, name: dns.name.Name, domain: str) -> DnsFacts:
-        v4, v6 = await asyncio.gather(
-            self._query(name, dns.rdatatype.A), self._query(name, dns.rdatatype.AAAA)
-        )
+        v4, v6 = await self._query_a_aaaa(name)
         if v4.addresses or v6.addresses:
             record = MxRecord(preference=0, host=domain, addresses=v4.addresses + v6.addresses)
             fallback: Literal["A", "AAAA"] = "A" if v4.addresses else "AAAA"
@@ -295,17 +293,26 @@ class DnsResolver:
                 return DnsFacts(domain=domain, status=failed.kind, error=failed.error)
         return DnsFacts(domain=domain, status="no_mx")
 
-    async def _addresses_or_none(self, host: dns.name.Name) -> tuple[str, ...]:
-        v4, v6 = await asyncio.gather(
-            self._query(host, dns.rdatatype.A), self._query(host, dns.rdatatype.AAAA)
-        )
+    async def _addresses_or_empty(self, host: dns.name.Name) -> tuple[str, ...]:
+        v4, v6 = await self._query_a_aaaa(host)
         return v4.addresses + v6.addresses
 
+    async def _query_a_aaaa(self, name: dns.name.Name) -> tuple[_Outcome, _Outcome]:
+        v4 = self._cached(name, dns.rdatatype.A)
+        v6 = self._cached(name, dns.rdatatype.AAAA)
+        if v4 is not None and v6 is not None:
+            return v4, v6  # the common cached case costs no task
+        return await asyncio.gather(
+            self._query(name, dns.rdatatype.A), self._query(name, dns.rdatatype.AAAA)
+        )
+
+    def _cached(self, name: dns.name.Name, rdtype: dns.rdatatype.RdataType) -> _Outcome | None:
+        return None if self._cache is None else self._cache.get((name, rdtype))
+
     async def _query(self, name: dns.name.Name, rdtype: dns.rdatatype.RdataType) -> _Outcome:
-        key = (name, rdtype)
-        if self._cache is not None and (hit := self._cache.get(key)) is not None:
+        if (hit := self._cached(name, rdtype)) is not None:
             return hit
-        return await self._flight.run(key, lambda: self._fetch(name, rdtype))
+        return await self._flight.run((name, rdtype), lambda: self._fetch(name, rdtype))
 
     async def _fetch(self, name: dns.name.Name, rdtype: dns.rdatatype.RdataType) -> _Outcome:
         what = f"{rdtype.name} {_host_text(name)}"
