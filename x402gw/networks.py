@@ -166,7 +166,9 @@ def to_atomic(price: str | int | Decimal, decimals: int = 6) -> int:
 
 def from_atomic(atomic: int, decimals: int = 6) -> Decimal:
     """Token units of an atomic amount (exact), e.g. 3000 -> Decimal("0.003") for 6 decimals."""
-    return Decimal(atomic).scaleb(-decimals).normalize()
+    with localcontext() as ctx:
+        ctx.prec = 200  # the default 28 digits would round large amounts
+        return Decimal(atomic).scaleb(-decimals).normalize()
 
 
 def _parse_money(text: str) -> Decimal:

@@ -68,7 +68,7 @@ def anvil_binary() -> Path:
     return path
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -97,7 +97,7 @@ class AnvilChain:
 
     def start(self, timeout: float = 20.0) -> None:
         """Spawn anvil and wait until it answers ``eth_chainId``."""
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._proc = subprocess.Popen(
             [

@@ -144,7 +144,7 @@ async def sdk_pay(
     return decode_payment_payload(encode_payment_signature_header(sdk_payload))
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def _sdk_knows_anvil(monkeypatch: pytest.MonkeyPatch) -> None:
     """Teach the SDK's v1 client the legacy name of chain 31337, as a v1 deployment would."""
     monkeypatch.setitem(V1_NETWORK_CHAIN_IDS, "anvil", CHAIN_ID)
@@ -169,6 +169,6 @@ def offer_v1(evm: EvmLab) -> Callable[..., PaymentRequirementsV1]:
 
 
 @pytest.fixture
-def pay() -> PayFunction:
+def pay(_sdk_knows_anvil: None) -> PayFunction:
     """``await pay(account, offer)``: the official SDK client's payment, as our wire model."""
     return sdk_pay

@@ -7,7 +7,7 @@ import contextlib
 import json
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from x402.http import utils as sdk_http
 from x402.schemas import PaymentPayload as SdkPayload
@@ -271,6 +271,7 @@ json_values = st.recursive(
 )
 
 
+@settings(max_examples=60, deadline=None)
 @given(
     st.dictionaries(
         st.sampled_from(["x402Version", "payload", "accepted", "scheme", "network", "x"]),

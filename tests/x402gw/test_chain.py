@@ -1,0 +1,438 @@
+"""The web3 edge on a real anvil: verification facts, simulation reasons, settlement, nonces, outages."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from eth_abi.abi import encode as abi_encode
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from eth_utils.crypto import keccak
+from lab.anvil import free_port
+
+from x402gw import exact_evm as ev
+from x402gw.chain import ChainClient, Settler
+from x402gw.errors import ChainUnavailable, SettlementPending, SettlementReverted
+from x402gw.wire import (
+    AnyPaymentPayload,
+    PaymentPayload,
+    PaymentRequirements,
+    PaymentRequirementsV1,
+)
+
+if TYPE_CHECKING:
+    from conftest import EvmLab
+
+pytestmark = pytest.mark.lab
+
+PayFunction = Callable[[LocalAccount, Any], Awaitable[AnyPaymentPayload]]
+OfferFactory = Callable[..., PaymentRequirements]
+
+
+def now() -> int:
+    return int(time.time())
+
+
+def candidate_of(
+    payload: AnyPaymentPayload,
+    offer: PaymentRequirements | PaymentRequirementsV1,
+    at: int | None = None,
+) -> ev.Candidate:
+    checked = ev.check_offchain(payload, offer, now=now() if at is None else at)
+    assert isinstance(checked, ev.Candidate), checked
+    return checked
+
+
+def self_signed(
+    lab: EvmLab,
+    signer: LocalAccount,
+    offer: PaymentRequirements,
+    *,
+    from_address: str | None = None,
+    valid_after: int = 0,
+    valid_before: int | None = None,
+    name: str = "USD Coin",
+    version: str = "2",
+) -> PaymentPayload:
+    """A payment signed by our own helper, for windows and signers the SDK client never produces."""
+    auth = ev.Authorization(
+        from_address=from_address or signer.address,
+        to=offer.pay_to,
+        value=int(offer.amount),
+        valid_after=valid_after,
+        valid_before=now() + 300 if valid_before is None else valid_before,
+        nonce=os.urandom(32),
+    )
+    domain = ev.Domain(name, version, 31337, lab.token)
+    inner = {
+        "signature": "0x" + ev.sign_authorization(domain, auth, signer.key).hex(),
+        "authorization": {
+            "from": auth.from_address,
+            "to": auth.to,
+            "value": str(auth.value),
+            "validAfter": str(auth.valid_after),
+            "validBefore": str(auth.valid_before),
+            "nonce": "0x" + auth.nonce.hex(),
+        },
+    }
+    return PaymentPayload(payload=inner, accepted=offer)
+
+
+# ---- token and reads -----------------------------------------------------------------------
+
+
+async def test_token_domain_separator_matches_ours(evm: EvmLab, client: ChainClient) -> None:
+    onchain = await client.call(evm.token, keccak(text="DOMAIN_SEPARATOR()")[:4])
+    assert onchain == ev.domain_separator(ev.Domain("USD Coin", "2", 31337, evm.token))
+    assert await client.token_domain(evm.token) == ("USD Coin", "2")
+    assert await client.chain_id() == 31337
+
+
+async def test_reads(evm: EvmLab, client: ChainClient) -> None:
+    assert await client.token_balance(evm.token, evm.payer.address) == 5_000_000
+    assert await client.get_code(evm.payer.address) == b""
+    assert len(await client.get_code(evm.token)) > 100
+    assert await client.authorization_state(evm.token, evm.payer.address, bytes(32)) is False
+    assert await client.eth_balance(evm.operator.address) > 0
+
+
+# ---- verify --------------------------------------------------------------------------------
+
+
+async def test_sdk_v2_payment_verifies(
+    evm: EvmLab, client: ChainClient, pay: PayFunction, offer: OfferFactory
+) -> None:
+    result = await client.verify(await pay(evm.payer, offer()), offer())
+    assert result.is_valid, result
+    assert result.payer == evm.payer.address
+
+
+async def test_sdk_v1_payment_verifies(
+    evm: EvmLab,
+    client: ChainClient,
+    pay: PayFunction,
+    offer_v1: Callable[..., PaymentRequirementsV1],
+) -> None:
+    result = await client.verify(await pay(evm.payer, offer_v1()), offer_v1())
+    assert result.is_valid, result
+
+
+async def test_insufficient_balance(
+    evm: EvmLab, client: ChainClient, pay: PayFunction, offer: OfferFactory
+) -> None:
+    broke = Account.create()
+    result = await client.verify(await pay(broke, offer()), offer())
+    assert (result.is_valid, result.invalid_reason) == (False, ev.INSUFFICIENT_BALANCE)
+    too_much = offer(amount=str(5_000_001))
+    result = await client.verify(await pay(evm.payer, too_much), too_much)
+    assert result.invalid_reason == ev.INSUFFICIENT_BALANCE
+
+
+async def test_wrong_domain_name_is_refused(
+    evm: EvmLab, client: ChainClient, pay: PayFunction, offer: OfferFactory
+) -> None:
+    # The client signs for a "USDC"-named domain and the server repeats that claim; the token disagrees.
+    usdc = offer(extra={"name": "USDC", "version": "2"})
+    result = await client.verify(await pay(evm.payer, usdc), usdc)
+    assert result.invalid_reason == ev.INVALID_SIGNATURE
+    assert "FiatTokenV2: invalid signature" in (result.invalid_message or "")
+
+
+async def test_wrong_domain_version_is_refused(
+    evm: EvmLab, client: ChainClient, pay: PayFunction, offer: OfferFactory
+) -> None:
+    v1 = offer(extra={"name": "USD Coin", "version": "1"})
+    result = await client.verify(await pay(evm.payer, v1), v1)
+    assert result.invalid_reason == ev.INVALID_SIGNATURE
+
+
+async def test_tampered_offchain_fields_never_reach_the_chain(
+    evm: EvmLab, client: ChainClient, pay: PayFunction, offer: OfferFactory
+) -> None:
+    payload = await pay(evm.payer, offer())
+    result = await client.verify(payload, offer(amount="20000"))
+    assert result.invalid_reason == ev.VALUE_MISMATCH
+    result = await client.verify(payload, offer(pay_to=Account.create().address))
+    assert result.invalid_reason == ev.RECIPIENT_MISMATCH
+    result = await client.verify(payload, offer(), now=now() + 3600)
+    assert result.invalid_reason == ev.VALID_BEFORE
+
+
+@pytest.mark.parametrize(
+    ("valid_after", "valid_before", "at", "reason"),
+    [
+        (0, 1_000_000, 0, ev.VALID_BEFORE),  # signed long ago: the token says "expired"
+        (2**40, 2**41, 2**40, ev.VALID_AFTER),  # the token says "not yet valid"
+    ],
+)
+async def test_token_time_window_reverts_map_to_sdk_reasons(
+    evm: EvmLab,
+    client: ChainClient,
+    offer: OfferFactory,
+    valid_after: int,
+    valid_before: int,
+    at: int,
+    reason: str,
+) -> None:
+    payload = self_signed(
+        evm, evm.payer, offer(), valid_after=valid_after, valid_before=valid_before
+    )
+    found = candidate_of(payload, offer(), at=at)  # a skewed clock lets the off-chain rules pass
+    facts = await client.gather_facts(found)
+    assert facts.simulation_reverted
+    assert ev.check_onchain(found, facts) == ev.Invalid(
+        reason, evm.payer.address, facts.simulation_error
+    )
+
+
+async def test_asset_without_code(
+    evm: EvmLab, client: ChainClient, pay: PayFunction, offer: OfferFactory
+) -> None:
+    nowhere = offer(asset=Account.create().address)
+    result = await client.verify(await pay(evm.payer, nowhere), nowhere)
+    assert result.invalid_reason == ev.ASSET_NOT_DEPLOYED
+
+
+async def test_asset_without_eip3009_is_diagnosed(
+    evm: EvmLab, client: ChainClient, pay: PayFunction, offer: OfferFactory
+) -> None:
+    wallet = evm.anvil.deploy("EIP1271Wallet", ["address"], [evm.payer.address]).address
+    not_a_token = offer(asset=wallet)
+    result = await client.verify(await pay(evm.payer, not_a_token), not_a_token)
+    assert result.invalid_reason == ev.EIP3009_NOT_SUPPORTED
+
+
+async def test_erc6492_from_unknown_factory_is_refused(
+    evm: EvmLab, client: ChainClient, pay: PayFunction, offer: OfferFactory
+) -> None:
+    payload = await pay(evm.payer, offer())
+    inner = bytes.fromhex(payload.payload["signature"][2:])
+    wrapped = (
+        abi_encode(["address", "bytes", "bytes"], [evm.token, b"\x01", inner]) + ev.ERC6492_MAGIC
+    )
+    counterfactual = self_signed(evm, evm.payer, offer(), from_address=Account.create().address)
+    counterfactual.payload["signature"] = "0x" + wrapped.hex()
+    result = await client.verify(counterfactual, offer())
+    assert result.invalid_reason == ev.FACTORY_NOT_ALLOWED
+    allowed = await client.verify(counterfactual, offer(), allowed_factories=[evm.token])
+    assert (
+        allowed.invalid_reason == ev.SIMULATION_FAILED
+    )  # allowed, but no Multicall3 to simulate with
+
+
+async def test_replay_after_settlement(
+    evm: EvmLab, client: ChainClient, pay: PayFunction, offer: OfferFactory
+) -> None:
+    payload = await pay(evm.payer, offer())
+    settler = Settler(client, evm.operator)
+    await settler.settle(candidate_of(payload, offer()))
+    result = await client.verify(payload, offer())
+    assert result.invalid_reason == ev.NONCE_ALREADY_USED
+    with pytest.raises(SettlementReverted, match="authorization is used") as caught:
+        await settler.settle(candidate_of(payload, offer()))
+    assert ev.map_revert(caught.value.reason) == ev.NONCE_ALREADY_USED
+
+
+async def test_cancelled_authorization_counts_as_used(
+    evm: EvmLab, client: ChainClient, pay: PayFunction, offer: OfferFactory
+) -> None:
+    payload = await pay(evm.payer, offer())
+    found = candidate_of(payload, offer())
+    cancel_hash = keccak(
+        abi_encode(
+            ["bytes32", "address", "bytes32"],
+            [
+                keccak(text="CancelAuthorization(address authorizer,bytes32 nonce)"),
+                evm.payer.address,
+                found.authorization.nonce,
+            ],
+        )
+    )
+    digest = keccak(b"\x19\x01" + ev.domain_separator(found.domain) + cancel_hash)
+    signed = Account.unsafe_sign_hash(digest, evm.payer.key)
+    data = keccak(text="cancelAuthorization(address,bytes32,uint8,bytes32,bytes32)")[
+        :4
+    ] + abi_encode(
+        ["address", "bytes32", "uint8", "bytes32", "bytes32"],
+        [
+            evm.payer.address,
+            found.authorization.nonce,
+            signed.v,
+            signed.r.to_bytes(32, "big"),
+            signed.s.to_bytes(32, "big"),
+        ],
+    )
+    evm.anvil.transact(evm.operator, evm.token, data)
+    assert await client.authorization_state(evm.token, evm.payer.address, found.authorization.nonce)
+    result = await client.verify(payload, offer())
+    assert result.invalid_reason == ev.NONCE_ALREADY_USED
+
+
+async def test_receive_with_authorization_needs_the_payee_as_caller(
+    evm: EvmLab, client: ChainClient, offer: OfferFactory
+) -> None:
+    payload = self_signed(evm, evm.payer, offer())
+    found = candidate_of(payload, offer())
+    auth, sig = found.authorization, found.signature
+    data = keccak(
+        text="receiveWithAuthorization(address,address,uint256,uint256,uint256,bytes32,bytes)"
+    )[:4] + abi_encode(
+        ["address", "address", "uint256", "uint256", "uint256", "bytes32", "bytes"],
+        [
+            auth.from_address,
+            auth.to,
+            auth.value,
+            auth.valid_after,
+            auth.valid_before,
+            auth.nonce,
+            sig,
+        ],
+    )
+    with pytest.raises(SettlementReverted, match="caller must be the payee"):
+        await client.call(evm.token, data, sender=evm.operator.address)
+
+
+# ---- EIP-1271 contract wallets ---------------------------------------------------------------
+
+
+async def test_contract_wallet_pays_via_eip1271(
+    evm: EvmLab, client: ChainClient, offer: OfferFactory
+) -> None:
+    wallet = evm.anvil.deploy("EIP1271Wallet", ["address"], [evm.payer.address]).address
+    evm.anvil.mint(evm.token, wallet, 50_000)
+    payload = self_signed(evm, evm.payer, offer(), from_address=wallet)
+    result = await client.verify(payload, offer())
+    assert result.is_valid, result
+    settlement = await Settler(client, evm.operator).settle(candidate_of(payload, offer()))
+    assert settlement.receipt.status == 1
+    assert evm.balance(wallet) == 40_000
+    assert evm.balance(evm.merchant) == 10_000
+
+
+async def test_contract_wallet_rejecting_the_signer(
+    evm: EvmLab, client: ChainClient, offer: OfferFactory
+) -> None:
+    wallet = evm.anvil.deploy("EIP1271Wallet", ["address"], [evm.payer.address]).address
+    evm.anvil.mint(evm.token, wallet, 50_000)
+    stranger = Account.create()
+    payload = self_signed(evm, stranger, offer(), from_address=wallet)
+    found = candidate_of(payload, offer())
+    facts = await client.gather_facts(found)
+    assert facts.eip1271_valid is False
+    result = await client.verify(payload, offer())
+    assert result.invalid_reason == ev.INVALID_SIGNATURE  # decided by the token's own revert
+
+
+# ---- settlement ----------------------------------------------------------------------------
+
+
+async def test_settlement_moves_balances(
+    evm: EvmLab, client: ChainClient, pay: PayFunction, offer: OfferFactory
+) -> None:
+    payload = await pay(evm.payer, offer())
+    settler = Settler(client, evm.operator)
+    payer_before = evm.balance(evm.payer.address)
+    eth_before = await client.eth_balance(evm.operator.address)
+    settlement = await settler.settle(candidate_of(payload, offer()))
+    assert evm.balance(evm.payer.address) == payer_before - 10_000
+    assert evm.balance(evm.merchant) == 10_000
+    assert await client.eth_balance(evm.operator.address) < eth_before  # the operator paid the gas
+    receipt = await client.get_receipt(settlement.tx_hash)
+    assert receipt == settlement.receipt
+    assert receipt is not None
+    assert receipt.status == 1
+    assert ev.transfer_log_matches(
+        receipt.logs, evm.token, candidate_of(payload, offer()).authorization
+    )
+
+
+async def test_v1_payment_settles(
+    evm: EvmLab,
+    client: ChainClient,
+    pay: PayFunction,
+    offer_v1: Callable[..., PaymentRequirementsV1],
+) -> None:
+    payload = await pay(evm.payer, offer_v1(amount="20000"))
+    await Settler(client, evm.operator).settle(candidate_of(payload, offer_v1(amount="20000")))
+    assert evm.balance(evm.merchant) == 20_000
+
+
+async def test_unknown_receipt_is_none(client: ChainClient) -> None:
+    assert await client.get_receipt("0x" + "ab" * 32) is None
+
+
+async def test_concurrent_settlements_never_collide(
+    evm: EvmLab, client: ChainClient, pay: PayFunction, offer: OfferFactory
+) -> None:
+    count = 20
+    payloads = [await pay(evm.payer, offer()) for _ in range(count)]
+    settler = Settler(client, evm.operator)
+    start_nonce = int(evm.anvil.rpc("eth_getTransactionCount", evm.operator.address, "pending"), 16)
+    settlements = await asyncio.gather(
+        *(settler.settle(candidate_of(p, offer())) for p in payloads)
+    )
+    assert len({s.tx_hash for s in settlements}) == count
+    assert all(s.receipt.status == 1 for s in settlements)
+    nonces = sorted(
+        int(evm.anvil.rpc("eth_getTransactionByHash", s.tx_hash)["nonce"], 16) for s in settlements
+    )
+    assert nonces == list(range(start_nonce, start_nonce + count))
+    assert evm.balance(evm.merchant) == count * 10_000
+    assert evm.balance(evm.payer.address) == 5_000_000 - count * 10_000
+
+
+async def test_nonce_resyncs_after_an_out_of_band_transaction(
+    evm: EvmLab, client: ChainClient, pay: PayFunction, offer: OfferFactory
+) -> None:
+    settler = Settler(client, evm.operator)
+    await settler.settle(candidate_of(await pay(evm.payer, offer()), offer()))
+    # The same operator key sends a transaction behind the settler's back: its cached nonce is stale.
+    evm.anvil.transact(evm.operator, evm.merchant, b"", value=1)
+    await settler.settle(candidate_of(await pay(evm.payer, offer()), offer()))
+    assert evm.balance(evm.merchant) == 20_000
+
+
+async def test_receipt_timeout_is_settlement_pending(
+    evm: EvmLab, client: ChainClient, pay: PayFunction, offer: OfferFactory
+) -> None:
+    payload = await pay(evm.payer, offer())
+    settler = Settler(client, evm.operator, receipt_timeout=0.3)
+    evm.anvil.rpc("evm_setAutomine", False)
+    try:
+        with pytest.raises(SettlementPending) as caught:
+            await settler.settle(candidate_of(payload, offer()))
+        assert await client.get_receipt(caught.value.tx_hash) is None
+        evm.anvil.rpc("evm_mine")
+    finally:
+        evm.anvil.rpc("evm_setAutomine", True)
+    receipt = await client.get_receipt(caught.value.tx_hash)
+    assert receipt is not None
+    assert receipt.status == 1
+    assert evm.balance(evm.merchant) == 10_000
+
+
+# ---- outages -------------------------------------------------------------------------------
+
+
+async def test_rpc_down_is_chain_unavailable(
+    evm: EvmLab, pay: PayFunction, offer: OfferFactory
+) -> None:
+    down = ChainClient(f"http://127.0.0.1:{free_port()}", timeout=2.0, retries=0)
+    try:
+        with pytest.raises(ChainUnavailable):
+            await down.get_code(evm.payer.address)
+        with pytest.raises(ChainUnavailable):
+            await down.verify(await pay(evm.payer, offer()), offer())
+        with pytest.raises(ChainUnavailable):
+            await Settler(down, evm.operator).settle(
+                candidate_of(await pay(evm.payer, offer()), offer())
+            )
+        with pytest.raises(ChainUnavailable):
+            await down.get_receipt("0x" + "ab" * 32)
+    finally:
+        await down.aclose()

@@ -1,0 +1,479 @@
+"""web3 edge for exact-EVM payments: fetch the facts the rules need, simulate, and settle on chain.
+
+Everything here does I/O; every decision is delegated to :mod:`x402gw.exact_evm`. Transport
+failures become :class:`ChainUnavailable`, contract reverts :class:`SettlementReverted`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, TypeVar
+
+from aiohttp import ClientError, ClientTimeout
+from eth_abi.abi import decode as abi_decode
+from eth_abi.abi import encode as abi_encode
+from eth_account.signers.local import LocalAccount
+from eth_typing import ChecksumAddress, HexStr
+from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
+from hexbytes import HexBytes
+from web3 import AsyncHTTPProvider, AsyncWeb3
+from web3.exceptions import (
+    ContractLogicError,
+    ProviderConnectionError,
+    TimeExhausted,
+    TransactionNotFound,
+    Web3RPCError,
+)
+from web3.providers.rpc.utils import ExceptionRetryConfiguration
+from web3.types import Nonce, TxParams, TxReceipt, Wei
+
+from x402gw import exact_evm
+from x402gw.errors import (
+    ChainError,
+    ChainUnavailable,
+    SettlementPending,
+    SettlementReverted,
+    TransferEventMissing,
+)
+from x402gw.exact_evm import Candidate, ChainFacts, Diagnosis, Invalid
+from x402gw.networks import NETWORKS, NetworkRegistry
+from x402gw.wire import (
+    AnyPaymentPayload,
+    PaymentRequirements,
+    PaymentRequirementsV1,
+    VerifyResponse,
+)
+
+_T = TypeVar("_T")
+_TRANSPORT_ERRORS: Final = (ClientError, OSError, asyncio.TimeoutError, ProviderConnectionError)
+_NONCE_RETRIES: Final = 3
+
+
+def _selector(signature: str) -> bytes:
+    return keccak(text=signature)[:4]
+
+
+_TWA_VRS: Final = _selector(
+    "transferWithAuthorization(address,address,uint256,uint256,uint256,bytes32,uint8,bytes32,bytes32)"
+)
+_TWA_BYTES: Final = _selector(
+    "transferWithAuthorization(address,address,uint256,uint256,uint256,bytes32,bytes)"
+)
+_BALANCE_OF: Final = _selector("balanceOf(address)")
+_AUTHORIZATION_STATE: Final = _selector("authorizationState(address,bytes32)")
+_NAME: Final = _selector("name()")
+_VERSION: Final = _selector("version()")
+_IS_VALID_SIGNATURE: Final = _selector("isValidSignature(bytes32,bytes)")
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """The parts of a transaction receipt reconciliation needs."""
+
+    tx_hash: str
+    status: int
+    block_number: int
+    gas_used: int
+    logs: tuple[Mapping[str, Any], ...]
+
+
+def transfer_calldata(candidate: Candidate) -> bytes:
+    """``transferWithAuthorization`` calldata: the v,r,s overload for 65-byte signatures, else bytes."""
+    auth = candidate.authorization
+    head = [auth.from_address, auth.to, auth.value, auth.valid_after, auth.valid_before, auth.nonce]
+    types = ["address", "address", "uint256", "uint256", "uint256", "bytes32"]
+    sig = candidate.inner_signature
+    if len(sig) == 65:
+        v = sig[64] + 27 if sig[64] < 27 else sig[64]
+        return _TWA_VRS + abi_encode(
+            [*types, "uint8", "bytes32", "bytes32"], [*head, v, sig[:32], sig[32:64]]
+        )
+    return _TWA_BYTES + abi_encode([*types, "bytes"], [*head, sig])
+
+
+class ChainClient:
+    """Async JSON-RPC reads for one EVM chain (``AsyncWeb3(AsyncHTTPProvider(url))``)."""
+
+    def __init__(self, rpc_url: str, *, timeout: float = 10.0, retries: int = 2) -> None:
+        retry = (
+            ExceptionRetryConfiguration(
+                errors=(ClientError, TimeoutError), retries=retries, backoff_factor=0.05
+            )
+            if retries > 0
+            else None
+        )
+        self.provider = AsyncHTTPProvider(
+            rpc_url,
+            request_kwargs={"timeout": ClientTimeout(total=timeout)},
+            exception_retry_configuration=retry,
+        )
+        self.w3 = AsyncWeb3(self.provider)
+
+    async def aclose(self) -> None:
+        """Close the HTTP session(s) the provider opened."""
+        await self.provider.disconnect()
+
+    async def chain_id(self) -> int:
+        """The chain id the node reports."""
+        return await _rpc(self.w3.eth.chain_id)
+
+    async def get_code(self, address: str) -> bytes:
+        """Deployed bytecode at ``address`` (empty for an EOA)."""
+        return bytes(await _rpc(self.w3.eth.get_code(_addr(address))))
+
+    async def eth_balance(self, address: str) -> int:
+        """Native balance in wei."""
+        return int(await _rpc(self.w3.eth.get_balance(_addr(address))))
+
+    async def call(self, to: str, data: bytes, *, sender: str | None = None) -> bytes:
+        """``eth_call`` against the pending state; reverts raise :class:`SettlementReverted`."""
+        tx: TxParams = {"to": _addr(to), "data": HexBytes(data)}
+        if sender is not None:
+            tx["from"] = _addr(sender)
+        try:
+            return bytes(await _rpc(self.w3.eth.call(tx)))
+        except ContractLogicError as exc:
+            raise SettlementReverted(_revert_text(exc)) from exc
+
+    async def token_balance(self, token: str, owner: str) -> int:
+        """ERC-20 ``balanceOf(owner)``."""
+        out = await self.call(token, _BALANCE_OF + abi_encode(["address"], [owner]))
+        return int(abi_decode(["uint256"], out)[0])
+
+    async def authorization_state(self, token: str, authorizer: str, nonce: bytes) -> bool:
+        """EIP-3009 ``authorizationState``: True once the nonce was used or cancelled."""
+        out = await self.call(
+            token, _AUTHORIZATION_STATE + abi_encode(["address", "bytes32"], [authorizer, nonce])
+        )
+        return bool(abi_decode(["bool"], out)[0])
+
+    async def token_domain(self, token: str) -> tuple[str, str]:
+        """The token's ``name()`` and ``version()`` (its EIP-712 domain strings)."""
+        name = abi_decode(["string"], await self.call(token, _NAME))[0]
+        version = abi_decode(["string"], await self.call(token, _VERSION))[0]
+        return str(name), str(version)
+
+    async def is_valid_signature(self, wallet: str, digest: bytes, signature: bytes) -> bool:
+        """EIP-1271: does ``wallet`` accept ``signature`` over ``digest``? A revert counts as no."""
+        data = _IS_VALID_SIGNATURE + abi_encode(["bytes32", "bytes"], [digest, signature])
+        try:
+            out = await self.call(wallet, data)
+        except SettlementReverted:
+            return False
+        return out[:4] == exact_evm.EIP1271_MAGIC
+
+    async def simulate_transfer(
+        self, candidate: Candidate, *, sender: str | None = None
+    ) -> tuple[str | None, bool]:
+        """``eth_call`` the transfer: (None, True) on success, else (error text, was it a revert)."""
+        try:
+            await self.call(candidate.token, transfer_calldata(candidate), sender=sender)
+        except SettlementReverted as exc:
+            return exc.reason, True
+        except Web3RPCError as exc:
+            return str(exc), False
+        return None, True
+
+    async def diagnose(self, candidate: Candidate) -> Diagnosis:
+        """The reads the SDK's Multicall3 probe makes, each allowed to fail on its own."""
+        token, auth = candidate.token, candidate.authorization
+        used = await _maybe(self.authorization_state(token, auth.from_address, auth.nonce))
+        name = await _maybe(self.call(token, _NAME))
+        version = await _maybe(self.call(token, _VERSION))
+        balance = await _maybe(self.token_balance(token, auth.from_address))
+        return Diagnosis(
+            authorization_used=used,
+            token_name=_decode_string(name),
+            token_version=_decode_string(version),
+            balance=balance,
+        )
+
+    async def gather_facts(
+        self,
+        candidate: Candidate,
+        *,
+        simulate: bool = True,
+        sender: str | None = None,
+        allowed_factories: Iterable[str] = (),
+    ) -> ChainFacts:
+        """Fetch, in the SDK's order, only the facts the rules will consult."""
+        code = await self.get_code(candidate.payer)
+        eip1271: bool | None = None
+        if code:
+            eip1271 = await self.is_valid_signature(
+                candidate.payer, candidate.digest, candidate.inner_signature
+            )
+        if exact_evm.check_signature(candidate, code, eip1271, allowed_factories) is not None:
+            # check_onchain stops at the signature; should it be given other factories, fail closed.
+            return ChainFacts(
+                payer_code=code,
+                eip1271_valid=eip1271,
+                simulation_error="not simulated: signature refused",
+                simulation_reverted=False,
+            )
+        asset_deployed = bool(await self.get_code(candidate.token))
+        if not asset_deployed or not simulate:
+            return ChainFacts(
+                payer_code=code,
+                eip1271_valid=eip1271,
+                asset_deployed=asset_deployed,
+                simulated=False,
+            )
+        if candidate.erc6492 is not None and candidate.erc6492.has_deployment_info and not code:
+            # A counterfactual wallet cannot be simulated without deploying it first (Multicall3).
+            return ChainFacts(
+                payer_code=code,
+                eip1271_valid=eip1271,
+                simulation_error="ERC-6492 wallet not deployed; simulation skipped",
+                simulation_reverted=False,
+            )
+        error, reverted = await self.simulate_transfer(candidate, sender=sender)
+        diagnosis = None
+        if error is not None and (not reverted or exact_evm.map_revert(error) is None):
+            diagnosis = await self.diagnose(candidate)
+        return ChainFacts(
+            payer_code=code,
+            eip1271_valid=eip1271,
+            simulation_error=error,
+            simulation_reverted=reverted,
+            diagnosis=diagnosis,
+        )
+
+    async def verify(
+        self,
+        payload: AnyPaymentPayload,
+        requirements: PaymentRequirements | PaymentRequirementsV1,
+        *,
+        now: int | None = None,
+        networks: NetworkRegistry = NETWORKS,
+        allowed_factories: Iterable[str] = (),
+        simulate: bool = True,
+        sender: str | None = None,
+    ) -> VerifyResponse:
+        """Full exact-EVM verification: off-chain rules, then chain facts, as the SDK facilitator does."""
+        checked = exact_evm.check_offchain(
+            payload, requirements, now=int(time.time()) if now is None else now, networks=networks
+        )
+        if isinstance(checked, Invalid):
+            return _invalid(checked)
+        factories = tuple(allowed_factories)
+        facts = await self.gather_facts(
+            checked, simulate=simulate, sender=sender, allowed_factories=factories
+        )
+        invalid = exact_evm.check_onchain(checked, facts, factories)
+        if invalid is not None:
+            return _invalid(invalid)
+        return VerifyResponse(is_valid=True, payer=checked.payer)
+
+    async def get_receipt(self, tx_hash: str) -> Receipt | None:
+        """The receipt of ``tx_hash``, or None while it is unknown or unmined (for reconciliation)."""
+        try:
+            receipt = await _rpc(self.w3.eth.get_transaction_receipt(HexStr(tx_hash)))
+        except TransactionNotFound:
+            return None
+        return _receipt(receipt)
+
+    async def wait_for_receipt(
+        self, tx_hash: str, wait_seconds: float, poll: float = 0.05
+    ) -> Receipt:
+        """Poll for a receipt; raises :class:`SettlementPending` after ``wait_seconds``."""
+        try:
+            receipt = await _rpc(
+                self.w3.eth.wait_for_transaction_receipt(
+                    HexStr(tx_hash), timeout=wait_seconds, poll_latency=poll
+                )
+            )
+        except TimeExhausted as exc:
+            raise SettlementPending(tx_hash) from exc
+        return _receipt(receipt)
+
+
+class NonceManager:
+    """Hands out consecutive account nonces under a lock; resyncs from the node when told to."""
+
+    def __init__(self, client: ChainClient, address: str) -> None:
+        self._client = client
+        self._address = _addr(address)
+        self._next: int | None = None
+        self.lock = asyncio.Lock()
+
+    async def allocate(self) -> int:
+        """Next nonce; call with :attr:`lock` held so allocation and broadcast stay in order."""
+        if self._next is None:
+            self._next = int(
+                await _rpc(self._client.w3.eth.get_transaction_count(self._address, "pending"))
+            )
+        nonce = self._next
+        self._next += 1
+        return nonce
+
+    def invalidate(self) -> None:
+        """Forget the local counter; the next allocation re-reads the pending count."""
+        self._next = None
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """A mined, successful settlement."""
+
+    tx_hash: str
+    receipt: Receipt
+
+
+class Settler:
+    """Sends ``transferWithAuthorization`` from an operator key and waits for a checked receipt."""
+
+    def __init__(
+        self,
+        client: ChainClient,
+        operator: LocalAccount,
+        *,
+        receipt_timeout: float = 120.0,
+        priority_fee: int | None = None,
+    ) -> None:
+        self.client = client
+        self.operator = operator
+        self.receipt_timeout = receipt_timeout
+        self._priority_fee = priority_fee
+        self._chain_id: int | None = None
+        self.nonces = NonceManager(client, operator.address)
+
+    @property
+    def address(self) -> str:
+        """The operator address that pays gas."""
+        return str(self.operator.address)
+
+    async def settle(self, candidate: Candidate) -> Settlement:
+        """Deploy a counterfactual wallet if needed, transfer, and check the receipt's Transfer log."""
+        wrapped = candidate.erc6492
+        if (
+            wrapped is not None
+            and wrapped.has_deployment_info
+            and not await self.client.get_code(candidate.payer)
+        ):
+            deploy_hash = await self.send(wrapped.factory, wrapped.factory_calldata)
+            deployed = await self.client.wait_for_receipt(deploy_hash, self.receipt_timeout)
+            if deployed.status != 1:
+                raise SettlementReverted("smart_wallet_deployment_failed", tx_hash=deploy_hash)
+        tx_hash = await self.send(candidate.token, transfer_calldata(candidate))
+        receipt = await self.client.wait_for_receipt(tx_hash, self.receipt_timeout)
+        if receipt.status != 1:
+            raise SettlementReverted(exact_evm.TRANSACTION_FAILED, tx_hash=tx_hash)
+        if not exact_evm.transfer_log_matches(
+            receipt.logs, candidate.token, candidate.authorization
+        ):
+            raise TransferEventMissing(tx_hash)
+        return Settlement(tx_hash=tx_hash, receipt=receipt)
+
+    async def send(self, to: str, data: bytes) -> str:
+        """Estimate (reverts raise here, costing no gas), price with EIP-1559 fees, sign and broadcast."""
+        w3 = self.client.w3
+        base: TxParams = {"from": _addr(self.address), "to": _addr(to), "data": HexBytes(data)}
+        try:
+            gas = await _rpc(w3.eth.estimate_gas(base))
+        except ContractLogicError as exc:
+            raise SettlementReverted(_revert_text(exc)) from exc
+        max_fee, tip = await self._fees()
+        if self._chain_id is None:
+            self._chain_id = await self.client.chain_id()
+        for _attempt in range(_NONCE_RETRIES):
+            async with self.nonces.lock:
+                nonce = await self.nonces.allocate()
+                tx: TxParams = {
+                    **base,
+                    "gas": gas * 6 // 5,
+                    "maxFeePerGas": Wei(max_fee),
+                    "maxPriorityFeePerGas": Wei(tip),
+                    "nonce": Nonce(nonce),
+                    "chainId": self._chain_id,
+                    "type": 2,
+                }
+                raw = self.operator.sign_transaction(tx).raw_transaction  # type: ignore[arg-type]
+                try:
+                    sent = await _rpc(w3.eth.send_raw_transaction(raw))
+                except Web3RPCError as exc:
+                    self.nonces.invalidate()
+                    if "nonce too low" in str(exc).lower():
+                        continue
+                    raise ChainError(f"broadcast rejected: {exc}") from exc
+                except BaseException:
+                    self.nonces.invalidate()
+                    raise
+            return "0x" + bytes(sent).hex()
+        raise ChainError(f"nonce kept colliding after {_NONCE_RETRIES} attempts")
+
+    async def _fees(self) -> tuple[int, int]:
+        w3 = self.client.w3
+        block = await _rpc(w3.eth.get_block("latest"))
+        base_fee = int(block.get("baseFeePerGas", 0))
+        tip = (
+            self._priority_fee
+            if self._priority_fee is not None
+            else int(await _rpc(w3.eth.max_priority_fee))
+        )
+        return 2 * base_fee + tip, tip
+
+
+# --------------------------------------------------------------------------------------------
+
+
+async def _rpc(awaitable: Awaitable[_T]) -> _T:
+    try:
+        return await awaitable
+    except _TRANSPORT_ERRORS as exc:
+        raise ChainUnavailable(f"RPC unreachable: {type(exc).__name__}: {exc}") from exc
+
+
+async def _maybe(awaitable: Awaitable[_T]) -> _T | None:
+    try:
+        return await awaitable
+    except (SettlementReverted, Web3RPCError):
+        return None
+
+
+def _decode_string(raw: bytes | None) -> str | None:
+    if raw is None:
+        return None
+    try:
+        return str(abi_decode(["string"], raw)[0])
+    except Exception:  # eth_abi raises several decoding errors for non-string returns
+        return None
+
+
+def _revert_text(exc: ContractLogicError) -> str:
+    return str(exc.message) if exc.message else str(exc)
+
+
+def _addr(address: str) -> ChecksumAddress:
+    return to_checksum_address(address)
+
+
+def _invalid(invalid: Invalid) -> VerifyResponse:
+    return VerifyResponse(
+        is_valid=False,
+        invalid_reason=invalid.reason,
+        invalid_message=invalid.message,
+        payer=invalid.payer,
+    )
+
+
+def _receipt(receipt: TxReceipt) -> Receipt:
+    logs = tuple(
+        {
+            "address": str(log["address"]),
+            "topics": [bytes(t) for t in log["topics"]],
+            "data": bytes(log["data"]),
+        }
+        for log in receipt["logs"]
+    )
+    return Receipt(
+        tx_hash="0x" + bytes(receipt["transactionHash"]).hex(),
+        status=int(receipt["status"]),
+        block_number=int(receipt["blockNumber"]),
+        gas_used=int(receipt["gasUsed"]),
+        logs=logs,
+    )
