@@ -177,7 +177,7 @@ def _distribution(
     """Percentages sorted descending, ties in template order."""
     order = {t: i for i, t in enumerate(templates())}
     total = math.fsum(weights.values())
-    ranked = sorted(weights, key=lambda t: (-round(weights[t], 12), order[t]))
+    ranked = sorted(weights, key=lambda t: (-weights[t], order[t]))
     return PatternDistribution(
         patterns=tuple(
             PatternShare(pattern=t, percentage=100 * weights[t] / total) for t in ranked
@@ -282,8 +282,7 @@ def generate_candidates(
         raise PersonNameError(
             f"every address for this name is longer than {MAX_LOCAL_PART} characters"
         )
-    # rounding lets float noise count as a tie, which the template order then breaks
-    ranked = sorted((-round(m, 12), label[local][1].index, local) for local, m in mass.items())
+    ranked = sorted((-m, label[local][1].index, local) for local, m in mass.items())
     if limit is not None:
         ranked = ranked[:limit]
     total_mass = math.fsum(mass[local] for _, _, local in ranked)

@@ -147,6 +147,21 @@ def test_particles_are_tried_with_and_without() -> None:
     assert texts(parse_name("Omar al-Rashid").last) == ["alrashid", "rashid", "al-rashid"]
 
 
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("Rosa de la Cruz", ["delacruz", "cruz"]),
+        ("Ursula von der Leyen", ["vonderleyen", "leyen"]),
+        ("Ahmad bin Abdullah", ["binabdullah", "abdullah"]),
+        ("Leonardo da Vinci", ["davinci", "vinci"]),
+        ("Ana dos Santos", ["dossantos", "santos"]),
+        ("Ann Le Bon", ["lebon", "bon"]),
+    ],
+)
+def test_common_particles(name: str, expected: list[str]) -> None:
+    assert texts(parse_name(name).last) == expected
+
+
 def test_a_name_that_starts_with_a_particle_word_keeps_it_as_first_name() -> None:
     person = parse_name("Van Morrison", nicknames=False)
     assert texts(person.first) == ["van"]

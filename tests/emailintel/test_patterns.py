@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import pytest
@@ -67,8 +66,9 @@ def test_candidates_are_valid_unique_and_a_distribution(
     emails = [c.email for c in out]
     assert len(set(emails)) == len(emails)
     assert math.isclose(math.fsum(c.probability for c in out), 1.0, abs_tol=1e-9)
-    # descending; ties within float noise are ordered by template, so allow 1e-12 slack
-    assert all(a.probability >= b.probability - 1e-12 for a, b in itertools.pairwise(out))
+    order = {t: i for i, t in enumerate(templates())}
+    keys = [(-c.probability, order[c.pattern], c.email) for c in out]
+    assert keys == sorted(keys)
     for c in out:
         assert not any(ch in c.email for ch in "\r\n \t")
         assert len(c.local_part) <= 64
@@ -113,6 +113,16 @@ def test_at_least_twenty_templates_and_all_reachable() -> None:
     for c in out:
         assert c.variant == "primary"
         assert match_pattern(c.local_part, "John Quincy Smith") == [c.pattern]
+
+
+def test_equal_probabilities_are_ordered_by_template_then_email() -> None:
+    out = generate_candidates("John Smith", "acme.com", nicknames=False)
+    prior = {p.pattern: p.percentage for p in prior_distribution().patterns}
+    assert prior["{l}{first}"] == prior["{last}-{first}"]
+    assert templates().index("{l}{first}") < templates().index("{last}-{first}")
+    a, b = local_of(out, "sjohn"), local_of(out, "smith-john")
+    assert a.probability == b.probability
+    assert rank_of(out, "sjohn") + 1 == rank_of(out, "smith-john")
 
 
 def test_middle_templates_are_skipped_without_a_middle_name() -> None:
