@@ -267,6 +267,20 @@ async def test_null_mx_means_no_mail_even_with_an_a_record(resolver: DnsResolver
 
 
 @pytest.mark.lab
+async def test_null_mx_next_to_real_mx_hosts_is_ignored(resolver: DnsResolver) -> None:
+    facts = await resolver.lookup_mx("mixednull.test")
+    assert facts.status == "ok"
+    assert [(m.preference, m.host) for m in facts.mx] == [(10, "mx.acme.test")]
+
+
+@pytest.mark.lab
+async def test_mx_is_found_through_a_cname(resolver: DnsResolver) -> None:
+    facts = await resolver.lookup_mx("mail.cname.test", resolve_addresses=True)
+    assert (facts.status, facts.domain) == ("ok", "mail.cname.test")
+    assert [(m.host, m.addresses) for m in facts.mx] == [("mx.acme.test", ("127.0.0.2",))]
+
+
+@pytest.mark.lab
 async def test_implicit_mx_from_a_record(resolver: DnsResolver) -> None:
     facts = await resolver.lookup_mx("nomx.test")
     assert (facts.status, facts.fallback) == ("ok", "A")

@@ -42,6 +42,10 @@ class LabError(RuntimeError):
     """The lab could not be set up (NSD missing, bad zone data, server would not start)."""
 
 
+class _PortTaken(LabError):
+    """NSD could not bind its port (someone took it after it was probed free)."""
+
+
 def zone_name(name: str) -> str:
     """The ASCII (IDNA) form of a zone name, lower case, without the trailing dot."""
     name = name.rstrip(".").lower()
@@ -166,19 +170,18 @@ class DnsLab:
             )
         if self._dir is None:
             self._dir = Path(tempfile.mkdtemp(prefix="dnslab-"))
-        last_error: LabError | None = None
-        for _ in range(3):  # a free port can be taken between probing and NSD binding it
+        for attempt in range(3):  # a free port can be taken between probing and NSD binding it
             self.port = self.port or free_port(self.host)
             try:
                 self._launch()
-            except LabError as exc:
-                last_error = exc
+            except _PortTaken:
+                if attempt == 2:
+                    raise
                 self.port = 0
                 continue
             _running.add(self)
             return self
-        assert last_error is not None
-        raise last_error
+        raise AssertionError("unreachable")
 
     def reload(self) -> None:
         """Apply zone changes by restarting NSD on the same port (new zones need a restart)."""
@@ -264,7 +267,9 @@ class DnsLab:
         while True:
             if self._proc.poll() is not None:
                 self._proc = None
-                raise LabError(f"NSD exited at start:\n{self._logs()}")
+                logs = self._logs()
+                taken = "already in use" in logs or "can't bind" in logs
+                raise (_PortTaken if taken else LabError)(f"NSD exited at start:\n{logs}")
             with contextlib.suppress(dns.exception.Timeout, OSError):
                 if self.query(".", "SOA", timeout=0.2).rcode() == dns.rcode.NOERROR:
                     break
@@ -504,6 +509,8 @@ def default_zones() -> dict[str, list[Record]]:
             ("mx", "A", "127.0.0.16"),
         ],
         "dual.test": [("mx", "A", "127.0.0.17"), ("mx", "AAAA", "::1")],
+        "mixednull.test": [("@", "MX", "0 ."), ("@", "MX", "10 mx.acme.test.")],
+        "cname.test": [("mail", "CNAME", "acme.test.")],
     }
 
 

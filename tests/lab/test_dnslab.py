@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -90,6 +91,18 @@ def test_add_zone_and_reload_keep_the_port_and_serve_the_new_zone() -> None:
         assert lab.query("one.test.", "A").answer[0].rdtype == dns.rdatatype.A
     with pytest.raises((dns.exception.Timeout, OSError)):  # stopped: the port is silent
         lab.query("one.test.", "A", timeout=0.3)
+
+
+@pytest.mark.lab
+def test_a_taken_port_is_replaced_by_a_free_one() -> None:
+    lab = DnsLab({"one.test": [("@", "A", "127.0.0.31")]})
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as squatter:
+        squatter.bind((lab.host, 0))
+        taken = squatter.getsockname()[1]
+        lab.port = taken
+        with lab:
+            assert lab.port != taken
+            assert lab.query("one.test.", "A").rcode() == dns.rcode.NOERROR
 
 
 @pytest.mark.lab
