@@ -175,10 +175,14 @@ class DnsLab:
             try:
                 self._launch()
             except _PortTaken:
-                if attempt == 2:
-                    raise
-                self.port = 0
-                continue
+                if attempt < 2:
+                    self.port = 0
+                    continue
+                self.stop()
+                raise
+            except LabError:
+                self.stop()  # the message already carries NSD's log
+                raise
             _running.add(self)
             return self
         raise AssertionError("unreachable")
