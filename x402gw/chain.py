@@ -7,6 +7,7 @@ failures become :class:`ChainUnavailable`, contract reverts :class:`SettlementRe
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from eth_utils.crypto import keccak
 from hexbytes import HexBytes
 from web3 import AsyncHTTPProvider, AsyncWeb3
 from web3.exceptions import (
+    BadResponseFormat,
     ContractLogicError,
     ProviderConnectionError,
     TimeExhausted,
@@ -35,6 +37,7 @@ from x402gw import exact_evm
 from x402gw.errors import (
     ChainError,
     ChainUnavailable,
+    RpcError,
     SettlementPending,
     SettlementReverted,
     TransferEventMissing,
@@ -49,8 +52,16 @@ from x402gw.wire import (
 )
 
 _T = TypeVar("_T")
-_TRANSPORT_ERRORS: Final = (ClientError, OSError, asyncio.TimeoutError, ProviderConnectionError)
+_TRANSPORT_ERRORS: Final = (
+    ClientError,
+    OSError,
+    asyncio.TimeoutError,
+    ProviderConnectionError,
+    BadResponseFormat,
+    json.JSONDecodeError,  # a body that is not JSON at all (proxy error pages and the like)
+)
 _NONCE_RETRIES: Final = 3
+_NONCE_CLASH: Final = ("nonce too low", "already known", "replacement transaction underpriced")
 
 
 def _selector(signature: str) -> bytes:
@@ -174,7 +185,9 @@ class ChainClient:
             await self.call(candidate.token, transfer_calldata(candidate), sender=sender)
         except SettlementReverted as exc:
             return exc.reason, True
-        except Web3RPCError as exc:
+        except ChainUnavailable:
+            raise
+        except RpcError as exc:
             return str(exc), False
         return None, True
 
@@ -395,11 +408,11 @@ class Settler:
                 raw = self.operator.sign_transaction(tx).raw_transaction  # type: ignore[arg-type]
                 try:
                     sent = await _rpc(w3.eth.send_raw_transaction(raw))
-                except Web3RPCError as exc:
+                except RpcError as exc:
                     self.nonces.invalidate()
-                    if "nonce too low" in str(exc).lower():
+                    if any(clash in str(exc).lower() for clash in _NONCE_CLASH):
                         continue
-                    raise ChainError(f"broadcast rejected: {exc}") from exc
+                    raise
                 except BaseException:
                     self.nonces.invalidate()
                     raise
@@ -424,14 +437,18 @@ class Settler:
 async def _rpc(awaitable: Awaitable[_T]) -> _T:
     try:
         return await awaitable
+    except (TransactionNotFound, ContractLogicError):
+        raise  # callers handle these two themselves
     except _TRANSPORT_ERRORS as exc:
         raise ChainUnavailable(f"RPC unreachable: {type(exc).__name__}: {exc}") from exc
+    except Web3RPCError as exc:
+        raise RpcError(f"RPC error: {exc}") from exc
 
 
 async def _maybe(awaitable: Awaitable[_T]) -> _T | None:
     try:
         return await awaitable
-    except (SettlementReverted, Web3RPCError):
+    except (SettlementReverted, RpcError):
         return None
 
 

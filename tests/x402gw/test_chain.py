@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from aiohttp import web
 from eth_abi.abi import encode as abi_encode
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
@@ -17,7 +18,7 @@ from lab.anvil import free_port
 
 from x402gw import exact_evm as ev
 from x402gw.chain import ChainClient, Settler
-from x402gw.errors import ChainUnavailable, SettlementPending, SettlementReverted
+from x402gw.errors import ChainUnavailable, RpcError, SettlementPending, SettlementReverted
 from x402gw.wire import (
     AnyPaymentPayload,
     PaymentPayload,
@@ -436,3 +437,99 @@ async def test_rpc_down_is_chain_unavailable(
             await down.get_receipt("0x" + "ab" * 32)
     finally:
         await down.aclose()
+
+
+async def test_operator_without_gas_money_gets_a_typed_error_then_recovers(
+    evm: EvmLab, client: ChainClient, pay: PayFunction, offer: OfferFactory
+) -> None:
+    penniless = Account.create()
+    settler = Settler(client, penniless)
+    with pytest.raises(RpcError, match=r"(?i)insufficient funds"):
+        await settler.settle(candidate_of(await pay(evm.payer, offer()), offer()))
+    evm.anvil.set_eth_balance(penniless.address, 10**18)
+    settlement = await settler.settle(candidate_of(await pay(evm.payer, offer()), offer()))
+    assert settlement.receipt.status == 1
+    assert evm.balance(evm.merchant) == 10_000
+
+
+class FakeRpc:
+    """A loopback JSON-RPC endpoint answering every call with one canned reply (errors only)."""
+
+    def __init__(self, status: int, body: bytes) -> None:
+        self.status, self.body = status, body
+        self.runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def __aenter__(self) -> FakeRpc:
+        async def handle(request: web.Request) -> web.Response:
+            call = await request.json()
+            body = self.body.replace(b'"ID"', str(call["id"]).encode())
+            return web.Response(status=self.status, body=body, content_type="application/json")
+
+        app = web.Application()
+        app.router.add_post("/", handle)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        port = free_port()
+        await web.TCPSite(self.runner, "127.0.0.1", port).start()
+        self.url = f"http://127.0.0.1:{port}/"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.runner is not None
+        await self.runner.cleanup()
+
+
+RPC_ERROR = b'{"jsonrpc":"2.0","id":"ID","error":{"code":-32005,"message":"rate limited"}}'
+
+
+async def test_rpc_error_reply_is_rpc_error_not_unavailable(
+    evm: EvmLab, pay: PayFunction, offer: OfferFactory
+) -> None:
+    async with FakeRpc(200, RPC_ERROR) as fake:
+        rpc = ChainClient(fake.url, retries=0)
+        try:
+            with pytest.raises(RpcError, match="rate limited") as caught:
+                await rpc.get_code(evm.payer.address)
+            assert not isinstance(caught.value, ChainUnavailable)
+            found = candidate_of(await pay(evm.payer, offer()), offer())
+            error, reverted = await rpc.simulate_transfer(found)
+            assert error is not None
+            assert "rate limited" in error
+            assert reverted is False
+            assert await rpc.diagnose(found) == ev.Diagnosis()  # every probe failed
+        finally:
+            await rpc.aclose()
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [(503, b"busy"), (200, b"<html>not json</html>"), (200, b'{"jsonrpc":"2.0"}')],
+)
+async def test_broken_rpc_replies_are_chain_unavailable(
+    evm: EvmLab, status: int, body: bytes
+) -> None:
+    async with FakeRpc(status, body) as fake:
+        rpc = ChainClient(fake.url, retries=0)
+        try:
+            with pytest.raises(ChainUnavailable):
+                await rpc.get_code(evm.payer.address)
+        finally:
+            await rpc.aclose()
+
+
+async def test_facts_gathered_without_the_allowlist_fail_closed(
+    evm: EvmLab, client: ChainClient, pay: PayFunction, offer: OfferFactory
+) -> None:
+    payload = await pay(evm.payer, offer())
+    inner = bytes.fromhex(payload.payload["signature"][2:])
+    wrapped = (
+        abi_encode(["address", "bytes", "bytes"], [evm.token, b"\x01", inner]) + ev.ERC6492_MAGIC
+    )
+    counterfactual = self_signed(evm, evm.payer, offer(), from_address=Account.create().address)
+    counterfactual.payload["signature"] = "0x" + wrapped.hex()
+    found = candidate_of(counterfactual, offer())
+    facts = await client.gather_facts(found)  # no factories: the signature step refuses
+    result = ev.check_onchain(found, facts, [evm.token])  # a different allowlist here
+    assert result is not None
+    assert result.reason == ev.SIMULATION_FAILED
