@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+import pytest_asyncio
 from lab.anvil import AnvilChain
 from lab.dnslab import DnsLab
 from starlette.applications import Starlette
@@ -108,7 +109,7 @@ async def serving(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="function")
 async def client(settings: Settings, lab_resolver: DnsResolver) -> AsyncIterator[httpx.AsyncClient]:
     """A client for the default app on SQLite with the DNS lab resolver."""
     async with serving(create_app(settings, resolver=lab_resolver)) as c:

@@ -1,0 +1,88 @@
+"""openapi.json: a valid OpenAPI 3.1 document covering every route, with schemas and x402 prices."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from conftest import serving
+from openapi_spec_validator import validate
+from openapi_spec_validator.versions import consts, get_spec_version
+
+from emailintel.dns import DnsResolver
+from server.app import create_app
+from server.routes import operations
+from server.settings import load_settings
+
+PAY_TO = "0x1111111111111111111111111111111111111111"
+
+
+async def _document(sqlite_url: str, resolver: DnsResolver, **changes: Any) -> dict[str, Any]:
+    settings = load_settings(env_file=None, database_url=sqlite_url, pay_to=PAY_TO, **changes)
+    async with serving(create_app(settings, resolver=resolver)) as c:
+        response = await c.get("/openapi.json")
+    assert response.status_code == 200
+    document: dict[str, Any] = response.json()
+    return document
+
+
+async def test_document_is_valid_openapi_31(sqlite_url: str, lab_resolver: DnsResolver) -> None:
+    document = await _document(sqlite_url, lab_resolver)
+    validate(document)  # raises on any violation
+    assert get_spec_version(document) == consts.OPENAPIV31
+
+
+async def test_every_route_is_listed_with_schemas(
+    sqlite_url: str, lab_resolver: DnsResolver
+) -> None:
+    document = await _document(sqlite_url, lab_resolver)
+    schemas = document["components"]["schemas"]
+    assert "ErrorEnvelope" in schemas
+    listed = {(path, method.upper()) for path, ops in document["paths"].items() for method in ops}
+    assert listed == {(op.full_path, op.method) for op in operations()}
+    for op in operations():
+        entry = document["paths"][op.full_path][op.method.lower()]
+        ref = entry["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+        assert schemas[ref.rsplit("/", 1)[1]]["type"] == "object"
+        assert entry["responses"]["default"]["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/ErrorEnvelope"
+        }
+        if op.request_model is not None:
+            body = entry["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+            assert body.rsplit("/", 1)[1] in schemas
+            assert "400" in entry["responses"]
+
+
+async def test_paid_routes_carry_x402_prices(sqlite_url: str, lab_resolver: DnsResolver) -> None:
+    document = await _document(sqlite_url, lab_resolver, price_prospects_search="0.05")
+    validate_op = document["paths"]["/api/x402/v1/email/validate"]["post"]
+    assert validate_op["x-x402"] == {
+        "scheme": "exact",
+        "price": "$0.003",
+        "amount": "3000",
+        "network": "eip155:8453",
+        "asset": "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913",
+        "assetName": "USD Coin",
+        "assetVersion": "2",
+        "payTo": PAY_TO,
+    }
+    assert "402" in validate_op["responses"]
+    search_op = document["paths"]["/api/x402/v1/prospects/search"]["post"]
+    assert search_op["x-x402"]["price"] == "$0.05"
+    assert search_op["x-x402"]["amount"] == "50000"
+    for path, ops in document["paths"].items():
+        for op in ops.values():
+            assert ("x-x402" in op) == path.startswith("/api/x402/")
+
+
+async def test_ready_documents_its_503(sqlite_url: str, lab_resolver: DnsResolver) -> None:
+    document = await _document(sqlite_url, lab_resolver)
+    ready = document["paths"]["/api/v1/ready"]["get"]["responses"]
+    assert ready["503"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/NotReadyResponse"
+    )
+
+
+async def test_openapi_wrong_method(client: httpx.AsyncClient) -> None:
+    response = await client.post("/openapi.json")
+    assert response.status_code == 405

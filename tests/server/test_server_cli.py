@@ -1,0 +1,134 @@
+"""The bavlio command line: migrate, prospects import, settings errors (exit 2, one line)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from server.cli import main
+from server.db import Database
+from server.db.migrate import current_revision, head_revision
+from server.prospects.models import SearchRequest
+from server.prospects.store import ProspectStore
+
+GOOD_AND_BAD = """name,company,tags
+Ada,Analytical,"ai;saas"
+,Nameless,saas
+Grace,Navy,ai
+"""
+
+
+@pytest.fixture
+def db_env(monkeypatch: pytest.MonkeyPatch, sqlite_url: str, tmp_path: Path) -> str:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BAVLIO_DATABASE_URL", sqlite_url)
+    return sqlite_url
+
+
+async def _names(url: str, tags: list[str]) -> list[str]:
+    db = Database(url)
+    try:
+        page = await ProspectStore(db).search(SearchRequest(tags=tags))
+        return [p.name for p in page.data]
+    finally:
+        await db.dispose()
+
+
+def test_migrate(db_env: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["migrate"]) == 0
+    assert "latest revision" in capsys.readouterr().out
+
+    async def revision() -> str | None:
+        db = Database(db_env)
+        try:
+            async with db.engine.connect() as conn:
+                return await conn.run_sync(current_revision)
+        finally:
+            await db.dispose()
+
+    assert asyncio.run(revision()) == head_revision()
+
+
+def test_import_reports_and_keeps_rejects(
+    db_env: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "people.csv"
+    source.write_text(GOOD_AND_BAD)
+    rejects = tmp_path / "rejects.jsonl"
+    assert main(["prospects", "import", str(source), "--rejects", str(rejects)]) == 1
+    out, err = capsys.readouterr()
+    assert "imported 2 prospects, rejected 1 rows" in out
+    assert err.startswith("row 3: name:")
+    [record] = [json.loads(line) for line in rejects.read_text().splitlines()]
+    assert record["row"] == 3
+    assert record["raw"] == {"name": "", "company": "Nameless", "tags": "saas"}
+    assert asyncio.run(_names(db_env, ["ai"])) == ["Grace", "Ada"]  # Grace: only "ai", score 1
+
+
+def test_import_all_good_json(db_env: str, tmp_path: Path) -> None:
+    source = tmp_path / "people.json"
+    source.write_text(json.dumps([{"name": "Linus", "tags": ["os", "c"]}]))
+    assert main(["prospects", "import", str(source)]) == 0
+    assert asyncio.run(_names(db_env, ["C"])) == ["Linus"]
+
+
+def test_import_unreadable_file_is_exit_2(
+    db_env: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["prospects", "import", str(tmp_path / "absent.csv")]) == 2
+    assert capsys.readouterr().err.startswith("bavlio: cannot read")
+
+
+def test_import_into_postgresql(
+    monkeypatch: pytest.MonkeyPatch, pg_schema: tuple[str, str], tmp_path: Path
+) -> None:
+    url, schema = pg_schema
+    monkeypatch.setenv("BAVLIO_DATABASE_URL", url)
+    monkeypatch.setenv("BAVLIO_DATABASE_SCHEMA", schema)
+    source = tmp_path / "people.csv"
+    source.write_text(GOOD_AND_BAD)
+    assert main(["prospects", "import", str(source)]) == 1
+
+    async def count() -> int:
+        db = Database(url, schema=schema)
+        try:
+            async with db.engine.connect() as conn:
+                return int(
+                    (await conn.execute(text("SELECT COUNT(*) FROM prospects"))).scalar_one()
+                )
+        finally:
+            await db.dispose()
+
+    assert asyncio.run(count()) == 2
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"), [("BAVLIO_PORT", "http"), ("BAVLIO_NETWORK", "eip155")]
+)
+def test_bad_setting_exits_2_with_one_line(tmp_path: Path, variable: str, value: str) -> None:
+    env = {**os.environ, variable: value}
+    proc = subprocess.run(
+        [sys.executable, "-m", "server", "serve"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(f"bavlio: invalid setting {variable}: ")
+    assert proc.stderr.count("\n") == 1
+    assert "Traceback" not in proc.stderr
+
+
+def test_bad_config_flag_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["migrate", "--config", str(tmp_path / "nope.toml")]) == 2
+    assert "BAVLIO_CONFIG" in capsys.readouterr().err
