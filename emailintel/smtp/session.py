@@ -199,9 +199,10 @@ class SmtpSession:
 
     def _close_transport(self) -> None:
         if self._smtp is not None:
+            # aiosmtplib's transport owns the socket from connect() on and closes it itself;
+            # closing it here too would free the descriptor while the loop still maps it.
             self._smtp.close()
-        if self._sock is not None:
-            # The transport closes it too once it has one; closing twice is harmless.
+        elif self._sock is not None:
             self._sock.close()
 
     async def _connect(self) -> socket.socket:

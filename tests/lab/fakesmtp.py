@@ -125,15 +125,18 @@ class FakeSmtpServer:
         self._loop = loop
         asyncio.set_event_loop(loop)
         handler = _Handler(self.behaviour)
+        connections: list[_FakeSMTP] = []
 
         def factory() -> _FakeSMTP:
-            return _FakeSMTP(
+            protocol = _FakeSMTP(
                 self.behaviour,
                 handler,
                 hostname=self.behaviour.hostname,
                 ident="ESMTP fake",
                 loop=loop,
             )
+            connections.append(protocol)
+            return protocol
 
         try:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -151,7 +154,11 @@ class FakeSmtpServer:
             loop.run_forever()
         finally:
             self._server.close()
+            for protocol in connections:
+                if protocol.transport is not None:
+                    protocol.transport.close()
             loop.run_until_complete(self._server.wait_closed())
+            loop.run_until_complete(asyncio.sleep(0.01))
             pending = asyncio.all_tasks(loop)
             for task in pending:
                 task.cancel()

@@ -118,6 +118,7 @@ class MailLab:
     postfix: str = POSTFIX
     postmap: str = POSTMAP
     postgrey: str = POSTGREY
+    workdir: Path | None = None  # parent of the lab's temporary directory (default: $TMPDIR)
 
     def __post_init__(self) -> None:
         names = [lst.name for lst in self.listeners]
@@ -217,7 +218,7 @@ class MailLab:
         for binary in (self.postfix, self.postmap, self.postgrey):
             if not Path(binary).exists():
                 raise MailLabError(f"{binary} missing: install postfix and postgrey")
-        self.dir = Path(tempfile.mkdtemp(prefix="maillab-"))
+        self.dir = Path(tempfile.mkdtemp(prefix="maillab-", dir=self.workdir))
         self.dir.chmod(0o755)
         _running.add(self)
         try:
@@ -482,18 +483,29 @@ class MailLab:
         pid = self._master_pid()
         with contextlib.suppress(MailLabError, subprocess.TimeoutExpired):
             self._run(self.postfix, "-c", str(self._path("etc")), "stop", timeout=15)
+        # The master lingers ~1.5 s reaping its children; the lab's state is disposable, so
+        # once the graceful stop had a moment, the whole process group is killed.
+        deadline = time.monotonic() + 0.3
+        while time.monotonic() < deadline and self._any_listener_open():
+            time.sleep(0.02)
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
         deadline = time.monotonic() + 10
-        while pid is not None and time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.05)
-        else:
-            if pid is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+        while time.monotonic() < deadline and self._any_listener_open():
+            time.sleep(0.02)
         self._postfix_up = False
+
+    def _any_listener_open(self) -> bool:
+        for lst in self.listeners:
+            if lst.profile == "dead":
+                continue
+            try:
+                socket.create_connection((self.ip(lst.name), 25), timeout=0.5).close()
+            except OSError:
+                continue
+            return True
+        return False
 
 
 def bench_domains(
