@@ -5,6 +5,7 @@ The schema here is what the Alembic migrations build; the queries are the only o
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ VERSION_TABLE = "x402gw_alembic_version"
 LIVE = sa.text("state <> 'released'")
 # pg_advisory_xact_lock key, so concurrent migrate() calls queue instead of racing.
 _PG_MIGRATION_LOCK = 0x78343032_67770001
+_SCHEMA = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 metadata = sa.MetaData()
 
@@ -102,26 +104,38 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def create_engine(url: str | Path) -> AsyncEngine:
-    """An async engine; SQLite gets WAL and a busy timeout so concurrent writers queue."""
+def create_engine(url: str | Path, schema: str | None = None) -> AsyncEngine:
+    """An async engine; SQLite gets WAL and a busy timeout so concurrent writers queue.
+
+    `schema` (PostgreSQL only) puts the ledger tables in their own schema via `search_path`.
+    """
     target = async_url(url)
     if target.get_backend_name() == "sqlite":
+        if schema is not None:
+            raise InvalidPaymentData("a schema can only be chosen on PostgreSQL")
         engine = create_async_engine(target)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(target, pool_pre_ping=True)
+    if schema is None:
+        return create_async_engine(target, pool_pre_ping=True)
+    if not _SCHEMA.fullmatch(schema):
+        raise InvalidPaymentData(f"schema must match {_SCHEMA.pattern}, got {schema!r}")
+    settings = {"server_settings": {"search_path": schema}}
+    return create_async_engine(target, pool_pre_ping=True, connect_args=settings)
 
 
 # --- migrations --------------------------------------------------------------------------------
 
 
-def upgrade_to_head(connection: sa.Connection) -> None:
+def upgrade_to_head(connection: sa.Connection, schema: str | None = None) -> None:
     """Run the Alembic migrations on `connection` (sync side of `AsyncConnection.run_sync`)."""
     from alembic import command
     from alembic.config import Config
 
     if connection.dialect.name == "postgresql":
         connection.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
+        if schema is not None:  # validated by create_engine; identifiers cannot be bound
+            connection.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
     config = Config()
     config.set_main_option("script_location", str(Path(__file__).with_name("migrations")))
     config.attributes["connection"] = connection

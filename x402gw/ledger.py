@@ -253,17 +253,23 @@ def _check_response(
 
 
 class Ledger:
-    """Payment records in SQLite or PostgreSQL; create with a URL, `await migrate()`, then use."""
+    """Payment records in SQLite or PostgreSQL; create with a URL, `await migrate()`, then use.
+
+    `schema` (PostgreSQL) keeps the tables in a schema of their own; `locks` adds a lock backend
+    in front of the database; `clock` (unix seconds) is injectable for tests.
+    """
 
     def __init__(
         self,
         url: str | Path = DEFAULT_URL,
         *,
+        schema: str | None = None,
         locks: AuthorizationLocks | None = None,
         max_lock_seconds: float = 3600.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._engine: AsyncEngine = sql.create_engine(url)
+        self._engine: AsyncEngine = sql.create_engine(url, schema)
+        self._schema = schema
         self._locks = locks
         self._max_lock_seconds = max_lock_seconds
         self._clock = clock
@@ -302,7 +308,7 @@ class Ledger:
     async def migrate(self) -> str | None:
         """Apply pending migrations (idempotent); return the revision now in place."""
         async with self._tx() as conn:
-            await conn.run_sync(sql.upgrade_to_head)
+            await conn.run_sync(sql.upgrade_to_head, self._schema)
         async with self._tx() as conn:
             return await conn.run_sync(sql.current_revision)
 
