@@ -160,9 +160,7 @@ def _run_patterns(args: argparse.Namespace, out: TextIO) -> int:
             out.write(json.dumps(candidate.model_dump(mode="json"), ensure_ascii=False) + "\n")
         return 0
     if known:
-        dist = infer_patterns(
-            [(a, n) for a, n in known if a.lower().endswith("@" + args.domain.lower())]
-        )
+        dist = infer_patterns(known, domain=args.domain, company_size=args.company_size)
         shares = ", ".join(f"{p.pattern} {p.percentage:.1f}%" for p in dist.patterns[:5])
         out.write(f"domain patterns ({dist.matched}/{dist.observations} known matched): {shares}\n")
     rows = [["#", "EMAIL", "PROBABILITY", "PATTERN", "VARIANT"]]
