@@ -233,11 +233,10 @@ def signable(domain: Domain, authorization: Authorization) -> SignableMessage:
     return encode_typed_data(full_message=typed_data(domain, authorization))
 
 
-def domain_separator(domain: Domain, authorization: Authorization | None = None) -> bytes:
+def domain_separator(domain: Domain) -> bytes:
     """The 32-byte EIP-712 domain separator (what the token's ``DOMAIN_SEPARATOR()`` returns)."""
-    probe = authorization or Authorization(
-        domain.verifying_contract, domain.verifying_contract, 0, 0, 0, bytes(32)
-    )
+    # eth_account only encodes whole documents; any message yields the same header.
+    probe = Authorization(domain.verifying_contract, domain.verifying_contract, 0, 0, 0, bytes(32))
     return bytes(signable(domain, probe).header)
 
 
@@ -342,12 +341,7 @@ def check_offchain(
         raw_from = evm.authorization.from_
         auth = Authorization.from_wire(evm)
     except InvalidPaymentPayload as exc:
-        payer = (
-            payload.payload.get("authorization", {}) if isinstance(payload.payload, Mapping) else {}
-        )
-        return Invalid(
-            INVALID_PAYLOAD, payer.get("from") if isinstance(payer, Mapping) else None, str(exc)
-        )
+        return Invalid(INVALID_PAYLOAD, _claimed_payer(payload.payload), str(exc))
     payer = raw_from
 
     if isinstance(payload, PaymentPayload) and isinstance(requirements, PaymentRequirements):
@@ -525,6 +519,12 @@ def _chain_id(network: str, caip2_form: bool, networks: NetworkRegistry) -> int:
         form = "CAIP-2 (eip155:<id>)" if caip2_form else "a v1 network name"
         raise UnknownNetwork(f"{network!r} is not {form}")
     return networks.chain_id(network)
+
+
+def _claimed_payer(inner: Mapping[str, Any]) -> str | None:
+    auth = inner.get("authorization")
+    claimed = auth.get("from") if isinstance(auth, Mapping) else None
+    return claimed if isinstance(claimed, str) else None
 
 
 def _is_subset(small: Mapping[str, Any], big: Mapping[str, Any]) -> bool:
