@@ -30,7 +30,8 @@ class Behaviour:
     banner_delay: float = 0.0  # seconds before the 220 greeting
     banner: str | None = None  # replaces the greeting and closes (e.g. "554 ..." or garbage)
     hangup_at_banner: bool = False  # accept the connection, then close it without a word
-    ehlo_reply: str | None = None  # replaces the EHLO reply (HELO still works)
+    ehlo_reply: str | None = None  # replaces the EHLO reply (HELO still works); may be multi-line
+    helo_reply: str | None = None  # replaces the HELO reply
     rcpt_delay: float = 0.0  # seconds before each RCPT reply
     rcpt_reply: str | None = None  # fixed reply to every RCPT ("{ip}" = client address)
     known_users: frozenset[str] | None = None  # None: accept all; else 550 5.1.1 for others
@@ -53,10 +54,18 @@ class _Handler:
         hostname: str,
         responses: list[str],
     ) -> list[str]:
+        session.host_name = hostname
         if self.behaviour.ehlo_reply is not None:
             return [self.behaviour.ehlo_reply]
-        session.host_name = hostname
         return responses
+
+    async def handle_HELO(
+        self, server: SMTP, session: Session, envelope: Envelope, hostname: str
+    ) -> str:
+        if self.behaviour.helo_reply is not None:
+            return self.behaviour.helo_reply
+        session.host_name = hostname
+        return f"250 {self.behaviour.hostname}"
 
     async def handle_RCPT(
         self,

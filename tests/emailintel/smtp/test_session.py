@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 
 import pytest
@@ -346,6 +347,64 @@ async def test_ehlo_refused_falls_back_to_helo() -> None:
             assert not s.tls
             await s.mail_from("")
             assert (await s.rcpt("a@fake.test")).code == 250
+
+
+async def test_ehlo_and_helo_refused_is_a_refusal() -> None:
+    refuse = Behaviour(
+        ehlo_reply="550 5.7.1 Go away", helo_reply="550 5.7.1 Client host rejected: go away"
+    )
+    with fake_smtp(refuse) as server:
+        async with fake_session(server) as s:
+            assert s.refusal is not None
+            assert s.refusal.code == 550
+            assert await s.mail_from("") == s.refusal
+    assert kind(s.refusal) is ReplyKind.BLOCKED
+
+
+STARTTLS_BUT_454 = Behaviour(ehlo_reply="250-mx.fake.test\r\n250-PIPELINING\r\n250 STARTTLS")
+
+
+async def test_starttls_refused_opportunistic_continues_in_plain() -> None:
+    with fake_smtp(STARTTLS_BUT_454) as server:
+        async with fake_session(server) as s:
+            assert s.starttls_reply is not None
+            assert s.starttls_reply.code == 454
+            assert not s.tls
+            await s.mail_from("")
+            assert (await s.rcpt("a@fake.test")).code == 250
+
+
+async def test_starttls_refused_when_required_is_a_tls_error() -> None:
+    with fake_smtp(STARTTLS_BUT_454) as server, pytest.raises(SmtpTLSError) as info:
+        await fake_session(server, starttls="required").open()
+    assert info.value.stage == "starttls"
+
+
+async def test_garbage_reply_mid_session_is_a_protocol_error() -> None:
+    with fake_smtp(Behaviour(rcpt_reply="what is this")) as server:
+        async with fake_session(server) as s:
+            await s.mail_from("")
+            with pytest.raises(SmtpProtocolError) as info:
+                await s.rcpt("a@fake.test")
+            assert info.value.stage == "rcpt"
+            assert not s.connected
+
+
+async def test_caller_supplied_socket_is_used() -> None:
+    """The proxy path: a connected socket (e.g. from python-socks) instead of an address."""
+    with fake_smtp(Behaviour()) as server:
+        sock = socket.create_connection((server.host, server.port), timeout=2)
+        sock.setblocking(False)
+        async with SmtpSession("proxied", sock=sock, helo=HELO, timeouts=FAST) as s:
+            assert "connect" not in s.timings_ms
+            await s.mail_from("")
+            assert (await s.rcpt("a@fake.test")).code == 250
+        assert not s.connected
+        for _ in range(20):  # the transport closes the socket from a loop callback
+            if sock.fileno() == -1:
+                break
+            await asyncio.sleep(0)
+        assert sock.fileno() == -1
 
 
 async def test_starttls_required_but_not_offered() -> None:
