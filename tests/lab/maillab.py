@@ -30,7 +30,8 @@ POSTMAP = "/usr/sbin/postmap"
 POSTGREY = "/usr/sbin/postgrey"
 DEFAULT_USERS = ("john.smith", "jane.doe", "info", "sales", "postmaster")
 
-Profile = Literal["standard", "strict", "bench", "dead"]
+Profile = Literal["standard", "strict", "bench", "tarpit", "dead"]
+DnsShape = Literal["mx", "a_only", "null_mx"]
 Record = tuple[str, str, str]
 
 
@@ -43,8 +44,8 @@ class Listener:
     """One MX host: a Postfix smtpd on ``<lab /24>.<octet>:25`` answering as ``mx_host``.
 
     Profiles: ``standard`` (Postfix defaults, anvil limits apply to loopback), ``strict`` (low
-    error, recipient and connection limits), ``bench`` (``in_flow_delay = 0``), ``dead`` (nothing
-    listens: connections are refused).
+    error, recipient and connection limits), ``bench`` (``in_flow_delay = 0``), ``tarpit`` (the
+    greeting comes after ``MailLab.tarpit_seconds``), ``dead`` (nothing listens: refused).
     """
 
     name: str
@@ -55,13 +56,19 @@ class Listener:
 
 @dataclass(frozen=True)
 class MailDomain:
-    """A mail domain: its MX listeners in preference order and who has a mailbox there."""
+    """A mail domain: its MX listeners in preference order and who has a mailbox there.
+
+    ``dns``: ``mx`` publishes MX records; ``a_only`` publishes only an A record (the first
+    listener's address: RFC 5321 implicit MX); ``null_mx`` publishes ``MX 0 .`` (RFC 7505) plus
+    that A record as a trap that a correct verifier never connects to.
+    """
 
     name: str
     mx: tuple[str, ...] = ("main",)
     users: tuple[str, ...] = DEFAULT_USERS
     catch_all: bool = False
     greylist: bool = False
+    dns: DnsShape = "mx"
 
     def addresses(self) -> list[str]:
         """The valid addresses of this domain."""
@@ -112,6 +119,7 @@ class MailLab:
     listeners: Sequence[Listener] = field(default_factory=list)
     domains: Sequence[MailDomain] = field(default_factory=list)
     greylist_delay: int = 2
+    tarpit_seconds: int = 3
     strict: StrictLimits = field(default_factory=StrictLimits)
     in_flow_delay: str = "1s"
     tls: bool = True
@@ -166,13 +174,17 @@ class MailLab:
         return [(self._listener(n).mx_host, self.ip(n)) for n in self.domain(domain).mx]
 
     def dns_zones(self) -> dict[str, list[Record]]:
-        """Zones for the DNS lab: an MX set per domain and an A record per MX host."""
+        """Zones for the DNS lab (``{zone: [(owner, type, rdata)]}``): MX or A per domain, A per MX."""
         zones: dict[str, list[Record]] = {d.name: [] for d in self.domains}
         for domain in self.domains:
+            if domain.dns != "mx":
+                zones[domain.name].append(("@", "A", self.ip(domain.mx[0])))
+                if domain.dns == "null_mx":
+                    zones[domain.name].append(("@", "MX", "0 ."))
+                continue
             for pref, name in enumerate(domain.mx, start=1):
-                zones[domain.name].append(
-                    ("@", "MX", f"{pref * 10} {self._listener(name).mx_host}.")
-                )
+                mx_host = self._listener(name).mx_host
+                zones[domain.name].append(("@", "MX", f"{pref * 10} {mx_host}."))
         for lst in self.listeners:
             owner_zone = self._zone_for(lst.mx_host, zones)
             zones.setdefault(owner_zone, []).append((f"{lst.mx_host}.", "A", self.ip(lst.name)))
@@ -448,6 +460,11 @@ class MailLab:
                 ]
             if lst.profile == "bench":
                 opts.append("cleanup_service_name=cleanup_noflow")
+            if lst.profile == "tarpit":
+                opts += [
+                    "smtpd_delay_reject=no",
+                    f"smtpd_client_restrictions=sleep,{self.tarpit_seconds},permit",
+                ]
             head = f"{self.prefix}.{lst.octet}:25 inet n - n - - smtpd"
             services.append(head + "".join(f"\n  -o {o}" for o in opts))
         return "\n".join(services) + "\n"
@@ -462,6 +479,8 @@ class MailLab:
             while True:
                 try:
                     with socket.create_connection((self.ip(lst.name), 25), timeout=1) as sock:
+                        if lst.profile == "tarpit":
+                            break  # its greeting is late on purpose
                         sock.settimeout(5)
                         banner = sock.recv(512)
                         sock.sendall(b"QUIT\r\n")
@@ -527,6 +546,7 @@ def default_listeners(bench: int = 0) -> list[Listener]:
         Listener("greylist", "mx.greylist.test", 4),
         Listener("strict", "mx.strict.test", 10, profile="strict"),
         Listener("dead", "mx.deadmx.test", 9, profile="dead"),
+        Listener("slow", "mx.slow.test", 5, profile="tarpit"),
     ]
     listeners += [
         Listener(f"bench{k}", f"mx{k}.bench-mx.test", 100 + k, "bench") for k in range(1, bench + 1)
@@ -535,7 +555,7 @@ def default_listeners(bench: int = 0) -> list[Listener]:
 
 
 def default_domains(extra: Iterable[MailDomain] = ()) -> list[MailDomain]:
-    """company.test, catchall.test, greylist.test, strict.test, deadmx.test and multi.test."""
+    """company, catchall, greylist, strict, deadmx, multi, slow, nomx and nullmx (all .test)."""
     return [
         MailDomain("company.test", mx=("main",)),
         MailDomain("catchall.test", mx=("catchall",), catch_all=True),
@@ -543,6 +563,9 @@ def default_domains(extra: Iterable[MailDomain] = ()) -> list[MailDomain]:
         MailDomain("strict.test", mx=("strict",)),
         MailDomain("deadmx.test", mx=("dead",)),
         MailDomain("multi.test", mx=("dead", "main")),
+        MailDomain("slow.test", mx=("slow",)),
+        MailDomain("nomx.test", mx=("main",), dns="a_only"),
+        MailDomain("nullmx.test", mx=("main",), dns="null_mx"),
         *extra,
     ]
 

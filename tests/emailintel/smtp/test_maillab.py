@@ -28,6 +28,10 @@ def test_dns_zones_describe_every_domain(mail_lab: MailLab) -> None:
     }
     for domain in mail_lab.domains:
         mx = [rdata for name, rtype, rdata in zones[domain.name] if rtype == "MX"]
+        if domain.dns != "mx":
+            assert ("@", "A", mail_lab.ip(domain.mx[0])) in zones[domain.name]
+            assert mx == (["0 ."] if domain.dns == "null_mx" else [])
+            continue
         assert len(mx) == len(domain.mx)
         for (pref, host), listener in zip((r.split() for r in mx), domain.mx, strict=True):
             assert a_records[host.rstrip(".")] == mail_lab.ip(listener)
@@ -47,6 +51,10 @@ def test_nsd_serves_the_lab_zones(mail_lab: MailLab) -> None:
             target = str(answer[0].exchange).rstrip(".")  # type: ignore[attr-defined]
             address = resolver.resolve(target, "A")[0].to_text()
             assert [(target, address)] == mail_lab.mx(domain)
+        implicit = resolver.resolve("nomx.test", "A")[0].to_text()
+        assert implicit == mail_lab.ip("main")
+        null = resolver.resolve("nullmx.test", "MX")[0]
+        assert (null.preference, str(null.exchange)) == (0, ".")  # type: ignore[attr-defined]
 
 
 @pytest.mark.lab

@@ -193,6 +193,20 @@ async def test_connect_refused_on_dead_mx(mail_lab: MailLab) -> None:
 
 
 @pytest.mark.lab
+async def test_postfix_tarpit_banner_timeout(mail_lab: MailLab) -> None:
+    assert mail_lab.tarpit_seconds > 0.5
+    s = SmtpSession(
+        mail_lab.ip("slow"),
+        helo=HELO,
+        timeouts=Timeouts(connect=2, banner=0.5, command=2),
+        source_address=mail_lab.fresh_source(),
+    )
+    with pytest.raises(SmtpTimeoutError) as info:
+        await s.open()
+    assert info.value.stage == "banner"
+
+
+@pytest.mark.lab
 async def test_strict_listener_452_after_recipient_limit(mail_lab: MailLab) -> None:
     limit = mail_lab.strict.recipient_limit
     async with session(mail_lab, "strict") as s:
