@@ -51,6 +51,7 @@ async def refresh_stats(conn: AsyncConnection) -> None:
         text("SELECT u.tag, COUNT(*) FROM prospects p, unnest(p.tags) AS u(tag) GROUP BY u.tag")
     )
     await write_stats(conn, [(str(tag), int(df)) for tag, df in rows])
+    await conn.execute(text("ANALYZE tag_stats"))
 
 
 def _where(params: dict[str, Any]) -> str:

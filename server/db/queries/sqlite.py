@@ -20,21 +20,20 @@ _SUBSTRING = {
 }
 
 _SEARCH = """
-WITH q(tag) AS (SELECT value FROM json_each(:tags)),
-cand AS (SELECT DISTINCT pt.prospect_id AS id FROM prospect_tags pt WHERE pt.tag IN (SELECT tag FROM q)),
-scored AS (
-  SELECT pt.prospect_id AS id,
-         SUM(CASE WHEN pt.tag IN (SELECT tag FROM q) THEN ts.weight ELSE 0 END) AS inter,
-         SUM(ts.weight) AS own
-  FROM cand
-  JOIN prospect_tags pt ON pt.prospect_id = cand.id
-  JOIN tag_stats ts ON ts.tag = pt.tag
+WITH q(tag, weight) AS (
+  SELECT ts.tag, ts.weight FROM tag_stats ts WHERE ts.tag IN (SELECT value FROM json_each(:tags))
+),
+matched AS (
+  SELECT pt.prospect_id AS id, SUM(q.weight) AS inter
+  FROM q JOIN prospect_tags pt ON pt.tag = q.tag
   GROUP BY pt.prospect_id
 )
 SELECT p.id, p.name, p.title, p.company, p.domain, p.linkedin_url, p.email, p.location, p.tags,
-       ROUND(s.inter / (:wq + s.own - s.inter), {digits}) AS score,
+       ROUND(m.inter / (:wq - m.inter + (
+         SELECT SUM(ts.weight) FROM json_each(p.tags) AS j JOIN tag_stats ts ON ts.tag = j.value
+       )), {digits}) AS score,
        COUNT(*) OVER () AS total
-FROM scored s JOIN prospects p ON p.id = s.id
+FROM matched m JOIN prospects p ON p.id = m.id
 {where}
 ORDER BY score DESC, p.id ASC
 LIMIT :limit OFFSET :offset
