@@ -15,6 +15,13 @@ from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils.crypto import keccak
 from lab.anvil import free_port
+from x402.mechanisms.evm.exact.facilitator import ExactEvmScheme as SdkFacilitator
+from x402.mechanisms.evm.exact.v1.facilitator import ExactEvmSchemeV1 as SdkFacilitatorV1
+from x402.mechanisms.evm.signers import FacilitatorWeb3Signer
+from x402.schemas import PaymentPayload as SdkPayload
+from x402.schemas import PaymentRequirements as SdkRequirements
+from x402.schemas.v1 import PaymentPayloadV1 as SdkPayloadV1
+from x402.schemas.v1 import PaymentRequirementsV1 as SdkRequirementsV1
 
 from x402gw import exact_evm as ev
 from x402gw.chain import ChainClient, Settler
@@ -533,3 +540,104 @@ async def test_facts_gathered_without_the_allowlist_fail_closed(
     result = ev.check_onchain(found, facts, [evm.token])  # a different allowlist here
     assert result is not None
     assert result.reason == ev.SIMULATION_FAILED
+
+
+# ---- conformance with the official SDK facilitator --------------------------------------------
+
+
+def sdk_verdict(
+    evm: EvmLab, payload: AnyPaymentPayload, offer: PaymentRequirements | PaymentRequirementsV1
+) -> tuple[bool, str | None]:
+    """What the official SDK facilitator (x402 2.25, web3 signer on the same anvil) says."""
+    signer = FacilitatorWeb3Signer("0x" + bytes(evm.operator.key).hex(), evm.anvil.url)
+    if isinstance(payload, PaymentPayload):
+        result = SdkFacilitator(signer).verify(
+            SdkPayload.model_validate(payload.to_json_dict()),
+            SdkRequirements.model_validate(offer.to_json_dict()),
+        )
+    else:
+        result = SdkFacilitatorV1(signer).verify(
+            SdkPayloadV1.model_validate(payload.to_json_dict()),
+            SdkRequirementsV1.model_validate(offer.to_json_dict()),
+        )
+    return result.is_valid, result.invalid_reason
+
+
+SCENARIOS: dict[str, str | None] = {  # scenario -> the reason both verifiers must give
+    "ok": None,
+    "ok_v1": None,
+    "broke_payer": ev.INSUFFICIENT_BALANCE,
+    "domain_name_usdc": ev.INVALID_SIGNATURE,
+    "value_mismatch": ev.VALUE_MISMATCH,
+    "recipient_mismatch": ev.RECIPIENT_MISMATCH,
+    "valid_before_too_close": ev.VALID_BEFORE,
+    "valid_after_future": ev.VALID_AFTER,
+    "asset_without_code": ev.ASSET_NOT_DEPLOYED,
+    "contract_wallet_ok": None,
+    "contract_wallet_stranger": ev.INVALID_SIGNATURE,
+    "long_signature_from_eoa": ev.UNDEPLOYED_SMART_WALLET,
+    "erc6492_factory_not_allowed": ev.FACTORY_NOT_ALLOWED,
+    "replay": ev.NONCE_ALREADY_USED,
+}
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+async def test_verdicts_match_the_sdk_facilitator(
+    evm: EvmLab,
+    client: ChainClient,
+    pay: PayFunction,
+    offer: OfferFactory,
+    offer_v1: Callable[..., PaymentRequirementsV1],
+    scenario: str,
+) -> None:
+    req: PaymentRequirements | PaymentRequirementsV1 = offer()
+    payload: AnyPaymentPayload
+    if scenario == "ok":
+        payload = await pay(evm.payer, req)
+    elif scenario == "ok_v1":
+        req = offer_v1()
+        payload = await pay(evm.payer, req)
+    elif scenario == "broke_payer":
+        payload = await pay(Account.create(), req)
+    elif scenario == "domain_name_usdc":
+        req = offer(extra={"name": "USDC", "version": "2"})
+        payload = await pay(evm.payer, req)
+    elif scenario == "value_mismatch":
+        payload = await pay(evm.payer, req)
+        req = offer(amount="20000")
+    elif scenario == "recipient_mismatch":
+        payload = await pay(evm.payer, req)
+        req = offer(pay_to=Account.create().address)
+    elif scenario == "valid_before_too_close":
+        payload = self_signed(evm, evm.payer, req, valid_before=now() + 3)
+    elif scenario == "valid_after_future":
+        payload = self_signed(evm, evm.payer, req, valid_after=now() + 600)
+    elif scenario == "asset_without_code":
+        req = offer(asset=Account.create().address)
+        payload = await pay(evm.payer, req)
+    elif scenario in ("contract_wallet_ok", "contract_wallet_stranger"):
+        wallet = evm.anvil.deploy("EIP1271Wallet", ["address"], [evm.payer.address]).address
+        evm.anvil.mint(evm.token, wallet, 50_000)
+        signer = evm.payer if scenario == "contract_wallet_ok" else Account.create()
+        payload = self_signed(evm, signer, req, from_address=wallet)
+    elif scenario == "long_signature_from_eoa":
+        payload = await pay(evm.payer, req)
+        payload.payload["signature"] = "0x" + "11" * 100
+    elif scenario == "erc6492_factory_not_allowed":
+        payload = self_signed(evm, evm.payer, req, from_address=Account.create().address)
+        inner = bytes.fromhex(payload.payload["signature"][2:])
+        wrapped = (
+            abi_encode(["address", "bytes", "bytes"], [evm.token, b"\x01", inner])
+            + ev.ERC6492_MAGIC
+        )
+        payload.payload["signature"] = "0x" + wrapped.hex()
+    elif scenario == "replay":
+        payload = await pay(evm.payer, req)
+        await Settler(client, evm.operator).settle(candidate_of(payload, req))
+    else:  # pragma: no cover - the parametrization lists every scenario
+        raise AssertionError(scenario)
+
+    ours = await client.verify(payload, req)
+    theirs = await asyncio.to_thread(sdk_verdict, evm, payload, req)
+    assert (ours.is_valid, ours.invalid_reason) == theirs
+    assert theirs == (SCENARIOS[scenario] is None, SCENARIOS[scenario])
