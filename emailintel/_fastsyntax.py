@@ -1,41 +1,87 @@
-"""A fast path for the common plain-ASCII address, giving exactly email-validator's result.
+"""A fast path for the common address, giving exactly email-validator's result.
 
-Most real addresses are ``dot-atom@ldh.labels``; for those email-validator's answer is fully
-determined (domain lower-cased, RFC 2142 names lower-cased), so we skip its general machinery.
-Anything else returns ``None`` and takes the full path. A differential property test keeps the
-two in step.
+Most real addresses are ``local@ldh.labels`` with a plain ASCII domain; for those the domain's
+normal form is just lower case, so we skip email-validator's IDNA machinery and check the local
+part with its own local-part validator. Anything else returns ``None`` and takes the full path.
+A differential property test keeps the two in step.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
+from typing import NamedTuple
 
 import email_validator
-from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
+from email_validator import EmailSyntaxError
+from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES, DOT_ATOM_TEXT_INTL
+from email_validator.syntax import validate_email_local_part
 
 _ATEXT = r"a-zA-Z0-9_!#$%&'*+\-/=?^`{|}~"
+_LOCAL = re.compile(rf"[{_ATEXT}]+(?:\.[{_ATEXT}]+)*")
 _LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
 _TLD = r"(?:[a-zA-Z0-9][a-zA-Z0-9-]{0,61})?[a-zA-Z]"
-_SIMPLE = re.compile(
-    rf"([{_ATEXT}]+(?:\.[{_ATEXT}]+)*)@((?:{_LABEL}\.)+{_TLD})",
-)
+_DOMAIN = re.compile(rf"(?:{_LABEL}\.)+{_TLD}")
 _CASE_INSENSITIVE = frozenset(CASE_INSENSITIVE_MAILBOX_NAMES)
 _MAX_DOMAIN = 253
+# Read once: email-validator's reserved names (.invalid, .localhost, .test, ...) as suffixes.
+_SPECIAL = tuple("." + name for name in email_validator.SPECIAL_USE_DOMAIN_NAMES)
+_SPECIAL_EXCEPT_TEST = tuple(s for s in _SPECIAL if s != ".test")
 
 
-def parse_simple(text: str, *, allow_test_tld: bool) -> tuple[str, str] | None:
-    """``(local_part, domain)`` as email-validator would normalise them, or None if not simple."""
-    m = _SIMPLE.fullmatch(text)
-    if m is None:
+class Simple(NamedTuple):
+    """A fast-path result: normalised local part and domain, and whether SMTPUTF8 is needed."""
+
+    local_part: str
+    domain: str
+    smtputf8: bool
+
+
+def _simple_domain(domain: str, *, allow_test_tld: bool) -> str | None:
+    """The lower-cased domain if it is plain ASCII LDH and not reserved, else None."""
+    if len(domain) > _MAX_DOMAIN or _DOMAIN.fullmatch(domain) is None:
         return None
-    local, domain = m.group(1), m.group(2).lower()
-    if "--" in domain or len(domain) > _MAX_DOMAIN:
-        return None  # Punycode and R-LDH labels, over-long domains: the full path decides.
-    for special in email_validator.SPECIAL_USE_DOMAIN_NAMES:
-        if special == "test" and allow_test_tld:
-            continue
-        if domain == special or domain.endswith("." + special):
+    lowered = domain.lower()
+    if "--" in lowered:
+        return None  # Punycode and R-LDH labels: the full path decides.
+    if ("." + lowered).endswith(_SPECIAL_EXCEPT_TEST if allow_test_tld else _SPECIAL):
+        return None
+    return lowered
+
+
+def _intl_local(local: str) -> str | None:
+    """The NFC local part if email-validator accepts it unquoted as internationalised, else None."""
+    if not DOT_ATOM_TEXT_INTL.match(local):
+        return None
+    try:
+        validate_email_local_part(local, allow_smtputf8=True)
+        normalized = unicodedata.normalize("NFC", local)
+        if normalized != local:
+            validate_email_local_part(normalized, allow_smtputf8=True)
+    except EmailSyntaxError:
+        return None
+    return normalized
+
+
+def parse_simple(text: str, *, allow_test_tld: bool, allow_smtputf8: bool = True) -> Simple | None:
+    """The address as email-validator would normalise it, or None if it is not a simple one."""
+    local, at, domain = text.rpartition("@")
+    if not at or not local:
+        return None
+    lowered = _simple_domain(domain, allow_test_tld=allow_test_tld)
+    if lowered is None:
+        return None
+    if local.isascii():
+        if _LOCAL.fullmatch(local) is None:
             return None
-    if local.lower() in _CASE_INSENSITIVE:
-        local = local.lower()
-    return local, domain
+        if local.lower() in _CASE_INSENSITIVE:
+            local = local.lower()
+        return Simple(local, lowered, False)
+    if not allow_smtputf8:
+        return None
+    normalized = _intl_local(local)
+    if normalized is None:
+        return None
+    if normalized.isascii() and normalized.lower() in _CASE_INSENSITIVE:
+        normalized = normalized.lower()  # NFC can turn e.g. KELVIN SIGN into plain "K"
+    return Simple(normalized, lowered, True)

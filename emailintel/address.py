@@ -63,19 +63,29 @@ def _guard(raw: str) -> str:
     if (m := _CONTROL.search(raw)) is not None:
         raise InjectionError(f"control character U+{ord(m.group()):04X} in address")
     text = raw.strip()
-    rest = text[_quoted_prefix_end(text) :]
-    if "<" in rest or ">" in rest:
+    if ("<" in text or ">" in text) and (
+        "<" in (rest := text[_quoted_prefix_end(text) :]) or ">" in rest
+    ):
         raise InjectionError("angle bracket outside a quoted local part")
-    if len(unicodedata.normalize("NFC", text).encode("utf-8")) > MAX_ADDRESS_OCTETS:
+    if text.isascii():
+        octets = len(text)
+    else:
+        octets = max(len(text.encode()), len(unicodedata.normalize("NFC", text).encode()))
+    if octets > MAX_ADDRESS_OCTETS:
         raise InjectionError(f"address is longer than {MAX_ADDRESS_OCTETS} octets")
     return text
 
 
 def _check_lengths(local_part: str, normalized: str, ascii_email: str | None) -> None:
     """Enforce RFC 5321 path limits on the forms that will be sent on the wire."""
-    if len(local_part.encode("utf-8")) > MAX_LOCAL_OCTETS:
-        raise InjectionError(f"local part is longer than {MAX_LOCAL_OCTETS} octets")
-    longest = max(len(normalized.encode("utf-8")), len(ascii_email or ""))
+    if normalized.isascii():
+        if len(local_part) > MAX_LOCAL_OCTETS:
+            raise InjectionError(f"local part is longer than {MAX_LOCAL_OCTETS} octets")
+        longest = max(len(normalized), len(ascii_email or ""))
+    else:
+        if len(local_part.encode("utf-8")) > MAX_LOCAL_OCTETS:
+            raise InjectionError(f"local part is longer than {MAX_LOCAL_OCTETS} octets")
+        longest = max(len(normalized.encode("utf-8")), len(ascii_email or ""))
     if longest > MAX_ADDRESS_OCTETS:
         raise InjectionError(f"address is longer than {MAX_ADDRESS_OCTETS} octets")
 
@@ -121,19 +131,21 @@ def parse_address(
     text = _guard(raw)
     if not text:
         raise AddressError("address is empty", code="empty")
-    fast = _fastsyntax.parse_simple(text, allow_test_tld=allow_test_tld)
+    fast = _fastsyntax.parse_simple(
+        text, allow_test_tld=allow_test_tld, allow_smtputf8=allow_smtputf8
+    )
     if fast is not None:
-        local, domain = fast
-        normalized = f"{local}@{domain}"
-        _check_lengths(local, normalized, normalized)
-        return ParsedAddress.model_construct(
+        normalized = f"{fast.local_part}@{fast.domain}"
+        ascii_email = normalized if fast.local_part.isascii() else None
+        _check_lengths(fast.local_part, normalized, ascii_email)
+        return ParsedAddress(
             original=raw,
             normalized=normalized,
-            local_part=local,
-            domain=domain,
-            ascii_domain=domain,
-            ascii_email=normalized,
-            smtputf8=False,
+            local_part=fast.local_part,
+            domain=fast.domain,
+            ascii_domain=fast.domain,
+            ascii_email=ascii_email,
+            smtputf8=fast.smtputf8,
         )
     try:
         info = validate_email(
@@ -153,7 +165,7 @@ def parse_address(
         raise AddressError(message, code=_error_code(message)) from exc
     local_part = info.local_part or ""
     _check_lengths(local_part, info.normalized, info.ascii_email)
-    return ParsedAddress.model_construct(
+    return ParsedAddress(
         original=raw,
         normalized=info.normalized,
         local_part=local_part,

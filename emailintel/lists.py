@@ -16,8 +16,6 @@ from emailintel._gibberish import looks_gibberish
 
 __all__ = ["Lists", "default_lists", "looks_gibberish", "normalize_domain", "normalize_role"]
 
-_ROLE_SEPARATORS = str.maketrans("", "", "._-")
-
 
 def normalize_domain(domain: str) -> str:
     """Lower-case ASCII (IDNA) form of a domain without a trailing dot, for list look-ups."""
@@ -31,8 +29,11 @@ def normalize_domain(domain: str) -> str:
 
 def normalize_role(local_part: str) -> str:
     """A local part lower-cased, without ``+tag``, quotes or the separators ``. _ -``."""
-    text = local_part.strip().strip('"').lower().split("+", 1)[0]
-    return text.translate(_ROLE_SEPARATORS)
+    text = local_part.strip()
+    if text.startswith('"'):
+        text = text.strip('"')
+    text = text.lower().split("+", 1)[0]
+    return text.replace(".", "").replace("_", "").replace("-", "")
 
 
 def read_data_lines(name: str) -> list[str]:

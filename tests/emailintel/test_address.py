@@ -41,7 +41,48 @@ SIMPLE_ADDRESS = st.builds(
     st.lists(LABEL, min_size=1, max_size=3),
     TLD,
 )
+INTL_ATOM = st.text(
+    alphabet=st.sampled_from(
+        [
+            *"abzAZ09+-_",
+            "ü",
+            "é",
+            "ß",
+            "\u0301",
+            "\u212a",
+            "한",
+            "Ω",
+            "\u200b",
+            "\u00a0",
+            "\u2028",
+            "\U0001f600",
+            "\ufb01",
+        ]
+    ),
+    min_size=1,
+    max_size=10,
+)
+INTL_ADDRESS = st.builds(
+    lambda atoms, labels, tld: ".".join(atoms) + "@" + ".".join([*labels, tld]),
+    st.lists(INTL_ATOM, min_size=1, max_size=3),
+    st.lists(LABEL, min_size=1, max_size=2),
+    TLD,
+)
 INJECTED = ["\r", "\n", "\r\n", "\x00", "\x1b", "\t", "\x7f", "\x85", "\u2028", "\u2029", "<", ">"]
+
+
+def _full_path(raw: str) -> ParsedAddress:
+    """What parse_address returns when email-validator does all the work."""
+    full = validate_email(raw, check_deliverability=False, test_environment=True)
+    return ParsedAddress(
+        original=raw,
+        normalized=full.normalized,
+        local_part=full.local_part,
+        domain=full.domain,
+        ascii_domain=full.ascii_domain,
+        ascii_email=full.ascii_email,
+        smtputf8=full.smtputf8,
+    )
 
 
 def _accepted(raw: str) -> ParsedAddress | None:
@@ -241,32 +282,50 @@ class TestProperties:
             parsed.ascii_domain,
         )
 
-    @given(st.one_of(SIMPLE_ADDRESS, EMAILISH, st.text(max_size=40)))
-    def test_fast_path_agrees_with_email_validator(self, raw: str) -> None:
+    @given(st.one_of(SIMPLE_ADDRESS, INTL_ADDRESS, EMAILISH, st.text(max_size=40)), st.booleans())
+    def test_fast_path_agrees_with_email_validator(self, raw: str, smtputf8: bool) -> None:
         text = raw.strip()
-        fast = _fastsyntax.parse_simple(text, allow_test_tld=True)
+        fast = _fastsyntax.parse_simple(text, allow_test_tld=True, allow_smtputf8=smtputf8)
         try:
             full = validate_email(
-                text, check_deliverability=False, allow_quoted_local=True, test_environment=True
+                text,
+                check_deliverability=False,
+                allow_quoted_local=True,
+                allow_smtputf8=smtputf8,
+                test_environment=True,
             )
         except EmailNotValidError:
             assert fast is None
             return
         if fast is not None:
-            assert fast == (full.local_part, full.domain)
+            assert fast == (full.local_part, full.domain, full.smtputf8)
             assert full.ascii_domain == full.domain
+            expected_ascii = (
+                f"{fast.local_part}@{fast.domain}" if fast.local_part.isascii() else None
+            )
+            assert full.ascii_email == expected_ascii
 
-    @given(SIMPLE_ADDRESS)
-    def test_parse_matches_email_validator_on_plain_addresses(self, raw: str) -> None:
+    @pytest.mark.parametrize(
+        "raw", ["Jürgen.Müller@Company.DE", "\u212aelvin@x.com", "jose\u0301@x.com", "NOC@x.com"]
+    )
+    def test_fast_path_examples(self, raw: str) -> None:
+        assert _fastsyntax.parse_simple(raw, allow_test_tld=True) is not None
+        assert parse_address(raw) == ParsedAddress(**_full_path(raw).model_dump())
+
+    @given(st.one_of(SIMPLE_ADDRESS, INTL_ADDRESS))
+    def test_parse_matches_email_validator(self, raw: str) -> None:
+        raw = raw.strip()  # parse_address trims; email-validator does not
         try:
-            full = validate_email(raw, check_deliverability=False, test_environment=True)
+            expected = _full_path(raw)
         except EmailNotValidError:
             with pytest.raises(AddressError):
                 parse_address(raw)
             return
-        parsed = parse_address(raw)
-        assert parsed.normalized == full.normalized
-        assert parsed.ascii_email == full.ascii_email
+        if len(expected.local_part.encode()) > MAX_LOCAL_OCTETS:
+            with pytest.raises(InjectionError):
+                parse_address(raw)
+            return
+        assert parse_address(raw) == expected
 
 
 class TestCanonicalForms:
