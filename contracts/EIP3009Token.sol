@@ -232,3 +232,59 @@ contract EIP1271Wallet {
         return ret;
     }
 }
+
+/// @title WalletFactory
+/// @notice Deploys EIP1271Wallet at a CREATE2 address known in advance, for ERC-6492 tests.
+contract WalletFactory {
+    function deploy(address owner_, bytes32 salt) external returns (address wallet) {
+        wallet = address(new EIP1271Wallet{salt: salt}(owner_));
+    }
+
+    function predict(address owner_, bytes32 salt) external view returns (address) {
+        bytes32 codeHash = keccak256(abi.encodePacked(type(EIP1271Wallet).creationCode, abi.encode(owner_)));
+        return address(uint160(uint256(keccak256(abi.encodePacked(bytes1(0xff), address(this), salt, codeHash)))));
+    }
+}
+
+/// @title Multicall3Lite
+/// @notice The `tryAggregate` and `aggregate3` entry points of Multicall3 (same ABI), enough for
+/// ERC-6492 simulations and facilitator diagnostics on a dev chain without the canonical deployment.
+contract Multicall3Lite {
+    struct Call {
+        address target;
+        bytes callData;
+    }
+
+    struct Call3 {
+        address target;
+        bool allowFailure;
+        bytes callData;
+    }
+
+    struct Result {
+        bool success;
+        bytes returnData;
+    }
+
+    function tryAggregate(bool requireSuccess, Call[] calldata calls)
+        external
+        payable
+        returns (Result[] memory results)
+    {
+        results = new Result[](calls.length);
+        for (uint256 i = 0; i < calls.length; i++) {
+            (bool ok, bytes memory ret) = calls[i].target.call(calls[i].callData);
+            require(ok || !requireSuccess, "Multicall3: call failed");
+            results[i] = Result(ok, ret);
+        }
+    }
+
+    function aggregate3(Call3[] calldata calls) external payable returns (Result[] memory results) {
+        results = new Result[](calls.length);
+        for (uint256 i = 0; i < calls.length; i++) {
+            (bool ok, bytes memory ret) = calls[i].target.call(calls[i].callData);
+            require(ok || calls[i].allowFailure, "Multicall3: call failed");
+            results[i] = Result(ok, ret);
+        }
+    }
+}

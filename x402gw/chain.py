@@ -79,6 +79,10 @@ _AUTHORIZATION_STATE: Final = _selector("authorizationState(address,bytes32)")
 _NAME: Final = _selector("name()")
 _VERSION: Final = _selector("version()")
 _IS_VALID_SIGNATURE: Final = _selector("isValidSignature(bytes32,bytes)")
+_TRY_AGGREGATE: Final = _selector("tryAggregate(bool,(address,bytes)[])")
+_ERROR_STRING: Final = _selector("Error(string)")
+MULTICALL3: Final = "0xcA11bde05977b3631167028862bE2a173976CA11"
+"""Canonical Multicall3 address; used to simulate deploy-then-transfer for ERC-6492 wallets."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +195,34 @@ class ChainClient:
             return str(exc), False
         return None, True
 
+    async def simulate_counterfactual(
+        self, candidate: Candidate, *, sender: str | None = None
+    ) -> tuple[str | None, bool]:
+        """Deploy-then-transfer in one Multicall3 ``eth_call``, for ERC-6492 wallets not yet deployed."""
+        wrapped = candidate.erc6492
+        if wrapped is None:
+            raise ValueError("candidate carries no ERC-6492 wrapper")
+        if not await self.get_code(MULTICALL3):
+            return "Multicall3 is not deployed; cannot simulate an ERC-6492 wallet", False
+        calls = [
+            (wrapped.factory, wrapped.factory_calldata),
+            (candidate.token, transfer_calldata(candidate)),
+        ]
+        data = _TRY_AGGREGATE + abi_encode(["bool", "(address,bytes)[]"], [False, calls])
+        try:
+            out = await self.call(MULTICALL3, data, sender=sender)
+        except SettlementReverted as exc:
+            return exc.reason, True
+        except ChainUnavailable:
+            raise
+        except RpcError as exc:
+            return str(exc), False
+        results = abi_decode(["(bool,bytes)[]"], out)[0]
+        if len(results) != len(calls):
+            return "Multicall3 returned the wrong number of results", False
+        ok, returned = results[1]
+        return (None, True) if ok else (_revert_reason(bytes(returned)), True)
+
     async def diagnose(self, candidate: Candidate) -> Diagnosis:
         """The reads the SDK's Multicall3 probe makes, each allowed to fail on its own."""
         token, auth = candidate.token, candidate.authorization
@@ -237,14 +269,9 @@ class ChainClient:
                 simulated=False,
             )
         if candidate.erc6492 is not None and candidate.erc6492.has_deployment_info and not code:
-            # A counterfactual wallet cannot be simulated without deploying it first (Multicall3).
-            return ChainFacts(
-                payer_code=code,
-                eip1271_valid=eip1271,
-                simulation_error="ERC-6492 wallet not deployed; simulation skipped",
-                simulation_reverted=False,
-            )
-        error, reverted = await self.simulate_transfer(candidate, sender=sender)
+            error, reverted = await self.simulate_counterfactual(candidate, sender=sender)
+        else:
+            error, reverted = await self.simulate_transfer(candidate, sender=sender)
         diagnosis = None
         if error is not None and (not reverted or exact_evm.map_revert(error) is None):
             diagnosis = await self.diagnose(candidate)
@@ -459,6 +486,15 @@ def _decode_string(raw: bytes | None) -> str | None:
         return str(abi_decode(["string"], raw)[0])
     except Exception:  # eth_abi raises several decoding errors for non-string returns
         return None
+
+
+def _revert_reason(data: bytes) -> str:
+    if data[:4] == _ERROR_STRING:
+        try:
+            return f"execution reverted: {abi_decode(['string'], data[4:])[0]}"
+        except Exception:  # eth_abi raises several decoding errors for malformed payloads
+            pass
+    return f"execution reverted: 0x{data.hex()}"
 
 
 def _revert_text(exc: ContractLogicError) -> str:

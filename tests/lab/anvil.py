@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CONTRACTS = ROOT / "contracts"
 BUILD = CONTRACTS / "build"
 CHAIN_ID = 31337
+MULTICALL3 = "0xcA11bde05977b3631167028862bE2a173976CA11"
 MNEMONIC = "test test test test test test test test test test test junk"  # anvil's default dev keys
 
 
@@ -234,3 +235,9 @@ class AnvilChain:
     def set_eth_balance(self, address: str, wei: int) -> None:
         """Give an address native ETH for gas (``anvil_setBalance``)."""
         self.rpc("anvil_setBalance", address, hex(wei))
+
+    def install_multicall3(self) -> str:
+        """Put Multicall3Lite's runtime code at the canonical Multicall3 address (as on real chains)."""
+        helper = self.deploy("Multicall3Lite", [], [])
+        self.rpc("anvil_setCode", MULTICALL3, self.rpc("eth_getCode", helper.address, "latest"))
+        return MULTICALL3

@@ -55,7 +55,7 @@ class EvmLab:
 
 @pytest.fixture(scope="session")
 def anvil_session() -> Iterator[tuple[AnvilChain, str]]:
-    """Start anvil once, deploy the token and fund the payer; yields (chain, token address)."""
+    """Start anvil once, deploy the token, fund the payer, install Multicall3; yields (chain, token)."""
     chain = AnvilChain()
     try:
         chain.start()
@@ -64,6 +64,7 @@ def anvil_session() -> Iterator[tuple[AnvilChain, str]]:
     try:
         token = chain.deploy_token("USD Coin", "2", "USDC").address
         chain.mint(token, dev_account(1).address, PAYER_FUNDS)
+        chain.install_multicall3()
         yield chain, token
     finally:
         chain.stop()

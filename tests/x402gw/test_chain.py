@@ -16,6 +16,7 @@ from eth_account.signers.local import LocalAccount
 from eth_utils.crypto import keccak
 from lab.anvil import free_port
 from x402.mechanisms.evm.exact.facilitator import ExactEvmScheme as SdkFacilitator
+from x402.mechanisms.evm.exact.facilitator import ExactEvmSchemeConfig
 from x402.mechanisms.evm.exact.v1.facilitator import ExactEvmSchemeV1 as SdkFacilitatorV1
 from x402.mechanisms.evm.signers import FacilitatorWeb3Signer
 from x402.schemas import PaymentPayload as SdkPayload
@@ -24,7 +25,7 @@ from x402.schemas.v1 import PaymentPayloadV1 as SdkPayloadV1
 from x402.schemas.v1 import PaymentRequirementsV1 as SdkRequirementsV1
 
 from x402gw import exact_evm as ev
-from x402gw.chain import ChainClient, Settler
+from x402gw.chain import MULTICALL3, ChainClient, Settler
 from x402gw.errors import ChainUnavailable, RpcError, SettlementPending, SettlementReverted
 from x402gw.wire import (
     AnyPaymentPayload,
@@ -227,10 +228,9 @@ async def test_erc6492_from_unknown_factory_is_refused(
     counterfactual.payload["signature"] = "0x" + wrapped.hex()
     result = await client.verify(counterfactual, offer())
     assert result.invalid_reason == ev.FACTORY_NOT_ALLOWED
+    # Allowed, but the "factory" call deploys nothing: the token sees an EOA whose key did not sign.
     allowed = await client.verify(counterfactual, offer(), allowed_factories=[evm.token])
-    assert (
-        allowed.invalid_reason == ev.SIMULATION_FAILED
-    )  # allowed, but no Multicall3 to simulate with
+    assert allowed.invalid_reason == ev.INVALID_SIGNATURE
 
 
 async def test_replay_after_settlement(
@@ -334,6 +334,62 @@ async def test_contract_wallet_rejecting_the_signer(
     assert facts.eip1271_valid is False
     result = await client.verify(payload, offer())
     assert result.invalid_reason == ev.INVALID_SIGNATURE  # decided by the token's own revert
+
+
+def counterfactual_payment(
+    lab: EvmLab, offer: PaymentRequirements
+) -> tuple[PaymentPayload, str, str]:
+    """A payment from a not-yet-deployed EIP-1271 wallet (owner: the payer), wrapped per ERC-6492.
+
+    Returns (payload, factory address, predicted wallet address); the wallet already holds tokens.
+    """
+    factory = lab.anvil.deploy("WalletFactory", [], []).address
+    salt = os.urandom(32)
+    predicted = (
+        "0x"
+        + lab.anvil.call(
+            factory,
+            keccak(text="predict(address,bytes32)")[:4]
+            + abi_encode(["address", "bytes32"], [lab.payer.address, salt]),
+        )[-20:].hex()
+    )
+    lab.anvil.mint(lab.token, predicted, 50_000)
+    payload = self_signed(lab, lab.payer, offer, from_address=predicted)
+    deploy_call = keccak(text="deploy(address,bytes32)")[:4] + abi_encode(
+        ["address", "bytes32"], [lab.payer.address, salt]
+    )
+    inner = bytes.fromhex(payload.payload["signature"][2:])
+    wrapped = (
+        abi_encode(["address", "bytes", "bytes"], [factory, deploy_call, inner]) + ev.ERC6492_MAGIC
+    )
+    payload.payload["signature"] = "0x" + wrapped.hex()
+    return payload, factory, predicted
+
+
+async def test_counterfactual_wallet_verifies_and_settles_with_an_allowed_factory(
+    evm: EvmLab, client: ChainClient, offer: OfferFactory
+) -> None:
+    payload, factory, wallet = counterfactual_payment(evm, offer())
+    refused = await client.verify(payload, offer())
+    assert refused.invalid_reason == ev.FACTORY_NOT_ALLOWED
+    result = await client.verify(payload, offer(), allowed_factories=[factory.lower()])
+    assert result.is_valid, result
+    assert await client.get_code(wallet) == b""  # simulation only; nothing deployed yet
+    settlement = await Settler(client, evm.operator).settle(candidate_of(payload, offer()))
+    assert settlement.receipt.status == 1
+    assert await client.get_code(wallet) != b""
+    assert evm.balance(wallet) == 40_000
+    assert evm.balance(evm.merchant) == 10_000
+
+
+async def test_counterfactual_wallet_without_multicall3_cannot_be_simulated(
+    evm: EvmLab, client: ChainClient, offer: OfferFactory
+) -> None:
+    payload, factory, _wallet = counterfactual_payment(evm, offer())
+    evm.anvil.rpc("anvil_setCode", MULTICALL3, "0x")
+    result = await client.verify(payload, offer(), allowed_factories=[factory])
+    assert result.invalid_reason == ev.SIMULATION_FAILED
+    assert "Multicall3" in (result.invalid_message or "")
 
 
 # ---- settlement ----------------------------------------------------------------------------
@@ -546,12 +602,16 @@ async def test_facts_gathered_without_the_allowlist_fail_closed(
 
 
 def sdk_verdict(
-    evm: EvmLab, payload: AnyPaymentPayload, offer: PaymentRequirements | PaymentRequirementsV1
+    evm: EvmLab,
+    payload: AnyPaymentPayload,
+    offer: PaymentRequirements | PaymentRequirementsV1,
+    factories: list[str],
 ) -> tuple[bool, str | None]:
     """What the official SDK facilitator (x402 2.25, web3 signer on the same anvil) says."""
     signer = FacilitatorWeb3Signer("0x" + bytes(evm.operator.key).hex(), evm.anvil.url)
     if isinstance(payload, PaymentPayload):
-        result = SdkFacilitator(signer).verify(
+        config = ExactEvmSchemeConfig(eip6492_allowed_factories=factories)
+        result = SdkFacilitator(signer, config).verify(
             SdkPayload.model_validate(payload.to_json_dict()),
             SdkRequirements.model_validate(offer.to_json_dict()),
         )
@@ -578,6 +638,8 @@ SCENARIOS: dict[str, str | None] = {  # scenario -> the reason both verifiers mu
     "long_signature_from_eoa": ev.UNDEPLOYED_SMART_WALLET,
     "erc6492_factory_not_allowed": ev.FACTORY_NOT_ALLOWED,
     "replay": ev.NONCE_ALREADY_USED,
+    "erc6492_allowed_factory": None,
+    "asset_not_eip3009": ev.EIP3009_NOT_SUPPORTED,
 }
 
 
@@ -592,6 +654,7 @@ async def test_verdicts_match_the_sdk_facilitator(
 ) -> None:
     req: PaymentRequirements | PaymentRequirementsV1 = offer()
     payload: AnyPaymentPayload
+    factories: list[str] = []
     if scenario == "ok":
         payload = await pay(evm.payer, req)
     elif scenario == "ok_v1":
@@ -631,13 +694,21 @@ async def test_verdicts_match_the_sdk_facilitator(
             + ev.ERC6492_MAGIC
         )
         payload.payload["signature"] = "0x" + wrapped.hex()
+    elif scenario == "erc6492_allowed_factory":
+        payload, factory, _wallet = counterfactual_payment(evm, req)
+        factories = [factory]
+    elif scenario == "asset_not_eip3009":
+        req = offer(
+            asset=evm.anvil.deploy("EIP1271Wallet", ["address"], [evm.payer.address]).address
+        )
+        payload = await pay(evm.payer, req)
     elif scenario == "replay":
         payload = await pay(evm.payer, req)
         await Settler(client, evm.operator).settle(candidate_of(payload, req))
     else:  # pragma: no cover - the parametrization lists every scenario
         raise AssertionError(scenario)
 
-    ours = await client.verify(payload, req)
-    theirs = await asyncio.to_thread(sdk_verdict, evm, payload, req)
+    ours = await client.verify(payload, req, allowed_factories=factories)
+    theirs = await asyncio.to_thread(sdk_verdict, evm, payload, req, factories)
     assert (ours.is_valid, ours.invalid_reason) == theirs
     assert theirs == (SCENARIOS[scenario] is None, SCENARIOS[scenario])
