@@ -1,0 +1,256 @@
+"""Shared pieces of the middleware tests: a small paid Starlette app, a gateway builder, a TCP proxy."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from x402gw.config import PaymentConfig, PricedRoute
+from x402gw.facilitator import Facilitator, LocalFacilitator
+from x402gw.ledger import Ledger
+from x402gw.middleware import PaymentMiddleware
+
+PRICE = 10_000  # atomic units (0.01 token)
+
+
+@dataclass
+class Calls:
+    """How often each handler ran."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def hit(self, name: str) -> None:
+        self.counts[name] = self.counts.get(name, 0) + 1
+
+    def __getitem__(self, name: str) -> int:
+        return self.counts.get(name, 0)
+
+
+def paid_app(calls: Calls) -> Starlette:
+    """Handlers for every flow: JSON, POST echo, handler error status, exception, stream, big body."""
+
+    async def paid(request: Request) -> Response:
+        calls.hit("paid")
+        return JSONResponse({"report": "sunny", "q": request.query_params.get("q")})
+
+    async def echo(request: Request) -> Response:
+        calls.hit("echo")
+        return JSONResponse({"got": (await request.body()).decode()})
+
+    async def fail(request: Request) -> Response:
+        calls.hit("fail")
+        return JSONResponse({"error": "nope"}, status_code=500)
+
+    async def boom(request: Request) -> Response:
+        calls.hit("boom")
+        raise RuntimeError("handler exploded")
+
+    async def stream(request: Request) -> Response:
+        calls.hit("stream")
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for i in range(5):
+                yield f"chunk{i};".encode()
+
+        return StreamingResponse(chunks(), media_type="text/plain")
+
+    async def big(request: Request) -> Response:
+        calls.hit("big")
+        return PlainTextResponse("x" * 5000)
+
+    async def upfront(request: Request) -> Response:
+        calls.hit("upfront")
+        return JSONResponse({"side_effect": "done"})
+
+    async def free(request: Request) -> Response:
+        calls.hit("free")
+        return PlainTextResponse("free")
+
+    return Starlette(
+        routes=[
+            Route("/paid", paid),
+            Route("/echo", echo, methods=["POST"]),
+            Route("/fail", fail),
+            Route("/boom", boom),
+            Route("/stream", stream),
+            Route("/big", big),
+            Route("/upfront", upfront, methods=["POST", "GET"]),
+            Route("/free", free),
+        ]
+    )
+
+
+def priced_routes(pay_to: str, network: str, asset: Any) -> list[PricedRoute]:
+    """Every paid path at :data:`PRICE`; ``/upfront`` settles before its handler."""
+    common: dict[str, Any] = {"price": PRICE, "pay_to": pay_to, "network": network, "asset": asset}
+    return [
+        PricedRoute("GET", "/paid", description="weather", **common),
+        PricedRoute("POST", "/echo", **common),
+        PricedRoute("GET", "/fail", **common),
+        PricedRoute("GET", "/boom", **common),
+        PricedRoute("GET", "/stream", **common),
+        PricedRoute("GET", "/big", **common),
+        PricedRoute("*", "/upfront", upfront=True, **common),
+    ]
+
+
+@dataclass
+class Gateway:
+    """A protected app plus the parts tests inspect."""
+
+    app: PaymentMiddleware
+    calls: Calls
+    ledger: Ledger
+    facilitator: Facilitator
+    routes: list[PricedRoute]
+
+    def client(self, **kwargs: Any) -> httpx.AsyncClient:
+        """An in-process httpx client for the protected app."""
+        transport = httpx.ASGITransport(app=self.app, raise_app_exceptions=False)
+        return httpx.AsyncClient(transport=transport, base_url="http://testserver", **kwargs)
+
+
+def build_gateway(
+    facilitator: Facilitator,
+    pay_to: str,
+    network: str,
+    asset: Any,
+    db_path: Path,
+    **options: Any,
+) -> Gateway:
+    """A PaymentMiddleware in front of :func:`paid_app` with a SQLite ledger at ``db_path``."""
+    calls = Calls()
+    ledger = Ledger(f"sqlite:///{db_path}")
+    routes = priced_routes(pay_to, network, asset)
+    config = PaymentConfig(routes=routes, facilitator=facilitator, ledger=ledger, **options)
+    return Gateway(PaymentMiddleware(paid_app(calls), config), calls, ledger, facilitator, routes)
+
+
+def local_facilitator(
+    rpc_url: str, operator: Any, network: str, **options: Any
+) -> LocalFacilitator:
+    """A LocalFacilitator with a short receipt wait (anvil mines instantly)."""
+    return LocalFacilitator.from_rpc(rpc_url, operator, network, receipt_timeout=20.0, **options)
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class UvicornThread:
+    """Serve an ASGI app with uvicorn on 127.0.0.1 in a background thread."""
+
+    def __init__(self, app: Any, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> UvicornThread:
+        self.thread.start()
+        deadline = time.monotonic() + 15
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+class TcpProxy:
+    """A loopback TCP relay to ``target`` that can be closed (refusing and cutting connections) and reopened."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._thread.start()
+
+    def _run(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=10)
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError, asyncio.CancelledError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        with contextlib.suppress(OSError):
+            writer.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.close()
+            return
+        self._writers.update((writer, up_writer))
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+        self._writers.difference_update((writer, up_writer))
+
+    async def _open(self) -> None:
+        self._server = await asyncio.start_server(
+            self._handle, "127.0.0.1", self.port, reuse_address=True
+        )
+
+    async def _close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for writer in list(self._writers):
+                writer.close()
+            self._writers.clear()
+            await self._server.wait_closed()
+            self._server = None
+
+    def open(self) -> None:
+        """Start accepting (again) on the same port."""
+        self._run(self._open())
+
+    def close(self) -> None:
+        """Stop accepting and cut every relayed connection: the node looks down."""
+        self._run(self._close())
+
+    def shutdown(self) -> None:
+        """Close and stop the relay thread."""
+        self.close()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+
+
+@contextlib.contextmanager
+def proxy_to(port: int) -> Iterator[TcpProxy]:
+    """A running :class:`TcpProxy`, shut down afterwards."""
+    proxy = TcpProxy(port)
+    proxy.open()
+    try:
+        yield proxy
+    finally:
+        proxy.shutdown()

@@ -1,0 +1,141 @@
+"""ASGI facilitator server: ``POST /verify``, ``POST /settle``, ``GET /supported`` over any Facilitator.
+
+Speaks the x402 facilitator HTTP API, so the official SDK's resource-server middleware (or any
+other client) can verify and settle through x402gw's :class:`~x402gw.facilitator.LocalFacilitator`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Final
+
+from pydantic import ValidationError
+
+from x402gw.errors import ChainError
+from x402gw.exact_evm import INVALID_PAYLOAD
+from x402gw.facilitator import Facilitator, FacilitatorError, FacilitatorUnavailable
+from x402gw.middleware import Message, Receive, Scope, Send
+from x402gw.wire import FacilitatorRequest, SettleResponse, VerifyResponse, WireModel
+
+MAX_BODY_BYTES: Final = 64 * 1024
+log = logging.getLogger("x402gw.facilitator_app")
+
+
+class FacilitatorApp:
+    """``FacilitatorApp(facilitator)``: an ASGI app; answers results with 200, malformed input with 400."""
+
+    def __init__(self, facilitator: Facilitator, *, max_body_bytes: int = MAX_BODY_BYTES) -> None:
+        self.facilitator = facilitator
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        path = str(scope.get("path", "")).rstrip("/")
+        method = str(scope.get("method", "GET")).upper()
+        if path == "/supported":
+            if method != "GET":
+                await _json(send, 405, {"error": "method_not_allowed"})
+                return
+            await self._guarded(send, "supported", None)
+            return
+        if path not in ("/verify", "/settle"):
+            await _json(send, 404, {"error": "not_found"})
+            return
+        if method != "POST":
+            await _json(send, 405, {"error": "method_not_allowed"})
+            return
+        endpoint = path[1:]
+        body = await _read(receive, self.max_body_bytes)
+        if body is None:
+            await _json(send, 413, _bad(endpoint, "request body too large"))
+            return
+        try:
+            request = FacilitatorRequest.model_validate_json(body)
+        except (ValidationError, ValueError) as exc:
+            await _json(send, 400, _bad(endpoint, f"malformed request: {_summary(exc)}"))
+            return
+        if request.x402_version != request.payment_payload.x402_version:
+            await _json(send, 400, _bad(endpoint, "x402Version differs from the payload's"))
+            return
+        await self._guarded(send, endpoint, request)
+
+    async def _guarded(self, send: Send, endpoint: str, request: FacilitatorRequest | None) -> None:
+        try:
+            result: WireModel
+            if request is None:
+                result = await self.facilitator.supported()
+            elif endpoint == "verify":
+                result = await self.facilitator.verify(
+                    request.payment_payload, request.payment_requirements
+                )
+            else:
+                result = await self.facilitator.settle(
+                    request.payment_payload, request.payment_requirements
+                )
+        except (ChainError, FacilitatorUnavailable, FacilitatorError) as exc:
+            log.warning("facilitator /%s: backend unavailable: %s", endpoint, exc)
+            await _json(send, 503, {"error": "chain_unavailable", "message": str(exc)})
+            return
+        await _json(send, 200, result.to_json_dict())
+
+
+def _bad(endpoint: str, message: str) -> dict[str, Any]:
+    if endpoint == "verify":
+        model: WireModel = VerifyResponse(
+            is_valid=False, invalid_reason=INVALID_PAYLOAD, invalid_message=message
+        )
+    else:
+        model = SettleResponse(
+            success=False, error_reason=INVALID_PAYLOAD, error_message=message, network=""
+        )
+    return model.to_json_dict()
+
+
+def _summary(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return f"{exc.error_count()} validation errors"
+    return type(exc).__name__
+
+
+async def _read(receive: Receive, cap: int) -> bytes | None:
+    body = bytearray()
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return bytes(body)
+        body += message.get("body", b"")
+        if len(body) > cap:
+            return None
+        if not message.get("more_body", False):
+            return bytes(body)
+
+
+async def _json(send: Send, status: int, data: dict[str, Any]) -> None:
+    body = json.dumps(data, separators=(",", ":")).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"cache-control", b"no-store"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    while True:
+        message: Message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
