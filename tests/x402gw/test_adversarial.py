@@ -1,0 +1,410 @@
+"""Attacks on the paid gateway: replays, parallel duplicates, tampering, bad windows, outages, garbage."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import secrets
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from paylab import PRICE, Gateway, build_gateway, local_facilitator, proxy_to
+
+from x402gw._flow import Problem, read_payment
+from x402gw.exact_evm import Authorization, Domain, sign_authorization
+from x402gw.facilitator import reconcile_ledger
+from x402gw.ledger import State
+from x402gw.middleware import PaymentMiddleware
+from x402gw.wire import (
+    PaymentPayload,
+    PaymentPayloadV1,
+    PaymentRequirements,
+    decode_payment_required,
+    encode_payment_payload,
+)
+
+if TYPE_CHECKING:
+    from conftest import EvmLab, PayFunction
+
+pytestmark = pytest.mark.lab
+
+
+@pytest.fixture
+async def gateway(evm: EvmLab, tmp_path: Path) -> AsyncIterator[Gateway]:
+    """The paid test app behind PaymentMiddleware with a LocalFacilitator on the lab anvil."""
+    facilitator = local_facilitator(evm.anvil.url, evm.operator, evm.network)
+    gw = build_gateway(facilitator, evm.merchant, evm.network, evm.asset, tmp_path / "l.sqlite3")
+    try:
+        yield gw
+    finally:
+        await facilitator.aclose()
+        await gw.ledger.close()
+
+
+def signed(
+    evm: EvmLab,
+    offer: PaymentRequirements,
+    signer: LocalAccount | None = None,
+    *,
+    domain_name: str = "USD Coin",
+    **auth: Any,
+) -> PaymentPayload:
+    """A payment signed by us (not the SDK), with any authorization field overridden."""
+    signer = signer or evm.payer
+    fields: dict[str, Any] = {
+        "from_address": signer.address,
+        "to": offer.pay_to,
+        "value": int(offer.amount),
+        "valid_after": 0,
+        "valid_before": int(time.time()) + 300,
+        "nonce": secrets.token_bytes(32),
+    }
+    fields.update(auth)
+    authorization = Authorization(**fields)
+    domain = Domain(domain_name, "2", 31337, evm.token)
+    signature = sign_authorization(domain, authorization, signer.key)
+    return PaymentPayload(
+        accepted=offer,
+        payload={
+            "signature": "0x" + signature.hex(),
+            "authorization": {
+                "from": authorization.from_address,
+                "to": authorization.to,
+                "value": str(authorization.value),
+                "validAfter": str(authorization.valid_after),
+                "validBefore": str(authorization.valid_before),
+                "nonce": "0x" + authorization.nonce.hex(),
+            },
+        },
+    )
+
+
+def header(payload: PaymentPayload) -> dict[str, str]:
+    return {"PAYMENT-SIGNATURE": encode_payment_payload(payload)}
+
+
+def block_number(evm: EvmLab) -> int:
+    return int(evm.anvil.rpc("eth_blockNumber"), 16)
+
+
+def transactions_since(evm: EvmLab, start: int) -> list[dict[str, Any]]:
+    """Receipts of every transaction mined after block ``start``."""
+    receipts = []
+    for number in range(start + 1, block_number(evm) + 1):
+        block = evm.anvil.rpc("eth_getBlockByNumber", hex(number), False)
+        receipts += [evm.anvil.rpc("eth_getTransactionReceipt", h) for h in block["transactions"]]
+    return receipts
+
+
+async def error_of(gw: Gateway, payload: PaymentPayload, path: str = "/paid") -> tuple[int, str]:
+    async with gw.client() as http:
+        r = await http.get(path, headers=header(payload))
+    if r.status_code != 402:
+        return r.status_code, r.text
+    required = decode_payment_required(r.headers["payment-required"])
+    assert r.json()["error"] == required.error  # the v1 body and the v2 header agree
+    return r.status_code, required.error or ""
+
+
+# --- replay and duplicates ----------------------------------------------------------------------
+
+
+async def test_replay_after_settlement_is_refused(
+    gateway: Gateway, evm: EvmLab, pay: PayFunction
+) -> None:
+    payload = await pay(evm.payer, gateway.routes[0].requirements())
+    assert isinstance(payload, PaymentPayload)
+    async with gateway.client() as http:
+        first = await http.get("/paid", headers=header(payload))
+    assert first.status_code == 200
+    start = block_number(evm)
+    status, error = await error_of(gateway, payload)
+    assert status == 402
+    assert error.startswith("invalid_exact_evm_nonce_already_used")
+    assert gateway.calls["paid"] == 1
+    assert transactions_since(evm, start) == []
+    assert evm.balance(evm.merchant) == PRICE
+
+
+async def test_one_signature_ten_times_in_parallel(
+    gateway: Gateway, evm: EvmLab, pay: PayFunction
+) -> None:
+    payload = await pay(evm.payer, gateway.routes[0].requirements())
+    assert isinstance(payload, PaymentPayload)
+    start = block_number(evm)
+    async with gateway.client() as http:
+        responses = await asyncio.gather(
+            *(http.get("/paid", headers=header(payload)) for _ in range(10))
+        )
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses == [200] + [402] * 9
+    for r in responses:
+        if r.status_code == 402:
+            error = decode_payment_required(r.headers["payment-required"]).error or ""
+            assert error.split(":")[0] in {
+                "authorization_in_use",
+                "invalid_exact_evm_nonce_already_used",
+            }
+    assert gateway.calls["paid"] == 1
+    mined = transactions_since(evm, start)
+    assert len(mined) == 1  # exactly one transaction, and no reverted one
+    assert int(mined[0]["status"], 16) == 1
+    assert evm.balance(evm.merchant) == PRICE
+
+
+# --- tampering ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("amount", "1"), ("pay_to", "0x000000000000000000000000000000000000dEaD"), ("asset", None)],
+)
+async def test_tampered_accepted_matches_no_offer(
+    gateway: Gateway, evm: EvmLab, field: str, value: str | None
+) -> None:
+    offer = gateway.routes[0].requirements()
+    tampered = offer.model_copy(update={field: value or evm.operator.address})
+    status, error = await error_of(gateway, signed(evm, tampered))
+    assert (status, error) == (402, "No matching payment requirements")
+    assert gateway.calls["paid"] == 0
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"value": PRICE - 1}, "invalid_exact_evm_payload_authorization_value_mismatch"),
+        ({"value": PRICE + 1}, "invalid_exact_evm_payload_authorization_value_mismatch"),
+        (
+            {"to": "0x000000000000000000000000000000000000dEaD"},
+            "invalid_exact_evm_payload_recipient_mismatch",
+        ),
+        ({"valid_before": 1_000}, "invalid_exact_evm_payload_authorization_valid_before"),
+        ({"valid_after": 4_000_000_000}, "invalid_exact_evm_payload_authorization_valid_after"),
+    ],
+)
+async def test_tampered_or_out_of_window_authorizations(
+    gateway: Gateway, evm: EvmLab, changes: dict[str, Any], reason: str
+) -> None:
+    start = block_number(evm)
+    status, error = await error_of(
+        gateway, signed(evm, gateway.routes[0].requirements(), **changes)
+    )
+    assert status == 402
+    assert error.split(":")[0] == reason
+    assert gateway.calls["paid"] == 0
+    assert transactions_since(evm, start) == []
+
+
+async def test_value_edited_after_signing_fails_signature(gateway: Gateway, evm: EvmLab) -> None:
+    payload = signed(evm, gateway.routes[0].requirements())
+    payload.payload["authorization"]["validBefore"] = str(int(time.time()) + 999)
+    status, error = await error_of(gateway, payload)
+    assert (status, error.split(":")[0]) == (402, "invalid_exact_evm_payload_signature")
+
+
+async def test_wrong_eip712_domain_name(gateway: Gateway, evm: EvmLab) -> None:
+    payload = signed(evm, gateway.routes[0].requirements(), domain_name="USDC")
+    status, error = await error_of(gateway, payload)
+    assert (status, error.split(":")[0]) == (402, "invalid_exact_evm_payload_signature")
+    assert gateway.calls["paid"] == 0
+
+
+async def test_insufficient_balance(gateway: Gateway, evm: EvmLab) -> None:
+    poor = Account.create()
+    payload = signed(evm, gateway.routes[0].requirements(), poor)
+    status, error = await error_of(gateway, payload)
+    assert (status, error.split(":")[0]) == (402, "invalid_exact_evm_insufficient_balance")
+    assert gateway.calls["paid"] == 0
+
+
+async def test_v2_payment_sent_as_v1_header_still_matches_its_version(
+    gateway: Gateway, evm: EvmLab
+) -> None:
+    # the header name does not decide the version: the payload's x402Version does
+    payload = signed(evm, gateway.routes[0].requirements())
+    async with gateway.client() as http:
+        r = await http.get("/paid", headers={"X-PAYMENT": encode_payment_payload(payload)})
+    assert r.status_code == 200
+    assert "payment-response" in r.headers
+
+
+# --- RPC outage --------------------------------------------------------------------------------
+
+
+async def test_rpc_down_gives_503_and_recovers(
+    evm: EvmLab, tmp_path: Path, pay: PayFunction
+) -> None:
+    with proxy_to(evm.anvil.port) as proxy:
+        facilitator = local_facilitator(proxy.url, evm.operator, evm.network)
+        gw = build_gateway(facilitator, evm.merchant, evm.network, evm.asset, tmp_path / "l.db")
+        try:
+            await gw.app.startup()
+            payload = await pay(evm.payer, gw.routes[0].requirements())
+            assert isinstance(payload, PaymentPayload)
+            proxy.close()
+            async with gw.client() as http:
+                down = await http.get("/paid", headers=header(payload))
+            assert down.status_code == 503
+            assert down.json()["error"] == "payment_backend_unavailable"
+            assert "sunny" not in down.text
+            assert gw.calls["paid"] == 0
+            proxy.open()
+            async with gw.client() as http:
+                up = await http.get("/paid", headers=header(payload))
+            assert up.status_code == 200
+            assert evm.balance(evm.merchant) == PRICE
+        finally:
+            await facilitator.aclose()
+            await gw.ledger.close()
+
+
+async def test_rpc_dies_between_handler_and_settlement(
+    evm: EvmLab, tmp_path: Path, pay: PayFunction
+) -> None:
+    with proxy_to(evm.anvil.port) as proxy:
+        facilitator = local_facilitator(proxy.url, evm.operator, evm.network)
+        gw = build_gateway(facilitator, evm.merchant, evm.network, evm.asset, tmp_path / "l.db")
+        original = gw.app.app
+
+        async def cuts_rpc(scope, receive, send):  # type: ignore[no-untyped-def]
+            await original(scope, receive, send)
+            await asyncio.to_thread(proxy.close)
+
+        gw.app.app = cuts_rpc
+        try:
+            payload = await pay(evm.payer, gw.routes[0].requirements())
+            assert isinstance(payload, PaymentPayload)
+            start = block_number(evm)
+            async with gw.client() as http:
+                r = await http.get("/paid", headers=header(payload))
+            assert r.status_code == 503
+            assert "sunny" not in r.text  # the buffered content is never released
+            assert gw.calls["paid"] == 1
+            records = await gw.ledger.pending_settlements()
+            assert [(rec.state, rec.tx_hash) for rec in records] == [(State.SETTLING, None)]
+            proxy.open()
+            summary = await reconcile_ledger(gw.ledger, facilitator.client)
+            assert summary.pending == [records[0].id]  # unused on chain and not expired: kept
+            assert transactions_since(evm, start) == []
+            assert evm.balance(evm.merchant) == 0
+            # the same authorization stays blocked; a fresh one pays normally
+            blocked = await error_of(gw, payload)
+            assert blocked[0] == 402
+            assert blocked[1].startswith("authorization_in_use")
+            fresh = await pay(evm.payer, gw.routes[0].requirements())
+            gw.app.app = original
+            async with gw.client() as http:
+                ok = await http.get("/paid", headers=header(fresh))  # type: ignore[arg-type]
+            assert ok.status_code == 200
+        finally:
+            await facilitator.aclose()
+            await gw.ledger.close()
+
+
+# --- garbage headers ----------------------------------------------------------------------------
+
+_JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+_HEADER_VALUES = st.one_of(
+    st.text(max_size=300).map(lambda t: t.encode("utf-8", "replace").decode("latin-1")),
+    st.binary(max_size=300).map(_b64),
+    _JSONISH.map(lambda v: _b64(repr(v).encode())),
+    st.builds(
+        lambda v: _b64(
+            __import__("json").dumps({"x402Version": 2, "accepted": v, "payload": v}).encode()
+        ),
+        _JSONISH,
+    ),
+    st.integers(min_value=16 * 1024 + 1, max_value=64 * 1024).map(lambda n: "A" * n),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(value=_HEADER_VALUES, name=st.sampled_from(["payment-signature", "x-payment"]))
+def test_read_payment_turns_garbage_into_problems(value: str, name: str) -> None:
+    result = read_payment([(name.encode(), value.encode("latin-1"))], 16 * 1024)
+    assert isinstance(result, Problem | PaymentPayload | PaymentPayloadV1)
+    if isinstance(result, Problem):
+        assert (result.status, result.code, result.challenge) == (
+            402,
+            "invalid_payment_header",
+            True,
+        )
+
+
+@pytest.fixture(scope="module")
+def offline_gateway(tmp_path_factory: pytest.TempPathFactory) -> PaymentMiddleware:
+    """A gateway whose chain is never reached: garbage must be refused before any RPC."""
+    from x402gw.networks import NETWORKS, Asset
+
+    network = NETWORKS.register(31337, "anvil")
+    asset = Asset(network, "0x5FbDB2315678afecb367f032d93F642f64180aa3", "USD Coin", "2")
+    facilitator = local_facilitator("http://127.0.0.1:9", Account.create(), network)
+    gw = build_gateway(
+        facilitator,
+        "0x000000000000000000000000000000000000bEEF",
+        network,
+        asset,
+        tmp_path_factory.mktemp("garbage") / "l.db",
+        reconcile_on_startup=False,
+    )
+    asyncio.run(gw.app.startup())
+    return gw.app
+
+
+async def _call(app: PaymentMiddleware, headers: list[tuple[bytes, bytes]]) -> tuple[int, bytes]:
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Any) -> None:
+        sent.append(dict(message))
+
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/paid",
+        "headers": headers,
+        "query_string": b"",
+    }
+    await app(scope, receive, send)
+    return int(sent[0]["status"]), b"".join(m.get("body", b"") for m in sent[1:])
+
+
+@settings(
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(value=_HEADER_VALUES, name=st.sampled_from([b"payment-signature", b"x-payment"]))
+def test_garbage_through_the_middleware_never_500(
+    offline_gateway: PaymentMiddleware, value: str, name: bytes
+) -> None:
+    status, body = asyncio.run(_call(offline_gateway, [(name, value.encode("latin-1"))]))
+    assert status in (400, 402), body
+    parsed = __import__("json").loads(body)
+    assert isinstance(parsed, dict)
+    assert "error" in parsed
+
+
+def test_oversized_header_is_named_in_the_error(offline_gateway: PaymentMiddleware) -> None:
+    status, body = asyncio.run(_call(offline_gateway, [(b"payment-signature", b"A" * 20000)]))
+    assert status == 402
+    assert b"exceeds 16384 bytes" in body
