@@ -15,6 +15,7 @@ from emailintel.smtp.replies import (
     ReplyCodeError,
     ReplyKind,
     classify,
+    classify_reply,
     parse_enhanced_code,
     parse_retry_after,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "StartTlsMode",
     "Timeouts",
     "classify",
+    "classify_reply",
     "default_providers",
     "match_provider",
     "parse_enhanced_code",

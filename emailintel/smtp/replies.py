@@ -14,7 +14,7 @@ from typing import Final, get_args
 from pydantic import BaseModel, ConfigDict
 
 from emailintel.errors import EmailIntelError
-from emailintel.models import Reason, SmtpStage
+from emailintel.models import Reason, SmtpReply, SmtpStage
 
 DEFAULT_GREYLIST_RETRY: Final = 300.0
 """Seconds to wait before retrying a greylisted recipient when the reply names no delay."""
@@ -353,6 +353,11 @@ def classify(
         and (code == 421 or bool(_THROTTLE.search(message)) or bool(enhanced and enhanced[1] == 7))
     )
     return _result(kind, permanent=permanent, retry_after=retry_after, backoff=backoff)
+
+
+def classify_reply(reply: SmtpReply) -> ReplyClass:
+    """:func:`classify` for a reply as a session returned it."""
+    return classify(reply.stage, reply.code, reply.message, reply.enhanced_code)
 
 
 def _result(

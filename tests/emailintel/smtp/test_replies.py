@@ -8,13 +8,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from emailintel.models import Reason, SmtpStage
+from emailintel.models import Reason, SmtpReply, SmtpStage
 from emailintel.smtp.replies import (
     DEFAULT_GREYLIST_RETRY,
     ReplyClass,
     ReplyCodeError,
     ReplyKind,
     classify,
+    classify_reply,
     parse_enhanced_code,
     parse_retry_after,
 )
@@ -250,3 +251,10 @@ def test_5_7_x_is_never_mailbox_not_found(
         result = classify(stage, code, f"{enhanced} {text} no such user")
     assert result.kind is K.BLOCKED
     assert result.reason is Reason.BLOCKED_BY_SERVER
+
+
+def test_classify_reply_uses_the_recorded_enhanced_code() -> None:
+    reply = SmtpReply(stage="rcpt", code=550, enhanced_code="5.1.1", message="Rejected")
+    assert classify_reply(reply).kind is K.MAILBOX_NOT_FOUND
+    banner = SmtpReply(stage="banner", code=554, message="5.7.1 blocked using zen.spamhaus.org")
+    assert classify_reply(banner).kind is K.BLOCKED
