@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,8 @@ def async_url(url: str | Path) -> sa.URL:
         raise InvalidPaymentData(f"not a database URL: {url!r}") from exc
     backend = parsed.get_backend_name()
     if backend == "sqlite":
+        if parsed.database in (None, "", ":memory:") or "mode=memory" in str(parsed):
+            raise InvalidPaymentData("the ledger must be durable: give SQLite a file path")
         return parsed.set(drivername="sqlite+aiosqlite")
     if backend in ("postgresql", "postgres"):
         return parsed.set(drivername="postgresql+asyncpg")
@@ -113,6 +116,9 @@ def create_engine(url: str | Path, schema: str | None = None) -> AsyncEngine:
     if target.get_backend_name() == "sqlite":
         if schema is not None:
             raise InvalidPaymentData("a schema can only be chosen on PostgreSQL")
+        folder = Path(target.database or "").parent
+        if not folder.is_dir():  # refuse early: a failed aiosqlite connect leaks its thread
+            raise InvalidPaymentData(f"no directory {folder} for the SQLite ledger")
         engine = create_async_engine(target)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
@@ -192,11 +198,14 @@ async def select_live_by_payment_identifier(
     return result.first()
 
 
-async def select_by_state(conn: AsyncConnection, state: State) -> Sequence[sa.Row[Any]]:
-    """Every record in `state`, oldest first."""
-    result = await conn.execute(
-        sa.select(payments).where(c.state == state.value).order_by(c.created_at, c.id)
-    )
+async def select_by_state(
+    conn: AsyncConnection, state: State, updated_before: datetime | None = None
+) -> Sequence[sa.Row[Any]]:
+    """Every record in `state` (last changed before `updated_before`, if given), oldest first."""
+    query = sa.select(payments).where(c.state == state.value)
+    if updated_before is not None:
+        query = query.where(c.updated_at < updated_before)
+    result = await conn.execute(query.order_by(c.created_at, c.id))
     return result.all()
 
 

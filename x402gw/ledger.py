@@ -525,6 +525,30 @@ class Ledger:
             {"response_status": status, "response_headers": pairs, "response_body": data},
         )
 
+    async def release_stale(self, older_than_seconds: float) -> list[str]:
+        """Release `verified` records untouched for `older_than_seconds`; return their ids.
+
+        For restarts: a process that died while running a handler never broadcast anything, so
+        its authorizations may be tried again. Choose a bound longer than any handler runs.
+        """
+        if (
+            isinstance(older_than_seconds, bool)
+            or not isinstance(older_than_seconds, int | float)
+            or not 0 <= older_than_seconds < float("inf")
+        ):
+            raise InvalidPaymentData(f"older_than_seconds must be >= 0, got {older_than_seconds!r}")
+        cutoff = datetime.fromtimestamp(self._clock() - older_than_seconds, UTC)
+        async with self._tx() as conn:
+            rows = await sql.select_by_state(conn, State.VERIFIED, updated_before=cutoff)
+        released = []
+        for row in rows:
+            try:
+                await self.release(row.id)
+            except InvalidTransition:  # its handler finished in the meantime
+                continue
+            released.append(row.id)
+        return released
+
     # --- reconcile ------------------------------------------------------------------------------
 
     async def reconcile(
@@ -537,7 +561,8 @@ class Ledger:
         `check_tx(record)` reports the stored `record.tx_hash` as mined_ok / reverted / unknown;
         `authorization_used(record)` reports EIP-3009 `authorizationState(payer, nonce)` on the
         record's network and asset. Both receive the record because a hash or a nonce alone does
-        not say which chain or token to ask.
+        not say which chain or token to ask. A checker that raises leaves its record pending (see
+        `errors`); one that answers nonsense raises :class:`InvalidPaymentData`.
         """
         summary = ReconcileSummary()
         for record in await self.pending_settlements():

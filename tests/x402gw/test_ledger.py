@@ -29,7 +29,7 @@ from conftest_ledger import (  # noqa: F401  (fixtures, registered by import)
     fixture_redis_prefix,
     fixture_sqlite_url,
 )
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
@@ -106,6 +106,7 @@ states = st.sampled_from(list(State))
 events = st.sampled_from(list(Event))
 
 
+@settings(deadline=None)  # the machine may be busy; correctness is what counts
 @given(st.lists(events, max_size=30))
 def test_any_event_sequence_only_walks_legal_edges(seq: list[Event]) -> None:
     state = State.VERIFIED
@@ -120,6 +121,7 @@ def test_any_event_sequence_only_walks_legal_edges(seq: list[Event]) -> None:
         state = new
 
 
+@settings(deadline=None)  # the machine may be busy; correctness is what counts
 @given(st.sampled_from(sorted(TERMINAL)), st.lists(events, max_size=30))
 def test_no_way_back_from_a_terminal_state(start: State, seq: list[Event]) -> None:
     state = start
@@ -131,6 +133,7 @@ def test_no_way_back_from_a_terminal_state(start: State, seq: list[Event]) -> No
         assert state == start
 
 
+@settings(deadline=None)  # the machine may be busy; correctness is what counts
 @given(states, events)
 def test_next_state_is_total_over_the_table(state: State, event: Event) -> None:
     try:
@@ -179,6 +182,7 @@ outcomes = st.none() | st.sampled_from(list(TxOutcome))
 tri = st.none() | st.booleans()
 
 
+@settings(deadline=None)  # the machine may be busy; correctness is what counts
 @given(st.booleans(), outcomes, tri, st.booleans())
 def test_reconcile_decision_never_contradicts_the_chain(
     has_hash: bool, outcome: TxOutcome | None, used: bool | None, expired: bool
@@ -213,6 +217,7 @@ request_parts = st.tuples(
 )
 
 
+@settings(deadline=None)  # the machine may be busy; correctness is what counts
 @given(request_parts, request_parts)
 def test_fingerprint_differs_exactly_when_the_request_differs(a: Any, b: Any) -> None:
     assert (request_fingerprint(*a) == request_fingerprint(*b)) == (a == b)
@@ -264,11 +269,27 @@ async def test_reserve_rejects_bad_fields(sqlite_url: str, bad: dict[str, Any]) 
 
 
 @pytest.mark.parametrize(
-    "url", ["mysql://u@h/db", "not a url at all", "oracle+cx_oracle://scott@h/x"]
+    "url",
+    [
+        "mysql://u@h/db",
+        "not a url at all",
+        "oracle+cx_oracle://scott@h/x",
+        "sqlite://",
+        "sqlite:///:memory:",
+        "sqlite:///file:led?mode=memory&uri=true",
+    ],
 )
 def test_unsupported_database_url(url: str) -> None:
     with pytest.raises(InvalidPaymentData):
         Ledger(url)
+
+
+def test_schema_is_postgres_only_and_must_be_an_identifier(sqlite_url: str) -> None:
+    with pytest.raises(InvalidPaymentData):
+        Ledger(sqlite_url, schema="ledger")
+    for bad in ("Ledger", "a-b", 'x"; drop', "", "a" * 64):
+        with pytest.raises(InvalidPaymentData):
+            Ledger("postgresql://postgres@127.0.0.1/test", schema=bad)
 
 
 def _closed_port() -> int:
@@ -285,10 +306,14 @@ async def test_unreachable_postgres_is_a_typed_error() -> None:
             await ledger.get("x")
 
 
-async def test_unopenable_sqlite_is_a_typed_error(tmp_path: Path) -> None:
-    async with Ledger(tmp_path / "missing-dir" / "ledger.sqlite3") as ledger:
+async def test_unusable_sqlite_is_a_typed_error(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.sqlite3"
+    junk.write_bytes(b"this is not a database file" * 100)
+    async with Ledger(junk) as ledger:
         with pytest.raises(LedgerUnavailable):
             await ledger.reserve(**payment())
+    with pytest.raises(InvalidPaymentData):
+        Ledger(tmp_path / "missing-dir" / "ledger.sqlite3")
 
 
 # --- migrations ---------------------------------------------------------------------------------
@@ -298,6 +323,7 @@ async def test_migration_runs_twice_and_matches_the_model(db: Db) -> None:
     async with db.ledger() as ledger:
         async with ledger._engine.connect() as conn:
             assert await conn.run_sync(_ledger_sql.current_revision) is None
+        assert ledger.dialect == ("sqlite" if db.schema is None else "postgresql")
         first = await ledger.migrate()
         second = await ledger.migrate()
         assert first == second == "0001_ledger_tables"
@@ -419,7 +445,10 @@ async def main() -> None:
             except AuthorizationInUse:
                 return "in_use"
 
-        results = await asyncio.gather(*(one() for _ in range(n)))
+        tasks = [asyncio.ensure_future(one()) for _ in range(n)]
+        await asyncio.sleep(0)  # let the tasks start before telling the parent to go
+        print("started", flush=True)
+        results = await asyncio.gather(*tasks)
         print(json.dumps({"won": results.count("won"), "in_use": results.count("in_use")}))
 
 asyncio.run(main())
@@ -454,6 +483,7 @@ async def test_two_processes_race_for_one_authorization(ledger: Ledger, db: Db) 
 
     proc.stdin.write(b"go\n")
     await proc.stdin.drain()
+    assert (await asyncio.wait_for(proc.stdout.readline(), 60)).strip() == b"started"
     mine = await asyncio.gather(*(one() for _ in range(25)))
     out, _ = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0
@@ -651,6 +681,37 @@ async def test_released_payment_identifier_is_free_again(ledger: Ledger) -> None
     assert await ledger.replay("pid-r", FP) is None
     second = await ledger.reserve(**payment(payment_identifier="pid-r"))
     assert (await ledger.find_by_payment_identifier("pid-r")) == second
+
+
+class Clock:
+    """Unix time the test sets by hand."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_release_stale_frees_only_old_verified_records(db: Db) -> None:
+    clock = Clock(1_000_000.0)
+    async with db.ledger(clock=clock) as ledger:
+        await ledger.migrate()
+        old = await ledger.reserve(**payment())
+        settling = await ledger.reserve(**payment())
+        await ledger.mark_settling(settling.id)
+        clock.now += 90
+        young = await ledger.reserve(**payment())
+        clock.now += 10
+        assert await ledger.release_stale(60) == [old.id]
+        assert (await ledger.get(old.id)).state is State.RELEASED
+        assert (await ledger.get(settling.id)).state is State.SETTLING
+        assert (await ledger.get(young.id)).state is State.VERIFIED
+        await ledger.reserve(**payment(nonce=old.nonce))  # may be tried again
+        assert await ledger.release_stale(60) == []
+        for bad in (-1, float("nan"), float("inf"), True, "60"):
+            with pytest.raises(InvalidPaymentData):
+                await ledger.release_stale(bad)  # type: ignore[arg-type]
 
 
 # --- reconcile ----------------------------------------------------------------------------------
