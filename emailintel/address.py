@@ -177,9 +177,15 @@ def parse_address(
 
 
 @lru_cache(maxsize=4096)
+def _normalize_cached(raw: str) -> str:
+    return parse_address(raw).normalized
+
+
 def normalize(raw: str) -> str:
     """The normalised form of ``raw`` (NFC local part, lower-case Unicode domain); idempotent."""
-    return parse_address(raw).normalized
+    if not isinstance(raw, str):
+        return parse_address(raw).normalized  # raises the typed "not_a_string" error
+    return _normalize_cached(raw)
 
 
 def strip_subaddress(parsed: ParsedAddress, *, separator: str = "+") -> str:

@@ -23,6 +23,7 @@ from emailintel.lists import default_lists, read_data_lines
 
 SUFFIX_BUDGET = 1.0
 MAX_RAW_EDITS = 2  # no provider name absorbs more than two edits
+MAX_DOMAIN = 253
 MIN_DISTINCTIVE_SLD = 5  # shorter provider names (web, live, mail) are ordinary words
 _LDH_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 
@@ -115,6 +116,8 @@ def _provider_match(sld: str, suffix: str, tld_known: bool, index: TargetIndex) 
                 continue
             if sld_cost == 0 and tld_known and len(target.sld) < MIN_DISTINCTIVE_SLD:
                 continue  # "web.co", "live.ca": a real TLD after an ordinary word
+            if abs(len(suffix) - len(target.suffix)) > MAX_RAW_EDITS:
+                continue
             suffix_cost = typo_cost(suffix, target.suffix, penalise_first=False)
             total = sld_cost + suffix_cost
             if suffix_cost > SUFFIX_BUDGET or total > max(SUFFIX_BUDGET, budget + 0.5):
@@ -132,7 +135,7 @@ def _suffix_match(labels: list[str], index: TargetIndex) -> str | None:
             continue
         typed = ".".join(labels[-k:])
         for rank, suffix in enumerate(index.suffixes):
-            if suffix.count(".") + 1 != k:
+            if suffix.count(".") + 1 != k or abs(len(typed) - len(suffix)) > MAX_RAW_EDITS:
                 continue
             cost = typo_cost(typed, suffix, penalise_first=False)
             if cost <= SUFFIX_BUDGET:
@@ -170,7 +173,7 @@ def _suggest(name: str) -> str | None:
 def suggest_domain(domain: str) -> str | None:
     """The domain the user probably meant (``"gmial.con"`` -> ``"gmail.com"``), or None."""
     name = domain.strip().rstrip(".").lower()
-    if not name or not name.isascii() or name.startswith("["):
+    if not name or len(name) > MAX_DOMAIN or not name.isascii() or name.startswith("["):
         return None
     return _suggest(name)
 

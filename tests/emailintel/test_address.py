@@ -131,6 +131,9 @@ class TestValidAddresses:
 
     def test_angle_bracket_inside_quotes_is_data(self) -> None:
         assert parse_address('"a<b>c"@example.com').local_part == '"a<b>c"'
+        assert parse_address('"a\\"<b"@example.com').local_part == '"a\\"<b"'
+        with pytest.raises(InjectionError):
+            parse_address('"a\\"b"@example.com>')
 
     def test_rfc2142_mailbox_is_case_folded(self) -> None:
         assert parse_address("PostMaster@Example.com").local_part == "postmaster"
@@ -190,10 +193,13 @@ class TestInvalidAddresses:
             parse_address("info@acme.test", allow_test_tld=False)
         assert info.value.code == "special_use_domain"
 
-    def test_non_string_is_a_typed_error(self) -> None:
+    @pytest.mark.parametrize("raw", [b"a@example.com", None, ["a@example.com"]])
+    def test_non_string_is_a_typed_error(self, raw: object) -> None:
         with pytest.raises(AddressError) as info:
-            parse_address(b"a@example.com")  # type: ignore[arg-type]
+            parse_address(raw)  # type: ignore[arg-type]
         assert info.value.code == "not_a_string"
+        with pytest.raises(AddressError):
+            normalize(raw)  # type: ignore[arg-type]
 
 
 class TestInjection:

@@ -96,6 +96,9 @@ FALSE_POSITIVES = [
     ".",
     "gmail..com",
     "a.b.c.d.e",
+    "gmail.con" + "x" * 300,
+    "acme." + "c" * 60,
+    "gmial." + "x" * 60,
 ]
 
 
