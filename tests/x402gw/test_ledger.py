@@ -176,6 +176,45 @@ def test_broadcast_and_store_response_do_not_change_state() -> None:
         next_state(State.VERIFIED, Event.BROADCAST)
 
 
+async def _walk(ledger: Ledger, seq: list[Event]) -> None:
+    """Apply `seq` through the adapter methods; each must agree with the pure table."""
+    record = await ledger.reserve(**payment())
+    h = tx()
+    calls = {
+        Event.SETTLE: lambda: ledger.mark_settling(record.id),
+        Event.BROADCAST: lambda: ledger.record_broadcast(record.id, h),
+        Event.SETTLED: lambda: ledger.mark_settled(record.id, h, 1),
+        Event.FAIL: lambda: ledger.mark_failed(record.id, "failed"),
+        Event.RELEASE: lambda: ledger.release(record.id),
+        Event.STORE_RESPONSE: lambda: ledger.store_response(record.id, 200, [], b"ok"),
+    }
+    state = State.VERIFIED
+    for event in seq:
+        if event not in allowed_events(state):
+            with pytest.raises(InvalidTransition):
+                await calls[event]()
+        else:
+            state = next_state(state, event)
+            assert (await calls[event]()).state is state
+        assert (await ledger.get(record.id)).state is state
+
+
+def test_adapter_methods_follow_the_table(tmp_path: Path) -> None:
+    with asyncio.Runner() as runner:
+        ledger = Ledger(tmp_path / "walk.sqlite3")
+        runner.run(ledger.migrate())
+
+        @settings(max_examples=40, deadline=None)
+        @given(st.lists(events, max_size=6))
+        def walk(seq: list[Event]) -> None:
+            runner.run(_walk(ledger, seq))
+
+        try:
+            walk()
+        finally:
+            runner.run(ledger.close())
+
+
 # --- the pure reconcile decision ----------------------------------------------------------------
 
 outcomes = st.none() | st.sampled_from(list(TxOutcome))
