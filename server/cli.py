@@ -1,5 +1,7 @@
 """``bavlio`` command line: ``serve``, ``migrate`` and ``prospects import``.
 
+Heavy modules are imported per command, so a bad setting is reported before any of them load.
+
 Exit codes: 0 success, 1 some import rows were rejected (and reported), 2 bad settings, bad
 arguments or an unreadable file (one line on stderr, no traceback).
 """
@@ -12,11 +14,14 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from server.db.engine import Database
-from server.prospects.importer import FORMATS, ImportFileError, ParsedFile, parse_file
-from server.prospects.store import ProspectStore
 from server.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from server.prospects.importer import ParsedFile
+
+FORMATS = ("csv", "json", "jsonl")  # as in server.prospects.importer, without importing it
 
 __all__ = ["main"]
 
@@ -61,6 +66,8 @@ def _serve(settings: Settings) -> int:
 
 
 async def _migrate(settings: Settings) -> None:
+    from server.db.engine import Database
+
     db = Database(settings.database_url, schema=settings.database_schema)
     try:
         await db.migrate()
@@ -69,6 +76,9 @@ async def _migrate(settings: Settings) -> None:
 
 
 async def _import(settings: Settings, parsed: ParsedFile) -> int:
+    from server.db.engine import Database
+    from server.prospects.store import ProspectStore
+
     db = Database(settings.database_url, schema=settings.database_schema)
     try:
         await db.migrate()
@@ -103,11 +113,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bavlio: {exc}", file=sys.stderr)
         return 2
     if args.command == "serve":
-        return _serve(settings)
+        from emailintel.errors import ConfigError
+
+        try:
+            return _serve(settings)
+        except ConfigError as exc:  # emailintel's own variables (EMAILINTEL_*)
+            print(f"bavlio: invalid emailintel setting: {exc}", file=sys.stderr)
+            return 2
     if args.command == "migrate":
         asyncio.run(_migrate(settings))
         print("database is at the latest revision")
         return 0
+
+    from server.prospects.importer import ImportFileError, parse_file
+
     try:
         parsed = parse_file(args.file, args.format)
     except ImportFileError as exc:

@@ -109,11 +109,19 @@ def test_import_into_postgresql(
     assert asyncio.run(count()) == 2
 
 
-@pytest.mark.parametrize(
-    ("variable", "value"), [("BAVLIO_PORT", "http"), ("BAVLIO_NETWORK", "eip155")]
-)
-def test_bad_setting_exits_2_with_one_line(tmp_path: Path, variable: str, value: str) -> None:
-    env = {**os.environ, variable: value}
+def test_bad_setting_in_process(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("BAVLIO_NETWORK", "eip155")
+    assert main(["serve"]) == 2
+    assert capsys.readouterr().err == (
+        "bavlio: invalid setting BAVLIO_NETWORK: must be a CAIP-2 chain id such as eip155:8453\n"
+    )
+
+
+def test_bad_setting_exits_2_with_one_line(tmp_path: Path) -> None:
+    variable = "BAVLIO_PORT"
+    env = {**os.environ, variable: "http"}
     proc = subprocess.run(
         [sys.executable, "-m", "server", "serve"],
         env=env,
@@ -129,6 +137,29 @@ def test_bad_setting_exits_2_with_one_line(tmp_path: Path, variable: str, value:
     assert "Traceback" not in proc.stderr
 
 
+def test_bad_emailintel_variable_exits_2(tmp_path: Path) -> None:
+    env = {**os.environ, "EMAILINTEL_NAMESERVERS": "not-an-ip"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "server", "serve"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("bavlio: invalid emailintel setting: invalid nameserver")
+    assert "Traceback" not in proc.stderr
+
+
 def test_bad_config_flag_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["migrate", "--config", str(tmp_path / "nope.toml")]) == 2
     assert "BAVLIO_CONFIG" in capsys.readouterr().err
+
+
+def test_cli_formats_match_the_importer() -> None:
+    from server import cli
+    from server.prospects import importer
+
+    assert cli.FORMATS == importer.FORMATS
