@@ -16,7 +16,7 @@ from emailintel.dns import DnsResolver
 from emailintel.errors import AddressError
 from emailintel.lists import Lists, default_lists
 from emailintel.models import DnsFacts, Evidence, RiskResult, SmtpFacts
-from emailintel.risk import RiskPolicy, assess
+from emailintel.risk import Assessment, RiskPolicy, assess
 from emailintel.typo import suggest
 
 __all__ = ["Validator", "validate", "validate_many", "validate_offline"]
@@ -36,9 +36,15 @@ class Validator:
     ) -> None:
         self._resolver = resolver
         self._lists = lists
-        self.policy = policy
+        self._policy = policy
         self.check_dns = check_dns
         self.suggest_typos = suggest_typos
+        self._memo: dict[tuple[bool | None, ...], Assessment] = {}
+
+    @property
+    def policy(self) -> RiskPolicy | None:
+        """The risk policy (fixed per validator: assessments are memoised against it)."""
+        return self._policy
 
     @property
     def lists(self) -> Lists:
@@ -58,7 +64,8 @@ class Validator:
         """The evidence that needs no network: lists, typo, gibberish."""
         lists = self.lists
         typo = suggest(parsed) if self.suggest_typos else None
-        return Evidence(
+        # model_construct: every field here is already of its declared type (hot path).
+        return Evidence.model_construct(
             syntax_valid=True,
             disposable=lists.is_disposable(parsed.ascii_domain),
             role_account=lists.is_role(parsed.local_part),
@@ -76,8 +83,8 @@ class Validator:
         error: str | None = None,
     ) -> RiskResult:
         """Score the evidence and package it as the public result model."""
-        assessment = assess(evidence, self.policy)
-        return RiskResult(
+        assessment = self._assess(evidence)
+        return RiskResult.model_construct(
             address=address,
             normalized=parsed.normalized if parsed else None,
             local_part=parsed.local_part if parsed else None,
@@ -93,6 +100,23 @@ class Validator:
             dns=evidence.dns,
             smtp=evidence.smtp,
         )
+
+    def _assess(self, evidence: Evidence) -> Assessment:
+        """assess(), memoised for evidence without network facts (the offline hot path)."""
+        if evidence.dns is not None or evidence.smtp is not None:
+            return assess(evidence, self._policy)
+        key = (
+            evidence.syntax_valid,
+            evidence.disposable,
+            evidence.role_account,
+            evidence.free_provider,
+            evidence.gibberish,
+            bool(evidence.typo_suggestion and evidence.typo_suggestion.strip()),
+        )
+        cached = self._memo.get(key)
+        if cached is None:
+            cached = self._memo[key] = assess(evidence, self._policy)
+        return cached
 
     def invalid_syntax(self, address: str, exc: AddressError) -> RiskResult:
         """The result for input that does not parse: answered, invalid, with the parser's message."""

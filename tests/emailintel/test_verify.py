@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from lab.dnslab import BlackHoleDns
 
 from emailintel.dns import DnsResolver
-from emailintel.models import Reason, Verdict
+from emailintel.models import Evidence, Reason, Verdict
+from emailintel.risk import assess
 from emailintel.verify import Validator, validate_offline
 
 
@@ -137,3 +140,20 @@ class TestValidateWithDns:
     async def test_validate_many_rejects_bad_concurrency(self, validator: Validator) -> None:
         with pytest.raises(ValueError, match="concurrency"):
             [r async for r in validator.validate_many(["a@acme.test"], concurrency=0)]
+
+
+@given(
+    st.builds(
+        Evidence,
+        syntax_valid=st.sampled_from([True, False, None]),
+        disposable=st.sampled_from([True, False, None]),
+        role_account=st.sampled_from([True, False, None]),
+        free_provider=st.sampled_from([True, False, None]),
+        gibberish=st.sampled_from([True, False, None]),
+        typo_suggestion=st.one_of(st.none(), st.text(max_size=5)),
+    )
+)
+def test_memoised_assessment_equals_direct(evidence: Evidence) -> None:
+    validator = Validator(check_dns=False)
+    assert validator._assess(evidence) == assess(evidence)
+    assert validator._assess(evidence) == assess(evidence)  # second call served from the memo
