@@ -254,3 +254,117 @@ def proxy_to(port: int) -> Iterator[TcpProxy]:
         yield proxy
     finally:
         proxy.shutdown()
+
+
+# --- the official SDK on the other side ------------------------------------------------------
+
+
+def sdk_facilitator_app(private_key: str, rpc_url: str, network: str) -> Starlette:
+    """The SDK's own facilitator core (x402Facilitator + exact EVM) behind /verify /settle /supported."""
+    from x402 import x402Facilitator
+    from x402.mechanisms.evm.exact import register_exact_evm_facilitator
+    from x402.mechanisms.evm.signers import FacilitatorWeb3Signer
+    from x402.schemas import PaymentPayload, PaymentRequirements
+    from x402.schemas.v1 import PaymentPayloadV1, PaymentRequirementsV1
+
+    core = x402Facilitator()
+    register_exact_evm_facilitator(
+        core, FacilitatorWeb3Signer(private_key=private_key, rpc_url=rpc_url), networks=network
+    )
+
+    def parse(body: dict[str, Any]) -> tuple[Any, Any]:
+        if body.get("x402Version") == 1:
+            return (
+                PaymentPayloadV1.model_validate(body["paymentPayload"]),
+                PaymentRequirementsV1.model_validate(body["paymentRequirements"]),
+            )
+        return (
+            PaymentPayload.model_validate(body["paymentPayload"]),
+            PaymentRequirements.model_validate(body["paymentRequirements"]),
+        )
+
+    def dump(model: Any) -> JSONResponse:
+        return JSONResponse(model.model_dump(by_alias=True, exclude_none=True, mode="json"))
+
+    async def verify(request: Request) -> Response:
+        return dump(await core.verify(*parse(await request.json())))
+
+    async def settle(request: Request) -> Response:
+        return dump(await core.settle(*parse(await request.json())))
+
+    async def supported(request: Request) -> Response:
+        return dump(core.get_supported())
+
+    return Starlette(
+        routes=[
+            Route("/verify", verify, methods=["POST"]),
+            Route("/settle", settle, methods=["POST"]),
+            Route("/supported", supported),
+        ]
+    )
+
+
+def sdk_protected_app(facilitator_url: str, pay_to: str, network: str, token: str) -> Any:
+    """A Starlette app guarded by the SDK's own resource-server middleware (GET /paid at PRICE)."""
+    from x402.http import FacilitatorConfig, HTTPFacilitatorClient
+    from x402.http.middleware.fastapi import PaymentMiddlewareASGI
+    from x402.mechanisms.evm.exact import ExactEvmServerScheme
+    from x402.server import x402ResourceServer
+
+    server = x402ResourceServer(HTTPFacilitatorClient(FacilitatorConfig(url=facilitator_url)))
+    server.register(network, ExactEvmServerScheme())
+    routes = {
+        "GET /paid": {
+            "accepts": {
+                "scheme": "exact",
+                "payTo": pay_to,
+                "network": network,
+                "maxTimeoutSeconds": 300,
+                "price": {
+                    "amount": str(PRICE),
+                    "asset": token,
+                    "extra": {"name": "USD Coin", "version": "2"},
+                },
+            },
+            "description": "weather",
+            "mimeType": "application/json",
+        }
+    }
+    calls = Calls()
+    app = paid_app(calls)
+    app.add_middleware(PaymentMiddlewareASGI, routes=routes, server=server)
+    return app
+
+
+def sdk_client(account: Any, *, v1: bool = False) -> Any:
+    """The SDK's x402Client for ``account``: v2 on every eip155 chain, or v1 on "anvil" only."""
+    from x402 import x402Client
+    from x402.mechanisms.evm.exact import ExactEvmClientScheme
+    from x402.mechanisms.evm.exact.v1.client import ExactEvmSchemeV1
+
+    client = x402Client()
+    if v1:
+        client.register_v1("anvil", ExactEvmSchemeV1(account))
+    else:
+        client.register("eip155:*", ExactEvmClientScheme(account))
+    client.set_spend_controls(False)
+    return client
+
+
+class V1View(httpx.AsyncHTTPTransport):
+    """A transport that hides the v2 ``PAYMENT-REQUIRED`` header: the client sees what a v1 server sends."""
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await super().handle_async_request(request)
+        if response.status_code == 402:
+            del response.headers["payment-required"]
+        return response
+
+
+def sdk_http(account: Any, *, v1: bool = False, timeout: float = 60.0) -> httpx.AsyncClient:
+    """An httpx client that pays 402s with the official SDK transport."""
+    from x402.http.clients.httpx import x402AsyncTransport
+
+    client = sdk_client(account, v1=v1)
+    inner = V1View() if v1 else httpx.AsyncHTTPTransport()
+    return httpx.AsyncClient(transport=x402AsyncTransport(client, transport=inner), timeout=timeout)
