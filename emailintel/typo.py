@@ -129,7 +129,7 @@ def _provider_match(sld: str, suffix: str, tld_known: bool, index: TargetIndex) 
 
 def _suffix_match(labels: list[str], index: TargetIndex) -> str | None:
     """Replace a non-existent suffix by the single nearest common one; None if none or a tie."""
-    scored: list[tuple[float, int, str]] = []
+    scored: dict[str, tuple[float, int]] = {}
     for k in (2, 1):
         if len(labels) <= k:
             continue
@@ -138,14 +138,13 @@ def _suffix_match(labels: list[str], index: TargetIndex) -> str | None:
             if suffix.count(".") + 1 != k or abs(len(typed) - len(suffix)) > MAX_RAW_EDITS:
                 continue
             cost = typo_cost(typed, suffix, penalise_first=False)
-            if cost <= SUFFIX_BUDGET:
-                scored.append((cost, rank, ".".join([*labels[:-k], suffix])))
-    if not scored:
+            fixed = ".".join([*labels[:-k], suffix])
+            if cost <= SUFFIX_BUDGET and (cost, rank) < scored.get(fixed, (cost + 1, rank)):
+                scored[fixed] = (cost, rank)
+    ranked = sorted((score, fixed) for fixed, score in scored.items())
+    if not ranked or (len(ranked) > 1 and ranked[0][0][0] == ranked[1][0][0]):
         return None
-    scored.sort()
-    if len(scored) > 1 and scored[0][0] == scored[1][0]:
-        return None
-    return scored[0][2]
+    return ranked[0][1]
 
 
 @lru_cache(maxsize=65536)
