@@ -1,4 +1,8 @@
-"""Prospect pool SQL for PostgreSQL: ``text[]`` tags, GIN index, ``&&`` overlap pre-filter."""
+"""Prospect pool SQL for PostgreSQL: ``text[]`` tags, GIN index, ``&&`` overlap pre-filter.
+
+Search scores candidate ids first (a hash join of their unnested tags with ``tag_stats``) and
+reads full rows only for the requested page.
+"""
 
 from __future__ import annotations
 
@@ -20,18 +24,27 @@ _SUBSTRING = {
 }
 
 _SEARCH = """
-SELECT p.id, p.name, p.title, p.company, p.domain, p.linkedin_url, p.email, p.location, p.tags,
-       ROUND(CAST(s.inter / (:wq + s.own - s.inter) AS numeric), {digits}) AS score,
-       COUNT(*) OVER () AS total
-FROM prospects p
-CROSS JOIN LATERAL (
-  SELECT COALESCE(SUM(ts.weight) FILTER (WHERE ts.tag = ANY(:tags)), 0) AS inter,
+WITH cand AS MATERIALIZED (
+  SELECT p.id, p.tags FROM prospects p WHERE p.tags && :tags {where}
+),
+scored AS (
+  SELECT c.id,
+         COALESCE(SUM(ts.weight) FILTER (WHERE ts.tag = ANY(:tags)), 0) AS inter,
          SUM(ts.weight) AS own
-  FROM unnest(p.tags) AS u(tag) JOIN tag_stats ts ON ts.tag = u.tag
-) s
-WHERE p.tags && :tags {where}
-ORDER BY score DESC, p.id ASC
-LIMIT :limit OFFSET :offset
+  FROM cand c CROSS JOIN LATERAL unnest(c.tags) AS u(tag) JOIN tag_stats ts ON ts.tag = u.tag
+  GROUP BY c.id
+),
+ranked AS (
+  SELECT s.id, ROUND(CAST(s.inter / (:wq + s.own - s.inter) AS numeric), {digits}) AS score,
+         COUNT(*) OVER () AS total
+  FROM scored s
+  ORDER BY score DESC, s.id ASC
+  LIMIT :limit OFFSET :offset
+)
+SELECT p.id, p.name, p.title, p.company, p.domain, p.linkedin_url, p.email, p.location, p.tags,
+       r.score, r.total
+FROM ranked r JOIN prospects p ON p.id = r.id
+ORDER BY r.score DESC, r.id ASC
 """
 
 _TAGS = bindparam("tags", type_=ARRAY(Text()))
