@@ -172,6 +172,51 @@ def _run_patterns(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _run_linkedin(args: argparse.Namespace, out: TextIO) -> int:
+    from emailintel.search import engine_from_env, find_linkedin
+
+    async def run() -> int:
+        async with engine_from_env(backend=args.backend) as engine:
+            result = await find_linkedin(
+                args.name,
+                args.company,
+                title=args.title,
+                location=args.location,
+                engine=engine,
+                limit=args.limit,
+            )
+        if args.json:
+            out.write(json.dumps(result.model_dump(mode="json"), ensure_ascii=False) + "\n")
+            return 0 if result.best else 1
+        if not result.matches:
+            out.write(f"no match for {args.name!r} at {args.company!r} ")
+            out.write(f"(threshold {result.threshold:.2f}, {len(result.queries)} queries)\n")
+            shown = result.candidates
+            if shown:
+                out.write("closest candidates below the threshold:\n")
+        else:
+            shown = result.matches
+        rows = [["#", "SCORE", "URL", "SLUG", "NAME", "COMPANY", "AMBIGUITY", "QUERY"]]
+        rows += [
+            [
+                str(i),
+                f"{c.score:.3f}",
+                c.url,
+                f"{c.evidence.slug_similarity:.2f}",
+                f"{c.evidence.name_in_title:.2f}",
+                f"{c.evidence.company_match:.2f}",
+                f"-{c.evidence.ambiguity_penalty:.2f}",
+                c.evidence.query,
+            ]
+            for i, c in enumerate(shown, 1)
+        ]
+        if shown:
+            _table(rows, out)
+        return 0 if result.matches else 1
+
+    return asyncio.run(run())
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
     parser = argparse.ArgumentParser(prog="emailintel", description=__doc__)
@@ -208,6 +253,21 @@ def build_parser() -> argparse.ArgumentParser:
     pat.add_argument("--limit", type=int, help="at most this many candidates")
     pat.add_argument("--no-nicknames", action="store_true", help="skip nickname variants")
     pat.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    lin = sub.add_parser(
+        "linkedin", help="find a person's LinkedIn profile URL via web search (exit 1: no match)"
+    )
+    lin.add_argument("name", help='full name, e.g. "Jane Doe"')
+    lin.add_argument("--company", required=True, help="current employer")
+    lin.add_argument("--title", help="job title, to narrow the search")
+    lin.add_argument("--location", help="city or region, to narrow the search")
+    lin.add_argument(
+        "--backend",
+        choices=["duckduckgo", "searxng", "brave"],
+        help="search backend (default EMAILINTEL_SEARCH_BACKEND, else duckduckgo)",
+    )
+    lin.add_argument("--limit", type=int, default=5, help="at most this many candidates")
+    lin.add_argument("--json", action="store_true", help="the whole result as one JSON object")
     return parser
 
 
@@ -220,6 +280,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.concurrency < 1:
                 parser.error("--concurrency must be at least 1")
             return asyncio.run(_run_validate(args, sys.stdin, sys.stdout))
+        if args.command == "linkedin":
+            return _run_linkedin(args, sys.stdout)
         return _run_patterns(args, sys.stdout)
     except (EmailIntelError, argparse.ArgumentTypeError) as exc:
         sys.stderr.write(f"emailintel {args.command}: {exc}\n")

@@ -32,3 +32,26 @@ class ConfigError(EmailIntelError, ValueError):
 
 class DnsError(EmailIntelError):
     """A DNS failure that callers asked to be raised rather than reported as evidence."""
+
+
+class ProfileUrlError(EmailIntelError, ValueError):
+    """A URL that is not a LinkedIn member profile (company page, post, job, other site)."""
+
+
+class SearchUnavailable(EmailIntelError):
+    """A search backend failed (network, server error, malformed answer) after its retries."""
+
+
+class SearchRateLimited(SearchUnavailable):
+    """A search backend kept rate-limiting (202/429/999 or a CAPTCHA page) after its retries."""
+
+    def __init__(
+        self, message: str, *, status: int | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+
+class SearchQueryError(EmailIntelError, ValueError):
+    """A LinkedIn search request that cannot be run (empty company, overlong field, bad limit)."""
