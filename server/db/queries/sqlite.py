@@ -1,4 +1,8 @@
-"""Prospect pool SQL for SQLite: tags as a JSON array plus ``prospect_tags`` for the pre-filter."""
+"""Prospect pool SQL for SQLite: tags as a JSON array plus ``prospect_tags`` for the pre-filter.
+
+Search ranks candidate ids from ``prospect_tags`` alone (covering indexes both ways) and reads
+full rows only for filters and for the requested page.
+"""
 
 from __future__ import annotations
 
@@ -27,16 +31,21 @@ matched AS (
   SELECT pt.prospect_id AS id, SUM(q.weight) AS inter
   FROM q JOIN prospect_tags pt ON pt.tag = q.tag
   GROUP BY pt.prospect_id
+),
+ranked AS (
+  SELECT m.id, ROUND(m.inter / (:wq - m.inter + (
+           SELECT SUM(ts.weight) FROM prospect_tags o JOIN tag_stats ts ON ts.tag = o.tag
+           WHERE o.prospect_id = m.id
+         )), {digits}) AS score,
+         COUNT(*) OVER () AS total
+  FROM matched m {filtered}
+  ORDER BY score DESC, m.id ASC
+  LIMIT :limit OFFSET :offset
 )
 SELECT p.id, p.name, p.title, p.company, p.domain, p.linkedin_url, p.email, p.location, p.tags,
-       ROUND(m.inter / (:wq - m.inter + (
-         SELECT SUM(ts.weight) FROM json_each(p.tags) AS j JOIN tag_stats ts ON ts.tag = j.value
-       )), {digits}) AS score,
-       COUNT(*) OVER () AS total
-FROM matched m JOIN prospects p ON p.id = m.id
-{where}
-ORDER BY score DESC, p.id ASC
-LIMIT :limit OFFSET :offset
+       r.score, r.total
+FROM ranked r JOIN prospects p ON p.id = r.id
+ORDER BY r.score DESC, r.id ASC
 """
 
 
@@ -67,8 +76,8 @@ async def search(conn: AsyncConnection, plan: SearchPlan) -> list[RowMapping]:
     """One page of scored prospects, each row carrying ``total`` (the match count)."""
     params = plan.filter_params()
     clauses = [FILTER_SQL.get(name) or _SUBSTRING[name] for name in params]
-    where = "WHERE " + " AND ".join(clauses) if clauses else ""
-    sql = _SEARCH.format(digits=SCORE_DIGITS, where=where)
+    filtered = "JOIN prospects p ON p.id = m.id WHERE " + " AND ".join(clauses) if clauses else ""
+    sql = _SEARCH.format(digits=SCORE_DIGITS, filtered=filtered)
     params.update(
         tags=json.dumps(list(plan.tags)), wq=plan.query_weight, limit=plan.limit, offset=plan.offset
     )
