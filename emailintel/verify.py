@@ -1,15 +1,18 @@
-"""validate(): syntax + lists + typo + DNS -> a RiskResult, with no SMTP traffic.
+"""validate(): syntax + lists + typo + DNS -> a RiskResult; verify(): the same plus SMTP.
 
 The pipeline gathers evidence with the pure modules (address, lists, typo), asks DNS (the one
-I/O edge here), and lets the pure risk scorer decide. It is what the paid ``/email/validate``
-endpoint serves.
+I/O edge here), and lets the pure risk scorer decide. ``validate`` is what the paid
+``/email/validate`` endpoint serves; ``verify``/``verify_many`` add the SMTP prober's facts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Iterable
+from pathlib import Path
 
+from emailintel._construct import construct
 from emailintel._gibberish import looks_gibberish
 from emailintel.address import ParsedAddress, parse_address
 from emailintel.dns import DnsResolver
@@ -17,9 +20,11 @@ from emailintel.errors import AddressError
 from emailintel.lists import Lists, default_lists
 from emailintel.models import DnsFacts, Evidence, RiskResult, SmtpFacts
 from emailintel.risk import Assessment, RiskPolicy, assess
+from emailintel.smtp.preflight import blocked_facts, check_port25
+from emailintel.smtp.prober import Prober
 from emailintel.typo import suggest
 
-__all__ = ["Validator", "validate", "validate_many", "validate_offline"]
+__all__ = ["Validator", "validate", "validate_many", "validate_offline", "verify", "verify_many"]
 
 
 class Validator:
@@ -64,14 +69,17 @@ class Validator:
         """The evidence that needs no network: lists, typo, gibberish."""
         lists = self.lists
         typo = suggest(parsed) if self.suggest_typos else None
-        # model_construct: every field here is already of its declared type (hot path).
-        return Evidence.model_construct(
+        # construct: every value here is already of its declared type (hot path).
+        return construct(
+            Evidence,
             syntax_valid=True,
             disposable=lists.is_disposable(parsed.ascii_domain),
             role_account=lists.is_role(parsed.local_part),
             free_provider=lists.is_free_provider(parsed.ascii_domain),
             gibberish=looks_gibberish(parsed.local_part),
             typo_suggestion=typo,
+            dns=None,
+            smtp=None,
         )
 
     def result(
@@ -84,7 +92,8 @@ class Validator:
     ) -> RiskResult:
         """Score the evidence and package it as the public result model."""
         assessment = self._assess(evidence)
-        return RiskResult.model_construct(
+        return construct(
+            RiskResult,
             address=address,
             normalized=parsed.normalized if parsed else None,
             local_part=parsed.local_part if parsed else None,
@@ -190,3 +199,153 @@ async def validate_many(
         addresses, concurrency=concurrency
     ):
         yield result
+
+
+# --- SMTP verification ---------------------------------------------------------------------------
+
+
+def _rcpt_address(parsed: ParsedAddress) -> str:
+    """The address as sent in RCPT: the ASCII domain unless only the UTF-8 form exists."""
+    return parsed.ascii_email or f"{parsed.local_part}@{parsed.ascii_domain}"
+
+
+async def _verify_domain(
+    validator: Validator,
+    prober: Prober,
+    domain: str,
+    items: list[tuple[str, ParsedAddress]],
+    *,
+    retries: bool,
+    blocked: SmtpFacts | None,
+) -> list[RiskResult]:
+    """Results for addresses at one domain: one MX lookup, then one grouped probe."""
+    dns = await validator.resolver.lookup_mx(domain, resolve_addresses=True)
+    facts: dict[str, SmtpFacts] = {}
+    if dns.status == "ok" and blocked is None:
+        wanted = [_rcpt_address(parsed) for _, parsed in items]
+        if retries:
+            facts = await prober.probe_with_retries(domain, wanted, dns)
+        else:
+            facts = await prober.probe(domain, wanted, dns)
+    out = []
+    for address, parsed in items:
+        smtp = blocked if blocked is not None and dns.status == "ok" else None
+        smtp = smtp or facts.get(_rcpt_address(parsed)) or SmtpFacts(checked=False)
+        evidence = validator.offline_evidence(parsed).model_copy(update={"dns": dns, "smtp": smtp})
+        out.append(validator.result(address, evidence, parsed))
+    return out
+
+
+async def verify(
+    address: str, *, prober: Prober | None = None, validator: Validator | None = None
+) -> RiskResult:
+    """Validate one address and probe its mailbox over SMTP (greylisting -> ``unknown``).
+
+    Without ``prober`` a default one is built from the environment (``EMAILINTEL_HELO``,
+    ``EMAILINTEL_MAIL_FROM``), which raises ConfigError if they are missing or impersonating.
+    """
+    validator = validator or _default_validator()
+    prober = prober or Prober()
+    try:
+        parsed = parse_address(address)
+    except AddressError as exc:
+        return validator.invalid_syntax(address, exc)
+    results = await _verify_domain(
+        validator, prober, parsed.ascii_domain, [(address, parsed)], retries=False, blocked=None
+    )
+    return results[0]
+
+
+def _done_addresses(checkpoint: Path) -> set[str]:
+    done: set[str] = set()
+    if not checkpoint.exists():
+        return done
+    with checkpoint.open(encoding="utf-8") as handle:
+        for line in handle:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by a crash is simply redone
+            if isinstance(record, dict) and isinstance(record.get("address"), str):
+                done.add(record["address"])
+    return done
+
+
+async def verify_many(
+    addresses: Iterable[str],
+    *,
+    prober: Prober | None = None,
+    validator: Validator | None = None,
+    checkpoint: str | Path | None = None,
+    concurrency: int = 16,
+    retry_greylisted: bool = True,
+) -> AsyncIterator[RiskResult]:
+    """Verify many addresses, grouped by domain so each session carries many RCPTs.
+
+    Results are yielded as their domain completes. With ``checkpoint`` (a JSONL file), addresses
+    already recorded there are skipped and each new result is appended as it completes.
+    Greylisted addresses are retried on the prober's schedule unless ``retry_greylisted`` is off.
+    If the prober has a pre-flight target and it is unreachable, every result carries
+    ``port25_blocked`` and no MX is contacted.
+    """
+    if concurrency < 1:
+        raise ValueError("concurrency must be at least 1")
+    validator = validator or _default_validator()
+    prober = prober or Prober()
+    path = Path(checkpoint) if checkpoint is not None else None
+    done = _done_addresses(path) if path is not None else set()
+    sink = path.open("a", encoding="utf-8") if path is not None else None
+
+    def record(result: RiskResult) -> RiskResult:
+        if sink is not None:
+            sink.write(json.dumps(result.model_dump(mode="json"), ensure_ascii=False) + "\n")
+            sink.flush()
+        return result
+
+    try:
+        groups: dict[str, list[tuple[str, ParsedAddress]]] = {}
+        invalid: list[RiskResult] = []
+        for address in addresses:
+            if address in done:
+                continue
+            done.add(address)
+            try:
+                parsed = parse_address(address)
+            except AddressError as exc:
+                invalid.append(validator.invalid_syntax(address, exc))
+                continue
+            groups.setdefault(parsed.ascii_domain, []).append((address, parsed))
+        for result in invalid:
+            yield record(result)
+        if not groups:
+            return
+        blocked: SmtpFacts | None = None
+        target = prober.preflight_address()
+        if target is not None:
+            check = await check_port25(
+                target[0],
+                target[1],
+                wait=prober.preflight_timeout,
+                resolver=validator.resolver,
+                proxy=prober.proxies.default,
+            )
+            blocked = None if check.ok else blocked_facts(check)
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one(domain: str, items: list[tuple[str, ParsedAddress]]) -> list[RiskResult]:
+            async with gate:
+                return await _verify_domain(
+                    validator, prober, domain, items, retries=retry_greylisted, blocked=blocked
+                )
+
+        tasks = [asyncio.create_task(one(d, items)) for d, items in groups.items()]
+        try:
+            for finished in asyncio.as_completed(tasks):
+                for result in await finished:
+                    yield record(result)
+        finally:
+            for task in tasks:
+                task.cancel()
+    finally:
+        if sink is not None:
+            sink.close()
