@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from lab.dnslab import DnsLab, LabError
 from lab.maillab import MailLab, MailLabError, default_mail_lab
 
 
@@ -16,5 +17,22 @@ def mail_lab() -> Iterator[MailLab]:
         lab.start()
     except MailLabError as exc:
         pytest.fail(f"mail lab unavailable: {exc}", pytrace=False)
+    yield lab
+    lab.stop()
+
+
+@pytest.fixture(scope="session")
+def mail_dns(mail_lab: MailLab) -> Iterator[DnsLab]:
+    """NSD serving the mail lab's zones plus fake.test (MX 127.0.0.1, for the aiosmtpd fakes)
+    and tenant.test, whose MX is named like an accept-all provider's (*.protection.lab.test)."""
+    zones = mail_lab.dns_zones()
+    zones["fake.test"] = [("@", "MX", "10 mx.fake.test."), ("mx", "A", "127.0.0.1")]
+    zones["tenant.test"] = [("@", "MX", "10 mx1.tenant.protection.lab.test.")]
+    zones["protection.lab.test"] = [("mx1.tenant", "A", "127.0.0.1")]
+    lab = DnsLab(zones)
+    try:
+        lab.start()
+    except LabError as exc:
+        pytest.fail(f"DNS lab unavailable: {exc}", pytrace=False)
     yield lab
     lab.stop()
