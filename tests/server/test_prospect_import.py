@@ -6,8 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from server.prospects.importer import ImportFileError, parse_file
+from server.prospects.importer import ImportFileError, parse_file, parse_rows
+from server.prospects.tags import normalize_tags
 
 CSV = """name,title,company,domain,linkedin_url,email,location,tags
 Ada Lovelace,CTO,Analytical,analytical.io,https://www.linkedin.com/in/ada,ADA@Analytical.io,London,"SaaS; AI |ai"
@@ -91,3 +94,34 @@ def test_unreadable_files(
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ImportFileError, match="cannot read"):
         parse_file(tmp_path / "absent.csv")
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=30),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+rows = st.lists(
+    st.dictionaries(
+        st.sampled_from(["name", "tags", "email", "domain", "linkedin_url", "title", "junk"]),
+        json_values,
+    )
+    | json_values,
+    max_size=15,
+)
+
+
+@given(rows)
+def test_no_row_is_lost_and_parsing_never_raises(raw: list[object]) -> None:
+    parsed = parse_rows(enumerate(raw, start=1))
+    numbers = sorted([n for n, _ in parsed.rows] + [e.row for e in parsed.errors])
+    assert numbers == list(range(1, len(raw) + 1))
+    for error in parsed.errors:
+        assert error.errors
+        assert error.raw == raw[error.row - 1]
+    for _, prospect in parsed.rows:
+        assert prospect.name.strip() == prospect.name
+        assert prospect.tags
+        assert normalize_tags(prospect.tags) == prospect.tags
