@@ -1,6 +1,7 @@
 """x402gw: ASGI payment middleware and facilitator for x402 v1 and v2 (EIP-3009 on EVM)."""
 
 from x402gw.chain import ChainClient, NonceManager, Receipt, Settlement, Settler
+from x402gw.config import InvalidRouteConfig, PaymentConfig, PricedRoute
 from x402gw.errors import (
     ChainError,
     ChainUnavailable,
@@ -26,6 +27,16 @@ from x402gw.exact_evm import (
     check_signature,
     find_matching_offer,
 )
+from x402gw.facilitator import (
+    Facilitator,
+    FacilitatorError,
+    FacilitatorUnavailable,
+    HttpFacilitator,
+    LocalFacilitator,
+    reconcile_ledger,
+)
+from x402gw.facilitator_app import FacilitatorApp
+from x402gw.middleware import PaymentMiddleware
 from x402gw.networks import NETWORKS, Asset, NetworkRegistry, from_atomic, to_atomic
 from x402gw.wire import (
     AnyPaymentPayload,
@@ -68,19 +79,29 @@ __all__ = [
     "Domain",
     "ExactEvmAuthorization",
     "ExactEvmPayload",
+    "Facilitator",
+    "FacilitatorApp",
+    "FacilitatorError",
     "FacilitatorRequest",
+    "FacilitatorUnavailable",
+    "HttpFacilitator",
     "Invalid",
     "InvalidPaymentHeader",
     "InvalidPaymentPayload",
     "InvalidPrice",
+    "InvalidRouteConfig",
+    "LocalFacilitator",
     "NetworkRegistry",
     "NonceManager",
+    "PaymentConfig",
+    "PaymentMiddleware",
     "PaymentPayload",
     "PaymentPayloadV1",
     "PaymentRequired",
     "PaymentRequiredV1",
     "PaymentRequirements",
     "PaymentRequirementsV1",
+    "PricedRoute",
     "Receipt",
     "ResourceInfo",
     "RpcError",
@@ -108,6 +129,7 @@ __all__ = [
     "find_matching_offer",
     "from_atomic",
     "read_payment_header",
+    "reconcile_ledger",
     "settlement_header_name",
     "to_atomic",
 ]
