@@ -14,6 +14,7 @@ from email_validator import EmailNotValidError, validate_email
 from pydantic import BaseModel, ConfigDict
 
 from emailintel import _fastsyntax
+from emailintel._construct import construct
 from emailintel.errors import AddressError, InjectionError
 
 MAX_RAW_CHARS = 1000
@@ -138,7 +139,9 @@ def parse_address(
         normalized = f"{fast.local_part}@{fast.domain}"
         ascii_email = normalized if fast.local_part.isascii() else None
         _check_lengths(fast.local_part, normalized, ascii_email)
-        return ParsedAddress(
+        # construct: the fast path produced plain str/bool values of the declared types.
+        return construct(
+            ParsedAddress,
             original=raw,
             normalized=normalized,
             local_part=fast.local_part,

@@ -22,7 +22,7 @@ from emailintel.models import DnsFacts, Evidence, RiskResult, SmtpFacts
 from emailintel.risk import Assessment, RiskPolicy, assess
 from emailintel.smtp.preflight import blocked_facts, check_port25
 from emailintel.smtp.prober import Prober
-from emailintel.typo import suggest
+from emailintel.typo import suggest_domain
 
 __all__ = ["Validator", "validate", "validate_many", "validate_offline", "verify", "verify_many"]
 
@@ -45,6 +45,7 @@ class Validator:
         self.check_dns = check_dns
         self.suggest_typos = suggest_typos
         self._memo: dict[tuple[bool | None, ...], Assessment] = {}
+        self._domains: dict[str, tuple[bool, bool, str | None]] = {}
 
     @property
     def policy(self) -> RiskPolicy | None:
@@ -65,19 +66,32 @@ class Validator:
             self._resolver = DnsResolver.from_env()
         return self._resolver
 
+    def _domain_facts(self, domain: str) -> tuple[bool, bool, str | None]:
+        """(disposable, free provider, typo-corrected domain) for an ASCII domain, cached."""
+        facts = self._domains.get(domain)
+        if facts is None:
+            if len(self._domains) >= _DOMAIN_CACHE_SIZE:
+                self._domains.clear()
+            lists = self.lists
+            facts = self._domains[domain] = (
+                lists.is_disposable(domain),
+                lists.is_free_provider(domain),
+                suggest_domain(domain) if self.suggest_typos else None,
+            )
+        return facts
+
     def offline_evidence(self, parsed: ParsedAddress) -> Evidence:
         """The evidence that needs no network: lists, typo, gibberish."""
-        lists = self.lists
-        typo = suggest(parsed) if self.suggest_typos else None
+        disposable, free, fixed_domain = self._domain_facts(parsed.ascii_domain)
         # construct: every value here is already of its declared type (hot path).
         return construct(
             Evidence,
             syntax_valid=True,
-            disposable=lists.is_disposable(parsed.ascii_domain),
-            role_account=lists.is_role(parsed.local_part),
-            free_provider=lists.is_free_provider(parsed.ascii_domain),
+            disposable=disposable,
+            role_account=self.lists.is_role(parsed.local_part),
+            free_provider=free,
             gibberish=looks_gibberish(parsed.local_part),
-            typo_suggestion=typo,
+            typo_suggestion=None if fixed_domain is None else f"{parsed.local_part}@{fixed_domain}",
             dns=None,
             smtp=None,
         )
