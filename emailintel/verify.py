@@ -26,6 +26,8 @@ from emailintel.typo import suggest_domain
 
 __all__ = ["Validator", "validate", "validate_many", "validate_offline", "verify", "verify_many"]
 
+_DOMAIN_CACHE_SIZE = 100_000  # domains whose offline facts a Validator keeps
+
 
 class Validator:
     """Reusable validation pipeline; holds the resolver (and its cache), lists and risk policy."""
