@@ -8,6 +8,8 @@ import pytest
 from lab.dnslab import DnsLab, LabError
 from lab.maillab import MailLab, MailLabError, default_mail_lab
 
+FAKE_SECOND_MX = "127.0.0.61"
+
 
 @pytest.fixture(scope="session")
 def mail_lab() -> Iterator[MailLab]:
@@ -24,11 +26,18 @@ def mail_lab() -> Iterator[MailLab]:
 @pytest.fixture(scope="session")
 def mail_dns(mail_lab: MailLab) -> Iterator[DnsLab]:
     """NSD serving the mail lab's zones plus fake.test (MX 127.0.0.1, for the aiosmtpd fakes)
-    and tenant.test, whose MX is named like an accept-all provider's (*.protection.lab.test)."""
+    and tenant.test, whose MX is named like an accept-all provider's (*.protection.lab.test);
+    fakemulti.test has MX 10 at 127.0.0.1 and MX 20 at FAKE_SECOND_MX."""
     zones = mail_lab.dns_zones()
     zones["fake.test"] = [("@", "MX", "10 mx.fake.test."), ("mx", "A", "127.0.0.1")]
     zones["tenant.test"] = [("@", "MX", "10 mx1.tenant.protection.lab.test.")]
     zones["protection.lab.test"] = [("mx1.tenant", "A", "127.0.0.1")]
+    zones["fakemulti.test"] = [
+        ("@", "MX", "10 mx1"),
+        ("@", "MX", "20 mx2"),
+        ("mx1", "A", "127.0.0.1"),
+        ("mx2", "A", FAKE_SECOND_MX),
+    ]
     lab = DnsLab(zones)
     try:
         lab.start()
@@ -36,3 +45,9 @@ def mail_dns(mail_lab: MailLab) -> Iterator[DnsLab]:
         pytest.fail(f"DNS lab unavailable: {exc}", pytrace=False)
     yield lab
     lab.stop()
+
+
+@pytest.fixture(scope="session")
+def fake_second_mx() -> str:
+    """The address of fakemulti.test's second MX (its first is 127.0.0.1)."""
+    return FAKE_SECOND_MX
