@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from functools import lru_cache
 from typing import NamedTuple
 
 import email_validator
@@ -61,6 +62,32 @@ def _intl_local(local: str) -> str | None:
     except EmailSyntaxError:
         return None
     return normalized
+
+
+_ASCII_ADDRESS = re.compile(rf"([{_ATEXT}]+(?:\\.[{_ATEXT}]+)*)@([a-zA-Z0-9.-]+)")
+
+
+@lru_cache(maxsize=65536)
+def _simple_domain_cached(domain: str, allow_test_tld: bool) -> str | None:
+    return _simple_domain(domain, allow_test_tld=allow_test_tld)
+
+
+def parse_ascii(text: str, *, allow_test_tld: bool) -> Simple | None:
+    """The all-ASCII dot-atom case in one regex match and a per-domain cache, else None.
+
+    The pattern admits no whitespace, control character or angle bracket, so a match needs no
+    injection scan; the caller still enforces the length limits.
+    """
+    match = _ASCII_ADDRESS.fullmatch(text)
+    if match is None:
+        return None
+    local, domain = match.groups()
+    lowered = _simple_domain_cached(domain, allow_test_tld)
+    if lowered is None:
+        return None
+    if local.lower() in _CASE_INSENSITIVE:
+        local = local.lower()
+    return Simple(local, lowered, False)
 
 
 def parse_simple(text: str, *, allow_test_tld: bool, allow_smtputf8: bool = True) -> Simple | None:

@@ -129,6 +129,20 @@ def parse_address(
         raise AddressError(
             f"address must be a string, not {type(raw).__name__}", code="not_a_string"
         )
+    if len(raw) <= MAX_ADDRESS_OCTETS:
+        ascii_fast = _fastsyntax.parse_ascii(raw, allow_test_tld=allow_test_tld)
+        if ascii_fast is not None and len(ascii_fast.local_part) <= MAX_LOCAL_OCTETS:
+            normalized = f"{ascii_fast.local_part}@{ascii_fast.domain}"
+            return construct(
+                ParsedAddress,
+                original=raw,
+                normalized=normalized,
+                local_part=ascii_fast.local_part,
+                domain=ascii_fast.domain,
+                ascii_domain=ascii_fast.domain,
+                ascii_email=normalized,
+                smtputf8=False,
+            )
     text = _guard(raw)
     if not text:
         raise AddressError("address is empty", code="empty")

@@ -311,6 +311,14 @@ class TestProperties:
             )
             assert full.ascii_email == expected_ascii
 
+    @given(st.one_of(SIMPLE_ADDRESS, INTL_ADDRESS, EMAILISH, st.text(max_size=40)), st.booleans())
+    def test_ascii_fast_path_agrees_with_simple_path(self, raw: str, test_tld: bool) -> None:
+        fast = _fastsyntax.parse_ascii(raw, allow_test_tld=test_tld)
+        if fast is not None:
+            assert raw.isascii()
+            assert raw == raw.strip()
+            assert fast == _fastsyntax.parse_simple(raw, allow_test_tld=test_tld)
+
     @pytest.mark.parametrize(
         "raw", ["Jürgen.Müller@Company.DE", "\u212aelvin@x.com", "jose\u0301@x.com", "NOC@x.com"]
     )
