@@ -432,6 +432,16 @@ class _Builder:
         return culture, self.rng.choice(firsts), self.rng.choice(lasts)
 
 
+def _typo(rng: random.Random, text: str) -> str:
+    """Swap two adjacent letters inside the longest word (a typing slip)."""
+    words = text.split()
+    i = max(range(len(words)), key=lambda k: len(words[k]))
+    word = words[i]
+    j = rng.randrange(1, len(word) - 2)
+    words[i] = word[:j] + word[j + 1] + word[j] + word[j + 2 :]
+    return " ".join(words)
+
+
 def build() -> dict[str, Any]:
     """The whole corpus and the labelled cases, deterministically."""
     b = _Builder()
@@ -545,6 +555,16 @@ def build() -> dict[str, Any]:
             "expected": expected,
             "tags": tags,
         }
+        roll = rng.random()
+        if roll < 0.12:  # people type the short name: "Acme", "Northwind"
+            case["company"] = company_in.split()[0].strip(",")
+            tags.append("company_short")
+        elif roll < 0.18:
+            case["company"] = company_in.lower().replace(",", "")
+            tags.append("company_lowercase")
+        elif roll < 0.23:
+            case["company"] = _typo(rng, company_in)
+            tags.append("company_typo")
         if headline and rng.random() < 0.3:
             case["title"] = headline
         if location and rng.random() < 0.2:

@@ -40,7 +40,7 @@ DEFAULT_DUCKDUCKGO_URL = "https://html.duckduckgo.com/html/"
 DEFAULT_BRAVE_URL = "https://api.search.brave.com/res/v1/web/search"
 RATE_LIMIT_STATUSES = frozenset({202, 429, 999})
 _USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
-MAX_QUERY_CHARS = 500
+MAX_QUERY_CHARS = 1024
 
 
 @runtime_checkable

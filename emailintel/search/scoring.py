@@ -58,6 +58,7 @@ _NAME_SEPARATORS = re.compile(r"\s+[-–—|·:]\s+|\s*\|\s*|,")
 _SEGMENT_SEPARATORS = re.compile(r"\s[-–—]\s|[|·•;:,()\n]|\s(?:at|@|bei|chez|en)\s|@")
 _PROFILE_NOISE = re.compile(r"\blinkedin\b", re.IGNORECASE)
 _HAS_DIGIT = re.compile(r"\d")
+_HEX_WORD = re.compile(r"^[a-f]{6,}$")
 _PARTIAL_KINDS = ("first-part", "last-part")
 _HONORIFICS = _wordset("dr prof mr mrs ms mx sir dame")
 _EDUCATION = re.compile(
@@ -78,8 +79,8 @@ class Weights:
     blends the title and slug signals and evidence blends the company with optional extras.
     """
 
-    title_name: float = 0.65
-    slug: float = 0.35
+    title_name: float = 0.8
+    slug: float = 0.2
     slug_only: float = 0.6
     company_floor: float = 0.45
     optional: float = 0.15
@@ -232,8 +233,10 @@ def name_in_title(target: Target, title: str) -> float:
 
 
 def _slug_tokens(slug: str) -> list[str]:
-    """Slug words without numeric/hex suffixes (jane-doe-1a2b3c -> jane, doe)."""
+    """Slug words without numeric/hex suffixes (jane-doe-1a2b3c, jane-doe-bafcde -> jane, doe)."""
     words = [w for w in re.split(r"[-_]+", slug) if w and not _HAS_DIGIT.search(w)]
+    if len(words) >= 2 and _HEX_WORD.match(words[-1]):
+        words.pop()
     return [t for w in words for t in _fold(w)]
 
 

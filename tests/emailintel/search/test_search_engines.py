@@ -10,6 +10,7 @@ from lab.searchlab import DDG_ANOMALY_PAGE, Failure, LabDoc, SearchLab, ddg_page
 from emailintel.errors import ConfigError, SearchQueryError, SearchRateLimited, SearchUnavailable
 from emailintel.search._html import ddg_results, is_ddg_challenge, strip_tags
 from emailintel.search.engines import (
+    MAX_QUERY_CHARS,
     Backoff,
     BraveSearch,
     DuckDuckGoSearch,
@@ -224,7 +225,7 @@ async def test_query_limits(lab: SearchLab) -> None:
         with pytest.raises(SearchQueryError):
             await engine.search("   ")
         with pytest.raises(SearchQueryError):
-            await engine.search("x" * 501)
+            await engine.search("x" * (MAX_QUERY_CHARS + 1))
         assert engine.requests == 0
 
 

@@ -154,3 +154,14 @@ def test_query_ladder_order_and_contents() -> None:
     ]
     assert len(query_ladder("Jane Doe", "Acme GmbH")) == 3
     assert query_ladder("Jane Doe", "GmbH")[0] == '"Jane Doe" "GmbH" site:linkedin.com/in'
+
+
+async def test_longest_accepted_fields_still_make_valid_queries(lab: SearchLab) -> None:
+    long = "Word " * 50
+    place = "Place " * 42
+    async with _engine(lab, "searxng") as engine:
+        result = await find_linkedin(
+            "Jane " + "Doe" * 80, long, title=long, location=place, engine=engine
+        )
+    assert result.best is None
+    assert len(result.queries) == 5

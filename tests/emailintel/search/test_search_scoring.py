@@ -54,6 +54,7 @@ def test_slug_ignores_numeric_and_hex_suffixes() -> None:
     target = make_target("Jane Doe", "Acme")
     assert slug_similarity(target, "jane-doe-1a2b3c4d") == 1.0
     assert slug_similarity(target, "janedoe") == 1.0
+    assert slug_similarity(target, "janedoe-bafcde") == 1.0
     assert slug_similarity(target, "jdoe") >= 0.75
     assert slug_similarity(target, "growthnerd42") == 0.0
     assert slug_similarity(target, "12345") == 0.0
