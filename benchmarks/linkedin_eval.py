@@ -30,7 +30,12 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from lab.searchlab import SearchLab  # noqa: E402
 
-from emailintel.search import engine_from_env, find_linkedin  # noqa: E402
+from emailintel.search import (  # noqa: E402
+    engine_from_env,
+    find_linkedin,
+    is_profile_url,
+    normalize_profile_url,
+)
 from emailintel.search.engines import Backoff  # noqa: E402
 from emailintel.search.finder import MATCH_THRESHOLD  # noqa: E402
 
@@ -91,9 +96,14 @@ def choose_threshold(outcomes: Sequence[Outcome]) -> float:
 
 async def run_backend(
     lab: SearchLab, backend: str, cases: Sequence[dict[str, Any]]
-) -> list[Outcome]:
-    """Every case through find_linkedin with the backend aimed at the lab."""
+) -> tuple[list[Outcome], list[Outcome]]:
+    """Every case through find_linkedin with the backend aimed at the lab, plus a naive baseline.
+
+    The baseline takes the first profile URL the strict query returns (what a finder without
+    scoring does); its answers come from the engine's cache, so it costs no extra request.
+    """
     out: list[Outcome] = []
+    naive: list[Outcome] = []
     engine = engine_from_env(lab.env(backend), backoff=Backoff(retries=1, base=0.0))
     async with engine:
         for case in cases:
@@ -107,7 +117,10 @@ async def run_backend(
             )
             top = result.candidates[0] if result.candidates else None
             out.append(Outcome(case, top.url if top else None, top.score if top else 0.0))
-    return out
+            first = await engine.search(result.queries[0])
+            profiles = [normalize_profile_url(h.url) for h in first if is_profile_url(h.url)]
+            naive.append(Outcome(case, profiles[0] if profiles else None, 1.0))
+    return out, naive
 
 
 def _row(label: str, f: Figures) -> str:
@@ -138,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     with SearchLab() as lab:
         for backend in args.backend or ["duckduckgo", "searxng", "brave"]:
-            outcomes = asyncio.run(run_backend(lab, backend, cases))
+            outcomes, naive = asyncio.run(run_backend(lab, backend, cases))
             threshold = choose_threshold([o for o in outcomes if o.case["split"] == "train"])
             print(f"{backend}: threshold {threshold:.2f} (chosen on train, {len(train)} cases)")
             for label, subset in (
@@ -149,6 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ):
                 t = MATCH_THRESHOLD if "default" in label else threshold
                 print(_row(label, figures(subset, t)))
+            print(_row("naive first profile", figures(naive, 0.0)))
             if args.errors:
                 for o in outcomes:
                     if o.case["split"] != "train":
