@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -22,7 +23,7 @@ from x402gw.errors import (
     UnknownNetwork,
     X402Error,
 )
-from x402gw.exact_evm import Candidate, Invalid
+from x402gw.exact_evm import Candidate, ChainFacts, Invalid
 from x402gw.ledger import Ledger, PaymentRecord, ReconcileSummary, TxOutcome
 from x402gw.networks import NETWORKS, NetworkRegistry
 from x402gw.wire import (
@@ -45,6 +46,8 @@ AuthHeaders = Callable[[str], Awaitable[Mapping[str, str]]]
 
 AUTHORIZATION_IN_USE: Final = "authorization_in_use"
 UNEXPECTED_SETTLE_ERROR: Final = "unexpected_settle_error"
+_VERIFIED_TTL: Final = 60.0  # seconds a successful verify lets settle skip repeating its reads
+_VERIFIED_MAX: Final = 10_000
 _M = TypeVar("_M", bound=WireModel)
 
 
@@ -116,6 +119,8 @@ class LocalFacilitator:
         self._clock = clock
         self._after_broadcast = after_broadcast
         self._in_flight: set[tuple[str, bytes]] = set()
+        self._deployed_assets: set[str] = set()  # positive asset-code checks, as the SDK caches
+        self._verified: dict[tuple[bytes, str], tuple[Candidate, float]] = {}
 
     @classmethod
     def from_rpc(
@@ -131,6 +136,10 @@ class LocalFacilitator:
         """A facilitator on ``rpc_url`` paying gas from ``operator`` (an account or private key)."""
         account = operator if isinstance(operator, LocalAccount) else Account.from_key(operator)
         client = ChainClient(rpc_url)
+        # Transactions are signed locally with an explicit chain id, so web3's validation layer
+        # (one extra eth_chainId per call/estimate) and ENS resolution only add round trips.
+        for layer in ("validation", "ens_name_to_address"):
+            client.w3.middleware_onion.remove(layer)
         settler = Settler(client, account, receipt_timeout=receipt_timeout)
         return cls(client, settler, network, networks=networks, **options)
 
@@ -148,32 +157,102 @@ class LocalFacilitator:
         self, payload: AnyPaymentPayload, requirements: AnyRequirements
     ) -> VerifyResponse:
         """The SDK's verify order: off-chain rules, signature routing, asset code, simulation."""
-        if not self._served(requirements):
-            return VerifyResponse(
-                is_valid=False, invalid_reason=exact_evm.FAILED_TO_GET_NETWORK_CONFIG
-            )
-        return await self.client.verify(
-            payload,
-            requirements,
-            now=int(self._clock()),
-            networks=self.networks,
-            allowed_factories=self._factories,
-            sender=self.settler.address,
-        )
+        checked = self._offchain(payload, requirements)
+        if isinstance(checked, Invalid):
+            return _invalid(checked)
+        facts = await self._facts(checked, simulate=True)
+        invalid = exact_evm.check_onchain(checked, facts, self._factories)
+        if invalid is not None:
+            return _invalid(invalid)
+        self._remember(checked, requirements)
+        return VerifyResponse(is_valid=True, payer=checked.payer)
 
-    async def _candidate(
+    def _offchain(
         self, payload: AnyPaymentPayload, requirements: AnyRequirements
     ) -> Candidate | Invalid:
         if not self._served(requirements):
             return Invalid(exact_evm.FAILED_TO_GET_NETWORK_CONFIG)
-        checked = exact_evm.check_offchain(
+        return exact_evm.check_offchain(
             payload, requirements, now=int(self._clock()), networks=self.networks
         )
+
+    async def _facts(self, candidate: Candidate, *, simulate: bool) -> ChainFacts:
+        """The chain facts of :meth:`ChainClient.gather_facts`, fetched concurrently for EOAs.
+
+        The payer's code, the asset's code and the simulation are independent reads; the rules
+        still consult them in the SDK's order. Contract wallets and ERC-6492 signatures take the
+        sequential path (EIP-1271 must be asked first there).
+        """
+        client = self.client
+        if candidate.erc6492 is not None:
+            return await self._sequential_facts(candidate, simulate)
+        asset_known = candidate.token.lower() in self._deployed_assets
+        reads: list[Awaitable[Any]] = [client.get_code(candidate.payer)]
+        if not asset_known:
+            reads.append(client.get_code(candidate.token))
+        if simulate:
+            reads.append(client.simulate_transfer(candidate, sender=self.settler.address))
+        results = await asyncio.gather(*reads, return_exceptions=True)
+        values: list[Any] = []
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+            values.append(result)
+        payer_code = values[0]
+        if payer_code:
+            return await self._sequential_facts(candidate, simulate)
+        if exact_evm.check_signature(candidate, b"", None, self._factories) is not None:
+            return ChainFacts(
+                payer_code=b"",
+                simulation_error="not simulated: signature refused",
+                simulation_reverted=False,
+            )
+        deployed = asset_known or bool(values[1])
+        if deployed:
+            self._deployed_assets.add(candidate.token.lower())
+        if not deployed or not simulate:
+            return ChainFacts(payer_code=b"", asset_deployed=deployed, simulated=False)
+        error, reverted = values[-1]
+        diagnosis = None
+        if error is not None and (not reverted or exact_evm.map_revert(error) is None):
+            diagnosis = await client.diagnose(candidate)
+        return ChainFacts(
+            payer_code=b"",
+            simulation_error=error,
+            simulation_reverted=reverted,
+            diagnosis=diagnosis,
+        )
+
+    async def _sequential_facts(self, candidate: Candidate, simulate: bool) -> ChainFacts:
+        return await self.client.gather_facts(
+            candidate,
+            simulate=simulate,
+            sender=self.settler.address,
+            allowed_factories=self._factories,
+        )
+
+    def _remember(self, candidate: Candidate, requirements: AnyRequirements) -> None:
+        now = self._clock()
+        for key, (_, seen) in list(self._verified.items()):
+            if now - seen > _VERIFIED_TTL:
+                del self._verified[key]
+        if len(self._verified) < _VERIFIED_MAX:
+            self._verified[(candidate.signature, requirements.model_dump_json())] = (candidate, now)
+
+    async def _candidate(
+        self, payload: AnyPaymentPayload, requirements: AnyRequirements
+    ) -> Candidate | Invalid:
+        checked = self._offchain(payload, requirements)
         if isinstance(checked, Invalid):
             return checked
-        facts = await self.client.gather_facts(
-            checked, simulate=False, allowed_factories=self._factories
-        )
+        remembered = self._verified.pop((checked.signature, requirements.model_dump_json()), None)
+        if (
+            remembered is not None
+            and remembered[0] == checked
+            and self._clock() - remembered[1] <= _VERIFIED_TTL
+        ):
+            return checked  # verified (with simulation) moments ago; estimation re-checks anyway
+        facts = await self._facts(checked, simulate=False)
         return exact_evm.check_onchain(checked, facts, self._factories) or checked
 
     async def settle(
@@ -243,6 +322,15 @@ class LocalFacilitator:
                 )
             )
         return SupportedResponse(kinds=kinds, signers={"eip155:*": [self.settler.address]})
+
+
+def _invalid(invalid: Invalid) -> VerifyResponse:
+    return VerifyResponse(
+        is_valid=False,
+        invalid_reason=invalid.reason,
+        invalid_message=invalid.message,
+        payer=invalid.payer,
+    )
 
 
 def _settle_failure(
