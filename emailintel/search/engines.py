@@ -14,7 +14,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, Self, runtime_checkable
 
 import httpx
 from cachetools import TTLCache
@@ -122,10 +122,11 @@ class HttpSearchEngine:
         )
         self._timeout = timeout
         self._sleep = sleep
+        self._inflight: dict[str, asyncio.Future[list[SearchHit]]] = {}
         self.requests = 0
         """HTTP requests sent so far (cache hits send none)."""
 
-    async def __aenter__(self) -> HttpSearchEngine:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -151,10 +152,19 @@ class HttpSearchEngine:
             raise SearchQueryError(f"query must be 1-{MAX_QUERY_CHARS} characters")
         if self._cache is not None and (cached := self._cache.get(query)) is not None:
             return list(cached)
+        task = self._inflight.get(query)
+        if task is None:
+            # callers asking the same query at once share one request
+            task = asyncio.ensure_future(self._fetch(query))
+            self._inflight[query] = task
+            task.add_done_callback(lambda _: self._inflight.pop(query, None))
+        return list(await asyncio.shield(task))
+
+    async def _fetch(self, query: str) -> list[SearchHit]:
         hits = await self._with_backoff(query)
         if self._cache is not None:
             self._cache[query] = hits
-        return list(hits)
+        return hits
 
     async def _with_backoff(self, query: str) -> list[SearchHit]:
         last: _Retry | None = None

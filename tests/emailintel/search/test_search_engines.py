@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 
 import pytest
@@ -265,3 +266,27 @@ def test_engine_constructor_errors() -> None:
         DuckDuckGoSearch(cache_ttl=-1)
     with pytest.raises(ConfigError):
         DuckDuckGoSearch(timeout=0)
+
+
+@pytest.mark.parametrize("cache_ttl", [0.0, 60.0])
+async def test_concurrent_identical_queries_share_one_request(
+    lab: SearchLab, cache_ttl: float
+) -> None:
+    async with _engine(lab, "brave", cache_ttl=cache_ttl) as engine:
+        first, second, third = await asyncio.gather(
+            engine.search(QUERY), engine.search(QUERY), engine.search(QUERY + " ")
+        )
+        assert engine.requests == 1
+        assert first == second == third
+        await engine.search(QUERY)
+        assert engine.requests == (2 if cache_ttl == 0 else 1)
+
+
+async def test_concurrent_waiters_share_the_failure(lab: SearchLab) -> None:
+    lab.fail_next(4, "429")
+    async with _engine(lab, "searxng") as engine:
+        results = await asyncio.gather(
+            engine.search(QUERY), engine.search(QUERY), return_exceptions=True
+        )
+        assert engine.requests == 4
+    assert all(isinstance(r, SearchRateLimited) for r in results)
