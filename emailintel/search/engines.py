@@ -200,12 +200,18 @@ class HttpSearchEngine:
         if status >= 500:
             raise _Retry(f"HTTP {status}", limited=False, status=status, after=None)
         if status != 200:
-            raise SearchUnavailable(f"{self.name}: HTTP {status}: {response.text[:200]!r}")
+            raise SearchUnavailable(
+                f"{self.name}: HTTP {status}{self._hint(status)}: {response.text[:200]!r}"
+            )
         rows = self._parse(response)
         return [
             SearchHit(url=url, title=title, snippet=snippet, rank=i, backend=self.name)
             for i, (url, title, snippet) in enumerate(rows)
         ]
+
+    def _hint(self, status: int) -> str:
+        """A configuration hint for a refusal status ('' when there is none)."""
+        return ""
 
     async def _send(self, client: httpx.AsyncClient, query: str) -> httpx.Response:
         raise NotImplementedError
@@ -276,6 +282,9 @@ class SearxngSearch(HttpSearchEngine):
     async def _send(self, client: httpx.AsyncClient, query: str) -> httpx.Response:
         return await client.get(f"{self.base_url}/search", params={"q": query, "format": "json"})
 
+    def _hint(self, status: int) -> str:
+        return " (enable 'json' under search.formats in settings.yml)" if status == 403 else ""
+
     def _parse(self, response: httpx.Response) -> list[tuple[str, str, str]]:
         body = _json(self.name, response)
         if not isinstance(body, dict):
@@ -309,6 +318,9 @@ class BraveSearch(HttpSearchEngine):
     async def _send(self, client: httpx.AsyncClient, query: str) -> httpx.Response:
         headers = {"X-Subscription-Token": self._key, "Accept": "application/json"}
         return await client.get(self.url, params={"q": query, "count": 20}, headers=headers)
+
+    def _hint(self, status: int) -> str:
+        return " (check EMAILINTEL_BRAVE_KEY)" if status in (401, 403) else ""
 
     def _parse(self, response: httpx.Response) -> list[tuple[str, str, str]]:
         body = _json(self.name, response)

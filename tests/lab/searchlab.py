@@ -235,6 +235,8 @@ class SearchLab:
     def __init__(self, docs: Sequence[LabDoc] | None = None, *, brave_key: str = BRAVE_KEY) -> None:
         self.index = _Index(load_docs() if docs is None else docs)
         self.brave_key = brave_key
+        self.searxng_json = True
+        """False makes /search refuse format=json, like a SearXNG with default settings."""
         self.queries: list[tuple[str, str]] = []
         """(backend, query) of every request that reached a search route."""
         self._failures: deque[Failure] = deque()
@@ -332,7 +334,7 @@ class SearchLab:
             backend = "duckduckgo"
         elif path == "/search":
             backend = "searxng"
-            if (params.get("format") or [""])[0] != "json":
+            if (params.get("format") or [""])[0] != "json" or not self.searxng_json:
                 _send(req, 403, "text/plain", b"Forbidden")
                 return
         elif path == "/res/v1/web/search":

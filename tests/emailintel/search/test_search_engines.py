@@ -168,15 +168,24 @@ async def test_malformed_json_is_unavailable_without_retry(lab: SearchLab, backe
 async def test_brave_rejects_a_wrong_key(lab: SearchLab) -> None:
     engine = BraveSearch("wrong-key", url=lab.brave_url)
     async with engine:
-        with pytest.raises(SearchUnavailable, match="401"):
+        with pytest.raises(SearchUnavailable, match=r"401 \(check EMAILINTEL_BRAVE_KEY\)"):
             await engine.search(QUERY)
+        assert engine.requests == 1
 
 
 async def test_searxng_without_json_format_enabled(lab: SearchLab) -> None:
-    # a SearXNG whose settings do not enable format=json answers 403
-    engine = SearxngSearch(lab.base_url + "/not-searxng")
-    async with engine:
-        with pytest.raises(SearchUnavailable, match="404"):
+    lab.searxng_json = False
+    try:
+        async with SearxngSearch(lab.base_url) as engine:
+            with pytest.raises(SearchUnavailable, match=r"403 \(enable 'json'"):
+                await engine.search(QUERY)
+    finally:
+        lab.searxng_json = True
+
+
+async def test_wrong_searxng_path_is_unavailable(lab: SearchLab) -> None:
+    async with SearxngSearch(lab.base_url + "/not-searxng") as engine:
+        with pytest.raises(SearchUnavailable, match="HTTP 404: "):
             await engine.search(QUERY)
 
 
