@@ -6,12 +6,15 @@ the official SDK's strings, returned in the SDK's order so clients see the same 
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from coincurve import PublicKey
 from eth_abi.abi import decode as abi_decode
+from eth_abi.abi import encode as abi_encode
 from eth_account import Account
 from eth_account.messages import SignableMessage, encode_typed_data
 from eth_utils.address import to_checksum_address
@@ -64,6 +67,11 @@ _ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 _HEX = re.compile(r"0x(?:[0-9a-fA-F]{2})*")
 _UINT = re.compile(r"[0-9]{1,78}")
 _MAX_UINT256: Final = 2**256 - 1
+_SECP256K1_N: Final = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+_TRANSFER_TYPEHASH: Final = keccak(
+    text="TransferWithAuthorization(address from,address to,uint256 value,"
+    "uint256 validAfter,uint256 validBefore,bytes32 nonce)"
+)
 
 _TRANSFER_TYPES: Final = {
     "EIP712Domain": [
@@ -233,6 +241,7 @@ def signable(domain: Domain, authorization: Authorization) -> SignableMessage:
     return encode_typed_data(full_message=typed_data(domain, authorization))
 
 
+@functools.lru_cache(maxsize=256)
 def domain_separator(domain: Domain) -> bytes:
     """The 32-byte EIP-712 domain separator (what the token's ``DOMAIN_SEPARATOR()`` returns)."""
     # eth_account only encodes whole documents; any message yields the same header.
@@ -242,8 +251,24 @@ def domain_separator(domain: Domain) -> bytes:
 
 def authorization_digest(domain: Domain, authorization: Authorization) -> bytes:
     """keccak256(0x1901 ‖ domainSeparator ‖ structHash): the hash that is signed."""
-    message = signable(domain, authorization)
-    return keccak(b"\x19" + message.version + message.header + message.body)
+    # Encoded by hand (same bytes as eth_account's typed-data encoder, about 20x faster): the
+    # digest is computed on every verify and settle.
+    auth = authorization
+    struct = keccak(
+        abi_encode(
+            ["bytes32", "address", "address", "uint256", "uint256", "uint256", "bytes32"],
+            [
+                _TRANSFER_TYPEHASH,
+                auth.from_address,
+                auth.to,
+                auth.value,
+                auth.valid_after,
+                auth.valid_before,
+                auth.nonce,
+            ],
+        )
+    )
+    return keccak(b"\x19\x01" + domain_separator(domain) + struct)
 
 
 def sign_authorization(
@@ -266,14 +291,17 @@ def recover_signer(domain: Domain, authorization: Authorization, signature: byte
         v -= 27
     if v not in (0, 1):
         raise InvalidPaymentPayload(f"invalid signature v value {signature[64]}")
+    r = int.from_bytes(signature[:32], "big")
+    s = int.from_bytes(signature[32:64], "big")
+    if not (0 < r < _SECP256K1_N and 0 < s < _SECP256K1_N):
+        raise InvalidPaymentPayload("signature r/s out of range")
     try:
-        return str(
-            Account.recover_message(
-                signable(domain, authorization), signature=signature[:64] + bytes([v + 27])
-            )
+        public = PublicKey.from_signature_and_message(
+            signature[:64] + bytes([v]), authorization_digest(domain, authorization), hasher=None
         )
-    except Exception as exc:  # eth_keys raises assorted errors for off-curve r/s
+    except Exception as exc:  # coincurve raises ValueError/TypeError for unrecoverable points
         raise InvalidPaymentPayload(f"signature does not recover: {exc}") from exc
+    return to_checksum_address(keccak(public.format(compressed=False)[1:])[-20:])
 
 
 def unwrap_erc6492(signature: bytes) -> Erc6492Signature | None:

@@ -11,12 +11,17 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 from eth_account import Account
+from eth_utils.crypto import keccak
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from paylab import PRICE, free_port, local_facilitator
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from x402gw import exact_evm as ev
+from x402gw.errors import InvalidPaymentPayload
 from x402gw.facilitator import (
     FacilitatorError,
     FacilitatorUnavailable,
@@ -289,3 +294,39 @@ def test_from_rpc_accepts_a_private_key(evm: EvmLab) -> None:
     facilitator = LocalFacilitator.from_rpc(evm.anvil.url, key, "anvil")
     assert facilitator.network == evm.network
     assert facilitator.chain_id == 31337
+
+
+# --- the hand-encoded digest and recovery agree with eth_account's typed-data encoder ----------
+
+_UINT = st.integers(min_value=0, max_value=2**256 - 1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    value=_UINT,
+    after=_UINT,
+    before=_UINT,
+    nonce=st.binary(min_size=32, max_size=32),
+    name=st.text(max_size=12),
+    chain=st.integers(min_value=1, max_value=2**64),
+    key=st.binary(min_size=32, max_size=32),
+)
+def test_digest_and_recovery_match_eth_account(
+    value: int, after: int, before: int, nonce: bytes, name: str, chain: int, key: bytes
+) -> None:
+    try:
+        signer = Account.from_key(key)
+    except ValueError:
+        return  # not a valid secp256k1 private key
+    token = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+    domain = ev.Domain(name, "2", chain, token)
+    auth = ev.Authorization(signer.address, token, value, after, before, nonce)
+    message = ev.signable(domain, auth)
+    expected = keccak(b"\x19" + message.version + message.header + message.body)
+    assert ev.authorization_digest(domain, auth) == expected
+    signature = ev.sign_authorization(domain, auth, key)
+    assert ev.recover_signer(domain, auth, signature) == signer.address
+    assert Account.recover_message(message, signature=signature) == signer.address
+    high_s = signature[:32] + (2**256 - 1).to_bytes(32, "big") + signature[64:]
+    with pytest.raises(InvalidPaymentPayload):
+        ev.recover_signer(domain, auth, high_s)
