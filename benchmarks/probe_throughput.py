@@ -1,0 +1,669 @@
+"""SMTP probe benchmark: our verify_many() vs py3-validate-email, deep-email-validator and a raw loop.
+
+Run: ``.venv/bin/python -m benchmarks.probe_throughput [--addresses 2000 --domains 200]``. It
+starts the test suite's labs itself (Postfix + postgrey via MailLab, NSD via DnsLab and an
+aiosmtpd MX that refuses with Spamhaus text), all on 127.0.0.0/8, sends the same addresses
+through every implementation, and prints throughput (addresses/s, latency, RCPTs per
+connection) and an accuracy table against the lab's truth (valid / invalid / catch-all /
+greylisted / blocked).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import aiosmtplib
+
+from emailintel.dns import DnsResolver
+from emailintel.lists import Lists, default_lists
+from emailintel.models import Reason, RiskResult, Verdict
+from emailintel.smtp.politeness import Politeness, PolitenessConfig
+from emailintel.smtp.prober import Prober
+from emailintel.smtp.session import StartTlsMode, Timeouts
+from emailintel.verify import Validator, verify, verify_many
+from tests.lab.dnslab import DnsLab
+from tests.lab.fakesmtp import SPAMHAUS_REPLY, Behaviour, FakeSmtpServer
+from tests.lab.maillab import Listener, MailDomain, MailLab
+
+Truth = Literal["valid", "invalid", "catch-all", "greylisted", "blocked"]
+CLASSES: tuple[Truth, ...] = ("valid", "invalid", "catch-all", "greylisted", "blocked")
+
+ROOT = Path(__file__).resolve().parents[1]
+PYVE_RUNNER = ROOT / "benchmarks" / "peers" / "pyve_runner.py"
+DEEP_RUNNER = ROOT / "benchmarks" / "peers" / "deep_runner.cjs"
+HELO = "probe.verifier-lab.test"
+SENDER = "bounce@verifier-lab.test"
+BENCH_MX = 4  # bench domains are spread round-robin over this many Postfix listeners
+BLOCKED_OCTET = 250  # the fake blocklisting MX sits at <lab /24>.250:25
+REJECTS_PER_CONNECTION = 9  # the raw loop reconnects before Postfix's soft error limit (10)
+
+_FIRST = (
+    "anna", "bruno", "carla", "dario", "elena", "fabio", "greta", "hugo", "irene", "jakob",
+    "katja", "lorenz", "marta", "nils", "olga", "pavel", "rosa", "stefan", "tanja", "urs",
+)  # fmt: skip
+_LAST = (
+    "keller", "brandt", "moser", "lang", "huber", "wolf", "frank", "berger", "roth", "vogel",
+    "sommer", "baumann", "graf", "koch", "lehmann", "meier", "schulz", "winter", "zimmer", "haas",
+)  # fmt: skip
+
+
+class PeerError(RuntimeError):
+    """A peer runner could not be started or did not produce a result."""
+
+
+@dataclass(frozen=True)
+class Case:
+    """One input address and what the lab knows it to be."""
+
+    address: str
+    domain: str
+    truth: Truth
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The lab's domains (with their MX listener) and the addresses to verify."""
+
+    domains: tuple[MailDomain, ...]
+    blocked_domains: tuple[str, ...]
+    cases: tuple[Case, ...]
+
+    @property
+    def addresses(self) -> list[str]:
+        """The input addresses in order."""
+        return [case.address for case in self.cases]
+
+
+@dataclass
+class Row:
+    """Throughput of one implementation over the whole input."""
+
+    name: str
+    addresses: int
+    seconds: float
+    latencies_ms: list[float] = field(default_factory=list)
+    latency_note: str = ""
+    rcpts: int | None = None
+    connections: int | None = None
+
+    @property
+    def rate(self) -> float:
+        """Addresses per second."""
+        return self.addresses / self.seconds if self.seconds > 0 else 0.0
+
+    def percentile(self, q: float) -> float | None:
+        """The q-quantile (0..1) of the per-address latencies in ms, if any were measured."""
+        if len(self.latencies_ms) < 2:
+            return self.latencies_ms[0] if self.latencies_ms else None
+        return statistics.quantiles(self.latencies_ms, n=100, method="inclusive")[
+            round(q * 100) - 1
+        ]
+
+    @property
+    def rcpts_per_connection(self) -> float | None:
+        """Average RCPT commands per SMTP connection (None when not measured)."""
+        if self.rcpts is None or not self.connections:
+            return None
+        return self.rcpts / self.connections
+
+
+@dataclass
+class Report:
+    """Everything one benchmark run measured."""
+
+    plan: Plan
+    rows: list[Row]
+    answers: dict[str, dict[str, str]]  # implementation -> address -> class it answered
+    primary: str  # the row our targets are judged on
+
+    def accuracy(self) -> dict[str, dict[Truth, tuple[int, int]]]:
+        """implementation -> class -> (agreeing answers, addresses of that class)."""
+        table: dict[str, dict[Truth, tuple[int, int]]] = {}
+        for impl, answers in self.answers.items():
+            counts: dict[Truth, list[int]] = {c: [0, 0] for c in CLASSES}
+            for case in self.plan.cases:
+                counts[case.truth][1] += 1
+                if agrees(case.truth, answers.get(case.address, "missing")):
+                    counts[case.truth][0] += 1
+            table[impl] = {c: (v[0], v[1]) for c, v in counts.items()}
+        return table
+
+    def disagreements(self, impl: str) -> list[tuple[Case, str]]:
+        """The cases where ``impl`` did not agree with the lab's truth."""
+        answers = self.answers[impl]
+        return [
+            (case, answers.get(case.address, "missing"))
+            for case in self.plan.cases
+            if not agrees(case.truth, answers.get(case.address, "missing"))
+        ]
+
+
+def agrees(truth: Truth, answer: str) -> bool:
+    """Whether an answer matches the truth; "unknown" is right for greylisted and blocked."""
+    return answer == truth or (answer == "unknown" and truth in ("greylisted", "blocked"))
+
+
+# --- input -----------------------------------------------------------------------------------
+
+
+def build_plan(addresses: int = 2000, domains: int = 200, *, seed: int = 7) -> Plan:
+    """Spread ``addresses`` over ``domains``: mostly bench domains (half real users, half unknown)
+    plus about 2 % each of catch-all, greylisted and blocklisting domains (at least one each)."""
+    if domains < 4:
+        raise ValueError("need at least 4 domains (bench, catch-all, greylisted, blocked)")
+    if addresses < 2 * domains:
+        raise ValueError("need at least 2 addresses per domain (one real, one unknown)")
+    rng = random.Random(seed)
+    special = max(1, domains // 50)
+    kinds = ["catch-all"] * special + ["greylist"] * special + ["blocked"] * special
+    kinds = ["bench"] * (domains - len(kinds)) + kinds
+    per, extra = divmod(addresses, domains)
+    names = [f"{f}.{la}" for f in _FIRST for la in _LAST]
+    mail_domains: list[MailDomain] = []
+    blocked: list[str] = []
+    cases: list[Case] = []
+    numbers: Counter[str] = Counter()
+    for index, kind in enumerate(kinds):
+        numbers[kind] += 1
+        name = f"{kind.replace('-', '')}{numbers[kind]:04d}.test"
+        count = per + (1 if index < extra else 0)
+        real = rng.sample(names, (count + 1) // 2)
+        unknown = [f"{n}{rng.randint(2, 98)}" for n in rng.sample(names, count // 2)]
+        if kind == "blocked":
+            blocked.append(name)
+            cases += [Case(f"{lp}@{name}", name, "blocked") for lp in real + unknown]
+            continue
+        if kind == "catch-all":
+            mail_domains.append(MailDomain(name, mx=("catchall",), users=(), catch_all=True))
+            cases += [Case(f"{lp}@{name}", name, "catch-all") for lp in real + unknown]
+            continue
+        greylist = kind == "greylist"
+        mx = "greylist" if greylist else f"bench{index % BENCH_MX + 1}"
+        mail_domains.append(MailDomain(name, mx=(mx,), users=tuple(real), greylist=greylist))
+        cases += [Case(f"{lp}@{name}", name, "greylisted" if greylist else "valid") for lp in real]
+        cases += [Case(f"{lp}@{name}", name, "invalid") for lp in unknown]
+    rng.shuffle(cases)
+    return Plan(tuple(mail_domains), tuple(blocked), tuple(cases))
+
+
+# --- labs ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Labs:
+    """The running labs: Postfix/postgrey, the blocklisting fake MX and NSD serving all zones."""
+
+    mail: MailLab
+    fake: FakeSmtpServer
+    dns: DnsLab
+
+    @property
+    def nameserver(self) -> str:
+        """The lab NSD as "host:port"."""
+        return self.dns.nameserver
+
+
+@contextlib.contextmanager
+def running_labs(plan: Plan) -> Iterator[Labs]:
+    """Start every lab the plan needs and stop them all afterwards, whatever happens."""
+    listeners = [
+        Listener(f"bench{k}", f"mx{k}.bench-mx.test", 100 + k, "bench")
+        for k in range(1, BENCH_MX + 1)
+    ]
+    listeners += [
+        Listener("catchall", "mx-catchall.bench-mx.test", 3, "bench"),
+        Listener("greylist", "mx-greylist.bench-mx.test", 4, "bench"),
+    ]
+    # A long greylist delay keeps first-contact answers greylisted for the whole run.
+    mail = MailLab(
+        listeners=listeners, domains=plan.domains, in_flow_delay="0", greylist_delay=3600
+    )
+    with contextlib.ExitStack() as stack:
+        mail.start()
+        stack.callback(mail.stop)
+        behaviour = Behaviour(rcpt_reply=SPAMHAUS_REPLY, hostname="mx.blocklist-mx.test")
+        fake = FakeSmtpServer(f"{mail.prefix}.{BLOCKED_OCTET}", behaviour, port=25).start()
+        stack.callback(fake.stop)
+        zones = mail.dns_zones()
+        for name in plan.blocked_domains:
+            zones[name] = [("@", "MX", "10 mx.blocklist-mx.test.")]
+        zones["blocklist-mx.test"] = [("mx", "A", fake.host)]
+        dns = DnsLab(zones).start()
+        stack.callback(dns.stop)
+        yield Labs(mail, fake, dns)
+
+
+def warm_up(labs: Labs, plan: Plan, connections: int = 8) -> None:
+    """Open and QUIT a few sessions per MX so every run meets already forked smtpd processes."""
+    ips = {labs.mail.ip(mx) for d in plan.domains for mx in d.mx} | {labs.fake.host}
+
+    async def one(ip: str, tls: bool) -> None:
+        with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
+            smtp = aiosmtplib.SMTP(
+                hostname=ip,
+                port=25,
+                local_hostname=HELO,
+                start_tls=tls,
+                validate_certs=False,
+                timeout=5,
+            )
+            await smtp.connect()
+            await smtp.quit()
+
+    async def all_of_them() -> None:
+        await asyncio.gather(*(one(ip, n % 2 == 0) for ip in ips for n in range(connections)))
+
+    asyncio.run(all_of_them())
+
+
+# --- our implementation ----------------------------------------------------------------------
+
+
+class CountingPoliteness(Politeness):
+    """Politeness that also counts RCPT commands (the prober asks it before every RCPT)."""
+
+    rcpts = 0
+
+    async def rcpt(self, host: str) -> None:
+        """Count, then wait for the token as usual."""
+        self.rcpts += 1
+        await super().rcpt(host)
+
+
+def lab_politeness() -> CountingPoliteness:
+    """Politeness for a loopback lab: per-MX limits raised, no jitter, no back-off pauses."""
+    return CountingPoliteness(
+        PolitenessConfig(
+            connections_per_host=48,  # below Postfix's smtpd_client_connection_count_limit (50)
+            rcpt_per_minute_per_host=1e9,
+            global_concurrency=256,
+            jitter=0.0,
+            backoff=0.0,
+        )
+    )
+
+
+def make_prober(starttls: StartTlsMode, politeness: Politeness | None = None) -> Prober:
+    """A prober with a lab identity, private (loopback) MX allowed and lab politeness."""
+    return Prober(
+        helo=HELO,
+        mail_from=SENDER,
+        allow_private_mx=True,
+        starttls=starttls,
+        politeness=politeness or lab_politeness(),
+        timeouts=Timeouts(connect=5, banner=10, command=10),
+    )
+
+
+def our_class(result: RiskResult) -> str:
+    """Map our result to a benchmark class (anything unexpected is spelled out)."""
+    reasons = set(result.reasons)
+    if Reason.CATCH_ALL in reasons:
+        return "catch-all"
+    if Reason.GREYLISTED in reasons:
+        return "greylisted"
+    if Reason.BLOCKED_BY_SERVER in reasons:
+        return "blocked"
+    if Reason.MAILBOX_NOT_FOUND in reasons and result.verdict is Verdict.INVALID:
+        return "invalid"
+    if Reason.SMTP_ACCEPTED in reasons and result.verdict is Verdict.VALID:
+        return "valid"
+    return f"other({result.verdict.value}: {', '.join(r.value for r in result.reasons)})"
+
+
+def run_ours(
+    labs: Labs, plan: Plan, *, starttls: StartTlsMode, concurrency: int, lists: Lists
+) -> tuple[Row, dict[str, str]]:
+    """verify_many() over the whole input (greylisted addresses are not retried).
+
+    A fresh validator (cold DNS cache) but already loaded ``lists``, as in a long-running process.
+    """
+    politeness = lab_politeness()
+    prober = make_prober(starttls, politeness)
+    validator = Validator(resolver=DnsResolver([labs.nameserver]), lists=lists)
+    answers: dict[str, str] = {}
+    done_at: list[float] = []
+
+    async def go() -> float:
+        start = time.perf_counter()
+        async with asyncio.timeout(60 + 0.5 * len(plan.cases)):
+            async for result in verify_many(
+                plan.addresses,
+                prober=prober,
+                validator=validator,
+                concurrency=concurrency,
+                retry_greylisted=False,
+            ):
+                answers[result.address] = our_class(result)
+                done_at.append((time.perf_counter() - start) * 1e3)
+        return time.perf_counter() - start
+
+    seconds = asyncio.run(go())
+    tls = "STARTTLS opportunistic" if starttls != "never" else "plain, starttls=never"
+    row = Row(
+        f"emailintel verify_many ({tls}, {concurrency} domains at once)",
+        len(plan.cases),
+        seconds,
+        done_at,
+        "time to result within the batch",
+        rcpts=politeness.rcpts,
+        connections=prober.sessions_opened,
+    )
+    return row, answers
+
+
+def single_latency(
+    labs: Labs, plan: Plan, sample: int, starttls: StartTlsMode, lists: Lists
+) -> list[float]:
+    """Latency of one verify() call at a time (fresh prober each, as a one-off caller has)."""
+    step = max(1, len(plan.cases) // sample)
+    chosen = [c.address for c in plan.cases[::step][:sample]]
+    validator = Validator(resolver=DnsResolver([labs.nameserver]), lists=lists)
+    out: list[float] = []
+
+    async def go() -> None:
+        async with asyncio.timeout(30 + 15 * len(chosen)):
+            for address in chosen:
+                start = time.perf_counter()
+                await verify(address, prober=make_prober(starttls), validator=validator)
+                out.append((time.perf_counter() - start) * 1e3)
+
+    asyncio.run(go())
+    return out
+
+
+# --- peers -----------------------------------------------------------------------------------
+
+
+def run_peer(command: Sequence[str], job: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """Run a peer runner with ``job`` as JSON on stdin and return its JSON answer."""
+    try:
+        proc = subprocess.run(
+            list(command),
+            input=json.dumps(job),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=ROOT,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise PeerError(f"{command[0]}: {exc}") from None
+    if proc.returncode != 0:
+        raise PeerError(f"{' '.join(command)} exited {proc.returncode}:\n{proc.stderr[-2000:]}")
+    try:
+        answer: dict[str, Any] = json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        raise PeerError(f"{command[0]} printed no JSON:\n{proc.stdout[-500:]}") from None
+    return answer
+
+
+def run_pyve(labs: Labs, plan: Plan, threads: int) -> tuple[Row, dict[str, str]]:
+    """py3-validate-email with its defaults (STARTTLS) in ``threads`` threads."""
+    job = {
+        "nameserver": labs.nameserver,
+        "addresses": plan.addresses,
+        "threads": threads,
+        "helo": HELO,
+    }
+    answer = run_peer([sys.executable, str(PYVE_RUNNER)], job, 120 + 0.5 * len(plan.cases))
+    mapping = {True: "valid", False: "invalid", None: "unknown"}
+    answers = {r["address"]: mapping[r["result"]] for r in answer["results"]}
+    row = Row(
+        f"py3-validate-email 1.0.5.post2 ({threads} threads, STARTTLS)",
+        len(plan.cases),
+        float(answer["elapsed"]),
+        [float(r["ms"]) for r in answer["results"]],
+        "per call, under the same concurrency",
+    )
+    return row, answers
+
+
+def run_deep(labs: Labs, plan: Plan, concurrency: int) -> tuple[Row, dict[str, str]]:
+    """deep-email-validator (typo check off: it rewrites .test domains) at ``concurrency``."""
+    node = shutil.which("node")
+    if node is None:
+        raise PeerError("node not found (scripts/test.sh installs it)")
+    job = {"nameserver": labs.nameserver, "addresses": plan.addresses, "concurrency": concurrency}
+    answer = run_peer([node, str(DEEP_RUNNER)], job, 120 + 0.5 * len(plan.cases))
+    answers = {r["address"]: "valid" if r["valid"] else "invalid" for r in answer["results"]}
+    row = Row(
+        f"deep-email-validator 0.1.27 (Node, {concurrency} concurrent)",
+        len(plan.cases),
+        float(answer["elapsed"]),
+        [float(r["ms"]) for r in answer["results"]],
+        "per call, under the same concurrency",
+    )
+    return row, answers
+
+
+# --- raw ceiling -----------------------------------------------------------------------------
+
+
+async def _raw_mx(ip: str, addresses: list[str], latencies: list[float]) -> tuple[int, int]:
+    """One reused connection to ``ip`` issuing RCPTs in a loop; reconnect before Postfix's error
+    limit or after 421. Returns (RCPTs sent, connections opened)."""
+    sent = connections = 0
+    index = 0
+    while index < len(addresses) and connections <= len(addresses):
+        smtp = aiosmtplib.SMTP(
+            hostname=ip, port=25, local_hostname=HELO, start_tls=False, timeout=10
+        )
+        await smtp.connect()
+        connections += 1
+        try:
+            await smtp.ehlo()
+            await smtp.execute_command(b"MAIL", b"FROM:<" + SENDER.encode() + b">")
+            rejects = 0
+            while index < len(addresses) and rejects < REJECTS_PER_CONNECTION:
+                start = time.perf_counter()
+                reply = await smtp.execute_command(
+                    b"RCPT", b"TO:<" + addresses[index].encode() + b">"
+                )
+                latencies.append((time.perf_counter() - start) * 1e3)
+                sent += 1
+                if reply.code == 421:
+                    break  # this address is asked again on the next connection
+                index += 1
+                if reply.code >= 300:
+                    rejects += 1
+        finally:
+            with contextlib.suppress(aiosmtplib.SMTPException, OSError):
+                await smtp.quit()
+            smtp.close()
+    return sent, connections
+
+
+def run_ceiling(labs: Labs, plan: Plan) -> Row:
+    """The raw ceiling: per MX one reused plain connection, RCPTs in a loop, all MXes at once.
+
+    MX addresses are looked up before the clock starts; no catch-all probe, no classification."""
+    resolver = DnsResolver([labs.nameserver])
+    by_ip: dict[str, list[str]] = defaultdict(list)
+
+    async def lookups() -> None:
+        for domain in sorted({c.domain for c in plan.cases}):
+            facts = await resolver.lookup_mx(domain, resolve_addresses=True)
+            by_ip[facts.mx[0].addresses[0]].extend(
+                c.address for c in plan.cases if c.domain == domain
+            )
+
+    asyncio.run(lookups())
+    latencies: list[float] = []
+
+    async def go() -> tuple[float, list[tuple[int, int]]]:
+        start = time.perf_counter()
+        async with asyncio.timeout(60 + 0.1 * len(plan.cases)):
+            counts = await asyncio.gather(*(_raw_mx(ip, a, latencies) for ip, a in by_ip.items()))
+        return time.perf_counter() - start, counts
+
+    seconds, counts = asyncio.run(go())
+    return Row(
+        f"raw ceiling (aiosmtplib, 1 reused connection per MX, {len(by_ip)} MXes)",
+        len(plan.cases),
+        seconds,
+        latencies,
+        "one RCPT round trip",
+        rcpts=sum(c[0] for c in counts),
+        connections=sum(c[1] for c in counts),
+    )
+
+
+# --- the run ---------------------------------------------------------------------------------
+
+
+def run(
+    addresses: int = 2000,
+    domains: int = 200,
+    *,
+    concurrency: int = 64,
+    pyve_threads: int = 10,
+    deep_concurrency: int = 10,
+    peers: bool = True,
+    plain: bool = True,
+    latency_sample: int = 50,
+) -> Report:
+    """Build the input, start the labs, run every implementation on it and stop the labs."""
+    plan = build_plan(addresses, domains)
+    rows: list[Row] = []
+    answers: dict[str, dict[str, str]] = {}
+    lists = default_lists()
+    with running_labs(plan) as labs:
+        warm_up(labs, plan)
+        row, answers["ours"] = run_ours(
+            labs, plan, starttls="opportunistic", concurrency=concurrency, lists=lists
+        )
+        rows.append(row)
+        primary = row.name
+        if plain:
+            row, answers["ours (plain)"] = run_ours(
+                labs, plan, starttls="never", concurrency=concurrency, lists=lists
+            )
+            rows.append(row)
+        if latency_sample:
+            sample = single_latency(labs, plan, latency_sample, "opportunistic", lists)
+            rows.append(
+                Row(
+                    "emailintel verify(), one address at a time (STARTTLS)",
+                    len(sample),
+                    sum(sample) / 1e3,
+                    sample,
+                    "per call",
+                )
+            )
+        if peers:
+            row, answers["py3-validate-email"] = run_pyve(labs, plan, pyve_threads)
+            rows.append(row)
+            row, answers["deep-email-validator"] = run_deep(labs, plan, deep_concurrency)
+            rows.append(row)
+        rows.append(run_ceiling(labs, plan))
+    return Report(plan, rows, answers, primary)
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def format_report(report: Report) -> str:
+    """The throughput table, ratios, accuracy table and targets as text."""
+    lines = [
+        f"{len(report.plan.cases)} addresses over {len({c.domain for c in report.plan.cases})} "
+        f"domains; truth: "
+        + ", ".join(f"{c} {sum(1 for x in report.plan.cases if x.truth == c)}" for c in CLASSES),
+        "",
+        f"{'implementation':<72} {'addr/s':>9} {'p50 ms':>8} {'p95 ms':>8} {'RCPT/conn':>9} {'conns':>6}",
+    ]
+    for row in report.rows:
+        lines.append(
+            f"{row.name:<72} {row.rate:>9.1f} {_fmt(row.percentile(0.5), '.1f'):>8} "
+            f"{_fmt(row.percentile(0.95), '.1f'):>8} {_fmt(row.rcpts_per_connection, '.1f'):>9} "
+            f"{_fmt(row.connections, 'd'):>6}   [{row.latency_note}]"
+        )
+    by_name = {row.name: row for row in report.rows}
+    ours = by_name[report.primary]
+    peers = [r for r in report.rows if r.name.startswith(("py3-", "deep-"))]
+    ceiling = next(r for r in report.rows if r.name.startswith("raw ceiling"))
+    lines.append("")
+    for mine in [r for r in report.rows if r.name.startswith("emailintel verify_many")]:
+        ratios = [f"/ {p.name.split(' ')[0]} = {mine.rate / p.rate:.1f}x" for p in peers if p.rate]
+        ratios.append(f"/ ceiling = {mine.rate / ceiling.rate:.0%}")
+        lines.append(f"{mine.name}: " + ", ".join(ratios))
+    accuracy = report.accuracy()
+    lines += [
+        "",
+        "accuracy vs lab truth (agreeing / addresses; 'unknown' counts for greylisted and blocked)",
+    ]
+    impls = list(accuracy)
+    lines.append(f"{'class':<11}" + "".join(f"{i:>24}" for i in impls))
+    for klass in CLASSES:
+        cells = []
+        for impl in impls:
+            ok, n = accuracy[impl][klass]
+            cells.append(f"{ok}/{n} ({ok / n:.0%})" if n else "-")
+        lines.append(f"{klass:<11}" + "".join(f"{c:>24}" for c in cells))
+    lines += ["", "answers given per class:"]
+    for impl in impls:
+        given: dict[Truth, Counter[str]] = {c: Counter() for c in CLASSES}
+        for case in report.plan.cases:
+            given[case.truth][report.answers[impl].get(case.address, "missing")] += 1
+        parts = [
+            f"{k}: " + ", ".join(f"{a} {n}" for a, n in v.most_common())
+            for k, v in given.items()
+            if v
+        ]
+        lines.append(f"  {impl}: " + "; ".join(parts))
+    total_ok = sum(ok for ok, _ in accuracy["ours"].values())
+    fastest = max(peers, key=lambda r: r.rate, default=None)
+    lines += ["", "targets:"]
+    if fastest is not None:
+        ratio = ours.rate / fastest.rate
+        lines.append(
+            f"  >= 20x the faster peer ({fastest.name.split(' ')[0]}): {ratio:.1f}x {'MET' if ratio >= 20 else 'NOT MET'}"
+        )
+    share = ours.rate / ceiling.rate
+    lines.append(f"  >= 50% of the raw ceiling: {share:.0%} {'MET' if share >= 0.5 else 'NOT MET'}")
+    n = len(report.plan.cases)
+    lines.append(
+        f"  100% agreement with the lab: {total_ok}/{n} {'MET' if total_ok == n else 'NOT MET'}"
+    )
+    for case, answer in report.disagreements("ours")[:10]:
+        lines.append(f"    {case.address}: truth {case.truth}, ours {answer}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Command line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--addresses", type=int, default=2000)
+    parser.add_argument("--domains", type=int, default=200)
+    parser.add_argument("--concurrency", type=int, default=64, help="domains verified at once")
+    parser.add_argument("--pyve-threads", type=int, default=10)
+    parser.add_argument("--deep-concurrency", type=int, default=10)
+    parser.add_argument("--no-peers", action="store_true", help="skip py3-validate-email and deep")
+    args = parser.parse_args(argv)
+    report = run(
+        args.addresses,
+        args.domains,
+        concurrency=args.concurrency,
+        pyve_threads=args.pyve_threads,
+        deep_concurrency=args.deep_concurrency,
+        peers=not args.no_peers,
+    )
+    print(format_report(report))
+
+
+if __name__ == "__main__":
+    main()
