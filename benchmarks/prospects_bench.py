@@ -93,7 +93,9 @@ def load_sqlite(path: Path, rows: list[Row]) -> None:
 
     now = datetime.now(UTC)
     conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode=MEMORY")
     conn.execute("PRAGMA synchronous=OFF")
+    conn.execute("PRAGMA cache_size=-1000000")
     with conn:
         conn.executemany(
             f"INSERT INTO prospects ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
