@@ -1,7 +1,9 @@
-"""The paid test app as a separate process (uvicorn), for crash-and-restart tests.
+"""A paid app (or the SDK facilitator) as a separate uvicorn process, for crash tests and benchmarks.
 
-``X402GW_TEST_SLEEP_AFTER_BROADCAST=<seconds>`` makes settlement pause right after broadcasting,
-so a test can kill the process between broadcast and receipt.
+Stacks: ``x402gw`` (PaymentMiddleware + LocalFacilitator), ``sdk`` (the SDK middleware with an
+HTTP facilitator), ``sdk-facilitator`` (the SDK facilitator core behind HTTP).
+``X402GW_TEST_SLEEP_AFTER_BROADCAST=<seconds>`` makes x402gw pause right after broadcasting, so a
+test can kill the process between broadcast and receipt.
 """
 
 from __future__ import annotations
@@ -11,35 +13,48 @@ import asyncio
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from paylab import build_gateway, local_facilitator
+from paylab import (
+    build_gateway,
+    local_facilitator,
+    sdk_facilitator_app,
+    sdk_protected_app,
+)
 
 from x402gw.networks import NETWORKS, Asset
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    for name in ("rpc", "ledger", "token", "merchant", "operator-key"):
-        parser.add_argument(f"--{name}", required=True)
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
+def _app(args: argparse.Namespace) -> Any:
     network = NETWORKS.register(31337, "anvil")
+    if args.stack == "sdk-facilitator":
+        return sdk_facilitator_app(args.operator_key, args.rpc, network)
+    if args.stack == "sdk":
+        return sdk_protected_app(args.facilitator_url, args.merchant, network, args.token)
     pause = float(os.environ.get("X402GW_TEST_SLEEP_AFTER_BROADCAST", "0"))
 
     async def after_broadcast(tx_hash: str) -> None:
-        print(f"broadcast {tx_hash}", flush=True)
         await asyncio.sleep(pause)
 
     facilitator = local_facilitator(
         args.rpc, args.operator_key, network, after_broadcast=after_broadcast if pause else None
     )
     asset = Asset(network, args.token, "USD Coin", "2")
-    gateway = build_gateway(facilitator, args.merchant, network, asset, Path(args.ledger))
-    uvicorn.run(gateway.app, host="127.0.0.1", port=args.port, log_level="warning", lifespan="on")
+    return build_gateway(facilitator, args.merchant, network, asset, Path(args.ledger)).app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--stack", choices=["x402gw", "sdk", "sdk-facilitator"], default="x402gw")
+    for name in ("rpc", "ledger", "token", "merchant", "operator-key", "facilitator-url"):
+        parser.add_argument(f"--{name}")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    uvicorn.run(_app(args), host="127.0.0.1", port=args.port, log_level="warning", lifespan="on")
 
 
 if __name__ == "__main__":

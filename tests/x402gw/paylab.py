@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -368,3 +371,41 @@ def sdk_http(account: Any, *, v1: bool = False, timeout: float = 60.0) -> httpx.
     client = sdk_client(account, v1=v1)
     inner = V1View() if v1 else httpx.AsyncHTTPTransport()
     return httpx.AsyncClient(transport=x402AsyncTransport(client, transport=inner), timeout=timeout)
+
+
+# --- servers in their own processes ---------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def start_paid_server(
+    options: dict[str, str], *, probe: str = "/free", env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Run ``paid_server.py`` with ``--key=value`` options; wait until ``probe`` answers 200."""
+    port = free_port()
+    full_env = {**os.environ, **(env or {})}
+    full_env["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT), str(ROOT / "tests"), full_env.get("PYTHONPATH", "")]
+    )
+    argv = [sys.executable, str(Path(__file__).with_name("paid_server.py")), f"--port={port}"]
+    argv += [f"--{key}={value}" for key, value in options.items()]
+    proc = subprocess.Popen(argv, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(url + probe, timeout=2).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            err = proc.stderr.read().decode() if proc.stderr else ""
+            raise RuntimeError(f"paid server did not start: {err}")
+        time.sleep(0.1)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL a server process and reap it."""
+    proc.kill()
+    proc.wait()

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
 import secrets
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,10 +21,11 @@ from paylab import (
     PRICE,
     Gateway,
     build_gateway,
-    free_port,
     local_facilitator,
     priced_routes,
     proxy_to,
+    start_paid_server,
+    stop,
 )
 
 from x402gw._flow import Problem, read_payment
@@ -426,62 +425,37 @@ def test_oversized_header_is_named_in_the_error(offline_gateway: PaymentMiddlewa
 # --- crash after broadcast ----------------------------------------------------------------------
 
 
-def _start_server(evm: EvmLab, ledger: Path, port: int, pause: float) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "X402GW_TEST_SLEEP_AFTER_BROADCAST": str(pause)}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "tests"), env.get("PYTHONPATH", "")])
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            str(Path(__file__).with_name("paid_server.py")),
-            f"--rpc={evm.anvil.url}",
-            f"--ledger={ledger}",
-            f"--token={evm.token}",
-            f"--merchant={evm.merchant}",
-            f"--operator-key={evm.operator.key.hex()}",
-            f"--port={port}",
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/free", timeout=1).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            err = proc.stderr.read().decode() if proc.stderr else ""
-            raise RuntimeError(f"paid server did not start: {err}")
-        time.sleep(0.1)
+def _start_server(evm: EvmLab, ledger: Path, pause: float) -> tuple[subprocess.Popen[bytes], str]:
+    options = {
+        "rpc": evm.anvil.url,
+        "ledger": str(ledger),
+        "token": evm.token,
+        "merchant": evm.merchant,
+        "operator-key": evm.operator.key.hex(),
+    }
+    return start_paid_server(options, env={"X402GW_TEST_SLEEP_AFTER_BROADCAST": str(pause)})
 
 
 async def test_killed_after_broadcast_reconciles_by_hash_on_restart(
     evm: EvmLab, tmp_path: Path, pay: PayFunction
 ) -> None:
     ledger_path = tmp_path / "crash.sqlite3"
-    port = free_port()
     offer = priced_routes(evm.merchant, evm.network, evm.asset)[0].requirements()
     payload = await pay(evm.payer, offer)
     assert isinstance(payload, PaymentPayload)
-    server = _start_server(evm, ledger_path, port, pause=60)
+    server, url = _start_server(evm, ledger_path, pause=60)
     observer = Ledger(ledger_path)
     try:
         start = block_number(evm)
         async with httpx.AsyncClient(timeout=90) as http:
-            request = asyncio.create_task(
-                http.get(f"http://127.0.0.1:{port}/paid", headers=header(payload))
-            )
+            request = asyncio.create_task(http.get(f"{url}/paid", headers=header(payload)))
             deadline = time.monotonic() + 30
             records = []
             while not records or records[0].tx_hash is None:
                 assert time.monotonic() < deadline, "no broadcast recorded"
                 await asyncio.sleep(0.05)
                 records = await observer.pending_settlements()
-            server.kill()  # SIGKILL: no cleanup, the receipt is never awaited
-            server.wait()
+            stop(server)  # SIGKILL: no cleanup, the receipt is never awaited
             with pytest.raises(httpx.TransportError):
                 await request
         tx_hash = records[0].tx_hash
@@ -490,17 +464,16 @@ async def test_killed_after_broadcast_reconciles_by_hash_on_restart(
         assert evm.balance(evm.merchant) == PRICE
         after_crash = block_number(evm)
 
-        server = _start_server(evm, ledger_path, port, pause=0)  # startup reconciles
+        server, url = _start_server(evm, ledger_path, pause=0)  # startup reconciles
         record = await observer.get(records[0].id)
         assert record.state is State.SETTLED
         assert record.tx_hash == tx_hash
         assert record.reconciled_at is not None
         assert block_number(evm) == after_crash  # no second transaction
         async with httpx.AsyncClient(timeout=30) as http:
-            replay = await http.get(f"http://127.0.0.1:{port}/paid", headers=header(payload))
+            replay = await http.get(f"{url}/paid", headers=header(payload))
         assert replay.status_code == 402
         assert evm.balance(evm.merchant) == PRICE
     finally:
-        server.kill()
-        server.wait()
+        stop(server)
         await observer.close()

@@ -1,0 +1,273 @@
+"""x402 payment overhead: x402gw (local verify + settle) vs the official SDK middleware + SDK facilitator.
+
+    .venv/bin/python benchmarks/x402_overhead.py
+    .venv/bin/python benchmarks/x402_overhead.py --verifies 200 --requests 60 --levels 1 10 50
+
+One anvil (automine) and one EIP-3009 token serve both stacks in the same run. Each stack guards
+the same Starlette route and is served by uvicorn on 127.0.0.1, each server in its own process:
+
+* x402gw: PaymentMiddleware + LocalFacilitator (verification and settlement in process).
+* SDK: the SDK's PaymentMiddlewareASGI + HTTPFacilitatorClient -> the SDK facilitator
+  (x402Facilitator + FacilitatorWeb3Signer) behind HTTP.
+
+Payments are signed ahead with the SDK client (signing cost is the client's, not the server's).
+Reported: verify-only time per call (x402gw: LocalFacilitator.verify; SDK: what its middleware does,
+an HTTP /verify to its facilitator), paid round trip p50/p95 at concurrency 1, and settled
+payments/s at each concurrency level, with on-chain checks (one successful transaction per 200,
+no reverted or duplicated settlement).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "x402gw")]
+
+from lab.anvil import CHAIN_ID, AnvilChain, dev_account  # noqa: E402
+from paylab import (  # noqa: E402
+    local_facilitator,
+    priced_routes,
+    sdk_client,
+    start_paid_server,
+    stop,
+)
+from x402.http import FacilitatorConfig, HTTPFacilitatorClient  # noqa: E402
+from x402.http.utils import encode_payment_signature_header  # noqa: E402
+from x402.schemas import PaymentPayload as SdkPaymentPayload  # noqa: E402
+from x402.schemas import PaymentRequired as SdkPaymentRequired  # noqa: E402
+from x402.schemas import PaymentRequirements as SdkPaymentRequirements  # noqa: E402
+
+from x402gw.networks import NETWORKS, Asset  # noqa: E402
+from x402gw.wire import decode_payment_payload, decode_payment_required  # noqa: E402
+
+NETWORK = NETWORKS.register(CHAIN_ID, "anvil")
+
+
+@dataclass
+class Level:
+    """Throughput at one concurrency level."""
+
+    concurrency: int
+    ok: int
+    failed: int
+    seconds: float
+    mined_ok: int
+    reverted: int
+    unique_tx: int
+
+    @property
+    def per_second(self) -> float:
+        return self.ok / self.seconds if self.seconds else 0.0
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def sign_many(account: Any, url: str, count: int) -> list[str]:
+    """Fetch the route's 402 once, then sign ``count`` fresh payments for its first offer."""
+    async with httpx.AsyncClient() as http:
+        challenge = (await http.get(url)).headers["payment-required"]
+    required = SdkPaymentRequired.model_validate(decode_payment_required(challenge).to_json_dict())
+    client = sdk_client(account)
+    headers = []
+    for _ in range(count):
+        payload = await client.create_payment_payload(required)
+        headers.append(encode_payment_signature_header(payload))
+    return headers
+
+
+def block_number(chain: AnvilChain) -> int:
+    return int(chain.rpc("eth_blockNumber"), 16)
+
+
+def mined_since(chain: AnvilChain, start: int) -> list[dict[str, Any]]:
+    receipts = []
+    for number in range(start + 1, block_number(chain) + 1):
+        block = chain.rpc("eth_getBlockByNumber", hex(number), False)
+        receipts += [chain.rpc("eth_getTransactionReceipt", h) for h in block["transactions"]]
+    return receipts
+
+
+async def timed_verifies(call: Callable[[], Awaitable[bool]], n: int) -> list[float]:
+    samples = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        assert await call(), "verification failed"
+        samples.append(time.perf_counter() - t0)
+    return samples
+
+
+async def round_trips(
+    url: str, headers: list[str], concurrency: int
+) -> tuple[list[float], int, float]:
+    """Send every pre-signed payment with ``concurrency`` in flight; (latencies of 200s, failures, wall)."""
+    latencies: list[float] = []
+    failures = 0
+    gate = asyncio.Semaphore(concurrency)
+    limits = httpx.Limits(
+        max_connections=concurrency + 5, max_keepalive_connections=concurrency + 5
+    )
+    async with httpx.AsyncClient(timeout=180, limits=limits) as http:
+
+        async def one(value: str) -> None:
+            nonlocal failures
+            async with gate:
+                t0 = time.perf_counter()
+                r = await http.get(url, headers={"PAYMENT-SIGNATURE": value})
+                if r.status_code == 200:
+                    latencies.append(time.perf_counter() - t0)
+                else:
+                    failures += 1
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one(h) for h in headers))
+        wall = time.perf_counter() - t0
+    return latencies, failures, wall
+
+
+async def stack_run(
+    name: str, chain: AnvilChain, url: str, payer: Any, args: argparse.Namespace
+) -> tuple[list[float], list[Level]]:
+    headers = await sign_many(payer, url, 20)
+    rt, failed, _ = await round_trips(url, headers, 1)
+    assert failed == 0, f"{name}: {failed} sequential payments failed"
+    levels = []
+    for c in args.levels:
+        count = max(args.requests, 2 * c)
+        headers = await sign_many(payer, url, count)
+        start = block_number(chain)
+        lat, failed, wall = await round_trips(url, headers, c)
+        mined = mined_since(chain, start)
+        ok_tx = [m for m in mined if int(m["status"], 16) == 1]
+        levels.append(
+            Level(
+                concurrency=c,
+                ok=len(lat),
+                failed=failed,
+                seconds=wall,
+                mined_ok=len(ok_tx),
+                reverted=len(mined) - len(ok_tx),
+                unique_tx=len({m["transactionHash"] for m in mined}),
+            )
+        )
+        rt += lat if c == 1 else []
+        print(f"  {name} c={c}: {len(lat)} ok, {failed} failed, {wall:.2f}s", file=sys.stderr)
+    return rt, levels
+
+
+async def main(args: argparse.Namespace) -> None:
+    chain = AnvilChain()
+    chain.start()
+    work = Path(tempfile.mkdtemp(prefix="x402bench-"))
+    try:
+        token = chain.deploy_token("USD Coin", "2", "USDC").address
+        payer, ours_op, sdk_op = dev_account(1), dev_account(2), dev_account(3)
+        chain.mint(token, payer.address, 10**15)
+        merchant = dev_account(4).address
+        asset = Asset(NETWORK, token, "USD Coin", "2")
+
+        offer = priced_routes(merchant, NETWORK, asset)[0].requirements()
+        common = {"rpc": chain.url, "token": token, "merchant": merchant}
+        servers = []
+        try:
+            ours_proc, ours = start_paid_server(
+                {
+                    **common,
+                    "ledger": str(work / "ledger.sqlite3"),
+                    "operator-key": ours_op.key.hex(),
+                }
+            )
+            servers.append(ours_proc)
+            fac_proc, sdk_fac = start_paid_server(
+                {**common, "stack": "sdk-facilitator", "operator-key": sdk_op.key.hex()},
+                probe="/supported",
+            )
+            servers.append(fac_proc)
+            sdk_proc, sdk = start_paid_server(
+                {**common, "stack": "sdk", "facilitator-url": sdk_fac}
+            )
+            servers.append(sdk_proc)
+
+            # verify-only: one valid payment, verified repeatedly (verify never consumes it)
+            ours_payment = decode_payment_payload((await sign_many(payer, f"{ours}/paid", 1))[0])
+            verifier = local_facilitator(chain.url, ours_op, NETWORK)
+
+            async def ours_verify() -> bool:
+                return (await verifier.verify(ours_payment, offer)).is_valid
+
+            sdk_payload = json.loads(
+                base64.b64decode((await sign_many(payer, f"{sdk}/paid", 1))[0])
+            )
+            sdk_p = SdkPaymentPayload.model_validate(sdk_payload)
+            sdk_r = SdkPaymentRequirements.model_validate(sdk_payload["accepted"])
+            sdk_verifier = HTTPFacilitatorClient(FacilitatorConfig(url=sdk_fac))
+
+            async def sdk_verify() -> bool:
+                return (await sdk_verifier.verify(sdk_p, sdk_r)).is_valid
+
+            await timed_verifies(ours_verify, 5)
+            await timed_verifies(sdk_verify, 5)
+            v_ours = await timed_verifies(ours_verify, args.verifies)
+            v_sdk = await timed_verifies(sdk_verify, args.verifies)
+            await verifier.aclose()
+            await sdk_verifier.aclose()
+
+            rt_ours, lv_ours = await stack_run("x402gw", chain, f"{ours}/paid", payer, args)
+            rt_sdk, lv_sdk = await stack_run("sdk", chain, f"{sdk}/paid", payer, args)
+        finally:
+            for proc in servers:
+                stop(proc)
+    finally:
+        chain.stop()
+
+    ms = 1000.0
+    print("\nx402 overhead on anvil (automine), servers in separate processes")
+    print(f"{'':34}{'x402gw':>12}{'SDK':>12}{'SDK/x402gw':>12}")
+
+    def row(label: str, a: float, b: float, unit: str = "ms") -> None:
+        ratio = b / a if a else float("inf")
+        print(f"{label:34}{a:>10.2f}{unit:>2}{b:>10.2f}{unit:>2}{ratio:>11.2f}x")
+
+    row("verify p50", statistics.median(v_ours) * ms, statistics.median(v_sdk) * ms)
+    row("verify mean", statistics.mean(v_ours) * ms, statistics.mean(v_sdk) * ms)
+    row("paid round trip p50 (c=1)", pct(rt_ours, 0.5) * ms, pct(rt_sdk, 0.5) * ms)
+    row("paid round trip p95 (c=1)", pct(rt_ours, 0.95) * ms, pct(rt_sdk, 0.95) * ms)
+    for a, b in zip(lv_ours, lv_sdk, strict=True):
+        ratio = a.per_second / b.per_second if b.per_second else float("inf")
+        print(
+            f"{'settled/s c=' + str(a.concurrency):34}{a.per_second:>12.1f}{b.per_second:>12.1f}"
+            f"{'x402gw/SDK ' + format(ratio, '.2f'):>16}"
+        )
+    print("\non-chain checks (per level: 200s, failed, mined ok, reverted, unique tx)")
+    for name, levels in (("x402gw", lv_ours), ("SDK", lv_sdk)):
+        for lv in levels:
+            print(
+                f"  {name:7} c={lv.concurrency:<3} ok={lv.ok:<4} failed={lv.failed:<3} "
+                f"mined_ok={lv.mined_ok:<4} reverted={lv.reverted:<3} unique_tx={lv.unique_tx}"
+            )
+    bad = [lv for lv in lv_ours if lv.failed or lv.reverted or lv.mined_ok != lv.ok]
+    print("\nx402gw zero failed/duplicated settlements:", "yes" if not bad else f"NO: {bad}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--verifies", type=int, default=100)
+    parser.add_argument("--requests", type=int, default=60, help="payments per concurrency level")
+    parser.add_argument("--levels", type=int, nargs="+", default=[1, 10, 50])
+    asyncio.run(main(parser.parse_args()))
