@@ -112,6 +112,21 @@ def _error_code(message: str) -> str:
     return "syntax_invalid"
 
 
+def _from_simple(raw: str, simple: _fastsyntax.Simple) -> ParsedAddress:
+    """A ParsedAddress from a fast-path result (plain values of the declared types: no re-validation)."""
+    normalized = f"{simple.local_part}@{simple.domain}"
+    return construct(
+        ParsedAddress,
+        original=raw,
+        normalized=normalized,
+        local_part=simple.local_part,
+        domain=simple.domain,
+        ascii_domain=simple.domain,
+        ascii_email=normalized if simple.local_part.isascii() else None,
+        smtputf8=simple.smtputf8,
+    )
+
+
 def parse_address(
     raw: str,
     *,
@@ -132,17 +147,7 @@ def parse_address(
     if len(raw) <= MAX_ADDRESS_OCTETS:
         ascii_fast = _fastsyntax.parse_ascii(raw, allow_test_tld=allow_test_tld)
         if ascii_fast is not None and len(ascii_fast.local_part) <= MAX_LOCAL_OCTETS:
-            normalized = f"{ascii_fast.local_part}@{ascii_fast.domain}"
-            return construct(
-                ParsedAddress,
-                original=raw,
-                normalized=normalized,
-                local_part=ascii_fast.local_part,
-                domain=ascii_fast.domain,
-                ascii_domain=ascii_fast.domain,
-                ascii_email=normalized,
-                smtputf8=False,
-            )
+            return _from_simple(raw, ascii_fast)
     text = _guard(raw)
     if not text:
         raise AddressError("address is empty", code="empty")
@@ -150,20 +155,8 @@ def parse_address(
         text, allow_test_tld=allow_test_tld, allow_smtputf8=allow_smtputf8
     )
     if fast is not None:
-        normalized = f"{fast.local_part}@{fast.domain}"
-        ascii_email = normalized if fast.local_part.isascii() else None
-        _check_lengths(fast.local_part, normalized, ascii_email)
-        # construct: the fast path produced plain str/bool values of the declared types.
-        return construct(
-            ParsedAddress,
-            original=raw,
-            normalized=normalized,
-            local_part=fast.local_part,
-            domain=fast.domain,
-            ascii_domain=fast.domain,
-            ascii_email=ascii_email,
-            smtputf8=fast.smtputf8,
-        )
+        _check_lengths(fast.local_part, f"{fast.local_part}@{fast.domain}", None)
+        return _from_simple(raw, fast)
     try:
         info = validate_email(
             text,
