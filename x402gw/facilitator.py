@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Final, Protocol, TypeVar
 
 import httpx
+from aiohttp import ClientSession, TCPConnector
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from pydantic import ValidationError
@@ -121,6 +122,8 @@ class LocalFacilitator:
         self._in_flight: set[tuple[str, bytes]] = set()
         self._deployed_assets: set[str] = set()  # positive asset-code checks, as the SDK caches
         self._verified: dict[tuple[bytes, str], tuple[Candidate, float]] = {}
+        self.keep_alive = False  # from_rpc turns it on: one pooled RPC session per event loop
+        self._session_loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
     def from_rpc(
@@ -141,7 +144,19 @@ class LocalFacilitator:
         for layer in ("validation", "ens_name_to_address"):
             client.w3.middleware_onion.remove(layer)
         settler = Settler(client, account, receipt_timeout=receipt_timeout)
-        return cls(client, settler, network, networks=networks, **options)
+        facilitator = cls(client, settler, network, networks=networks, **options)
+        facilitator.keep_alive = True
+        return facilitator
+
+    async def connect(self) -> None:
+        """Give this event loop a keep-alive RPC session (web3's default opens a TCP connection per call)."""
+        loop = asyncio.get_running_loop()
+        if not self.keep_alive or self._session_loop is loop:
+            return
+        self._session_loop = loop
+        mine = ClientSession(raise_for_status=True, connector=TCPConnector(limit=64))
+        if await self.client.provider.cache_async_session(mine) is not mine:
+            await mine.close()  # this loop already had a session; keep using it
 
     async def aclose(self) -> None:
         """Close the RPC session."""
@@ -157,6 +172,7 @@ class LocalFacilitator:
         self, payload: AnyPaymentPayload, requirements: AnyRequirements
     ) -> VerifyResponse:
         """The SDK's verify order: off-chain rules, signature routing, asset code, simulation."""
+        await self.connect()
         checked = self._offchain(payload, requirements)
         if isinstance(checked, Invalid):
             return _invalid(checked)
@@ -268,6 +284,7 @@ class LocalFacilitator:
         missing receipt gives ``settlement_pending`` with the hash (reconcile it, never resend).
         """
         network = requirements.network
+        await self.connect()
         checked = await self._candidate(payload, requirements)
         if isinstance(checked, Invalid):
             return _settle_failure(network, checked.reason, checked.payer, checked.message)

@@ -409,3 +409,25 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
     """SIGKILL a server process and reap it."""
     proc.kill()
     proc.wait()
+
+
+class OnShutdown:
+    """Wrap an ASGI app so ``closers`` run on lifespan shutdown (in the server's own event loop)."""
+
+    def __init__(self, app: Any, *closers: Any) -> None:
+        self.app = app
+        self.closers = closers
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+
+        async def wrapped() -> Any:
+            message = await receive()
+            if message["type"] == "lifespan.shutdown":
+                for close in self.closers:
+                    await close()
+            return message
+
+        await self.app(scope, wrapped, send)

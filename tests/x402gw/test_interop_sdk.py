@@ -15,6 +15,7 @@ import pytest
 from paylab import (
     PRICE,
     Gateway,
+    OnShutdown,
     UvicornThread,
     build_gateway,
     local_facilitator,
@@ -40,7 +41,7 @@ def served_gateway(evm: EvmLab, tmp_path: Path) -> Iterator[tuple[Gateway, str]]
     """The x402gw-protected app on uvicorn; yields (gateway, base URL)."""
     facilitator = local_facilitator(evm.anvil.url, evm.operator, evm.network)
     gw = build_gateway(facilitator, evm.merchant, evm.network, evm.asset, tmp_path / "l.db")
-    with UvicornThread(gw.app) as server:
+    with UvicornThread(OnShutdown(gw.app, facilitator.aclose, gw.ledger.close)) as server:
         yield gw, server.url
 
 
@@ -87,7 +88,7 @@ async def test_sdk_middleware_settles_through_our_facilitator_app(evm: EvmLab) -
     before = _balances(evm)
     operator_nonce = evm.anvil.rpc("eth_getTransactionCount", evm.operator.address, "latest")
     with (
-        UvicornThread(FacilitatorApp(facilitator)) as ours,
+        UvicornThread(OnShutdown(FacilitatorApp(facilitator), facilitator.aclose)) as ours,
         UvicornThread(sdk_protected_app(ours.url, evm.merchant, evm.network, evm.token)) as sdk,
     ):
         async with sdk_http(evm.payer) as http:
