@@ -115,4 +115,6 @@ def test_run_peer_failures_are_typed() -> None:
         run_peer(["/nonexistent/runner"], {}, 30)
     with pytest.raises(PeerError, match="timed out"):
         run_peer([sys.executable, "-c", "import time; time.sleep(5)"], {}, 0.5)
-    assert run_peer([sys.executable, "-c", "print('{\"ok\": 1}')"], {}, 30) == {"ok": 1}
+    answer = run_peer([sys.executable, "-c", "print('{\"ok\": 1}')"], {}, 30)
+    assert answer["ok"] == 1
+    assert isinstance(answer["cpu"], float)  # the runner's CPU time, added by run_peer
