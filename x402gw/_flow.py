@@ -249,3 +249,9 @@ def settle_problem(settle: SettleResponse) -> Problem:
     return Problem(
         402, settle.error_reason or "settlement_failed", settle.error_message or "", True
     )
+
+
+def ledger_resource(method: str, target: str) -> str:
+    """``METHOD /path?query`` as the ledger stores it: printable and at most 2000 characters."""
+    text = f"{method} {target}"
+    return "".join(c if c.isprintable() else "?" for c in text)[:2000]

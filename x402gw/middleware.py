@@ -126,9 +126,10 @@ class PaymentMiddleware:
             await self.app(scope, receive, send)
             return
         method = str(scope.get("method", "GET")).upper()
-        route = (
-            None if method == "OPTIONS" else self.config.route_for(method, scope.get("path", "/"))
-        )
+        path = scope.get("path", "/")
+        route = None if method == "OPTIONS" else self.config.route_for(method, path)
+        if route is None and method == "HEAD":
+            route = self.config.route_for("GET", path)  # HEAD runs the GET handler: same price
         if route is None:
             await self.app(scope, receive, send)
             return
@@ -195,7 +196,7 @@ class PaymentMiddleware:
             route,
             payment,
             requirements,
-            f"{scope['method']} {target}",
+            _flow.ledger_resource(scope["method"], target),
             fingerprint,
             pid,
             send,

@@ -424,3 +424,31 @@ def test_cache_control_merges_private() -> None:
     assert (
         json.loads(__import__("base64").b64decode(merged[b"payment-response"]))["success"] is True
     )
+
+
+async def test_head_is_priced_like_get(gateway: Gateway) -> None:
+    async with gateway.client() as http:
+        r = await http.head("/paid")
+    assert r.status_code == 402
+    assert "payment-required" in r.headers
+    assert gateway.calls["paid"] == 0
+
+
+async def test_odd_paths_are_stored_printably(
+    gateway: Gateway, evm: EvmLab, pay: PayFunction
+) -> None:
+    payload = await pay(evm.payer, gateway.routes[0].requirements())
+    async with gateway.client() as http:
+        r = await http.get("/paid?q=" + "%0A" * 3 + "z" * 3000, headers=_payment_header(payload))
+    assert r.status_code == 200
+    [record_state] = await _records(gateway)
+    assert record_state is State.SETTLED
+
+
+def test_ledger_resource_is_printable_and_bounded() -> None:
+    from x402gw._flow import ledger_resource
+
+    text = ledger_resource("GET", "/a\nb" + "c" * 5000)
+    assert text.startswith("GET /a?b")
+    assert len(text) == 2000
+    assert text.isprintable()
