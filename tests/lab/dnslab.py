@@ -22,7 +22,6 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 
 import dns.exception
 import dns.message
@@ -30,6 +29,8 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 import idna
+
+from ._service import Service
 
 NSD_BINARY = "/usr/sbin/nsd"
 LAB_HOST = "127.0.0.1"
@@ -106,7 +107,7 @@ def _stop_all() -> None:
         lab.stop()
 
 
-class DnsLab:
+class DnsLab(Service):
     """A private NSD instance on 127.0.0.1:<free port> serving the given zones over UDP and TCP."""
 
     def __init__(
@@ -209,16 +210,6 @@ class DnsLab:
         request = dns.message.make_query(name, rdtype)
         return dns.query.udp(request, self.host, port=self.port, timeout=timeout)
 
-    def __enter__(self) -> DnsLab:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _write_config(self) -> Path:
         assert self._dir is not None
@@ -320,7 +311,7 @@ class DnsLab:
             os.killpg(proc.pid, signal.SIGKILL)  # NSD's forked helpers, should any linger
 
 
-class _LoopbackServer:
+class _LoopbackServer(Service):
     """Base for the small threaded servers below: one UDP socket (and maybe TCP) on one port."""
 
     def __init__(self, *, tcp: bool) -> None:
@@ -396,16 +387,6 @@ class _LoopbackServer:
     def _on_udp(self, wire: bytes, client: tuple[str, int]) -> None:
         raise NotImplementedError
 
-    def __enter__(self) -> _LoopbackServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 class BlackHoleDns(_LoopbackServer):

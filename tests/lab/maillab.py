@@ -22,8 +22,9 @@ import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Literal
+
+from ._service import Service
 
 POSTFIX = "/usr/sbin/postfix"
 POSTMAP = "/usr/sbin/postmap"
@@ -113,7 +114,7 @@ def _free_port(host: str) -> int:
 
 
 @dataclass(eq=False)
-class MailLab:
+class MailLab(Service):
     """Start with :meth:`start` (or ``with``); everything lives under a temporary directory."""
 
     listeners: Sequence[Listener] = field(default_factory=list)
@@ -266,16 +267,6 @@ class MailLab:
         self.prefix = ""
         _running.discard(self)
 
-    def __enter__(self) -> MailLab:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _pick_prefix(self) -> str:
         live = [lst for lst in self.listeners if lst.profile != "dead"]

@@ -21,11 +21,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import TracebackType
 from typing import Literal
 from urllib.parse import parse_qs, quote, urlsplit
 
 from anyascii import anyascii
+
+from ._service import Service
 
 LAB_HOST = "127.0.0.1"
 BRAVE_KEY = "lab-brave-key"
@@ -229,7 +230,7 @@ def brave_body(query: str, docs: Sequence[LabDoc]) -> dict[str, object]:
     }
 
 
-class SearchLab:
+class SearchLab(Service):
     """The server plus its corpus; use as a context manager or call start()/stop()."""
 
     def __init__(self, docs: Sequence[LabDoc] | None = None, *, brave_key: str = BRAVE_KEY) -> None:
@@ -316,16 +317,6 @@ class SearchLab:
             self._thread.join(timeout=5)
             self._thread = None
 
-    def __enter__(self) -> SearchLab:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _route(self, req: BaseHTTPRequestHandler, params: dict[str, list[str]]) -> None:
         path = urlsplit(req.path).path
