@@ -17,6 +17,8 @@ from emailintel.errors import ConfigError
 
 __all__ = ["Politeness", "PolitenessConfig", "TokenBucket"]
 
+_EPSILON = 1e-9
+
 
 @dataclass(slots=True)
 class TokenBucket:
@@ -53,8 +55,8 @@ class TokenBucket:
         self.refill(now)
         if now < self.blocked_until:
             return self.blocked_until - now
-        if self.tokens >= amount:
-            self.tokens -= amount
+        if self.tokens + _EPSILON >= amount:  # float refills can land a hair short
+            self.tokens = max(0.0, self.tokens - amount)
             return 0.0
         return (amount - self.tokens) / self.rate
 
