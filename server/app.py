@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -28,10 +28,27 @@ from server.routes import PAID_PREFIX, Operation, operations
 from server.services import EmailValidator, Services
 from server.settings import Settings, load_settings
 
-__all__ = ["PaymentMiddlewareFactory", "create_app"]
+if TYPE_CHECKING:
+    from emailintel.search.engines import SearchEngine
+    from emailintel.smtp.prober import Prober
+
+__all__ = ["ManagedGate", "PaymentMiddlewareFactory", "create_app"]
 
 PaymentMiddlewareFactory = Callable[[ASGIApp, tuple[PaidRoute, ...]], ASGIApp]
 """Wraps the paid sub-application; receives the price metadata of every paid route."""
+
+
+@runtime_checkable
+class ManagedGate(Protocol):
+    """A payment gate with resources: started with the app's lifespan and closed after it."""
+
+    async def startup(self) -> None:
+        """Prepare (migrate the ledger, reconcile) before the first request."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections."""
+        ...
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:
@@ -75,6 +92,7 @@ def _routes(
     settings: Settings,
     ops: tuple[Operation, ...],
     payment_middleware: PaymentMiddlewareFactory | None,
+    gates: list[ManagedGate],
 ) -> list[BaseRoute]:
     document: dict[str, Any] = {}
 
@@ -90,6 +108,8 @@ def _routes(
     )
     if payment_middleware is not None:
         paid = payment_middleware(paid, paid_routes(settings, ops))
+        if isinstance(paid, ManagedGate):
+            gates.append(paid)
     routes.append(Mount(PAID_PREFIX, app=paid))
     return routes
 
@@ -100,26 +120,37 @@ def create_app(
     payment_middleware: PaymentMiddlewareFactory | None = None,
     resolver: DnsResolver | None = None,
     validator: EmailValidator | None = None,
+    prober: Prober | None = None,
+    search: SearchEngine | None = None,
 ) -> Starlette:
     """Build the app; migrations run when the lifespan starts, engines close when it stops.
 
     ``resolver`` (default: from ``EMAILINTEL_NAMESERVERS``) serves readiness and validation;
-    ``validator`` replaces emailintel's ``Validator``.
+    ``validator`` replaces emailintel's ``Validator``; ``prober`` (SMTP) and ``search`` (LinkedIn
+    backend) default to emailintel's, configured from ``EMAILINTEL_*``. A payment gate with
+    ``startup``/``aclose`` (:class:`ManagedGate`) follows the lifespan.
     """
     settings = settings or load_settings()
-    svc = Services.build(settings, resolver=resolver, validator=validator)
+    svc = Services.build(
+        settings, resolver=resolver, validator=validator, prober=prober, search=search
+    )
     ops = operations()
+    gates: list[ManagedGate] = []
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await svc.db.migrate()
         try:
+            for gate in gates:
+                await gate.startup()
             yield
         finally:
+            for gate in gates:
+                await gate.aclose()
             await svc.close()
 
     app = Starlette(
-        routes=_routes(settings, ops, payment_middleware),
+        routes=_routes(settings, ops, payment_middleware, gates),
         middleware=[Middleware(RequestIdMiddleware), Middleware(CatchAllMiddleware)],
         exception_handlers=dict(HANDLERS),
         lifespan=lifespan,

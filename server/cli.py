@@ -1,9 +1,10 @@
-"""``bavlio`` command line: ``serve``, ``migrate`` and ``prospects import``.
+"""``bavlio`` command line: ``serve``, ``dev``, ``pay``, ``migrate`` and ``prospects import``.
 
 Heavy modules are imported per command, so a bad setting is reported before any of them load.
 
-Exit codes: 0 success, 1 some import rows were rejected (and reported), 2 bad settings, bad
-arguments or an unreadable file (one line on stderr, no traceback).
+Exit codes: 0 success, 1 some import rows were rejected (and reported) or a paid call answered
+an error, 2 bad settings, bad arguments, an unreadable file or a payment that could not be made
+(one line on stderr, no traceback).
 """
 
 from __future__ import annotations
@@ -35,6 +36,28 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="listen port (default: BAVLIO_PORT or 8000)")
     serve.add_argument("--config", help="TOML settings file (default: BAVLIO_CONFIG)")
 
+    dev = commands.add_parser(
+        "dev", help="run a local stack: anvil, a demo token and wallet, the server with payments"
+    )
+    dev.add_argument("--port", type=int, default=8402, help="server port (default: 8402)")
+    dev.add_argument(
+        "--state-dir", type=Path, default=Path(".bavlio-dev"), help="database and env file"
+    )
+    dev.add_argument(
+        "--check", action="store_true", help="self-test: start, pay one call, print it, stop"
+    )
+
+    pay = commands.add_parser("pay", help="call an x402-paid URL, paying with BAVLIO_PAYER_KEY")
+    pay.add_argument("method", help="HTTP method, e.g. POST")
+    pay.add_argument("url", help="the paid URL")
+    pay.add_argument("json", nargs="?", help="JSON request body")
+    pay.add_argument(
+        "--max-amount",
+        type=int,
+        default=1_000_000,
+        help="refuse to pay more atomic units than this (default: 1000000)",
+    )
+
     migrate = commands.add_parser("migrate", help="apply database migrations")
     migrate.add_argument("--config", help="TOML settings file (default: BAVLIO_CONFIG)")
 
@@ -52,14 +75,22 @@ def _serve(settings: Settings) -> int:
     import uvicorn
 
     from server.app import create_app
+    from server.payments import gate_factory, payments_enabled
 
+    gate = gate_factory(settings) if payments_enabled(settings) else None
     config = uvicorn.Config(
-        create_app(settings),
+        create_app(settings, payment_middleware=gate),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
         lifespan="on",
     )
+    if gate is None:
+        print(
+            "bavlio: warning: no BAVLIO_SETTLER_KEY or BAVLIO_FACILITATOR_URL; "
+            "the paid routes are served without payment",
+            file=sys.stderr,
+        )
     server = uvicorn.Server(config)
     server.run()
     return 0 if server.started else 1
@@ -101,9 +132,50 @@ def _report(parsed: ParsedFile, imported: int, rejects: Path | None) -> int:
     return 1 if parsed.errors else 0
 
 
+def _dev(args: argparse.Namespace) -> int:
+    from server.devstack import DevStackError, run_dev
+
+    try:
+        return run_dev(port=args.port, state_dir=args.state_dir, check=args.check)
+    except (DevStackError, SettingsError) as exc:
+        print(f"bavlio dev: {exc}", file=sys.stderr)
+        return 2
+
+
+def _pay(args: argparse.Namespace) -> int:
+    from server.payclient import PayError, pay, payer_key, receipt
+
+    body = None
+    if args.json is not None:
+        try:
+            json.loads(args.json)
+        except ValueError as exc:
+            print(f"bavlio pay: the body is not JSON: {exc}", file=sys.stderr)
+            return 2
+        body = args.json.encode()
+    if not args.url.startswith(("http://", "https://")):
+        print(f"bavlio pay: not an http(s) URL: {args.url}", file=sys.stderr)
+        return 2
+    try:
+        key = payer_key()
+        paid = asyncio.run(
+            pay(args.method.upper(), args.url, body, key, max_amount=args.max_amount)
+        )
+    except PayError as exc:
+        print(f"bavlio pay: {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.write(paid.body.decode("utf-8", "replace").rstrip("\n") + "\n")
+    print(json.dumps(receipt(paid)), file=sys.stderr)
+    return 0 if paid.status < 400 else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the process exit code."""
     args = _parser().parse_args(argv)
+    if args.command == "dev":
+        return _dev(args)
+    if args.command == "pay":
+        return _pay(args)
     overrides = {}
     if args.command == "serve":
         overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
@@ -119,6 +191,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(settings)
         except ConfigError as exc:  # emailintel's own variables (EMAILINTEL_*)
             print(f"bavlio: invalid emailintel setting: {exc}", file=sys.stderr)
+            return 2
+        except SettingsError as exc:  # a payment setting that is missing for the chosen mode
+            print(f"bavlio: {exc}", file=sys.stderr)
             return 2
     if args.command == "migrate":
         asyncio.run(_migrate(settings))

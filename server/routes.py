@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from server.api import health, x402
+from server.errors import ErrorEnvelope
 from server.prospects.models import SearchRequest, SearchResponse
 
 __all__ = ["PAID_PREFIX", "Operation", "operations"]
@@ -65,6 +66,43 @@ def operations() -> tuple[Operation, ...]:
             x402.ValidateRequest,
             tag="x402",
             paid=True,
+            responses={503: ErrorEnvelope},
+        ),
+        Operation(
+            "POST",
+            "/email/verify",
+            x402.verify_email,
+            "x402_email_verify",
+            "Email validation plus an SMTP mailbox probe",
+            x402.ValidateResponse,
+            x402.ValidateRequest,
+            tag="x402",
+            paid=True,
+            responses={503: ErrorEnvelope, 504: ErrorEnvelope},
+        ),
+        Operation(
+            "POST",
+            "/email/find",
+            x402.find_email,
+            "x402_email_find",
+            "Find a person's address: generated or given candidates, first the server accepts",
+            x402.FindResponse,
+            x402.FindRequest,
+            tag="x402",
+            paid=True,
+            responses={503: ErrorEnvelope, 504: ErrorEnvelope},
+        ),
+        Operation(
+            "POST",
+            "/linkedin/find-url",
+            x402.find_linkedin_url,
+            "x402_linkedin_find_url",
+            "Ranked LinkedIn profile URLs for a person at a company",
+            x402.LinkedInResponse,
+            x402.LinkedInRequest,
+            tag="x402",
+            paid=True,
+            responses={502: ErrorEnvelope, 503: ErrorEnvelope},
         ),
         Operation(
             "POST",

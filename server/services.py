@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import httpx
 from starlette.requests import Request
@@ -13,6 +13,10 @@ from emailintel.models import RiskResult
 from server.db.engine import Database
 from server.prospects.store import ProspectStore
 from server.settings import Settings
+
+if TYPE_CHECKING:
+    from emailintel.search.engines import HttpSearchEngine, SearchEngine
+    from emailintel.smtp.prober import Prober
 
 __all__ = ["EmailValidator", "Services", "services"]
 
@@ -44,6 +48,9 @@ class Services:
     resolver: DnsResolver
     _validator: EmailValidator | None = None
     _http: httpx.AsyncClient | None = None
+    _prober: Prober | None = None
+    _search: SearchEngine | None = None
+    _owned_search: HttpSearchEngine | None = None
 
     @classmethod
     def build(
@@ -52,6 +59,8 @@ class Services:
         *,
         resolver: DnsResolver | None = None,
         validator: EmailValidator | None = None,
+        prober: Prober | None = None,
+        search: SearchEngine | None = None,
     ) -> Services:
         """Create every service from settings; nothing connects until first use."""
         db = Database(settings.database_url, schema=settings.database_schema)
@@ -61,6 +70,8 @@ class Services:
             prospects=ProspectStore(db),
             resolver=resolver or DnsResolver.from_env(),
             _validator=validator,
+            _prober=prober,
+            _search=search,
         )
 
     @property
@@ -71,6 +82,25 @@ class Services:
         return self._validator
 
     @property
+    def prober(self) -> Prober:
+        """The SMTP prober (default: from ``EMAILINTEL_*``; raises ConfigError when unset)."""
+        if self._prober is None:
+            from emailintel.smtp.prober import Prober
+
+            self._prober = Prober()
+        return self._prober
+
+    @property
+    def search(self) -> SearchEngine:
+        """The LinkedIn search backend (default: ``engine_from_env()``; raises ConfigError)."""
+        if self._search is None:
+            from emailintel.search.engines import engine_from_env
+
+            self._owned_search = engine_from_env()
+            self._search = self._owned_search
+        return self._search
+
+    @property
     def http(self) -> httpx.AsyncClient:
         """The HTTP client for chain RPC (created on first use: building TLS contexts is slow)."""
         if self._http is None:
@@ -78,7 +108,9 @@ class Services:
         return self._http
 
     async def close(self) -> None:
-        """Release connections (database pool, HTTP client)."""
+        """Release connections (database pool, HTTP clients)."""
+        if self._owned_search is not None:
+            await self._owned_search.aclose()
         if self._http is not None:
             await self._http.aclose()
         await self.db.dispose()

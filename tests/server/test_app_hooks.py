@@ -81,6 +81,9 @@ async def test_payment_hook_wraps_only_paid_routes(gated: httpx.AsyncClient) -> 
     gate = GateMiddleware.last
     assert {r.path for r in gate.routes} == {
         "/api/x402/v1/email/validate",
+        "/api/x402/v1/email/verify",
+        "/api/x402/v1/email/find",
+        "/api/x402/v1/linkedin/find-url",
         "/api/x402/v1/prospects/search",
     }
     assert (await gated.get("/health")).status_code == 200
