@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import random
 import resource
 import shutil
@@ -601,7 +602,7 @@ def run(
     rows: list[Row] = []
     answers: dict[str, dict[str, str]] = {}
     lists = default_lists()
-    notes = [warm_typo_cache(plan)]
+    notes = [_load("at start"), warm_typo_cache(plan)]
     with running_labs(plan) as labs:
         warm_up(labs, plan)
         row, answers["ours"] = run_ours(
@@ -631,7 +632,13 @@ def run(
             row, answers["deep-email-validator"] = run_deep(labs, plan, deep_concurrency)
             rows.append(row)
         rows.append(run_ceiling(labs, plan))
+    notes.append(_load("at the end"))
     return Report(plan, rows, answers, primary, notes)
+
+
+def _load(when: str) -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {when}: {one:.1f} (1 min), {five:.1f} (5 min) on {os.cpu_count()} CPUs"
 
 
 def _fmt(value: float | None, spec: str) -> str:
