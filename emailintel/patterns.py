@@ -79,7 +79,8 @@ def normalize_domain(domain: str) -> str:
         raise AddressError("empty domain")
     stripped = domain.strip(" \t")
     try:
-        info = validate_email(f"x@{stripped}", check_deliverability=False)
+        # test_environment: accept the reserved .test TLD, as parse_address does (local labs).
+        info = validate_email(f"x@{stripped}", check_deliverability=False, test_environment=True)
     except EmailNotValidError as exc:
         raise AddressError(f"invalid domain {domain!r}: {exc}") from exc
     return info.ascii_domain.lower()
