@@ -189,7 +189,7 @@ async def main(args: argparse.Namespace) -> None:
             ours_proc, ours = start_paid_server(
                 {
                     **common,
-                    "ledger": str(work / "ledger.sqlite3"),
+                    "ledger": args.ledger_url or str(work / "ledger.sqlite3"),
                     "operator-key": ours_op.key.hex(),
                 }
             )
@@ -270,4 +270,7 @@ if __name__ == "__main__":
     parser.add_argument("--verifies", type=int, default=100)
     parser.add_argument("--requests", type=int, default=60, help="payments per concurrency level")
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 10, 50])
+    parser.add_argument(
+        "--ledger-url", help="x402gw ledger database URL (default: a fresh SQLite file)"
+    )
     asyncio.run(main(parser.parse_args()))

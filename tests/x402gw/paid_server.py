@@ -29,6 +29,10 @@ from paylab import (
 from x402gw.networks import NETWORKS, Asset
 
 
+def _ledger(value: str) -> Path | str:
+    return value if "://" in value else Path(value)
+
+
 def _app(args: argparse.Namespace) -> Any:
     network = NETWORKS.register(31337, "anvil")
     if args.stack == "sdk-facilitator":
@@ -44,7 +48,7 @@ def _app(args: argparse.Namespace) -> Any:
         args.rpc, args.operator_key, network, after_broadcast=after_broadcast if pause else None
     )
     asset = Asset(network, args.token, "USD Coin", "2")
-    return build_gateway(facilitator, args.merchant, network, asset, Path(args.ledger)).app
+    return build_gateway(facilitator, args.merchant, network, asset, _ledger(args.ledger)).app
 
 
 def main() -> None:

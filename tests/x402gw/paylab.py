@@ -132,12 +132,12 @@ def build_gateway(
     pay_to: str,
     network: str,
     asset: Any,
-    db_path: Path,
+    db: Path | str,
     **options: Any,
 ) -> Gateway:
-    """A PaymentMiddleware in front of :func:`paid_app` with a SQLite ledger at ``db_path``."""
+    """A PaymentMiddleware in front of :func:`paid_app`; ``db`` is a SQLite file or a database URL."""
     calls = Calls()
-    ledger = Ledger(f"sqlite:///{db_path}")
+    ledger = Ledger(db if isinstance(db, str) else f"sqlite:///{db}")
     routes = priced_routes(pay_to, network, asset)
     config = PaymentConfig(routes=routes, facilitator=facilitator, ledger=ledger, **options)
     return Gateway(PaymentMiddleware(paid_app(calls), config), calls, ledger, facilitator, routes)
