@@ -6,7 +6,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from x402gw.errors import InvalidPrice, UnknownNetwork, X402Error
 from x402gw.networks import NETWORKS, Asset, NetworkRegistry, to_atomic
@@ -165,6 +165,28 @@ class PaymentConfig:
         for cap in (self.max_response_bytes, self.max_request_body_bytes, self.max_header_bytes):
             if isinstance(cap, bool) or not isinstance(cap, int) or cap <= 0:
                 raise InvalidRouteConfig(f"size caps must be positive ints, got {cap!r}")
+
+    @classmethod
+    def local(
+        cls,
+        routes: Sequence[PricedRoute],
+        *,
+        rpc_url: str,
+        operator_key: str,
+        ledger_url: str = "sqlite:///x402gw-ledger.sqlite3",
+        **options: Any,
+    ) -> PaymentConfig:
+        """The default set-up: verify and settle in process (LocalFacilitator), SQLite ledger."""
+        from x402gw.facilitator import LocalFacilitator
+        from x402gw.ledger import Ledger
+
+        if not routes:
+            raise InvalidRouteConfig("at least one priced route is needed")
+        networks = {route.network for route in routes}
+        if len(networks) != 1:
+            raise InvalidRouteConfig(f"a local facilitator serves one chain, routes use {networks}")
+        facilitator = LocalFacilitator.from_rpc(rpc_url, operator_key, networks.pop())
+        return cls(routes=routes, facilitator=facilitator, ledger=Ledger(ledger_url), **options)
 
     def route_for(self, method: str, path: str) -> PricedRoute | None:
         """The first route pricing ``method path``, or None (free)."""

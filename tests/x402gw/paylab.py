@@ -133,11 +133,12 @@ def build_gateway(
     network: str,
     asset: Any,
     db: Path | str,
+    locks: Any = None,
     **options: Any,
 ) -> Gateway:
     """A PaymentMiddleware in front of :func:`paid_app`; ``db`` is a SQLite file or a database URL."""
     calls = Calls()
-    ledger = Ledger(db if isinstance(db, str) else f"sqlite:///{db}")
+    ledger = Ledger(db if isinstance(db, str) else f"sqlite:///{db}", locks=locks)
     routes = priced_routes(pay_to, network, asset)
     config = PaymentConfig(routes=routes, facilitator=facilitator, ledger=ledger, **options)
     return Gateway(PaymentMiddleware(paid_app(calls), config), calls, ledger, facilitator, routes)

@@ -13,6 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
+from conftest_ledger import (  # noqa: F401  (fixtures, registered by import)
+    fixture_clean_redis,
+    fixture_redis_client,
+    fixture_redis_prefix,
+)
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from hypothesis import HealthCheck, given, settings
@@ -32,6 +37,7 @@ from x402gw._flow import Problem, read_payment
 from x402gw.exact_evm import Authorization, Domain, sign_authorization
 from x402gw.facilitator import reconcile_ledger
 from x402gw.ledger import Ledger, State
+from x402gw.locks import InProcessLocks, RedisLocks
 from x402gw.middleware import PaymentMiddleware
 from x402gw.wire import (
     PaymentPayload,
@@ -145,13 +151,11 @@ async def test_replay_after_settlement_is_refused(
     assert evm.balance(evm.merchant) == PRICE
 
 
-async def test_one_signature_ten_times_in_parallel(
-    gateway: Gateway, evm: EvmLab, pay: PayFunction
-) -> None:
-    payload = await pay(evm.payer, gateway.routes[0].requirements())
+async def _ten_in_parallel(gw: Gateway, evm: EvmLab, pay: PayFunction) -> None:
+    payload = await pay(evm.payer, gw.routes[0].requirements())
     assert isinstance(payload, PaymentPayload)
     start = block_number(evm)
-    async with gateway.client() as http:
+    async with gw.client() as http:
         responses = await asyncio.gather(
             *(http.get("/paid", headers=header(payload)) for _ in range(10))
         )
@@ -164,11 +168,41 @@ async def test_one_signature_ten_times_in_parallel(
                 "authorization_in_use",
                 "invalid_exact_evm_nonce_already_used",
             }
-    assert gateway.calls["paid"] == 1
+    assert gw.calls["paid"] == 1
     mined = transactions_since(evm, start)
     assert len(mined) == 1  # exactly one transaction, and no reverted one
     assert int(mined[0]["status"], 16) == 1
     assert evm.balance(evm.merchant) == PRICE
+
+
+async def test_one_signature_ten_times_in_parallel(
+    gateway: Gateway, evm: EvmLab, pay: PayFunction
+) -> None:
+    await _ten_in_parallel(gateway, evm, pay)
+
+
+async def _with_locks(evm: EvmLab, tmp_path: Path, pay: PayFunction, locks: Any) -> None:
+    facilitator = local_facilitator(evm.anvil.url, evm.operator, evm.network)
+    gw = build_gateway(
+        facilitator, evm.merchant, evm.network, evm.asset, tmp_path / "l.db", locks=locks
+    )
+    try:
+        await _ten_in_parallel(gw, evm, pay)
+    finally:
+        await facilitator.aclose()
+        await gw.ledger.close()
+
+
+async def test_ten_in_parallel_with_in_process_locks(
+    evm: EvmLab, tmp_path: Path, pay: PayFunction
+) -> None:
+    await _with_locks(evm, tmp_path, pay, InProcessLocks())
+
+
+async def test_ten_in_parallel_with_redis_locks(
+    evm: EvmLab, tmp_path: Path, pay: PayFunction, clean_redis: Any, redis_prefix: str
+) -> None:
+    await _with_locks(evm, tmp_path, pay, RedisLocks(clean_redis, prefix=redis_prefix))
 
 
 # --- tampering ---------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import httpx
 import pytest
 from eth_abi.abi import encode as abi_encode
 from eth_account import Account
@@ -15,8 +16,9 @@ from eth_utils.crypto import keccak
 from paylab import PRICE, Gateway, build_gateway, local_facilitator
 
 from x402gw.config import InvalidRouteConfig, PaymentConfig, PricedRoute
-from x402gw.facilitator import LocalFacilitator
+from x402gw.facilitator import LocalFacilitator, reconcile_ledger
 from x402gw.ledger import Ledger, State
+from x402gw.middleware import PaymentMiddleware
 from x402gw.wire import (
     PaymentPayload,
     PaymentRequiredV1,
@@ -452,3 +454,62 @@ def test_ledger_resource_is_printable_and_bounded() -> None:
     assert text.startswith("GET /a?b")
     assert len(text) == 2000
     assert text.isprintable()
+
+
+async def test_local_config_builds_the_default_stack(
+    evm: EvmLab, tmp_path: Path, pay: PayFunction
+) -> None:
+    route = PricedRoute("GET", "/paid", PRICE, evm.merchant, evm.network, evm.asset)
+    config = PaymentConfig.local(
+        [route],
+        rpc_url=evm.anvil.url,
+        operator_key=evm.operator.key.hex(),
+        ledger_url=f"sqlite:///{tmp_path / 'l.db'}",
+    )
+    assert isinstance(config.facilitator, LocalFacilitator)
+    from paylab import Calls, paid_app
+
+    app = PaymentMiddleware(paid_app(Calls()), config)
+    payload = await pay(evm.payer, route.requirements())
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url=URL) as http:
+        r = await http.get("/paid", headers=_payment_header(payload))
+    assert r.status_code == 200
+    assert evm.balance(evm.merchant) == PRICE
+    await config.facilitator.aclose()
+    await config.ledger.close()
+    other = PricedRoute("GET", "/x", PRICE, evm.merchant, "eip155:8453")
+    with pytest.raises(InvalidRouteConfig, match="one chain"):
+        PaymentConfig.local([route, other], rpc_url=evm.anvil.url, operator_key="0x" + "11" * 32)
+
+
+async def test_pending_settlement_is_kept_and_reconciled_by_hash(
+    evm: EvmLab, tmp_path: Path, pay: PayFunction
+) -> None:
+    facilitator = LocalFacilitator.from_rpc(
+        evm.anvil.url, evm.operator, evm.network, receipt_timeout=0.5
+    )
+    gw = build_gateway(facilitator, evm.merchant, evm.network, evm.asset, tmp_path / "l.db")
+    try:
+        await gw.app.startup()
+        payload = await pay(evm.payer, gw.routes[0].requirements())
+        evm.anvil.rpc("evm_setAutomine", False)
+        try:
+            async with gw.client() as http:
+                r = await http.get("/paid", headers=_payment_header(payload))
+            assert r.status_code == 402
+            assert "sunny" not in r.text
+            receipt = decode_settle_response(r.headers["payment-response"])
+            assert receipt.error_reason == "settlement_pending"
+            [record] = await gw.ledger.pending_settlements()
+            assert record.tx_hash == receipt.transaction
+            evm.anvil.rpc("evm_mine")
+        finally:
+            evm.anvil.rpc("evm_setAutomine", True)
+        summary = await reconcile_ledger(gw.ledger, facilitator.client)
+        assert summary.settled == [record.id]
+        assert (await gw.ledger.get(record.id)).state is State.SETTLED
+        assert evm.balance(evm.merchant) == PRICE
+    finally:
+        await facilitator.aclose()
+        await gw.ledger.close()
