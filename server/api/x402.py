@@ -269,6 +269,8 @@ async def find_email(request: Request) -> JSONResponse:
         for probe in facts.values():
             _check_smtp(probe)
     winner = next((i for i, a in enumerate(attempts) if a.status == "accepted"), None)
+    if winner is not None:
+        attempts = attempts[: winner + 1]  # later guesses were never probed
     response = FindResponse(
         found=winner is not None,
         email=guesses[winner][0] if winner is not None else None,
@@ -308,7 +310,9 @@ async def find_linkedin_url(request: Request) -> JSONResponse:
         ) from None
     except ConfigError as exc:
         raise _not_configured(exc) from None
-    return JSONResponse(LinkedInResponse.model_validate(result.model_dump()).model_dump(mode="json"))
+    return JSONResponse(
+        LinkedInResponse.model_validate(result.model_dump()).model_dump(mode="json")
+    )
 
 
 async def prospects_search(request: Request) -> JSONResponse:
