@@ -1,4 +1,4 @@
-"""The ``emailintel`` command line: validate addresses and generate name -> address patterns."""
+"""The ``emailintel`` command line: validate and verify addresses, find and pattern names."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import TextIO
 from emailintel.dns import DnsResolver
 from emailintel.errors import EmailIntelError
 from emailintel.models import RiskResult
+from emailintel.smtp.prober import Prober
 from emailintel.verify import Validator
 
 __all__ = ["main"]
@@ -217,6 +218,179 @@ def _run_linkedin(args: argparse.Namespace, out: TextIO) -> int:
     return asyncio.run(run())
 
 
+# --- SMTP: verify and find -------------------------------------------------------------------
+
+
+def _smtp_options(parser: argparse.ArgumentParser) -> None:
+    smtp = parser.add_argument_group("SMTP probing")
+    smtp.add_argument("--helo", help="your own FQDN for EHLO (default EMAILINTEL_HELO)")
+    smtp.add_argument("--mail-from", help="your own envelope sender (default EMAILINTEL_MAIL_FROM)")
+    smtp.add_argument("--null-sender", action="store_true", help="use MAIL FROM:<>")
+    smtp.add_argument(
+        "--force-identity", action="store_true", help="allow a HELO/sender that looks borrowed"
+    )
+    smtp.add_argument(
+        "--allow-private-mx",
+        action="store_true",
+        help="dial MX hosts on private/loopback addresses (labs only)",
+    )
+    smtp.add_argument(
+        "--nameserver",
+        action="append",
+        help="DNS server as HOST[:PORT] (repeatable; default EMAILINTEL_NAMESERVERS)",
+    )
+    smtp.add_argument("--port", type=int, default=25, help="SMTP port (default 25)")
+    smtp.add_argument("--no-starttls", action="store_true", help="never upgrade to TLS")
+    smtp.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds per SMTP command (default 10)"
+    )
+    smtp.add_argument(
+        "--banner-timeout", type=float, default=30.0, help="seconds to wait for the greeting"
+    )
+    smtp.add_argument("--proxy", help="SOCKS proxy URL for every MX (socks5://host:port)")
+
+
+def _make_prober(args: argparse.Namespace) -> Prober:
+    from emailintel.smtp.proxies import ProxyConfig
+    from emailintel.smtp.session import Timeouts
+
+    return Prober(
+        helo=args.helo,
+        mail_from=args.mail_from,
+        null_sender=args.null_sender,
+        force=args.force_identity,
+        allow_private_mx=True if args.allow_private_mx else None,
+        port=args.port,
+        starttls="never" if args.no_starttls else "opportunistic",
+        timeouts=Timeouts(connect=args.timeout, banner=args.banner_timeout, command=args.timeout),
+        proxies=ProxyConfig(default=args.proxy),
+        preflight_target=getattr(args, "preflight", None),
+    )
+
+
+_VERIFY_COLUMNS = (
+    "address", "normalized", "verdict", "score", "reasons", "suggestion",
+    "mx_host", "smtp_code", "smtp_enhanced_code", "smtp_message",
+)  # fmt: skip
+
+
+def _verify_row(result: RiskResult) -> list[str | int]:
+    smtp = result.smtp
+    reply = smtp.reply if smtp else None
+    return [
+        result.address,
+        result.normalized or "",
+        result.verdict,
+        result.score,
+        _reasons(result),
+        result.suggestion or "",
+        (smtp.mx_host if smtp else None) or "",
+        reply.code if reply and reply.code is not None else "",
+        (reply.enhanced_code if reply else None) or "",
+        (reply.message if reply else "").replace("\n", " "),
+    ]
+
+
+def _run_verify(args: argparse.Namespace, stdin: TextIO, out: TextIO) -> int:
+    addresses, bulk = _collect_inputs(args, stdin)
+    if not addresses:
+        sys.stderr.write("emailintel verify: no addresses given (arguments, --file or stdin)\n")
+        return 2
+    prober = _make_prober(args)
+    if not args.output:
+        return asyncio.run(_verify_to(args, addresses, bulk, prober, out, out))
+    with open(args.output, "w", encoding="utf-8", newline="") as sink:
+        return asyncio.run(_verify_to(args, addresses, bulk, prober, sink, out))
+
+
+async def _verify_to(
+    args: argparse.Namespace,
+    addresses: list[str],
+    bulk: bool,
+    prober: Prober,
+    sink: TextIO,
+    out: TextIO,
+) -> int:
+    from emailintel.verify import verify_many
+
+    validator = Validator(resolver=DnsResolver(args.nameserver) if args.nameserver else None)
+    progress = None
+    if bulk and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        progress = tqdm(total=len(addresses), unit="addr", file=sys.stderr)
+    writer = csv.writer(sink) if args.format == "csv" else None
+    if writer is not None:
+        writer.writerow(_VERIFY_COLUMNS)
+    collected: list[RiskResult] = []
+    try:
+        async for result in verify_many(
+            addresses,
+            prober=prober,
+            validator=validator,
+            checkpoint=args.checkpoint,
+            concurrency=args.concurrency,
+            retry_greylisted=not args.no_retry,
+        ):
+            if progress is not None:
+                progress.update(1)
+            if writer is not None:
+                writer.writerow(_verify_row(result))
+            elif args.format == "json":
+                sink.write(json.dumps(result.model_dump(mode="json"), ensure_ascii=False) + "\n")
+            else:
+                collected.append(result)
+            sink.flush()
+    finally:
+        if progress is not None:
+            progress.close()
+    if args.format == "table":
+        _emit_results(collected, "table", out)
+    return 0
+
+
+def _split_name(name: str) -> tuple[str, str | None, str]:
+    parts = name.split()
+    if len(parts) < 2:
+        raise argparse.ArgumentTypeError(f"find needs a first and last name, got {name!r}")
+    middle = " ".join(parts[1:-1]) or None
+    return parts[0], middle, parts[-1]
+
+
+def _run_find(args: argparse.Namespace, out: TextIO) -> int:
+    from emailintel.finder import Finder
+
+    first, middle, last = _split_name(args.name)
+
+    async def run() -> int:
+        finder = Finder(
+            prober=_make_prober(args),
+            resolver=DnsResolver(args.nameserver) if args.nameserver else None,
+            max_candidates=args.limit,
+        )
+        result = await finder.find(first, last, args.domain, middle=middle)
+        if args.json:
+            out.write(json.dumps(result.model_dump(mode="json"), ensure_ascii=False) + "\n")
+            return 0 if result.found else 1
+        if result.found:
+            out.write(f"found {result.email} (pattern {result.pattern})\n")
+        else:
+            out.write(f"not found: {','.join(result.reasons)}\n")
+        rows = [["#", "EMAIL", "PROBABILITY", "PATTERN", "SMTP"]]
+        for i, c in enumerate(result.candidates, 1):
+            reply = c.smtp.reply if c.smtp else None
+            status = (
+                "not probed"
+                if c.smtp is None
+                else (f"{reply.code} {reply.enhanced_code or ''}".strip() if reply else "no reply")
+            )
+            rows.append([str(i), c.email, f"{c.probability:.4f}", c.pattern, status])
+        _table(rows, out)
+        return 0 if result.found else 1
+
+    return asyncio.run(run())
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
     parser = argparse.ArgumentParser(prog="emailintel", description=__doc__)
@@ -268,6 +442,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     lin.add_argument("--limit", type=int, default=5, help="at most this many candidates")
     lin.add_argument("--json", action="store_true", help="the whole result as one JSON object")
+    ver = sub.add_parser("verify", help="validate plus an SMTP mailbox probe (RCPT TO)")
+    ver.add_argument("addresses", nargs="*", help="addresses to verify")
+    ver.add_argument("--file", "-f", help="CSV or one-address-per-line file; '-' for stdin")
+    vfmt = ver.add_mutually_exclusive_group()
+    vfmt.add_argument(
+        "--json", dest="format", action="store_const", const="json", help="one JSON object per line"
+    )
+    vfmt.add_argument("--csv", dest="format", action="store_const", const="csv", help="CSV output")
+    ver.set_defaults(format="table")
+    ver.add_argument("--output", "-o", help="write results to this file instead of stdout")
+    ver.add_argument(
+        "--checkpoint", help="JSONL file: skip addresses already in it, append new results"
+    )
+    ver.add_argument("--concurrency", type=int, default=16, help="domains in flight (default 16)")
+    ver.add_argument("--no-retry", action="store_true", help="do not wait to retry greylisting")
+    ver.add_argument(
+        "--preflight", metavar="HOST[:PORT]", help="check port 25 against this host first"
+    )
+    _smtp_options(ver)
+
+    fnd = sub.add_parser("find", help="find a person's address at a domain (exit 1: not found)")
+    fnd.add_argument("name", help='full name, e.g. "Jane Doe"')
+    fnd.add_argument("domain", help="company mail domain")
+    fnd.add_argument("--limit", type=int, default=10, help="candidates to probe at most")
+    fnd.add_argument("--json", action="store_true", help="the whole result as one JSON object")
+    _smtp_options(fnd)
     return parser
 
 
@@ -282,6 +482,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_run_validate(args, sys.stdin, sys.stdout))
         if args.command == "linkedin":
             return _run_linkedin(args, sys.stdout)
+        if args.command == "verify":
+            if args.concurrency < 1:
+                parser.error("--concurrency must be at least 1")
+            return _run_verify(args, sys.stdin, sys.stdout)
+        if args.command == "find":
+            return _run_find(args, sys.stdout)
         return _run_patterns(args, sys.stdout)
     except (EmailIntelError, argparse.ArgumentTypeError) as exc:
         sys.stderr.write(f"emailintel {args.command}: {exc}\n")
