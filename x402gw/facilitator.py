@@ -17,7 +17,6 @@ from pydantic import ValidationError
 from x402gw import exact_evm
 from x402gw.chain import ChainClient, Settler, transfer_calldata
 from x402gw.errors import (
-    ChainError,
     SettlementPending,
     SettlementReverted,
     TransferEventMissing,
@@ -46,7 +45,6 @@ AuthHeaders = Callable[[str], Awaitable[Mapping[str, str]]]
 """Given "verify" / "settle" / "supported", the extra headers (e.g. Authorization) for that call."""
 
 AUTHORIZATION_IN_USE: Final = "authorization_in_use"
-UNEXPECTED_SETTLE_ERROR: Final = "unexpected_settle_error"
 _VERIFIED_TTL: Final = 60.0  # seconds a successful verify lets settle skip repeating its reads
 _VERIFIED_MAX: Final = 10_000
 _M = TypeVar("_M", bound=WireModel)
@@ -473,7 +471,6 @@ __all__ = [
     "AUTHORIZATION_IN_USE",
     "AuthHeaders",
     "BroadcastHook",
-    "ChainError",
     "Facilitator",
     "FacilitatorError",
     "FacilitatorUnavailable",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import secrets
 import subprocess
 import time
@@ -374,9 +375,7 @@ _HEADER_VALUES = st.one_of(
     st.binary(max_size=300).map(_b64),
     _JSONISH.map(lambda v: _b64(repr(v).encode())),
     st.builds(
-        lambda v: _b64(
-            __import__("json").dumps({"x402Version": 2, "accepted": v, "payload": v}).encode()
-        ),
+        lambda v: _b64(json.dumps({"x402Version": 2, "accepted": v, "payload": v}).encode()),
         _JSONISH,
     ),
     st.integers(min_value=16 * 1024 + 1, max_value=64 * 1024).map(lambda n: "A" * n),
@@ -445,7 +444,7 @@ def test_garbage_through_the_middleware_never_500(
 ) -> None:
     status, body = asyncio.run(_call(offline_gateway, [(name, value.encode("latin-1"))]))
     assert status in (400, 402), body
-    parsed = __import__("json").loads(body)
+    parsed = json.loads(body)
     assert isinstance(parsed, dict)
     assert "error" in parsed
 

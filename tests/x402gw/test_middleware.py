@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -423,9 +424,7 @@ def test_cache_control_merges_private() -> None:
     kept = dict(paid_headers([(b"cache-control", b"no-store")], settle, 1))
     assert kept[b"cache-control"] == b"no-store"
     assert b"x-payment-response" in kept
-    assert (
-        json.loads(__import__("base64").b64decode(merged[b"payment-response"]))["success"] is True
-    )
+    assert json.loads(base64.b64decode(merged[b"payment-response"]))["success"] is True
 
 
 async def test_head_is_priced_like_get(gateway: Gateway) -> None:
