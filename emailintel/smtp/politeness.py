@@ -173,6 +173,10 @@ class Politeness:
         """Wait for one RCPT token of ``host``."""
         await self._wait(self._host_bucket(host))
 
+    def blocked_for(self, host: str) -> float:
+        """Seconds ``host`` is still being left alone after a back-off (0 if it is not)."""
+        return max(0.0, self._host_bucket(host).blocked_until - self._clock())
+
     def backoff(self, host: str, seconds: float | None = None) -> None:
         """Leave ``host`` alone for ``seconds`` (default: the configured back-off)."""
         wait = self.config.backoff if seconds is None else seconds

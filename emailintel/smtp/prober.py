@@ -284,7 +284,8 @@ class Prober:
                 await self._run(run, targets)
         except TimeoutError:
             host = targets[min(run.target_index, len(targets) - 1)].host
-            run.fail_pending(_failure_facts(TimeoutError("deadline"), host))
+            late = TimeoutError(f"overall deadline of {deadline:g} s exceeded")
+            run.fail_pending(_failure_facts(late, host))
         self._annotate(run)
         return run.results
 

@@ -228,3 +228,52 @@ async def test_dead_proxy_is_proxy_error(validator: Validator) -> None:
     assert result.verdict is Verdict.UNKNOWN
     assert result.reasons[0] is Reason.PROXY_ERROR
     assert behaviour.received == []
+
+
+async def test_required_tls_without_starttls_is_tls_error(validator: Validator) -> None:
+    with fake_smtp(Behaviour()) as fake:
+        prober = make_prober(fake.port, starttls="required", plain_fallback=False)
+        result = await verify("ann@fake.test", prober=prober, validator=validator)
+    assert result.verdict is Verdict.UNKNOWN
+    assert result.reasons[0] is Reason.TLS_ERROR
+
+
+async def test_garbage_banner_is_a_protocol_error(validator: Validator) -> None:
+    with fake_smtp(Behaviour(banner="hello, this is not SMTP")) as fake:
+        result = await verify("ann@fake.test", prober=make_prober(fake.port), validator=validator)
+    assert result.verdict is Verdict.UNKNOWN
+    assert result.reasons[0] is Reason.SMTP_PROTOCOL_ERROR
+    assert Reason.MAILBOX_NOT_FOUND not in result.reasons
+
+
+async def test_catch_all_probe_cut_off_is_inconclusive(validator: Validator) -> None:
+    # The real recipient is accepted, then the server hangs up on the random one.
+    with fake_smtp(Behaviour(disconnect_after_rcpts=1)) as fake:
+        prober = make_prober(fake.port)
+        result = await verify("ann@fake.test", prober=prober, validator=validator)
+    assert Reason.SMTP_ACCEPTED in result.reasons
+    assert Reason.CATCH_ALL_INCONCLUSIVE in result.reasons
+    assert result.smtp is not None
+    assert result.smtp.catch_all is None
+    assert prober.cached_catch_all("fake.test", "mx.fake.test") is None
+
+
+async def test_overall_deadline_per_address(validator: Validator) -> None:
+    with fake_smtp(Behaviour(rcpt_delay=1.0)) as fake:
+        prober = make_prober(fake.port, address_deadline=0.3)
+        result = await verify("ann@fake.test", prober=prober, validator=validator)
+    assert result.reasons[0] is Reason.TIMEOUT
+    assert result.smtp is not None
+    assert result.smtp.reply is not None
+    assert "deadline" in result.smtp.reply.message
+
+
+async def test_politeness_backs_off_a_host_after_421(validator: Validator) -> None:
+    behaviour = Behaviour(disconnect_after_rcpts=0)
+    with fake_smtp(behaviour) as fake:
+        config = PolitenessConfig(
+            connections_per_host=4, rcpt_per_minute_per_host=1e6, jitter=0, backoff=30
+        )
+        prober = make_prober(fake.port, politeness=config, max_reconnects=0)
+        await verify("ann@fake.test", prober=prober, validator=validator)
+        assert prober.politeness.blocked_for("mx.fake.test") > 20
