@@ -31,6 +31,7 @@ from emailintel.models import (
 if TYPE_CHECKING:
     from emailintel.address import ParsedAddress, normalize, parse_address
     from emailintel.dns import DnsResolver, lookup_mx
+    from emailintel.finder import Finder, FindResult, find
     from emailintel.lists import Lists, default_lists
     from emailintel.patterns import (
         Candidate,
@@ -39,8 +40,16 @@ if TYPE_CHECKING:
         infer_patterns,
     )
     from emailintel.risk import Assessment, RiskPolicy, assess
+    from emailintel.smtp.prober import Prober
     from emailintel.typo import suggest, suggest_domain
-    from emailintel.verify import Validator, validate, validate_many, validate_offline
+    from emailintel.verify import (
+        Validator,
+        validate,
+        validate_many,
+        validate_offline,
+        verify,
+        verify_many,
+    )
 
 __version__ = "0.1.0"
 
@@ -65,6 +74,12 @@ _LAZY: dict[str, str] = {
     "validate": "emailintel.verify",
     "validate_many": "emailintel.verify",
     "validate_offline": "emailintel.verify",
+    "verify": "emailintel.verify",
+    "verify_many": "emailintel.verify",
+    "FindResult": "emailintel.finder",
+    "Finder": "emailintel.finder",
+    "find": "emailintel.finder",
+    "Prober": "emailintel.smtp.prober",
 }
 
 
@@ -87,12 +102,15 @@ __all__ = [
     "DnsResolver",
     "EmailIntelError",
     "Evidence",
+    "FindResult",
+    "Finder",
     "InjectionError",
     "Lists",
     "MxRecord",
     "ParsedAddress",
     "PatternDistribution",
     "PersonNameError",
+    "Prober",
     "Reason",
     "RiskPolicy",
     "RiskResult",
@@ -103,6 +121,7 @@ __all__ = [
     "__version__",
     "assess",
     "default_lists",
+    "find",
     "generate_candidates",
     "infer_patterns",
     "lookup_mx",
@@ -113,4 +132,6 @@ __all__ = [
     "validate",
     "validate_many",
     "validate_offline",
+    "verify",
+    "verify_many",
 ]

@@ -1,7 +1,12 @@
-"""SMTP probing: reply classification, provider rules and one aiosmtplib session."""
+"""SMTP probing: reply classification, provider rules, sessions and the prober."""
 
 from __future__ import annotations
 
+from emailintel.smtp.guard import classify_address, is_forbidden
+from emailintel.smtp.identity import Identity, identity_from_env
+from emailintel.smtp.politeness import Politeness, PolitenessConfig, TokenBucket
+from emailintel.smtp.preflight import PreflightResult, check_port25
+from emailintel.smtp.prober import Prober, random_local_part
 from emailintel.smtp.providers import (
     ProviderDataError,
     ProviderRule,
@@ -9,6 +14,7 @@ from emailintel.smtp.providers import (
     match_provider,
     parse_providers,
 )
+from emailintel.smtp.proxies import ProxyConfig, SmtpProxyError
 from emailintel.smtp.replies import (
     DEFAULT_GREYLIST_RETRY,
     ReplyClass,
@@ -34,26 +40,39 @@ from emailintel.smtp.session import (
 
 __all__ = [
     "DEFAULT_GREYLIST_RETRY",
+    "Identity",
+    "Politeness",
+    "PolitenessConfig",
+    "PreflightResult",
+    "Prober",
     "ProviderDataError",
     "ProviderRule",
+    "ProxyConfig",
     "ReplyClass",
     "ReplyCodeError",
     "ReplyKind",
     "SmtpConnectError",
     "SmtpDisconnectedError",
     "SmtpProtocolError",
+    "SmtpProxyError",
     "SmtpSession",
     "SmtpSessionError",
     "SmtpTLSError",
     "SmtpTimeoutError",
     "StartTlsMode",
     "Timeouts",
+    "TokenBucket",
+    "check_port25",
     "classify",
+    "classify_address",
     "classify_reply",
     "default_providers",
+    "identity_from_env",
+    "is_forbidden",
     "match_provider",
     "parse_enhanced_code",
     "parse_providers",
     "parse_retry_after",
     "probe_tls_context",
+    "random_local_part",
 ]
