@@ -412,7 +412,8 @@ class Prober:
         """MAIL FROM, then RCPT per pending address until done or a reconnect is due."""
         if session.refusal is not None:  # EHLO/HELO or STARTTLS refused
             return self._refused(run, session.refusal, session, target)
-        mail = await session.mail_from(self.identity.mail_from)
+        utf8 = any(not address.isascii() for address in run.pending)
+        mail = await session.mail_from(self.identity.mail_from, smtputf8=utf8)
         if mail.code is None or mail.code >= 400:
             return self._refused(run, mail, session, target)
         limit = min(self.max_rcpt, rule.max_rcpt_per_session if rule else self.max_rcpt)
@@ -434,7 +435,8 @@ class Prober:
                 if run.reconnects <= self.max_reconnects:
                     return None
             facts = facts_from_reply(reply, klass, mx_host=target.host, tls=session.tls)
-            facts = facts.model_copy(update={"timings_ms": dict(session.timings_ms)})
+            timings = {**session.timings_ms, "rcpt": reply.elapsed_ms or 0.0}
+            facts = facts.model_copy(update={"timings_ms": timings})
             run.results[address] = facts
             run.pending.pop(0)
             if not facts.accepted:

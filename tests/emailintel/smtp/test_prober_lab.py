@@ -64,6 +64,7 @@ async def test_known_mailbox_is_accepted_over_starttls(validator: Validator) -> 
     assert smtp.reply.enhanced_code == "2.1.5"
     assert "connect" in smtp.timings_ms
     assert "banner" in smtp.timings_ms
+    assert "rcpt" in smtp.timings_ms
 
 
 async def test_unknown_mailbox_is_invalid_with_the_raw_reply(validator: Validator) -> None:
@@ -276,3 +277,11 @@ def test_random_catch_all_addresses_look_like_names() -> None:
 
     for _ in range(50):
         assert re.fullmatch(r"[a-z]+[._]?[a-z]+\d{1,2}", random_local_part())
+
+
+async def test_internationalised_local_part_is_probed_as_utf8(validator: Validator) -> None:
+    result = await verify("jöhn@company.test", prober=make_prober(), validator=validator)
+    assert result.verdict is Verdict.INVALID
+    assert result.smtp is not None
+    assert result.smtp.reply is not None
+    assert result.smtp.reply.code == 550
