@@ -45,6 +45,8 @@ def _invalid(exc: ValidationError) -> InvalidRequest:
         )
     if error["type"] in _EXTRA:
         return InvalidRequest("parameter_unknown", f"Unknown parameter: {param}.", param=param)
+    if param is None:  # a rule across fields
+        return InvalidRequest("parameter_invalid", f"Invalid request: {message}.")
     return InvalidRequest("parameter_invalid", f"Invalid {param}: {message}.", param=param)
 
 

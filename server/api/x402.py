@@ -85,10 +85,22 @@ class ValidateResponse(RiskResult):
         )
 
 
+_NAMED = ["first_name", "last_name", "domain"]
+_ONE_FORM = {
+    "oneOf": [
+        {"required": _NAMED, "not": {"required": ["candidates"]}},
+        {
+            "required": ["candidates"],
+            "not": {"anyOf": [{"required": [field]} for field in _NAMED]},
+        },
+    ]
+}
+
+
 class FindRequest(BaseModel):
     """A person at a domain (candidates are generated) or explicit candidate addresses."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, json_schema_extra=_ONE_FORM)
 
     first_name: str | None = Field(default=None, min_length=1, max_length=100)
     last_name: str | None = Field(default=None, min_length=1, max_length=100)

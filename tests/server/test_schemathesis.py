@@ -1,0 +1,124 @@
+"""Property tests from the OpenAPI document (schemathesis): no 5xx and every response matches its
+documented schema, on an app without payments; with payments every paid route answers 402."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from lab.dnslab import DnsLab
+from lab.searchlab import SearchLab
+from schemathesis.specs.openapi.checks import positive_data_acceptance
+from test_paid_routes_e2e import UvicornThread
+
+from emailintel.dns import DnsResolver
+from emailintel.search import Backoff, engine_from_env
+from emailintel.smtp.politeness import PolitenessConfig
+from emailintel.smtp.prober import Prober
+from emailintel.smtp.session import Timeouts
+from server.app import create_app
+from server.payments import gate_factory
+from server.settings import load_settings
+
+pytestmark = pytest.mark.lab
+
+
+@pytest.fixture(scope="module")
+def free_server(dns_lab: DnsLab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The app without payments over uvicorn: lab DNS, lab search, SMTP on a closed port."""
+    work = tmp_path_factory.mktemp("schemathesis")
+    app_settings = load_settings(
+        env_file=None, database_url=f"sqlite+aiosqlite:///{work / 'bavlio.sqlite3'}"
+    )
+    with SearchLab() as search:
+        app = create_app(
+            app_settings,
+            resolver=DnsResolver([dns_lab.nameserver], timeout=2.0),
+            prober=Prober(
+                helo="probe.verifier-lab.test",
+                mail_from="bounce@verifier-lab.test",
+                allow_private_mx=True,
+                politeness=PolitenessConfig.unlimited(),
+                timeouts=Timeouts(connect=1, banner=2, command=2),
+            ),
+            search=engine_from_env(search.env("duckduckgo"), backoff=Backoff(retries=1, base=0.0)),
+        )
+        with UvicornThread(app) as server:
+            yield server.url
+
+
+@pytest.fixture(scope="module")
+def api_schema(free_server: str) -> Any:
+    """The served OpenAPI document, without readiness (its 503 is the point of it)."""
+    schema = schemathesis.openapi.from_url(free_server + "/openapi.json")
+    schema.config.update(base_url=free_server)
+    return schema.exclude(path="/api/v1/ready")
+
+
+def test_responses_match_the_document(api_schema: Any) -> None:
+    operations = [result.ok() for result in api_schema.get_all_operations()]
+    labels = {op.label for op in operations}
+    assert "POST /api/x402/v1/email/find" in labels
+    assert "POST /api/x402/v1/linkedin/find-url" in labels
+    for operation in operations:
+
+        @given(case=operation.as_strategy())
+        @settings(
+            max_examples=12,
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
+        def check(case: schemathesis.Case) -> None:
+            response = case.call()
+            assert response.status_code < 500, (case.body, response.text)
+            # Schema-valid but unusable input (a name without letters, a domain that is not
+            # one) is a documented 400, which positive-data acceptance would flag.
+            case.validate_response(response, excluded_checks=[positive_data_acceptance])
+
+        check()
+
+
+def test_every_paid_route_answers_402_without_payment(
+    anvil: Any, tmp_path: Path, dns_lab: DnsLab
+) -> None:
+    token = "0x" + "11" * 20  # never reached: no payment is ever verified here
+    paid_settings = load_settings(
+        env_file=None,
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'bavlio.sqlite3'}",
+        rpc_url=anvil.url,
+        network="eip155:31337",
+        asset=token,
+        pay_to="0x" + "22" * 20,
+        settler_key="0x" + "33" * 32,
+    )
+    app = create_app(
+        paid_settings,
+        payment_middleware=gate_factory(paid_settings),
+        resolver=DnsResolver([dns_lab.nameserver], timeout=2.0),
+    )
+    with UvicornThread(app) as server:
+        document = httpx.get(server.url + "/openapi.json").json()
+        paid = [
+            (path, method, op)
+            for path, item in document["paths"].items()
+            for method, op in item.items()
+            if "x-x402" in op
+        ]
+        assert len(paid) == 5
+        for path, method, op in paid:
+            response = httpx.request(method, server.url + path, json={})
+            assert response.status_code == 402, path
+            required = json.loads(base64.b64decode(response.headers["payment-required"]))
+            [offer] = required["accepts"]
+            assert offer["amount"] == op["x-x402"]["amount"]
+            assert offer["payTo"] == op["x-x402"]["payTo"]
+            assert offer["asset"] == op["x-x402"]["asset"]
+            assert response.json()["accepts"][0]["maxAmountRequired"] == op["x-x402"]["amount"]
