@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -93,10 +92,6 @@ class _Run:
         for address in self.pending:
             self.results[address] = facts
         self.pending.clear()
-
-
-class _Reconnect(Exception):
-    """Internal: end this session and continue the same run on a new connection."""
 
 
 def _failure_facts(exc: BaseException, mx_host: str | None) -> SmtpFacts:
@@ -439,6 +434,9 @@ class Prober:
             facts = facts.model_copy(update={"timings_ms": timings})
             run.results[address] = facts
             run.pending.pop(0)
+            if klass.kind is ReplyKind.BLOCKED:
+                run.fail_pending(facts)  # the server refuses us, not this mailbox: stop asking
+                break
             if not facts.accepted:
                 rejections += 1
             if facts.mailbox_not_found and (run.domain, target.host) not in self._catch_all:
@@ -511,7 +509,3 @@ class Prober:
         except ValueError:
             raise ConfigError(f"bad pre-flight target {self.preflight_target!r}") from None
         return host.strip("[]"), number
-
-    def now(self) -> float:
-        """Monotonic time (for callers measuring elapsed probe time)."""
-        return time.monotonic()

@@ -49,8 +49,16 @@ def validator(mail_dns: DnsLab) -> Validator:
 
 
 async def test_spamhaus_block_is_unknown_never_invalid(validator: Validator) -> None:
-    with fake_smtp(Behaviour(rcpt_reply=SPAMHAUS_REPLY)) as fake:
-        result = await verify("ann@fake.test", prober=make_prober(fake.port), validator=validator)
+    behaviour = Behaviour(rcpt_reply=SPAMHAUS_REPLY)
+    with fake_smtp(behaviour) as fake:
+        prober = make_prober(fake.port)
+        results = [
+            r async for r in verify_many(["ann@fake.test", "bob@fake.test"], prober=prober,
+                                         validator=validator)
+        ]  # fmt: skip
+    assert behaviour.received == ["ann@fake.test"]  # blocked once: no more RCPTs that session
+    assert [r.reasons[0] for r in results] == [Reason.BLOCKED_BY_SERVER] * 2
+    result = results[0]
     assert result.verdict is Verdict.UNKNOWN
     assert result.reasons[0] is Reason.BLOCKED_BY_SERVER
     assert Reason.MAILBOX_NOT_FOUND not in result.reasons
