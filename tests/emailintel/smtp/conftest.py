@@ -27,11 +27,13 @@ def mail_lab() -> Iterator[MailLab]:
 def mail_dns(mail_lab: MailLab) -> Iterator[DnsLab]:
     """NSD serving the mail lab's zones plus fake.test (MX 127.0.0.1, for the aiosmtpd fakes)
     and tenant.test, whose MX is named like an accept-all provider's (*.protection.lab.test);
-    fakemulti.test has MX 10 at 127.0.0.1 and MX 20 at FAKE_SECOND_MX."""
+    fakemulti.test has MX 10 at 127.0.0.1 and MX 20 at FAKE_SECOND_MX; badmx.test's MX has no
+    address."""
     zones = mail_lab.dns_zones()
     zones["fake.test"] = [("@", "MX", "10 mx.fake.test."), ("mx", "A", "127.0.0.1")]
     zones["tenant.test"] = [("@", "MX", "10 mx1.tenant.protection.lab.test.")]
     zones["protection.lab.test"] = [("mx1.tenant", "A", "127.0.0.1")]
+    zones["badmx.test"] = [("@", "MX", "10 mx.missing.badmx.test.")]
     zones["fakemulti.test"] = [
         ("@", "MX", "10 mx1"),
         ("@", "MX", "20 mx2"),

@@ -285,3 +285,21 @@ async def test_internationalised_local_part_is_probed_as_utf8(validator: Validat
     assert result.smtp is not None
     assert result.smtp.reply is not None
     assert result.smtp.reply.code == 550
+
+
+async def test_mx_without_address_is_connect_failed_without_dialing(validator: Validator) -> None:
+    prober = make_prober()
+    result = await verify("info@badmx.test", prober=prober, validator=validator)
+    assert result.reasons[0] is Reason.CONNECT_FAILED
+    assert prober.sessions_opened == 0
+
+
+async def test_batch_without_retries_leaves_greylisting_unknown(
+    validator: Validator, mail_lab: MailLab
+) -> None:
+    prober = make_prober(source_address=mail_lab.fresh_source())
+    results = await collect(
+        ["info@greylist.test"], prober=prober, validator=validator, retry_greylisted=False
+    )
+    assert results["info@greylist.test"].reasons[0] is Reason.GREYLISTED
+    assert prober.sessions_opened == 1
