@@ -225,24 +225,31 @@ def _rcpt_address(parsed: ParsedAddress) -> str:
     return parsed.ascii_email or f"{parsed.local_part}@{parsed.ascii_domain}"
 
 
-async def _verify_domain(
+async def _probe_domain(
     validator: Validator,
     prober: Prober,
     domain: str,
     items: list[tuple[str, ParsedAddress]],
     *,
-    retries: bool,
     blocked: SmtpFacts | None,
-) -> list[RiskResult]:
-    """Results for addresses at one domain: one MX lookup, then one grouped probe."""
+) -> tuple[DnsFacts, dict[str, SmtpFacts]]:
+    """One MX lookup for the domain, then one grouped probe of its addresses."""
     dns = await validator.resolver.lookup_mx(domain, resolve_addresses=True)
     facts: dict[str, SmtpFacts] = {}
     if dns.status == "ok" and blocked is None:
         wanted = [_rcpt_address(parsed) for _, parsed in items]
-        if retries:
-            facts = await prober.probe_with_retries(domain, wanted, dns)
-        else:
-            facts = await prober.probe(domain, wanted, dns)
+        facts = await prober.probe(domain, wanted, dns)
+    return dns, facts
+
+
+def _domain_results(
+    validator: Validator,
+    items: list[tuple[str, ParsedAddress]],
+    dns: DnsFacts,
+    facts: dict[str, SmtpFacts],
+    blocked: SmtpFacts | None,
+) -> list[RiskResult]:
+    """Score each address with its domain's DNS facts and its own SMTP facts."""
     out = []
     for address, parsed in items:
         smtp = blocked if blocked is not None and dns.status == "ok" else None
@@ -266,10 +273,9 @@ async def verify(
         parsed = parse_address(address)
     except AddressError as exc:
         return validator.invalid_syntax(address, exc)
-    results = await _verify_domain(
-        validator, prober, parsed.ascii_domain, [(address, parsed)], retries=False, blocked=None
-    )
-    return results[0]
+    items = [(address, parsed)]
+    dns, facts = await _probe_domain(validator, prober, parsed.ascii_domain, items, blocked=None)
+    return _domain_results(validator, items, dns, facts, None)[0]
 
 
 def _done_addresses(checkpoint: Path) -> set[str]:
@@ -350,9 +356,16 @@ async def verify_many(
 
         async def one(domain: str, items: list[tuple[str, ParsedAddress]]) -> list[RiskResult]:
             async with gate:
-                return await _verify_domain(
-                    validator, prober, domain, items, retries=retry_greylisted, blocked=blocked
-                )
+                dns, facts = await _probe_domain(validator, prober, domain, items, blocked=blocked)
+            schedule = prober.retry_schedule if retry_greylisted else ()
+            for delay in schedule:  # greylisting: wait without holding a slot, then ask again
+                greylisted = [a for a, f in facts.items() if f.greylisted]
+                if not greylisted:
+                    break
+                await asyncio.sleep(delay)
+                async with gate:
+                    facts.update(await prober.probe(domain, greylisted, dns))
+            return _domain_results(validator, items, dns, facts, blocked)
 
         tasks = [asyncio.create_task(one(d, items)) for d, items in groups.items()]
         try:
