@@ -303,3 +303,12 @@ async def test_batch_without_retries_leaves_greylisting_unknown(
     )
     assert results["info@greylist.test"].reasons[0] is Reason.GREYLISTED
     assert prober.sessions_opened == 1
+
+
+async def test_probe_with_retries_directly(mail_dns: DnsLab, mail_lab: MailLab) -> None:
+    resolver = DnsResolver([mail_dns.nameserver])
+    dns = await resolver.lookup_mx("greylist.test", resolve_addresses=True)
+    prober = make_prober(source_address=mail_lab.fresh_source(), retry_schedule=(1.0, 2.5, 3.0))
+    facts = await prober.probe_with_retries("greylist.test", ["jane.doe@greylist.test"], dns)
+    assert facts["jane.doe@greylist.test"].accepted is True
+    assert prober.sessions_opened >= 2
