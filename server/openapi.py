@@ -12,6 +12,7 @@ import server
 from server.errors import ErrorEnvelope
 from server.routes import Operation
 from server.settings import Settings
+from x402gw.wire import PaymentRequiredV1
 
 __all__ = ["PaidRoute", "openapi_document", "paid_routes"]
 
@@ -80,7 +81,10 @@ def _json(schema: str) -> dict[str, Any]:
 
 def openapi_document(settings: Settings, ops: tuple[Operation, ...]) -> dict[str, Any]:
     """The whole OpenAPI 3.1 document as a dict."""
-    models: list[tuple[type[BaseModel], Mode]] = [(ErrorEnvelope, "serialization")]
+    models: list[tuple[type[BaseModel], Mode]] = [
+        (ErrorEnvelope, "serialization"),
+        (PaymentRequiredV1, "serialization"),
+    ]
     for op in ops:
         models.append((op.response_model, "serialization"))
         models.extend((m, "serialization") for m in op.responses.values())
@@ -123,7 +127,19 @@ def openapi_document(settings: Settings, ops: tuple[Operation, ...]) -> dict[str
         if op.paid:
             route = prices[op.full_path]
             operation["x-x402"] = route.extension()
-            responses["402"] = {**error, "description": f"Payment required: {route.price} (x402)"}
+            responses["402"] = {
+                "description": f"Payment required: {route.price} (x402). The v2 challenge is the "
+                "base64 JSON in the PAYMENT-REQUIRED header; the body is the v1 challenge.",
+                "headers": {
+                    "PAYMENT-REQUIRED": {
+                        "description": "Base64-encoded x402 v2 PaymentRequired object.",
+                        "schema": {"type": "string"},
+                    }
+                },
+                "content": {
+                    "application/json": {"schema": refs[(PaymentRequiredV1, "serialization")]}
+                },
+            }
         responses["default"] = error
         paths.setdefault(op.full_path, {})[op.method.lower()] = operation
     return {
