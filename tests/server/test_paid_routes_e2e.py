@@ -21,7 +21,7 @@ import uvicorn
 from eth_account.signers.local import LocalAccount
 from lab.anvil import AnvilChain, dev_account, free_port
 from lab.dnslab import DnsLab, LabError
-from lab.fakesmtp import Behaviour, fake_smtp
+from lab.fakesmtp import Behaviour, FakeSmtpServer, fake_smtp
 from lab.searchlab import SearchLab
 from tests_server_helpers import assert_envelope
 from x402 import x402Client
@@ -127,12 +127,15 @@ class UvicornThread:
 
 @pytest.fixture(scope="module")
 def paid_dns() -> Iterator[DnsLab]:
-    """paid.test (MX on 127.0.0.1, the fake SMTP), deadmx.test (MX on a silent address), broken.test
+    """paid.test (MX 127.0.0.1: one mailbox), catchall.test (127.0.0.2: accepts all), slow.test
+    (127.0.0.3: RCPT answers too late), deadmx.test (MX on a silent address), broken.test
     answering SERVFAIL."""
     lab = DnsLab(
         {
             "paid.test": [("@", "MX", "10 mx"), ("mx", "A", "127.0.0.1")],
             "deadmx.test": [("@", "MX", "10 mx"), ("mx", "A", "127.0.0.77")],
+            "catchall.test": [("@", "MX", "10 mx"), ("mx", "A", "127.0.0.2")],
+            "slow.test": [("@", "MX", "10 mx"), ("mx", "A", "127.0.0.3")],
         },
         servfail_zones=["broken.test"],
     )
@@ -165,6 +168,8 @@ def stack(
     )
     with (
         fake_smtp(Behaviour(known_users=frozenset({MAILBOX}))) as mx,
+        FakeSmtpServer("127.0.0.2", Behaviour(), port=mx.port),
+        FakeSmtpServer("127.0.0.3", Behaviour(rcpt_delay=3.0), port=mx.port),
         SearchLab() as search,
     ):
         prober = Prober(
@@ -172,7 +177,7 @@ def stack(
             mail_from="bounce@verifier-lab.test",
             allow_private_mx=True,
             politeness=PolitenessConfig.unlimited(),
-            timeouts=Timeouts(connect=1, banner=3, command=3),
+            timeouts=Timeouts(connect=1, banner=2, command=1),
             port=mx.port,
         )
         engine = engine_from_env(search.env("duckduckgo"), backoff=Backoff(retries=1, base=0.0))
@@ -248,6 +253,22 @@ async def test_paid_answers_carry_the_results(stack: PaidStack, sdk: x402HttpxCl
     assert linkedin["best"]["evidence"]["company_match"] > 0
 
 
+async def test_catch_all_domain_is_answered_not_found(
+    stack: PaidStack, sdk: x402HttpxClient
+) -> None:
+    payer_before, _ = stack.balances()
+    response = await sdk.post(
+        _url(stack, "/email/find"),
+        json={"first_name": "Ann", "last_name": "Lee", "domain": "catchall.test"},
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["found"] is False
+    assert body["catch_all"] is True
+    assert body["email"] is None
+    assert stack.balances()[0] == payer_before - PRICES["/email/find"]
+
+
 async def test_invalid_address_is_answered_and_charged(
     stack: PaidStack, sdk: x402HttpxClient
 ) -> None:
@@ -307,6 +328,8 @@ async def test_upstream_failures_are_not_charged(stack: PaidStack, sdk: x402Http
     assert_envelope(dns_down, 503, "api_error", "dns_unavailable")
     smtp_down = await sdk.post(_url(stack, "/email/verify"), json={"email": "a@deadmx.test"})
     assert_envelope(smtp_down, 503, "api_error", "smtp_unavailable")
+    smtp_slow = await sdk.post(_url(stack, "/email/verify"), json={"email": "a@slow.test"})
+    assert_envelope(smtp_slow, 504, "api_error", "smtp_timeout")
     find_down = await sdk.post(_url(stack, "/email/find"), json={"candidates": ["a@deadmx.test"]})
     assert_envelope(find_down, 503, "api_error", "smtp_unavailable")
     stack.search.fail_next(10, "429")
@@ -325,7 +348,7 @@ async def test_upstream_failures_are_not_charged(stack: PaidStack, sdk: x402Http
     finally:
         stack.search.clear_failures()
     assert_envelope(broken, 502, "api_error", "search_unavailable")
-    for response in (dns_down, smtp_down, find_down, limited, broken):
+    for response in (dns_down, smtp_down, smtp_slow, find_down, limited, broken):
         assert "payment-response" not in response.headers
     assert stack.balances() == before
 
