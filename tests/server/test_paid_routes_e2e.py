@@ -427,3 +427,15 @@ def test_bavlio_pay_unreachable_server(
     assert "request to" in capsys.readouterr().err
     assert main(["pay", "GET", "ftp://example.test/x"]) == 2
     assert "not an http(s) URL" in capsys.readouterr().err
+
+
+def test_bavlio_pay_unfunded_payer_is_refused(
+    stack: PaidStack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("BAVLIO_PAYER_KEY", "0x" + "5a" * 32)  # holds no tokens
+    before = stack.balances()
+    assert main(["pay", "POST", _url(stack, "/prospects/search"), '{"tags": ["ai"]}']) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bavlio pay: payment refused: ")
+    assert "insufficient" in err
+    assert stack.balances() == before
