@@ -84,6 +84,20 @@ def next_state(state: State, event: Event) -> State:
         raise InvalidTransition(State(state), Event(event)) from None
 
 
+def event_effect(event: Event) -> tuple[frozenset[State], State | None]:
+    """The states `event` applies in and the one it leads to (None: it leaves the state as is).
+
+    Every event has one target or only self-loops, which lets the ledger apply it in one
+    conditional UPDATE instead of read, compare-and-set, read.
+    """
+    event = Event(event)
+    moves = {(s, t) for (s, e), t in _TRANSITIONS.items() if e == event}
+    targets = {t for s, t in moves if t != s}
+    if len(targets) > 1 or (targets and any(s == t for s, t in moves)):
+        raise AssertionError(f"event {event.value!r} has no single effect")  # pragma: no cover
+    return frozenset(s for s, _ in moves), next(iter(targets), None)
+
+
 def allowed_events(state: State) -> frozenset[Event]:
     """Events the table accepts in `state`."""
     return frozenset(e for (s, e) in _TRANSITIONS if s == state)

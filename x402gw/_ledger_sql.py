@@ -5,6 +5,7 @@ The schema here is what the Alembic migrations build; the queries are the only o
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from datetime import datetime
@@ -103,12 +104,16 @@ def async_url(url: str | Path) -> sa.URL:
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
+    # Under WAL, NORMAL syncs at checkpoints instead of at every commit: a committed transaction
+    # survives a process crash (it is in the WAL file), but the last few may be lost on power
+    # loss or an OS crash. That is the trade-off for several times fewer fsyncs per payment.
+    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
 
 
 def create_engine(url: str | Path, schema: str | None = None) -> AsyncEngine:
-    """An async engine; SQLite gets WAL and a busy timeout so concurrent writers queue.
+    """An async engine; SQLite gets WAL, synchronous=NORMAL and a busy timeout so writers queue.
 
     `schema` (PostgreSQL only) puts the ledger tables in their own schema via `search_path`.
     """
@@ -119,7 +124,9 @@ def create_engine(url: str | Path, schema: str | None = None) -> AsyncEngine:
         folder = Path(target.database or "").parent
         if not folder.is_dir():  # refuse early: a failed aiosqlite connect leaks its thread
             raise InvalidPaymentData(f"no directory {folder} for the SQLite ledger")
-        engine = create_async_engine(target)
+        # Every use is an `engine.begin()` block that commits or rolls back, so the pool's
+        # rollback-on-return would only add a round trip to the driver thread.
+        engine = create_async_engine(target, pool_reset_on_return=None)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     if schema is None:
@@ -159,14 +166,21 @@ def current_revision(connection: sa.Connection) -> str | None:
 # --- queries -----------------------------------------------------------------------------------
 
 
-async def insert_payment(conn: AsyncConnection, values: dict[str, Any]) -> None:
-    """Insert one record; the live unique indexes raise IntegrityError for duplicates."""
-    await conn.execute(payments.insert().values(**values))
+# Hot statements are built once and executed with parameters: building SQLAlchemy Core
+# constructs costs more CPU than SQLite takes to run them.
+_INSERT = payments.insert().returning(*payments.c)
+_SELECT_BY_ID = sa.select(payments).where(c.id == sa.bindparam("record_id"))
+
+
+async def insert_payment(conn: AsyncConnection, values: dict[str, Any]) -> sa.Row[Any]:
+    """Insert one record and return it; the live unique indexes raise IntegrityError for duplicates."""
+    result = await conn.execute(_INSERT, values)
+    return result.one()
 
 
 async def select_by_id(conn: AsyncConnection, record_id: str) -> sa.Row[Any] | None:
     """One record by id."""
-    result = await conn.execute(sa.select(payments).where(c.id == record_id))
+    result = await conn.execute(_SELECT_BY_ID, {"record_id": record_id})
     return result.first()
 
 
@@ -209,22 +223,37 @@ async def select_by_state(
     return result.all()
 
 
-async def compare_and_set(
+@functools.lru_cache(maxsize=128)
+def _transition_statement(
+    from_states: tuple[str, ...], with_hash: bool, columns: tuple[str, ...]
+) -> sa.Update:
+    query = payments.update().where(c.id == sa.bindparam("p_id"), c.state.in_(from_states))
+    if with_hash:
+        query = query.where(sa.or_(c.tx_hash.is_(None), c.tx_hash == sa.bindparam("p_tx_hash")))
+    sets = {name: sa.bindparam(f"v_{name}", type_=payments.c[name].type) for name in columns}
+    return query.values(sets).returning(*payments.c)
+
+
+async def transition(
     conn: AsyncConnection,
     record_id: str,
     *,
-    expected_state: State,
-    expected_tx_hash: str | None,
+    from_states: Sequence[State],
+    tx_hash: str | None,
     values: dict[str, Any],
-) -> bool:
-    """Update a record only if state and tx hash are still what the caller read; True if done."""
-    result = await conn.execute(
-        payments.update()
-        .where(
-            c.id == record_id,
-            c.state == expected_state.value,
-            c.tx_hash.is_not_distinct_from(expected_tx_hash),
-        )
-        .values(**values)
+) -> sa.Row[Any] | None:
+    """One-statement transition: update the record if its state is in `from_states` and (when
+    `tx_hash` is given) it has no hash or that same hash; return the updated row, else None."""
+    columns = tuple(sorted(values))
+    unknown = set(columns) - set(payments.c.keys())
+    if unknown:
+        raise InvalidPaymentData(f"not ledger columns: {sorted(unknown)}")
+    statement = _transition_statement(
+        tuple(s.value for s in from_states), tx_hash is not None, columns
     )
-    return result.rowcount == 1
+    params = {f"v_{name}": values[name] for name in columns}
+    params["p_id"] = record_id
+    if tx_hash is not None:
+        params["p_tx_hash"] = tx_hash
+    result = await conn.execute(statement, params)
+    return result.first()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import dataclass
@@ -17,21 +18,20 @@ from aiohttp import ClientError, ClientTimeout
 from eth_abi.abi import decode as abi_decode
 from eth_abi.abi import encode as abi_encode
 from eth_account.signers.local import LocalAccount
-from eth_typing import ChecksumAddress, HexStr
+from eth_typing import ChecksumAddress
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
-from hexbytes import HexBytes
 from web3 import AsyncHTTPProvider, AsyncWeb3
+from web3._utils.error_formatters_utils import raise_contract_logic_error_on_revert
 from web3.exceptions import (
     BadResponseFormat,
     ContractLogicError,
     ProviderConnectionError,
-    TimeExhausted,
     TransactionNotFound,
     Web3RPCError,
 )
 from web3.providers.rpc.utils import ExceptionRetryConfiguration
-from web3.types import Nonce, TxParams, TxReceipt, Wei
+from web3.types import RPCEndpoint, RPCResponse
 
 from x402gw import exact_evm
 from x402gw.errors import (
@@ -62,6 +62,8 @@ _TRANSPORT_ERRORS: Final = (
 )
 _NONCE_RETRIES: Final = 3
 _NONCE_CLASH: Final = ("nonce too low", "already known", "replacement transaction underpriced")
+_FEE_TTL: Final = 1.0  # seconds fee data is reused; 2 x base fee absorbs ~5 blocks of increases
+_HEX_ADDRESS: Final = re.compile(r"0x[0-9a-fA-F]{40}")
 
 
 def _selector(signature: str) -> bytes:
@@ -132,13 +134,38 @@ class ChainClient:
         """Close the HTTP session(s) the provider opened."""
         await self.provider.disconnect()
 
+    async def request(self, method: str, params: list[Any], *, reverts: bool = False) -> Any:
+        """One JSON-RPC call through the provider, skipping web3's per-call formatters.
+
+        The hot path (reads, estimation, broadcast, receipts) uses it: web3's formatting layers
+        cost more CPU than the call. With ``reverts``, a revert raises :class:`SettlementReverted`
+        as web3 would classify it; other error replies raise :class:`RpcError`.
+        """
+        try:
+            response: RPCResponse = await self.provider.make_request(RPCEndpoint(method), params)
+        except _TRANSPORT_ERRORS as exc:
+            raise ChainUnavailable(f"RPC unreachable: {type(exc).__name__}: {exc}") from exc
+        if not isinstance(response, Mapping):
+            raise ChainUnavailable(f"RPC answered {type(response).__name__}, not an object")
+        error = response.get("error")
+        if error is None:
+            if "result" not in response:
+                raise ChainUnavailable("RPC reply has neither result nor error")
+            return response["result"]
+        if reverts and isinstance(error, Mapping):
+            try:
+                raise_contract_logic_error_on_revert(response)
+            except ContractLogicError as exc:
+                raise SettlementReverted(_revert_text(exc)) from exc
+        raise RpcError(f"RPC error: {error}")
+
     async def chain_id(self) -> int:
         """The chain id the node reports."""
-        return await _rpc(self.w3.eth.chain_id)
+        return int(await self.request("eth_chainId", []), 16)
 
     async def get_code(self, address: str) -> bytes:
         """Deployed bytecode at ``address`` (empty for an EOA)."""
-        return bytes(await _rpc(self.w3.eth.get_code(_addr(address))))
+        return _hex_bytes(await self.request("eth_getCode", [_hex_address(address), "latest"]))
 
     async def eth_balance(self, address: str) -> int:
         """Native balance in wei."""
@@ -146,13 +173,10 @@ class ChainClient:
 
     async def call(self, to: str, data: bytes, *, sender: str | None = None) -> bytes:
         """``eth_call`` against the pending state; reverts raise :class:`SettlementReverted`."""
-        tx: TxParams = {"to": _addr(to), "data": HexBytes(data)}
+        tx = {"to": _hex_address(to), "data": "0x" + data.hex()}
         if sender is not None:
-            tx["from"] = _addr(sender)
-        try:
-            return bytes(await _rpc(self.w3.eth.call(tx)))
-        except ContractLogicError as exc:
-            raise SettlementReverted(_revert_text(exc)) from exc
+            tx["from"] = _hex_address(sender)
+        return _hex_bytes(await self.request("eth_call", [tx, "latest"], reverts=True))
 
     async def token_balance(self, token: str, owner: str) -> int:
         """ERC-20 ``balanceOf(owner)``."""
@@ -311,25 +335,34 @@ class ChainClient:
 
     async def get_receipt(self, tx_hash: str) -> Receipt | None:
         """The receipt of ``tx_hash``, or None while it is unknown or unmined (for reconciliation)."""
-        try:
-            receipt = await _rpc(self.w3.eth.get_transaction_receipt(HexStr(tx_hash)))
-        except TransactionNotFound:
+        raw = await self.request("eth_getTransactionReceipt", [tx_hash])
+        if raw is None:
             return None
-        return _receipt(receipt)
+        if not isinstance(raw, Mapping):
+            raise ChainUnavailable(f"RPC answered {raw!r} for a receipt")
+        if raw.get("blockNumber") is None:  # some nodes answer pending transactions this way
+            return None
+        try:
+            return _raw_receipt(raw)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ChainUnavailable(f"RPC answered a malformed receipt: {exc}") from exc
 
     async def wait_for_receipt(
         self, tx_hash: str, wait_seconds: float, poll: float = 0.05
     ) -> Receipt:
-        """Poll for a receipt; raises :class:`SettlementPending` after ``wait_seconds``."""
-        try:
-            receipt = await _rpc(
-                self.w3.eth.wait_for_transaction_receipt(
-                    HexStr(tx_hash), timeout=wait_seconds, poll_latency=poll
-                )
-            )
-        except TimeExhausted as exc:
-            raise SettlementPending(tx_hash) from exc
-        return _receipt(receipt)
+        """Ask at once (an automining node has it already), then poll with backoff up to ``poll``;
+        raises :class:`SettlementPending` after ``wait_seconds``."""
+        deadline = time.monotonic() + wait_seconds
+        delay = min(0.005, poll)
+        while True:
+            receipt = await self.get_receipt(tx_hash)
+            if receipt is not None:
+                return receipt
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise SettlementPending(tx_hash)
+            await asyncio.sleep(min(delay, left))
+            delay = min(delay * 2, poll)
 
 
 class NonceManager:
@@ -344,9 +377,10 @@ class NonceManager:
     async def allocate(self) -> int:
         """Next nonce; call with :attr:`lock` held so allocation and broadcast stay in order."""
         if self._next is None:
-            self._next = int(
-                await _rpc(self._client.w3.eth.get_transaction_count(self._address, "pending"))
+            count = await self._client.request(
+                "eth_getTransactionCount", [self._address, "pending"]
             )
+            self._next = int(count, 16)
         nonce = self._next
         self._next += 1
         return nonce
@@ -380,6 +414,8 @@ class Settler:
         self.receipt_timeout = receipt_timeout
         self._priority_fee = priority_fee
         self._chain_id: int | None = None
+        self._fee_cache: tuple[float, int, int] | None = None  # (fetched at, max fee, tip)
+        self._fee_lock = asyncio.Lock()
         self.nonces = NonceManager(client, operator.address)
 
     @property
@@ -411,30 +447,29 @@ class Settler:
 
     async def send(self, to: str, data: bytes) -> str:
         """Estimate (reverts raise here, costing no gas), price with EIP-1559 fees, sign and broadcast."""
-        w3 = self.client.w3
-        base: TxParams = {"from": _addr(self.address), "to": _addr(to), "data": HexBytes(data)}
-        try:
-            gas = await _rpc(w3.eth.estimate_gas(base))
-        except ContractLogicError as exc:
-            raise SettlementReverted(_revert_text(exc)) from exc
+        client = self.client
+        call = {"from": self.address.lower(), "to": _hex_address(to), "data": "0x" + data.hex()}
+        gas = int(await client.request("eth_estimateGas", [call], reverts=True), 16)
         max_fee, tip = await self._fees()
         if self._chain_id is None:
-            self._chain_id = await self.client.chain_id()
+            self._chain_id = await client.chain_id()
         for _attempt in range(_NONCE_RETRIES):
             async with self.nonces.lock:
                 nonce = await self.nonces.allocate()
-                tx: TxParams = {
-                    **base,
+                tx = {
+                    "to": _addr(to),
+                    "data": data,
+                    "value": 0,
                     "gas": gas * 6 // 5,
-                    "maxFeePerGas": Wei(max_fee),
-                    "maxPriorityFeePerGas": Wei(tip),
-                    "nonce": Nonce(nonce),
+                    "maxFeePerGas": max_fee,
+                    "maxPriorityFeePerGas": tip,
+                    "nonce": nonce,
                     "chainId": self._chain_id,
                     "type": 2,
                 }
                 raw = self.operator.sign_transaction(tx).raw_transaction  # type: ignore[arg-type]
                 try:
-                    sent = await _rpc(w3.eth.send_raw_transaction(raw))
+                    sent = await client.request("eth_sendRawTransaction", ["0x" + raw.hex()])
                 except RpcError as exc:
                     self.nonces.invalidate()
                     if any(clash in str(exc).lower() for clash in _NONCE_CLASH):
@@ -443,19 +478,24 @@ class Settler:
                 except BaseException:
                     self.nonces.invalidate()
                     raise
-            return "0x" + bytes(sent).hex()
+            return "0x" + _hex_bytes(sent).hex()
         raise ChainError(f"nonce kept colliding after {_NONCE_RETRIES} attempts")
 
     async def _fees(self) -> tuple[int, int]:
-        w3 = self.client.w3
-        block = await _rpc(w3.eth.get_block("latest"))
-        base_fee = int(block.get("baseFeePerGas", 0))
-        tip = (
-            self._priority_fee
-            if self._priority_fee is not None
-            else int(await _rpc(w3.eth.max_priority_fee))
-        )
-        return 2 * base_fee + tip, tip
+        """(max fee, tip): 2 x latest base fee + tip, fetched at most once per :data:`_FEE_TTL`."""
+        async with self._fee_lock:  # concurrent sends share one fetch
+            cached = self._fee_cache
+            if cached is not None and time.monotonic() - cached[0] < _FEE_TTL:
+                return cached[1], cached[2]
+            block = await self.client.request("eth_getBlockByNumber", ["latest", False])
+            base_fee = int(block.get("baseFeePerGas") or "0x0", 16)
+            tip = (
+                self._priority_fee
+                if self._priority_fee is not None
+                else int(await self.client.request("eth_maxPriorityFeePerGas", []), 16)
+            )
+            self._fee_cache = (time.monotonic(), 2 * base_fee + tip, tip)
+            return 2 * base_fee + tip, tip
 
 
 # --------------------------------------------------------------------------------------------
@@ -505,6 +545,22 @@ def _addr(address: str) -> ChecksumAddress:
     return to_checksum_address(address)
 
 
+def _hex_address(address: str) -> str:
+    """Lower-case hex for JSON-RPC (no checksum work); anything else is validated as before."""
+    if isinstance(address, str) and _HEX_ADDRESS.fullmatch(address):
+        return address.lower()
+    return _addr(address).lower()
+
+
+def _hex_bytes(value: Any) -> bytes:
+    if not isinstance(value, str) or not value.startswith("0x"):
+        raise ChainUnavailable(f"RPC answered {value!r} where hex data was expected")
+    try:
+        return bytes.fromhex(value[2:])
+    except ValueError as exc:
+        raise ChainUnavailable(f"RPC answered malformed hex {value[:80]!r}") from exc
+
+
 def _invalid(invalid: Invalid) -> VerifyResponse:
     return VerifyResponse(
         is_valid=False,
@@ -514,19 +570,19 @@ def _invalid(invalid: Invalid) -> VerifyResponse:
     )
 
 
-def _receipt(receipt: TxReceipt) -> Receipt:
+def _raw_receipt(raw: Mapping[str, Any]) -> Receipt:
     logs = tuple(
         {
-            "address": str(log["address"]),
-            "topics": [bytes(t) for t in log["topics"]],
-            "data": bytes(log["data"]),
+            "address": to_checksum_address(log["address"]),
+            "topics": [_hex_bytes(t) for t in log["topics"]],
+            "data": _hex_bytes(log["data"]),
         }
-        for log in receipt["logs"]
+        for log in raw["logs"]
     )
     return Receipt(
-        tx_hash="0x" + bytes(receipt["transactionHash"]).hex(),
-        status=int(receipt["status"]),
-        block_number=int(receipt["blockNumber"]),
-        gas_used=int(receipt["gasUsed"]),
+        tx_hash=raw["transactionHash"].lower(),
+        status=int(raw["status"], 16),
+        block_number=int(raw["blockNumber"], 16),
+        gas_used=int(raw["gasUsed"], 16),
         logs=logs,
     )

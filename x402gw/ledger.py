@@ -3,7 +3,7 @@
 Records live in SQLite (default) or PostgreSQL. A live unique index on (network, asset, payer,
 nonce) refuses a second use of an authorization across tasks and processes; an optional lock
 backend (e.g. Redis) can refuse it earlier. State changes follow the pure table in
-`x402gw._ledger_rules` and are applied with compare-and-set updates.
+`x402gw._ledger_rules` and are applied as single conditional updates.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from x402gw._ledger_rules import (
     check_resource,
     check_valid_before,
     decide_reconcile,
+    event_effect,
     next_state,
     normalise_account,
     normalise_nonce,
@@ -396,7 +397,7 @@ class Ledger:
         handle = await self._lock(key, values["valid_before"])
         try:
             async with self._tx() as conn:
-                await sql.insert_payment(conn, values)
+                row = await sql.insert_payment(conn, values)
         except sa.exc.IntegrityError:
             if handle is not None:
                 await self._locks_release(handle)
@@ -409,7 +410,7 @@ class Ledger:
             raise
         if handle is not None:
             self._handles[values["id"]] = handle
-        return await self.get(values["id"])
+        return _record(row)
 
     async def _lock(self, key: str, valid_before: int) -> LockHandle | None:
         if self._locks is None:
@@ -447,29 +448,31 @@ class Ledger:
         *,
         tx_hash: str | None = None,
     ) -> PaymentRecord:
-        # Compare-and-set loop: a failed CAS means the state or tx hash moved on, and both only
-        # move forward (the table has no cycles but self-loops; a hash is set once), so it ends.
+        # One conditional UPDATE ... RETURNING; only when it matches nothing is the record read,
+        # to say why. States only move forward and a hash is set once, so the retry loop ends.
+        sources, target = event_effect(event)
+        from_states = sorted(sources)
         while True:
-            record = await self.get(record_id)
-            new_state = next_state(record.state, event)
-            if tx_hash is not None and record.tx_hash not in (None, tx_hash):
-                raise ConflictingTxHash(record_id, record.tx_hash or "", tx_hash)
             update = dict(values or {})
-            update.update(state=new_state.value, updated_at=self._now())
+            update["updated_at"] = self._now()
+            if target is not None:
+                update["state"] = target.value
             if tx_hash is not None:
                 update["tx_hash"] = tx_hash
             async with self._tx() as conn:
-                done = await sql.compare_and_set(
-                    conn,
-                    record_id,
-                    expected_state=record.state,
-                    expected_tx_hash=record.tx_hash,
-                    values=update,
+                row = await sql.transition(
+                    conn, record_id, from_states=from_states, tx_hash=tx_hash, values=update
                 )
-            if done:
-                if new_state in TERMINAL:
-                    await self._drop_lock(record_id)
-                return await self.get(record_id)
+            if row is None:
+                record = await self.get(record_id)
+                next_state(record.state, event)
+                if tx_hash is not None and record.tx_hash not in (None, tx_hash):
+                    raise ConflictingTxHash(record_id, record.tx_hash or "", tx_hash)
+                continue  # it moved between the update and the read; try again
+            record = _record(row)
+            if record.state in TERMINAL:
+                await self._drop_lock(record_id)
+            return record
 
     async def _drop_lock(self, record_id: str) -> None:
         handle = self._handles.pop(record_id, None)
