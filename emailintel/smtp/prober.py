@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -40,6 +41,7 @@ from emailintel.smtp.session import (
 __all__ = ["DEFAULT_RETRY_SCHEDULE", "Prober", "random_local_part"]
 
 DEFAULT_RETRY_SCHEDULE: Final = (60.0, 300.0, 900.0)
+_FREE_RSETS: Final = 4  # RSETs per connection that stay under a strict junk-command limit (5)
 
 _FIRST: Final = (
     "jonas", "emma", "liam", "olivia", "noah", "sofia", "lucas", "mia", "elias", "hannah",
@@ -71,6 +73,17 @@ class _Target:
 
 
 @dataclass
+class _Conn:
+    """What one connection has spent of the server's limits, across the domains it carries."""
+
+    session: SmtpSession
+    rejections: int = 0  # replies Postfix counts as errors (its soft/hard error limits)
+    sent: int = 0  # RCPT commands on this connection
+    rsets: int = 0  # RSETs (junk commands to Postfix)
+    in_transaction: bool = False  # a MAIL FROM is open: a new one needs RSET first
+
+
+@dataclass
 class _Run:
     """Mutable state of one probe of one domain."""
 
@@ -80,6 +93,7 @@ class _Run:
     results: dict[str, SmtpFacts] = field(default_factory=dict)
     reconnects: int = 0
     target_index: int = 0
+    deadline_at: float | None = None  # loop time by which a shared-session run must finish
 
     @property
     def accepted_any(self) -> bool:
@@ -297,7 +311,160 @@ class Prober:
             results.update(await self.probe(domain, greylisted, dns))
         return results
 
+    def share_key(self, dns: DnsFacts) -> tuple[str, str] | None:
+        """The (MX host, address) a domain's probe starts at, for sharing sessions (None: none)."""
+        if dns.status != "ok" or not dns.mx:
+            return None
+        targets, _ = self._targets(dns)
+        return (targets[0].host.lower(), targets[0].ip) if targets else None
+
+    async def probe_many(
+        self,
+        jobs: Iterable[tuple[str, Iterable[str], DnsFacts]],
+        *,
+        sessions: int = 1,
+    ) -> dict[str, dict[str, SmtpFacts]]:
+        """Probe several domains, sharing sessions among domains whose first MX is the same.
+
+        Each ``(domain, addresses, dns)`` is answered as :meth:`probe` would; domains on one MX
+        address follow each other on a connection (RSET, MAIL FROM, their RCPTs), with at most
+        ``sessions`` connections per MX address. Catch-all verdicts stay per (domain, MX host).
+        """
+        if sessions < 1:
+            raise ConfigError(f"sessions must be at least 1, got {sessions!r}")
+        answers: dict[str, dict[str, SmtpFacts]] = {}
+        groups: dict[tuple[str, str], list[tuple[_Run, list[_Target]]]] = {}
+        alone: list[tuple[str, list[str], DnsFacts]] = []
+        named: list[tuple[str, _Run]] = []
+        for domain, addresses, dns in jobs:
+            pending = list(dict.fromkeys(addresses))
+            key = self.share_key(dns) if pending else None
+            if key is None:
+                alone.append((domain, pending, dns))
+                continue
+            self.identity.check(targets=[domain, *(mx.host for mx in dns.mx)])
+            targets, _ = self._targets(dns)
+            run = _Run(domain=domain.lower(), pending=pending, stop_on_accept=False)
+            groups.setdefault(key, []).append((run, targets))
+            named.append((domain, run))
+
+        async def single(domain: str, pending: list[str], dns: DnsFacts) -> None:
+            answers[domain] = await self.probe(domain, pending, dns)
+
+        async def shared(queue: deque[tuple[_Run, list[_Target]]]) -> None:
+            left = await self._shared_worker(queue)
+            for run, targets in left:  # what sharing could not settle goes the per-domain way
+                await self._run_with_deadline(run, targets)
+
+        work = [single(*job) for job in alone]
+        for members in groups.values():
+            queue = deque(members)
+            work += [shared(queue) for _ in range(min(sessions, len(members)))]
+        await asyncio.gather(*work)
+        for domain, run in named:
+            self._annotate(run)
+            answers[domain] = run.results
+        return answers
+
     # --- internals -------------------------------------------------------------------------------
+
+    def _deadline(self, run: _Run) -> float:
+        return self.address_deadline + self.timeouts.command * (len(run.pending) - 1)
+
+    async def _run_with_deadline(self, run: _Run, targets: list[_Target]) -> None:
+        """The per-domain path (:meth:`probe` minus its checks) for a run sharing gave up on."""
+        loop = asyncio.get_running_loop()
+        if run.deadline_at is None:
+            run.deadline_at = loop.time() + self._deadline(run)
+        try:
+            async with asyncio.timeout_at(run.deadline_at):
+                await self._run(run, targets)
+        except TimeoutError:
+            host = targets[min(run.target_index, len(targets) - 1)].host
+            run.fail_pending(_failure_facts(TimeoutError("overall deadline exceeded"), host))
+
+    async def _shared_worker(
+        self, queue: deque[tuple[_Run, list[_Target]]]
+    ) -> list[tuple[_Run, list[_Target]]]:
+        """Carry queued domains over shared connections; returns the runs to finish alone."""
+        left: list[tuple[_Run, list[_Target]]] = []
+        current: tuple[_Run, list[_Target]] | None = None
+        while True:
+            if current is None:
+                current = self._next(queue)
+                if current is None:
+                    return left
+            target = current[1][0]
+            rule = self.provider_of(target.host)
+            async with self.politeness.session(
+                target.host,
+                provider=rule.name if rule else None,
+                provider_per_minute=rule.per_minute if rule else 30.0,
+                provider_connections=rule.max_connections if rule else None,
+            ):
+                try:
+                    session = await self._open(target, rule)
+                except SmtpSessionError:
+                    left.append(current)  # the per-domain path retries and tries the next MX
+                    current = None
+                    continue
+                try:
+                    if session.refusal is not None:
+                        left.append(current)
+                        current = None
+                        continue
+                    current = await self._carry(current, queue, _Conn(session), target, rule)
+                finally:
+                    await session.close()
+
+    def _next(self, queue: deque[tuple[_Run, list[_Target]]]) -> tuple[_Run, list[_Target]] | None:
+        """Take the next queued domain and start its deadline (None: the queue is empty)."""
+        if not queue:
+            return None
+        item = queue.popleft()
+        item[0].deadline_at = asyncio.get_running_loop().time() + self._deadline(item[0])
+        return item
+
+    async def _carry(
+        self,
+        current: tuple[_Run, list[_Target]],
+        queue: deque[tuple[_Run, list[_Target]]],
+        conn: _Conn,
+        target: _Target,
+        rule: ProviderRule | None,
+    ) -> tuple[_Run, list[_Target]] | None:
+        """Probe domains one after another on one connection; returns the run still unfinished."""
+        item: tuple[_Run, list[_Target]] | None = current
+        while item is not None:
+            run = item[0]
+            before = (len(run.pending), run.reconnects, conn.sent)
+            try:
+                assert run.deadline_at is not None
+                async with asyncio.timeout_at(run.deadline_at):
+                    failure = await self._converse(run, conn, target, rule)
+            except TimeoutError:
+                late = TimeoutError(f"overall deadline exceeded at {target.host}")
+                run.fail_pending(_failure_facts(late, target.host))
+                return self._next(queue)
+            except SmtpSessionError as exc:
+                failure = self._after_error(run, exc, target)
+                if failure is None:
+                    return item  # reconnect and go on with this domain
+            if failure is not None:
+                run.fail_pending(failure)
+            if not run.done():
+                if (len(run.pending), run.reconnects) == before[:2] and before[2] == 0:
+                    run.reconnects += 1  # a fresh connection that made no progress
+                if run.reconnects > self.max_reconnects:
+                    run.fail_pending(
+                        SmtpFacts(checked=True, mx_host=target.host, temp_failure=True, reply=None)
+                    )
+                else:
+                    return item
+            if not conn.session.connected or conn.session.refusal is not None:
+                return self._next(queue)
+            item = self._next(queue)
+        return None
 
     def _targets(self, dns: DnsFacts) -> tuple[list[_Target], bool]:
         targets: list[_Target] = []
@@ -356,7 +523,7 @@ class Prober:
                             continue  # 4xx banner: the next MX may take us
                         return failure
                     run.target_index = index
-                    return await self._converse(run, session, target, rule)
+                    return await self._converse(run, _Conn(session), target, rule)
                 except SmtpSessionError as exc:
                     return self._after_error(run, exc, target)
                 finally:
@@ -402,49 +569,88 @@ class Prober:
         return session
 
     async def _converse(
-        self, run: _Run, session: SmtpSession, target: _Target, rule: ProviderRule | None
+        self, run: _Run, conn: _Conn, target: _Target, rule: ProviderRule | None
     ) -> SmtpFacts | None:
-        """MAIL FROM, then RCPT per pending address until done or a reconnect is due."""
+        """MAIL FROM, then RCPTs (pipelined when offered) until done or a reconnect is due."""
+        session = conn.session
         if session.refusal is not None:  # EHLO/HELO or STARTTLS refused
             return self._refused(run, session.refusal, session, target)
         utf8 = any(not address.isascii() for address in run.pending)
-        mail = await session.mail_from(self.identity.mail_from, smtputf8=utf8)
-        if mail.code is None or mail.code >= 400:
-            return self._refused(run, mail, session, target)
         limit = min(self.max_rcpt, rule.max_rcpt_per_session if rule else self.max_rcpt)
-        rejections = sent = 0
+        tx_sent = 0
+        pipelining = session.pipelining
+        opened = False
         while not run.done():
-            if rejections >= self.max_rejections or sent >= limit:
+            # The budget also bounds a pipelined batch, so it cannot cross the error limit.
+            room = min(self.max_rejections - conn.rejections, limit - conn.sent)
+            if room <= 0:
                 return None  # reconnect before the server's error or recipient limits bite
-            address = run.pending[0]
-            await self.politeness.rcpt(target.host)
-            reply = await session.rcpt(address)
-            sent += 1
-            klass = classify_reply(reply)
-            if klass.backoff:
-                self.politeness.backoff(target.host)
-            reconnect = klass.kind is ReplyKind.TOO_MANY_RECIPIENTS or reply.code == 421
-            if reconnect and (sent > 1 or reply.code == 421):
-                if reply.code == 421 or not session.connected:
-                    run.reconnects += 1
-                if run.reconnects <= self.max_reconnects:
-                    return None
-            facts = facts_from_reply(reply, klass, mx_host=target.host, tls=session.tls)
-            timings = {**session.timings_ms, "rcpt": reply.elapsed_ms or 0.0}
-            facts = facts.model_copy(update={"timings_ms": timings})
-            run.results[address] = facts
-            run.pending.pop(0)
-            if klass.kind is ReplyKind.BLOCKED:
-                run.fail_pending(facts)  # the server refuses us, not this mailbox: stop asking
-                break
-            if not facts.accepted:
-                rejections += 1
-            if facts.mailbox_not_found and (run.domain, target.host) not in self._catch_all:
-                self._catch_all[(run.domain, target.host)] = False
+            batch = run.pending[: room if pipelining else 1]
+            for _ in batch:
+                await self.politeness.rcpt(target.host)
+            if opened:
+                replies = await session.rcpt_many(batch)
+            else:
+                setup, replies = await self._open_transaction(conn, batch, utf8)
+                refused = [r for r in setup if r.code is None or r.code >= 400]
+                if refused:
+                    return self._refused(run, refused[0], session, target)
+                opened = True
+            for address, reply in zip(batch, replies, strict=False):
+                conn.sent += 1
+                tx_sent += 1
+                klass = classify_reply(reply)
+                if klass.backoff:
+                    self.politeness.backoff(target.host)
+                reconnect = klass.kind is ReplyKind.TOO_MANY_RECIPIENTS or reply.code == 421
+                if reconnect and (tx_sent > 1 or reply.code == 421):
+                    if reply.code == 421 or not session.connected:
+                        run.reconnects += 1
+                    if run.reconnects <= self.max_reconnects:
+                        return None
+                facts = facts_from_reply(reply, klass, mx_host=target.host, tls=session.tls)
+                timings = {**session.timings_ms, "rcpt": reply.elapsed_ms or 0.0}
+                facts = facts.model_copy(update={"timings_ms": timings})
+                run.results[address] = facts
+                run.pending.pop(0)
+                if klass.kind is ReplyKind.BLOCKED:
+                    run.fail_pending(facts)  # the server refuses us, not this mailbox: stop asking
+                    break
+                if not facts.accepted:
+                    conn.rejections += 1
+                    if reply.code is not None and 400 <= reply.code < 500:
+                        pipelining = False  # a temporary refusal: go on one at a time
+                if facts.mailbox_not_found and (run.domain, target.host) not in self._catch_all:
+                    self._catch_all[(run.domain, target.host)] = False
+            if len(replies) < len(batch) and not session.connected:
+                raise SmtpDisconnectedError("rcpt", "closed during a pipelined batch")
         accepted = any(f.accepted and f.mx_host == target.host for f in run.results.values())
         if accepted and session.connected:
-            await self._catch_all_probe(run, session, target, rule)
+            await self._catch_all_probe(run, conn, target, rule)
         return None
+
+    async def _open_transaction(
+        self, conn: _Conn, addresses: Sequence[str], utf8: bool = False
+    ) -> tuple[list[SmtpReply], list[SmtpReply]]:
+        """MAIL FROM (after RSET on a used connection) and the first RCPTs, pipelined if offered.
+
+        Raises SmtpDisconnectedError if the server closed before answering RSET/MAIL.
+        """
+        reset = conn.in_transaction
+        if reset:
+            conn.rsets += 1
+            if conn.rsets > _FREE_RSETS:
+                conn.rejections += 1  # past Postfix's junk limit an RSET costs an error
+        conn.in_transaction = True
+        setup, replies = await conn.session.transaction(
+            self.identity.mail_from, addresses, reset=reset, smtputf8=utf8
+        )
+        if not all(r.code is not None and r.code < 400 for r in setup):
+            conn.rejections += sum(1 for r in (*setup, *replies) if r.code is None or r.code >= 400)
+            conn.sent += len(replies)
+        elif len(setup) < 1 + reset:
+            raise SmtpDisconnectedError("mail", "closed before answering MAIL FROM")
+        return setup, replies
 
     def _refused(
         self, run: _Run, reply: SmtpReply, session: SmtpSession, target: _Target
@@ -457,21 +663,24 @@ class Prober:
         return facts_from_reply(reply, klass, mx_host=target.host, tls=session.tls)
 
     async def _catch_all_probe(
-        self, run: _Run, session: SmtpSession, target: _Target, rule: ProviderRule | None
+        self, run: _Run, conn: _Conn, target: _Target, rule: ProviderRule | None
     ) -> None:
         key = (run.domain, target.host)
         if key in self._catch_all or (rule is not None and rule.skip_catch_all_probe):
             return
         with contextlib.suppress(SmtpSessionError):
-            await session.rset()
-            mail = await session.mail_from(self.identity.mail_from)
-            if mail.code is None or mail.code >= 400:
+            probes = [f"{random_local_part()}@{run.domain}" for _ in range(self.catch_all_probes)]
+            for _ in probes:
+                await self.politeness.rcpt(target.host)
+            setup, replies = await self._open_transaction(conn, probes)
+            if not all(r.code is not None and r.code < 400 for r in setup):
                 return
             verdicts: list[bool | None] = []
-            for _ in range(self.catch_all_probes):
-                await self.politeness.rcpt(target.host)
-                reply = await session.rcpt(f"{random_local_part()}@{run.domain}")
+            for reply in replies:
+                conn.sent += 1
                 kind = classify_reply(reply).kind
+                if kind is not ReplyKind.ACCEPTED:
+                    conn.rejections += 1
                 verdicts.append(
                     True
                     if kind is ReplyKind.ACCEPTED

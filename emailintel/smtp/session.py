@@ -14,6 +14,7 @@ import re
 import socket
 import ssl
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from types import TracebackType
@@ -149,6 +150,7 @@ class SmtpSession:
         self.tls = False
         self.timings_ms: dict[str, float] = {}
         self._wire = bytearray()  # a copy of what the server sent since the greeting
+        self._arrived = asyncio.Event()  # set whenever the server sends something
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -163,6 +165,11 @@ class SmtpSession:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+    @property
+    def pipelining(self) -> bool:
+        """True when the server advertised PIPELINING (RFC 2920) in its last EHLO reply."""
+        return "pipelining" in self.extensions
 
     @property
     def connected(self) -> bool:
@@ -302,19 +309,103 @@ class SmtpSession:
 
     async def mail_from(self, sender: str = "", *, smtputf8: bool | None = None) -> SmtpReply:
         """``MAIL FROM:<sender>`` (empty = null sender). SMTPUTF8 is added for non-ASCII senders."""
+        return await self._command("mail", b"MAIL", *self._mail_args(sender, smtputf8))
+
+    def _mail_args(self, sender: str, smtputf8: bool | None) -> list[bytes]:
         _check_address(sender, "sender")
         args = [b"FROM:<" + sender.encode("utf-8") + b">"]
         wants_utf8 = (not sender.isascii()) if smtputf8 is None else smtputf8
         if wants_utf8 and "smtputf8" in self.extensions:
             args.append(b"SMTPUTF8")
-        return await self._command("mail", b"MAIL", *args)
+        return args
 
     async def rcpt(self, address: str) -> SmtpReply:
         """``RCPT TO:<address>``; the reply says what the server thinks of that mailbox."""
-        _check_address(address, "recipient")
-        if not address:
-            raise InjectionError("recipient is empty")
-        return await self._command("rcpt", b"RCPT", b"TO:<" + address.encode("utf-8") + b">")
+        return await self._command("rcpt", b"RCPT", _rcpt_arg(address))
+
+    async def rcpt_many(self, addresses: Sequence[str]) -> list[SmtpReply]:
+        """RCPT for each address; with PIPELINING all in one write, replies read in order.
+
+        Without PIPELINING (or for one address) the commands go one at a time. If the server
+        closes mid-batch, the replies received so far are returned (none: SmtpDisconnectedError).
+        """
+        lines = [b"RCPT " + _rcpt_arg(address) for address in addresses]
+        if not self.pipelining or len(addresses) < 2:
+            return [await self.rcpt(address) for address in addresses]
+        return await self._pipeline(["rcpt"] * len(lines), lines)
+
+    async def transaction(
+        self,
+        sender: str,
+        addresses: Sequence[str],
+        *,
+        reset: bool = False,
+        smtputf8: bool | None = None,
+    ) -> tuple[list[SmtpReply], list[SmtpReply]]:
+        """``[RSET,] MAIL FROM`` and RCPTs, in one write with PIPELINING (RFC 2920).
+
+        Returns (the RSET/MAIL replies, the RCPT replies). Without PIPELINING it stops at a
+        refused RSET or MAIL (no RCPT replies then). The server answers RCPTs after a refused MAIL
+        too (with 503): the caller must not read them as mailbox facts.
+        """
+        setup = [b"RSET"] if reset else []
+        setup.append(b" ".join([b"MAIL", *self._mail_args(sender, smtputf8)]))
+        rcpts = [b"RCPT " + _rcpt_arg(address) for address in addresses]
+        if not self.pipelining:
+            done: list[SmtpReply] = []
+            if reset:
+                done.append(await self.rset())
+            if not done or _ok(done[-1]):
+                done.append(await self.mail_from(sender, smtputf8=smtputf8))
+            if len(done) < len(setup) or not _ok(done[-1]):
+                return done, []
+            return done, await self.rcpt_many(addresses)
+        stages: list[SmtpStage] = ["rset"] if reset else []
+        stages.append("mail")
+        stages.extend("rcpt" for _ in rcpts)
+        replies = await self._pipeline(stages, setup + rcpts)
+        return replies[: len(setup)], replies[len(setup) :]
+
+    async def _pipeline(
+        self, stages: Sequence[SmtpStage], commands: list[bytes]
+    ) -> list[SmtpReply]:
+        """Write the commands at once and read their replies, in order, from the stream copy."""
+        stage, count = stages[0], len(commands)
+        lines = b"".join(command + b"\r\n" for command in commands)
+        if self.refusal is None:
+            self.refusal = self._unsolicited_reply(stage)
+        if self.refusal is not None:
+            return [self.refusal] * count
+        if self._smtp is None or self._smtp.protocol is None or not self.connected:
+            raise SmtpDisconnectedError(stage, "the session is not connected")
+        start = time.perf_counter()
+        # aiosmtplib expects no reply now and ignores these bytes; our stream copy keeps them.
+        self._smtp.protocol.write(lines)
+        replies: list[SmtpReply] = []
+        try:
+            async with asyncio.timeout(self.timeouts.command):
+                while len(replies) < count:
+                    raw = self._take_reply()
+                    if raw is not None:
+                        replies.append(_parse_raw(stages[len(replies)], raw, start))
+                        continue
+                    if not self.connected:
+                        break
+                    self._arrived.clear()
+                    await self._arrived.wait()
+        except TimeoutError:
+            self._smtp.close()
+            raise SmtpTimeoutError(stage, "no reply in time") from None
+        except SmtpProtocolError:
+            self._smtp.close()
+            raise
+        for reply in replies:
+            if reply.code == 421:
+                self.refusal = reply
+                break
+        if not replies:
+            raise SmtpDisconnectedError(stage, "closed during a pipelined batch")
+        return replies
 
     async def rset(self) -> SmtpReply:
         """``RSET``: start a new transaction on the same connection."""
@@ -345,13 +436,21 @@ class SmtpSession:
         """
         assert self._smtp is not None
         assert self._smtp.protocol is not None
-        original = self._smtp.protocol.data_received
+        protocol = self._smtp.protocol
+        original = protocol.data_received
+        original_lost = protocol.connection_lost
 
         def data_received(data: bytes) -> None:
             self._wire.extend(data)
+            self._arrived.set()
             original(data)
 
-        setattr(self._smtp.protocol, "data_received", data_received)  # noqa: B010
+        def connection_lost(exc: Exception | None) -> None:
+            self._arrived.set()
+            original_lost(exc)
+
+        setattr(protocol, "data_received", data_received)  # noqa: B010
+        setattr(protocol, "connection_lost", connection_lost)  # noqa: B010
 
     def _take_reply(self) -> bytes | None:
         """Remove the first complete reply from the stream copy and return it, if there is one."""
@@ -396,6 +495,26 @@ class SmtpSession:
             raise SmtpProtocolError(stage, exc.message) from None
         self._take_reply()
         return _reply(stage, response.code, response.message, start)
+
+
+def _rcpt_arg(address: str) -> bytes:
+    _check_address(address, "recipient")
+    if not address:
+        raise InjectionError("recipient is empty")
+    return b"TO:<" + address.encode("utf-8") + b">"
+
+
+def _ok(reply: SmtpReply) -> bool:
+    return reply.code is not None and reply.code < 400
+
+
+def _parse_raw(stage: SmtpStage, raw: bytes, start: float) -> SmtpReply:
+    """One complete reply (possibly multi-line) from the stream copy."""
+    lines = raw.decode("utf-8", errors="replace").replace("\r", "").splitlines()
+    head = lines[-1][:3] if lines else ""
+    if not head.isdigit():
+        raise SmtpProtocolError(stage, f"not an SMTP reply: {raw[:80]!r}")
+    return _reply(stage, int(head), "\n".join(line[4:].strip() for line in lines), start)
 
 
 def _ms_since(start: float) -> float:
