@@ -585,7 +585,8 @@ class Prober:
             room = min(self.max_rejections - conn.rejections, limit - conn.sent)
             if room <= 0:
                 return None  # reconnect before the server's error or recipient limits bite
-            batch = run.pending[: room if pipelining else 1]
+            # stop_on_accept asks one at a time: nothing may be sent after the first acceptance.
+            batch = run.pending[: room if pipelining and not run.stop_on_accept else 1]
             for _ in batch:
                 await self.politeness.rcpt(target.host)
             if opened:
