@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import base64
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -68,10 +69,25 @@ class Level:
     mined_ok: int
     reverted: int
     unique_tx: int
+    cpu_seconds: float
 
     @property
     def per_second(self) -> float:
         return self.ok / self.seconds if self.seconds else 0.0
+
+    @property
+    def cpu_ms(self) -> float:
+        """Server-side CPU (user + system, every process of the stack) per paid request."""
+        return 1000.0 * self.cpu_seconds / self.ok if self.ok else 0.0
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU consumed so far by ``pids`` (Linux /proc)."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -142,7 +158,12 @@ async def round_trips(
 
 
 async def stack_run(
-    name: str, chain: AnvilChain, url: str, payer: Any, args: argparse.Namespace
+    name: str,
+    chain: AnvilChain,
+    url: str,
+    payer: Any,
+    args: argparse.Namespace,
+    pids: list[int],
 ) -> tuple[list[float], list[Level]]:
     headers = await sign_many(payer, url, 20)
     rt, failed, _ = await round_trips(url, headers, 1)
@@ -152,7 +173,9 @@ async def stack_run(
         count = max(args.requests, 2 * c)
         headers = await sign_many(payer, url, count)
         start = block_number(chain)
+        cpu0 = cpu_seconds(pids)
         lat, failed, wall = await round_trips(url, headers, c)
+        cpu = cpu_seconds(pids) - cpu0
         mined = mined_since(chain, start)
         ok_tx = [m for m in mined if int(m["status"], 16) == 1]
         levels.append(
@@ -164,6 +187,7 @@ async def stack_run(
                 mined_ok=len(ok_tx),
                 reverted=len(mined) - len(ok_tx),
                 unique_tx=len({m["transactionHash"] for m in mined}),
+                cpu_seconds=cpu,
             )
         )
         rt += lat if c == 1 else []
@@ -228,8 +252,12 @@ async def main(args: argparse.Namespace) -> None:
             await verifier.aclose()
             await sdk_verifier.aclose()
 
-            rt_ours, lv_ours = await stack_run("x402gw", chain, f"{ours}/paid", payer, args)
-            rt_sdk, lv_sdk = await stack_run("sdk", chain, f"{sdk}/paid", payer, args)
+            rt_ours, lv_ours = await stack_run(
+                "x402gw", chain, f"{ours}/paid", payer, args, [ours_proc.pid]
+            )
+            rt_sdk, lv_sdk = await stack_run(
+                "sdk", chain, f"{sdk}/paid", payer, args, [sdk_proc.pid, fac_proc.pid]
+            )
         finally:
             for proc in servers:
                 stop(proc)
@@ -254,6 +282,8 @@ async def main(args: argparse.Namespace) -> None:
             f"{'settled/s c=' + str(a.concurrency):34}{a.per_second:>12.1f}{b.per_second:>12.1f}"
             f"{'x402gw/SDK ' + format(ratio, '.2f'):>16}"
         )
+    for a, b in zip(lv_ours, lv_sdk, strict=True):
+        row(f"server CPU per paid request c={a.concurrency}", a.cpu_ms, b.cpu_ms)
     print("\non-chain checks (per level: 200s, failed, mined ok, reverted, unique tx)")
     for name, levels in (("x402gw", lv_ours), ("SDK", lv_sdk)):
         for lv in levels:

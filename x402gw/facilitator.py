@@ -120,6 +120,10 @@ class LocalFacilitator:
         self._in_flight: set[tuple[str, bytes]] = set()
         self._deployed_assets: set[str] = set()  # positive asset-code checks, as the SDK caches
         self._verified: dict[tuple[bytes, str], tuple[Candidate, float]] = {}
+        # check_offchain is a pure function of (payload, requirements, whole second): settle
+        # reuses verify's answer within the same second instead of recovering the signer again.
+        self._offchain_second = -1
+        self._offchain_memo: dict[tuple[str, str], Candidate | Invalid] = {}
         self.keep_alive = False  # from_rpc turns it on: one pooled RPC session per event loop
         self._session_loop: asyncio.AbstractEventLoop | None = None
 
@@ -186,9 +190,17 @@ class LocalFacilitator:
     ) -> Candidate | Invalid:
         if not self._served(requirements):
             return Invalid(exact_evm.FAILED_TO_GET_NETWORK_CONFIG)
-        return exact_evm.check_offchain(
-            payload, requirements, now=int(self._clock()), networks=self.networks
-        )
+        now = int(self._clock())
+        if now != self._offchain_second:
+            self._offchain_memo.clear()
+            self._offchain_second = now
+        key = (payload.model_dump_json(), requirements.model_dump_json())
+        found = self._offchain_memo.get(key)
+        if found is None:
+            found = exact_evm.check_offchain(payload, requirements, now=now, networks=self.networks)
+            if len(self._offchain_memo) < _VERIFIED_MAX:
+                self._offchain_memo[key] = found
+        return found
 
     async def _facts(self, candidate: Candidate, *, simulate: bool) -> ChainFacts:
         """The chain facts of :meth:`ChainClient.gather_facts`, fetched concurrently for EOAs.

@@ -10,10 +10,14 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 from aiohttp import web
+from coincurve import PrivateKey
 from eth_abi.abi import encode as abi_encode
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from lab.anvil import free_port
 from x402.mechanisms.evm.exact.facilitator import ExactEvmScheme as SdkFacilitator
 from x402.mechanisms.evm.exact.facilitator import ExactEvmSchemeConfig
@@ -25,7 +29,7 @@ from x402.schemas.v1 import PaymentPayloadV1 as SdkPayloadV1
 from x402.schemas.v1 import PaymentRequirementsV1 as SdkRequirementsV1
 
 from x402gw import exact_evm as ev
-from x402gw.chain import MULTICALL3, ChainClient, Settler
+from x402gw.chain import MULTICALL3, ChainClient, Settler, sign_dynamic_fee_transaction
 from x402gw.errors import ChainUnavailable, RpcError, SettlementPending, SettlementReverted
 from x402gw.wire import (
     AnyPaymentPayload,
@@ -712,3 +716,115 @@ async def test_verdicts_match_the_sdk_facilitator(
     theirs = await asyncio.to_thread(sdk_verdict, evm, payload, req, factories)
     assert (ours.is_valid, ours.invalid_reason) == theirs
     assert theirs == (SCENARIOS[scenario] is None, SCENARIOS[scenario])
+
+
+# ---- hot-path signing and raw JSON-RPC ------------------------------------------------------
+
+_SIGNER = Account.from_key("0x" + "42" * 32)
+_uint = st.integers(min_value=0, max_value=2**256 - 1)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    chain_id=st.integers(min_value=1, max_value=2**64),
+    nonce=st.integers(min_value=0, max_value=2**64 - 1),
+    tip=_uint,
+    max_fee=_uint,
+    gas=st.integers(min_value=21_000, max_value=2**63),
+    to=st.binary(min_size=20, max_size=20),
+    data=st.binary(max_size=600),
+    value=_uint,
+)
+def test_signed_transaction_is_byte_identical_to_eth_account(
+    chain_id: int, nonce: int, tip: int, max_fee: int, gas: int, to: bytes, data: bytes, value: int
+) -> None:
+    ours = sign_dynamic_fee_transaction(
+        PrivateKey(bytes(_SIGNER.key)),
+        chain_id=chain_id,
+        nonce=nonce,
+        max_priority_fee=tip,
+        max_fee=max_fee,
+        gas=gas,
+        to="0x" + to.hex(),
+        data=data,
+        value=value,
+    )
+    reference = _SIGNER.sign_transaction(
+        {
+            "type": 2,
+            "chainId": chain_id,
+            "nonce": nonce,
+            "maxPriorityFeePerGas": tip,
+            "maxFeePerGas": max_fee,
+            "gas": gas,
+            "to": to_checksum_address(to),
+            "value": value,
+            "data": data,
+        }
+    )
+    assert ours == bytes(reference.raw_transaction)
+    assert Account.recover_transaction(ours) == _SIGNER.address
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("nonce", -1), ("gas", 2**256), ("max_fee", True), ("to", "0x1234"), ("to", None)],
+)
+def test_signing_refuses_bad_fields(field: str, value: Any) -> None:
+    fields: dict[str, Any] = {
+        "chain_id": 1,
+        "nonce": 0,
+        "max_priority_fee": 1,
+        "max_fee": 2,
+        "gas": 21_000,
+        "to": "0x" + "11" * 20,
+        "data": b"",
+    }
+    fields[field] = value
+    with pytest.raises(ValueError, match=field):
+        sign_dynamic_fee_transaction(PrivateKey(bytes(_SIGNER.key)), **fields)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"jsonrpc":"2.0","id":"ID","result":"not hex"}',
+        b'{"jsonrpc":"2.0","id":"ID","result":"0xZZ"}',
+        b'{"jsonrpc":"2.0","id":"ID","result":{"blockNumber":"0x1","status":"0x1"}}',
+        b'{"jsonrpc":"2.0","id":"ID","result":7}',
+    ],
+)
+async def test_malformed_results_are_chain_unavailable(body: bytes) -> None:
+    async with FakeRpc(200, body) as fake:
+        rpc = ChainClient(fake.url, retries=0)
+        try:
+            with pytest.raises(ChainUnavailable):
+                await (
+                    rpc.get_receipt("0x" + "ab" * 32)
+                    if b"blockNumber" in body or b":7" in body
+                    else rpc.get_code("0x" + "11" * 20)
+                )
+        finally:
+            await rpc.aclose()
+
+
+async def test_base_fee_outrunning_the_cached_price_is_repriced(
+    evm: EvmLab, client: ChainClient, pay: PayFunction, offer: OfferFactory
+) -> None:
+    settler = Settler(client, evm.operator)
+    first = await settler.settle(candidate_of(await pay(evm.payer, offer()), offer()))
+    assert first.receipt.status == 1
+    cached = settler._fee_cache
+    assert cached is not None
+    base_fee = evm.anvil.rpc("eth_getBlockByNumber", "latest", False)["baseFeePerGas"]
+    evm.anvil.rpc("anvil_setNextBlockBaseFeePerGas", hex(cached[1] * 10))
+    evm.anvil.rpc("evm_mine")
+    try:
+        second = await settler.settle(candidate_of(await pay(evm.payer, offer()), offer()))
+        assert second.receipt.status == 1
+        assert settler._fee_cache is not None
+        assert settler._fee_cache[1] > cached[1] * 10
+        assert evm.balance(evm.merchant) == 20_000
+    finally:  # a snapshot revert does not restore the node's next base fee
+        evm.anvil.rpc("anvil_setNextBlockBaseFeePerGas", base_fee)
+        evm.anvil.rpc("evm_mine")

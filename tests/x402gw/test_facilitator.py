@@ -105,6 +105,26 @@ async def test_settle_rechecks_offchain_rules(
     assert evm.balance(evm.merchant) == 0
 
 
+async def test_settle_in_a_later_second_rechecks_the_time_window(
+    evm: EvmLab, offer: OfferFactory, pay: PayFunction
+) -> None:
+    now = [0.0]
+    local = local_facilitator(evm.anvil.url, evm.operator, evm.network, clock=lambda: now[0])
+    try:
+        requirements = offer()
+        payload = await pay(evm.payer, requirements)
+        valid_before = int(payload.payload["authorization"]["validBefore"])
+        now[0] = valid_before - 60.0
+        assert (await local.verify(payload, requirements)).is_valid
+        now[0] = float(valid_before)  # verify's answer from another second must not be reused
+        settled = await local.settle(payload, requirements)
+        assert not settled.success
+        assert settled.error_reason == ev.VALID_BEFORE
+        assert evm.balance(evm.merchant) == 0
+    finally:
+        await local.aclose()
+
+
 async def test_parallel_settles_of_one_authorization_broadcast_once(
     local: LocalFacilitator, evm: EvmLab, offer: OfferFactory, pay: PayFunction
 ) -> None:

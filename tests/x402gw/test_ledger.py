@@ -34,7 +34,12 @@ from hypothesis import strategies as st
 from redis.asyncio import Redis
 
 from x402gw import _ledger_sql
-from x402gw._ledger_rules import allowed_events, authorization_key, decide_reconcile
+from x402gw._ledger_rules import (
+    allowed_events,
+    authorization_key,
+    decide_reconcile,
+    event_effect,
+)
 from x402gw.ledger import (
     TERMINAL,
     AuthorizationInUse,
@@ -104,6 +109,17 @@ LEGAL = {
 
 states = st.sampled_from(list(State))
 events = st.sampled_from(list(Event))
+
+
+@given(states, events)
+def test_event_effect_agrees_with_the_table(state: State, event: Event) -> None:
+    # The ledger applies an event as one UPDATE built from event_effect, never via next_state.
+    sources, target = event_effect(event)
+    if state not in sources:
+        with pytest.raises(InvalidTransition):
+            next_state(state, event)
+        return
+    assert next_state(state, event) == (state if target is None else target)
 
 
 @settings(deadline=None)  # the machine may be busy; correctness is what counts
