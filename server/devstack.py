@@ -39,7 +39,14 @@ __all__ = [
     "run_dev",
 ]
 
-ROOT = Path(__file__).resolve().parents[1]
+
+def _root() -> Path:
+    """The checkout holding contracts/ and node_modules/: this package's parent, else the cwd."""
+    here = Path(__file__).resolve().parents[1]
+    return here if (here / "contracts").is_dir() else Path.cwd()
+
+
+ROOT = _root()
 CONTRACTS = ROOT / "contracts"
 BUILD = CONTRACTS / "build"
 CHAIN_ID = 31337
@@ -87,9 +94,7 @@ def artefact(name: str) -> dict[str, Any]:
 def dev_account(index: int) -> LocalAccount:
     """Anvil's funded dev account ``index`` (derived from the well-known test mnemonic)."""
     Account.enable_unaudited_hdwallet_features()
-    account: LocalAccount = Account.from_mnemonic(
-        MNEMONIC, account_path=f"m/44'/60'/0'/0/{index}"
-    )
+    account: LocalAccount = Account.from_mnemonic(MNEMONIC, account_path=f"m/44'/60'/0'/0/{index}")
     return account
 
 
@@ -307,6 +312,11 @@ class DevStack:
     url: str
     state_dir: Path
 
+    @property
+    def payer_key(self) -> str:
+        """The demo payer's private key, hex (a public anvil dev key: test funds only)."""
+        return "0x" + bytes(self.payer.key).hex()
+
     def environment(self) -> dict[str, str]:
         """The ``BAVLIO_*`` settings of the dev server (and the payer key for ``bavlio pay``)."""
         return {
@@ -318,14 +328,13 @@ class DevStack:
             "BAVLIO_ASSET_VERSION": "2",
             "BAVLIO_PAY_TO": self.merchant,
             "BAVLIO_SETTLER_KEY": "0x" + bytes(self.settler.key).hex(),
-            "BAVLIO_PAYER_KEY": "0x" + bytes(self.payer.key).hex(),
+            "BAVLIO_PAYER_KEY": self.payer_key,
         }
 
     def pay_command(self) -> str:
         """One shell command that pays for a validate call."""
-        key = "0x" + bytes(self.payer.key).hex()
         return (
-            f"BAVLIO_PAYER_KEY={key} bavlio pay POST {self.url}/api/x402/v1/email/validate "
+            f"BAVLIO_PAYER_KEY={self.payer_key} bavlio pay POST {self.url}/api/x402/v1/email/validate "
             '\'{"email": "jane@example.com"}\''
         )
 
@@ -420,18 +429,13 @@ async def _self_test(stack: DevStack, out: TextIO) -> int:
 
     url = stack.url + CHECK_PATH
     try:
-        paid = await pay("POST", url, json.dumps(CHECK_BODY).encode(), env_key(stack))
+        paid = await pay("POST", url, json.dumps(CHECK_BODY).encode(), stack.payer_key)
     except PayError as exc:
         print(f"bavlio dev --check: {exc}", file=sys.stderr)
         return 1
     print(f"POST {url} -> {paid.status}", file=out)
     print(json.dumps(receipt(paid)), file=out, flush=True)
     return 0 if paid.status == 200 and paid.settlement and paid.settlement.success else 1
-
-
-def env_key(stack: DevStack) -> str:
-    """The demo payer's private key, hex."""
-    return "0x" + bytes(stack.payer.key).hex()
 
 
 def run_dev(
@@ -447,6 +451,9 @@ def run_dev(
     # SIGTERM ends the server like Ctrl-C: uvicorn installs handlers for both while it serves;
     # before that, turn SIGTERM into KeyboardInterrupt so anvil is still stopped.
     previous = signal.signal(signal.SIGTERM, _interrupt)
+    previous_int = signal.signal(
+        signal.SIGINT, signal.default_int_handler
+    )  # even if inherited ignored
     try:
         with _chain() as chain:
             stack = _prepare(chain, port, state_dir.resolve())
@@ -455,6 +462,7 @@ def run_dev(
         return 0
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -1,5 +1,5 @@
 """`bavlio dev` as a real process: anvil, token, demo wallet and the paid server; paid through the
-command it prints; stopped by SIGTERM. Also ``--check`` and a taken port."""
+command it prints; stopped by SIGTERM or SIGINT (Ctrl-C). Also ``--check`` and a taken port."""
 
 from __future__ import annotations
 
@@ -67,8 +67,9 @@ def dev(tmp_path: Path, dns_lab: DnsLab) -> Iterator[tuple[subprocess.Popen[str]
             proc.wait()
 
 
-def test_dev_serves_a_paid_call_and_stops_on_sigterm(
-    dev: tuple[subprocess.Popen[str], str], tmp_path: Path, dns_lab: DnsLab
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_dev_serves_a_paid_call_and_stops_on_a_signal(
+    dev: tuple[subprocess.Popen[str], str], tmp_path: Path, dns_lab: DnsLab, stop: signal.Signals
 ) -> None:
     proc, banner = dev
     rpc_url = re.search(r"anvil (http://127\.0\.0\.1:\d+)", banner)
@@ -101,7 +102,7 @@ def test_dev_serves_a_paid_call_and_stops_on_sigterm(
     ).json()["result"]
     assert int(mined["status"], 16) == 1
 
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(stop)
     assert proc.wait(timeout=20) == 0
     server = words[4].split("/api/", 1)[0]
     with pytest.raises(httpx.TransportError):
