@@ -402,7 +402,10 @@ async def _serve(stack: DevStack, port: int, check: bool, out: TextIO) -> int:
 
     env = stack.environment()
     env.pop("BAVLIO_PAYER_KEY")
-    overrides = {k.removeprefix("BAVLIO_").lower(): v for k, v in env.items()}
+    overrides: dict[str, str | None] = {
+        k.removeprefix("BAVLIO_").lower(): v for k, v in env.items()
+    }
+    overrides.update(facilitator_url=None, database_schema=None)  # whatever the shell exports
     settings = load_settings(None, env_file=None, host="127.0.0.1", port=port, **overrides)
     app = create_app(settings, payment_middleware=gate_factory(settings))
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")

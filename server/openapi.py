@@ -127,6 +127,13 @@ def openapi_document(settings: Settings, ops: tuple[Operation, ...]) -> dict[str
         if op.paid:
             route = prices[op.full_path]
             operation["x-x402"] = route.extension()
+            responses["200"]["headers"] = {
+                "PAYMENT-RESPONSE": {
+                    "description": "Base64-encoded x402 settlement: success, transaction, "
+                    "payer, network (absent when payments are off).",
+                    "schema": {"type": "string"},
+                }
+            }
             responses["402"] = {
                 "description": f"Payment required: {route.price} (x402). The v2 challenge is the "
                 "base64 JSON in the PAYMENT-REQUIRED header; the body is the v1 challenge.",

@@ -113,6 +113,11 @@ def test_every_paid_route_answers_402_without_payment(
             if "x-x402" in op
         ]
         assert len(paid) == 5
+        schemas = document["components"]["schemas"]
+        assert {"FindRequest", "FindResponse", "LinkedInRequest", "LinkedInResponse"} <= set(
+            schemas
+        )
+        assert len(schemas["FindRequest"]["oneOf"]) == 2
         for path, method, op in paid:
             response = httpx.request(method, server.url + path, json={})
             assert response.status_code == 402, path
@@ -122,3 +127,5 @@ def test_every_paid_route_answers_402_without_payment(
             assert offer["payTo"] == op["x-x402"]["payTo"]
             assert offer["asset"] == op["x-x402"]["asset"]
             assert response.json()["accepts"][0]["maxAmountRequired"] == op["x-x402"]["amount"]
+            assert "PAYMENT-REQUIRED" in op["responses"]["402"]["headers"]
+            assert "PAYMENT-RESPONSE" in op["responses"]["200"]["headers"]
