@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
+from pydantic.config import JsonDict
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
@@ -85,13 +86,13 @@ class ValidateResponse(RiskResult):
         )
 
 
-_NAMED = ["first_name", "last_name", "domain"]
-_ONE_FORM = {
+_NAMED: list[JsonValue] = ["first_name", "last_name", "domain"]
+_ONE_FORM: JsonDict = {
     "oneOf": [
         {"required": _NAMED, "not": {"required": ["candidates"]}},
         {
             "required": ["candidates"],
-            "not": {"anyOf": [{"required": [field]} for field in _NAMED]},
+            "not": {"anyOf": [{"required": [name]} for name in _NAMED]},
         },
     ]
 }
