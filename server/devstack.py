@@ -130,7 +130,9 @@ class Deployed:
 class AnvilChain:
     """Runs anvil on 127.0.0.1 (chain 31337), deploys contracts and drives it over JSON-RPC."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, own_session: bool = False) -> None:
+        """``own_session`` keeps a terminal's Ctrl-C from reaching anvil (we stop it ourselves)."""
+        self.own_session = own_session
         self.port = 0
         self.url = ""
         self._proc: subprocess.Popen[bytes] | None = None
@@ -161,7 +163,7 @@ class AnvilChain:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            start_new_session=True,  # a Ctrl-C in the terminal reaches us, and we stop anvil
+            start_new_session=self.own_session,
         )
         deadline = time.monotonic() + timeout
         while True:
@@ -350,7 +352,7 @@ def _port_free(host: str, port: int) -> bool:
 
 @contextmanager
 def _chain() -> Iterator[AnvilChain]:
-    chain = AnvilChain()
+    chain = AnvilChain(own_session=True)  # stopped after the server, not by the terminal's Ctrl-C
     try:
         chain.start()
     except RuntimeError as exc:

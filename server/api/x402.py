@@ -260,6 +260,7 @@ async def find_email(request: Request) -> JSONResponse:
         rcpt[email] = parsed.ascii_email or f"{parsed.local_part}@{parsed.ascii_domain}"
         by_domain.setdefault(parsed.ascii_domain, []).append(rcpt[email])
     facts: dict[str, SmtpFacts] = {}
+    undeliverable: set[str] = set()  # addresses at domains that cannot receive mail
     try:
         prober = svc.prober
         for domain, addresses in by_domain.items():
@@ -267,13 +268,17 @@ async def find_email(request: Request) -> JSONResponse:
             _check_dns(dns)
             if dns.status == "ok":
                 facts.update(await prober.probe(domain, addresses, dns, stop_on_accept=True))
+            else:
+                undeliverable.update(addresses)
     except ConfigError as exc:
         raise _not_configured(exc) from None
     attempts = [
         FindAttempt(
             email=email,
             pattern=pattern,
-            status=_status(facts.get(rcpt[email])) if email in rcpt else "invalid",
+            status="invalid"
+            if email not in rcpt or rcpt[email] in undeliverable
+            else _status(facts.get(rcpt[email])),
         )
         for email, pattern, _ in guesses
     ]

@@ -241,10 +241,12 @@ async def test_paid_answers_carry_the_results(stack: PaidStack, sdk: x402HttpxCl
     }
     assert all(a["status"] == "rejected" for a in found["attempts"][:-1])
     given = await sdk.post(
-        _url(stack, "/email/find"), json={"candidates": ["nobody@paid.test", "x@@bad"]}
+        _url(stack, "/email/find"),
+        json={"candidates": ["nobody@paid.test", "x@@bad", "jane@nowhere.test"]},
     )
     assert given.json()["found"] is False
-    assert [a["status"] for a in given.json()["attempts"]] == ["rejected", "invalid"]
+    statuses = [a["status"] for a in given.json()["attempts"]]
+    assert statuses == ["rejected", "invalid", "invalid"]
     linkedin = (
         await sdk.post(_url(stack, "/linkedin/find-url"), json=PAID_CALLS["/linkedin/find-url"])
     ).json()
