@@ -8,7 +8,6 @@ database; ``BAVLIO_REDIS_URL`` adds Redis authorization locks for several proces
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -16,7 +15,7 @@ from server.openapi import PaidRoute
 from server.settings import Settings, SettingsError
 from x402gw.config import PaymentConfig, PricedRoute
 from x402gw.errors import UnknownNetwork
-from x402gw.facilitator import Facilitator, HttpFacilitator, LocalFacilitator
+from x402gw.facilitator import HttpFacilitator, LocalFacilitator
 from x402gw.ledger import Ledger
 from x402gw.locks import RedisLocks
 from x402gw.middleware import PaymentMiddleware
@@ -55,7 +54,9 @@ def network_registry(settings: Settings) -> NetworkRegistry:
     return registry
 
 
-def _facilitator(settings: Settings, registry: NetworkRegistry) -> Facilitator:
+def _facilitator(
+    settings: Settings, registry: NetworkRegistry
+) -> LocalFacilitator | HttpFacilitator:
     if settings.facilitator_url is not None:
         return HttpFacilitator(settings.facilitator_url)
     assert settings.settler_key is not None
@@ -109,9 +110,7 @@ class PaymentGate:
 
     async def aclose(self) -> None:
         """Close the facilitator's connections, the ledger pool and any Redis client."""
-        closer: Any = getattr(self.facilitator, "aclose", None)
-        if closer is not None:
-            await closer()
+        await self.facilitator.aclose()
         await self.ledger.close()
         if self.locks is not None:
             await self.locks.aclose()
