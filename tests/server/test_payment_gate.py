@@ -90,7 +90,7 @@ def test_serve_with_incomplete_payment_settings_exits_2(
     )
 
 
-def test_modes_and_networks(tmp_path: Path) -> None:
+async def test_modes_and_networks(tmp_path: Path) -> None:
     assert not payments_enabled(_settings(tmp_path, settler_key=None))
     local = _gate(_settings(tmp_path))
     assert isinstance(local.facilitator, LocalFacilitator)
@@ -102,6 +102,8 @@ def test_modes_and_networks(tmp_path: Path) -> None:
     )
     assert isinstance(remote.facilitator, HttpFacilitator)
     assert isinstance(remote.locks, RedisLocks)
+    for gate in (local, remote):
+        await gate.aclose()
     assert network_registry(_settings(tmp_path)).to_v1("eip155:31337") == "anvil"
     base = network_registry(_settings(tmp_path, network="eip155:8453"))
     assert base.to_v1("eip155:8453") == "base"
@@ -124,7 +126,18 @@ def facilitator_url(chain_token: tuple[AnvilChain, str]) -> Iterator[str]:
     """x402gw's facilitator app (settling on anvil with dev account 9) over uvicorn."""
     chain, _ = chain_token
     facilitator = LocalFacilitator.from_rpc(chain.url, dev_account(9), "eip155:31337")
-    with UvicornThread(FacilitatorApp(facilitator)) as server:
+    app = FacilitatorApp(facilitator)
+
+    async def closing(scope: Any, receive: Any, send: Any) -> None:
+        async def shutdown_aware() -> Any:
+            message = await receive()
+            if message["type"] == "lifespan.shutdown":  # close RPC sessions on their own loop
+                await facilitator.aclose()
+            return message
+
+        await app(scope, shutdown_aware if scope["type"] == "lifespan" else receive, send)
+
+    with UvicornThread(closing) as server:
         yield server.url
 
 
