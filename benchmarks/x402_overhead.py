@@ -70,6 +70,8 @@ class Level:
     reverted: int
     unique_tx: int
     cpu_seconds: float
+    anvil_cpu_seconds: float
+    client_cpu_seconds: float
 
     @property
     def per_second(self) -> float:
@@ -79,6 +81,16 @@ class Level:
     def cpu_ms(self) -> float:
         """Server-side CPU (user + system, every process of the stack) per paid request."""
         return 1000.0 * self.cpu_seconds / self.ok if self.ok else 0.0
+
+    @property
+    def anvil_ms(self) -> float:
+        """The node's CPU per paid request (it shares the machine's cores with the servers)."""
+        return 1000.0 * self.anvil_cpu_seconds / self.ok if self.ok else 0.0
+
+    @property
+    def client_ms(self) -> float:
+        """This load generator's CPU per paid request."""
+        return 1000.0 * self.client_cpu_seconds / self.ok if self.ok else 0.0
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -106,6 +118,12 @@ async def sign_many(account: Any, url: str, count: int) -> list[str]:
         payload = await client.create_payment_payload(required)
         headers.append(encode_payment_signature_header(payload))
     return headers
+
+
+def node_pid(chain: AnvilChain) -> int:
+    """The anvil process id (AnvilChain keeps its process private)."""
+    assert chain._proc is not None, "anvil is not running"
+    return chain._proc.pid
 
 
 def block_number(chain: AnvilChain) -> int:
@@ -173,9 +191,10 @@ async def stack_run(
         count = max(args.requests, 2 * c)
         headers = await sign_many(payer, url, count)
         start = block_number(chain)
-        cpu0 = cpu_seconds(pids)
+        cpu0, node0, own0 = cpu_seconds(pids), cpu_seconds([node_pid(chain)]), time.process_time()
         lat, failed, wall = await round_trips(url, headers, c)
         cpu = cpu_seconds(pids) - cpu0
+        node, own = cpu_seconds([node_pid(chain)]) - node0, time.process_time() - own0
         mined = mined_since(chain, start)
         ok_tx = [m for m in mined if int(m["status"], 16) == 1]
         levels.append(
@@ -188,6 +207,8 @@ async def stack_run(
                 reverted=len(mined) - len(ok_tx),
                 unique_tx=len({m["transactionHash"] for m in mined}),
                 cpu_seconds=cpu,
+                anvil_cpu_seconds=node,
+                client_cpu_seconds=own,
             )
         )
         rt += lat if c == 1 else []
@@ -284,6 +305,10 @@ async def main(args: argparse.Namespace) -> None:
         )
     for a, b in zip(lv_ours, lv_sdk, strict=True):
         row(f"server CPU per paid request c={a.concurrency}", a.cpu_ms, b.cpu_ms)
+    for a, b in zip(lv_ours, lv_sdk, strict=True):
+        row(f"anvil CPU per paid request c={a.concurrency}", a.anvil_ms, b.anvil_ms)
+    for a, b in zip(lv_ours, lv_sdk, strict=True):
+        row(f"client CPU per paid request c={a.concurrency}", a.client_ms, b.client_ms)
     print("\non-chain checks (per level: 200s, failed, mined ok, reverted, unique tx)")
     for name, levels in (("x402gw", lv_ours), ("SDK", lv_sdk)):
         for lv in levels:

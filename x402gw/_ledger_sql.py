@@ -124,9 +124,13 @@ def create_engine(url: str | Path, schema: str | None = None) -> AsyncEngine:
         folder = Path(target.database or "").parent
         if not folder.is_dir():  # refuse early: a failed aiosqlite connect leaks its thread
             raise InvalidPaymentData(f"no directory {folder} for the SQLite ledger")
-        # Every use is an `engine.begin()` block that commits or rolls back, so the pool's
-        # rollback-on-return would only add a round trip to the driver thread.
-        engine = create_async_engine(target, pool_reset_on_return=None)
+        # One connection per process: SQLite runs one writer at a time anyway, and writers
+        # queueing on an asyncio pool wait far less than writers sleeping in SQLite's busy
+        # handler. Every use is an `engine.begin()` block that commits or rolls back, so the
+        # pool's rollback-on-return would only add a round trip to the driver thread.
+        engine = create_async_engine(
+            target, pool_size=1, max_overflow=0, pool_timeout=60, pool_reset_on_return=None
+        )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     if schema is None:

@@ -104,6 +104,11 @@ class Receipt:
 
 def transfer_calldata(candidate: Candidate) -> bytes:
     """``transferWithAuthorization`` calldata: the v,r,s overload for 65-byte signatures, else bytes."""
+    return _transfer_calldata(candidate)
+
+
+@functools.lru_cache(maxsize=1024)  # verify simulates and settle sends the same calldata
+def _transfer_calldata(candidate: Candidate) -> bytes:
     auth = candidate.authorization
     head = [auth.from_address, auth.to, auth.value, auth.valid_after, auth.valid_before, auth.nonce]
     types = ["address", "address", "uint256", "uint256", "uint256", "bytes32"]
