@@ -350,6 +350,8 @@ def make_prober(starttls: StartTlsMode, politeness: Politeness | None = None) ->
         starttls=starttls,
         politeness=politeness or lab_politeness(),
         timeouts=Timeouts(connect=5, banner=10, command=10),
+        # The lab's Postfix keeps its default soft error limit (10): the same budget as the raw loop.
+        max_rejections_per_connection=REJECTS_PER_CONNECTION,
     )
 
 

@@ -21,12 +21,15 @@ from emailintel.lists import Lists, default_lists
 from emailintel.models import DnsFacts, Evidence, RiskResult, SmtpFacts
 from emailintel.risk import Assessment, RiskPolicy, assess
 from emailintel.smtp.preflight import blocked_facts, check_port25
-from emailintel.smtp.prober import Prober
+from emailintel.smtp.prober import Prober, SharedSessions
 from emailintel.typo import suggest_domain
 
 __all__ = ["Validator", "validate", "validate_many", "validate_offline", "verify", "verify_many"]
 
 _DOMAIN_CACHE_SIZE = 100_000  # domains whose offline facts a Validator keeps
+# verify_many opens one shared connection per MX address per this many of ``concurrency``: fewer,
+# fuller connections beat many half-used ones (each costs a handshake and an error budget).
+_CONCURRENCY_PER_MX_SESSION = 32
 
 
 class Validator:
@@ -304,8 +307,9 @@ async def verify_many(
 ) -> AsyncIterator[RiskResult]:
     """Verify many addresses, grouped by domain and by MX address so sessions carry many RCPTs.
 
-    Domains whose first MX address is the same share connections (up to about ``concurrency``
-    connections in all). Results are yielded as each MX address's domains complete. With ``checkpoint`` (a JSONL file), addresses
+    Domains whose first MX address is the same share its connections (``concurrency`` / 32 per
+    MX address, at least one; ``concurrency`` in all). Results are yielded as their domain
+    completes. With ``checkpoint`` (a JSONL file), addresses
     already recorded there are skipped and each new result is appended as it completes.
     Greylisted addresses are retried on the prober's schedule unless ``retry_greylisted`` is off.
     If the prober has a pre-flight target and it is unreachable, every result carries
@@ -354,15 +358,17 @@ async def verify_many(
             )
             blocked = None if check.ok else blocked_facts(check)
         gate = asyncio.Semaphore(concurrency)
+        per_mx = max(1, concurrency // _CONCURRENCY_PER_MX_SESSION)
+        sharing = SharedSessions(prober, per_mx=per_mx, total=concurrency)
 
-        async def resolve(domain: str) -> DnsFacts:
+        async def one(domain: str, items: list[tuple[str, ParsedAddress]]) -> list[RiskResult]:
             async with gate:
-                return await validator.resolver.lookup_mx(domain, resolve_addresses=True)
-
-        async def finish(
-            domain: str, dns: DnsFacts, facts: dict[str, SmtpFacts]
-        ) -> list[RiskResult]:
-            items = groups[domain]
+                dns = await validator.resolver.lookup_mx(domain, resolve_addresses=True)
+            facts: dict[str, SmtpFacts] = {}
+            if dns.status == "ok" and blocked is None:
+                # Domains on one MX address share its connections (SharedSessions bounds them).
+                wanted = [_rcpt_address(parsed) for _, parsed in items]
+                facts = await sharing.probe(domain, wanted, dns)
             schedule = prober.retry_schedule if retry_greylisted else ()
             for delay in schedule:  # greylisting: wait without holding a slot, then ask again
                 greylisted = [a for a, f in facts.items() if f.greylisted]
@@ -373,32 +379,7 @@ async def verify_many(
                     facts.update(await prober.probe(domain, greylisted, dns))
             return _domain_results(validator, items, dns, facts, blocked)
 
-        async def shared(domains: list[tuple[str, DnsFacts]], sessions: int) -> list[RiskResult]:
-            jobs = [(d, [_rcpt_address(p) for _, p in groups[d]], dns) for d, dns in domains]
-            answers = await prober.probe_many(jobs, sessions=sessions)
-            done = await asyncio.gather(*(finish(d, dns, answers[d]) for d, dns in domains))
-            return [result for results in done for result in results]
-
-        async def alone(domain: str, dns: DnsFacts) -> list[RiskResult]:
-            facts: dict[str, SmtpFacts] = {}
-            if dns.status == "ok" and blocked is None:  # no dialable MX: probe() says why
-                wanted = [_rcpt_address(parsed) for _, parsed in groups[domain]]
-                async with gate:
-                    facts = await prober.probe(domain, wanted, dns)
-            return await finish(domain, dns, facts)
-
-        names = list(groups)
-        resolved = dict(zip(names, await asyncio.gather(*map(resolve, names)), strict=True))
-        by_mx: dict[tuple[str, str] | None, list[tuple[str, DnsFacts]]] = {}
-        for domain, dns in resolved.items():
-            key = prober.share_key(dns) if blocked is None else None
-            by_mx.setdefault(key, []).append((domain, dns))
-        unshared = by_mx.pop(None, [])
-        tasks = [asyncio.create_task(alone(d, dns)) for d, dns in unshared]
-        sharing = sum(len(members) for members in by_mx.values())
-        for members in by_mx.values():
-            sessions = max(1, -(-concurrency * len(members) // sharing))
-            tasks.append(asyncio.create_task(shared(members, sessions)))
+        tasks = [asyncio.create_task(one(d, items)) for d, items in groups.items()]
         try:
             for finished in asyncio.as_completed(tasks):
                 for result in await finished:
@@ -406,6 +387,7 @@ async def verify_many(
         finally:
             for task in tasks:
                 task.cancel()
+            sharing.close()
     finally:
         if sink is not None:
             sink.close()

@@ -38,7 +38,7 @@ from emailintel.smtp.session import (
     Timeouts,
 )
 
-__all__ = ["DEFAULT_RETRY_SCHEDULE", "Prober", "random_local_part"]
+__all__ = ["DEFAULT_RETRY_SCHEDULE", "Prober", "SharedSessions", "random_local_part"]
 
 DEFAULT_RETRY_SCHEDULE: Final = (60.0, 300.0, 900.0)
 _FREE_RSETS: Final = 4  # RSETs per connection that stay under a strict junk-command limit (5)
@@ -106,6 +106,23 @@ class _Run:
         for address in self.pending:
             self.results[address] = facts
         self.pending.clear()
+
+
+@dataclass
+class _Job:
+    """A domain's run waiting for (or riding on) a shared session, and who waits for it."""
+
+    run: _Run
+    targets: list[_Target]
+    done: asyncio.Future[None]
+
+    def finish(self) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.done.done():
+            self.done.set_exception(exc)
 
 
 def _failure_facts(exc: BaseException, mx_host: str | None) -> SmtpFacts:
@@ -330,41 +347,13 @@ class Prober:
         address follow each other on a connection (RSET, MAIL FROM, their RCPTs), with at most
         ``sessions`` connections per MX address. Catch-all verdicts stay per (domain, MX host).
         """
-        if sessions < 1:
-            raise ConfigError(f"sessions must be at least 1, got {sessions!r}")
-        answers: dict[str, dict[str, SmtpFacts]] = {}
-        groups: dict[tuple[str, str], list[tuple[_Run, list[_Target]]]] = {}
-        alone: list[tuple[str, list[str], DnsFacts]] = []
-        named: list[tuple[str, _Run]] = []
-        for domain, addresses, dns in jobs:
-            pending = list(dict.fromkeys(addresses))
-            key = self.share_key(dns) if pending else None
-            if key is None:
-                alone.append((domain, pending, dns))
-                continue
-            self.identity.check(targets=[domain, *(mx.host for mx in dns.mx)])
-            targets, _ = self._targets(dns)
-            run = _Run(domain=domain.lower(), pending=pending, stop_on_accept=False)
-            groups.setdefault(key, []).append((run, targets))
-            named.append((domain, run))
-
-        async def single(domain: str, pending: list[str], dns: DnsFacts) -> None:
-            answers[domain] = await self.probe(domain, pending, dns)
-
-        async def shared(queue: deque[tuple[_Run, list[_Target]]]) -> None:
-            left = await self._shared_worker(queue)
-            for run, targets in left:  # what sharing could not settle goes the per-domain way
-                await self._run_with_deadline(run, targets)
-
-        work = [single(*job) for job in alone]
-        for members in groups.values():
-            queue = deque(members)
-            work += [shared(queue) for _ in range(min(sessions, len(members)))]
-        await asyncio.gather(*work)
-        for domain, run in named:
-            self._annotate(run)
-            answers[domain] = run.results
-        return answers
+        sharing = SharedSessions(self, per_mx=sessions)
+        listed = [(domain, list(addresses), dns) for domain, addresses, dns in jobs]
+        try:
+            found = await asyncio.gather(*(sharing.probe(*job) for job in listed))
+        finally:
+            sharing.close()
+        return {job[0]: facts for job, facts in zip(listed, found, strict=True)}
 
     # --- internals -------------------------------------------------------------------------------
 
@@ -383,60 +372,69 @@ class Prober:
             host = targets[min(run.target_index, len(targets) - 1)].host
             run.fail_pending(_failure_facts(TimeoutError("overall deadline exceeded"), host))
 
-    async def _shared_worker(
-        self, queue: deque[tuple[_Run, list[_Target]]]
-    ) -> list[tuple[_Run, list[_Target]]]:
-        """Carry queued domains over shared connections; returns the runs to finish alone."""
-        left: list[tuple[_Run, list[_Target]]] = []
-        current: tuple[_Run, list[_Target]] | None = None
+    async def _shared_worker(self, queue: deque[_Job]) -> None:
+        """Carry queued domains over shared connections until the queue is empty."""
+        current: _Job | None = None
         while True:
             if current is None:
                 current = self._next(queue)
                 if current is None:
-                    return left
-            target = current[1][0]
-            rule = self.provider_of(target.host)
-            async with self.politeness.session(
-                target.host,
-                provider=rule.name if rule else None,
-                provider_per_minute=rule.per_minute if rule else 30.0,
-                provider_connections=rule.max_connections if rule else None,
-            ):
-                try:
-                    session = await self._open(target, rule)
-                except SmtpSessionError:
-                    left.append(current)  # the per-domain path retries and tries the next MX
-                    current = None
-                    continue
+                    return
+            job = current
+            try:
+                current = await self._shared_session(job, queue)
+            except Exception as exc:  # handed to the caller waiting for this domain
+                job.fail(exc)
+                current = None
+
+    async def _shared_session(self, job: _Job, queue: deque[_Job]) -> _Job | None:
+        """One shared connection from ``job`` on; returns the domain to go on with (None: next)."""
+        target = job.targets[0]
+        rule = self.provider_of(target.host)
+        alone = False
+        async with self.politeness.session(
+            target.host,
+            provider=rule.name if rule else None,
+            provider_per_minute=rule.per_minute if rule else 30.0,
+            provider_connections=rule.max_connections if rule else None,
+        ):
+            try:
+                session = await self._open(target, rule)
+            except SmtpSessionError:
+                alone = True  # the per-domain path retries and tries the next MX
+            else:
                 try:
                     if session.refusal is not None:
-                        left.append(current)
-                        current = None
-                        continue
-                    current = await self._carry(current, queue, _Conn(session), target, rule)
+                        alone = True
+                    else:
+                        return await self._carry(job, queue, _Conn(session), target, rule)
                 finally:
                     await session.close()
+        if alone:
+            await self._run_with_deadline(job.run, job.targets)
+            job.finish()
+        return None
 
-    def _next(self, queue: deque[tuple[_Run, list[_Target]]]) -> tuple[_Run, list[_Target]] | None:
+    def _next(self, queue: deque[_Job]) -> _Job | None:
         """Take the next queued domain and start its deadline (None: the queue is empty)."""
         if not queue:
             return None
-        item = queue.popleft()
-        item[0].deadline_at = asyncio.get_running_loop().time() + self._deadline(item[0])
-        return item
+        job = queue.popleft()
+        job.run.deadline_at = asyncio.get_running_loop().time() + self._deadline(job.run)
+        return job
 
     async def _carry(
         self,
-        current: tuple[_Run, list[_Target]],
-        queue: deque[tuple[_Run, list[_Target]]],
+        job: _Job,
+        queue: deque[_Job],
         conn: _Conn,
         target: _Target,
         rule: ProviderRule | None,
-    ) -> tuple[_Run, list[_Target]] | None:
-        """Probe domains one after another on one connection; returns the run still unfinished."""
-        item: tuple[_Run, list[_Target]] | None = current
+    ) -> _Job | None:
+        """Probe domains one after another on one connection; returns the one still unfinished."""
+        item: _Job | None = job
         while item is not None:
-            run = item[0]
+            run = item.run
             before = (len(run.pending), run.reconnects, conn.sent)
             try:
                 assert run.deadline_at is not None
@@ -445,22 +443,26 @@ class Prober:
             except TimeoutError:
                 late = TimeoutError(f"overall deadline exceeded at {target.host}")
                 run.fail_pending(_failure_facts(late, target.host))
+                item.finish()
                 return self._next(queue)
             except SmtpSessionError as exc:
                 failure = self._after_error(run, exc, target)
                 if failure is None:
                     return item  # reconnect and go on with this domain
+            except Exception as exc:
+                item.fail(exc)  # the caller of this domain hears of it; the session is dropped
+                raise
             if failure is not None:
                 run.fail_pending(failure)
             if not run.done():
                 if (len(run.pending), run.reconnects) == before[:2] and before[2] == 0:
                     run.reconnects += 1  # a fresh connection that made no progress
-                if run.reconnects > self.max_reconnects:
-                    run.fail_pending(
-                        SmtpFacts(checked=True, mx_host=target.host, temp_failure=True, reply=None)
-                    )
-                else:
+                if run.reconnects <= self.max_reconnects:
                     return item
+                run.fail_pending(
+                    SmtpFacts(checked=True, mx_host=target.host, temp_failure=True, reply=None)
+                )
+            item.finish()
             if not conn.session.connected or conn.session.refusal is not None:
                 return self._next(queue)
             item = self._next(queue)
@@ -719,3 +721,59 @@ class Prober:
         except ValueError:
             raise ConfigError(f"bad pre-flight target {self.preflight_target!r}") from None
         return host.strip("[]"), number
+
+
+class SharedSessions:
+    """Per-domain probes carried over connections shared by all domains on one MX address.
+
+    ``await shared.probe(domain, addresses, dns)`` answers as :meth:`Prober.probe` does; domains
+    submitted while others on the same MX address are being probed join their connections. At
+    most ``per_mx`` connections per MX address and ``total`` in all; :meth:`close` stops the
+    workers.
+    """
+
+    def __init__(self, prober: Prober, *, per_mx: int = 1, total: int = 256) -> None:
+        if per_mx < 1 or total < 1:
+            raise ConfigError(f"session limits must be at least 1, got {per_mx!r}, {total!r}")
+        self.prober = prober
+        self.per_mx = per_mx
+        self._slots = asyncio.Semaphore(total)
+        self._queues: dict[tuple[str, str], deque[_Job]] = {}
+        self._workers: dict[tuple[str, str], int] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def probe(
+        self, domain: str, addresses: Iterable[str], dns: DnsFacts
+    ) -> dict[str, SmtpFacts]:
+        """Probe one domain's addresses, sharing connections with its MX's other domains."""
+        prober = self.prober
+        pending = list(dict.fromkeys(addresses))
+        key = prober.share_key(dns) if pending else None
+        if key is None:
+            return await prober.probe(domain, pending, dns)
+        prober.identity.check(targets=[domain, *(mx.host for mx in dns.mx)])
+        targets, _ = prober._targets(dns)
+        run = _Run(domain=domain.lower(), pending=pending, stop_on_accept=False)
+        job = _Job(run, targets, asyncio.get_running_loop().create_future())
+        queue = self._queues.setdefault(key, deque())
+        queue.append(job)
+        if self._workers.get(key, 0) < self.per_mx:
+            self._workers[key] = self._workers.get(key, 0) + 1
+            task = asyncio.create_task(self._work(key, queue))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        await job.done
+        prober._annotate(run)
+        return run.results
+
+    async def _work(self, key: tuple[str, str], queue: deque[_Job]) -> None:
+        try:
+            async with self._slots:
+                await self.prober._shared_worker(queue)
+        finally:
+            self._workers[key] -= 1
+
+    def close(self) -> None:
+        """Cancel the workers (domains still queued are left unanswered)."""
+        for task in list(self._tasks):
+            task.cancel()

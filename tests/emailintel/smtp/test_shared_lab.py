@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -9,10 +10,10 @@ from lab.dnslab import DnsLab
 from lab.maillab import MailLab
 
 from emailintel.dns import DnsResolver
-from emailintel.errors import ConfigError
+from emailintel.errors import ConfigError, InjectionError
 from emailintel.models import DnsFacts, SmtpFacts, Verdict
 from emailintel.smtp.politeness import PolitenessConfig
-from emailintel.smtp.prober import Prober
+from emailintel.smtp.prober import Prober, SharedSessions
 from emailintel.smtp.session import SmtpSession, Timeouts
 from emailintel.verify import Validator, verify_many
 
@@ -186,3 +187,20 @@ async def test_pipelined_batch_recovers_from_421_mid_batch(
     facts = (await prober.probe_many([("strict.test", unknown, dns["strict.test"])]))["strict.test"]
     assert all(facts[a].mailbox_not_found for a in unknown)
     assert prober.sessions_opened == 2
+
+
+async def test_a_bad_address_fails_its_own_domain_and_not_the_others(mail_dns: DnsLab) -> None:
+    batch = bench_batch(6, 2)
+    dns = await lookup(mail_dns, *batch)
+    sharing = SharedSessions(make_prober(), per_mx=1)
+    first, second = batch
+    bad = [f"user00\r\nRSET@{first}"]
+    results = await asyncio.gather(
+        sharing.probe(first, bad, dns[first]),
+        sharing.probe(second, batch[second], dns[second]),
+        return_exceptions=True,
+    )
+    assert isinstance(results[0], InjectionError)
+    assert isinstance(results[1], dict)
+    assert results[1][f"user00@{second}"].accepted is True
+    sharing.close()
