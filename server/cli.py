@@ -35,6 +35,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="listen address (default: BAVLIO_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="listen port (default: BAVLIO_PORT or 8000)")
     serve.add_argument("--config", help="TOML settings file (default: BAVLIO_CONFIG)")
+    serve.add_argument(
+        "--unpaid",
+        action="store_true",
+        help="serve the paid routes without payment (local testing only; refused otherwise "
+        "unless BAVLIO_SETTLER_KEY or BAVLIO_FACILITATOR_URL is set)",
+    )
 
     dev = commands.add_parser(
         "dev", help="run a local stack: anvil, a demo token and wallet, the server with payments"
@@ -71,12 +77,19 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _serve(settings: Settings) -> int:
+def _serve(settings: Settings, *, unpaid: bool = False) -> int:
     import uvicorn
 
     from server.app import create_app
     from server.payments import gate_factory, payments_enabled
 
+    if not payments_enabled(settings) and not unpaid:
+        print(
+            "bavlio: payments are not configured: set BAVLIO_SETTLER_KEY (settle locally) or "
+            "BAVLIO_FACILITATOR_URL, or pass --unpaid to serve the paid routes for free",
+            file=sys.stderr,
+        )
+        return 2
     gate = gate_factory(settings) if payments_enabled(settings) else None
     config = uvicorn.Config(
         create_app(settings, payment_middleware=gate),
@@ -188,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from emailintel.errors import ConfigError
 
         try:
-            return _serve(settings)
+            return _serve(settings, unpaid=args.unpaid)
         except ConfigError as exc:  # emailintel's own variables (EMAILINTEL_*)
             print(f"bavlio: invalid emailintel setting: {exc}", file=sys.stderr)
             return 2

@@ -38,7 +38,17 @@ def served(tmp_path_factory: pytest.TempPathFactory, dns_lab: DnsLab) -> Iterato
         "EMAILINTEL_NAMESERVERS": dns_lab.nameserver,
     }
     proc = subprocess.Popen(
-        [sys.executable, "-m", "server", "serve", "--config", str(config), "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "server",
+            "serve",
+            "--unpaid",
+            "--config",
+            str(config),
+            "--port",
+            str(port),
+        ],
         env=env,
         cwd=work,
         stdout=subprocess.PIPE,

@@ -140,7 +140,7 @@ def test_bad_setting_exits_2_with_one_line(tmp_path: Path) -> None:
 def test_bad_emailintel_variable_exits_2(tmp_path: Path) -> None:
     env = {**os.environ, "EMAILINTEL_NAMESERVERS": "not-an-ip"}
     proc = subprocess.run(
-        [sys.executable, "-m", "server", "serve"],
+        [sys.executable, "-m", "server", "serve", "--unpaid"],
         env=env,
         cwd=tmp_path,
         capture_output=True,
@@ -163,3 +163,14 @@ def test_cli_formats_match_the_importer() -> None:
     from server.prospects import importer
 
     assert cli.FORMATS == importer.FORMATS
+
+
+def test_serve_refuses_to_give_paid_routes_away(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("BAVLIO_SETTLER_KEY", "BAVLIO_FACILITATOR_URL"):
+        monkeypatch.delenv(name, raising=False)
+    assert main(["serve"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bavlio: payments are not configured")
+    assert "--unpaid" in err
