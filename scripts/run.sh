@@ -1,13 +1,11 @@
 #!/usr/bin/env bash
-# Installs what the main job needs (a venv with the project) and runs it. Until the API server
-# lands (issue 5) the main job is the emailintel command-line demo.
+# Installs what the main job needs (a venv with the project, node packages for the local chain)
+# and runs it: `bavlio dev`, the API server on its embedded default (SQLite) with a local anvil
+# chain, the project's EIP-3009 token and a funded demo wallet. It prints a command that pays for
+# a call. Extra arguments go to `bavlio dev` (e.g. --port 8402, --check).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 ensure_venv ""
-bin=.venv/bin
-set -x
-"$bin/emailintel" validate --offline john.smith@gmail.com info@acme.io jane@mailinator.com \
-  bob@gmial.com "not an address" "josé@bücher.de"
-"$bin/emailintel" patterns "Dr. Jürgen Müller-Lüdenscheidt" acme.de --limit 10
-"$bin/emailintel" patterns "Jane Doe" acme.com --known jsmith@acme.com="John Smith" --limit 5
+ensure_npm
+exec .venv/bin/bavlio dev "$@"
