@@ -258,6 +258,10 @@ class Ledger:
 
     `schema` (PostgreSQL) keeps the tables in a schema of their own; `locks` adds a lock backend
     in front of the database; `clock` (unix seconds) is injectable for tests.
+
+    SQLite runs in WAL mode with ``synchronous=NORMAL``: every committed change survives a crash
+    of the process (what reconcile-after-restart relies on), but a power loss or OS crash may
+    drop the last few commits. Use PostgreSQL (or a battery-backed disk) where that matters.
     """
 
     def __init__(
