@@ -54,6 +54,9 @@ def test_rows_and_text_report(report: Report) -> None:
     names = [row.name for row in report.rows]
     assert any(n.startswith("py3-validate-email") for n in names)
     assert any(n.startswith("deep-email-validator") for n in names)
+    tls_ceiling = next(r for r in report.rows if r.name.startswith("raw STARTTLS ceiling"))
+    assert tls_ceiling.rcpts == len(report.plan.cases)
+    assert "/ STARTTLS ceiling = " in format_report(report)
     ceiling = next(r for r in report.rows if r.name.startswith("raw ceiling"))
     assert ceiling.rcpts == len(report.plan.cases)  # one RCPT per address, no 421 retries
     assert ceiling.connections is not None
