@@ -287,15 +287,18 @@ def generate_candidates(
     if limit is not None:
         ranked = ranked[:limit]
     total_mass = math.fsum(mass[local] for _, _, local in ranked)
+    # Order by the published (normalised) probability: dividing can turn a hair's difference in
+    # mass into a tie, which must then fall back to template order like any other tie.
+    final = sorted((-(mass[local] / total_mass), index, local) for _, index, local in ranked)
     out = []
-    for _, _, local in ranked:
+    for neg_p, _, local in final:
         _, template, kinds = label[local]
         out.append(
             Candidate(
                 email=f"{local}@{ascii_domain}",
                 local_part=local,
                 pattern=template.pattern,
-                probability=mass[local] / total_mass,
+                probability=-neg_p,
                 variant=_kind_label(kinds),
             )
         )
