@@ -391,20 +391,25 @@ def _run_find(args: argparse.Namespace, out: TextIO) -> int:
     return asyncio.run(run())
 
 
+def _add_bulk_io(parser: argparse.ArgumentParser, what: str) -> None:
+    """Address arguments, --file bulk input, and the table/--json/--csv output choice."""
+    parser.add_argument("addresses", nargs="*", help=what)
+    parser.add_argument("--file", "-f", help="CSV or one-address-per-line file; '-' for stdin")
+    fmt = parser.add_mutually_exclusive_group()
+    fmt.add_argument(
+        "--json", dest="format", action="store_const", const="json", help="one JSON object per line"
+    )
+    fmt.add_argument("--csv", dest="format", action="store_const", const="csv", help="CSV output")
+    parser.set_defaults(format="table")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
     parser = argparse.ArgumentParser(prog="emailintel", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     val = sub.add_parser("validate", help="syntax, lists, typo and DNS checks (no SMTP)")
-    val.add_argument("addresses", nargs="*", help="addresses to check")
-    val.add_argument("--file", "-f", help="CSV or one-address-per-line file; '-' for stdin")
-    fmt = val.add_mutually_exclusive_group()
-    fmt.add_argument(
-        "--json", dest="format", action="store_const", const="json", help="one JSON object per line"
-    )
-    fmt.add_argument("--csv", dest="format", action="store_const", const="csv", help="CSV output")
-    val.set_defaults(format="table")
+    _add_bulk_io(val, "addresses to check")
     val.add_argument("--offline", action="store_true", help="no DNS: syntax, lists and typo only")
     val.add_argument(
         "--nameserver",
@@ -443,14 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
     lin.add_argument("--limit", type=int, default=5, help="at most this many candidates")
     lin.add_argument("--json", action="store_true", help="the whole result as one JSON object")
     ver = sub.add_parser("verify", help="validate plus an SMTP mailbox probe (RCPT TO)")
-    ver.add_argument("addresses", nargs="*", help="addresses to verify")
-    ver.add_argument("--file", "-f", help="CSV or one-address-per-line file; '-' for stdin")
-    vfmt = ver.add_mutually_exclusive_group()
-    vfmt.add_argument(
-        "--json", dest="format", action="store_const", const="json", help="one JSON object per line"
-    )
-    vfmt.add_argument("--csv", dest="format", action="store_const", const="csv", help="CSV output")
-    ver.set_defaults(format="table")
+    _add_bulk_io(ver, "addresses to verify")
     ver.add_argument("--output", "-o", help="write results to this file instead of stdout")
     ver.add_argument(
         "--checkpoint", help="JSONL file: skip addresses already in it, append new results"
