@@ -13,8 +13,9 @@ from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
 from emailintel._construct import construct
+from emailintel._fastsyntax import parse_ascii
 from emailintel._gibberish import looks_gibberish
-from emailintel.address import ParsedAddress, parse_address
+from emailintel.address import MAX_ADDRESS_OCTETS, MAX_LOCAL_OCTETS, ParsedAddress, parse_address
 from emailintel.dns import DnsResolver
 from emailintel.errors import AddressError
 from emailintel.lists import Lists, default_lists
@@ -146,12 +147,56 @@ class Validator:
             cached = self._memo[key] = assess(evidence, self._policy)
         return cached
 
+    def _simple_offline(self, address: str, local: str, domain: str) -> RiskResult:
+        """validate_offline for a plain ASCII dot-atom address, without intermediate models.
+
+        Same answer as the general path (a differential test holds them together); it only skips
+        building the ParsedAddress and Evidence that nobody sees.
+        """
+        disposable, free, fixed_domain = self._domain_facts(domain)
+        role = self.lists.is_role(local)
+        gibberish = looks_gibberish(local)
+        suggestion = None if fixed_domain is None else f"{local}@{fixed_domain}"
+        key = (True, disposable, role, free, gibberish, suggestion is not None)
+        assessment = self._memo.get(key)
+        if assessment is None:
+            evidence = Evidence(
+                syntax_valid=True,
+                disposable=disposable,
+                role_account=role,
+                free_provider=free,
+                gibberish=gibberish,
+                typo_suggestion=suggestion,
+            )
+            assessment = self._memo[key] = assess(evidence, self._policy)
+        return construct(
+            RiskResult,
+            address=address,
+            normalized=f"{local}@{domain}",
+            local_part=local,
+            domain=domain,
+            verdict=assessment.verdict,
+            score=assessment.score,
+            reasons=assessment.reasons,
+            suggestion=suggestion,
+            error=None,
+            disposable=disposable,
+            role_account=role,
+            free_provider=free,
+            dns=None,
+            smtp=None,
+        )
+
     def invalid_syntax(self, address: str, exc: AddressError) -> RiskResult:
         """The result for input that does not parse: answered, invalid, with the parser's message."""
         return self.result(address, Evidence(syntax_valid=False), error=str(exc))
 
     def validate_offline(self, address: str) -> RiskResult:
         """Syntax, lists and typo only: no network at all (DNS and SMTP stay unknown)."""
+        if type(address) is str and len(address) <= MAX_ADDRESS_OCTETS:
+            simple = parse_ascii(address, allow_test_tld=True)
+            if simple is not None and len(simple.local_part) <= MAX_LOCAL_OCTETS:
+                return self._simple_offline(address, simple.local_part, simple.domain)
         try:
             parsed = parse_address(address)
         except AddressError as exc:

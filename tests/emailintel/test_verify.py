@@ -7,7 +7,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from lab.dnslab import BlackHoleDns
 
+from emailintel.address import parse_address
 from emailintel.dns import DnsResolver
+from emailintel.errors import AddressError
 from emailintel.models import Evidence, Reason, Verdict
 from emailintel.risk import assess
 from emailintel.verify import Validator, validate_offline
@@ -157,3 +159,25 @@ def test_memoised_assessment_equals_direct(evidence: Evidence) -> None:
     validator = Validator(check_dns=False)
     assert validator._assess(evidence) == assess(evidence)
     assert validator._assess(evidence) == assess(evidence)  # second call served from the memo
+
+
+_ATOM = st.one_of(
+    st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCXYZ0189._-+'", min_size=1, max_size=20),
+    st.sampled_from(["info", "Sales", "no-reply", "postmaster", "xkqzvbnmwpt", "john.smith"]),
+)
+_DOMAINS = st.sampled_from(
+    ["acme.io", "Gmail.com", "gmial.com", "mailinator.com", "yahoo.co.uk", "x.test", "a-b.de"]
+)
+
+
+@given(st.one_of(st.builds("{}@{}".format, _ATOM, _DOMAINS), st.text(max_size=30)))
+def test_offline_fast_path_equals_general_path(address: str) -> None:
+    validator = Validator(check_dns=False)
+    fast = validator.validate_offline(address)
+    try:
+        parsed = parse_address(address)
+    except AddressError as exc:
+        general = validator.invalid_syntax(address, exc)
+    else:
+        general = validator.result(address, validator.offline_evidence(parsed), parsed)
+    assert fast == general
