@@ -47,3 +47,16 @@ ensure_npm() {
     npm install --no-audit --no-fund --loglevel=error
   fi
 }
+
+# ensure_services: the local PostgreSQL and Redis the multi-machine tests use (this machine kind
+# runs both; start them if they were stopped).
+ensure_services() {
+  if command -v pg_ctlcluster >/dev/null 2>&1 && ! pg_isready -q -h 127.0.0.1 -p 5432; then
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
+  fi
+  if command -v redis-server >/dev/null 2>&1 && ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+    mkdir -p /var/lib/redis /var/log/redis
+    redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+      --dir /var/lib/redis --logfile /var/log/redis/ci.log || true
+  fi
+}

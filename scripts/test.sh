@@ -9,6 +9,7 @@ mapfile -t pkgs < <(grep -v '^\s*#' scripts/apt-packages.txt | awk 'NF{print $1}
 apt_install "${pkgs[@]}"
 ensure_venv "[test,bench]"
 ensure_npm
+ensure_services
 
 echo "== ruff"
 .venv/bin/ruff check .
