@@ -334,11 +334,21 @@ class DevStack:
         }
 
     def pay_command(self) -> str:
-        """One shell command that pays for a validate call."""
+        """One shell command that pays for a validate call (runnable without an activated venv)."""
         return (
-            f"BAVLIO_PAYER_KEY={self.payer_key} bavlio pay POST {self.url}/api/x402/v1/email/validate "
+            f"BAVLIO_PAYER_KEY={self.payer_key} {_bavlio_program()} pay POST "
+            f"{self.url}/api/x402/v1/email/validate "
             '\'{"email": "jane@example.com"}\''
         )
+
+
+def _bavlio_program() -> str:
+    """``bavlio`` if that name on PATH is this installation's script, else the script's full path."""
+    ours = Path(sys.executable).with_name("bavlio")
+    found = shutil.which("bavlio")
+    if not ours.exists() or (found is not None and Path(found).resolve() == ours.resolve()):
+        return "bavlio"
+    return shlex.quote(str(ours))
 
 
 def _port_free(host: str, port: int) -> bool:

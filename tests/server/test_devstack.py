@@ -77,7 +77,8 @@ def test_dev_serves_a_paid_call_and_stops_on_a_signal(
     command = banner.split("Pay for a call:\n", 1)[1].splitlines()[0].strip()
     words = shlex.split(command)
     assert words[0].startswith("BAVLIO_PAYER_KEY=0x")
-    assert words[1:4] == ["bavlio", "pay", "POST"]
+    assert Path(words[1]).name == "bavlio"
+    assert words[2:4] == ["pay", "POST"]
     assert words[4].endswith("/api/x402/v1/email/validate")
     env_file = (tmp_path / ".bavlio-dev" / "env").read_text()
     assert f"BAVLIO_PAYER_KEY={words[0].split('=', 1)[1]}" in env_file
