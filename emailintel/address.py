@@ -127,6 +127,33 @@ def _from_simple(raw: str, simple: _fastsyntax.Simple) -> ParsedAddress:
     )
 
 
+def parse_fast(
+    raw: str, *, allow_smtputf8: bool = True, allow_test_tld: bool = True
+) -> tuple[str, _fastsyntax.Simple | None]:
+    """The guarded text and, for a dot-atom address with a plain domain, its normalised parts.
+
+    Raises what :func:`parse_address` raises for non-strings, injection and empty input; ``None``
+    means only the full parser can decide. Lets callers skip building a ParsedAddress.
+    """
+    if not isinstance(raw, str):
+        raise AddressError(
+            f"address must be a string, not {type(raw).__name__}", code="not_a_string"
+        )
+    if len(raw) <= MAX_ADDRESS_OCTETS:
+        ascii_fast = _fastsyntax.parse_ascii(raw, allow_test_tld=allow_test_tld)
+        if ascii_fast is not None and len(ascii_fast.local_part) <= MAX_LOCAL_OCTETS:
+            return raw, ascii_fast
+    text = _guard(raw)
+    if not text:
+        raise AddressError("address is empty", code="empty")
+    fast = _fastsyntax.parse_simple(
+        text, allow_test_tld=allow_test_tld, allow_smtputf8=allow_smtputf8
+    )
+    if fast is not None:
+        _check_lengths(fast.local_part, f"{fast.local_part}@{fast.domain}", None)
+    return text, fast
+
+
 def parse_address(
     raw: str,
     *,
@@ -140,23 +167,29 @@ def parse_address(
     ``allow_test_tld`` accepts the reserved ``.test`` TLD (local labs); other special-use names
     (``.invalid``, ``.localhost``, ...) are refused with code ``special_use_domain``.
     """
-    if not isinstance(raw, str):
-        raise AddressError(
-            f"address must be a string, not {type(raw).__name__}", code="not_a_string"
-        )
-    if len(raw) <= MAX_ADDRESS_OCTETS:
-        ascii_fast = _fastsyntax.parse_ascii(raw, allow_test_tld=allow_test_tld)
-        if ascii_fast is not None and len(ascii_fast.local_part) <= MAX_LOCAL_OCTETS:
-            return _from_simple(raw, ascii_fast)
-    text = _guard(raw)
-    if not text:
-        raise AddressError("address is empty", code="empty")
-    fast = _fastsyntax.parse_simple(
-        text, allow_test_tld=allow_test_tld, allow_smtputf8=allow_smtputf8
-    )
+    text, fast = parse_fast(raw, allow_smtputf8=allow_smtputf8, allow_test_tld=allow_test_tld)
     if fast is not None:
-        _check_lengths(fast.local_part, f"{fast.local_part}@{fast.domain}", None)
         return _from_simple(raw, fast)
+    return parse_guarded(
+        raw,
+        text,
+        allow_smtputf8=allow_smtputf8,
+        allow_quoted_local=allow_quoted_local,
+        allow_domain_literal=allow_domain_literal,
+        allow_test_tld=allow_test_tld,
+    )
+
+
+def parse_guarded(
+    raw: str,
+    text: str,
+    *,
+    allow_smtputf8: bool = True,
+    allow_quoted_local: bool = True,
+    allow_domain_literal: bool = False,
+    allow_test_tld: bool = True,
+) -> ParsedAddress:
+    """The full (email-validator) parse of ``text``, the guarded form :func:`parse_fast` returned."""
     try:
         info = validate_email(
             text,

@@ -13,9 +13,8 @@ from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
 from emailintel._construct import construct
-from emailintel._fastsyntax import parse_ascii
 from emailintel._gibberish import looks_gibberish
-from emailintel.address import MAX_ADDRESS_OCTETS, MAX_LOCAL_OCTETS, ParsedAddress, parse_address
+from emailintel.address import ParsedAddress, parse_address, parse_fast, parse_guarded
 from emailintel.dns import DnsResolver
 from emailintel.errors import AddressError
 from emailintel.lists import Lists, default_lists
@@ -31,6 +30,7 @@ _DOMAIN_CACHE_SIZE = 100_000  # domains whose offline facts a Validator keeps
 # verify_many opens one shared connection per MX address per this many of ``concurrency``: fewer,
 # fuller connections beat many half-used ones (each costs a handshake and an error budget).
 _CONCURRENCY_PER_MX_SESSION = 32
+_INVALID = Evidence(syntax_valid=False)  # all an unparseable address tells the scorer
 
 
 class Validator:
@@ -148,7 +148,7 @@ class Validator:
         return cached
 
     def _simple_offline(self, address: str, local: str, domain: str) -> RiskResult:
-        """validate_offline for a plain ASCII dot-atom address, without intermediate models.
+        """validate_offline for a dot-atom address with a plain domain, without intermediate models.
 
         Same answer as the general path (a differential test holds them together); it only skips
         building the ParsedAddress and Evidence that nobody sees.
@@ -189,16 +189,32 @@ class Validator:
 
     def invalid_syntax(self, address: str, exc: AddressError) -> RiskResult:
         """The result for input that does not parse: answered, invalid, with the parser's message."""
-        return self.result(address, Evidence(syntax_valid=False), error=str(exc))
+        assessment = self._assess(_INVALID)
+        return construct(
+            RiskResult,
+            address=address,
+            normalized=None,
+            local_part=None,
+            domain=None,
+            verdict=assessment.verdict,
+            score=assessment.score,
+            reasons=assessment.reasons,
+            suggestion=None,
+            error=str(exc),
+            disposable=None,
+            role_account=None,
+            free_provider=None,
+            dns=None,
+            smtp=None,
+        )
 
     def validate_offline(self, address: str) -> RiskResult:
         """Syntax, lists and typo only: no network at all (DNS and SMTP stay unknown)."""
-        if type(address) is str and len(address) <= MAX_ADDRESS_OCTETS:
-            simple = parse_ascii(address, allow_test_tld=True)
-            if simple is not None and len(simple.local_part) <= MAX_LOCAL_OCTETS:
-                return self._simple_offline(address, simple.local_part, simple.domain)
         try:
-            parsed = parse_address(address)
+            text, simple = parse_fast(address)
+            if simple is not None:
+                return self._simple_offline(address, simple.local_part, simple.domain)
+            parsed = parse_guarded(address, text)
         except AddressError as exc:
             return self.invalid_syntax(address, exc)
         return self.result(address, self.offline_evidence(parsed), parsed)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Callable
 
 import pytest
 from email_validator import EmailNotValidError, validate_email
@@ -19,6 +20,8 @@ from emailintel.address import (
     canonical_mailbox,
     normalize,
     parse_address,
+    parse_fast,
+    parse_guarded,
     strip_subaddress,
 )
 from emailintel.errors import AddressError, InjectionError
@@ -326,6 +329,26 @@ class TestProperties:
         assert _fastsyntax.parse_simple(raw, allow_test_tld=True) is not None
         assert parse_address(raw) == ParsedAddress(**_full_path(raw).model_dump())
 
+    @given(st.one_of(SIMPLE_ADDRESS, INTL_ADDRESS, EMAILISH, st.text(max_size=40)))
+    def test_parse_fast_then_guarded_equals_parse_address(self, raw: str) -> None:
+        def two_step() -> ParsedAddress | tuple[str, str, bool]:
+            text, fast = parse_fast(raw)
+            if fast is None:
+                return parse_guarded(raw, text)
+            return fast.local_part, fast.domain, fast.smtputf8
+
+        expected, got = _outcome(lambda: parse_address(raw)), _outcome(two_step)
+        if isinstance(expected, ParsedAddress) and isinstance(got, tuple) and len(got) == 3:
+            assert got == (expected.local_part, expected.ascii_domain, expected.smtputf8)
+            assert expected.normalized == f"{got[0]}@{got[1]}"
+        else:
+            assert got == expected
+
+    def test_parse_fast_leaves_quoted_and_idn_to_the_full_parser(self) -> None:
+        assert parse_fast(' "a b"@x.com ') == ('"a b"@x.com', None)
+        assert parse_fast("a@bücher.de") == ("a@bücher.de", None)
+        assert parse_fast(" ü@x.com") == ("ü@x.com", _fastsyntax.Simple("ü", "x.com", True))
+
     @given(st.one_of(SIMPLE_ADDRESS, INTL_ADDRESS))
     def test_parse_matches_email_validator(self, raw: str) -> None:
         raw = raw.strip()  # parse_address trims; email-validator does not
@@ -340,6 +363,14 @@ class TestProperties:
                 parse_address(raw)
             return
         assert parse_address(raw) == expected
+
+
+def _outcome(call: Callable[[], object]) -> object:
+    """What ``call`` returns, or the type and message of the AddressError it raises."""
+    try:
+        return call()
+    except AddressError as exc:
+        return (type(exc).__name__, str(exc))
 
 
 class TestCanonicalForms:
