@@ -64,7 +64,7 @@ def _intl_local(local: str) -> str | None:
     return normalized
 
 
-_ASCII_ADDRESS = re.compile(rf"([{_ATEXT}]+(?:\\.[{_ATEXT}]+)*)@([a-zA-Z0-9.-]+)")
+_ASCII_ADDRESS = re.compile(rf"([{_ATEXT}]+(?:\.[{_ATEXT}]+)*)@([a-zA-Z0-9.-]+)")
 
 
 @lru_cache(maxsize=65536)

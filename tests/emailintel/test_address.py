@@ -225,6 +225,7 @@ class TestInjection:
             "a@b.com\x7f",
             "a@b.com\x85QUIT",
             "a@b.com\u2028QUIT",
+            "a\\\rRCPT@b.com",  # backslash then CR: must not slip through the ASCII fast path
         ],
     )
     def test_injection_forms(self, raw: str) -> None:
@@ -313,6 +314,19 @@ class TestProperties:
                 f"{fast.local_part}@{fast.domain}" if fast.local_part.isascii() else None
             )
             assert full.ascii_email == expected_ascii
+
+    @pytest.mark.parametrize("raw", ["a\\ b@x.com", "a\\<b@x.com", "a\\\x00@x.com"])
+    def test_ascii_fast_path_refuses_backslashes(self, raw: str) -> None:
+        assert _fastsyntax.parse_ascii(raw, allow_test_tld=True) is None
+        with pytest.raises(AddressError):
+            parse_address(raw)
+
+    def test_ascii_fast_path_takes_dotted_local_parts(self) -> None:
+        assert _fastsyntax.parse_ascii("John.Smith@Acme.IO", allow_test_tld=True) == (
+            "John.Smith",
+            "acme.io",
+            False,
+        )
 
     @given(st.one_of(SIMPLE_ADDRESS, INTL_ADDRESS, EMAILISH, st.text(max_size=40)), st.booleans())
     def test_ascii_fast_path_agrees_with_simple_path(self, raw: str, test_tld: bool) -> None:
