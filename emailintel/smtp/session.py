@@ -173,8 +173,8 @@ class SmtpSession:
 
     @property
     def connected(self) -> bool:
-        """True while the connection is open and usable."""
-        return self._smtp is not None and self._smtp.is_connected
+        """True while the connection is open and usable (a server refusal makes it unusable)."""
+        return self.refusal is None and self._smtp is not None and self._smtp.is_connected
 
     async def open(self) -> None:
         """Connect, read the banner, EHLO (HELO fallback) and STARTTLS as configured."""
@@ -404,7 +404,7 @@ class SmtpSession:
             raise
         for reply in replies:
             if reply.code == 421:
-                self.refusal = reply
+                self._refused(reply)
                 break
         if not replies:
             raise SmtpDisconnectedError(stage, "closed during a pipelined batch")
@@ -427,8 +427,13 @@ class SmtpSession:
                 raise
             return self.refusal
         if reply.code == 421:
-            self.refusal = reply
+            self._refused(reply)
         return reply
+
+    def _refused(self, reply: SmtpReply) -> None:
+        """A 421: the server is closing the channel (RFC 5321 §3.8), so we close our side too."""
+        self.refusal = reply
+        self._close_transport()
 
     def _watch_unsolicited(self) -> None:
         """Keep a copy of the server's byte stream to find replies nobody asked for.
