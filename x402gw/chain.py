@@ -13,7 +13,7 @@ import re
 import time
 from collections.abc import Awaitable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, cast
 
 import rlp  # type: ignore[import-untyped]
 from aiohttp import ClientError, ClientTimeout
@@ -192,19 +192,54 @@ class ChainClient:
             response: RPCResponse = await self.provider.make_request(RPCEndpoint(method), params)
         except _TRANSPORT_ERRORS as exc:
             raise ChainUnavailable(f"RPC unreachable: {type(exc).__name__}: {exc}") from exc
-        if not isinstance(response, Mapping):
-            raise ChainUnavailable(f"RPC answered {type(response).__name__}, not an object")
-        error = response.get("error")
-        if error is None:
-            if "result" not in response:
-                raise ChainUnavailable("RPC reply has neither result nor error")
-            return response["result"]
-        if reverts and isinstance(error, Mapping):
+        return _result(response, reverts)
+
+    async def request_batch(self, calls: list[tuple[str, list[Any]]]) -> list[RPCResponse]:
+        """Several JSON-RPC calls in one HTTP round trip; the raw replies, in call order.
+
+        Each reply is read by ``_result``, which classifies errors as :meth:`request` does.
+        """
+        try:
+            replies = await self.provider.make_batch_request(
+                [(RPCEndpoint(method), params) for method, params in calls]
+            )
+        except _TRANSPORT_ERRORS as exc:
+            raise ChainUnavailable(f"RPC unreachable: {type(exc).__name__}: {exc}") from exc
+        if not isinstance(replies, list) or len(replies) != len(calls):
+            raise ChainUnavailable(f"RPC answered {str(replies)[:200]} to a batch")
+        return replies
+
+    async def eoa_facts(
+        self, candidate: Candidate, *, asset_code: bool, simulate: bool, sender: str | None
+    ) -> tuple[bytes, bytes | None, tuple[str | None, bool] | None]:
+        """The payer's code, the asset's code (if ``asset_code``) and the transfer's simulation
+        (if ``simulate``; as :meth:`simulate_transfer` answers), in one batched round trip."""
+        calls: list[tuple[str, list[Any]]] = [
+            ("eth_getCode", [_hex_address(candidate.payer), "latest"])
+        ]
+        if asset_code:
+            calls.append(("eth_getCode", [_hex_address(candidate.token), "latest"]))
+        if simulate:
+            tx = {
+                "to": _hex_address(candidate.token),
+                "data": "0x" + transfer_calldata(candidate).hex(),
+            }
+            if sender is not None:
+                tx["from"] = _hex_address(sender)
+            calls.append(("eth_call", [tx, "latest"]))
+        replies = await self.request_batch(calls)
+        payer_code = _hex_bytes(_result(replies[0], False))
+        token_code = _hex_bytes(_result(replies[1], False)) if asset_code else None
+        simulation: tuple[str | None, bool] | None = None
+        if simulate:
             try:
-                raise_contract_logic_error_on_revert(response)
-            except ContractLogicError as exc:
-                raise SettlementReverted(_revert_text(exc)) from exc
-        raise RpcError(f"RPC error: {error}")
+                _hex_bytes(_result(replies[-1], True))
+                simulation = (None, True)
+            except SettlementReverted as exc:
+                simulation = (exc.reason, True)
+            except RpcError as exc:
+                simulation = (str(exc), False)
+        return payer_code, token_code, simulation
 
     async def chain_id(self) -> int:
         """The chain id the node reports."""
@@ -590,6 +625,23 @@ def _revert_reason(data: bytes) -> str:
 
 def _revert_text(exc: ContractLogicError) -> str:
     return str(exc.message) if exc.message else str(exc)
+
+
+def _result(response: Any, reverts: bool) -> Any:
+    """The result of one JSON-RPC reply; an error raises as :meth:`ChainClient.request` says."""
+    if not isinstance(response, Mapping):
+        raise ChainUnavailable(f"RPC answered {type(response).__name__}, not an object")
+    error = response.get("error")
+    if error is None:
+        if "result" not in response:
+            raise ChainUnavailable("RPC reply has neither result nor error")
+        return response["result"]
+    if reverts and isinstance(error, Mapping):
+        try:
+            raise_contract_logic_error_on_revert(cast(RPCResponse, response))
+        except ContractLogicError as exc:
+            raise SettlementReverted(_revert_text(exc)) from exc
+    raise RpcError(f"RPC error: {error}")
 
 
 @functools.lru_cache(maxsize=4096)

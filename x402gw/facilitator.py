@@ -203,7 +203,7 @@ class LocalFacilitator:
         return found
 
     async def _facts(self, candidate: Candidate, *, simulate: bool) -> ChainFacts:
-        """The chain facts of :meth:`ChainClient.gather_facts`, fetched concurrently for EOAs.
+        """The chain facts of :meth:`ChainClient.gather_facts`, one batched round trip for EOAs.
 
         The payer's code, the asset's code and the simulation are independent reads; the rules
         still consult them in the SDK's order. Contract wallets and ERC-6492 signatures take the
@@ -213,18 +213,9 @@ class LocalFacilitator:
         if candidate.erc6492 is not None:
             return await self._sequential_facts(candidate, simulate)
         asset_known = candidate.token.lower() in self._deployed_assets
-        reads: list[Awaitable[Any]] = [client.get_code(candidate.payer)]
-        if not asset_known:
-            reads.append(client.get_code(candidate.token))
-        if simulate:
-            reads.append(client.simulate_transfer(candidate, sender=self.settler.address))
-        results = await asyncio.gather(*reads, return_exceptions=True)
-        values: list[Any] = []
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
-            values.append(result)
-        payer_code = values[0]
+        payer_code, token_code, simulation = await client.eoa_facts(
+            candidate, asset_code=not asset_known, simulate=simulate, sender=self.settler.address
+        )
         if payer_code:
             return await self._sequential_facts(candidate, simulate)
         if exact_evm.check_signature(candidate, b"", None, self._factories) is not None:
@@ -233,12 +224,13 @@ class LocalFacilitator:
                 simulation_error="not simulated: signature refused",
                 simulation_reverted=False,
             )
-        deployed = asset_known or bool(values[1])
+        deployed = asset_known or bool(token_code)
         if deployed:
             self._deployed_assets.add(candidate.token.lower())
         if not deployed or not simulate:
             return ChainFacts(payer_code=b"", asset_deployed=deployed, simulated=False)
-        error, reverted = values[-1]
+        assert simulation is not None  # simulate was asked
+        error, reverted = simulation
         diagnosis = None
         if error is not None and (not reverted or exact_evm.map_revert(error) is None):
             diagnosis = await client.diagnose(candidate)

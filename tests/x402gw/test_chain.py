@@ -520,17 +520,24 @@ async def test_operator_without_gas_money_gets_a_typed_error_then_recovers(
 
 
 class FakeRpc:
-    """A loopback JSON-RPC endpoint answering every call with one canned reply (errors only)."""
+    """A loopback JSON-RPC endpoint answering every call with one canned reply (errors only).
 
-    def __init__(self, status: int, body: bytes) -> None:
-        self.status, self.body = status, body
+    A batch gets one canned reply per call, or (``batch_as_one``) a single reply for the lot.
+    """
+
+    def __init__(self, status: int, body: bytes, *, batch_as_one: bool = False) -> None:
+        self.status, self.body, self.batch_as_one = status, body, batch_as_one
         self.runner: web.AppRunner | None = None
         self.url = ""
 
     async def __aenter__(self) -> FakeRpc:
         async def handle(request: web.Request) -> web.Response:
             call = await request.json()
-            body = self.body.replace(b'"ID"', str(call["id"]).encode())
+            calls = call if isinstance(call, list) else [call]
+            bodies = [self.body.replace(b'"ID"', str(one["id"]).encode()) for one in calls]
+            body = bodies[0]
+            if isinstance(call, list) and not self.batch_as_one:
+                body = b"[" + b",".join(bodies) + b"]"
             return web.Response(status=self.status, body=body, content_type="application/json")
 
         app = web.Application()
@@ -567,6 +574,53 @@ async def test_rpc_error_reply_is_rpc_error_not_unavailable(
             assert await rpc.diagnose(found) == ev.Diagnosis()  # every probe failed
         finally:
             await rpc.aclose()
+
+
+async def test_batched_facts_classify_each_reply_like_single_calls(
+    evm: EvmLab, pay: PayFunction, offer: OfferFactory
+) -> None:
+    found = candidate_of(await pay(evm.payer, offer()), offer())
+    async with FakeRpc(200, RPC_ERROR) as fake:
+        rpc = ChainClient(fake.url, retries=0)
+        try:
+            with pytest.raises(RpcError, match="rate limited") as caught:
+                await rpc.eoa_facts(found, asset_code=True, simulate=True, sender=None)
+            assert not isinstance(caught.value, ChainUnavailable)
+        finally:
+            await rpc.aclose()
+
+
+async def test_batch_answered_with_one_reply_is_chain_unavailable(
+    evm: EvmLab, pay: PayFunction, offer: OfferFactory
+) -> None:
+    found = candidate_of(await pay(evm.payer, offer()), offer())
+    async with FakeRpc(200, RPC_ERROR, batch_as_one=True) as fake:
+        rpc = ChainClient(fake.url, retries=0)
+        try:
+            with pytest.raises(ChainUnavailable, match="to a batch"):
+                await rpc.eoa_facts(found, asset_code=False, simulate=True, sender=None)
+        finally:
+            await rpc.aclose()
+
+
+async def test_batched_facts_match_the_single_calls(
+    evm: EvmLab, client: ChainClient, pay: PayFunction, offer: OfferFactory
+) -> None:
+    found = candidate_of(await pay(evm.payer, offer()), offer())
+    facts = await client.eoa_facts(found, asset_code=True, simulate=True, sender=None)
+    assert facts == (
+        await client.get_code(found.payer),
+        await client.get_code(found.token),
+        await client.simulate_transfer(found),
+    )
+    assert facts[1]
+    assert facts[2] == (None, True)
+    broke = candidate_of(await pay(evm.payer, offer(amount=str(10**30))), offer(amount=str(10**30)))
+    _, _, simulation = await client.eoa_facts(broke, asset_code=False, simulate=True, sender=None)
+    assert simulation == await client.simulate_transfer(broke)
+    assert simulation is not None
+    assert simulation[0] is not None
+    assert simulation[1] is True
 
 
 @pytest.mark.parametrize(
