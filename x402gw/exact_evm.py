@@ -301,7 +301,7 @@ def recover_signer(domain: Domain, authorization: Authorization, signature: byte
         )
     except Exception as exc:  # coincurve raises ValueError/TypeError for unrecoverable points
         raise InvalidPaymentPayload(f"signature does not recover: {exc}") from exc
-    return to_checksum_address(keccak(public.format(compressed=False)[1:])[-20:])
+    return _checksum("0x" + keccak(public.format(compressed=False)[1:])[-20:].hex())
 
 
 def unwrap_erc6492(signature: bytes) -> Erc6492Signature | None:
@@ -562,7 +562,13 @@ def _is_subset(small: Mapping[str, Any], big: Mapping[str, Any]) -> bool:
 def _address(value: str, field: str) -> str:
     if not isinstance(value, str) or not _ADDRESS.fullmatch(value):
         raise InvalidPaymentPayload(f"{field} is not an address: {value!r}")
-    return to_checksum_address(value)
+    return _checksum(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _checksum(address: str) -> str:
+    """EIP-55 form of a validated hex address: a keccak each time, and payers and payees recur."""
+    return str(to_checksum_address(address))
 
 
 def _uint(value: str, field: str) -> int:
