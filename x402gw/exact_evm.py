@@ -284,6 +284,12 @@ def recover_signer(domain: Domain, authorization: Authorization, signature: byte
 
     Raises :class:`InvalidPaymentPayload` when the signature is not recoverable at all.
     """
+    return _recover_digest(authorization_digest(domain, authorization), signature)
+
+
+@functools.lru_cache(maxsize=1024)
+def _recover_digest(digest: bytes, signature: bytes) -> str:
+    """:func:`recover_signer` over a computed digest; verify and settle recover the same pair."""
     if len(signature) != 65:
         raise InvalidPaymentPayload(f"ECDSA signature must be 65 bytes, got {len(signature)}")
     v = signature[64]
@@ -297,7 +303,7 @@ def recover_signer(domain: Domain, authorization: Authorization, signature: byte
         raise InvalidPaymentPayload("signature r/s out of range")
     try:
         public = PublicKey.from_signature_and_message(
-            signature[:64] + bytes([v]), authorization_digest(domain, authorization), hasher=None
+            signature[:64] + bytes([v]), digest, hasher=None
         )
     except Exception as exc:  # coincurve raises ValueError/TypeError for unrecoverable points
         raise InvalidPaymentPayload(f"signature does not recover: {exc}") from exc
