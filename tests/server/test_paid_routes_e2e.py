@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -17,12 +15,12 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-import uvicorn
 from eth_account.signers.local import LocalAccount
 from lab.anvil import AnvilChain, dev_account, free_port
 from lab.dnslab import DnsLab, LabError
 from lab.fakesmtp import Behaviour, FakeSmtpServer, fake_smtp
 from lab.searchlab import SearchLab
+from lab.webserver import UvicornThread
 from tests_server_helpers import assert_envelope
 from x402 import x402Client
 from x402.http import x402HTTPClient
@@ -97,32 +95,6 @@ class PaidStack:
         return x402HttpxClient(client, timeout=60)
 
     sdk: x402Client | None = None
-
-
-class UvicornThread:
-    """uvicorn serving an app on 127.0.0.1 in a background thread."""
-
-    def __init__(self, app: Any) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> UvicornThread:
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import pytest
 import pytest_asyncio
 from lab.anvil import AnvilChain, dev_account, free_port
 from lab.dnslab import DnsLab
-from test_paid_routes_e2e import UvicornThread
+from lab.webserver import UvicornThread
 from x402 import x402Client
 from x402.http.clients import x402HttpxClient
 from x402.mechanisms.evm.exact import ExactEvmScheme

@@ -15,8 +15,8 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from lab.dnslab import DnsLab
 from lab.searchlab import SearchLab
+from lab.webserver import UvicornThread
 from schemathesis.specs.openapi.checks import positive_data_acceptance
-from test_paid_routes_e2e import UvicornThread
 
 from emailintel.dns import DnsResolver
 from emailintel.search import Backoff, engine_from_env

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from lab.webserver import UvicornThread
 from paylab import (
     PRICE,
     Gateway,
     OnShutdown,
-    UvicornThread,
     build_gateway,
     local_facilitator,
     sdk_facilitator_app,
