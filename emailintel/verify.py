@@ -33,6 +33,41 @@ _CONCURRENCY_PER_MX_SESSION = 32
 _INVALID = Evidence(syntax_valid=False)  # all an unparseable address tells the scorer
 
 
+def _risk_result(
+    address: str,
+    assessment: Assessment,
+    *,
+    normalized: str | None = None,
+    local_part: str | None = None,
+    domain: str | None = None,
+    suggestion: str | None = None,
+    error: str | None = None,
+    disposable: bool | None = None,
+    role_account: bool | None = None,
+    free_provider: bool | None = None,
+    dns: DnsFacts | None = None,
+    smtp: SmtpFacts | None = None,
+) -> RiskResult:
+    """The public result from an assessment and the facts behind it (values already typed)."""
+    return construct(
+        RiskResult,
+        address=address,
+        normalized=normalized,
+        local_part=local_part,
+        domain=domain,
+        verdict=assessment.verdict,
+        score=assessment.score,
+        reasons=assessment.reasons,
+        suggestion=suggestion,
+        error=error,
+        disposable=disposable,
+        role_account=role_account,
+        free_provider=free_provider,
+        dns=dns,
+        smtp=smtp,
+    )
+
+
 class Validator:
     """Reusable validation pipeline; holds the resolver (and its cache), lists and risk policy."""
 
@@ -112,15 +147,12 @@ class Validator:
     ) -> RiskResult:
         """Score the evidence and package it as the public result model."""
         assessment = self._assess(evidence)
-        return construct(
-            RiskResult,
-            address=address,
+        return _risk_result(
+            address,
+            assessment,
             normalized=parsed.normalized if parsed else None,
             local_part=parsed.local_part if parsed else None,
             domain=parsed.domain if parsed else None,
-            verdict=assessment.verdict,
-            score=assessment.score,
-            reasons=assessment.reasons,
             suggestion=evidence.typo_suggestion,
             error=error,
             disposable=evidence.disposable,
@@ -169,44 +201,22 @@ class Validator:
                 typo_suggestion=suggestion,
             )
             assessment = self._memo[key] = assess(evidence, self._policy)
-        return construct(
-            RiskResult,
-            address=address,
+        return _risk_result(
+            address,
+            assessment,
             normalized=f"{local}@{domain}",
             local_part=local,
             domain=domain,
-            verdict=assessment.verdict,
-            score=assessment.score,
-            reasons=assessment.reasons,
             suggestion=suggestion,
-            error=None,
             disposable=disposable,
             role_account=role,
             free_provider=free,
-            dns=None,
-            smtp=None,
         )
 
     def invalid_syntax(self, address: str, exc: AddressError) -> RiskResult:
         """The result for input that does not parse: answered, invalid, with the parser's message."""
         assessment = self._assess(_INVALID)
-        return construct(
-            RiskResult,
-            address=address,
-            normalized=None,
-            local_part=None,
-            domain=None,
-            verdict=assessment.verdict,
-            score=assessment.score,
-            reasons=assessment.reasons,
-            suggestion=None,
-            error=str(exc),
-            disposable=None,
-            role_account=None,
-            free_provider=None,
-            dns=None,
-            smtp=None,
-        )
+        return _risk_result(address, assessment, error=str(exc))
 
     def validate_offline(self, address: str) -> RiskResult:
         """Syntax, lists and typo only: no network at all (DNS and SMTP stay unknown)."""
