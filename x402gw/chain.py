@@ -68,6 +68,7 @@ _NONCE_CLASH: Final = ("nonce too low", "already known", "replacement transactio
 _FEE_TOO_LOW: Final = "less than block base fee"  # geth, anvil, erigon, reth wording
 _FEE_TTL: Final = 1.0  # seconds fee data is reused; 2 x base fee absorbs ~5 blocks of increases
 _HEX_ADDRESS: Final = re.compile(r"0x[0-9a-fA-F]{40}")
+_AUTHORIZATION_USED_TOPIC: Final = keccak(b"AuthorizationUsed(address,bytes32)")
 
 
 def _selector(signature: str) -> bytes:
@@ -271,6 +272,31 @@ class ChainClient:
             token, _AUTHORIZATION_STATE + abi_encode(["address", "bytes32"], [authorizer, nonce])
         )
         return bool(abi_decode(["bool"], out)[0])
+
+    async def authorization_tx(
+        self, token: str, authorizer: str, nonce: bytes, *, lookback_blocks: int = 50_000
+    ) -> str | None:
+        """The hash of the transaction that used ``(authorizer, nonce)``, from the token's
+        ``AuthorizationUsed`` log in the last ``lookback_blocks`` blocks; None if not found."""
+        latest = int(await self.request("eth_blockNumber", []), 16)
+        query = {
+            "address": _hex_address(token),
+            "fromBlock": hex(max(0, latest - lookback_blocks)),
+            "toBlock": hex(latest),
+            "topics": [
+                "0x" + _AUTHORIZATION_USED_TOPIC.hex(),
+                "0x" + bytes.fromhex(_hex_address(authorizer)[2:]).rjust(32, b"\0").hex(),
+                "0x" + nonce.hex(),
+            ],
+        }
+        logs = await self.request("eth_getLogs", [query])
+        if not isinstance(logs, list):
+            raise ChainUnavailable(f"RPC answered {str(logs)[:200]} to eth_getLogs")
+        for log in logs:
+            tx_hash = log.get("transactionHash") if isinstance(log, Mapping) else None
+            if isinstance(tx_hash, str) and not log.get("removed"):
+                return "0x" + _hex_bytes(tx_hash).hex()
+        return None
 
     async def token_domain(self, token: str) -> tuple[str, str]:
         """The token's ``name()`` and ``version()`` (its EIP-712 domain strings)."""

@@ -40,7 +40,8 @@ from x402gw.wire import (
 
 AnyRequirements = PaymentRequirements | PaymentRequirementsV1
 BroadcastHook = Callable[[str], Awaitable[None]]
-"""Called with the transaction hash right after broadcast, before the receipt wait."""
+"""Called with the transaction hash after broadcast when the receipt must be waited for (not
+when the node answers it at once: the hash then comes with the result)."""
 AuthHeaders = Callable[[str], Awaitable[Mapping[str, str]]]
 """Given "verify" / "settle" / "supported", the extra headers (e.g. Authorization) for that call."""
 
@@ -83,7 +84,7 @@ class Facilitator(Protocol):
         *,
         on_broadcast: BroadcastHook | None = None,
     ) -> SettleResponse:
-        """Move the funds; ``on_broadcast`` (if the facilitator knows the hash early) gets the hash."""
+        """Move the funds; ``on_broadcast`` gets the hash when it is known before the outcome."""
         ...
 
     async def supported(self) -> SupportedResponse:
@@ -309,11 +310,15 @@ class LocalFacilitator:
                 settled = await self.settler.settle(candidate)  # deploys the wallet first
                 return _settle_success(network, payer, settled.tx_hash, candidate)
             tx_hash = await self.settler.send(candidate.token, transfer_calldata(candidate))
-            if on_broadcast is not None:
+            # An instantly mining node has the receipt already: then the hash goes to the caller
+            # with the result, and the hook (one more durable write) is only for a real wait.
+            receipt = await self.client.get_receipt(tx_hash)
+            if receipt is None and on_broadcast is not None:
                 await on_broadcast(tx_hash)
             if self._after_broadcast is not None:
                 await self._after_broadcast(tx_hash)
-            receipt = await self.client.wait_for_receipt(tx_hash, self.settler.receipt_timeout)
+            if receipt is None:
+                receipt = await self.client.wait_for_receipt(tx_hash, self.settler.receipt_timeout)
         except SettlementReverted as exc:
             reason = exact_evm.map_revert(exc.reason) or exact_evm.TRANSACTION_FAILED
             return _settle_failure(network, reason, payer, exc.reason, exc.tx_hash or "")
@@ -442,9 +447,10 @@ class HttpFacilitator:
         *,
         on_broadcast: BroadcastHook | None = None,
     ) -> SettleResponse:
-        """POST /settle (the hash is known only from the answer, so ``on_broadcast`` runs then)."""
+        """POST /settle; the hash is known only from the answer, so ``on_broadcast`` runs then,
+        for an answer that is not a success (pending) but names a transaction."""
         result = await self._call("settle", SettleResponse, self._body(payload, requirements))
-        if on_broadcast is not None and result.transaction:
+        if on_broadcast is not None and result.transaction and not result.success:
             await on_broadcast(result.transaction)
         return result
 
@@ -454,7 +460,8 @@ class HttpFacilitator:
 
 
 async def reconcile_ledger(ledger: Ledger, client: ChainClient) -> ReconcileSummary:
-    """Settle or fail every ``settling`` record from its stored hash and the EIP-3009 nonce state."""
+    """Settle or fail every ``settling`` record from its stored hash and the EIP-3009 nonce state;
+    a record settled without a stored hash gets it from the token's ``AuthorizationUsed`` log."""
 
     async def check_tx(record: PaymentRecord) -> TxOutcome:
         assert record.tx_hash is not None  # the ledger asks only for records with a hash
@@ -468,7 +475,12 @@ async def reconcile_ledger(ledger: Ledger, client: ChainClient) -> ReconcileSumm
             record.asset, record.payer, bytes.fromhex(record.nonce[2:])
         )
 
-    return await ledger.reconcile(check_tx, authorization_used)
+    async def find_tx(record: PaymentRecord) -> str | None:
+        return await client.authorization_tx(
+            record.asset, record.payer, bytes.fromhex(record.nonce[2:])
+        )
+
+    return await ledger.reconcile(check_tx, authorization_used, find_tx)
 
 
 __all__ = [

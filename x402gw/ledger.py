@@ -187,6 +187,7 @@ class ReconcileSummary:
 
 TxChecker = Callable[[PaymentRecord], Awaitable[TxOutcome | str]]
 AuthorizationChecker = Callable[[PaymentRecord], Awaitable[bool]]
+TxFinder = Callable[[PaymentRecord], Awaitable[str | None]]
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -562,19 +563,25 @@ class Ledger:
         self,
         check_tx: TxChecker,
         authorization_used: AuthorizationChecker | None = None,
+        find_tx: TxFinder | None = None,
     ) -> ReconcileSummary:
         """Settle or fail every `settling` record from chain facts; never broadcasts anything.
 
         `check_tx(record)` reports the stored `record.tx_hash` as mined_ok / reverted / unknown;
         `authorization_used(record)` reports EIP-3009 `authorizationState(payer, nonce)` on the
-        record's network and asset. Both receive the record because a hash or a nonce alone does
-        not say which chain or token to ask. A checker that raises leaves its record pending (see
-        `errors`); one that answers nonsense raises :class:`InvalidPaymentData`.
+        record's network and asset; `find_tx(record)`, asked only for a record settled without a
+        stored hash, names the transaction that used the authorization (None if not found). All
+        receive the record because a hash or a nonce alone does not say which chain or token to
+        ask. A checker that raises leaves its record pending (see `errors`); one that answers
+        nonsense raises :class:`InvalidPaymentData`.
         """
         summary = ReconcileSummary()
         for record in await self.pending_settlements():
+            found: str | None = None
             try:
                 decision = await self._decide(record, check_tx, authorization_used)
+                if decision.event is Event.SETTLED and record.tx_hash is None and find_tx:
+                    found = await find_tx(record)
             except LedgerError:
                 raise
             except Exception as exc:  # a checker failure leaves the record for the next run
@@ -587,7 +594,8 @@ class Ledger:
             if decision.event is Event.FAIL:
                 extra["error"] = f"reconcile: {decision.note}"
             try:
-                await self._apply(record.id, decision.event, extra)
+                tx_hash = None if found is None else normalise_tx_hash(found)
+                await self._apply(record.id, decision.event, extra, tx_hash=tx_hash)
             except InvalidTransition:  # moved on concurrently (another process finished it)
                 summary.pending.append(record.id)
                 continue

@@ -284,32 +284,37 @@ class PaymentMiddleware:
         payment: AnyPaymentPayload,
         requirements: PaymentRequirements | PaymentRequirementsV1,
     ) -> SettleResponse:
-        """Settle once and bring the ledger record along; raises :class:`_Unavailable` when down."""
+        """Settle once and bring the ledger record along; raises :class:`_Unavailable` when down.
+
+        The record moves to ``settling`` before anything is sent (write-ahead): whatever happens
+        after, a restart reconciles it from the chain instead of leaving it ``verified``.
+        """
         ledger = self.config.ledger
         seen: list[str] = []
 
         async def on_broadcast(tx_hash: str) -> None:
             seen.append(tx_hash)
-            await ledger.mark_settling(record.id, tx_hash)
+            await ledger.record_broadcast(record.id, tx_hash)
 
+        try:
+            await ledger.mark_settling(record.id)
+        except LedgerError as exc:
+            await _quietly(ledger.release(record.id))
+            raise _unavailable(exc) from exc
         try:
             result = await self.config.facilitator.settle(
                 payment, requirements, on_broadcast=on_broadcast
             )
         except (*_BACKEND_DOWN, FacilitatorError) as exc:
-            if not seen:
-                # Unknown whether anything reached the chain: keep the authorization blocked and
-                # let reconciliation decide from the on-chain nonce state.
-                await _quietly(ledger.mark_settling(record.id))
+            # Unknown whether anything reached the chain: the record stays `settling`, keeping
+            # the authorization blocked; reconciliation decides from the on-chain nonce state.
             raise _unavailable(exc) from exc
         try:
             if result.success:
-                if not seen:
-                    await ledger.mark_settling(record.id, result.transaction)
                 await ledger.mark_settled(record.id, result.transaction)
             elif result.error_reason == SETTLEMENT_PENDING:
-                if not seen:
-                    await ledger.mark_settling(record.id, result.transaction or None)
+                if result.transaction and not seen:
+                    await ledger.record_broadcast(record.id, result.transaction)
             else:
                 await ledger.mark_failed(record.id, result.error_reason or "settlement_failed")
         except LedgerError as exc:

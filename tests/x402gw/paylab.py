@@ -133,11 +133,13 @@ def build_gateway(
     asset: Any,
     db: Path | str,
     locks: Any = None,
+    schema: str | None = None,
     **options: Any,
 ) -> Gateway:
-    """A PaymentMiddleware in front of :func:`paid_app`; ``db`` is a SQLite file or a database URL."""
+    """A PaymentMiddleware in front of :func:`paid_app`; ``db`` is a SQLite file or a database URL
+    (``schema``: a PostgreSQL schema of its own)."""
     calls = Calls()
-    ledger = Ledger(db if isinstance(db, str) else f"sqlite:///{db}", locks=locks)
+    ledger = Ledger(db if isinstance(db, str) else f"sqlite:///{db}", locks=locks, schema=schema)
     routes = priced_routes(pay_to, network, asset)
     config = PaymentConfig(routes=routes, facilitator=facilitator, ledger=ledger, **options)
     return Gateway(PaymentMiddleware(paid_app(calls), config), calls, ledger, facilitator, routes)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import secrets
 import subprocess
@@ -15,9 +16,11 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 from conftest_ledger import (  # noqa: F401  (fixtures, registered by import)
+    PG_PORT,
     fixture_clean_redis,
     fixture_redis_client,
     fixture_redis_prefix,
+    fresh_pg_schema,
 )
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
@@ -37,7 +40,7 @@ from paylab import (
 from x402gw._flow import Problem, read_payment
 from x402gw.exact_evm import Authorization, Domain, sign_authorization
 from x402gw.facilitator import reconcile_ledger
-from x402gw.ledger import Ledger, State
+from x402gw.ledger import Ledger, PaymentRecord, State
 from x402gw.locks import InProcessLocks, RedisLocks
 from x402gw.middleware import PaymentMiddleware
 from x402gw.wire import (
@@ -312,6 +315,47 @@ async def test_rpc_down_gives_503_and_recovers(
             await gw.ledger.close()
 
 
+async def test_ledger_lost_before_settlement_sends_nothing(evm: EvmLab, pay: PayFunction) -> None:
+    """The ledger (PostgreSQL behind a relay) goes away while the handler runs: the write-ahead
+    `settling` step fails, so nothing is broadcast and the buffered content is not released."""
+    async with fresh_pg_schema() as db, contextlib.AsyncExitStack() as stack:
+        proxy = stack.enter_context(proxy_to(PG_PORT))
+        facilitator = local_facilitator(evm.anvil.url, evm.operator, evm.network)
+        stack.push_async_callback(facilitator.aclose)
+        url = db.url.replace(f":{PG_PORT}/", f":{proxy.port}/")
+        gw = build_gateway(facilitator, evm.merchant, evm.network, evm.asset, url, schema=db.schema)
+        stack.push_async_callback(gw.ledger.close)
+        original = gw.app.app
+
+        async def cuts_ledger(scope, receive, send):  # type: ignore[no-untyped-def]
+            await original(scope, receive, send)
+            await asyncio.to_thread(proxy.close)
+
+        gw.app.app = cuts_ledger
+        await gw.app.startup()
+        payload = await pay(evm.payer, gw.routes[0].requirements())
+        start = block_number(evm)
+        async with gw.client() as http:
+            r = await http.get("/paid", headers=header(payload))
+        assert r.status_code == 503
+        assert r.json()["error"] == "payment_backend_unavailable"
+        assert "sunny" not in r.text
+        assert gw.calls["paid"] == 1
+        assert transactions_since(evm, start) == []
+        assert evm.balance(evm.merchant) == 0
+        proxy.open()
+        gw.app.app = original
+        # The release could not be written either: that authorization stays blocked (refused,
+        # never charged) and the payer simply signs a fresh one.
+        status, error = await error_of(gw, payload)
+        assert (status, error.split(":")[0]) == (402, "authorization_in_use")
+        fresh = await pay(evm.payer, gw.routes[0].requirements())
+        async with gw.client() as http:
+            paid = await http.get("/paid", headers=header(fresh))
+        assert paid.status_code == 200
+        assert evm.balance(evm.merchant) == PRICE
+
+
 async def test_rpc_dies_between_handler_and_settlement(
     evm: EvmLab, tmp_path: Path, pay: PayFunction
 ) -> None:
@@ -469,38 +513,54 @@ def _start_server(evm: EvmLab, ledger: Path, pause: float) -> tuple[subprocess.P
     return start_paid_server(options, env={"X402GW_TEST_SLEEP_AFTER_BROADCAST": str(pause)})
 
 
-async def test_killed_after_broadcast_reconciles_by_hash_on_restart(
-    evm: EvmLab, tmp_path: Path, pay: PayFunction
+@pytest.mark.parametrize("automine", [True, False], ids=["receipt-at-once", "receipt-awaited"])
+async def test_killed_after_broadcast_reconciles_on_restart(
+    evm: EvmLab, tmp_path: Path, pay: PayFunction, automine: bool
 ) -> None:
+    """SIGKILL right after the broadcast. With an instantly mining node the ledger holds the
+    record in `settling` without a hash (written ahead of the send); with a node that mines
+    later, the hash is stored before the receipt wait. Either way the restart settles the record
+    with the right hash and never sends a second transaction."""
     ledger_path = tmp_path / "crash.sqlite3"
     offer = priced_routes(evm.merchant, evm.network, evm.asset)[0].requirements()
     payload = await pay(evm.payer, offer)
     assert isinstance(payload, PaymentPayload)
     server, url = _start_server(evm, ledger_path, pause=60)
     observer = Ledger(ledger_path)
+    start = block_number(evm)
+    evm.anvil.rpc("evm_setAutomine", automine)
     try:
-        start = block_number(evm)
         async with httpx.AsyncClient(timeout=90) as http:
             request = asyncio.create_task(http.get(f"{url}/paid", headers=header(payload)))
             deadline = time.monotonic() + 30
-            records = []
-            while not records or records[0].tx_hash is None:
-                assert time.monotonic() < deadline, "no broadcast recorded"
+            records: list[PaymentRecord] = []
+            while True:
+                assert time.monotonic() < deadline, "no broadcast seen"
                 await asyncio.sleep(0.05)
                 records = await observer.pending_settlements()
-            stop(server)  # SIGKILL: no cleanup, the receipt is never awaited
+                if automine and records and block_number(evm) > start:
+                    break  # mined; the server is paused before answering
+                if not automine and records and records[0].tx_hash is not None:
+                    break  # in the pool, hash stored, receipt being awaited
+            stop(server)  # SIGKILL: no cleanup, no response
             with pytest.raises(httpx.TransportError):
                 await request
-        tx_hash = records[0].tx_hash
+        assert records[0].tx_hash is None if automine else records[0].tx_hash is not None
+        if not automine:
+            evm.anvil.rpc("evm_mine")
         mined = transactions_since(evm, start)
-        assert ["0x" + bytes.fromhex(m["transactionHash"][2:]).hex() for m in mined] == [tx_hash]
+        assert len(mined) == 1
+        assert int(mined[0]["status"], 16) == 1
+        tx_hash = "0x" + bytes.fromhex(mined[0]["transactionHash"][2:]).hex()
+        assert records[0].tx_hash in (None, tx_hash)
         assert evm.balance(evm.merchant) == PRICE
+        evm.anvil.rpc("evm_setAutomine", True)
         after_crash = block_number(evm)
 
         server, url = _start_server(evm, ledger_path, pause=0)  # startup reconciles
         record = await observer.get(records[0].id)
         assert record.state is State.SETTLED
-        assert record.tx_hash == tx_hash
+        assert record.tx_hash == tx_hash  # stored, or found from the AuthorizationUsed log
         assert record.reconciled_at is not None
         assert block_number(evm) == after_crash  # no second transaction
         async with httpx.AsyncClient(timeout=30) as http:
@@ -508,5 +568,6 @@ async def test_killed_after_broadcast_reconciles_by_hash_on_restart(
         assert replay.status_code == 402
         assert evm.balance(evm.merchant) == PRICE
     finally:
+        evm.anvil.rpc("evm_setAutomine", True)
         stop(server)
         await observer.close()

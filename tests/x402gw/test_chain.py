@@ -419,6 +419,28 @@ async def test_settlement_moves_balances(
     )
 
 
+async def test_authorization_tx_finds_the_settling_transaction(
+    evm: EvmLab, client: ChainClient, pay: PayFunction, offer: OfferFactory
+) -> None:
+    payload = await pay(evm.payer, offer())
+    found = candidate_of(payload, offer())
+    nonce = found.authorization.nonce
+    assert await client.authorization_tx(evm.token, evm.payer.address, nonce) is None  # unused
+    settlement = await Settler(client, evm.operator).settle(found)
+    assert await client.authorization_tx(evm.token, evm.payer.address, nonce) == settlement.tx_hash
+    assert await client.authorization_tx(evm.token, evm.payer.address.lower(), nonce) == (
+        settlement.tx_hash
+    )
+    assert await client.authorization_tx(evm.token, evm.merchant, nonce) is None  # other authorizer
+    assert await client.authorization_tx(evm.token, evm.payer.address, bytes(32)) is None
+    evm.anvil.rpc("anvil_mine", "0x5")
+    # the log is older than the window asked for
+    assert (
+        await client.authorization_tx(evm.token, evm.payer.address, nonce, lookback_blocks=2)
+        is None
+    )
+
+
 async def test_v1_payment_settles(
     evm: EvmLab,
     client: ChainClient,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -76,12 +77,39 @@ async def test_verify_then_settle_moves_funds_once(
     settled = await local.settle(payload, requirements, on_broadcast=on_broadcast)
     assert settled.success
     assert settled.amount == str(PRICE)
-    assert seen == [settled.transaction]
+    assert seen == []  # anvil mined at once: the hash comes with the result, no wait to announce
     assert evm.balance(evm.merchant) == PRICE
     again = await local.settle(payload, requirements)
     assert not again.success
     assert again.error_reason == "invalid_exact_evm_nonce_already_used"
     assert again.transaction == ""  # refused at estimation: nothing broadcast
+
+
+async def test_hash_is_announced_before_waiting_for_a_later_block(
+    local: LocalFacilitator, evm: EvmLab, offer: OfferFactory, pay: PayFunction
+) -> None:
+    requirements = offer()
+    payload = await pay(evm.payer, requirements)
+    seen: list[str] = []
+
+    async def on_broadcast(tx_hash: str) -> None:
+        seen.append(tx_hash)
+
+    evm.anvil.rpc("evm_setAutomine", False)
+    try:
+        task = asyncio.create_task(local.settle(payload, requirements, on_broadcast=on_broadcast))
+        deadline = time.monotonic() + 20
+        while not seen:
+            assert time.monotonic() < deadline, "no hash announced while the receipt is awaited"
+            await asyncio.sleep(0.02)
+        assert not task.done()  # still waiting for the block
+        evm.anvil.rpc("evm_mine")
+        settled = await task
+    finally:
+        evm.anvil.rpc("evm_setAutomine", True)
+    assert settled.success
+    assert seen == [settled.transaction]
+    assert evm.balance(evm.merchant) == PRICE
 
 
 async def test_other_chain_is_not_served(
@@ -264,8 +292,21 @@ async def test_http_facilitator_sends_auth_headers_per_endpoint(
 
     settled = await remote.settle(payload, offer(), on_broadcast=on_broadcast)
     assert settled.success
-    assert hashes == ["0x" + "ab" * 32]
-    assert called == ["settle"]
+    assert hashes == []  # a success carries its hash; nothing to announce ahead of it
+    pending = json.dumps(
+        {
+            "success": False,
+            "errorReason": "settlement_pending",
+            "transaction": "0x" + "cd" * 32,
+            "network": evm.network,
+        }
+    )
+    waiting = _remote(_loopback(200, pending, seen), auth_headers=auth)
+    result = await waiting.settle(payload, offer(), on_broadcast=on_broadcast)
+    assert result.error_reason == "settlement_pending"
+    assert hashes == ["0x" + "cd" * 32]
+    await waiting.aclose()
+    assert called == ["settle", "settle"]
     assert seen[0]["authorization"] == "Bearer token-for-settle"
 
 

@@ -872,6 +872,62 @@ async def test_reconcile_rejects_nonsense_from_checkers(ledger: Ledger) -> None:
         await ledger.reconcile(unknown, says_yes_string)
 
 
+async def test_reconcile_names_the_transaction_of_a_hashless_settlement(ledger: Ledger) -> None:
+    chain = Chain()
+    found, stored = tx(), tx()
+    hashless = await _settling(ledger)  # killed after the send, before the hash was written
+    with_hash = await _settling(ledger, stored)
+    unused = await _settling(ledger)
+    chain.used.add((hashless.payer, hashless.nonce))
+    chain.receipts[stored] = "mined_ok"
+    asked: list[str] = []
+
+    async def find_tx(record: PaymentRecord) -> str | None:
+        asked.append(record.id)
+        return found.upper().replace("0X", "0x")  # normalised on the way in
+
+    summary = await ledger.reconcile(chain.check_tx, chain.authorization_used, find_tx)
+    assert sorted(summary.settled) == sorted([hashless.id, with_hash.id])
+    assert summary.pending == [unused.id]
+    assert asked == [hashless.id]  # only a settled record without a hash is looked up
+    assert (await ledger.get(hashless.id)).tx_hash == found
+    assert (await ledger.get(with_hash.id)).tx_hash == stored
+
+
+async def test_reconcile_settles_without_a_hash_when_none_is_found(ledger: Ledger) -> None:
+    chain = Chain()
+    record = await _settling(ledger)
+    chain.used.add((record.payer, record.nonce))
+
+    async def nothing(_record: PaymentRecord) -> str | None:
+        return None
+
+    summary = await ledger.reconcile(chain.check_tx, chain.authorization_used, nothing)
+    assert summary.settled == [record.id]
+    done = await ledger.get(record.id)
+    assert (done.state, done.tx_hash) == (State.SETTLED, None)
+
+
+async def test_reconcile_tx_finder_failure_or_nonsense(ledger: Ledger) -> None:
+    chain = Chain()
+    record = await _settling(ledger)
+    chain.used.add((record.payer, record.nonce))
+
+    async def down(_record: PaymentRecord) -> str | None:
+        raise ConnectionError("logs unavailable")
+
+    summary = await ledger.reconcile(chain.check_tx, chain.authorization_used, down)
+    assert summary.errors == {record.id: "ConnectionError: logs unavailable"}
+    assert (await ledger.get(record.id)).state is State.SETTLING  # tried again next run
+
+    async def garbage(_record: PaymentRecord) -> str | None:
+        return "not-a-hash"
+
+    with pytest.raises(InvalidPaymentData):
+        await ledger.reconcile(chain.check_tx, chain.authorization_used, garbage)
+    assert (await ledger.get(record.id)).state is State.SETTLING
+
+
 # --- locks in front of the database -------------------------------------------------------------
 
 
