@@ -182,9 +182,7 @@ async def test_tampered_authorization_fields(
     result = ev.check_offchain(with_auth(await pay(PAYER, OFFER), **changes), OFFER, now=now())
     assert isinstance(result, ev.Invalid)
     assert result.reason == reason
-    assert result.payer == changes.get(
-        "from", PAYER.address
-    )  # the claimed payer, even if malformed
+    assert result.payer == changes.get("from", PAYER.address)  # the claimed payer, even if malformed
 
 
 async def test_time_window_boundaries(pay: PayFunction) -> None:
