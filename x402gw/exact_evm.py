@@ -14,12 +14,12 @@ from typing import Any, Final
 
 from coincurve import PublicKey
 from eth_abi.abi import decode as abi_decode
-from eth_abi.abi import encode as abi_encode
 from eth_account import Account
 from eth_account.messages import SignableMessage, encode_typed_data
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
 
+from x402gw._abi import address_word, bytes32_word, uint_word
 from x402gw.errors import InvalidPaymentPayload, UnknownNetwork
 from x402gw.networks import NETWORKS, NetworkRegistry
 from x402gw.wire import (
@@ -255,18 +255,13 @@ def authorization_digest(domain: Domain, authorization: Authorization) -> bytes:
     # digest is computed on every verify and settle.
     auth = authorization
     struct = keccak(
-        abi_encode(
-            ["bytes32", "address", "address", "uint256", "uint256", "uint256", "bytes32"],
-            [
-                _TRANSFER_TYPEHASH,
-                auth.from_address,
-                auth.to,
-                auth.value,
-                auth.valid_after,
-                auth.valid_before,
-                auth.nonce,
-            ],
-        )
+        _TRANSFER_TYPEHASH
+        + address_word(auth.from_address)
+        + address_word(auth.to)
+        + uint_word(auth.value)
+        + uint_word(auth.valid_after)
+        + uint_word(auth.valid_before)
+        + bytes32_word(auth.nonce)
     )
     return keccak(b"\x19\x01" + domain_separator(domain) + struct)
 

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Final, Protocol, TypeVar
 
 import httpx
-from aiohttp import ClientSession, TCPConnector
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from pydantic import ValidationError
@@ -125,8 +123,6 @@ class LocalFacilitator:
         # reuses verify's answer within the same second instead of recovering the signer again.
         self._offchain_second = -1
         self._offchain_memo: dict[tuple[str, str], Candidate | Invalid] = {}
-        self.keep_alive = False  # from_rpc turns it on: one pooled RPC session per event loop
-        self._session_loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
     def from_rpc(
@@ -147,22 +143,10 @@ class LocalFacilitator:
         for layer in ("validation", "ens_name_to_address"):
             client.w3.middleware_onion.remove(layer)
         settler = Settler(client, account, receipt_timeout=receipt_timeout)
-        facilitator = cls(client, settler, network, networks=networks, **options)
-        facilitator.keep_alive = True
-        return facilitator
-
-    async def connect(self) -> None:
-        """Give this event loop a keep-alive RPC session (web3's default opens a TCP connection per call)."""
-        loop = asyncio.get_running_loop()
-        if not self.keep_alive or self._session_loop is loop:
-            return
-        self._session_loop = loop
-        mine = ClientSession(raise_for_status=True, connector=TCPConnector(limit=64))
-        if await self.client.provider.cache_async_session(mine) is not mine:
-            await mine.close()  # this loop already had a session; keep using it
+        return cls(client, settler, network, networks=networks, **options)
 
     async def aclose(self) -> None:
-        """Close the RPC session."""
+        """Close the RPC sessions (the client keeps one keep-alive session per event loop)."""
         await self.client.aclose()
 
     def _served(self, requirements: AnyRequirements) -> bool:
@@ -175,7 +159,6 @@ class LocalFacilitator:
         self, payload: AnyPaymentPayload, requirements: AnyRequirements
     ) -> VerifyResponse:
         """The SDK's verify order: off-chain rules, signature routing, asset code, simulation."""
-        await self.connect()
         checked = self._offchain(payload, requirements)
         if isinstance(checked, Invalid):
             return _invalid(checked)
@@ -287,7 +270,6 @@ class LocalFacilitator:
         missing receipt gives ``settlement_pending`` with the hash (reconcile it, never resend).
         """
         network = requirements.network
-        await self.connect()
         checked = await self._candidate(payload, requirements)
         if isinstance(checked, Invalid):
             return _settle_failure(network, checked.reason, checked.payer, checked.message)

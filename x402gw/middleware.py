@@ -112,7 +112,6 @@ class PaymentMiddleware:
             await ledger.migrate()
             facilitator = self.config.facilitator
             if self.config.reconcile_on_startup and isinstance(facilitator, LocalFacilitator):
-                await facilitator.connect()
                 summary = await reconcile_ledger(ledger, facilitator.client)
                 if summary.settled or summary.failed or summary.errors:
                     log.info("x402gw reconcile: %s", summary)

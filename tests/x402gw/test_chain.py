@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -29,7 +30,13 @@ from x402.schemas.v1 import PaymentPayloadV1 as SdkPayloadV1
 from x402.schemas.v1 import PaymentRequirementsV1 as SdkRequirementsV1
 
 from x402gw import exact_evm as ev
-from x402gw.chain import MULTICALL3, ChainClient, Settler, sign_dynamic_fee_transaction
+from x402gw.chain import (
+    MULTICALL3,
+    ChainClient,
+    Settler,
+    sign_dynamic_fee_transaction,
+    transfer_calldata,
+)
 from x402gw.errors import ChainUnavailable, RpcError, SettlementPending, SettlementReverted
 from x402gw.wire import (
     AnyPaymentPayload,
@@ -904,3 +911,201 @@ async def test_base_fee_outrunning_the_cached_price_is_repriced(
     finally:  # a snapshot revert does not restore the node's next base fee
         evm.anvil.rpc("anvil_setNextBlockBaseFeePerGas", base_fee)
         evm.anvil.rpc("evm_mine")
+
+
+# ---- hand-encoded calldata -------------------------------------------------------------------
+
+_address = st.binary(min_size=20, max_size=20).map(to_checksum_address)
+_TWA_TYPES = ["address", "address", "uint256", "uint256", "uint256", "bytes32"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    from_address=_address,
+    to=_address,
+    value=_uint,
+    valid_after=_uint,
+    valid_before=_uint,
+    nonce=st.binary(min_size=32, max_size=32),
+    signature=st.one_of(st.binary(min_size=65, max_size=65), st.binary(max_size=300)),
+)
+def test_transfer_calldata_equals_the_eth_abi_encoding(
+    from_address: str,
+    to: str,
+    value: int,
+    valid_after: int,
+    valid_before: int,
+    nonce: bytes,
+    signature: bytes,
+) -> None:
+    auth = ev.Authorization(from_address, to, value, valid_after, valid_before, nonce)
+    domain = ev.Domain("USD Coin", "2", 31337, to)
+    found = ev.Candidate(from_address, "eip155:31337", to, domain, auth, signature, None, bytes(32))
+    head = [from_address, to, value, valid_after, valid_before, nonce]
+    if len(signature) == 65:
+        v = signature[64] + 27 if signature[64] < 27 else signature[64]
+        expected = keccak(
+            text="transferWithAuthorization(address,address,uint256,uint256,uint256,bytes32,"
+            "uint8,bytes32,bytes32)"
+        )[:4] + abi_encode(
+            [*_TWA_TYPES, "uint8", "bytes32", "bytes32"],
+            [*head, v, signature[:32], signature[32:64]],
+        )
+    else:
+        expected = keccak(
+            text="transferWithAuthorization(address,address,uint256,uint256,uint256,bytes32,bytes)"
+        )[:4] + abi_encode([*_TWA_TYPES, "bytes"], [*head, signature])
+    assert transfer_calldata(found) == expected
+
+
+# ---- the JSON-RPC transport ------------------------------------------------------------------
+
+
+class LoopbackHttp:
+    """A raw loopback HTTP/1.1 server: ``answer(request_body)`` gives (status, body), or None to
+    drop the connection without a reply. Keeps connections alive like a node."""
+
+    def __init__(self, answer: Callable[[bytes], tuple[int, bytes] | None]) -> None:
+        self.answer = answer
+        self.requests = 0
+        self.server: asyncio.Server | None = None
+        self.url = ""
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                length = 0
+                for line in head.decode("latin-1").split("\r\n"):
+                    name, _, value = line.partition(":")
+                    if name.strip().lower() == "content-length":
+                        length = int(value)
+                body = await reader.readexactly(length)
+                self.requests += 1
+                reply = self.answer(body)
+                if reply is None:
+                    break
+                status, payload = reply
+                writer.write(
+                    f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n"
+                    f"Content-Length: {len(payload)}\r\n\r\n".encode()
+                    + payload
+                )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def __aenter__(self) -> LoopbackHttp:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}/"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+
+def _echo(call: dict[str, Any]) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": call["id"], "result": f"{call['method']}{call['params']}"}
+
+
+async def test_batch_replies_out_of_order_are_matched_by_id() -> None:
+    def reversed_batch(body: bytes) -> tuple[int, bytes]:
+        calls = json.loads(body)
+        if isinstance(calls, dict):
+            return 200, json.dumps(_echo(calls)).encode()
+        return 200, json.dumps([_echo(call) for call in reversed(calls)]).encode()
+
+    async with LoopbackHttp(reversed_batch) as node:
+        rpc = ChainClient(node.url)
+        try:
+            calls: list[tuple[str, list[Any]]] = [("eth_a", [1]), ("eth_b", [2]), ("eth_c", [3])]
+            replies = await rpc.request_batch(calls)
+            assert [reply["result"] for reply in replies] == ["eth_a[1]", "eth_b[2]", "eth_c[3]"]
+            assert await rpc.request("eth_x", ["0xab"]) == "eth_x['0xab']"
+        finally:
+            await rpc.aclose()
+
+
+async def test_batch_reply_missing_an_id_is_chain_unavailable() -> None:
+    def short_batch(body: bytes) -> tuple[int, bytes]:
+        return 200, json.dumps([_echo(call) for call in json.loads(body)][1:] * 2).encode()
+
+    async with LoopbackHttp(short_batch) as node:
+        rpc = ChainClient(node.url)
+        try:
+            with pytest.raises(ChainUnavailable, match="to a batch"):
+                await rpc.request_batch([("eth_a", []), ("eth_b", [])])
+        finally:
+            await rpc.aclose()
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "message"),
+    [
+        (500, b"oops", r"^RPC unreachable: ClientResponseError: 500"),
+        (200, b"<html>garbage", r"^RPC answered a body that is not JSON: b'<html>garbage'"),
+        (200, b"\xff\xfe", r"^RPC answered a body that is not JSON"),
+    ],
+)
+async def test_bad_http_answers_are_chain_unavailable(
+    status: int, body: bytes, message: str
+) -> None:
+    async with LoopbackHttp(lambda _: (status, body)) as node:
+        rpc = ChainClient(node.url)
+        try:
+            with pytest.raises(ChainUnavailable, match=message):
+                await rpc.request("eth_chainId", [])
+            with pytest.raises(ChainUnavailable, match=message):
+                await rpc.request_batch([("eth_chainId", []), ("eth_blockNumber", [])])
+        finally:
+            await rpc.aclose()
+
+
+async def test_closed_port_is_chain_unavailable() -> None:
+    rpc = ChainClient(f"http://127.0.0.1:{free_port()}", retries=2)
+    try:
+        with pytest.raises(ChainUnavailable, match=r"^RPC unreachable: ClientConnectorError"):
+            await rpc.request("eth_chainId", [])
+    finally:
+        await rpc.aclose()
+
+
+@pytest.mark.parametrize("retries", [0, 2])
+async def test_one_dropped_connection_is_retried(retries: int) -> None:
+    def drop_first(body: bytes) -> tuple[int, bytes] | None:
+        if node.requests == 1:
+            return None
+        return 200, json.dumps(_echo(json.loads(body))).encode()
+
+    async with LoopbackHttp(drop_first) as node:
+        rpc = ChainClient(node.url, retries=retries)
+        try:
+            if retries:
+                assert await rpc.request("eth_chainId", []) == "eth_chainId[]"
+                assert node.requests == 2
+            else:
+                with pytest.raises(ChainUnavailable, match="ServerDisconnectedError"):
+                    await rpc.request("eth_chainId", [])
+        finally:
+            await rpc.aclose()
+
+
+def test_sessions_are_per_event_loop(evm: EvmLab) -> None:
+    rpc = ChainClient(evm.anvil.url)
+    sessions = []
+
+    async def use(close: bool) -> None:
+        assert await rpc.chain_id() == 31337
+        assert await rpc.eth_balance(evm.operator.address) > 0  # the web3 cold path as well
+        sessions.append(rpc.transport._session())
+        if close:
+            await rpc.aclose()
+
+    asyncio.run(use(close=False))  # the loop dies with its session open ...
+    asyncio.run(use(close=True))  # ... and the next loop gets its own
+    assert sessions[0] is not sessions[1]
+    assert sessions[1].closed
+    assert not rpc.transport._sessions

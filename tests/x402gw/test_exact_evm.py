@@ -10,6 +10,8 @@ import pytest
 from eth_abi.abi import encode as abi_encode
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from x402.mechanisms.evm.eip712 import hash_eip3009_authorization
@@ -182,7 +184,9 @@ async def test_tampered_authorization_fields(
     result = ev.check_offchain(with_auth(await pay(PAYER, OFFER), **changes), OFFER, now=now())
     assert isinstance(result, ev.Invalid)
     assert result.reason == reason
-    assert result.payer == changes.get("from", PAYER.address)  # the claimed payer, even if malformed
+    assert result.payer == changes.get(
+        "from", PAYER.address
+    )  # the claimed payer, even if malformed
 
 
 async def test_time_window_boundaries(pay: PayFunction) -> None:
@@ -519,3 +523,55 @@ def test_recover_signer_rejects_unrecoverable_signatures() -> None:
         ev.recover_signer(DOMAIN, auth, b"\x01" * 64)
     with pytest.raises(InvalidPaymentPayload):
         ev.recover_signer(DOMAIN, auth, bytes(64) + b"\x1b")  # r = s = 0
+
+
+raw_addresses = st.binary(min_size=20, max_size=20).map(to_checksum_address)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    from_address=raw_addresses,
+    to=raw_addresses,
+    value=uint,
+    valid_after=uint,
+    valid_before=uint,
+    nonce=st.binary(min_size=32, max_size=32),
+)
+def test_authorization_digest_equals_the_eth_abi_encoding(
+    from_address: str, to: str, value: int, valid_after: int, valid_before: int, nonce: bytes
+) -> None:
+    auth = ev.Authorization(from_address, to, value, valid_after, valid_before, nonce)
+    struct = abi_encode(
+        ["bytes32", "address", "address", "uint256", "uint256", "uint256", "bytes32"],
+        [ev._TRANSFER_TYPEHASH, from_address, to, value, valid_after, valid_before, nonce],
+    )
+    assert keccak(struct) == bytes(ev.signable(DOMAIN, auth).body)  # eth_account agrees too
+    expected = keccak(b"\x19\x01" + ev.domain_separator(DOMAIN) + keccak(struct))
+    assert ev.authorization_digest(DOMAIN, auth) == expected
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "error"),
+    [
+        ("value", 2**256, OverflowError),
+        ("valid_after", -1, OverflowError),
+        ("valid_before", "10", TypeError),
+        ("nonce", bytes(33), ValueError),
+        ("to", "0x" + "zz" * 20, ValueError),
+        ("from_address", "0x1234", ValueError),
+    ],
+)
+def test_authorization_digest_refuses_what_eth_abi_refuses(
+    field: str, value: Any, error: type[Exception]
+) -> None:
+    fields: dict[str, Any] = {
+        "from_address": PAYER.address,
+        "to": MERCHANT,
+        "value": 1,
+        "valid_after": 0,
+        "valid_before": 10,
+        "nonce": bytes(32),
+    }
+    fields[field] = value
+    with pytest.raises(error):
+        ev.authorization_digest(DOMAIN, ev.Authorization(**fields))
