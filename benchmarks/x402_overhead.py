@@ -305,7 +305,7 @@ async def main(args: argparse.Namespace) -> None:
         ratio = a.per_second / b.per_second if b.per_second else float("inf")
         print(
             f"{'settled/s c=' + str(a.concurrency):34}{a.per_second:>12.1f}{b.per_second:>12.1f}"
-            f"{'x402gw/SDK ' + format(ratio, '.2f'):>16}"
+            f"{ratio:>11.2f}x  (x402gw/SDK)"
         )
     for a, b in zip(lv_ours, lv_sdk, strict=True):
         row(f"server CPU per paid request c={a.concurrency}", a.cpu_ms, b.cpu_ms)
