@@ -66,7 +66,13 @@ _TRANSPORT_ERRORS: Final = (
     json.JSONDecodeError,  # a body that is not JSON at all (proxy error pages and the like)
 )
 _NONCE_RETRIES: Final = 3
-_NONCE_CLASH: Final = ("nonce too low", "already known", "replacement transaction underpriced")
+# The node already holds this very transaction: geth/erigon, anvil/reth, nethermind wording.
+_ALREADY_KNOWN: Final = ("already known", "already imported", "alreadyknown")
+_NONCE_CLASH: Final = (
+    "nonce too low",
+    "replacement transaction underpriced",
+    *_ALREADY_KNOWN,
+)
 _FEE_TOO_LOW: Final = "less than block base fee"  # geth, anvil, erigon, reth wording
 _FEE_TTL: Final = 1.0  # seconds fee data is reused; 2 x base fee absorbs ~5 blocks of increases
 _HEX_ADDRESS: Final = re.compile(r"0x[0-9a-fA-F]{40}")
@@ -595,7 +601,7 @@ class Settler:
                         # A broadcast re-sent after a dropped connection meets itself: the node
                         # already holds (or mined) this very transaction, so it was sent.
                         tx_hash = "0x" + keccak(raw).hex()
-                        if "already known" in text or await self._known(tx_hash):
+                        if any(k in text for k in _ALREADY_KNOWN) or await self._known(tx_hash):
                             return tx_hash
                         continue
                     if _FEE_TOO_LOW in text and self._fee_cache is not None:

@@ -1109,3 +1109,48 @@ def test_sessions_are_per_event_loop(evm: EvmLab) -> None:
     assert sessions[0] is not sessions[1]
     assert sessions[1].closed
     assert not rpc.transport._sessions
+
+
+@pytest.mark.parametrize("automine", [True, False], ids=["mined-nonce-too-low", "pooled-known"])
+async def test_broadcast_resent_after_a_lost_reply_is_one_transaction(
+    evm: EvmLab, pay: PayFunction, offer: OfferFactory, automine: bool
+) -> None:
+    """The node takes the transaction but the reply is lost: the transport re-sends the same raw
+    bytes, the node answers "nonce too low" (mined) or "already known" (pooled), and the settler
+    reports its own transaction instead of signing another."""
+    import httpx
+
+    dropped: list[bytes] = []
+
+    def relay(body: bytes) -> tuple[int, bytes] | None:
+        answer = httpx.post(
+            evm.anvil.url, content=body, headers={"content-type": "application/json"}
+        )
+        if b"eth_sendRawTransaction" in body and not dropped:
+            dropped.append(body)
+            return None  # delivered to the node, reply lost
+        return answer.status_code, answer.content
+
+    payload = await pay(evm.payer, offer())
+    start = int(evm.anvil.rpc("eth_blockNumber"), 16)
+    async with LoopbackHttp(relay) as node:
+        rpc = ChainClient(node.url)
+        evm.anvil.rpc("evm_setAutomine", automine)
+        try:
+            candidate = candidate_of(payload, offer())
+            tx_hash = await Settler(rpc, evm.operator).send(
+                candidate.token, transfer_calldata(candidate)
+            )
+            if not automine:
+                assert evm.anvil.rpc("eth_getTransactionByHash", tx_hash) is not None
+                evm.anvil.rpc("evm_mine")
+        finally:
+            evm.anvil.rpc("evm_setAutomine", True)
+            await rpc.aclose()
+    assert len(dropped) == 1
+    mined = []
+    for number in range(start + 1, int(evm.anvil.rpc("eth_blockNumber"), 16) + 1):
+        mined += evm.anvil.rpc("eth_getBlockByNumber", hex(number), False)["transactions"]
+    assert mined == [tx_hash]
+    assert int(evm.anvil.rpc("eth_getTransactionReceipt", tx_hash)["status"], 16) == 1
+    assert evm.balance(evm.merchant) == 10_000
