@@ -517,8 +517,8 @@ def _start_server(evm: EvmLab, ledger: Path, pause: float) -> tuple[subprocess.P
 async def test_killed_after_broadcast_reconciles_on_restart(
     evm: EvmLab, tmp_path: Path, pay: PayFunction, automine: bool
 ) -> None:
-    """SIGKILL right after the broadcast. With an instantly mining node the ledger holds the
-    record in `settling` without a hash (written ahead of the send); with a node that mines
+    """SIGKILL right after the broadcast. With an instantly mining node the ledger usually holds
+    the record in `settling` without a hash (written ahead of the send); with a node that mines
     later, the hash is stored before the receipt wait. Either way the restart settles the record
     with the right hash and never sends a second transaction."""
     ledger_path = tmp_path / "crash.sqlite3"
@@ -545,7 +545,10 @@ async def test_killed_after_broadcast_reconciles_on_restart(
             stop(server)  # SIGKILL: no cleanup, no response
             with pytest.raises(httpx.TransportError):
                 await request
-        assert records[0].tx_hash is None if automine else records[0].tx_hash is not None
+        if not automine:
+            assert records[0].tx_hash is not None  # stored before the receipt wait
+        # (an instantly mining node usually answers the receipt at once, and then the hash is
+        # not written before the result; reconcile then finds it from the AuthorizationUsed log)
         if not automine:
             evm.anvil.rpc("evm_mine")
         mined = transactions_since(evm, start)

@@ -21,6 +21,7 @@ from x402gw.facilitator import LocalFacilitator, reconcile_ledger
 from x402gw.ledger import Ledger, State
 from x402gw.middleware import PaymentMiddleware
 from x402gw.wire import (
+    ExactEvmPayload,
     PaymentPayload,
     PaymentRequiredV1,
     decode_payment_required,
@@ -512,3 +513,36 @@ async def test_pending_settlement_is_kept_and_reconciled_by_hash(
     finally:
         await facilitator.aclose()
         await gw.ledger.close()
+
+
+async def test_hashless_settling_record_is_reconciled_with_its_transaction(
+    gateway: Gateway, evm: EvmLab, pay: PayFunction
+) -> None:
+    """A crash after the send but before any hash was written leaves `settling` without a hash:
+    reconcile sees the authorization used and names its transaction from the token's log."""
+    facilitator = gateway.facilitator
+    assert isinstance(facilitator, LocalFacilitator)
+    await gateway.app.startup()
+    requirements = gateway.routes[0].requirements()
+    payload = await pay(evm.payer, requirements)
+    auth = ExactEvmPayload.parse(payload.payload).authorization
+    record = await gateway.ledger.reserve(
+        scheme="exact",
+        network=evm.network,
+        asset=evm.token,
+        payer=auth.from_,
+        pay_to=evm.merchant,
+        amount=PRICE,
+        nonce=auth.nonce,
+        valid_before=int(auth.valid_before),
+        resource="GET /paid",
+        fingerprint="ab" * 32,
+    )
+    await gateway.ledger.mark_settling(record.id)  # written ahead; then the process "died"
+    settled = await facilitator.settle(payload, requirements)  # the send that got through
+    assert settled.success
+    summary = await reconcile_ledger(gateway.ledger, facilitator.client)
+    assert summary.settled == [record.id]
+    done = await gateway.ledger.get(record.id)
+    assert (done.state, done.tx_hash) == (State.SETTLED, settled.transaction)
+    assert done.reconciled_at is not None
