@@ -10,7 +10,7 @@ import re
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -101,14 +101,20 @@ def async_url(url: str | Path) -> sa.URL:
     raise InvalidPaymentData(f"unsupported ledger database {backend!r}: use sqlite or postgresql")
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
+SQLITE_PRAGMAS: Final = (
+    "PRAGMA journal_mode=WAL",
     # Under WAL, NORMAL syncs at checkpoints instead of at every commit: a committed transaction
     # survives a process crash (it is in the WAL file), but the last few may be lost on power
     # loss or an OS crash. That is the trade-off for several times fewer fsyncs per payment.
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    "PRAGMA synchronous=NORMAL",
+    "PRAGMA busy_timeout=30000",
+)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    for pragma in SQLITE_PRAGMAS:
+        cursor.execute(pragma)
     cursor.close()
 
 
@@ -170,16 +176,29 @@ def current_revision(connection: sa.Connection) -> str | None:
 # --- queries -----------------------------------------------------------------------------------
 
 
-# Hot statements are built once and executed with parameters: building SQLAlchemy Core
-# constructs costs more CPU than SQLite takes to run them.
-_INSERT = payments.insert().returning(*payments.c)
+# Hot statements are built once per shape and executed with parameters: building SQLAlchemy
+# Core constructs costs more CPU than SQLite takes to run them. The SQLite write path
+# (`_ledger_sqlite`) runs these same statements on the driver directly.
 _SELECT_BY_ID = sa.select(payments).where(c.id == sa.bindparam("record_id"))
 
 
-async def insert_payment(conn: AsyncConnection, values: dict[str, Any]) -> sa.Row[Any]:
-    """Insert one record and return it; the live unique indexes raise IntegrityError for duplicates."""
-    result = await conn.execute(_INSERT, values)
-    return result.one()
+def _check_columns(columns: Sequence[str]) -> None:
+    unknown = set(columns) - set(payments.c.keys())
+    if unknown:
+        raise InvalidPaymentData(f"not ledger columns: {sorted(unknown)}")
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_statement(columns: tuple[str, ...]) -> sa.Insert:
+    sets = {name: sa.bindparam(f"v_{name}", type_=payments.c[name].type) for name in columns}
+    return payments.insert().values(sets).returning(*payments.c)
+
+
+def insert_query(values: dict[str, Any]) -> tuple[sa.Insert, dict[str, Any]]:
+    """The INSERT ... RETURNING of one record and its parameters."""
+    columns = tuple(sorted(values))
+    _check_columns(columns)
+    return _insert_statement(columns), {f"v_{name}": values[name] for name in columns}
 
 
 async def select_by_id(conn: AsyncConnection, record_id: str) -> sa.Row[Any] | None:
@@ -231,27 +250,28 @@ async def select_by_state(
 def _transition_statement(
     from_states: tuple[str, ...], with_hash: bool, columns: tuple[str, ...]
 ) -> sa.Update:
-    query = payments.update().where(c.id == sa.bindparam("p_id"), c.state.in_(from_states))
+    # The states are inlined: a closed set of enum values, and an IN list of parameters would
+    # be expanded at execution time, which the SQLite write path does not do.
+    states: list[sa.ColumnElement[str]] = [
+        sa.literal_column(f"'{State(s).value}'") for s in from_states
+    ]
+    query = payments.update().where(c.id == sa.bindparam("p_id"), c.state.in_(states))
     if with_hash:
         query = query.where(sa.or_(c.tx_hash.is_(None), c.tx_hash == sa.bindparam("p_tx_hash")))
     sets = {name: sa.bindparam(f"v_{name}", type_=payments.c[name].type) for name in columns}
     return query.values(sets).returning(*payments.c)
 
 
-async def transition(
-    conn: AsyncConnection,
+def transition_query(
     record_id: str,
     *,
     from_states: Sequence[State],
     tx_hash: str | None,
     values: dict[str, Any],
-) -> sa.Row[Any] | None:
-    """One-statement transition: update the record if its state is in `from_states` and (when
-    `tx_hash` is given) it has no hash or that same hash; return the updated row, else None."""
+) -> tuple[sa.Update, dict[str, Any]]:
+    """The one-statement transition (see :func:`transition`) and its parameters."""
     columns = tuple(sorted(values))
-    unknown = set(columns) - set(payments.c.keys())
-    if unknown:
-        raise InvalidPaymentData(f"not ledger columns: {sorted(unknown)}")
+    _check_columns(columns)
     statement = _transition_statement(
         tuple(s.value for s in from_states), tx_hash is not None, columns
     )
@@ -259,5 +279,4 @@ async def transition(
     params["p_id"] = record_id
     if tx_hash is not None:
         params["p_tx_hash"] = tx_hash
-    result = await conn.execute(statement, params)
-    return result.first()
+    return statement, params

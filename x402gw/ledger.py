@@ -46,6 +46,7 @@ from x402gw._ledger_rules import (
     normalise_tx_hash,
     request_fingerprint,
 )
+from x402gw._ledger_sqlite import SqliteWriter
 from x402gw.locks import AuthorizationLocked, AuthorizationLocks, LockHandle
 
 __all__ = [
@@ -196,8 +197,7 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC)  # SQLite returns naive datetimes; we only ever write UTC
 
 
-def _record(row: sa.Row[Any]) -> PaymentRecord:
-    m = row._mapping
+def _record(m: Mapping[Any, Any]) -> PaymentRecord:
     response = None
     if m["response_status"] is not None:
         response = StoredResponse(
@@ -275,6 +275,11 @@ class Ledger:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._engine: AsyncEngine = sql.create_engine(url, schema)
+        self._writer = (
+            SqliteWriter(self._engine.url.database or "")
+            if self._engine.dialect.name == "sqlite"
+            else None
+        )
         self._schema = schema
         self._locks = locks
         self._max_lock_seconds = max_lock_seconds
@@ -293,7 +298,9 @@ class Ledger:
         await self.close()
 
     async def close(self) -> None:
-        """Dispose of the connection pool."""
+        """Dispose of the connection pool (and SQLite's write connection)."""
+        if self._writer is not None:
+            await self._writer.close()
         await self._engine.dispose()
 
     @asynccontextmanager
@@ -301,6 +308,25 @@ class Ledger:
         try:
             async with self._engine.begin() as conn:
                 yield conn
+        except sa.exc.IntegrityError:
+            raise
+        except (sa.exc.DBAPIError, OSError) as exc:
+            raise LedgerUnavailable(f"ledger database error: {exc}") from exc
+
+    async def _returning(
+        self, statement: sa.Insert | sa.Update, params: dict[str, Any]
+    ) -> Mapping[Any, Any] | None:
+        """Run one INSERT/UPDATE ... RETURNING; the row, or None when it matched nothing.
+
+        On SQLite it goes to the dedicated write connection (one driver hop, autocommit); on
+        PostgreSQL through the engine in its own transaction.
+        """
+        if self._writer is None:
+            async with self._tx() as conn:
+                row = (await conn.execute(statement, params)).first()
+            return None if row is None else row._mapping
+        try:
+            return await self._writer.fetch_one(statement, params)
         except sa.exc.IntegrityError:
             raise
         except (sa.exc.DBAPIError, OSError) as exc:
@@ -326,7 +352,7 @@ class Ledger:
             row = await sql.select_by_id(conn, record_id)
         if row is None:
             raise RecordNotFound(record_id)
-        return _record(row)
+        return _record(row._mapping)
 
     async def find_by_payment_identifier(self, payment_identifier: str) -> PaymentRecord | None:
         """The live (not released) record holding `payment_identifier`, if any."""
@@ -334,7 +360,7 @@ class Ledger:
         assert pid is not None
         async with self._tx() as conn:
             row = await sql.select_live_by_payment_identifier(conn, pid)
-        return None if row is None else _record(row)
+        return None if row is None else _record(row._mapping)
 
     async def replay(self, payment_identifier: str, fingerprint: str) -> StoredResponse | None:
         """Stored response for a repeated request, or None when this identifier is new.
@@ -356,7 +382,7 @@ class Ledger:
         """Records in `settling`, with or without a tx hash (what a restart must reconcile)."""
         async with self._tx() as conn:
             rows = await sql.select_by_state(conn, State.SETTLING)
-        return [_record(r) for r in rows]
+        return [_record(r._mapping) for r in rows]
 
     # --- reserve --------------------------------------------------------------------------------
 
@@ -401,8 +427,8 @@ class Ledger:
         key = authorization_key(network, asset, payer, nonce)
         handle = await self._lock(key, values["valid_before"])
         try:
-            async with self._tx() as conn:
-                row = await sql.insert_payment(conn, values)
+            statement, params = sql.insert_query(values)
+            row = await self._returning(statement, params)
         except sa.exc.IntegrityError:
             if handle is not None:
                 await self._locks_release(handle)
@@ -415,6 +441,7 @@ class Ledger:
             raise
         if handle is not None:
             self._handles[values["id"]] = handle
+        assert row is not None  # an INSERT ... RETURNING returns its row
         return _record(row)
 
     async def _lock(self, key: str, valid_before: int) -> LockHandle | None:
@@ -464,10 +491,10 @@ class Ledger:
                 update["state"] = target.value
             if tx_hash is not None:
                 update["tx_hash"] = tx_hash
-            async with self._tx() as conn:
-                row = await sql.transition(
-                    conn, record_id, from_states=from_states, tx_hash=tx_hash, values=update
-                )
+            statement, params = sql.transition_query(
+                record_id, from_states=from_states, tx_hash=tx_hash, values=update
+            )
+            row = await self._returning(statement, params)
             if row is None:
                 record = await self.get(record_id)
                 next_state(record.state, event)
