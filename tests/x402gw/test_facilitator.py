@@ -77,7 +77,10 @@ async def test_verify_then_settle_moves_funds_once(
     settled = await local.settle(payload, requirements, on_broadcast=on_broadcast)
     assert settled.success
     assert settled.amount == str(PRICE)
-    assert seen == []  # anvil mined at once: the hash comes with the result, no wait to announce
+    # Announced only if the receipt had to be waited for: anvil's automine usually has it at
+    # once, but may answer the send a moment before the block is in (the automine-off test
+    # below covers the announced path deterministically).
+    assert seen in ([], [settled.transaction])
     assert evm.balance(evm.merchant) == PRICE
     again = await local.settle(payload, requirements)
     assert not again.success
