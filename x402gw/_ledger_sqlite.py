@@ -12,74 +12,25 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable
 from typing import Any, Final
 
 import aiosqlite
-import sqlalchemy as sa
 from sqlalchemy.dialects.sqlite.aiosqlite import SQLiteDialect_aiosqlite
-from sqlalchemy.sql.compiler import SQLCompiler
 
 from x402gw import _ledger_sql as sql
+from x402gw._ledger_plan import Plans, Writer
 
-_DIALECT: Final = SQLiteDialect_aiosqlite()
-_Processor = Callable[[Any], Any] | None
-_Statement = sa.Insert | sa.Update
-
-
-def _result_processors() -> tuple[tuple[str, _Processor], ...]:
-    return tuple(
-        (col.name, col.type.dialect_impl(_DIALECT).result_processor(_DIALECT, None))
-        for col in sql.payments.c
-    )
+_PLANS: Final = Plans(SQLiteDialect_aiosqlite())
+compiled: Final = _PLANS.compiled
 
 
-_ROW: Final = _result_processors()
+class SqliteWriter(Writer):
+    """The ledger's writes on a dedicated autocommit connection, opened on first use."""
 
-
-@dataclass(frozen=True, slots=True)
-class _Compiled:
-    """SQL text and, in parameter order, each parameter's name and bind processor."""
-
-    text: str
-    params: tuple[tuple[str, _Processor], ...]
-
-
-_plans: dict[int, tuple[_Statement, _Compiled]] = {}
-
-
-def compiled(statement: _Statement) -> _Compiled:
-    """The SQLite text and parameter plan of ``statement`` (cached by identity: the statements
-    come from the builders in :mod:`x402gw._ledger_sql`, which cache them)."""
-    found = _plans.get(id(statement))
-    if found is not None and found[0] is statement:
-        return found[1]
-    done = statement.compile(dialect=_DIALECT)
-    assert isinstance(done, SQLCompiler)
-    positions = done.positiontup or []
-    params = tuple(
-        (name, done.binds[name].type.dialect_impl(_DIALECT).bind_processor(_DIALECT))
-        for name in positions
-    )
-    plan = _Compiled(str(done), params)
-    _plans[id(statement)] = (statement, plan)  # the statement is kept, so its id stays unique
-    return plan
-
-
-def _row(values: tuple[Any, ...]) -> dict[str, Any]:
-    return {
-        name: value if proc is None or value is None else proc(value)
-        for (name, proc), value in zip(_ROW, values, strict=True)
-    }
-
-
-class SqliteWriter:
-    """The ledger's writes on a dedicated autocommit connection, opened on first use.
-
-    Errors come out as SQLAlchemy's (``IntegrityError`` for a unique-index conflict,
-    ``OperationalError`` otherwise) so the ledger treats both paths alike.
-    """
+    plans = _PLANS
+    integrity_errors = (sqlite3.IntegrityError,)
+    driver_errors = (sqlite3.Error, ValueError)  # ValueError: the connection was closed
 
     def __init__(self, database: str) -> None:
         self._database = database
@@ -107,21 +58,10 @@ class SqliteWriter:
         self._conn = conn
         return conn
 
-    async def fetch_one(
-        self, statement: _Statement, values: Mapping[str, Any]
-    ) -> dict[str, Any] | None:
-        """Run one ``... RETURNING`` statement; the first row returned, or None."""
-        plan = compiled(statement)
-        args = [values[name] if proc is None else proc(values[name]) for name, proc in plan.params]
-        try:
-            conn = await self._connection()
-            rows = await conn.execute_fetchall(plan.text, args)
-        except sqlite3.IntegrityError as exc:
-            raise sa.exc.IntegrityError(plan.text, args, exc) from exc
-        except (sqlite3.Error, ValueError) as exc:  # ValueError: the connection was closed
-            raise sa.exc.OperationalError(plan.text, args, exc) from exc
-        for row in rows:
-            return _row(tuple(row))
+    async def _fetch_row(self, text: str, args: list[Any]) -> Iterable[Any] | None:
+        conn = await self._connection()
+        for row in await conn.execute_fetchall(text, args):
+            return tuple(row)
         return None
 
     async def close(self) -> None:

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from x402gw import _ledger_sql as sql
+from x402gw._ledger_plan import Writer
 from x402gw._ledger_rules import (
     BLOCKING,
     TERMINAL,
@@ -275,11 +276,13 @@ class Ledger:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._engine: AsyncEngine = sql.create_engine(url, schema)
-        self._writer = (
-            SqliteWriter(self._engine.url.database or "")
-            if self._engine.dialect.name == "sqlite"
-            else None
-        )
+        self._writer: Writer
+        if self._engine.dialect.name == "sqlite":
+            self._writer = SqliteWriter(self._engine.url.database or "")
+        else:
+            from x402gw._ledger_pg import PgWriter  # asyncpg is the postgres extra
+
+            self._writer = PgWriter(self._engine.url, schema)
         self._schema = schema
         self._locks = locks
         self._max_lock_seconds = max_lock_seconds
@@ -298,9 +301,8 @@ class Ledger:
         await self.close()
 
     async def close(self) -> None:
-        """Dispose of the connection pool (and SQLite's write connection)."""
-        if self._writer is not None:
-            await self._writer.close()
+        """Dispose of the connection pool and the writer's connection (or pool)."""
+        await self._writer.close()
         await self._engine.dispose()
 
     @asynccontextmanager
@@ -318,13 +320,9 @@ class Ledger:
     ) -> Mapping[Any, Any] | None:
         """Run one INSERT/UPDATE ... RETURNING; the row, or None when it matched nothing.
 
-        On SQLite it goes to the dedicated write connection (one driver hop, autocommit); on
-        PostgreSQL through the engine in its own transaction.
+        It goes to the writer, not the engine: on SQLite the dedicated write connection, on
+        PostgreSQL an asyncpg pool; one driver call in autocommit (one statement is atomic).
         """
-        if self._writer is None:
-            async with self._tx() as conn:
-                row = (await conn.execute(statement, params)).first()
-            return None if row is None else row._mapping
         try:
             return await self._writer.fetch_one(statement, params)
         except sa.exc.IntegrityError:

@@ -31,6 +31,7 @@ from conftest_ledger import (  # noqa: F401  (fixtures, registered by import)
 )
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from ledger_cases import FP, MERCHANT, PAYER, USDC, payment, tx
 from redis.asyncio import Redis
 
 from x402gw import _ledger_sql
@@ -62,38 +63,6 @@ from x402gw.ledger import (
 from x402gw.locks import InProcessLocks, RedisLocks
 
 ROOT = Path(__file__).resolve().parents[2]
-USDC = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"
-PAYER = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"
-MERCHANT = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"
-FAR = 4_000_000_000
-FP = request_fingerprint("GET", "/paid", b"")
-
-
-def nonce() -> str:
-    return "0x" + secrets.token_hex(32)
-
-
-def tx() -> str:
-    return "0x" + secrets.token_hex(32)
-
-
-def payment(**over: Any) -> dict[str, Any]:
-    """Keyword arguments for `reserve`: a fresh authorization unless overridden."""
-    base: dict[str, Any] = {
-        "scheme": "exact",
-        "network": "eip155:8453",
-        "asset": USDC,
-        "payer": PAYER,
-        "pay_to": MERCHANT,
-        "amount": 10_000,
-        "nonce": nonce(),
-        "valid_before": FAR,
-        "resource": "GET /paid",
-        "fingerprint": FP,
-        "payment_identifier": None,
-    }
-    base.update(over)
-    return base
 
 
 # --- the pure transition table ------------------------------------------------------------------
