@@ -466,7 +466,7 @@ async def test_unknown_receipt_is_none(client: ChainClient) -> None:
 async def test_concurrent_settlements_never_collide(
     evm: EvmLab, client: ChainClient, pay: PayFunction, offer: OfferFactory
 ) -> None:
-    count = 20
+    count = 100  # the figure: 100 concurrent settlements on one operator key
     payloads = [await pay(evm.payer, offer()) for _ in range(count)]
     settler = Settler(client, evm.operator)
     start_nonce = int(evm.anvil.rpc("eth_getTransactionCount", evm.operator.address, "pending"), 16)
