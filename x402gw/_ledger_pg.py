@@ -74,18 +74,23 @@ class PgWriter(Writer):
 
     def __init__(self, url: sa.URL, schema: str | None = None) -> None:
         self._connect_args = connect_args(url, schema)
-        self._pool: asyncpg.Pool | None = None
+        # asyncpg connections belong to the event loop that made them: one pool per loop (an
+        # app served by several test clients, or a CLI calling asyncio.run more than once).
+        self._pools: dict[asyncio.AbstractEventLoop, asyncpg.Pool] = {}
 
     async def _get_pool(self) -> asyncpg.Pool:
-        pool = self._pool
+        loop = asyncio.get_running_loop()
+        pool = self._pools.get(loop)
         if pool is not None:
             return pool
+        for gone in [other for other in self._pools if other.is_closed()]:
+            del self._pools[gone]  # its loop is gone: the sockets go with the pool object
         # min_size=0: nothing connects here and no task keeps reconnecting in the background.
         pool = await asyncpg.create_pool(min_size=0, max_size=_POOL_SIZE, **self._connect_args)
-        if self._pool is not None:  # another task made one meanwhile: keep that one
+        if loop in self._pools:  # another task made one meanwhile: keep that one
             await pool.close()
-            return self._pool
-        self._pool = pool
+            return self._pools[loop]
+        self._pools[loop] = pool
         return pool
 
     async def _fetch_row(self, text: str, args: list[Any]) -> Iterable[Any] | None:
@@ -95,7 +100,11 @@ class PgWriter(Writer):
         return None if row is None else row.values()
 
     async def close(self) -> None:
-        """Close the pool (a new one is made on the next write)."""
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            await asyncio.shield(pool.close())
+        """Close this loop's pool and drop the others' (a new one is made on the next write)."""
+        loop = asyncio.get_running_loop()
+        pools, self._pools = self._pools, {}
+        for owner, pool in pools.items():
+            if owner is loop:
+                await asyncio.shield(pool.close())
+            elif owner.is_running():  # a loop in another thread: close it there
+                asyncio.run_coroutine_threadsafe(pool.close(), owner)

@@ -99,3 +99,29 @@ async def test_connection_cut_then_restored() -> None:
 async def test_an_unclosed_ledger_does_not_keep_the_process_alive() -> None:
     async with fresh_pg_schema() as db:
         await asyncio.to_thread(check_unclosed_ledger_exits, db.url, db.schema)
+
+
+def test_one_ledger_from_two_event_loops() -> None:
+    """asyncpg connections belong to their loop: a ledger used from a second loop (a second
+    test client, a CLI calling asyncio.run twice) gets a pool of its own there, and the first
+    loop's pool keeps working."""
+    with asyncio.Runner() as runner:
+        schema = fresh_pg_schema()
+        db = runner.run(schema.__aenter__())
+        ledger = db.ledger()
+        try:
+            runner.run(ledger.migrate())
+
+            async def write() -> str:
+                record = await ledger.reserve(**payment())
+                return (await ledger.mark_settling(record.id)).id
+
+            ids = [runner.run(write()), asyncio.run(write()), runner.run(write())]
+
+            async def states() -> list[State]:
+                return [(await ledger.get(rid)).state for rid in ids]
+
+            assert runner.run(states()) == [State.SETTLING] * 3
+        finally:
+            runner.run(ledger.close())
+            runner.run(schema.__aexit__(None, None, None))
