@@ -137,3 +137,19 @@ def check_unclosed_ledger_exits(url: str, schema: str | None = None) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "reserved"
+
+
+def check_two_event_loops(runner: asyncio.Runner, ledger: Ledger) -> None:
+    """The ledger written from ``runner``'s loop, from a second loop, then from the first again
+    (a second test client, a CLI calling asyncio.run twice): every write lands."""
+
+    async def write() -> str:
+        record = await ledger.reserve(**payment())
+        return (await ledger.mark_settling(record.id)).id
+
+    ids = [runner.run(write()), asyncio.run(write()), runner.run(write())]
+
+    async def states() -> list[State]:
+        return [(await ledger.get(rid)).state for rid in ids]
+
+    assert runner.run(states()) == [State.SETTLING] * 3

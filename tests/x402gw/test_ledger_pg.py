@@ -13,6 +13,7 @@ from lab.webserver import free_port
 from ledger_cases import (
     check_duplicate_and_reopen,
     check_round_trip,
+    check_two_event_loops,
     check_unclosed_ledger_exits,
     payment,
 )
@@ -111,17 +112,7 @@ def test_one_ledger_from_two_event_loops() -> None:
         ledger = db.ledger()
         try:
             runner.run(ledger.migrate())
-
-            async def write() -> str:
-                record = await ledger.reserve(**payment())
-                return (await ledger.mark_settling(record.id)).id
-
-            ids = [runner.run(write()), asyncio.run(write()), runner.run(write())]
-
-            async def states() -> list[State]:
-                return [(await ledger.get(rid)).state for rid in ids]
-
-            assert runner.run(states()) == [State.SETTLING] * 3
+            check_two_event_loops(runner, ledger)
         finally:
             runner.run(ledger.close())
             runner.run(schema.__aexit__(None, None, None))

@@ -10,6 +10,7 @@ import pytest
 from ledger_cases import (
     check_duplicate_and_reopen,
     check_round_trip,
+    check_two_event_loops,
     check_unclosed_ledger_exits,
     payment,
 )
@@ -58,3 +59,13 @@ async def test_database_gone_bad_is_ledger_unavailable(tmp_path: Path) -> None:
 
 def test_an_unclosed_ledger_does_not_keep_the_process_alive(tmp_path: Path) -> None:
     check_unclosed_ledger_exits("sqlite:///" + str(tmp_path / "open.sqlite3"))
+
+
+def test_one_ledger_from_two_event_loops(tmp_path: Path) -> None:
+    with asyncio.Runner() as runner:
+        ledger = Ledger(tmp_path / "loops.sqlite3")
+        runner.run(ledger.migrate())
+        try:
+            check_two_event_loops(runner, ledger)
+        finally:
+            runner.run(ledger.close())
