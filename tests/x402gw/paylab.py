@@ -152,6 +152,21 @@ def local_facilitator(
     return LocalFacilitator.from_rpc(rpc_url, operator, network, receipt_timeout=20.0, **options)
 
 
+@contextlib.asynccontextmanager
+async def lab_gateway(
+    evm: Any, db: Path | str, *, rpc_url: str | None = None, **options: Any
+) -> AsyncIterator[Gateway]:
+    """:func:`build_gateway` on the lab chain ``evm`` with a :func:`local_facilitator` (on
+    ``rpc_url``, by default the lab node); the facilitator and the ledger are closed after."""
+    facilitator = local_facilitator(rpc_url or evm.anvil.url, evm.operator, evm.network)
+    gw = build_gateway(facilitator, evm.merchant, evm.network, evm.asset, db, **options)
+    try:
+        yield gw
+    finally:
+        await facilitator.aclose()
+        await gw.ledger.close()
+
+
 # --------------------------------------------------------------------------------------------
 
 

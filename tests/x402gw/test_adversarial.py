@@ -30,6 +30,7 @@ from paylab import (
     PRICE,
     Gateway,
     build_gateway,
+    lab_gateway,
     local_facilitator,
     priced_routes,
     proxy_to,
@@ -39,7 +40,7 @@ from paylab import (
 
 from x402gw._flow import Problem, read_payment
 from x402gw.exact_evm import Authorization, Domain, sign_authorization
-from x402gw.facilitator import reconcile_ledger
+from x402gw.facilitator import LocalFacilitator, reconcile_ledger
 from x402gw.ledger import Ledger, PaymentRecord, State
 from x402gw.locks import InProcessLocks, RedisLocks
 from x402gw.middleware import PaymentMiddleware
@@ -61,13 +62,8 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture
 async def gateway(evm: EvmLab, tmp_path: Path) -> AsyncIterator[Gateway]:
     """The paid test app behind PaymentMiddleware with a LocalFacilitator on the lab anvil."""
-    facilitator = local_facilitator(evm.anvil.url, evm.operator, evm.network)
-    gw = build_gateway(facilitator, evm.merchant, evm.network, evm.asset, tmp_path / "l.sqlite3")
-    try:
+    async with lab_gateway(evm, tmp_path / "l.sqlite3") as gw:
         yield gw
-    finally:
-        await facilitator.aclose()
-        await gw.ledger.close()
 
 
 def signed(
@@ -186,15 +182,8 @@ async def test_one_signature_ten_times_in_parallel(
 
 
 async def _with_locks(evm: EvmLab, tmp_path: Path, pay: PayFunction, locks: Any) -> None:
-    facilitator = local_facilitator(evm.anvil.url, evm.operator, evm.network)
-    gw = build_gateway(
-        facilitator, evm.merchant, evm.network, evm.asset, tmp_path / "l.db", locks=locks
-    )
-    try:
+    async with lab_gateway(evm, tmp_path / "l.db", locks=locks) as gw:
         await _ten_in_parallel(gw, evm, pay)
-    finally:
-        await facilitator.aclose()
-        await gw.ledger.close()
 
 
 async def test_ten_in_parallel_with_in_process_locks(
@@ -292,9 +281,7 @@ async def test_rpc_down_gives_503_and_recovers(
     evm: EvmLab, tmp_path: Path, pay: PayFunction
 ) -> None:
     with proxy_to(evm.anvil.port) as proxy:
-        facilitator = local_facilitator(proxy.url, evm.operator, evm.network)
-        gw = build_gateway(facilitator, evm.merchant, evm.network, evm.asset, tmp_path / "l.db")
-        try:
+        async with lab_gateway(evm, tmp_path / "l.db", rpc_url=proxy.url) as gw:
             await gw.app.startup()
             payload = await pay(evm.payer, gw.routes[0].requirements())
             assert isinstance(payload, PaymentPayload)
@@ -310,9 +297,6 @@ async def test_rpc_down_gives_503_and_recovers(
                 up = await http.get("/paid", headers=header(payload))
             assert up.status_code == 200
             assert evm.balance(evm.merchant) == PRICE
-        finally:
-            await facilitator.aclose()
-            await gw.ledger.close()
 
 
 async def test_ledger_lost_before_settlement_sends_nothing(evm: EvmLab, pay: PayFunction) -> None:
@@ -320,11 +304,8 @@ async def test_ledger_lost_before_settlement_sends_nothing(evm: EvmLab, pay: Pay
     `settling` step fails, so nothing is broadcast and the buffered content is not released."""
     async with fresh_pg_schema() as db, contextlib.AsyncExitStack() as stack:
         proxy = stack.enter_context(proxy_to(PG_PORT))
-        facilitator = local_facilitator(evm.anvil.url, evm.operator, evm.network)
-        stack.push_async_callback(facilitator.aclose)
         url = db.url.replace(f":{PG_PORT}/", f":{proxy.port}/")
-        gw = build_gateway(facilitator, evm.merchant, evm.network, evm.asset, url, schema=db.schema)
-        stack.push_async_callback(gw.ledger.close)
+        gw = await stack.enter_async_context(lab_gateway(evm, url, schema=db.schema))
         original = gw.app.app
 
         async def cuts_ledger(scope, receive, send):  # type: ignore[no-untyped-def]
@@ -360,16 +341,16 @@ async def test_rpc_dies_between_handler_and_settlement(
     evm: EvmLab, tmp_path: Path, pay: PayFunction
 ) -> None:
     with proxy_to(evm.anvil.port) as proxy:
-        facilitator = local_facilitator(proxy.url, evm.operator, evm.network)
-        gw = build_gateway(facilitator, evm.merchant, evm.network, evm.asset, tmp_path / "l.db")
-        original = gw.app.app
+        async with lab_gateway(evm, tmp_path / "l.db", rpc_url=proxy.url) as gw:
+            facilitator = gw.facilitator
+            assert isinstance(facilitator, LocalFacilitator)
+            original = gw.app.app
 
-        async def cuts_rpc(scope, receive, send):  # type: ignore[no-untyped-def]
-            await original(scope, receive, send)
-            await asyncio.to_thread(proxy.close)
+            async def cuts_rpc(scope, receive, send):  # type: ignore[no-untyped-def]
+                await original(scope, receive, send)
+                await asyncio.to_thread(proxy.close)
 
-        gw.app.app = cuts_rpc
-        try:
+            gw.app.app = cuts_rpc
             payload = await pay(evm.payer, gw.routes[0].requirements())
             assert isinstance(payload, PaymentPayload)
             start = block_number(evm)
@@ -394,9 +375,6 @@ async def test_rpc_dies_between_handler_and_settlement(
             async with gw.client() as http:
                 ok = await http.get("/paid", headers=header(fresh))  # type: ignore[arg-type]
             assert ok.status_code == 200
-        finally:
-            await facilitator.aclose()
-            await gw.ledger.close()
 
 
 # --- garbage headers ----------------------------------------------------------------------------

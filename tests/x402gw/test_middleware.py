@@ -14,7 +14,7 @@ import pytest
 from eth_abi.abi import encode as abi_encode
 from eth_account import Account
 from eth_utils.crypto import keccak
-from paylab import PRICE, Gateway, build_gateway, local_facilitator
+from paylab import PRICE, Gateway, build_gateway, lab_gateway, local_facilitator
 
 from x402gw.config import InvalidRouteConfig, PaymentConfig, PricedRoute
 from x402gw.facilitator import LocalFacilitator, reconcile_ledger
@@ -40,13 +40,8 @@ URL = "http://testserver"
 @pytest.fixture
 async def gateway(evm: EvmLab, tmp_path: Path) -> AsyncIterator[Gateway]:
     """The paid test app behind PaymentMiddleware with a LocalFacilitator on the lab anvil."""
-    facilitator = local_facilitator(evm.anvil.url, evm.operator, evm.network)
-    gw = build_gateway(facilitator, evm.merchant, evm.network, evm.asset, tmp_path / "l.sqlite3")
-    try:
+    async with lab_gateway(evm, tmp_path / "l.sqlite3") as gw:
         yield gw
-    finally:
-        await facilitator.aclose()
-        await gw.ledger.close()
 
 
 async def _records(gw: Gateway) -> list[State]:
@@ -190,16 +185,7 @@ async def test_streaming_response_is_buffered_and_charged(
 async def test_response_over_cap_is_refused_uncharged(
     evm: EvmLab, tmp_path: Path, pay: PayFunction
 ) -> None:
-    facilitator = local_facilitator(evm.anvil.url, evm.operator, evm.network)
-    gw = build_gateway(
-        facilitator,
-        evm.merchant,
-        evm.network,
-        evm.asset,
-        tmp_path / "l.sqlite3",
-        max_response_bytes=1000,
-    )
-    try:
+    async with lab_gateway(evm, tmp_path / "l.sqlite3", max_response_bytes=1000) as gw:
         payload = await pay(evm.payer, gw.routes[0].requirements())
         async with gw.client() as http:
             r = await http.get("/big", headers=_payment_header(payload))
@@ -208,24 +194,12 @@ async def test_response_over_cap_is_refused_uncharged(
         assert "x" * 100 not in r.text
         assert evm.balance(evm.merchant) == 0
         assert await _records(gw) == [State.RELEASED]
-    finally:
-        await facilitator.aclose()
-        await gw.ledger.close()
 
 
 async def test_post_body_reaches_handler_and_oversized_body_is_413(
     evm: EvmLab, tmp_path: Path, pay: PayFunction
 ) -> None:
-    facilitator = local_facilitator(evm.anvil.url, evm.operator, evm.network)
-    gw = build_gateway(
-        facilitator,
-        evm.merchant,
-        evm.network,
-        evm.asset,
-        tmp_path / "l.sqlite3",
-        max_request_body_bytes=100,
-    )
-    try:
+    async with lab_gateway(evm, tmp_path / "l.sqlite3", max_request_body_bytes=100) as gw:
         payload = await pay(evm.payer, gw.routes[1].requirements())
         async with gw.client() as http:
             ok = await http.post("/echo", content=b"hello body", headers=_payment_header(payload))
@@ -237,9 +211,6 @@ async def test_post_body_reaches_handler_and_oversized_body_is_413(
         assert big.json()["error"] == "request_body_too_large"
         assert gw.calls["echo"] == 1
         assert evm.balance(evm.merchant) == PRICE
-    finally:
-        await facilitator.aclose()
-        await gw.ledger.close()
 
 
 async def test_upfront_route_settles_before_handler(
