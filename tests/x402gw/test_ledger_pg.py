@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Iterator
 
 import pytest
 from conftest_ledger import PG_PORT, fresh_pg_schema
@@ -23,17 +24,24 @@ from x402gw import _ledger_pg, _ledger_sql
 from x402gw.ledger import Ledger, LedgerUnavailable, State
 
 
-def test_what_the_writer_writes_the_engine_reads_back() -> None:
+@contextlib.contextmanager
+def _migrated() -> Iterator[tuple[asyncio.Runner, Ledger]]:
+    """A migrated ledger in a fresh schema, and the runner whose loop made it."""
     with asyncio.Runner() as runner:
         schema = fresh_pg_schema()
         db = runner.run(schema.__aenter__())
         ledger = db.ledger()
         try:
             runner.run(ledger.migrate())
-            check_round_trip(runner, ledger, nul=False)
+            yield runner, ledger
         finally:
             runner.run(ledger.close())
             runner.run(schema.__aexit__(None, None, None))
+
+
+def test_what_the_writer_writes_the_engine_reads_back() -> None:
+    with _migrated() as (runner, ledger):
+        check_round_trip(runner, ledger, nul=False)
 
 
 def test_writes_use_the_engines_sql_text() -> None:
@@ -106,13 +114,5 @@ def test_one_ledger_from_two_event_loops() -> None:
     """asyncpg connections belong to their loop: a ledger used from a second loop (a second
     test client, a CLI calling asyncio.run twice) gets a pool of its own there, and the first
     loop's pool keeps working."""
-    with asyncio.Runner() as runner:
-        schema = fresh_pg_schema()
-        db = runner.run(schema.__aenter__())
-        ledger = db.ledger()
-        try:
-            runner.run(ledger.migrate())
-            check_two_event_loops(runner, ledger)
-        finally:
-            runner.run(ledger.close())
-            runner.run(schema.__aexit__(None, None, None))
+    with _migrated() as (runner, ledger):
+        check_two_event_loops(runner, ledger)

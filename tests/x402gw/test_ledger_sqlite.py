@@ -4,6 +4,8 @@ errors are the ledger's, and its driver thread never keeps a process alive."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,14 +21,21 @@ from x402gw import _ledger_sql, _ledger_sqlite
 from x402gw.ledger import Ledger, LedgerUnavailable, State
 
 
-def test_what_the_writer_writes_the_engine_reads_back(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def _migrated(path: Path) -> Iterator[tuple[asyncio.Runner, Ledger]]:
+    """A migrated ledger at ``path``, and the runner whose loop made it."""
     with asyncio.Runner() as runner:
-        ledger = Ledger(tmp_path / "rt.sqlite3")
+        ledger = Ledger(path)
         runner.run(ledger.migrate())
         try:
-            check_round_trip(runner, ledger)
+            yield runner, ledger
         finally:
             runner.run(ledger.close())
+
+
+def test_what_the_writer_writes_the_engine_reads_back(tmp_path: Path) -> None:
+    with _migrated(tmp_path / "rt.sqlite3") as (runner, ledger):
+        check_round_trip(runner, ledger)
 
 
 def test_writes_use_the_engines_sql_text(tmp_path: Path) -> None:
@@ -62,10 +71,5 @@ def test_an_unclosed_ledger_does_not_keep_the_process_alive(tmp_path: Path) -> N
 
 
 def test_one_ledger_from_two_event_loops(tmp_path: Path) -> None:
-    with asyncio.Runner() as runner:
-        ledger = Ledger(tmp_path / "loops.sqlite3")
-        runner.run(ledger.migrate())
-        try:
-            check_two_event_loops(runner, ledger)
-        finally:
-            runner.run(ledger.close())
+    with _migrated(tmp_path / "loops.sqlite3") as (runner, ledger):
+        check_two_event_loops(runner, ledger)
