@@ -11,6 +11,7 @@ from x402gw.errors import (
     RpcError,
     SettlementPending,
     SettlementReverted,
+    SignerLockError,
     TransferEventMissing,
     UnknownAsset,
     UnknownNetwork,
@@ -38,6 +39,7 @@ from x402gw.facilitator import (
 from x402gw.facilitator_app import FacilitatorApp
 from x402gw.middleware import PaymentMiddleware
 from x402gw.networks import NETWORKS, Asset, NetworkRegistry, from_atomic, to_atomic
+from x402gw.signer_lock import FileSignerLock, SignerLock
 from x402gw.wire import (
     AnyPaymentPayload,
     AnyPaymentRequired,
@@ -84,6 +86,7 @@ __all__ = [
     "FacilitatorError",
     "FacilitatorRequest",
     "FacilitatorUnavailable",
+    "FileSignerLock",
     "HttpFacilitator",
     "Invalid",
     "InvalidPaymentHeader",
@@ -110,6 +113,8 @@ __all__ = [
     "SettlementPending",
     "SettlementReverted",
     "Settler",
+    "SignerLock",
+    "SignerLockError",
     "SupportedKind",
     "SupportedResponse",
     "TransferEventMissing",

@@ -7,6 +7,7 @@ failures become :class:`ChainUnavailable`, contract reverts :class:`SettlementRe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import re
@@ -49,6 +50,7 @@ from x402gw.errors import (
 )
 from x402gw.exact_evm import Candidate, ChainFacts, Diagnosis, Invalid
 from x402gw.networks import NETWORKS, NetworkRegistry
+from x402gw.signer_lock import SignerLock
 from x402gw.wire import (
     AnyPaymentPayload,
     PaymentRequirements,
@@ -491,17 +493,22 @@ class ChainClient:
 
 
 class NonceManager:
-    """Hands out consecutive account nonces under a lock; resyncs from the node when told to."""
+    """Hands out consecutive account nonces under a lock; resyncs from the node when told to.
 
-    def __init__(self, client: ChainClient, address: str) -> None:
+    ``shared``: other processes send from the same account (under a :class:`SignerLock`), so
+    every allocation reads the node's pending count instead of counting locally.
+    """
+
+    def __init__(self, client: ChainClient, address: str, *, shared: bool = False) -> None:
         self._client = client
         self._address = _addr(address)
         self._next: int | None = None
+        self._shared = shared
         self.lock = asyncio.Lock()
 
     async def allocate(self) -> int:
         """Next nonce; call with :attr:`lock` held so allocation and broadcast stay in order."""
-        if self._next is None:
+        if self._next is None or self._shared:
             count = await self._client.request(
                 "eth_getTransactionCount", [self._address, "pending"]
             )
@@ -533,16 +540,18 @@ class Settler:
         *,
         receipt_timeout: float = 120.0,
         priority_fee: int | None = None,
+        signer_lock: SignerLock | None = None,
     ) -> None:
         self.client = client
         self.operator = operator
+        self.signer_lock = signer_lock
         self.receipt_timeout = receipt_timeout
         self._priority_fee = priority_fee
         self._chain_id: int | None = None
         self._fee_cache: tuple[float, int, int] | None = None  # (fetched at, max fee, tip)
         self._fee_lock = asyncio.Lock()
         self._key = PrivateKey(bytes(operator.key))
-        self.nonces = NonceManager(client, operator.address)
+        self.nonces = NonceManager(client, operator.address, shared=signer_lock is not None)
 
     @property
     def address(self) -> str:
@@ -580,7 +589,7 @@ class Settler:
         if self._chain_id is None:
             self._chain_id = await client.chain_id()
         for _attempt in range(_NONCE_RETRIES):
-            async with self.nonces.lock:
+            async with self.nonces.lock, self._across_processes():
                 nonce = await self.nonces.allocate()
                 raw = sign_dynamic_fee_transaction(
                     self._key,
@@ -614,6 +623,11 @@ class Settler:
                     raise
             return "0x" + _hex_bytes(sent).hex()
         raise ChainError(f"nonce kept colliding after {_NONCE_RETRIES} attempts")
+
+    def _across_processes(self) -> contextlib.AbstractAsyncContextManager[None]:
+        if self.signer_lock is None:
+            return contextlib.nullcontext()
+        return self.signer_lock.hold()
 
     async def _known(self, tx_hash: str) -> bool:
         """Whether the node knows the transaction ``tx_hash`` (pending or mined)."""

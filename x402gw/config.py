@@ -174,9 +174,14 @@ class PaymentConfig:
         rpc_url: str,
         operator_key: str,
         ledger_url: str = "sqlite:///x402gw-ledger.sqlite3",
+        signer_lock: str | None = None,
         **options: Any,
     ) -> PaymentConfig:
-        """The default set-up: verify and settle in process (LocalFacilitator), SQLite ledger."""
+        """The default set-up: verify and settle in process (LocalFacilitator), SQLite ledger.
+
+        ``signer_lock``: a file path shared by worker processes settling with the same key
+        (see :class:`x402gw.signer_lock.FileSignerLock`).
+        """
         from x402gw.facilitator import LocalFacilitator
         from x402gw.ledger import Ledger
 
@@ -185,7 +190,12 @@ class PaymentConfig:
         networks = {route.network for route in routes}
         if len(networks) != 1:
             raise InvalidRouteConfig(f"a local facilitator serves one chain, routes use {networks}")
-        facilitator = LocalFacilitator.from_rpc(rpc_url, operator_key, networks.pop())
+        from x402gw.signer_lock import FileSignerLock
+
+        lock = FileSignerLock(signer_lock) if signer_lock is not None else None
+        facilitator = LocalFacilitator.from_rpc(
+            rpc_url, operator_key, networks.pop(), signer_lock=lock
+        )
         return cls(routes=routes, facilitator=facilitator, ledger=Ledger(ledger_url), **options)
 
     def route_for(self, method: str, path: str) -> PricedRoute | None:

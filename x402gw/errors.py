@@ -35,6 +35,10 @@ class ChainUnavailable(ChainError):
     """The RPC endpoint could not be reached or answered with a transport-level failure."""
 
 
+class SignerLockError(ChainError):
+    """The operator key's cross-process lock file could not be opened or locked."""
+
+
 class RpcError(ChainError):
     """The node answered with a JSON-RPC error that is not a contract revert (e.g. rate limit, bad params)."""
 

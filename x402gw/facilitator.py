@@ -24,6 +24,7 @@ from x402gw.errors import (
 from x402gw.exact_evm import Candidate, ChainFacts, Invalid
 from x402gw.ledger import Ledger, PaymentRecord, ReconcileSummary, TxOutcome
 from x402gw.networks import NETWORKS, NetworkRegistry
+from x402gw.signer_lock import SignerLock
 from x402gw.wire import (
     AnyPaymentPayload,
     FacilitatorRequest,
@@ -133,16 +134,18 @@ class LocalFacilitator:
         *,
         networks: NetworkRegistry = NETWORKS,
         receipt_timeout: float = 60.0,
+        signer_lock: SignerLock | None = None,
         **options: Any,
     ) -> LocalFacilitator:
-        """A facilitator on ``rpc_url`` paying gas from ``operator`` (an account or private key)."""
+        """A facilitator on ``rpc_url`` paying gas from ``operator`` (an account or private key);
+        ``signer_lock`` when other processes settle with the same key."""
         account = operator if isinstance(operator, LocalAccount) else Account.from_key(operator)
         client = ChainClient(rpc_url)
         # Transactions are signed locally with an explicit chain id, so web3's validation layer
         # (one extra eth_chainId per call/estimate) and ENS resolution only add round trips.
         for layer in ("validation", "ens_name_to_address"):
             client.w3.middleware_onion.remove(layer)
-        settler = Settler(client, account, receipt_timeout=receipt_timeout)
+        settler = Settler(client, account, receipt_timeout=receipt_timeout, signer_lock=signer_lock)
         return cls(client, settler, network, networks=networks, **options)
 
     async def aclose(self) -> None:

@@ -2,6 +2,7 @@
 
 Stacks: ``x402gw`` (PaymentMiddleware + LocalFacilitator), ``sdk`` (the SDK middleware with an
 HTTP facilitator), ``sdk-facilitator`` (the SDK facilitator core behind HTTP).
+``--signer-lock=<path>`` shares the operator key with other processes given the same path.
 ``X402GW_TEST_SLEEP_AFTER_BROADCAST=<seconds>`` makes x402gw pause right after broadcasting, so a
 test can kill the process between broadcast and receipt.
 """
@@ -27,6 +28,7 @@ from paylab import (
 )
 
 from x402gw.networks import NETWORKS, Asset
+from x402gw.signer_lock import FileSignerLock
 
 
 def _ledger(value: str) -> Path | str:
@@ -45,7 +47,11 @@ def _app(args: argparse.Namespace) -> Any:
         await asyncio.sleep(pause)
 
     facilitator = local_facilitator(
-        args.rpc, args.operator_key, network, after_broadcast=after_broadcast if pause else None
+        args.rpc,
+        args.operator_key,
+        network,
+        after_broadcast=after_broadcast if pause else None,
+        signer_lock=FileSignerLock(args.signer_lock) if args.signer_lock else None,
     )
     asset = Asset(network, args.token, "USD Coin", "2")
     return build_gateway(facilitator, args.merchant, network, asset, _ledger(args.ledger)).app
@@ -54,7 +60,15 @@ def _app(args: argparse.Namespace) -> Any:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--stack", choices=["x402gw", "sdk", "sdk-facilitator"], default="x402gw")
-    for name in ("rpc", "ledger", "token", "merchant", "operator-key", "facilitator-url"):
+    for name in (
+        "rpc",
+        "ledger",
+        "token",
+        "merchant",
+        "operator-key",
+        "facilitator-url",
+        "signer-lock",
+    ):
         parser.add_argument(f"--{name}")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()

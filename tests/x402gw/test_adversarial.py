@@ -552,3 +552,50 @@ async def test_killed_after_broadcast_reconciles_on_restart(
         evm.anvil.rpc("evm_setAutomine", True)
         stop(server)
         await observer.close()
+
+
+# --- two worker processes on one operator key ------------------------------------------------
+
+
+async def test_two_worker_processes_share_one_key_through_the_signer_lock(
+    evm: EvmLab, tmp_path: Path, pay: PayFunction
+) -> None:
+    """Two servers (as `--workers 2` runs them): one ledger, one operator key, one lock file;
+    payments sent to both at once all settle, each with its own transaction."""
+    options = {
+        "rpc": evm.anvil.url,
+        "ledger": str(tmp_path / "shared.sqlite3"),
+        "token": evm.token,
+        "merchant": evm.merchant,
+        "operator-key": evm.operator.key.hex(),
+        "signer-lock": str(tmp_path / "operator.lock"),
+    }
+    servers = [start_paid_server(options), start_paid_server(options)]
+    offer = priced_routes(evm.merchant, evm.network, evm.asset)[0].requirements()
+    payloads = [await pay(evm.payer, offer) for _ in range(30)]
+    start = block_number(evm)
+    try:
+        async with httpx.AsyncClient(timeout=60) as http:
+            gate = asyncio.Semaphore(12)
+
+            async def send(i: int, payload: PaymentPayload) -> int:
+                async with gate:
+                    url = servers[i % 2][1]
+                    return (await http.get(f"{url}/paid", headers=header(payload))).status_code
+
+            statuses = await asyncio.gather(*(send(i, p) for i, p in enumerate(payloads)))
+    finally:
+        for proc, _ in servers:
+            stop(proc)
+    assert statuses == [200] * 30
+    mined = transactions_since(evm, start)
+    assert len(mined) == 30
+    assert all(int(m["status"], 16) == 1 for m in mined)
+    assert len({m["transactionHash"] for m in mined}) == 30
+    assert evm.balance(evm.merchant) == 30 * PRICE
+    from x402gw._ledger_sql import select_by_state
+
+    async with Ledger(tmp_path / "shared.sqlite3") as ledger, ledger._tx() as conn:
+        settled = await select_by_state(conn, State.SETTLED)
+    assert len(settled) == 30
+    assert len({row.tx_hash for row in settled}) == 30

@@ -20,6 +20,7 @@ from x402gw.config import InvalidRouteConfig, PaymentConfig, PricedRoute
 from x402gw.facilitator import LocalFacilitator, reconcile_ledger
 from x402gw.ledger import Ledger, State
 from x402gw.middleware import PaymentMiddleware
+from x402gw.signer_lock import FileSignerLock
 from x402gw.wire import (
     ExactEvmPayload,
     PaymentPayload,
@@ -436,8 +437,12 @@ async def test_local_config_builds_the_default_stack(
         rpc_url=evm.anvil.url,
         operator_key=evm.operator.key.hex(),
         ledger_url=f"sqlite:///{tmp_path / 'l.db'}",
+        signer_lock=str(tmp_path / "operator.lock"),
     )
     assert isinstance(config.facilitator, LocalFacilitator)
+    lock = config.facilitator.settler.signer_lock
+    assert isinstance(lock, FileSignerLock)
+    assert lock.path == tmp_path / "operator.lock"
     from paylab import Calls, paid_app
 
     app = PaymentMiddleware(paid_app(Calls()), config)
@@ -447,6 +452,7 @@ async def test_local_config_builds_the_default_stack(
         r = await http.get("/paid", headers=_payment_header(payload))
     assert r.status_code == 200
     assert evm.balance(evm.merchant) == PRICE
+    assert (tmp_path / "operator.lock").exists()  # the broadcast went through the lock
     await config.facilitator.aclose()
     await config.ledger.close()
     other = PricedRoute("GET", "/x", PRICE, evm.merchant, "eip155:8453")
