@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/x402_overhead.py
     .venv/bin/python benchmarks/x402_overhead.py --verifies 200 --requests 60 --levels 1 10 50
+    .venv/bin/python benchmarks/x402_overhead.py --workers 2   # x402gw in two processes, one key
 
 One anvil (automine) and one EIP-3009 token serve both stacks in the same run. Each stack guards
 the same Starlette route and is served by uvicorn on 127.0.0.1, each server in its own process:
@@ -149,9 +150,10 @@ async def timed_verifies(call: Callable[[], Awaitable[bool]], n: int) -> list[fl
 
 
 async def round_trips(
-    url: str, headers: list[str], concurrency: int
+    urls: list[str], headers: list[str], concurrency: int
 ) -> tuple[list[float], int, float]:
-    """Send every pre-signed payment with ``concurrency`` in flight; (latencies of 200s, failures, wall)."""
+    """Send every pre-signed payment with ``concurrency`` in flight, spread over ``urls`` (the
+    worker processes of one stack); (latencies of 200s, failures, wall)."""
     latencies: list[float] = []
     failures = 0
     gate = asyncio.Semaphore(concurrency)
@@ -161,10 +163,11 @@ async def round_trips(
     timeout = aiohttp.ClientTimeout(total=180)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
 
-        async def one(value: str) -> None:
+        async def one(i: int, value: str) -> None:
             nonlocal failures
             async with gate:
                 t0 = time.perf_counter()
+                url = urls[i % len(urls)]
                 async with http.get(url, headers={"PAYMENT-SIGNATURE": value}) as r:
                     await r.read()
                     ok = r.status == 200
@@ -174,7 +177,7 @@ async def round_trips(
                     failures += 1
 
         t0 = time.perf_counter()
-        await asyncio.gather(*(one(h) for h in headers))
+        await asyncio.gather(*(one(i, h) for i, h in enumerate(headers)))
         wall = time.perf_counter() - t0
     return latencies, failures, wall
 
@@ -182,13 +185,14 @@ async def round_trips(
 async def stack_run(
     name: str,
     chain: AnvilChain,
-    url: str,
+    urls: list[str],
     payer: Any,
     args: argparse.Namespace,
     pids: list[int],
 ) -> tuple[list[float], list[Level]]:
+    url = urls[0]
     headers = await sign_many(payer, url, 20)
-    rt, failed, _ = await round_trips(url, headers, 1)
+    rt, failed, _ = await round_trips(urls, headers, 1)
     assert failed == 0, f"{name}: {failed} sequential payments failed"
     levels = []
     for c in args.levels:
@@ -196,7 +200,7 @@ async def stack_run(
         headers = await sign_many(payer, url, count)
         start = block_number(chain)
         cpu0, node0, own0 = cpu_seconds(pids), cpu_seconds([node_pid(chain)]), time.process_time()
-        lat, failed, wall = await round_trips(url, headers, c)
+        lat, failed, wall = await round_trips(urls, headers, c)
         cpu = cpu_seconds(pids) - cpu0
         node, own = cpu_seconds([node_pid(chain)]) - node0, time.process_time() - own0
         mined = mined_since(chain, start)
@@ -235,14 +239,16 @@ async def main(args: argparse.Namespace) -> None:
         common = {"rpc": chain.url, "token": token, "merchant": merchant}
         servers = []
         try:
-            ours_proc, ours = start_paid_server(
-                {
-                    **common,
-                    "ledger": args.ledger_url or str(work / "ledger.sqlite3"),
-                    "operator-key": ours_op.key.hex(),
-                }
-            )
-            servers.append(ours_proc)
+            ours_options = {
+                **common,
+                "ledger": args.ledger_url or str(work / "ledger.sqlite3"),
+                "operator-key": ours_op.key.hex(),
+            }
+            if args.workers > 1:  # worker processes on one key and one ledger
+                ours_options["signer-lock"] = str(work / "operator.lock")
+            ours_workers = [start_paid_server(ours_options) for _ in range(args.workers)]
+            servers += [proc for proc, _ in ours_workers]
+            ours = ours_workers[0][1]
             fac_proc, sdk_fac = start_paid_server(
                 {**common, "stack": "sdk-facilitator", "operator-key": sdk_op.key.hex()},
                 probe="/supported",
@@ -278,10 +284,15 @@ async def main(args: argparse.Namespace) -> None:
             await sdk_verifier.aclose()
 
             rt_ours, lv_ours = await stack_run(
-                "x402gw", chain, f"{ours}/paid", payer, args, [ours_proc.pid]
+                "x402gw",
+                chain,
+                [f"{url}/paid" for _, url in ours_workers],
+                payer,
+                args,
+                [proc.pid for proc, _ in ours_workers],
             )
             rt_sdk, lv_sdk = await stack_run(
-                "sdk", chain, f"{sdk}/paid", payer, args, [sdk_proc.pid, fac_proc.pid]
+                "sdk", chain, [f"{sdk}/paid"], payer, args, [sdk_proc.pid, fac_proc.pid]
             )
         finally:
             for proc in servers:
@@ -290,7 +301,8 @@ async def main(args: argparse.Namespace) -> None:
         chain.stop()
 
     ms = 1000.0
-    print("\nx402 overhead on anvil (automine), servers in separate processes")
+    workers = f", x402gw in {args.workers} worker processes" if args.workers > 1 else ""
+    print(f"\nx402 overhead on anvil (automine), servers in separate processes{workers}")
     print(f"{'':34}{'x402gw':>12}{'SDK':>12}{'SDK/x402gw':>12}")
 
     def row(label: str, a: float, b: float, unit: str = "ms") -> None:
@@ -331,5 +343,11 @@ if __name__ == "__main__":
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 10, 50])
     parser.add_argument(
         "--ledger-url", help="x402gw ledger database URL (default: a fresh SQLite file)"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="x402gw server processes sharing the operator key (FileSignerLock) and the ledger",
     )
     asyncio.run(main(parser.parse_args()))
