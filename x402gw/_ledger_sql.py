@@ -102,12 +102,14 @@ def async_url(url: str | Path) -> sa.URL:
 
 
 SQLITE_PRAGMAS: Final = (
+    # First, so that switching a new file to WAL waits for another process's lock instead of
+    # failing at once with "database is locked".
+    "PRAGMA busy_timeout=30000",
     "PRAGMA journal_mode=WAL",
     # Under WAL, NORMAL syncs at checkpoints instead of at every commit: a committed transaction
     # survives a process crash (it is in the WAL file), but the last few may be lost on power
     # loss or an OS crash. That is the trade-off for several times fewer fsyncs per payment.
     "PRAGMA synchronous=NORMAL",
-    "PRAGMA busy_timeout=30000",
 )
 
 
@@ -159,6 +161,10 @@ def upgrade_to_head(connection: sa.Connection, schema: str | None = None) -> Non
         connection.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
         if schema is not None:  # validated by create_engine; identifiers cannot be bound
             connection.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+    else:
+        # SQLite: take the write lock before reading the version table, so processes starting
+        # together (worker processes on one ledger) migrate one after the other, not both.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
     config = Config()
     config.set_main_option("script_location", str(Path(__file__).with_name("migrations")))
     config.attributes["connection"] = connection

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +21,8 @@ from ledger_cases import (
 
 from x402gw import _ledger_sql, _ledger_sqlite
 from x402gw.ledger import Ledger, LedgerUnavailable, State
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @contextlib.contextmanager
@@ -73,3 +77,45 @@ def test_an_unclosed_ledger_does_not_keep_the_process_alive(tmp_path: Path) -> N
 def test_one_ledger_from_two_event_loops(tmp_path: Path) -> None:
     with _migrated(tmp_path / "loops.sqlite3") as (runner, ledger):
         check_two_event_loops(runner, ledger)
+
+
+MIGRATE = """
+import asyncio, os, sys, time
+sys.path.insert(0, sys.argv[3])
+from x402gw.ledger import Ledger
+
+async def main() -> None:
+    print("ready", flush=True)
+    while not os.path.exists(sys.argv[2]):  # start together
+        time.sleep(0.001)
+    ledger = Ledger("sqlite:///" + sys.argv[1])
+    try:
+        print(await ledger.migrate())
+    finally:
+        await ledger.close()
+
+asyncio.run(main())
+"""
+
+
+def test_processes_starting_together_migrate_one_fresh_file(tmp_path: Path) -> None:
+    """Worker processes on one new ledger file: each migrates at start, and every one succeeds
+    (the write lock is taken before the version table is read; WAL waits for the busy lock)."""
+    db, go = tmp_path / "fresh.sqlite3", tmp_path / "go"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", MIGRATE, str(db), str(go), str(ROOT)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(8)
+    ]
+    for proc in procs:  # every one imported and waiting for the signal
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+    go.touch()
+    results = [proc.communicate(timeout=60) for proc in procs]
+    for proc, (out, err) in zip(procs, results, strict=True):
+        assert proc.returncode == 0, err[-500:]
+        assert out.strip() == "0001_ledger_tables"
