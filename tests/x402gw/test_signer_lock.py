@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -87,25 +88,44 @@ async def _hold_in_task(lock: FileSignerLock, entered: asyncio.Event) -> None:
         entered.set()
 
 
-async def test_waits_for_another_process_then_holds(tmp_path: Path) -> None:
+@dataclass
+class Queued:
+    """Another process holds the lock file; our task waits to hold it."""
+
+    path: Path
+    lock: FileSignerLock
+    holder: subprocess.Popen[str]
+    entered: asyncio.Event
+    task: asyncio.Task[None]
+
+    def release_holder(self) -> None:
+        assert self.holder.stdin is not None
+        self.holder.stdin.write("go\n")
+        self.holder.stdin.flush()
+
+
+async def _queued_behind_another_process(tmp_path: Path) -> Queued:
     path = tmp_path / "signer.lock"
     lock = FileSignerLock(path)
     holder = _holder(path)
     entered = asyncio.Event()
+    task = asyncio.create_task(_hold_in_task(lock, entered))
+    await asyncio.sleep(0.2)
+    assert not entered.is_set()  # the other process holds it
+    return Queued(path, lock, holder, entered, task)
+
+
+async def test_waits_for_another_process_then_holds(tmp_path: Path) -> None:
+    queued = await _queued_behind_another_process(tmp_path)
     try:
-        task = asyncio.create_task(_hold_in_task(lock, entered))
-        await asyncio.sleep(0.3)
-        assert not entered.is_set()  # the other process holds it
-        assert holder.stdin is not None
-        holder.stdin.write("go\n")
-        holder.stdin.flush()
-        await asyncio.wait_for(task, 10)
-        assert entered.is_set()
+        queued.release_holder()
+        await asyncio.wait_for(queued.task, 10)
+        assert queued.entered.is_set()
     finally:
-        holder.kill()
-        holder.wait()
-        lock.close()
-    assert _other_process_sees(path) == "free"  # released after the block
+        queued.holder.kill()
+        queued.holder.wait()
+        queued.lock.close()
+    assert _other_process_sees(queued.path) == "free"  # released after the block
 
 
 async def test_held_lock_blocks_other_processes(tmp_path: Path) -> None:
@@ -118,42 +138,29 @@ async def test_held_lock_blocks_other_processes(tmp_path: Path) -> None:
 
 
 async def test_a_killed_holder_frees_the_lock(tmp_path: Path) -> None:
-    path = tmp_path / "signer.lock"
-    lock = FileSignerLock(path)
-    holder = _holder(path)
-    entered = asyncio.Event()
-    task = asyncio.create_task(_hold_in_task(lock, entered))
-    await asyncio.sleep(0.2)
-    assert not entered.is_set()
-    holder.kill()  # SIGKILL: no unlock of its own
-    holder.wait()
-    await asyncio.wait_for(task, 10)
-    assert entered.is_set()
-    lock.close()
+    queued = await _queued_behind_another_process(tmp_path)
+    queued.holder.kill()  # SIGKILL: no unlock of its own
+    queued.holder.wait()
+    await asyncio.wait_for(queued.task, 10)
+    assert queued.entered.is_set()
+    queued.lock.close()
 
 
 async def test_a_cancelled_waiter_does_not_keep_the_lock(tmp_path: Path) -> None:
-    path = tmp_path / "signer.lock"
-    lock = FileSignerLock(path)
-    holder = _holder(path)
-    entered = asyncio.Event()
-    task = asyncio.create_task(_hold_in_task(lock, entered))
-    await asyncio.sleep(0.2)
-    task.cancel()  # gives up while its thread still waits in flock
+    queued = await _queued_behind_another_process(tmp_path)
+    queued.task.cancel()  # gives up while its thread still waits in flock
     with pytest.raises(asyncio.CancelledError):
-        await task
-    assert holder.stdin is not None
-    holder.stdin.write("go\n")  # now the waiting thread gets the lock ...
-    holder.stdin.flush()
-    holder.wait(10)
+        await queued.task
+    queued.release_holder()  # now the waiting thread gets the lock ...
+    queued.holder.wait(10)
     for _ in range(100):  # ... and must let it go again by itself
-        if await asyncio.to_thread(_other_process_sees, path) == "free":
+        if await asyncio.to_thread(_other_process_sees, queued.path) == "free":
             break
         await asyncio.sleep(0.05)
     else:
         pytest.fail("a cancelled waiter kept the signer lock")
-    assert not entered.is_set()
-    lock.close()
+    assert not queued.entered.is_set()
+    queued.lock.close()
 
 
 async def test_two_settlers_on_one_key_never_share_a_nonce(
