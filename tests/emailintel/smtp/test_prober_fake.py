@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from lab.dnslab import DnsLab, free_port
 from lab.fakesmtp import SPAMHAUS_REPLY, Behaviour, FakeSmtpServer, fake_smtp
+from lab.probers import lab_prober
 from lab.sockslab import Socks5Server
 
 from emailintel.dns import DnsResolver
@@ -31,16 +32,8 @@ KNOWN = frozenset(
 
 
 def make_prober(port: int, **overrides: Any) -> Prober:
-    config: dict[str, Any] = {
-        "helo": "probe.verifier-lab.test",
-        "mail_from": "bounce@verifier-lab.test",
-        "allow_private_mx": True,
-        "politeness": PolitenessConfig.unlimited(),
-        "timeouts": Timeouts(connect=2, banner=3, command=3),
-        "port": port,
-    }
-    config.update(overrides)
-    return Prober(**config)
+    timeouts = Timeouts(connect=2, banner=3, command=3)
+    return lab_prober(**{"timeouts": timeouts, "port": port, **overrides})
 
 
 @pytest.fixture

@@ -9,32 +9,20 @@ from typing import Any
 import pytest
 from lab.dnslab import DnsLab, free_port
 from lab.maillab import MailLab
+from lab.probers import lab_prober
 
 from emailintel.dns import DnsResolver
 from emailintel.errors import ConfigError
 from emailintel.models import Reason, RiskResult, Verdict
-from emailintel.smtp.politeness import PolitenessConfig
 from emailintel.smtp.prober import Prober
 from emailintel.smtp.session import Timeouts
 from emailintel.verify import Validator, verify, verify_many
 
 pytestmark = pytest.mark.lab
 
-HELO = "probe.verifier-lab.test"
-SENDER = "bounce@verifier-lab.test"
-
 
 def make_prober(**overrides: Any) -> Prober:
-    config: dict[str, Any] = {
-        "helo": HELO,
-        "mail_from": SENDER,
-        "allow_private_mx": True,
-        "politeness": PolitenessConfig.unlimited(),
-        "timeouts": Timeouts(connect=2, banner=5, command=5),
-        "retry_schedule": (3.0,),
-    }
-    config.update(overrides)
-    return Prober(**config)
+    return lab_prober(**{"retry_schedule": (3.0,), **overrides})
 
 
 @pytest.fixture

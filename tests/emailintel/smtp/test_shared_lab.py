@@ -8,31 +8,18 @@ from typing import Any
 import pytest
 from lab.dnslab import DnsLab
 from lab.maillab import MailLab
+from lab.probers import HELO, SENDER, lab_prober
 
 from emailintel.dns import DnsResolver
 from emailintel.errors import ConfigError, InjectionError
 from emailintel.models import DnsFacts, SmtpFacts, Verdict
-from emailintel.smtp.politeness import PolitenessConfig
-from emailintel.smtp.prober import Prober, SharedSessions
+from emailintel.smtp.prober import SharedSessions
 from emailintel.smtp.session import SmtpSession, Timeouts
 from emailintel.verify import Validator, verify_many
 
 pytestmark = pytest.mark.lab
 
-HELO = "probe.verifier-lab.test"
-SENDER = "bounce@verifier-lab.test"
-
-
-def make_prober(**overrides: Any) -> Prober:
-    config: dict[str, Any] = {
-        "helo": HELO,
-        "mail_from": SENDER,
-        "allow_private_mx": True,
-        "politeness": PolitenessConfig.unlimited(),
-        "timeouts": Timeouts(connect=2, banner=5, command=5),
-    }
-    config.update(overrides)
-    return Prober(**config)
+make_prober = lab_prober
 
 
 async def lookup(mail_dns: DnsLab, *domains: str) -> dict[str, DnsFacts]:
