@@ -476,17 +476,23 @@ def run_pyve(labs: Labs, plan: Plan, threads: int) -> tuple[Row, dict[str, str]]
     answer = run_peer([sys.executable, str(PYVE_RUNNER)], job, 120 + 0.5 * len(plan.cases))
     mapping = {True: "valid", False: "invalid", None: "unknown"}
     answers = {r["address"]: mapping[r["result"]] for r in answer["results"]}
-    row = Row(
-        f"py3-validate-email 1.0.5.post2 ({threads} threads, STARTTLS)",
+    return _peer_row(
+        f"py3-validate-email 1.0.5.post2 ({threads} threads, STARTTLS)", plan, answer
+    ), answers
+
+
+def _peer_row(label: str, plan: Plan, answer: dict[str, Any]) -> Row:
+    """A peer runner's answer as a table row (one connection and one RCPT per call there)."""
+    return Row(
+        label,
         len(plan.cases),
         float(answer["elapsed"]),
         [float(r["ms"]) for r in answer["results"]],
         "per call, under the same concurrency",
-        rcpts=len(plan.cases),  # by construction: one connection and one RCPT per call here
+        rcpts=len(plan.cases),
         connections=len(plan.cases),
         cpu_seconds=answer["cpu"],
     )
-    return row, answers
 
 
 def run_deep(labs: Labs, plan: Plan, concurrency: int) -> tuple[Row, dict[str, str]]:
@@ -497,17 +503,9 @@ def run_deep(labs: Labs, plan: Plan, concurrency: int) -> tuple[Row, dict[str, s
     job = {"nameserver": labs.nameserver, "addresses": plan.addresses, "concurrency": concurrency}
     answer = run_peer([node, str(DEEP_RUNNER)], job, 120 + 0.5 * len(plan.cases))
     answers = {r["address"]: "valid" if r["valid"] else "invalid" for r in answer["results"]}
-    row = Row(
-        f"deep-email-validator 0.1.27 (Node, {concurrency} concurrent)",
-        len(plan.cases),
-        float(answer["elapsed"]),
-        [float(r["ms"]) for r in answer["results"]],
-        "per call, under the same concurrency",
-        rcpts=len(plan.cases),  # by construction: one connection and one RCPT per call here
-        connections=len(plan.cases),
-        cpu_seconds=answer["cpu"],
-    )
-    return row, answers
+    return _peer_row(
+        f"deep-email-validator 0.1.27 (Node, {concurrency} concurrent)", plan, answer
+    ), answers
 
 
 # --- raw ceiling -----------------------------------------------------------------------------
