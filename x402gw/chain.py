@@ -304,7 +304,7 @@ class ChainClient:
             "toBlock": hex(latest),
             "topics": [
                 "0x" + _AUTHORIZATION_USED_TOPIC.hex(),
-                "0x" + bytes.fromhex(_hex_address(authorizer)[2:]).rjust(32, b"\0").hex(),
+                "0x" + address_word(authorizer).hex(),
                 "0x" + nonce.hex(),
             ],
         }
