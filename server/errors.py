@@ -15,6 +15,8 @@ Payment (402 ``payment_required``), authentication (401) and rate limits (429) r
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -31,6 +33,7 @@ __all__ = [
     "RequestTooLarge",
     "ServiceUnavailable",
     "error_response",
+    "render_gate_error",
 ]
 
 
@@ -122,6 +125,32 @@ def request_id_of(scope: Any) -> str | None:
     state = scope.get("state") or {}
     value = state.get("request_id")
     return value if isinstance(value, str) else None
+
+
+_GATE_TYPES = {402: "payment_required", 429: "rate_limit_error"}
+
+
+def render_gate_error(
+    scope: Mapping[str, Any],
+    status: int,
+    code: str,
+    message: str,
+    x402_body: Mapping[str, Any] | None,
+) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """The payment gate's refusals in this envelope (x402gw's ``render_error`` hook).
+
+    A 402 challenge keeps the x402 v1 body as it is (``x402Version``, ``accepts`` and ``error``
+    as a string, which v1 clients parse) and carries the envelope's fields beside them.
+    """
+    kind = _GATE_TYPES.get(status, "invalid_request_error" if status < 500 else "api_error")
+    error = ErrorBody(
+        type=kind, code=code, message=message or code, request_id=request_id_of(scope)
+    ).model_dump(mode="json")
+    if x402_body is None:
+        body: dict[str, Any] = {"error": error}
+    else:
+        body = {**{k: v for k, v in error.items()}, **x402_body}
+    return [], json.dumps(body, separators=(",", ":")).encode()
 
 
 def error_response(exc: ApiError, request: Request | None = None) -> JSONResponse:

@@ -33,6 +33,7 @@ class PaidRoute(BaseModel):
     asset_name: str
     asset_version: str
     pay_to: str | None
+    handler_timeout: float = 30.0
 
     def extension(self) -> dict[str, Any]:
         """The ``x-x402`` object for the OpenAPI operation."""
@@ -70,6 +71,7 @@ def paid_routes(settings: Settings, ops: tuple[Operation, ...]) -> tuple[PaidRou
                 asset_name=settings.asset_name,
                 asset_version=settings.asset_version,
                 pay_to=settings.pay_to,
+                handler_timeout=op.deadline,
             )
         )
     return tuple(out)

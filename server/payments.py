@@ -11,7 +11,10 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from server.api.parsing import MAX_BODY
+from server.errors import render_gate_error
 from server.openapi import PaidRoute
+from server.routes import PAID_PREFIX
 from server.settings import Settings, SettingsError
 from x402gw.config import PaymentConfig, PricedRoute
 from x402gw.errors import UnknownNetwork
@@ -83,21 +86,30 @@ class PaymentGate:
             settings.database_url, schema=settings.database_schema, locks=self.locks
         )
         asset = self.networks.default_asset(settings.network)
+        # The gate wraps the paid mount, whose router matches paths below PAID_PREFIX: price
+        # those same paths, and refuse whatever reaches the mount without matching one.
         priced = [
             PricedRoute(
                 route.method,
-                route.path,
+                route.path.removeprefix(PAID_PREFIX),
                 int(route.amount),
                 settings.pay_to,
                 settings.network,
                 asset=asset,
                 description=f"{route.method} {route.path}",
                 networks=self.networks,
+                handler_timeout=route.handler_timeout,
             )
             for route in routes
         ]
         self.config = PaymentConfig(
-            routes=priced, facilitator=self.facilitator, ledger=self.ledger, networks=self.networks
+            routes=priced,
+            facilitator=self.facilitator,
+            ledger=self.ledger,
+            networks=self.networks,
+            max_request_body_bytes=MAX_BODY,
+            unmatched="deny",
+            render_error=render_gate_error,
         )
         self.middleware = PaymentMiddleware(app, self.config)
 
@@ -109,7 +121,9 @@ class PaymentGate:
         await self.middleware.startup()
 
     async def aclose(self) -> None:
-        """Close the facilitator's connections, the ledger pool and any Redis client."""
+        """Stop the gate's maintenance, close the facilitator's connections, the ledger pool and
+        any Redis client."""
+        await self.middleware.aclose()
         await self.facilitator.aclose()
         await self.ledger.close()
         if self.locks is not None:

@@ -33,6 +33,8 @@ class Operation:
     tag: str = "system"
     paid: bool = False
     responses: dict[int, type[BaseModel]] = field(default_factory=dict)
+    deadline: float = 30.0
+    """Seconds a paid handler may run before the gate cancels it (504, not charged)."""
 
     @property
     def full_path(self) -> str:
@@ -78,6 +80,7 @@ def operations() -> tuple[Operation, ...]:
             x402.ValidateRequest,
             tag="x402",
             paid=True,
+            deadline=90.0,
             responses={503: ErrorEnvelope, 504: ErrorEnvelope},
         ),
         Operation(
@@ -90,6 +93,7 @@ def operations() -> tuple[Operation, ...]:
             x402.FindRequest,
             tag="x402",
             paid=True,
+            deadline=90.0,
             responses={503: ErrorEnvelope, 504: ErrorEnvelope},
         ),
         Operation(
@@ -102,6 +106,7 @@ def operations() -> tuple[Operation, ...]:
             x402.LinkedInRequest,
             tag="x402",
             paid=True,
+            deadline=90.0,
             responses={502: ErrorEnvelope, 503: ErrorEnvelope},
         ),
         Operation(

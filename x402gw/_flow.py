@@ -5,20 +5,24 @@ No I/O: given request facts, these return values or :class:`Problem`; the middle
 
 from __future__ import annotations
 
+import enum
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from x402gw.config import PricedRoute
+from x402gw import exact_evm
+from x402gw.config import ErrorRenderer, PricedRoute
 from x402gw.errors import InvalidPaymentHeader
-from x402gw.exact_evm import NO_MATCHING_REQUIREMENTS, find_matching_offer
+from x402gw.exact_evm import NO_MATCHING_REQUIREMENTS, Candidate, find_matching_offer
+from x402gw.ledger import PaymentRecord, State
+from x402gw.networks import NetworkRegistry
 from x402gw.wire import (
+    PAYMENT_HEADERS,
     PAYMENT_REQUIRED,
     PAYMENT_RESPONSE,
-    PAYMENT_SIGNATURE,
-    X_PAYMENT,
     X_PAYMENT_RESPONSE,
     AnyPaymentPayload,
     PaymentPayload,
@@ -50,6 +54,16 @@ _PID_SCHEMA: Final = {
     "required": ["required"],
 }
 _HOP_BY_HOP: Final = frozenset({b"content-length", b"transfer-encoding", b"connection"})
+# Headers the gate sets itself on refusals; a renderer's own values for them are dropped.
+_GATE_HEADERS: Final = frozenset(
+    {
+        b"content-type",
+        b"content-length",
+        b"cache-control",
+        b"access-control-expose-headers",
+        PAYMENT_REQUIRED.lower().encode(),
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,12 +105,27 @@ def header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes | None:
     return None
 
 
+def route_path(scope: Mapping[str, Any]) -> str:
+    """The path an ASGI router dispatches on: ``path`` without the ``root_path`` prefix.
+
+    Starlette's ``get_route_path`` semantics: behind ``uvicorn --root-path /svc`` or inside
+    ``Mount("/svc", ...)`` the path still starts with the root path, and routes match the rest.
+    """
+    path = str(scope.get("path") or "/")
+    root = str(scope.get("root_path") or "")
+    if not root or not path.startswith(root):
+        return path
+    if path == root:
+        return ""
+    return path[len(root) :] if path[len(root)] == "/" else path
+
+
 def read_payment(
     headers: Iterable[tuple[bytes, bytes]], max_bytes: int
 ) -> AnyPaymentPayload | Problem | None:
     """The payment sent (``PAYMENT-SIGNATURE`` first, then ``X-PAYMENT``), a Problem, or None."""
     items = list(headers)
-    for name in (PAYMENT_SIGNATURE, X_PAYMENT):
+    for name in PAYMENT_HEADERS:
         raw = header(items, name.lower().encode())
         if raw is None:
             continue
@@ -122,6 +151,82 @@ def match_offer(
     if found is None:
         return Problem(402, NO_MATCHING_REQUIREMENTS, "", True)
     return found
+
+
+def offline_check(
+    payload: AnyPaymentPayload,
+    requirements: PaymentRequirements | PaymentRequirementsV1,
+    *,
+    now: int,
+    networks: NetworkRegistry,
+) -> Candidate | Problem:
+    """Every check that needs no chain: the exact-EVM rules, and a plain ECDSA signature's signer.
+
+    Runs before the body is read and before any RPC, so a forged payment costs neither.
+    Contract-wallet signatures (not 65 bytes, or ERC-6492) are left to the facilitator.
+    """
+    checked = exact_evm.check_offchain(payload, requirements, now=now, networks=networks)
+    if isinstance(checked, exact_evm.Invalid):
+        return Problem(402, checked.reason, checked.message or "", True)
+    if checked.erc6492 is None and len(checked.signature) == 65:
+        invalid = exact_evm.check_signature(checked, b"", None)
+        if invalid is not None:
+            return Problem(402, invalid.reason, invalid.message or "", True)
+    return checked
+
+
+def window_problem(candidate: Candidate, *, now: int, valid_for: float) -> Problem | None:
+    """A payment for new work must stay valid ``valid_for`` seconds: the handler's deadline
+    plus the settlement, so no work is done for an authorization that expires before it settles."""
+    if candidate.authorization.valid_before >= now + valid_for:
+        return None
+    return Problem(
+        402,
+        exact_evm.VALID_BEFORE,
+        f"validBefore must be at least {math.ceil(valid_for)} s ahead for this route",
+        True,
+    )
+
+
+def declared_length_problem(headers: Iterable[tuple[bytes, bytes]], cap: int) -> Problem | None:
+    """A 413 for a ``Content-Length`` above ``cap`` (400 for a malformed one), before reading."""
+    raw = header(headers, b"content-length")
+    if raw is None:
+        return None
+    text = raw.strip()
+    if not text.isdigit() or len(text) > 19:
+        return Problem(400, "invalid_content_length", "Content-Length is not a byte count")
+    if int(text) > cap:
+        return Problem(413, "request_body_too_large", f"the body exceeds {cap} bytes")
+    return None
+
+
+class Replay(enum.Enum):
+    """What a request repeating a payment (same identifier, or same authorization) gets."""
+
+    CONFLICT = "conflict"  # another request, or another payer: 409, nothing replayed
+    IN_USE = "in_use"  # the first request is still running: 409
+    PENDING = "pending"  # settlement broadcast, outcome unknown yet: 402 settlement_pending
+    STORED = "stored"  # settled, or a stored refusal: send the stored response
+    FAILED = "failed"  # settlement failed: 402 with the recorded reason, content withheld
+
+
+def replay_decision(record: PaymentRecord, fingerprint: str, payer: str) -> Replay:
+    """Total rule for a repeated payment: stored content is released only for a settled record,
+    to the payer who signed it, for the same request."""
+    if record.fingerprint != fingerprint or record.payer.lower() != payer.lower():
+        return Replay.CONFLICT
+    state = record.state
+    if state is State.SETTLED:
+        return Replay.STORED if record.response is not None else Replay.IN_USE
+    if state is State.SETTLING:
+        return Replay.PENDING
+    if state is State.FAILED:
+        stored = record.response
+        if stored is not None and stored.status >= 400:
+            return Replay.STORED
+        return Replay.FAILED
+    return Replay.IN_USE  # verified (handler running) or released (raced a new reservation)
 
 
 def payment_identifier(payload: AnyPaymentPayload) -> str | Problem | None:
@@ -157,13 +262,25 @@ def challenge_response(
     declare_pid: bool,
     settle: SettleResponse | None = None,
     version: int = 2,
+    *,
+    scope: Mapping[str, Any] | None = None,
+    render: ErrorRenderer | None = None,
 ) -> tuple[int, Headers, bytes]:
-    """402 with both forms: ``PAYMENT-REQUIRED`` (v2, base64) and a v1 JSON body; never cached."""
+    """402 with both forms: ``PAYMENT-REQUIRED`` (v2, base64) and a v1 JSON body; never cached.
+
+    ``render`` (with the request's ``scope``) may add its own fields beside the v1 body's.
+    """
     error = f"{problem.code}: {problem.message}" if problem.message else problem.code
     required = payment_required(offers, error, declare_pid)
     body_model = PaymentRequiredV1(error=error, accepts=[offers.v1] if offers.v1 else [])
-    body = json.dumps(body_model.to_json_dict(), separators=(",", ":")).encode()
+    v1_body = body_model.to_json_dict()
+    extra: Headers = []
+    if render is not None:
+        extra, body = render(scope or {}, problem.status, problem.code, problem.message, v1_body)
+    else:
+        body = json.dumps(v1_body, separators=(",", ":")).encode()
     headers: Headers = [
+        *(kv for kv in extra if kv[0].lower() not in _GATE_HEADERS),
         (PAYMENT_REQUIRED.lower().encode(), encode_payment_required(required).encode()),
         *base_headers(no_store=True),
     ]
@@ -177,10 +294,27 @@ def challenge_response(
     return problem.status, headers, body
 
 
-def error_response(problem: Problem) -> tuple[int, Headers, bytes]:
-    """A JSON error without offers (409, 400, 413, 500, 502, 503)."""
-    body = json.dumps({"error": problem.code, "message": problem.message}).encode()
-    return problem.status, base_headers(no_store=True), body
+def error_response(
+    problem: Problem,
+    *,
+    scope: Mapping[str, Any] | None = None,
+    render: ErrorRenderer | None = None,
+    headers: Sequence[tuple[bytes, bytes]] = (),
+) -> tuple[int, Headers, bytes]:
+    """A JSON error without offers (404, 405, 409, 400, 413, 429, 500, 502, 503, 504).
+
+    Rendered by ``render`` when given (e.g. an application's error envelope), else
+    ``{"error": code, "message": message}``; ``headers`` (e.g. ``Allow``) are added.
+    """
+    if render is not None:
+        extra, body = render(scope or {}, problem.status, problem.code, problem.message, None)
+    else:
+        extra = []
+        body = json.dumps({"error": problem.code, "message": problem.message}).encode()
+    out: Headers = [kv for kv in extra if kv[0].lower() not in _GATE_HEADERS]
+    out += base_headers(no_store=True)
+    out += list(headers)
+    return problem.status, out, body
 
 
 def base_headers(*, no_store: bool) -> Headers:

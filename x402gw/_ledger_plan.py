@@ -20,7 +20,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from x402gw import _ledger_sql as sql
 
 Processor = Callable[[Any], Any] | None
-Statement = sa.Insert | sa.Update
+Statement = sa.Insert | sa.Update | sa.Select[Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +109,16 @@ class Writer(abc.ABC):
         except self.driver_errors as exc:
             raise sa.exc.OperationalError(plan.text, args, exc) from exc
         return None if row is None else self.plans.row(row)
+
+    async def fetch_value(self, statement: Statement, values: Mapping[str, Any]) -> Any:
+        """Run one statement; the first column of its first row as the driver gives it, or None."""
+        plan = self.plans.compiled(statement)
+        args = plan.args(values)
+        try:
+            row = await self._fetch_row(plan.text, args)
+        except self.driver_errors as exc:
+            raise sa.exc.OperationalError(plan.text, args, exc) from exc
+        return None if row is None else next(iter(row), None)
 
     @abc.abstractmethod
     async def _fetch_row(self, text: str, args: list[Any]) -> Iterable[Any] | None:

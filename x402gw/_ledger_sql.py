@@ -252,6 +252,37 @@ async def select_by_state(
     return result.all()
 
 
+_OUTSTANDING_WHERE = (
+    c.network == sa.bindparam("p_network", type_=c.network.type),
+    c.asset == sa.bindparam("p_asset", type_=c.asset.type),
+    c.payer == sa.bindparam("p_payer", type_=c.payer.type),
+    c.state.in_(
+        [
+            sa.literal_column(f"'{State.VERIFIED.value}'"),
+            sa.literal_column(f"'{State.SETTLING.value}'"),
+        ]
+    ),
+)
+OUTSTANDING_COUNT: Final = (
+    sa.select(sa.func.count()).select_from(payments).where(*_OUTSTANDING_WHERE)
+)
+"""How many of a payer's authorizations on one asset are reserved or settling (not yet final)."""
+
+
+def outstanding_params(network: str, asset: str, payer: str) -> dict[str, Any]:
+    """Parameters of :data:`OUTSTANDING_COUNT` and :func:`select_outstanding_amounts`."""
+    return {"p_network": network, "p_asset": asset, "p_payer": payer}
+
+
+async def select_outstanding_amounts(
+    conn: AsyncConnection, network: str, asset: str, payer: str
+) -> list[int]:
+    """The amounts of a payer's authorizations that are reserved or settling."""
+    query = sa.select(c.amount).where(*_OUTSTANDING_WHERE)
+    result = await conn.execute(query, outstanding_params(network, asset, payer))
+    return [int(row.amount) for row in result]
+
+
 @functools.lru_cache(maxsize=128)
 def _transition_statement(
     from_states: tuple[str, ...], with_hash: bool, columns: tuple[str, ...]

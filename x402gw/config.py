@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from x402gw.errors import InvalidPrice, UnknownNetwork, X402Error
 from x402gw.networks import NETWORKS, Asset, NetworkRegistry, to_atomic
@@ -20,6 +21,20 @@ _METHOD = re.compile(r"[A-Z]{1,20}|\*")
 _PARAM = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 MIN_TIMEOUT_SECONDS: Final = 7  # the SDK facilitator wants validBefore >= now + 6
+DEFAULT_HANDLER_TIMEOUT: Final = 30.0
+DEFAULT_SETTLE_WINDOW: Final = 20.0  # validBefore >= now + 6 at the settle re-check, plus slack
+DEFAULT_MAX_BODY: Final = 1024 * 1024
+
+ErrorRenderer = Callable[
+    [Mapping[str, Any], int, str, str, Mapping[str, Any] | None],
+    tuple[list[tuple[bytes, bytes]], bytes],
+]
+"""``render(scope, status, code, message, x402_body)`` -> (headers, body) of a gate refusal.
+
+``x402_body`` is the x402 v1 ``PaymentRequired`` JSON of a 402 challenge (None for other errors):
+a renderer keeps its fields as they are (v1 clients read them) and may add its own beside them.
+The gate adds its own headers (``PAYMENT-REQUIRED``, ``Cache-Control: no-store``, CORS) after.
+"""
 
 
 class InvalidRouteConfig(X402Error, ValueError):
@@ -58,6 +73,9 @@ class PricedRoute:
     mime_type: str = "application/json"
     upfront: bool = False  # settle before running the handler (costly side effects)
     max_timeout_seconds: int = 300
+    # Seconds the handler may run (then it is cancelled: 504, not charged). A payment must stay
+    # valid for this plus the settlement window, so work is never done for money that has expired.
+    handler_timeout: float = DEFAULT_HANDLER_TIMEOUT
     networks: NetworkRegistry = field(default=NETWORKS, repr=False, compare=False)
     _regex: re.Pattern[str] = field(init=False, repr=False, compare=False)
     _asset: Asset = field(init=False, repr=False, compare=False)
@@ -79,6 +97,15 @@ class PricedRoute:
             raise InvalidRouteConfig(
                 f"max_timeout_seconds must be {MIN_TIMEOUT_SECONDS}..604800, "
                 f"got {self.max_timeout_seconds!r}"
+            )
+        if (
+            isinstance(self.handler_timeout, bool)
+            or not isinstance(self.handler_timeout, int | float)
+            or not 0 < self.handler_timeout < self.max_timeout_seconds
+        ):
+            raise InvalidRouteConfig(
+                f"handler_timeout must be above 0 and below max_timeout_seconds, "
+                f"got {self.handler_timeout!r}"
             )
         try:
             network = self.networks.to_caip2(self.network)
@@ -109,7 +136,11 @@ class PricedRoute:
 
     def matches(self, method: str, path: str) -> bool:
         """Does this route price ``method path``? (``*`` as method prices every method.)"""
-        return (self.method in ("*", method)) and self._regex.fullmatch(path) is not None
+        return (self.method in ("*", method)) and self.matches_path(path)
+
+    def matches_path(self, path: str) -> bool:
+        """Does this route's path pattern match ``path`` (any method)?"""
+        return self._regex.fullmatch(path) is not None
 
     def requirements(self) -> PaymentRequirements:
         """The v2 offer for this route."""
@@ -152,12 +183,23 @@ class PaymentConfig:
     ledger: Ledger
     networks: NetworkRegistry = NETWORKS
     max_response_bytes: int = 16 * 1024 * 1024  # buffered handler output beyond this is refused
-    max_request_body_bytes: int = (
-        4 * 1024 * 1024
-    )  # paid request bodies are read to fingerprint them
+    # Paid request bodies are read to fingerprint them: refused beyond this by Content-Length or
+    # by streamed size, and only after the payment header passed its offline checks.
+    max_request_body_bytes: int = DEFAULT_MAX_BODY
     max_header_bytes: int = MAX_HEADER_BYTES
     declare_payment_identifier: bool = True
     reconcile_on_startup: bool = True
+    # Seconds a payment must stay valid after its handler's deadline (the settlement re-checks
+    # validBefore >= now + 6 before it broadcasts, and waits for a block).
+    settle_window_seconds: float = DEFAULT_SETTLE_WINDOW
+    # "deny": a request that reaches the gate without matching a priced route is refused (404 or
+    # 405), never passed through unpaid; for a gate wrapping an application whose routes are
+    # all priced. "pass": unmatched requests go to the application (a gate around a whole site).
+    unmatched: Literal["pass", "deny"] = "pass"
+    # Seconds between background passes that reconcile `settling` records from the chain and
+    # release `verified` reservations left by a crash; None turns the task off.
+    maintenance_interval: float | None = 30.0
+    render_error: ErrorRenderer | None = None
 
     def __post_init__(self) -> None:
         if not self.routes:
@@ -165,6 +207,30 @@ class PaymentConfig:
         for cap in (self.max_response_bytes, self.max_request_body_bytes, self.max_header_bytes):
             if isinstance(cap, bool) or not isinstance(cap, int) or cap <= 0:
                 raise InvalidRouteConfig(f"size caps must be positive ints, got {cap!r}")
+        if self.unmatched not in ("pass", "deny"):
+            raise InvalidRouteConfig(f"unmatched must be 'pass' or 'deny', got {self.unmatched!r}")
+        window = self.settle_window_seconds
+        if isinstance(window, bool) or not isinstance(window, int | float) or not window >= 6:
+            raise InvalidRouteConfig(f"settle_window_seconds must be >= 6, got {window!r}")
+        interval = self.maintenance_interval
+        if interval is not None and (
+            isinstance(interval, bool)
+            or not isinstance(interval, int | float)
+            or not 0 < interval < math.inf
+        ):
+            raise InvalidRouteConfig(f"maintenance_interval must be > 0 or None, got {interval!r}")
+        for route in self.routes:
+            if route.handler_timeout + window > route.max_timeout_seconds:
+                raise InvalidRouteConfig(
+                    f"route {route.method} {route.path}: handler_timeout + settle_window_seconds "
+                    f"({route.handler_timeout} + {window}) exceeds max_timeout_seconds "
+                    f"({route.max_timeout_seconds}): no payment could cover it"
+                )
+
+    def stale_after_seconds(self) -> float:
+        """Age after which a `verified` reservation can only be a crashed process's leftover."""
+        longest = max(route.handler_timeout for route in self.routes)
+        return longest + self.settle_window_seconds + 60.0
 
     @classmethod
     def local(
@@ -199,8 +265,16 @@ class PaymentConfig:
         return cls(routes=routes, facilitator=facilitator, ledger=Ledger(ledger_url), **options)
 
     def route_for(self, method: str, path: str) -> PricedRoute | None:
-        """The first route pricing ``method path``, or None (free)."""
+        """The first route pricing ``method path``, or None (free).
+
+        ``path`` is the path the application routes on: the request path without the ASGI
+        ``root_path`` (see :func:`x402gw._flow.route_path`).
+        """
         for route in self.routes:
             if route.matches(method, path):
                 return route
         return None
+
+    def path_is_priced(self, path: str) -> bool:
+        """Does any route's pattern match ``path``, whatever the method?"""
+        return any(route.matches_path(path) for route in self.routes)

@@ -67,6 +67,7 @@ __all__ = [
     "PaymentRecord",
     "ReconcileSummary",
     "RecordNotFound",
+    "Response",
     "State",
     "StoredResponse",
     "TxOutcome",
@@ -255,6 +256,17 @@ def _check_response(
     return status, clean, bytes(body)
 
 
+Response = tuple[int, Sequence[tuple[str, str]] | Mapping[str, str], bytes]
+"""A response to keep with a record: status, header pairs, body."""
+
+
+def _response_values(
+    status: int, headers: Sequence[tuple[str, str]] | Mapping[str, str], body: bytes
+) -> dict[str, Any]:
+    status, pairs, data = _check_response(status, headers, body)
+    return {"response_status": status, "response_headers": pairs, "response_body": data}
+
+
 class Ledger:
     """Payment records in SQLite or PostgreSQL; create with a URL, `await migrate()`, then use.
 
@@ -375,6 +387,47 @@ class Ledger:
         if record.response is None:
             raise PaymentIdentifierInUse(payment_identifier, record.id, record.state)
         return record.response
+
+    async def find_live_by_authorization(
+        self, network: str, asset: str, payer: str, nonce: str
+    ) -> PaymentRecord | None:
+        """The record currently holding an authorization (not released), if any."""
+        async with self._tx() as conn:
+            row = await sql.select_live_by_authorization(
+                conn,
+                normalise_token(network, "network"),
+                normalise_account(asset, "asset"),
+                normalise_account(payer, "payer"),
+                normalise_nonce(nonce),
+            )
+        return None if row is None else _record(row._mapping)
+
+    async def outstanding_count(self, network: str, asset: str, payer: str) -> int:
+        """How many of ``payer``'s authorizations on ``asset`` are reserved or settling.
+
+        One read on the write path's connection, so it sees every committed reservation.
+        """
+        params = sql.outstanding_params(
+            normalise_token(network, "network"),
+            normalise_account(asset, "asset"),
+            normalise_account(payer, "payer"),
+        )
+        try:
+            value = await self._writer.fetch_value(sql.OUTSTANDING_COUNT, params)
+        except (sa.exc.DBAPIError, OSError) as exc:
+            raise LedgerUnavailable(f"ledger database error: {exc}") from exc
+        return int(value or 0)
+
+    async def outstanding_amount(self, network: str, asset: str, payer: str) -> int:
+        """The sum of ``payer``'s reserved or settling amounts on ``asset`` (atomic units)."""
+        async with self._tx() as conn:
+            amounts = await sql.select_outstanding_amounts(
+                conn,
+                normalise_token(network, "network"),
+                normalise_account(asset, "asset"),
+                normalise_account(payer, "payer"),
+            )
+        return sum(amounts)
 
     async def pending_settlements(self) -> list[PaymentRecord]:
         """Records in `settling`, with or without a tx hash (what a restart must reconcile)."""
@@ -514,23 +567,35 @@ class Ledger:
         tx = None if tx_hash is None else normalise_tx_hash(tx_hash)
         return await self._apply(record_id, Event.SETTLE, tx_hash=tx)
 
-    async def record_broadcast(self, record_id: str, tx_hash: str) -> PaymentRecord:
-        """Persist the transaction hash before waiting for its receipt."""
-        return await self._apply(record_id, Event.BROADCAST, tx_hash=normalise_tx_hash(tx_hash))
+    async def record_broadcast(
+        self, record_id: str, tx_hash: str, *, response: Response | None = None
+    ) -> PaymentRecord:
+        """Persist the transaction hash before waiting for its receipt (and, for a settlement
+        still pending, the response to release once it is confirmed)."""
+        values = None if response is None else _response_values(*response)
+        return await self._apply(
+            record_id, Event.BROADCAST, values, tx_hash=normalise_tx_hash(tx_hash)
+        )
 
     async def mark_settled(
-        self, record_id: str, tx_hash: str, block: int | None = None
+        self,
+        record_id: str,
+        tx_hash: str,
+        block: int | None = None,
+        *,
+        response: Response | None = None,
     ) -> PaymentRecord:
-        """`settling` → `settled` with the mined transaction."""
+        """`settling` → `settled` with the mined transaction; `response` (status, headers,
+        body) is kept in the same write for replays."""
         if block is not None and (
             isinstance(block, bool) or not isinstance(block, int) or block < 0
         ):
             raise InvalidPaymentData(f"block must be a non-negative int, got {block!r}")
+        values: dict[str, Any] = {"block_number": block}
+        if response is not None:
+            values.update(_response_values(*response))
         return await self._apply(
-            record_id,
-            Event.SETTLED,
-            {"block_number": block},
-            tx_hash=normalise_tx_hash(tx_hash),
+            record_id, Event.SETTLED, values, tx_hash=normalise_tx_hash(tx_hash)
         )
 
     async def mark_failed(self, record_id: str, error: str) -> PaymentRecord:
@@ -551,11 +616,8 @@ class Ledger:
         body: bytes,
     ) -> PaymentRecord:
         """Keep the response sent for this payment so a retry with its identifier replays it."""
-        status, pairs, data = _check_response(status, headers, body)
         return await self._apply(
-            record_id,
-            Event.STORE_RESPONSE,
-            {"response_status": status, "response_headers": pairs, "response_body": data},
+            record_id, Event.STORE_RESPONSE, _response_values(status, headers, body)
         )
 
     async def release_stale(self, older_than_seconds: float) -> list[str]:

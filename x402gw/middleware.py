@@ -10,14 +10,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import time
+import weakref
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Final
 
 from x402gw import _flow
-from x402gw._flow import Offers, Problem
+from x402gw._flow import Offers, Problem, Replay
 from x402gw.config import PaymentConfig, PricedRoute
 from x402gw.errors import ChainError, X402Error
-from x402gw.exact_evm import SETTLEMENT_PENDING
+from x402gw.exact_evm import INSUFFICIENT_BALANCE, SETTLEMENT_PENDING
 from x402gw.facilitator import (
     FacilitatorError,
     FacilitatorUnavailable,
@@ -28,10 +32,10 @@ from x402gw.ledger import (
     AuthorizationInUse,
     LedgerError,
     LedgerUnavailable,
-    PaymentIdentifierConflict,
     PaymentIdentifierInUse,
     PaymentRecord,
-    StoredResponse,
+    Response,
+    State,
     request_fingerprint,
 )
 from x402gw.wire import (
@@ -50,9 +54,15 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 log = logging.getLogger("x402gw")
 _BACKEND_DOWN = (ChainError, FacilitatorUnavailable, LedgerUnavailable)
+_RECONCILE_EVERY: Final = 2.0  # seconds between reconcile passes that waiting clients start
+_PENDING_RETRY_AFTER: Final = 5  # seconds a client is told to wait on a pending settlement
 
 
 class _TooLarge(Exception):
+    pass
+
+
+class _ClientGone(Exception):
     pass
 
 
@@ -87,9 +97,16 @@ class _Capture:
 
 
 def _unavailable(exc: Exception) -> _Unavailable:
+    """A refusal for a backend failure: a generic message (details, which may name internal
+    hosts, go to the log only)."""
+    log.warning("x402gw: payment backend failed: %s: %s", type(exc).__name__, exc)
     if isinstance(exc, FacilitatorError):
-        return _Unavailable(Problem(502, "facilitator_error", str(exc)))
-    return _Unavailable(Problem(503, "payment_backend_unavailable", str(exc)))
+        problem = Problem(502, "facilitator_error", "the payment facilitator failed; not charged")
+    else:
+        problem = Problem(
+            503, "payment_backend_unavailable", "payments are unavailable; not charged"
+        )
+    return _Unavailable(problem)
 
 
 class PaymentMiddleware:
@@ -100,22 +117,81 @@ class PaymentMiddleware:
         self.config = config
         self._started = False
         self._start_lock = asyncio.Lock()
+        self._payer_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
+        self._maintenance: asyncio.Task[None] | None = None
+        self._reconciling: asyncio.Task[None] | None = None
+        self._reconciled_at = -math.inf
 
     # --- lifecycle ---------------------------------------------------------------------------
 
     async def startup(self) -> None:
-        """Migrate the ledger and reconcile settlements a previous process left open (idempotent)."""
+        """Migrate the ledger, reconcile settlements and release reservations a previous process
+        left open, and start the periodic maintenance task (idempotent)."""
         async with self._start_lock:
             if self._started:
                 return
-            ledger = self.config.ledger
-            await ledger.migrate()
-            facilitator = self.config.facilitator
-            if self.config.reconcile_on_startup and isinstance(facilitator, LocalFacilitator):
-                summary = await reconcile_ledger(ledger, facilitator.client)
-                if summary.settled or summary.failed or summary.errors:
-                    log.info("x402gw reconcile: %s", summary)
+            await self.config.ledger.migrate()
+            if self.config.reconcile_on_startup:
+                await self.maintain()
+            interval = self.config.maintenance_interval
+            if interval is not None:
+                self._maintenance = asyncio.create_task(self._maintain_every(interval))
             self._started = True
+
+    async def aclose(self) -> None:
+        """Stop the maintenance task (the ledger and facilitator belong to the caller)."""
+        tasks = [t for t in (self._maintenance, self._reconciling) if t is not None]
+        self._maintenance = self._reconciling = None
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._started = False
+
+    async def maintain(self) -> None:
+        """One maintenance pass: reconcile ``settling`` records from the chain, and release
+        ``verified`` reservations older than any handler can run (a crashed process's)."""
+        ledger = self.config.ledger
+        facilitator = self.config.facilitator
+        if isinstance(facilitator, LocalFacilitator):
+            summary = await reconcile_ledger(ledger, facilitator.client)
+            self._reconciled_at = time.monotonic()
+            if summary.settled or summary.failed or summary.errors:
+                log.info("x402gw reconcile: %s", summary)
+        released = await ledger.release_stale(self.config.stale_after_seconds())
+        if released:
+            log.warning("x402gw: released %d stale reservations", len(released))
+
+    async def _maintain_every(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.maintain()
+            except Exception as exc:  # a down chain or database: try again next round
+                log.warning("x402gw maintenance failed: %s", type(exc).__name__)
+
+    async def _reconcile_soon(self) -> None:
+        """Reconcile now for a waiting client, at most every few seconds, one pass at a time."""
+        facilitator = self.config.facilitator
+        if not isinstance(facilitator, LocalFacilitator):
+            return
+        running = self._reconciling
+        if running is None or running.done():
+            if time.monotonic() - self._reconciled_at < _RECONCILE_EVERY:
+                return
+            running = self._reconciling = asyncio.create_task(self._reconcile_once(facilitator))
+        with contextlib.suppress(Exception):
+            await asyncio.shield(running)
+
+    async def _reconcile_once(self, facilitator: LocalFacilitator) -> None:
+        self._reconciled_at = time.monotonic()
+        try:
+            await reconcile_ledger(self.config.ledger, facilitator.client)
+        except Exception as exc:
+            log.warning("x402gw reconcile failed: %s", type(exc).__name__)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -125,26 +201,50 @@ class PaymentMiddleware:
             await self.app(scope, receive, send)
             return
         method = str(scope.get("method", "GET")).upper()
-        path = scope.get("path", "/")
+        path = _flow.route_path(scope)
         route = None if method == "OPTIONS" else self.config.route_for(method, path)
         if route is None and method == "HEAD":
             route = self.config.route_for("GET", path)  # HEAD runs the GET handler: same price
         if route is None:
-            await self.app(scope, receive, send)
+            if self.config.unmatched == "deny":
+                await self._deny(method, path, scope, send)
+            else:
+                await self.app(scope, receive, send)
             return
         try:
             await self._paid(route, scope, receive, send)
         except _Unavailable as exc:
-            await _send(send, *_flow.error_response(exc.problem))
+            await _send(send, *self._error(exc.problem, scope))
 
     def _lifespan_receive(self, receive: Receive) -> Receive:
         async def wrapped() -> Message:
             message = await receive()
             if message.get("type") == "lifespan.startup":
                 await self.startup()
+            elif message.get("type") == "lifespan.shutdown":
+                await self.aclose()
             return message
 
         return wrapped
+
+    def _error(
+        self, problem: Problem, scope: Scope, headers: list[tuple[bytes, bytes]] | None = None
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        return _flow.error_response(
+            problem, scope=scope, render=self.config.render_error, headers=headers or []
+        )
+
+    async def _deny(self, method: str, path: str, scope: Scope, send: Send) -> None:
+        """Fail closed: nothing reaches the priced application without matching a priced route."""
+        allowed = sorted(
+            {r.method for r in self.config.routes if r.matches_path(path) and r.method != "*"}
+        )
+        if allowed:
+            problem = Problem(405, "method_not_allowed", f"{method} is not allowed here")
+            headers = [(b"allow", ", ".join(allowed).encode())]
+            await _send(send, *self._error(problem, scope, headers))
+            return
+        await _send(send, *self._error(Problem(404, "route_not_found", "no such route"), scope))
 
     # --- the paid request --------------------------------------------------------------------
 
@@ -156,7 +256,7 @@ class PaymentMiddleware:
             except (*_BACKEND_DOWN, LedgerError) as exc:
                 raise _unavailable(exc) from exc
         offers = _flow.offers_for(route, _flow.resource_url(scope))
-        challenge = self._challenger(offers, send)
+        challenge = self._challenger(offers, scope, send)
         payment = _flow.read_payment(scope.get("headers") or [], config.max_header_bytes)
         if payment is None:
             await challenge(Problem(402, _flow.PAYMENT_REQUIRED_ERROR, "", True))
@@ -170,19 +270,47 @@ class PaymentMiddleware:
             return
         pid = _flow.payment_identifier(payment)
         if isinstance(pid, Problem):
-            await _send(send, *_flow.error_response(pid))
+            await _send(send, *self._error(pid, scope))
             return
-        body = await _read_body(receive, config.max_request_body_bytes)
+        # Offline checks first: a forged signature costs neither a body read nor an RPC call.
+        now = int(time.time())
+        candidate = _flow.offline_check(payment, requirements, now=now, networks=config.networks)
+        if isinstance(candidate, Problem):
+            await challenge(candidate)
+            return
+        too_large = _flow.declared_length_problem(
+            scope.get("headers") or [], config.max_request_body_bytes
+        )
+        if too_large is not None:
+            await _send(send, *self._error(too_large, scope))
+            return
+        try:
+            body = await _read_body(receive, config.max_request_body_bytes)
+        except _ClientGone:
+            return  # nothing was reserved or run
         if body is None:
-            await _send(send, *_flow.error_response(Problem(413, "request_body_too_large")))
+            problem = Problem(413, "request_body_too_large", "the body exceeds the size limit")
+            await _send(send, *self._error(problem, scope))
             return
         query = scope.get("query_string") or b""
         target = scope.get("path", "/") + ("?" + query.decode("latin-1") if query else "")
         fingerprint = request_fingerprint(scope["method"], target, body)
+        version = payment.x402_version
+        repeat = _Repeat(offers, requirements, fingerprint, candidate.payer, version, scope, send)
         if pid is not None:
-            stored = await self._replay(pid, fingerprint, send)
-            if stored:
+            try:
+                earlier = await config.ledger.find_by_payment_identifier(pid)
+            except LedgerError as exc:
+                raise _unavailable(exc) from exc
+            if earlier is not None:
+                await self._answer_repeat(earlier, repeat, by_identifier=True)
                 return
+        # New work must be paid for with an authorization that outlives it and its settlement.
+        valid_for = config.settle_window_seconds + (0 if route.upfront else route.handler_timeout)
+        short = _flow.window_problem(candidate, now=now, valid_for=valid_for)
+        if short is not None:
+            await challenge(short)
+            return
         try:
             verified = await config.facilitator.verify(payment, requirements)
         except (*_BACKEND_DOWN, FacilitatorError) as exc:
@@ -191,67 +319,165 @@ class PaymentMiddleware:
             reason = verified.invalid_reason or "invalid_payment"
             await challenge(Problem(402, reason, verified.invalid_message or "", True))
             return
-        record = await self._reserve(
-            route,
-            payment,
-            requirements,
-            _flow.ledger_resource(scope["method"], target),
-            fingerprint,
-            pid,
-            send,
-            challenge,
-        )
-        if record is None:
-            return
-        replay = _replay_receive(body, receive)
-        if route.upfront:
-            await self._upfront(record, payment, requirements, offers, scope, replay, send)
-        else:
-            await self._deferred(record, payment, requirements, offers, scope, replay, send)
-
-    def _challenger(self, offers: Offers, send: Send) -> Callable[[Problem], Awaitable[None]]:
-        async def challenge(problem: Problem) -> None:
-            await _send(
-                send,
-                *_flow.challenge_response(offers, problem, self.config.declare_payment_identifier),
+        resource = _flow.ledger_resource(scope["method"], target)
+        async with self._payer_lock(route, candidate.payer):
+            record = await self._reserve(
+                route, payment, resource, fingerprint, pid, repeat, challenge
             )
+            if record is None:
+                return
+            short_funds = await self._funds_problem(route, record)
+        if short_funds is not None:
+            await _quietly(config.ledger.release(record.id))
+            await challenge(short_funds)
+            return
+        watch = _ClientWatch(body, receive)
+        try:
+            if route.upfront:
+                await self._upfront(record, payment, requirements, offers, scope, watch, send)
+            else:
+                await self._deferred(
+                    route, record, payment, requirements, offers, scope, watch, send
+                )
+        finally:
+            watch.close()
+
+    def _challenger(
+        self, offers: Offers, scope: Scope, send: Send
+    ) -> Callable[[Problem], Awaitable[None]]:
+        async def challenge(problem: Problem) -> None:
+            await _send(send, *self._challenge(offers, problem, scope))
 
         return challenge
 
-    async def _replay(self, pid: str, fingerprint: str, send: Send) -> bool:
+    def _challenge(
+        self,
+        offers: Offers,
+        problem: Problem,
+        scope: Scope,
+        settle: SettleResponse | None = None,
+        version: int = 2,
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        return _flow.challenge_response(
+            offers,
+            problem,
+            self.config.declare_payment_identifier,
+            settle=settle,
+            version=version,
+            scope=scope,
+            render=self.config.render_error,
+        )
+
+    def _payer_lock(self, route: PricedRoute, payer: str) -> asyncio.Lock:
+        key = f"{route.network}|{route.token.address.lower()}|{payer.lower()}"
+        lock = self._payer_locks.get(key)
+        if lock is None:
+            lock = self._payer_locks[key] = asyncio.Lock()
+        return lock
+
+    async def _funds_problem(self, route: PricedRoute, record: PaymentRecord) -> Problem | None:
+        """Refuse when the payer's balance does not cover every payment of theirs in flight.
+
+        Runs after the reservation is written (insert, then count): of two processes reserving
+        at once, at least one sees the other, so together they never admit more than the
+        balance. A lone payment needs no read: verify's simulation just proved the balance.
+        """
+        ledger = self.config.ledger
+        asset = route.token.address
         try:
-            stored = await self.config.ledger.replay(pid, fingerprint)
-        except PaymentIdentifierConflict as exc:
-            await _send(
-                send, *_flow.error_response(Problem(409, "payment_identifier_conflict", str(exc)))
-            )
-            return True
-        except PaymentIdentifierInUse as exc:
-            await _send(
-                send, *_flow.error_response(Problem(409, "payment_identifier_in_use", str(exc)))
-            )
-            return True
-        except LedgerUnavailable as exc:
+            if await ledger.outstanding_count(route.network, asset, record.payer) <= 1:
+                return None
+            total = await ledger.outstanding_amount(route.network, asset, record.payer)
+        except LedgerError as exc:
+            await _quietly(ledger.release(record.id))
             raise _unavailable(exc) from exc
-        if stored is None:
-            return False
-        await _send_stored(send, stored)
-        return True
+        facilitator = self.config.facilitator
+        if not isinstance(facilitator, LocalFacilitator):
+            return Problem(
+                402,
+                INSUFFICIENT_BALANCE,
+                "another payment from this payer is still being settled; retry after it",
+                True,
+            )
+        try:
+            balance = await facilitator.client.token_balance(asset, record.payer)
+        except ChainError as exc:
+            await _quietly(ledger.release(record.id))
+            raise _unavailable(exc) from exc
+        if balance < total:
+            return Problem(
+                402,
+                INSUFFICIENT_BALANCE,
+                "the balance does not cover this payer's payments in flight",
+                True,
+            )
+        return None
+
+    async def _answer_repeat(
+        self, record: PaymentRecord, repeat: _Repeat, *, by_identifier: bool
+    ) -> None:
+        """Answer a request repeating a payment (its identifier, or its authorization): the
+        stored response once settled, never before, and only to the same payer and request."""
+        decision = _flow.replay_decision(record, repeat.fingerprint, repeat.payer)
+        if decision is Replay.PENDING:
+            await self._reconcile_soon()
+            try:
+                record = await self.config.ledger.get(record.id)
+            except LedgerError as exc:
+                raise _unavailable(exc) from exc
+            decision = _flow.replay_decision(record, repeat.fingerprint, repeat.payer)
+        scope, send = repeat.scope, repeat.send
+        if decision is Replay.STORED:
+            assert record.response is not None
+            await _send_stored(send, record, repeat)
+        elif not by_identifier:  # the same authorization again, not for this answer
+            problem = Problem(
+                402, "authorization_in_use", "this authorization is already in use", True
+            )
+            await _send(
+                send, *self._challenge(repeat.offers, problem, scope, version=repeat.version)
+            )
+        elif decision is Replay.CONFLICT:
+            problem = Problem(
+                409,
+                "payment_identifier_conflict",
+                "this payment identifier was used for another request or by another payer",
+            )
+            await _send(send, *self._error(problem, scope))
+        elif decision is Replay.IN_USE:
+            problem = Problem(
+                409, "payment_identifier_in_use", "the first request with this identifier runs"
+            )
+            await _send(send, *self._error(problem, scope))
+        elif decision is Replay.PENDING:
+            status, headers, body = self._challenge(
+                repeat.offers,
+                Problem(402, SETTLEMENT_PENDING, "the transfer is not confirmed yet", True),
+                scope,
+                version=repeat.version,
+            )
+            headers.append((b"retry-after", str(_PENDING_RETRY_AFTER).encode()))
+            await _send(send, status, headers, body)
+        else:
+            problem = Problem(402, record.error or "settlement_failed", "", True)
+            await _send(
+                send, *self._challenge(repeat.offers, problem, scope, version=repeat.version)
+            )
 
     async def _reserve(
         self,
         route: PricedRoute,
         payment: AnyPaymentPayload,
-        requirements: PaymentRequirements | PaymentRequirementsV1,
         resource: str,
         fingerprint: str,
         pid: str | None,
-        send: Send,
+        repeat: _Repeat,
         challenge: Callable[[Problem], Awaitable[None]],
     ) -> PaymentRecord | None:
         auth = ExactEvmPayload.parse(payment.payload).authorization  # verified, so it parses
+        ledger = self.config.ledger
         try:
-            return await self.config.ledger.reserve(
+            return await ledger.reserve(
                 scheme="exact",
                 network=route.network,
                 asset=route.token.address,
@@ -265,14 +491,24 @@ class PaymentMiddleware:
                 payment_identifier=pid,
             )
         except AuthorizationInUse:
+            try:
+                holder = await ledger.find_live_by_authorization(
+                    route.network, route.token.address, auth.from_, auth.nonce
+                )
+            except LedgerError as exc:
+                raise _unavailable(exc) from exc
+            if holder is not None:  # the same authorization again: the same answer as before
+                await self._answer_repeat(holder, repeat, by_identifier=False)
+                return None
             await challenge(
                 Problem(402, "authorization_in_use", "this authorization is already in use", True)
             )
             return None
-        except PaymentIdentifierInUse as exc:
-            await _send(
-                send, *_flow.error_response(Problem(409, "payment_identifier_in_use", str(exc)))
+        except PaymentIdentifierInUse:
+            problem = Problem(
+                409, "payment_identifier_in_use", "the first request with this identifier runs"
             )
+            await _send(repeat.send, *self._error(problem, repeat.scope))
             return None
         except LedgerError as exc:
             raise _unavailable(exc) from exc
@@ -282,11 +518,14 @@ class PaymentMiddleware:
         record: PaymentRecord,
         payment: AnyPaymentPayload,
         requirements: PaymentRequirements | PaymentRequirementsV1,
+        content: Response | None = None,
     ) -> SettleResponse:
         """Settle once and bring the ledger record along; raises :class:`_Unavailable` when down.
 
         The record moves to ``settling`` before anything is sent (write-ahead): whatever happens
         after, a restart reconciles it from the chain instead of leaving it ``verified``.
+        ``content`` (the handler's response) is kept with a settled or pending record, in the
+        same write, so a repeated request gets it once (and only once) the transfer is mined.
         """
         ledger = self.config.ledger
         seen: list[str] = []
@@ -310,10 +549,12 @@ class PaymentMiddleware:
             raise _unavailable(exc) from exc
         try:
             if result.success:
-                await ledger.mark_settled(record.id, result.transaction)
+                await ledger.mark_settled(record.id, result.transaction, response=content)
             elif result.error_reason == SETTLEMENT_PENDING:
                 if result.transaction and not seen:
-                    await ledger.record_broadcast(record.id, result.transaction)
+                    await ledger.record_broadcast(record.id, result.transaction, response=content)
+                elif content is not None:
+                    await ledger.store_response(record.id, *content)
             else:
                 await ledger.mark_failed(record.id, result.error_reason or "settlement_failed")
         except LedgerError as exc:
@@ -322,54 +563,66 @@ class PaymentMiddleware:
 
     async def _deferred(
         self,
+        route: PricedRoute,
         record: PaymentRecord,
         payment: AnyPaymentPayload,
         requirements: PaymentRequirements | PaymentRequirementsV1,
         offers: Offers,
         scope: Scope,
-        receive: Receive,
+        watch: _ClientWatch,
         send: Send,
     ) -> None:
         ledger = self.config.ledger
         capture = _Capture(self.config.max_response_bytes)
+        deadline = asyncio.timeout(route.handler_timeout)
         try:
-            await self.app(scope, receive, capture.send)
+            async with deadline:
+                await self.app(scope, watch.receive, capture.send)
         except _TooLarge:
             pass
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            log.warning(
+                "x402gw: handler passed its %.0f s deadline; not charged", route.handler_timeout
+            )
+            await _quietly(ledger.release(record.id))
+            problem = Problem(504, "handler_timeout", "the request took too long; not charged")
+            await _send(send, *self._error(problem, scope))
+            return
         except Exception:
             log.exception("x402gw: handler failed; payment not settled")
             await _quietly(ledger.release(record.id))
-            await _send(send, *_flow.error_response(Problem(500, "handler_error", "not charged")))
+            problem = Problem(500, "handler_error", "the request failed; not charged")
+            await _send(send, *self._error(problem, scope))
             return
         if capture.too_large or capture.status is None:
             await _quietly(ledger.release(record.id))
             code = "response_too_large" if capture.too_large else "no_response"
-            await _send(send, *_flow.error_response(Problem(500, code, "not charged")))
+            problem = Problem(500, code, "the response could not be delivered; not charged")
+            await _send(send, *self._error(problem, scope))
             return
         if capture.status >= 400:
             await _quietly(ledger.release(record.id))
             await _send(send, capture.status, capture.headers, bytes(capture.body))
             return
-        result = await self._settle(record, payment, requirements)
+        if await watch.gone():
+            log.info("x402gw: client left before settlement; not charged")
+            await _quietly(ledger.release(record.id))
+            return
+        content: Response = (capture.status, _str_headers(capture.headers), bytes(capture.body))
+        result = await self._settle(record, payment, requirements, content)
         version = payment.x402_version
         if result.success:
             headers = _flow.paid_headers(capture.headers, result, version)
-            response = (capture.status, headers, bytes(capture.body))
-        else:
-            response = _flow.challenge_response(
-                offers,
-                _flow.settle_problem(result),
-                self.config.declare_payment_identifier,
-                settle=result,
-                version=version,
-            )
-        if record.payment_identifier is not None and result.error_reason != SETTLEMENT_PENDING:
-            await _quietly(
-                ledger.store_response(
-                    record.id, response[0], _str_headers(response[1]), response[2]
-                )
-            )
-        await _send(send, *response)
+            await _send(send, capture.status, headers, bytes(capture.body))
+            return
+        status, headers, body = self._challenge(
+            offers, _flow.settle_problem(result), scope, settle=result, version=version
+        )
+        if result.error_reason == SETTLEMENT_PENDING:
+            headers.append((b"retry-after", str(_PENDING_RETRY_AFTER).encode()))
+        await _send(send, status, headers, body)
 
     async def _upfront(
         self,
@@ -378,20 +631,20 @@ class PaymentMiddleware:
         requirements: PaymentRequirements | PaymentRequirementsV1,
         offers: Offers,
         scope: Scope,
-        receive: Receive,
+        watch: _ClientWatch,
         send: Send,
     ) -> None:
+        if await watch.gone():
+            log.info("x402gw: client left before settlement; not charged")
+            await _quietly(self.config.ledger.release(record.id))
+            return
         result = await self._settle(record, payment, requirements)
         version = payment.x402_version
         if not result.success:
             await _send(
                 send,
-                *_flow.challenge_response(
-                    offers,
-                    _flow.settle_problem(result),
-                    self.config.declare_payment_identifier,
-                    settle=result,
-                    version=version,
+                *self._challenge(
+                    offers, _flow.settle_problem(result), scope, settle=result, version=version
                 ),
             )
             return
@@ -410,14 +663,15 @@ class PaymentMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, paid_send)
+            await self.app(scope, watch.receive, paid_send)
         except Exception:
             log.exception("x402gw: handler failed after an upfront settlement")
             if not started:
-                status, headers, body = _flow.error_response(Problem(500, "handler_error", "paid"))
+                problem = Problem(500, "handler_error", "the request failed after payment")
+                status, headers, body = self._error(problem, scope)
                 await _send(send, status, _flow.paid_headers(headers, result, version), body)
             return
-        if record.payment_identifier is not None and keep.complete and keep.status is not None:
+        if keep.complete and keep.status is not None:
             await _quietly(
                 self.config.ledger.store_response(
                     record.id, keep.status, _str_headers(keep.headers), bytes(keep.body)
@@ -425,14 +679,63 @@ class PaymentMiddleware:
             )
 
 
+@dataclass(frozen=True, slots=True)
+class _Repeat:
+    """What answering a repeated payment needs to know about the request repeating it."""
+
+    offers: Offers
+    requirements: PaymentRequirements | PaymentRequirementsV1
+    fingerprint: str
+    payer: str
+    version: int
+    scope: Scope
+    send: Send
+
+
+class _ClientWatch:
+    """The request's ``receive`` for the handler: the buffered body once, then the client's
+    disconnect, which a task watches for, so the gate can tell a client that left."""
+
+    def __init__(self, body: bytes, receive: Receive) -> None:
+        self._body: bytes | None = body
+        self._receive = receive
+        self._task: asyncio.Task[Message] = asyncio.create_task(self._disconnect())
+
+    async def _disconnect(self) -> Message:
+        while True:
+            message = await self._receive()
+            if message.get("type") == "http.disconnect":
+                return message
+
+    async def receive(self) -> Message:
+        """The body first (once), then whatever ends the request (a disconnect)."""
+        if self._body is not None:
+            body, self._body = self._body, None
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await asyncio.shield(self._task)
+
+    async def gone(self) -> bool:
+        """Has the client disconnected? (Lets a disconnect already received be seen first.)"""
+        await asyncio.sleep(0)
+        task = self._task
+        return task.done() and not task.cancelled() and task.exception() is None
+
+    def close(self) -> None:
+        """Stop watching."""
+        self._task.cancel()
+
+
 # --------------------------------------------------------------------------------------------
 
 
 async def _read_body(receive: Receive, cap: int) -> bytes | None:
+    """The whole body, None past ``cap`` bytes; raises :class:`_ClientGone` on a disconnect."""
     body = bytearray()
     while True:
         message = await receive()
         if message["type"] != "http.request":
+            if message["type"] == "http.disconnect":
+                raise _ClientGone
             break
         body += message.get("body", b"")
         if len(body) > cap:
@@ -440,19 +743,6 @@ async def _read_body(receive: Receive, cap: int) -> bytes | None:
         if not message.get("more_body", False):
             break
     return bytes(body)
-
-
-def _replay_receive(body: bytes, receive: Receive) -> Receive:
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
-
-    return replay
 
 
 async def _send(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
@@ -466,8 +756,20 @@ async def _send(send: Send, status: int, headers: list[tuple[bytes, bytes]], bod
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
-async def _send_stored(send: Send, stored: StoredResponse) -> None:
+async def _send_stored(send: Send, record: PaymentRecord, repeat: _Repeat) -> None:
+    """The stored response; a settled record's carries a receipt rebuilt from the record."""
+    stored = record.response
+    assert stored is not None
     headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in stored.headers]
+    if record.state is State.SETTLED and stored.status < 400 and record.tx_hash is not None:
+        receipt = SettleResponse(
+            success=True,
+            payer=repeat.payer,
+            transaction=record.tx_hash,
+            network=repeat.requirements.network,
+            amount=str(record.amount),
+        )
+        headers = _flow.paid_headers(headers, receipt, repeat.version)
     await _send(send, stored.status, headers, stored.body)
 
 

@@ -15,6 +15,8 @@ from x402gw.errors import InvalidPaymentHeader, InvalidPaymentPayload
 
 PAYMENT_SIGNATURE: Final = "PAYMENT-SIGNATURE"
 X_PAYMENT: Final = "X-PAYMENT"
+PAYMENT_HEADERS: Final = (PAYMENT_SIGNATURE, X_PAYMENT)
+"""Request headers carrying a payment, in the order they are read: the v2 name wins."""
 PAYMENT_REQUIRED: Final = "PAYMENT-REQUIRED"
 PAYMENT_RESPONSE: Final = "PAYMENT-RESPONSE"
 X_PAYMENT_RESPONSE: Final = "X-PAYMENT-RESPONSE"
@@ -285,7 +287,7 @@ def encode_payment_payload(payload: AnyPaymentPayload) -> str:
 
 def read_payment_header(headers: Mapping[str, str]) -> AnyPaymentPayload | None:
     """The payment in a request's headers: ``PAYMENT-SIGNATURE`` first, then ``X-PAYMENT``; None if absent."""
-    for name in (PAYMENT_SIGNATURE, X_PAYMENT):
+    for name in PAYMENT_HEADERS:
         value = _header(headers, name)
         if value is not None:
             return decode_payment_payload(value)

@@ -231,7 +231,7 @@ async def test_redis_down_is_503_and_not_charged(
         async with httpx.AsyncClient() as plain:
             free = await plain.get(server.url + "/health")
     assert response.status_code == 503
-    assert response.json()["error"] == "payment_backend_unavailable"
+    assert response.json()["error"]["code"] == "payment_backend_unavailable"
     assert free.status_code == 200
     assert chain.balance_of(token, dev_account(8).address) == before
     assert chain.balance_of(token, merchant) == 0

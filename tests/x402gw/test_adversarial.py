@@ -159,8 +159,14 @@ async def _ten_in_parallel(gw: Gateway, evm: EvmLab, pay: PayFunction) -> None:
         responses = await asyncio.gather(
             *(http.get("/paid", headers=header(payload)) for _ in range(10))
         )
-    statuses = sorted(r.status_code for r in responses)
-    assert statuses == [200] + [402] * 9
+    # One run and one charge; a duplicate gets 402 while the first is in flight, or, once it
+    # has settled, the same answer again (the same signed authorization replays, never re-runs).
+    paid = [r for r in responses if r.status_code == 200]
+    assert paid
+    assert all(r.status_code in (200, 402) for r in responses)
+    assert {(r.content, r.headers["payment-response"]) for r in paid} == {
+        (paid[0].content, paid[0].headers["payment-response"])
+    }
     for r in responses:
         if r.status_code == 402:
             error = decode_payment_required(r.headers["payment-required"]).error or ""
