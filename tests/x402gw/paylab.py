@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import secrets
 import subprocess
 import sys
 import threading
@@ -15,16 +17,19 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from lab.webserver import free_port
+from eth_account.signers.local import LocalAccount
+from lab.webserver import UvicornThread, free_port
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from x402gw.config import PaymentConfig, PricedRoute
+from x402gw.exact_evm import Authorization, Domain, sign_authorization
 from x402gw.facilitator import Facilitator, LocalFacilitator
 from x402gw.ledger import Ledger
 from x402gw.middleware import PaymentMiddleware
+from x402gw.wire import PaymentPayload, PaymentRequirements, encode_payment_payload
 
 PRICE = 10_000  # atomic units (0.01 token)
 
@@ -82,6 +87,16 @@ def paid_app(calls: Calls) -> Starlette:
         calls.hit("free")
         return PlainTextResponse("free")
 
+    async def bad(request: Request) -> Response:
+        calls.hit("bad")
+        return JSONResponse({"error": "bad input"}, status_code=400)
+
+    async def slow(request: Request) -> Response:
+        calls.hit("slow")
+        await asyncio.sleep(float(request.query_params.get("s", "1")))
+        calls.hit("slow_done")
+        return JSONResponse({"slow": "done"})
+
     return Starlette(
         routes=[
             Route("/paid", paid),
@@ -92,6 +107,8 @@ def paid_app(calls: Calls) -> Starlette:
             Route("/big", big),
             Route("/upfront", upfront, methods=["POST", "GET"]),
             Route("/free", free),
+            Route("/bad", bad),
+            Route("/slow", slow),
         ]
     )
 
@@ -107,6 +124,8 @@ def priced_routes(pay_to: str, network: str, asset: Any) -> list[PricedRoute]:
         PricedRoute("GET", "/stream", **common),
         PricedRoute("GET", "/big", **common),
         PricedRoute("*", "/upfront", upfront=True, **common),
+        PricedRoute("GET", "/bad", **common),
+        PricedRoute("GET", "/slow", handler_timeout=3, **common),
     ]
 
 
@@ -163,11 +182,113 @@ async def lab_gateway(
     try:
         yield gw
     finally:
+        await gw.app.aclose()
         await facilitator.aclose()
         await gw.ledger.close()
 
 
+# --- payments signed by hand, and what the chain says ---------------------------------------
+
+
+def signed(
+    evm: Any,
+    offer: PaymentRequirements,
+    signer: LocalAccount | None = None,
+    *,
+    domain_name: str = "USD Coin",
+    extensions: dict[str, Any] | None = None,
+    **auth: Any,
+) -> PaymentPayload:
+    """A payment signed by us (not the SDK), with any authorization field overridden."""
+    signer = signer or evm.payer
+    fields: dict[str, Any] = {
+        "from_address": signer.address,
+        "to": offer.pay_to,
+        "value": int(offer.amount),
+        "valid_after": 0,
+        "valid_before": int(time.time()) + 300,
+        "nonce": secrets.token_bytes(32),
+    }
+    fields.update(auth)
+    authorization = Authorization(**fields)
+    domain = Domain(domain_name, "2", 31337, evm.token)
+    signature = sign_authorization(domain, authorization, signer.key)
+    return PaymentPayload(
+        accepted=offer,
+        payload={
+            "signature": "0x" + signature.hex(),
+            "authorization": {
+                "from": authorization.from_address,
+                "to": authorization.to,
+                "value": str(authorization.value),
+                "validAfter": str(authorization.valid_after),
+                "validBefore": str(authorization.valid_before),
+                "nonce": "0x" + authorization.nonce.hex(),
+            },
+        },
+        extensions=extensions,
+    )
+
+
+def header(payload: PaymentPayload) -> dict[str, str]:
+    """The ``PAYMENT-SIGNATURE`` header carrying ``payload``."""
+    return {"PAYMENT-SIGNATURE": encode_payment_payload(payload)}
+
+
+def block_number(evm: Any) -> int:
+    """The lab chain's latest block."""
+    return int(evm.anvil.rpc("eth_blockNumber"), 16)
+
+
+def transactions_since(evm: Any, start: int) -> list[dict[str, Any]]:
+    """Receipts of every transaction mined after block ``start``."""
+    receipts = []
+    for number in range(start + 1, block_number(evm) + 1):
+        block = evm.anvil.rpc("eth_getBlockByNumber", hex(number), False)
+        receipts += [evm.anvil.rpc("eth_getTransactionReceipt", h) for h in block["transactions"]]
+    return receipts
+
+
 # --------------------------------------------------------------------------------------------
+
+
+class RpcRelay:
+    """A JSON-RPC relay on loopback in front of a node: counts the methods called and, while
+    ``hide_receipts`` is set, answers every receipt lookup with null (a receipt not seen yet)."""
+
+    def __init__(self, target_url: str) -> None:
+        self.target_url = target_url
+        self.hide_receipts = False
+        self.methods: list[str] = []
+        app = Starlette(routes=[Route("/", self._relay, methods=["POST"])])
+        self._server = UvicornThread(app)
+        self.url = self._server.url
+
+    async def _relay(self, request: Request) -> Response:
+        body = await request.body()
+        calls = json.loads(body)
+        batch = calls if isinstance(calls, list) else [calls]
+        self.methods += [str(call.get("method")) for call in batch]
+        async with httpx.AsyncClient(timeout=30) as http:
+            upstream = await http.post(
+                self.target_url, content=body, headers={"content-type": "application/json"}
+            )
+        answer = upstream.json()
+        if self.hide_receipts:
+            receipts = {
+                c.get("id") for c in batch if c.get("method") == "eth_getTransactionReceipt"
+            }
+            for item in answer if isinstance(answer, list) else [answer]:
+                if item.get("id") in receipts:
+                    item["result"] = None
+        return JSONResponse(answer)
+
+    def __enter__(self) -> RpcRelay:
+        self._server.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.__exit__(*exc)
 
 
 class TcpProxy:

@@ -6,7 +6,6 @@ import asyncio
 import base64
 import contextlib
 import json
-import secrets
 import subprocess
 import time
 from collections.abc import AsyncIterator
@@ -23,23 +22,25 @@ from conftest_ledger import (  # noqa: F401  (fixtures, registered by import)
     fresh_pg_schema,
 )
 from eth_account import Account
-from eth_account.signers.local import LocalAccount
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from paylab import (
     PRICE,
     Gateway,
+    block_number,
     build_gateway,
+    header,
     lab_gateway,
     local_facilitator,
     priced_routes,
     proxy_to,
+    signed,
     start_paid_server,
     stop,
+    transactions_since,
 )
 
 from x402gw._flow import Problem, read_payment
-from x402gw.exact_evm import Authorization, Domain, sign_authorization
 from x402gw.facilitator import LocalFacilitator, reconcile_ledger
 from x402gw.ledger import Ledger, PaymentRecord, State
 from x402gw.locks import InProcessLocks, RedisLocks
@@ -47,7 +48,6 @@ from x402gw.middleware import PaymentMiddleware
 from x402gw.wire import (
     PaymentPayload,
     PaymentPayloadV1,
-    PaymentRequirements,
     decode_payment_required,
     encode_payment_payload,
 )
@@ -64,61 +64,6 @@ async def gateway(evm: EvmLab, tmp_path: Path) -> AsyncIterator[Gateway]:
     """The paid test app behind PaymentMiddleware with a LocalFacilitator on the lab anvil."""
     async with lab_gateway(evm, tmp_path / "l.sqlite3") as gw:
         yield gw
-
-
-def signed(
-    evm: EvmLab,
-    offer: PaymentRequirements,
-    signer: LocalAccount | None = None,
-    *,
-    domain_name: str = "USD Coin",
-    **auth: Any,
-) -> PaymentPayload:
-    """A payment signed by us (not the SDK), with any authorization field overridden."""
-    signer = signer or evm.payer
-    fields: dict[str, Any] = {
-        "from_address": signer.address,
-        "to": offer.pay_to,
-        "value": int(offer.amount),
-        "valid_after": 0,
-        "valid_before": int(time.time()) + 300,
-        "nonce": secrets.token_bytes(32),
-    }
-    fields.update(auth)
-    authorization = Authorization(**fields)
-    domain = Domain(domain_name, "2", 31337, evm.token)
-    signature = sign_authorization(domain, authorization, signer.key)
-    return PaymentPayload(
-        accepted=offer,
-        payload={
-            "signature": "0x" + signature.hex(),
-            "authorization": {
-                "from": authorization.from_address,
-                "to": authorization.to,
-                "value": str(authorization.value),
-                "validAfter": str(authorization.valid_after),
-                "validBefore": str(authorization.valid_before),
-                "nonce": "0x" + authorization.nonce.hex(),
-            },
-        },
-    )
-
-
-def header(payload: PaymentPayload) -> dict[str, str]:
-    return {"PAYMENT-SIGNATURE": encode_payment_payload(payload)}
-
-
-def block_number(evm: EvmLab) -> int:
-    return int(evm.anvil.rpc("eth_blockNumber"), 16)
-
-
-def transactions_since(evm: EvmLab, start: int) -> list[dict[str, Any]]:
-    """Receipts of every transaction mined after block ``start``."""
-    receipts = []
-    for number in range(start + 1, block_number(evm) + 1):
-        block = evm.anvil.rpc("eth_getBlockByNumber", hex(number), False)
-        receipts += [evm.anvil.rpc("eth_getTransactionReceipt", h) for h in block["transactions"]]
-    return receipts
 
 
 async def error_of(gw: Gateway, payload: PaymentPayload, path: str = "/paid") -> tuple[int, str]:
