@@ -16,6 +16,7 @@ Payment (402 ``payment_required``), authentication (401) and rate limits (429) r
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -128,6 +129,7 @@ def request_id_of(scope: Any) -> str | None:
 
 
 _GATE_TYPES = {402: "payment_required", 429: "rate_limit_error"}
+_NOT_CODE = re.compile(r"[^a-z0-9_]+")  # x402's own reasons include "Payment required"
 
 
 def render_gate_error(
@@ -143,8 +145,9 @@ def render_gate_error(
     as a string, which v1 clients parse) and carries the envelope's fields beside them.
     """
     kind = _GATE_TYPES.get(status, "invalid_request_error" if status < 500 else "api_error")
+    machine = _NOT_CODE.sub("_", code.lower()).strip("_") or "payment_error"
     error = ErrorBody(
-        type=kind, code=code, message=message or code, request_id=request_id_of(scope)
+        type=kind, code=machine, message=message or code, request_id=request_id_of(scope)
     ).model_dump(mode="json")
     if x402_body is None:
         body: dict[str, Any] = {"error": error}

@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from server.api.parsing import MAX_BODY
 from server.errors import render_gate_error
 from server.openapi import PaidRoute
+from server.ratelimit import PaidRateLimiter, parse_limit
 from server.routes import PAID_PREFIX
 from server.settings import Settings, SettingsError
 from x402gw.config import PaymentConfig, PricedRoute
@@ -110,6 +111,11 @@ class PaymentGate:
             max_request_body_bytes=MAX_BODY,
             unmatched="deny",
             render_error=render_gate_error,
+            rate_limiter=PaidRateLimiter(
+                parse_limit(settings.rate_limit_ip),
+                parse_limit(settings.rate_limit_payer),
+                settings.redis_url,
+            ),
         )
         self.middleware = PaymentMiddleware(app, self.config)
 

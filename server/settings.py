@@ -124,6 +124,16 @@ class Settings(BaseSettings):
     price_find: Price = Decimal("0.010")
     price_linkedin_find_url: Price = Decimal("0.008")
     price_prospects_search: Price = Decimal("0.012")
+    rate_limit_ip: str = "300/minute"
+    rate_limit_payer: str = "120/minute"
+
+    @field_validator("rate_limit_ip", "rate_limit_payer")
+    @classmethod
+    def _rate_limit(cls, value: str) -> str:
+        from server.ratelimit import parse_limit
+
+        parse_limit(value)
+        return value
 
     @field_validator("database_url")
     @classmethod

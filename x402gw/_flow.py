@@ -120,6 +120,13 @@ def route_path(scope: Mapping[str, Any]) -> str:
     return path[len(root) :] if path[len(root)] == "/" else path
 
 
+def client_key(scope: Mapping[str, Any]) -> str:
+    """``ip:<address>`` of the connection's peer (what a proxy-aware server put in the scope)."""
+    client = scope.get("client")
+    host = client[0] if isinstance(client, list | tuple) and client else "unknown"
+    return f"ip:{host}"
+
+
 def read_payment(
     headers: Iterable[tuple[bytes, bytes]], max_bytes: int
 ) -> AnyPaymentPayload | Problem | None:

@@ -7,7 +7,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
 
 from x402gw.errors import InvalidPrice, UnknownNetwork, X402Error
 from x402gw.networks import NETWORKS, Asset, NetworkRegistry, to_atomic
@@ -57,6 +57,19 @@ def compile_path(pattern: str) -> re.Pattern[str]:
     if wildcard:
         out.append(".*")
     return re.compile("".join(out))
+
+
+class RateLimiter(Protocol):
+    """Counts requests per key; the gate asks it for ``ip:<client address>`` before anything
+    else and for ``payer:<address>`` once a payment's signature checks out offline."""
+
+    async def hit(self, key: str) -> float | None:
+        """Count one request for ``key``: None when allowed, else seconds until one would be.
+
+        Raise nothing for a backend failure: fail open (and log), or the gate would refuse
+        every paying client while a rate-limit store is down.
+        """
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,6 +213,7 @@ class PaymentConfig:
     # release `verified` reservations left by a crash; None turns the task off.
     maintenance_interval: float | None = 30.0
     render_error: ErrorRenderer | None = None
+    rate_limiter: RateLimiter | None = None
 
     def __post_init__(self) -> None:
         if not self.routes:

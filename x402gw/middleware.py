@@ -255,6 +255,8 @@ class PaymentMiddleware:
                 await self.startup()
             except (*_BACKEND_DOWN, LedgerError) as exc:
                 raise _unavailable(exc) from exc
+        if await self._limited(_flow.client_key(scope), scope, send):
+            return
         offers = _flow.offers_for(route, _flow.resource_url(scope))
         challenge = self._challenger(offers, scope, send)
         payment = _flow.read_payment(scope.get("headers") or [], config.max_header_bytes)
@@ -277,6 +279,8 @@ class PaymentMiddleware:
         candidate = _flow.offline_check(payment, requirements, now=now, networks=config.networks)
         if isinstance(candidate, Problem):
             await challenge(candidate)
+            return
+        if await self._limited("payer:" + candidate.payer.lower(), scope, send):
             return
         too_large = _flow.declared_length_problem(
             scope.get("headers") or [], config.max_request_body_bytes
@@ -341,6 +345,20 @@ class PaymentMiddleware:
                 )
         finally:
             watch.close()
+
+    async def _limited(self, key: str, scope: Scope, send: Send) -> bool:
+        """Answer 429 (with ``Retry-After``) when ``key`` is over its rate limit."""
+        limiter = self.config.rate_limiter
+        if limiter is None:
+            return False
+        wait = await limiter.hit(key)
+        if wait is None:
+            return False
+        seconds = max(1, math.ceil(wait))
+        problem = Problem(429, "rate_limited", f"too many requests; retry in {seconds} s")
+        headers = [(b"retry-after", str(seconds).encode())]
+        await _send(send, *self._error(problem, scope, headers))
+        return True
 
     def _challenger(
         self, offers: Offers, scope: Scope, send: Send
