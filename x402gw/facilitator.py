@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Final, Protocol, TypeVar
@@ -13,6 +14,7 @@ from eth_account.signers.local import LocalAccount
 from pydantic import ValidationError
 
 from x402gw import exact_evm
+from x402gw._jsonrpc import Redactor
 from x402gw.chain import ChainClient, Settler, transfer_calldata
 from x402gw.errors import (
     SettlementPending,
@@ -44,6 +46,7 @@ when the node answers it at once: the hash then comes with the result)."""
 AuthHeaders = Callable[[str], Awaitable[Mapping[str, str]]]
 """Given "verify" / "settle" / "supported", the extra headers (e.g. Authorization) for that call."""
 
+log = logging.getLogger("x402gw.facilitator")
 AUTHORIZATION_IN_USE: Final = "authorization_in_use"
 _VERIFIED_TTL: Final = 60.0  # seconds a successful verify lets settle skip repeating its reads
 _VERIFIED_MAX: Final = 10_000
@@ -55,10 +58,13 @@ class FacilitatorUnavailable(X402Error):
 
 
 class FacilitatorError(X402Error):
-    """A remote facilitator answered with something that is not a verify/settle/supported result."""
+    """A remote facilitator answered with something that is not a verify/settle/supported result.
 
-    def __init__(self, endpoint: str, status: int, excerpt: str) -> None:
-        super().__init__(f"facilitator /{endpoint} answered {status}: {excerpt}")
+    The message names the endpoint and status only; the body is logged (redacted), never carried.
+    """
+
+    def __init__(self, endpoint: str, status: int) -> None:
+        super().__init__(f"facilitator /{endpoint} answered HTTP {status} without a result")
         self.endpoint = endpoint
         self.status = status
 
@@ -141,10 +147,6 @@ class LocalFacilitator:
         ``signer_lock`` when other processes settle with the same key."""
         account = operator if isinstance(operator, LocalAccount) else Account.from_key(operator)
         client = ChainClient(rpc_url)
-        # Transactions are signed locally with an explicit chain id, so web3's validation layer
-        # (one extra eth_chainId per call/estimate) and ENS resolution only add round trips.
-        for layer in ("validation", "ens_name_to_address"):
-            client.w3.middleware_onion.remove(layer)
         settler = Settler(client, account, receipt_timeout=receipt_timeout, signer_lock=signer_lock)
         return cls(client, settler, network, networks=networks, **options)
 
@@ -381,6 +383,7 @@ class HttpFacilitator:
         client: httpx.AsyncClient | None = None,
     ) -> None:
         self.url = url.rstrip("/")
+        self._redact = Redactor(self.url)
         self._auth = auth_headers
         self._owns_client = client is None
         self._http = client or httpx.AsyncClient(timeout=timeout, follow_redirects=True)
@@ -402,14 +405,27 @@ class HttpFacilitator:
                 response = await self._http.post(
                     f"{self.url}/{endpoint}", json=body, headers=headers
                 )
-        except httpx.TransportError as exc:
-            raise FacilitatorUnavailable(f"facilitator /{endpoint} unreachable: {exc!r}") from exc
+        except httpx.RequestError as exc:  # transport failures, too many redirects
+            where = self._redact.endpoint
+            log.warning(
+                "facilitator %s /%s unreachable: %s", where, endpoint, self._redact(repr(exc))
+            )
+            raise FacilitatorUnavailable(
+                f"facilitator /{endpoint} unreachable: {type(exc).__name__} ({where})"
+            ) from None
         if response.status_code == 200 or 400 <= response.status_code < 500:
             try:
                 return model.model_validate_json(response.content)
             except ValidationError:
                 pass
-        raise FacilitatorError(endpoint, response.status_code, response.text[:200])
+        log.warning(
+            "facilitator %s /%s answered %d: %s",
+            self._redact.endpoint,
+            endpoint,
+            response.status_code,
+            self._redact(response.content[:4096].decode("utf-8", "replace"))[:200],
+        )
+        raise FacilitatorError(endpoint, response.status_code)
 
     @staticmethod
     def _body(payload: AnyPaymentPayload, requirements: AnyRequirements) -> dict[str, Any]:

@@ -20,6 +20,17 @@ from x402gw.wire import FacilitatorRequest, SettleResponse, VerifyResponse, Wire
 
 MAX_BODY_BYTES: Final = 64 * 1024
 log = logging.getLogger("x402gw.facilitator_app")
+# Outage bodies are fixed: the cause (redacted) is logged, never sent to the caller.
+_UNAVAILABLE: Final = {
+    "chain_unavailable": {
+        "error": "chain_unavailable",
+        "message": "the chain cannot be reached; try again later",
+    },
+    "upstream_unavailable": {
+        "error": "upstream_unavailable",
+        "message": "the upstream facilitator cannot be reached; try again later",
+    },
+}
 
 
 class FacilitatorApp:
@@ -77,9 +88,13 @@ class FacilitatorApp:
                 result = await self.facilitator.settle(
                     request.payment_payload, request.payment_requirements
                 )
-        except (ChainError, FacilitatorUnavailable, FacilitatorError) as exc:
-            log.warning("facilitator /%s: backend unavailable: %s", endpoint, exc)
-            await _json(send, 503, {"error": "chain_unavailable", "message": str(exc)})
+        except ChainError as exc:
+            log.warning("facilitator /%s: chain unavailable: %s", endpoint, exc)
+            await _json(send, 503, _UNAVAILABLE["chain_unavailable"])
+            return
+        except (FacilitatorUnavailable, FacilitatorError) as exc:
+            log.warning("facilitator /%s: upstream facilitator unavailable: %s", endpoint, exc)
+            await _json(send, 503, _UNAVAILABLE["upstream_unavailable"])
             return
         await _json(send, 200, result.to_json_dict())
 
