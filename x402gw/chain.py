@@ -396,9 +396,16 @@ class ChainClient:
         simulate: bool = True,
         sender: str | None = None,
         allowed_factories: Iterable[str] = (),
+        payer_code: bytes | None = None,
+        known_assets: set[str] | None = None,
     ) -> ChainFacts:
-        """Fetch, in the SDK's order, only the facts the rules will consult."""
-        code = await self.get_code(candidate.payer)
+        """Fetch, in the SDK's order, only the facts the rules will consult.
+
+        ``payer_code``: the payer's code when the caller knows it already (not asked again).
+        ``known_assets``: lower-case token addresses known to hold code (not asked again); a
+        token found to hold code is added.
+        """
+        code = await self.get_code(candidate.payer) if payer_code is None else payer_code
         eip1271: bool | None = None
         if code:
             eip1271 = await self.is_valid_signature(
@@ -412,7 +419,12 @@ class ChainClient:
                 simulation_error="not simulated: signature refused",
                 simulation_reverted=False,
             )
-        asset_deployed = bool(await self.get_code(candidate.token))
+        token = candidate.token.lower()
+        asset_deployed = (known_assets is not None and token in known_assets) or bool(
+            await self.get_code(candidate.token)
+        )
+        if asset_deployed and known_assets is not None:
+            known_assets.add(token)
         if not asset_deployed or not simulate:
             return ChainFacts(
                 payer_code=code,

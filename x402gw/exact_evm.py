@@ -454,14 +454,31 @@ def check_signature(
         if wrapped.factory.lower() not in allowed:
             return Invalid(FACTORY_NOT_ALLOWED, payer)
         return None
-    inner = candidate.inner_signature
-    if len(inner) != 65:
+    if len(candidate.inner_signature) != 65:
         return Invalid(UNDEPLOYED_SMART_WALLET, payer)
-    v = inner[64] - 27 if inner[64] >= 27 else inner[64]
+    return _check_ecdsa(candidate, candidate.inner_signature)
+
+
+def check_plain_signature(candidate: Candidate) -> Invalid | None:
+    """x402gw's offline rule (not the SDK's): a plain (not ERC-6492 wrapped) 65-byte signature
+    must recover to ``from``, whatever code ``from`` holds; None for other signatures.
+
+    The SDK would ask a contract ``from`` (EIP-1271) about such a signature; refusing it here
+    costs no RPC call. Contract wallets are served when they sign otherwise (longer signatures,
+    or ERC-6492 wrapped ones).
+    """
+    if candidate.erc6492 is not None or len(candidate.signature) != 65:
+        return None
+    return _check_ecdsa(candidate, candidate.signature)
+
+
+def _check_ecdsa(candidate: Candidate, signature: bytes) -> Invalid | None:
+    payer = candidate.payer
+    v = signature[64] - 27 if signature[64] >= 27 else signature[64]
     if v not in (0, 1):
-        return Invalid(FAILED_TO_VERIFY_SIGNATURE, payer, f"invalid v value {inner[64]}")
+        return Invalid(FAILED_TO_VERIFY_SIGNATURE, payer, f"invalid v value {signature[64]}")
     try:
-        recovered = recover_signer(candidate.domain, candidate.authorization, inner)
+        recovered = recover_signer(candidate.domain, candidate.authorization, signature)
     except InvalidPaymentPayload:
         return Invalid(INVALID_SIGNATURE, payer)
     if recovered.lower() != payer.lower():

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Final, Protocol, TypeVar
 
 import httpx
+from cachetools import TTLCache
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from pydantic import ValidationError
@@ -50,6 +51,7 @@ log = logging.getLogger("x402gw.facilitator")
 AUTHORIZATION_IN_USE: Final = "authorization_in_use"
 _VERIFIED_TTL: Final = 60.0  # seconds a successful verify lets settle skip repeating its reads
 _VERIFIED_MAX: Final = 10_000
+_PAYER_CODE_TTL: Final = 120.0  # seconds a contract payer's code is reused (EIP-7702 may change it)
 _M = TypeVar("_M", bound=WireModel)
 
 
@@ -125,6 +127,10 @@ class LocalFacilitator:
         self._after_broadcast = after_broadcast
         self._in_flight: set[tuple[str, bytes]] = set()
         self._deployed_assets: set[str] = set()  # positive asset-code checks, as the SDK caches
+        # Contract payers' code (never an EOA's empty code: that can change at any block).
+        self._payer_codes: TTLCache[str, bytes] = TTLCache(
+            maxsize=_VERIFIED_MAX, ttl=_PAYER_CODE_TTL, timer=clock
+        )
         self._verified: dict[tuple[bytes, str], tuple[Candidate, float]] = {}
         # check_offchain is a pure function of (payload, requirements, whole second): settle
         # reuses verify's answer within the same second instead of recovering the signer again.
@@ -187,6 +193,8 @@ class LocalFacilitator:
         found = self._offchain_memo.get(key)
         if found is None:
             found = exact_evm.check_offchain(payload, requirements, now=now, networks=self.networks)
+            if isinstance(found, Candidate):  # a plain signature must recover to `from`, offline
+                found = exact_evm.check_plain_signature(found) or found
             if len(self._offchain_memo) < _VERIFIED_MAX:
                 self._offchain_memo[key] = found
         return found
@@ -196,17 +204,21 @@ class LocalFacilitator:
 
         The payer's code, the asset's code and the simulation are independent reads; the rules
         still consult them in the SDK's order. Contract wallets and ERC-6492 signatures take the
-        sequential path (EIP-1271 must be asked first there).
+        sequential path (EIP-1271 must be asked first there). Asset code (positive answers) and
+        contract payers' code (for :data:`_PAYER_CODE_TTL`) are remembered.
         """
         client = self.client
-        if candidate.erc6492 is not None:
-            return await self._sequential_facts(candidate, simulate)
+        known_code = self._payer_codes.get(candidate.payer.lower())
+        if candidate.erc6492 is not None or known_code is not None:
+            return await self._sequential_facts(candidate, simulate, known_code)
         asset_known = candidate.token.lower() in self._deployed_assets
         payer_code, token_code, simulation = await client.eoa_facts(
             candidate, asset_code=not asset_known, simulate=simulate, sender=self.settler.address
         )
+        if token_code:
+            self._note_asset(candidate.token)
         if payer_code:
-            return await self._sequential_facts(candidate, simulate)
+            return await self._sequential_facts(candidate, simulate, payer_code)
         if exact_evm.check_signature(candidate, b"", None, self._factories) is not None:
             return ChainFacts(
                 payer_code=b"",
@@ -214,8 +226,6 @@ class LocalFacilitator:
                 simulation_reverted=False,
             )
         deployed = asset_known or bool(token_code)
-        if deployed:
-            self._deployed_assets.add(candidate.token.lower())
         if not deployed or not simulate:
             return ChainFacts(payer_code=b"", asset_deployed=deployed, simulated=False)
         assert simulation is not None  # simulate was asked
@@ -230,13 +240,28 @@ class LocalFacilitator:
             diagnosis=diagnosis,
         )
 
-    async def _sequential_facts(self, candidate: Candidate, simulate: bool) -> ChainFacts:
-        return await self.client.gather_facts(
+    async def _sequential_facts(
+        self, candidate: Candidate, simulate: bool, payer_code: bytes | None = None
+    ) -> ChainFacts:
+        token = candidate.token.lower()
+        known = {token} if token in self._deployed_assets else set()
+        facts = await self.client.gather_facts(
             candidate,
             simulate=simulate,
             sender=self.settler.address,
             allowed_factories=self._factories,
+            payer_code=payer_code,
+            known_assets=known,
         )
+        if known:
+            self._note_asset(token)
+        if facts.payer_code:
+            self._payer_codes[candidate.payer.lower()] = facts.payer_code
+        return facts
+
+    def _note_asset(self, token: str) -> None:
+        if len(self._deployed_assets) < _VERIFIED_MAX:  # bounded: any contract may be named
+            self._deployed_assets.add(token.lower())
 
     def _remember(self, candidate: Candidate, requirements: AnyRequirements) -> None:
         now = self._clock()
