@@ -36,6 +36,7 @@ from x402gw._jsonrpc import JsonRpcTransport, Redactor
 from x402gw.errors import (
     ChainError,
     ChainUnavailable,
+    GasCapExceeded,
     RpcError,
     SettlementPending,
     SettlementReverted,
@@ -576,8 +577,12 @@ class Settler:
         """The operator address that pays gas."""
         return str(self.operator.address)
 
-    async def settle(self, candidate: Candidate) -> Settlement:
-        """Deploy a counterfactual wallet if needed, transfer, and check the receipt's Transfer log."""
+    async def settle(self, candidate: Candidate, *, max_gas: int | None = None) -> Settlement:
+        """Deploy a counterfactual wallet if needed, transfer, and check the receipt's Transfer log.
+
+        ``max_gas`` caps the transfer (see :meth:`send`); the deployment goes through an
+        allow-listed factory and is not capped.
+        """
         wrapped = candidate.erc6492
         if (
             wrapped is not None
@@ -588,7 +593,7 @@ class Settler:
             deployed = await self.client.wait_for_receipt(deploy_hash, self.receipt_timeout)
             if deployed.status != 1:
                 raise SettlementReverted("smart_wallet_deployment_failed", tx_hash=deploy_hash)
-        tx_hash = await self.send(candidate.token, transfer_calldata(candidate))
+        tx_hash = await self.send(candidate.token, transfer_calldata(candidate), max_gas=max_gas)
         receipt = await self.client.wait_for_receipt(tx_hash, self.receipt_timeout)
         if receipt.status != 1:
             raise SettlementReverted(exact_evm.TRANSACTION_FAILED, tx_hash=tx_hash)
@@ -598,11 +603,20 @@ class Settler:
             raise TransferEventMissing(tx_hash)
         return Settlement(tx_hash=tx_hash, receipt=receipt)
 
-    async def send(self, to: str, data: bytes) -> str:
-        """Estimate (reverts raise here, costing no gas), price with EIP-1559 fees, sign and broadcast."""
+    async def send(self, to: str, data: bytes, *, max_gas: int | None = None) -> str:
+        """Estimate (reverts raise here, costing no gas), price with EIP-1559 fees, sign and broadcast.
+
+        The gas limit is the estimate x 1.2; with ``max_gas``, an estimate above it raises
+        :class:`GasCapExceeded` before anything is signed, and the limit never exceeds it.
+        """
         client = self.client
         call = {"from": self.address.lower(), "to": _hex_address(to), "data": "0x" + data.hex()}
         gas = int(await client.request("eth_estimateGas", [call], reverts=True), 16)
+        limit = gas * 6 // 5
+        if max_gas is not None:
+            if gas > max_gas:
+                raise GasCapExceeded(gas, max_gas)
+            limit = min(limit, max_gas)
         max_fee, tip = await self._fees()
         if self._chain_id is None:
             self._chain_id = await client.chain_id()
@@ -615,7 +629,7 @@ class Settler:
                     nonce=nonce,
                     max_priority_fee=tip,
                     max_fee=max_fee,
-                    gas=gas * 6 // 5,
+                    gas=limit,
                     to=call["to"],
                     data=data,
                 )

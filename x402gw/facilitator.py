@@ -18,6 +18,7 @@ from x402gw import exact_evm
 from x402gw._jsonrpc import Redactor
 from x402gw.chain import ChainClient, Settler, transfer_calldata
 from x402gw.errors import (
+    GasCapExceeded,
     SettlementPending,
     SettlementReverted,
     TransferEventMissing,
@@ -49,6 +50,11 @@ AuthHeaders = Callable[[str], Awaitable[Mapping[str, str]]]
 
 log = logging.getLogger("x402gw.facilitator")
 AUTHORIZATION_IN_USE: Final = "authorization_in_use"
+GAS_CAP_EXCEEDED: Final = "settlement_gas_cap_exceeded"
+DEFAULT_SETTLE_GAS_CAP: Final = 150_000
+"""Gas a settlement may use: ``transferWithAuthorization`` costs 75-90k on the test token (most
+when the recipient's balance is new), about as much on USDC, a little more from a contract wallet;
+far more means a token burning the operator's gas."""
 _VERIFIED_TTL: Final = 60.0  # seconds a successful verify lets settle skip repeating its reads
 _VERIFIED_MAX: Final = 10_000
 _PAYER_CODE_TTL: Final = 120.0  # seconds a contract payer's code is reused (EIP-7702 may change it)
@@ -103,7 +109,8 @@ class LocalFacilitator:
     """The exact-EVM rules of :mod:`x402gw.exact_evm` over :mod:`x402gw.chain` facts, settling itself.
 
     One chain per instance. ``after_broadcast`` is an extra hook run after ``on_broadcast`` (tests
-    use it to kill a process between broadcast and receipt).
+    use it to kill a process between broadcast and receipt). ``max_settle_gas`` caps the gas a
+    settlement may use (None: no cap); an estimate above it is refused before broadcasting.
     """
 
     def __init__(
@@ -116,7 +123,17 @@ class LocalFacilitator:
         allowed_factories: Iterable[str] = (),
         clock: Callable[[], float] = time.time,
         after_broadcast: BroadcastHook | None = None,
+        max_settle_gas: int | None = DEFAULT_SETTLE_GAS_CAP,
     ) -> None:
+        if max_settle_gas is not None and (
+            isinstance(max_settle_gas, bool)
+            or not isinstance(max_settle_gas, int)
+            or max_settle_gas <= 0
+        ):
+            raise ValueError(
+                f"max_settle_gas must be a positive int or None, got {max_settle_gas!r}"
+            )
+        self.max_settle_gas = max_settle_gas
         self.client = client
         self.settler = settler
         self.networks = networks
@@ -319,9 +336,12 @@ class LocalFacilitator:
         wrapped = candidate.erc6492
         try:
             if wrapped is not None and wrapped.has_deployment_info:
-                settled = await self.settler.settle(candidate)  # deploys the wallet first
+                # deploys the wallet first
+                settled = await self.settler.settle(candidate, max_gas=self.max_settle_gas)
                 return _settle_success(network, payer, settled.tx_hash, candidate)
-            tx_hash = await self.settler.send(candidate.token, transfer_calldata(candidate))
+            tx_hash = await self.settler.send(
+                candidate.token, transfer_calldata(candidate), max_gas=self.max_settle_gas
+            )
             # An instantly mining node has the receipt already: then the hash goes to the caller
             # with the result, and the hook (one more durable write) is only for a real wait.
             receipt = await self.client.get_receipt(tx_hash)
@@ -331,6 +351,9 @@ class LocalFacilitator:
                 await self._after_broadcast(tx_hash)
             if receipt is None:
                 receipt = await self.client.wait_for_receipt(tx_hash, self.settler.receipt_timeout)
+        except GasCapExceeded as exc:
+            log.warning("refused to settle for %s on %s: %s", payer, candidate.token, exc)
+            return _settle_failure(network, GAS_CAP_EXCEEDED, payer, str(exc))
         except SettlementReverted as exc:
             reason = exact_evm.map_revert(exc.reason) or exact_evm.TRANSACTION_FAILED
             return _settle_failure(network, reason, payer, exc.reason, exc.tx_hash or "")
@@ -511,6 +534,8 @@ async def reconcile_ledger(ledger: Ledger, client: ChainClient) -> ReconcileSumm
 
 __all__ = [
     "AUTHORIZATION_IN_USE",
+    "DEFAULT_SETTLE_GAS_CAP",
+    "GAS_CAP_EXCEEDED",
     "AuthHeaders",
     "BroadcastHook",
     "Facilitator",
