@@ -75,3 +75,7 @@ class GasCapExceeded(ChainError):
         super().__init__(f"gas estimate {estimate} exceeds the cap of {cap}; nothing was sent")
         self.estimate = estimate
         self.cap = cap
+
+
+class FacilitatorConfigError(X402Error, ValueError):
+    """A facilitator or facilitator app built with unusable settings (allow-list, gas cap, auth)."""

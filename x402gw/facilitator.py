@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Final, Protocol, TypeVar
@@ -18,6 +19,7 @@ from x402gw import exact_evm
 from x402gw._jsonrpc import Redactor
 from x402gw.chain import ChainClient, Settler, transfer_calldata
 from x402gw.errors import (
+    FacilitatorConfigError,
     GasCapExceeded,
     SettlementPending,
     SettlementReverted,
@@ -51,6 +53,9 @@ AuthHeaders = Callable[[str], Awaitable[Mapping[str, str]]]
 log = logging.getLogger("x402gw.facilitator")
 AUTHORIZATION_IN_USE: Final = "authorization_in_use"
 GAS_CAP_EXCEEDED: Final = "settlement_gas_cap_exceeded"
+PAYMENT_NOT_ALLOWED: Final = "payment_not_allowed"
+_NOT_ALLOWED_MESSAGE: Final = "this facilitator does not settle payments to this asset and payTo"
+_ADDRESS: Final = re.compile(r"0x[0-9a-fA-F]{40}")
 DEFAULT_SETTLE_GAS_CAP: Final = 150_000
 """Gas a settlement may use: ``transferWithAuthorization`` costs 75-90k on the test token (most
 when the recipient's balance is new), about as much on USDC, a little more from a contract wallet;
@@ -111,6 +116,11 @@ class LocalFacilitator:
     One chain per instance. ``after_broadcast`` is an extra hook run after ``on_broadcast`` (tests
     use it to kill a process between broadcast and receipt). ``max_settle_gas`` caps the gas a
     settlement may use (None: no cap); an estimate above it is refused before broadcasting.
+
+    ``allowed_payments``: the (asset, payTo) pairs this facilitator settles; anything else is
+    refused (``payment_not_allowed``) before any RPC call. None serves any pair: only for use
+    in process behind a middleware that already matches payments to its own offers. A
+    facilitator serving others (:class:`~x402gw.facilitator_app.FacilitatorApp`) needs a list.
     """
 
     def __init__(
@@ -124,16 +134,18 @@ class LocalFacilitator:
         clock: Callable[[], float] = time.time,
         after_broadcast: BroadcastHook | None = None,
         max_settle_gas: int | None = DEFAULT_SETTLE_GAS_CAP,
+        allowed_payments: Iterable[tuple[str, str]] | None = None,
     ) -> None:
         if max_settle_gas is not None and (
             isinstance(max_settle_gas, bool)
             or not isinstance(max_settle_gas, int)
             or max_settle_gas <= 0
         ):
-            raise ValueError(
+            raise FacilitatorConfigError(
                 f"max_settle_gas must be a positive int or None, got {max_settle_gas!r}"
             )
         self.max_settle_gas = max_settle_gas
+        self.allowed_payments = _allow_list(allowed_payments)
         self.client = client
         self.settler = settler
         self.networks = networks
@@ -202,6 +214,11 @@ class LocalFacilitator:
     ) -> Candidate | Invalid:
         if not self._served(requirements):
             return Invalid(exact_evm.FAILED_TO_GET_NETWORK_CONFIG)
+        allowed = self.allowed_payments
+        if allowed is not None and (
+            (requirements.asset.lower(), requirements.pay_to.lower()) not in allowed
+        ):
+            return Invalid(PAYMENT_NOT_ALLOWED, None, _NOT_ALLOWED_MESSAGE)
         now = int(self._clock())
         if now != self._offchain_second:
             self._offchain_memo.clear()
@@ -383,6 +400,27 @@ class LocalFacilitator:
         return SupportedResponse(kinds=kinds, signers={"eip155:*": [self.settler.address]})
 
 
+def _allow_list(pairs: Iterable[tuple[str, str]] | None) -> frozenset[tuple[str, str]] | None:
+    """The (asset, payTo) pairs, lower-cased; raises :class:`FacilitatorConfigError` on anything
+    that is not a non-empty collection of address pairs."""
+    if pairs is None:
+        return None
+    found: set[tuple[str, str]] = set()
+    for pair in pairs:
+        if (
+            not isinstance(pair, tuple | list)
+            or len(pair) != 2
+            or not all(isinstance(a, str) and _ADDRESS.fullmatch(a) for a in pair)
+        ):
+            raise FacilitatorConfigError(
+                f"allowed_payments holds {pair!r}, not an (asset, payTo) pair of 0x addresses"
+            )
+        found.add((pair[0].lower(), pair[1].lower()))
+    if not found:
+        raise FacilitatorConfigError("allowed_payments is empty: nothing could be settled")
+    return frozenset(found)
+
+
 def _invalid(invalid: Invalid) -> VerifyResponse:
     return VerifyResponse(
         is_valid=False,
@@ -536,6 +574,7 @@ __all__ = [
     "AUTHORIZATION_IN_USE",
     "DEFAULT_SETTLE_GAS_CAP",
     "GAS_CAP_EXCEEDED",
+    "PAYMENT_NOT_ALLOWED",
     "AuthHeaders",
     "BroadcastHook",
     "Facilitator",

@@ -8,18 +8,19 @@ burning about a million gas: it passes verification and, uncapped, costs the ope
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from eth_account import Account
 from eth_utils.address import to_checksum_address
 from paylab import PRICE, local_facilitator
+from rpclab import RpcRelay
 from selfsign import signed_payment
 
 from x402gw import exact_evm as ev
 from x402gw.chain import ChainClient, Settler, transfer_calldata
-from x402gw.errors import GasCapExceeded
-from x402gw.facilitator import DEFAULT_SETTLE_GAS_CAP, GAS_CAP_EXCEEDED
+from x402gw.errors import FacilitatorConfigError, GasCapExceeded
+from x402gw.facilitator import DEFAULT_SETTLE_GAS_CAP, GAS_CAP_EXCEEDED, PAYMENT_NOT_ALLOWED
 
 if TYPE_CHECKING:
     from conftest import EvmLab, OfferFactory, PayFunction
@@ -128,3 +129,58 @@ async def test_the_cap_is_configurable_and_bounds_the_gas_limit(
     tx = evm.anvil.rpc("eth_getTransactionByHash", tx_hash)
     assert int(tx["gas"], 16) == estimate  # the limit is the cap, not estimate x 1.2
     assert evm.balance(evm.merchant) == PRICE
+
+
+# --- the allow-list of (asset, payTo) pairs -----------------------------------------------------
+
+
+async def test_only_allow_listed_asset_and_pay_to_pairs_are_served(
+    evm: EvmLab, offer: OfferFactory, pay: PayFunction
+) -> None:
+    fake = deploy_gas_burner(evm)
+    stranger = Account.create().address
+    refused = {
+        "fake_asset": offer(asset=fake),
+        "other_pay_to": offer(pay_to=stranger),
+    }
+    allowed = [(evm.token.lower(), evm.merchant.upper().replace("0X", "0x"))]  # case-insensitive
+    balance = eth_balance(evm, evm.operator.address)
+    async with RpcRelay(evm.anvil.url) as relay:
+        facilitator = local_facilitator(
+            relay.url(), evm.operator, evm.network, allowed_payments=allowed
+        )
+        try:
+            for requirements in refused.values():
+                payload = signed_payment(evm.payer, requirements)
+                verified = await facilitator.verify(payload, requirements)
+                settled = await facilitator.settle(payload, requirements)
+                assert verified.invalid_reason == PAYMENT_NOT_ALLOWED
+                assert settled.error_reason == PAYMENT_NOT_ALLOWED
+                assert "asset and payTo" in (verified.invalid_message or "")
+            assert relay.requests == 0  # refused before any RPC call
+            requirements = offer()
+            settled = await facilitator.settle(await pay(evm.payer, requirements), requirements)
+        finally:
+            await facilitator.aclose()
+    assert settled.success, settled
+    assert evm.balance(evm.merchant) == PRICE
+    assert evm.balance(stranger) == 0
+    assert eth_balance(evm, evm.operator.address) < balance  # only the allowed one cost gas
+
+
+def test_no_allow_list_serves_anything_and_bad_lists_are_refused(evm: EvmLab) -> None:
+    open_ = local_facilitator(evm.anvil.url, evm.operator, evm.network)
+    assert open_.allowed_payments is None
+    bad: list[Any] = [
+        [],
+        [("0x1234", evm.merchant)],
+        [(evm.token, "merchant")],
+        [(evm.token,)],
+        ["0x" + "11" * 20],
+    ]
+    for pairs in bad:
+        with pytest.raises(FacilitatorConfigError):
+            local_facilitator(evm.anvil.url, evm.operator, evm.network, allowed_payments=pairs)
+    for cap in (0, -1, 1.5, True):
+        with pytest.raises(FacilitatorConfigError):
+            local_facilitator(evm.anvil.url, evm.operator, evm.network, max_settle_gas=cap)
