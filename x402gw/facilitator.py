@@ -56,6 +56,8 @@ GAS_CAP_EXCEEDED: Final = "settlement_gas_cap_exceeded"
 PAYMENT_NOT_ALLOWED: Final = "payment_not_allowed"
 _NOT_ALLOWED_MESSAGE: Final = "this facilitator does not settle payments to this asset and payTo"
 _ADDRESS: Final = re.compile(r"0x[0-9a-fA-F]{40}")
+_B64TOKEN: Final = re.compile(r"[A-Za-z0-9\-._~+/]+=*")  # RFC 6750 b64token
+MIN_TOKEN_CHARS: Final = 16
 DEFAULT_SETTLE_GAS_CAP: Final = 150_000
 """Gas a settlement may use: ``transferWithAuthorization`` costs 75-90k on the test token (most
 when the recipient's balance is new), about as much on USDC, a little more from a contract wallet;
@@ -400,6 +402,27 @@ class LocalFacilitator:
         return SupportedResponse(kinds=kinds, signers={"eip155:*": [self.settler.address]})
 
 
+def check_bearer_token(token: str) -> str:
+    """``token`` if it can be a bearer token: :data:`MIN_TOKEN_CHARS`+ characters of RFC 6750's
+    b64token alphabet; else :class:`FacilitatorConfigError` (without echoing the token)."""
+    if not isinstance(token, str) or not _B64TOKEN.fullmatch(token):
+        raise FacilitatorConfigError(
+            "a bearer token uses only A-Z a-z 0-9 - . _ ~ + / and a = tail"
+        )
+    if len(token) < MIN_TOKEN_CHARS:
+        raise FacilitatorConfigError(f"a bearer token needs {MIN_TOKEN_CHARS}+ characters")
+    return token
+
+
+def _bearer_headers(token: str) -> AuthHeaders:
+    headers = {"Authorization": f"Bearer {token}"}
+
+    async def auth(_endpoint: str) -> Mapping[str, str]:
+        return headers
+
+    return auth
+
+
 def _allow_list(pairs: Iterable[tuple[str, str]] | None) -> frozenset[tuple[str, str]] | None:
     """The (asset, payTo) pairs, lower-cased; raises :class:`FacilitatorConfigError` on anything
     that is not a non-empty collection of address pairs."""
@@ -458,6 +481,7 @@ class HttpFacilitator:
 
     Results arrive with HTTP 200 or, from some hosted facilitators, 4xx: both are parsed. Anything
     else raises :class:`FacilitatorError`; transport failures raise :class:`FacilitatorUnavailable`.
+    Authentication: ``bearer_token`` (sent as ``Authorization: Bearer``) or ``auth_headers``.
     """
 
     def __init__(
@@ -466,8 +490,13 @@ class HttpFacilitator:
         *,
         timeout: float = 90.0,
         auth_headers: AuthHeaders | None = None,
+        bearer_token: str | None = None,
         client: httpx.AsyncClient | None = None,
     ) -> None:
+        if bearer_token is not None:
+            if auth_headers is not None:
+                raise FacilitatorConfigError("give auth_headers or bearer_token, not both")
+            auth_headers = _bearer_headers(check_bearer_token(bearer_token))
         self.url = url.rstrip("/")
         self._redact = Redactor(self.url)
         self._auth = auth_headers
@@ -582,5 +611,6 @@ __all__ = [
     "FacilitatorUnavailable",
     "HttpFacilitator",
     "LocalFacilitator",
+    "check_bearer_token",
     "reconcile_ledger",
 ]

@@ -98,15 +98,27 @@ async def _request_body(pay: PayFunction, evm: EvmLab, offer: OfferFactory) -> d
     ).to_json_dict()
 
 
+TOKEN = "secrets-test-token-0123456789"
+
+
 async def _through_app(facilitator: Any, body: dict[str, Any]) -> list[httpx.Response]:
-    app = FacilitatorApp(facilitator)
+    app = FacilitatorApp(facilitator, tokens=[TOKEN])
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://fac") as http:
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://fac", headers=headers
+    ) as http:
         return [
             await http.post("/verify", json=body),
             await http.post("/settle", json=body),
             await http.get("/supported"),
         ]
+
+
+def _facilitator(url: str, evm: EvmLab) -> LocalFacilitator:
+    return LocalFacilitator.from_rpc(
+        url, evm.operator, evm.network, allowed_payments=[(evm.token, evm.merchant)]
+    )
 
 
 @pytest.mark.parametrize("upstream", UPSTREAMS)
@@ -135,7 +147,7 @@ async def test_rpc_url_secrets_stay_out_of_errors_bodies_and_logs(
                     assert_exception_clean(exc)
         finally:
             await client.aclose()
-        facilitator = LocalFacilitator.from_rpc(url, evm.operator, evm.network)
+        facilitator = _facilitator(url, evm)
         try:
             for response in await _through_app(facilitator, body):
                 assert_clean(response.text)
@@ -158,7 +170,7 @@ async def test_rpc_down_names_only_host_and_port(
         await client.aclose()
     assert_exception_clean(caught.value)
     assert f"http://127.0.0.1:{port}" in str(caught.value)
-    facilitator = LocalFacilitator.from_rpc(url, evm.operator, evm.network)
+    facilitator = _facilitator(url, evm)
     try:
         responses = await _through_app(facilitator, await _request_body(pay, evm, offer))
     finally:
@@ -194,7 +206,7 @@ async def test_a_node_error_in_the_simulation_is_redacted_in_the_verdict(
 
     body = await _request_body(pay, evm, offer)
     async with RpcRelay(evm.anvil.url, failing_simulation) as relay:
-        facilitator = LocalFacilitator.from_rpc(relay.url(SECRET_PATH), evm.operator, evm.network)
+        facilitator = _facilitator(relay.url(SECRET_PATH), evm)
         try:
             verify, _settle, _supported = await _through_app(facilitator, body)
         finally:
