@@ -72,6 +72,9 @@ _FEE_TOO_LOW: Final = "less than block base fee"  # geth, anvil, erigon, reth wo
 _FEE_TTL: Final = 1.0  # seconds fee data is reused; 2 x base fee absorbs ~5 blocks of increases
 _HEX_ADDRESS: Final = re.compile(r"0x[0-9a-fA-F]{40}")
 _AUTHORIZATION_USED_TOPIC: Final = keccak(b"AuthorizationUsed(address,bytes32)")
+_AUTHORIZATION_CANCELED_TOPIC: Final = keccak(b"AuthorizationCanceled(address,bytes32)")
+AUTHORIZATION_USED: Final = "used"
+AUTHORIZATION_CANCELED: Final = "canceled"
 
 
 def _selector(signature: str) -> bytes:
@@ -299,13 +302,33 @@ class ChainClient:
     ) -> str | None:
         """The hash of the transaction that used ``(authorizer, nonce)``, from the token's
         ``AuthorizationUsed`` log in the last ``lookback_blocks`` blocks; None if not found."""
+        found = await self.authorization_event(
+            token, authorizer, nonce, lookback_blocks=lookback_blocks, cancels=False
+        )
+        return None if found is None else found[1]
+
+    async def authorization_event(
+        self,
+        token: str,
+        authorizer: str,
+        nonce: bytes,
+        *,
+        lookback_blocks: int = 50_000,
+        cancels: bool = True,
+    ) -> tuple[str, str] | None:
+        """(:data:`AUTHORIZATION_USED` or :data:`AUTHORIZATION_CANCELED`, transaction hash) from
+        the token's ``AuthorizationUsed`` (or, with ``cancels``, ``AuthorizationCanceled``) log
+        for ``(authorizer, nonce)`` in the last ``lookback_blocks`` blocks; None if not found."""
+        kinds = {_AUTHORIZATION_USED_TOPIC: AUTHORIZATION_USED}
+        if cancels:
+            kinds[_AUTHORIZATION_CANCELED_TOPIC] = AUTHORIZATION_CANCELED
         latest = int(await self.request("eth_blockNumber", []), 16)
         query = {
             "address": _hex_address(token),
             "fromBlock": hex(max(0, latest - lookback_blocks)),
             "toBlock": hex(latest),
             "topics": [
-                "0x" + _AUTHORIZATION_USED_TOPIC.hex(),
+                ["0x" + topic.hex() for topic in kinds],
                 "0x" + address_word(authorizer).hex(),
                 "0x" + nonce.hex(),
             ],
@@ -313,10 +336,14 @@ class ChainClient:
         logs = await self.request("eth_getLogs", [query])
         if not isinstance(logs, list):
             raise ChainUnavailable(f"RPC answered {type(logs).__name__} to eth_getLogs")
-        for log in logs:
-            tx_hash = log.get("transactionHash") if isinstance(log, Mapping) else None
-            if isinstance(tx_hash, str) and not log.get("removed"):
-                return "0x" + _hex_bytes(tx_hash).hex()
+        for entry in logs:
+            if not isinstance(entry, Mapping) or entry.get("removed"):
+                continue
+            tx_hash, topics = entry.get("transactionHash"), entry.get("topics")
+            if isinstance(tx_hash, str) and isinstance(topics, list) and topics:
+                kind = kinds.get(_hex_bytes(topics[0]))
+                if kind is not None:
+                    return kind, "0x" + _hex_bytes(tx_hash).hex()
         return None
 
     async def token_domain(self, token: str) -> tuple[str, str]:

@@ -79,3 +79,8 @@ class GasCapExceeded(ChainError):
 
 class FacilitatorConfigError(X402Error, ValueError):
     """A facilitator or facilitator app built with unusable settings (allow-list, gas cap, auth)."""
+
+
+class AuthorizationLogMissing(ChainError):
+    """A used EIP-3009 nonce whose ``AuthorizationUsed``/``AuthorizationCanceled`` log (or the
+    receipt it names) could not be found: reconciliation cannot say what paid, and waits."""

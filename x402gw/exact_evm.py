@@ -68,6 +68,7 @@ _HEX = re.compile(r"0x(?:[0-9a-fA-F]{2})*")
 _UINT = re.compile(r"[0-9]{1,78}")
 _MAX_UINT256: Final = 2**256 - 1
 _SECP256K1_N: Final = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+_TRANSFER_TOPIC: Final = keccak(text="Transfer(address,address,uint256)")
 _TRANSFER_TYPEHASH: Final = keccak(
     text="TransferWithAuthorization(address from,address to,uint256 value,"
     "uint256 validAfter,uint256 validBefore,bytes32 nonce)"
@@ -535,7 +536,17 @@ def transfer_log_matches(
     logs: Iterable[Mapping[str, Any]], token: str, authorization: Authorization
 ) -> bool:
     """True when receipt logs hold ``Transfer(from, to, value)`` emitted by ``token``."""
-    topic0 = keccak(text="Transfer(address,address,uint256)")
+    return transfer_log_pays(
+        logs, token, authorization.from_address, authorization.to, authorization.value
+    )
+
+
+def transfer_log_pays(
+    logs: Iterable[Mapping[str, Any]], token: str, payer: str, pay_to: str, value: int
+) -> bool:
+    """True when receipt logs hold ``Transfer(payer, pay_to, value)`` emitted by ``token``."""
+    topic0 = _TRANSFER_TOPIC
+    sender, recipient = _address_bytes(payer), _address_bytes(pay_to)
     for log in logs:
         topics = [_to_bytes(t) for t in log.get("topics", [])]
         if (
@@ -548,12 +559,16 @@ def transfer_log_matches(
         if len(data) < 32:
             continue
         if (
-            topics[1][-20:] == bytes.fromhex(authorization.from_address[2:])
-            and topics[2][-20:] == bytes.fromhex(authorization.to[2:])
-            and int.from_bytes(data[-32:], "big") == authorization.value
+            topics[1][-20:] == sender
+            and topics[2][-20:] == recipient
+            and int.from_bytes(data[-32:], "big") == value
         ):
             return True
     return False
+
+
+def _address_bytes(address: str) -> bytes:
+    return bytes.fromhex(_address(address, "address")[2:])
 
 
 # --------------------------------------------------------------------------------------------

@@ -17,8 +17,15 @@ from pydantic import ValidationError
 
 from x402gw import exact_evm
 from x402gw._jsonrpc import Redactor
-from x402gw.chain import ChainClient, Settler, transfer_calldata
+from x402gw.chain import (
+    AUTHORIZATION_CANCELED,
+    AUTHORIZATION_USED,
+    ChainClient,
+    Settler,
+    transfer_calldata,
+)
 from x402gw.errors import (
+    AuthorizationLogMissing,
     FacilitatorConfigError,
     GasCapExceeded,
     SettlementPending,
@@ -28,7 +35,7 @@ from x402gw.errors import (
     X402Error,
 )
 from x402gw.exact_evm import Candidate, ChainFacts, Invalid
-from x402gw.ledger import Ledger, PaymentRecord, ReconcileSummary, TxOutcome
+from x402gw.ledger import Ledger, NonceUse, PaymentRecord, ReconcileSummary, TxOutcome
 from x402gw.networks import NETWORKS, NetworkRegistry
 from x402gw.signer_lock import SignerLock
 from x402gw.wire import (
@@ -575,26 +582,66 @@ class HttpFacilitator:
         return await self._call("supported", SupportedResponse)
 
 
-async def reconcile_ledger(ledger: Ledger, client: ChainClient) -> ReconcileSummary:
-    """Settle or fail every ``settling`` record from its stored hash and the EIP-3009 nonce state;
-    a record settled without a stored hash gets it from the token's ``AuthorizationUsed`` log."""
+async def reconcile_ledger(
+    ledger: Ledger, client: ChainClient, *, lookback_blocks: int = 50_000
+) -> ReconcileSummary:
+    """Settle or fail every ``settling`` record from chain facts; never broadcasts.
+
+    A record settles only on a successful transaction whose receipt carries its own Transfer
+    (the record's asset, payer -> payTo, amount): its stored hash, or else the transaction of
+    the token's ``AuthorizationUsed`` log for (payer, nonce), whose hash it then records. A
+    nonce used otherwise (another authorization with the same nonce, a cancellation, our own
+    transaction reverted) fails it. A used nonce with neither an ``AuthorizationUsed`` nor an
+    ``AuthorizationCanceled`` log in the last ``lookback_blocks`` blocks stays pending, in the
+    summary's errors: widen the window.
+    """
+    paid_by: dict[str, str] = {}
+
+    async def pays(tx_hash: str, record: PaymentRecord) -> bool | None:
+        receipt = await client.get_receipt(tx_hash)
+        if receipt is None:
+            return None
+        return receipt.status == 1 and exact_evm.transfer_log_pays(
+            receipt.logs, record.asset, record.payer, record.pay_to, record.amount
+        )
 
     async def check_tx(record: PaymentRecord) -> TxOutcome:
         assert record.tx_hash is not None  # the ledger asks only for records with a hash
-        receipt = await client.get_receipt(record.tx_hash)
-        if receipt is None:
+        paid = await pays(record.tx_hash, record)
+        if paid is None:
             return TxOutcome.UNKNOWN
-        return TxOutcome.MINED_OK if receipt.status == 1 else TxOutcome.REVERTED
+        return TxOutcome.MINED_OK if paid else TxOutcome.REVERTED  # or mined, paying otherwise
 
-    async def authorization_used(record: PaymentRecord) -> bool:
-        return await client.authorization_state(
-            record.asset, record.payer, bytes.fromhex(record.nonce[2:])
+    async def authorization_used(record: PaymentRecord) -> NonceUse:
+        nonce = bytes.fromhex(record.nonce[2:])
+        if not await client.authorization_state(record.asset, record.payer, nonce):
+            return NonceUse.UNUSED
+        found = await client.authorization_event(
+            record.asset, record.payer, nonce, lookback_blocks=lookback_blocks
         )
+        if found is None:
+            raise AuthorizationLogMissing(
+                f"nonce used on chain but no AuthorizationUsed or AuthorizationCanceled log in "
+                f"the last {lookback_blocks} blocks"
+            )
+        kind, tx_hash = found
+        if kind == AUTHORIZATION_USED:
+            paid = await pays(tx_hash, record)
+            if paid is None:
+                raise AuthorizationLogMissing(f"no receipt for {tx_hash}, named by a log")
+            if paid:
+                paid_by[record.id] = tx_hash
+                return NonceUse.PAID
+        log.warning(
+            "reconcile: record %s: authorization %s by %s without paying it",
+            record.id,
+            "cancelled" if kind == AUTHORIZATION_CANCELED else f"used in {tx_hash}",
+            record.payer,
+        )
+        return NonceUse.OTHER
 
     async def find_tx(record: PaymentRecord) -> str | None:
-        return await client.authorization_tx(
-            record.asset, record.payer, bytes.fromhex(record.nonce[2:])
-        )
+        return paid_by.get(record.id)  # asked only after authorization_used answered PAID
 
     return await ledger.reconcile(check_tx, authorization_used, find_tx)
 
