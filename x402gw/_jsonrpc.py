@@ -15,14 +15,18 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import logging
 from collections.abc import Sequence
 from typing import Any, Final
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from aiohttp import ClientError, ClientSession, ClientTimeout, TCPConnector
 
 from x402gw.errors import ChainUnavailable
 
+log = logging.getLogger("x402gw.chain")
 _HEADERS: Final = {"Content-Type": "application/json"}
+_SECRET_MIN: Final = 8  # path segments and query values this long may be keys: hidden on their own
 # Methods a transport failure may re-send (web3's default retry allowlist, as used today).
 # eth_sendRawTransaction is safe to re-send: the node answers with the same hash or "already
 # known" for an identical raw transaction, which Settler.send reads as sent.
@@ -50,6 +54,53 @@ def retryable(method: str) -> bool:
     return method in _RETRY_METHODS or method.split("_", 1)[0] in _RETRY_PREFIXES
 
 
+def redact_url(url: str) -> str:
+    """``scheme://host[:port]`` of ``url``: all of it that may appear in a message or a log.
+
+    Providers put API keys in the path (``/v3/<key>``), the query or the userinfo.
+    """
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or "?"
+        port = parts.port
+    except ValueError:  # an unparseable URL or port: name nothing of it
+        return "<unparseable url>"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme or '?'}://{host}" + (f":{port}" if port is not None else "")
+
+
+class Redactor:
+    """Replaces the secret-bearing parts of one URL (the URL itself, its path, query, fragment,
+    userinfo, and any path segment or query value of 8+ characters) in text with ``***``."""
+
+    def __init__(self, url: str) -> None:
+        self.endpoint = redact_url(url)
+        found: set[str] = {url}
+        try:
+            parts = urlsplit(url)
+            userinfo = parts.netloc.rpartition("@")[0]
+            found.update((userinfo, parts.query, parts.fragment))
+            found.update((parts.username or "", parts.password or ""))
+            if parts.path not in ("", "/"):
+                found.add(parts.path)
+            long_bits = [*parts.path.split("/")]
+            long_bits += [v for pair in parse_qsl(parts.query) for v in pair]
+            found.update(bit for bit in long_bits if len(bit) >= _SECRET_MIN)
+        except ValueError:
+            pass
+        found |= {unquote(bit) for bit in found}
+        found.discard("")
+        self._secrets = sorted(found, key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        """``text`` with every secret part of the URL replaced."""
+        for secret in self._secrets:
+            if secret in text:
+                text = text.replace(secret, "***")
+        return text
+
+
 def _json_default(value: Any) -> Any:
     if isinstance(value, bytes | bytearray | memoryview):
         return "0x" + bytes(value).hex()
@@ -60,8 +111,10 @@ class JsonRpcTransport:
     """JSON-RPC over HTTP POST to one URL; one pooled :class:`ClientSession` per event loop.
 
     Transport failures raise :class:`aiohttp.ClientError`, :class:`TimeoutError` or
-    :class:`OSError` (callers classify them); a body that is not JSON raises
-    :class:`ChainUnavailable`. Replies are returned as decoded, error objects included.
+    :class:`OSError` (callers classify them; their text may name the URL: pass it through
+    :attr:`redact`); a body that is not JSON raises :class:`ChainUnavailable`. Replies are
+    returned as decoded, error objects included. Messages never carry the URL's path, query or
+    userinfo, nor the node's body (logged, redacted, instead).
     """
 
     def __init__(
@@ -74,6 +127,7 @@ class JsonRpcTransport:
         connections: int = 64,
     ) -> None:
         self.url = url
+        self.redact = Redactor(url)
         self._timeout = ClientTimeout(total=timeout)
         self._attempts = max(retries, 1)
         self._backoff = backoff
@@ -122,7 +176,16 @@ class JsonRpcTransport:
             if isinstance(reply, dict) and isinstance(reply.get("id"), int)
         }
         if len(replies) != len(ids) or any(id_ not in by_id for id_ in ids):
-            raise ChainUnavailable(f"RPC answered {str(replies)[:200]} to a batch")
+            log.warning(
+                "RPC %s answered %d replies to a batch of %d: %s",
+                self.redact.endpoint,
+                len(replies),
+                len(ids),
+                self.redact(str(replies)[:4096])[:200],
+            )
+            raise ChainUnavailable(
+                "RPC answered something other than one reply per call to a batch"
+            )
         return [by_id[id_] for id_ in ids]
 
     async def _post(self, body: Any, retry: bool) -> Any:
@@ -142,8 +205,13 @@ class JsonRpcTransport:
                 await asyncio.sleep(self._backoff * 2 ** (attempt - 1))
         try:
             return json.loads(raw)
-        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
-            raise ChainUnavailable(f"RPC answered a body that is not JSON: {raw[:120]!r}") from exc
+        except ValueError:  # JSONDecodeError and UnicodeDecodeError
+            log.warning(
+                "RPC %s answered a body that is not JSON: %s",
+                self.redact.endpoint,
+                self.redact(repr(raw[:4096]))[:120],
+            )
+            raise ChainUnavailable("RPC answered a body that is not JSON") from None
 
     async def aclose(self) -> None:
         """Close the sessions this loop can close; forget the others (see :meth:`_session`)."""

@@ -57,6 +57,14 @@ class TxOutcome(StrEnum):
     UNKNOWN = "unknown"
 
 
+class NonceUse(StrEnum):
+    """What the chain says a record's EIP-3009 nonce was used for (a richer answer than a bool)."""
+
+    PAID = "paid"  # by a successful transaction carrying this record's Transfer
+    OTHER = "other"  # used or cancelled without paying this record: it never can now
+    UNUSED = "unused"
+
+
 TERMINAL: frozenset[State] = frozenset({State.SETTLED, State.FAILED, State.RELEASED})
 
 # Blocking means: while a record is in this state, its authorization cannot be reserved again.
@@ -234,17 +242,22 @@ def decide_reconcile(
     *,
     has_tx_hash: bool,
     outcome: TxOutcome | None,
-    authorization_used: bool | None,
+    authorization_used: bool | NonceUse | None,
     expired: bool,
 ) -> ReconcileDecision:
     """Settle or fail a record left in `settling`; never ask for a second broadcast.
 
     `outcome` is the receipt status of the stored hash (None when there is none),
-    `authorization_used` the on-chain EIP-3009 nonce state (None when unknown), `expired` whether
-    `validBefore` has passed, after which no transaction can use the authorization any more.
+    `authorization_used` the on-chain EIP-3009 nonce state (None when unknown; a bare True
+    trusts that any use paid this record, :class:`NonceUse` says whether it did), `expired`
+    whether `validBefore` has passed, after which no transaction can use the authorization.
     """
     if has_tx_hash and outcome is TxOutcome.MINED_OK:
         return ReconcileDecision(Event.SETTLED, "transaction mined")
+    if authorization_used is NonceUse.OTHER:
+        return ReconcileDecision(Event.FAIL, "authorization used without paying this record")
+    if isinstance(authorization_used, NonceUse):
+        authorization_used = authorization_used is NonceUse.PAID
     if authorization_used:
         # Whoever submitted it, an EIP-3009 transfer always pays `to`: the payment happened.
         return ReconcileDecision(Event.SETTLED, "authorization used on chain")

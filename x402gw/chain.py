@@ -10,14 +10,15 @@ import asyncio
 import contextlib
 import functools
 import json
+import logging
 import re
 import time
-from collections.abc import Awaitable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar, cast
 
 import rlp  # type: ignore[import-untyped]
-from aiohttp import ClientError, ClientTimeout
+from aiohttp import ClientError, ClientResponseError
 from coincurve import PrivateKey
 from eth_abi.abi import decode as abi_decode
 from eth_abi.abi import encode as abi_encode
@@ -25,24 +26,17 @@ from eth_account.signers.local import LocalAccount
 from eth_typing import ChecksumAddress
 from eth_utils.address import to_checksum_address
 from eth_utils.crypto import keccak
-from web3 import AsyncHTTPProvider, AsyncWeb3
 from web3._utils.error_formatters_utils import raise_contract_logic_error_on_revert
-from web3.exceptions import (
-    BadResponseFormat,
-    ContractLogicError,
-    ProviderConnectionError,
-    TransactionNotFound,
-    Web3RPCError,
-)
-from web3.providers.rpc.utils import ExceptionRetryConfiguration
+from web3.exceptions import ContractLogicError
 from web3.types import RPCResponse
 
 from x402gw import exact_evm
 from x402gw._abi import address_word, bytes32_word, bytes_tail, uint_word
-from x402gw._jsonrpc import JsonRpcTransport
+from x402gw._jsonrpc import JsonRpcTransport, Redactor
 from x402gw.errors import (
     ChainError,
     ChainUnavailable,
+    GasCapExceeded,
     RpcError,
     SettlementPending,
     SettlementReverted,
@@ -59,12 +53,11 @@ from x402gw.wire import (
 )
 
 _T = TypeVar("_T")
+log = logging.getLogger("x402gw.chain")
 _TRANSPORT_ERRORS: Final = (
     ClientError,
     OSError,
     asyncio.TimeoutError,
-    ProviderConnectionError,
-    BadResponseFormat,
     json.JSONDecodeError,  # a body that is not JSON at all (proxy error pages and the like)
 )
 _NONCE_RETRIES: Final = 3
@@ -79,6 +72,9 @@ _FEE_TOO_LOW: Final = "less than block base fee"  # geth, anvil, erigon, reth wo
 _FEE_TTL: Final = 1.0  # seconds fee data is reused; 2 x base fee absorbs ~5 blocks of increases
 _HEX_ADDRESS: Final = re.compile(r"0x[0-9a-fA-F]{40}")
 _AUTHORIZATION_USED_TOPIC: Final = keccak(b"AuthorizationUsed(address,bytes32)")
+_AUTHORIZATION_CANCELED_TOPIC: Final = keccak(b"AuthorizationCanceled(address,bytes32)")
+AUTHORIZATION_USED: Final = "used"
+AUTHORIZATION_CANCELED: Final = "canceled"
 
 
 def _selector(signature: str) -> bytes:
@@ -176,44 +172,33 @@ def sign_dynamic_fee_transaction(
 
 
 class ChainClient:
-    """Async JSON-RPC reads for one EVM chain (``AsyncWeb3(AsyncHTTPProvider(url))``)."""
+    """Async JSON-RPC reads for one EVM chain.
+
+    Every call goes through :class:`JsonRpcTransport` (no web3 provider: its layers cost more
+    CPU than the calls, and it logs the full URL). Error messages name the node as
+    :attr:`endpoint` (scheme, host, port) only: the rest of an RPC URL often holds a provider key.
+    """
 
     def __init__(self, rpc_url: str, *, timeout: float = 10.0, retries: int = 2) -> None:
-        # The hot path (request, request_batch) posts JSON itself; web3 serves the cold paths.
         self.transport = JsonRpcTransport(rpc_url, timeout=timeout, retries=retries)
-        retry = (
-            ExceptionRetryConfiguration(
-                errors=(ClientError, TimeoutError), retries=retries, backoff_factor=0.05
-            )
-            if retries > 0
-            else None
-        )
-        self.provider = AsyncHTTPProvider(
-            rpc_url,
-            request_kwargs={"timeout": ClientTimeout(total=timeout)},
-            exception_retry_configuration=retry,
-        )
-        self.w3 = AsyncWeb3(self.provider)
+        self.redact: Redactor = self.transport.redact
+        self.endpoint = self.redact.endpoint
 
     async def aclose(self) -> None:
-        """Close the HTTP sessions of the transport and of the web3 provider."""
-        try:
-            await self.transport.aclose()
-        finally:
-            await self.provider.disconnect()
+        """Close the transport's HTTP sessions."""
+        await self.transport.aclose()
 
     async def request(self, method: str, params: list[Any], *, reverts: bool = False) -> Any:
-        """One JSON-RPC call, skipping web3's provider and per-call formatters.
+        """One JSON-RPC call.
 
-        The hot path (reads, estimation, broadcast, receipts) uses it: web3's layers cost more
-        CPU than the call. With ``reverts``, a revert raises :class:`SettlementReverted` as web3
+        With ``reverts``, a revert raises :class:`SettlementReverted` as web3
         would classify it; other error replies raise :class:`RpcError`.
         """
         try:
             response = await self.transport.call(method, params)
         except _TRANSPORT_ERRORS as exc:
-            raise ChainUnavailable(f"RPC unreachable: {type(exc).__name__}: {exc}") from exc
-        return _result(response, reverts)
+            raise self._unreachable(exc) from None
+        return self._result(response, reverts)
 
     async def request_batch(self, calls: list[tuple[str, list[Any]]]) -> list[RPCResponse]:
         """Several JSON-RPC calls in one HTTP round trip; the raw replies, in call order
@@ -224,10 +209,30 @@ class ChainClient:
         try:
             replies = await self.transport.batch(calls)
         except _TRANSPORT_ERRORS as exc:
-            raise ChainUnavailable(f"RPC unreachable: {type(exc).__name__}: {exc}") from exc
+            raise self._unreachable(exc) from None
         if not isinstance(replies, list) or len(replies) != len(calls):
-            raise ChainUnavailable(f"RPC answered {str(replies)[:200]} to a batch")
+            log.warning(
+                "RPC %s answered a batch with %s",
+                self.endpoint,
+                self.redact(str(replies)[:4096])[:200],
+            )
+            raise ChainUnavailable("RPC answered one reply to a batch")
         return replies
+
+    def _unreachable(self, exc: BaseException) -> ChainUnavailable:
+        """The error for a transport failure: its kind (and HTTP status) only, since aiohttp's
+        texts name the full URL; the redacted text goes to the log."""
+        kind = type(exc).__name__
+        if isinstance(exc, ClientResponseError):
+            kind = f"{kind}: {exc.status}"
+        log.warning(
+            "RPC %s unreachable: %s", self.endpoint, self.redact(f"{type(exc).__name__}: {exc}")
+        )
+        return ChainUnavailable(f"RPC unreachable: {kind} ({self.endpoint})")
+
+    def _result(self, response: Any, reverts: bool) -> Any:
+        """:func:`_result` with the URL's secret parts removed from any error text."""
+        return _result(response, reverts, self.redact)
 
     async def eoa_facts(
         self, candidate: Candidate, *, asset_code: bool, simulate: bool, sender: str | None
@@ -248,12 +253,12 @@ class ChainClient:
                 tx["from"] = _hex_address(sender)
             calls.append(("eth_call", [tx, "latest"]))
         replies = await self.request_batch(calls)
-        payer_code = _hex_bytes(_result(replies[0], False))
-        token_code = _hex_bytes(_result(replies[1], False)) if asset_code else None
+        payer_code = _hex_bytes(self._result(replies[0], False))
+        token_code = _hex_bytes(self._result(replies[1], False)) if asset_code else None
         simulation: tuple[str | None, bool] | None = None
         if simulate:
             try:
-                _hex_bytes(_result(replies[-1], True))
+                _hex_bytes(self._result(replies[-1], True))
                 simulation = (None, True)
             except SettlementReverted as exc:
                 simulation = (exc.reason, True)
@@ -271,7 +276,7 @@ class ChainClient:
 
     async def eth_balance(self, address: str) -> int:
         """Native balance in wei."""
-        return int(await _rpc(self.w3.eth.get_balance(_addr(address))))
+        return int(await self.request("eth_getBalance", [_hex_address(address), "latest"]), 16)
 
     async def call(self, to: str, data: bytes, *, sender: str | None = None) -> bytes:
         """``eth_call`` against the pending state; reverts raise :class:`SettlementReverted`."""
@@ -297,24 +302,48 @@ class ChainClient:
     ) -> str | None:
         """The hash of the transaction that used ``(authorizer, nonce)``, from the token's
         ``AuthorizationUsed`` log in the last ``lookback_blocks`` blocks; None if not found."""
+        found = await self.authorization_event(
+            token, authorizer, nonce, lookback_blocks=lookback_blocks, cancels=False
+        )
+        return None if found is None else found[1]
+
+    async def authorization_event(
+        self,
+        token: str,
+        authorizer: str,
+        nonce: bytes,
+        *,
+        lookback_blocks: int = 50_000,
+        cancels: bool = True,
+    ) -> tuple[str, str] | None:
+        """(:data:`AUTHORIZATION_USED` or :data:`AUTHORIZATION_CANCELED`, transaction hash) from
+        the token's ``AuthorizationUsed`` (or, with ``cancels``, ``AuthorizationCanceled``) log
+        for ``(authorizer, nonce)`` in the last ``lookback_blocks`` blocks; None if not found."""
+        kinds = {_AUTHORIZATION_USED_TOPIC: AUTHORIZATION_USED}
+        if cancels:
+            kinds[_AUTHORIZATION_CANCELED_TOPIC] = AUTHORIZATION_CANCELED
         latest = int(await self.request("eth_blockNumber", []), 16)
         query = {
             "address": _hex_address(token),
             "fromBlock": hex(max(0, latest - lookback_blocks)),
             "toBlock": hex(latest),
             "topics": [
-                "0x" + _AUTHORIZATION_USED_TOPIC.hex(),
+                ["0x" + topic.hex() for topic in kinds],
                 "0x" + address_word(authorizer).hex(),
                 "0x" + nonce.hex(),
             ],
         }
         logs = await self.request("eth_getLogs", [query])
         if not isinstance(logs, list):
-            raise ChainUnavailable(f"RPC answered {str(logs)[:200]} to eth_getLogs")
-        for log in logs:
-            tx_hash = log.get("transactionHash") if isinstance(log, Mapping) else None
-            if isinstance(tx_hash, str) and not log.get("removed"):
-                return "0x" + _hex_bytes(tx_hash).hex()
+            raise ChainUnavailable(f"RPC answered {type(logs).__name__} to eth_getLogs")
+        for entry in logs:
+            if not isinstance(entry, Mapping) or entry.get("removed"):
+                continue
+            tx_hash, topics = entry.get("transactionHash"), entry.get("topics")
+            if isinstance(tx_hash, str) and isinstance(topics, list) and topics:
+                kind = kinds.get(_hex_bytes(topics[0]))
+                if kind is not None:
+                    return kind, "0x" + _hex_bytes(tx_hash).hex()
         return None
 
     async def token_domain(self, token: str) -> tuple[str, str]:
@@ -395,9 +424,16 @@ class ChainClient:
         simulate: bool = True,
         sender: str | None = None,
         allowed_factories: Iterable[str] = (),
+        payer_code: bytes | None = None,
+        known_assets: set[str] | None = None,
     ) -> ChainFacts:
-        """Fetch, in the SDK's order, only the facts the rules will consult."""
-        code = await self.get_code(candidate.payer)
+        """Fetch, in the SDK's order, only the facts the rules will consult.
+
+        ``payer_code``: the payer's code when the caller knows it already (not asked again).
+        ``known_assets``: lower-case token addresses known to hold code (not asked again); a
+        token found to hold code is added.
+        """
+        code = await self.get_code(candidate.payer) if payer_code is None else payer_code
         eip1271: bool | None = None
         if code:
             eip1271 = await self.is_valid_signature(
@@ -411,7 +447,12 @@ class ChainClient:
                 simulation_error="not simulated: signature refused",
                 simulation_reverted=False,
             )
-        asset_deployed = bool(await self.get_code(candidate.token))
+        token = candidate.token.lower()
+        asset_deployed = (known_assets is not None and token in known_assets) or bool(
+            await self.get_code(candidate.token)
+        )
+        if asset_deployed and known_assets is not None:
+            known_assets.add(token)
         if not asset_deployed or not simulate:
             return ChainFacts(
                 payer_code=code,
@@ -466,13 +507,18 @@ class ChainClient:
         if raw is None:
             return None
         if not isinstance(raw, Mapping):
-            raise ChainUnavailable(f"RPC answered {raw!r} for a receipt")
+            raise ChainUnavailable(f"RPC answered {type(raw).__name__} for a receipt")
         if raw.get("blockNumber") is None:  # some nodes answer pending transactions this way
             return None
         try:
             return _raw_receipt(raw)
         except (KeyError, TypeError, ValueError) as exc:
-            raise ChainUnavailable(f"RPC answered a malformed receipt: {exc}") from exc
+            log.warning(
+                "RPC %s answered a malformed receipt: %s", self.endpoint, self.redact(repr(exc))
+            )
+            raise ChainUnavailable(
+                f"RPC answered a malformed receipt ({type(exc).__name__})"
+            ) from None
 
     async def wait_for_receipt(
         self, tx_hash: str, wait_seconds: float, poll: float = 0.05
@@ -558,8 +604,12 @@ class Settler:
         """The operator address that pays gas."""
         return str(self.operator.address)
 
-    async def settle(self, candidate: Candidate) -> Settlement:
-        """Deploy a counterfactual wallet if needed, transfer, and check the receipt's Transfer log."""
+    async def settle(self, candidate: Candidate, *, max_gas: int | None = None) -> Settlement:
+        """Deploy a counterfactual wallet if needed, transfer, and check the receipt's Transfer log.
+
+        ``max_gas`` caps the transfer (see :meth:`send`); the deployment goes through an
+        allow-listed factory and is not capped.
+        """
         wrapped = candidate.erc6492
         if (
             wrapped is not None
@@ -570,7 +620,7 @@ class Settler:
             deployed = await self.client.wait_for_receipt(deploy_hash, self.receipt_timeout)
             if deployed.status != 1:
                 raise SettlementReverted("smart_wallet_deployment_failed", tx_hash=deploy_hash)
-        tx_hash = await self.send(candidate.token, transfer_calldata(candidate))
+        tx_hash = await self.send(candidate.token, transfer_calldata(candidate), max_gas=max_gas)
         receipt = await self.client.wait_for_receipt(tx_hash, self.receipt_timeout)
         if receipt.status != 1:
             raise SettlementReverted(exact_evm.TRANSACTION_FAILED, tx_hash=tx_hash)
@@ -580,11 +630,20 @@ class Settler:
             raise TransferEventMissing(tx_hash)
         return Settlement(tx_hash=tx_hash, receipt=receipt)
 
-    async def send(self, to: str, data: bytes) -> str:
-        """Estimate (reverts raise here, costing no gas), price with EIP-1559 fees, sign and broadcast."""
+    async def send(self, to: str, data: bytes, *, max_gas: int | None = None) -> str:
+        """Estimate (reverts raise here, costing no gas), price with EIP-1559 fees, sign and broadcast.
+
+        The gas limit is the estimate x 1.2; with ``max_gas``, an estimate above it raises
+        :class:`GasCapExceeded` before anything is signed, and the limit never exceeds it.
+        """
         client = self.client
         call = {"from": self.address.lower(), "to": _hex_address(to), "data": "0x" + data.hex()}
         gas = int(await client.request("eth_estimateGas", [call], reverts=True), 16)
+        limit = gas * 6 // 5
+        if max_gas is not None:
+            if gas > max_gas:
+                raise GasCapExceeded(gas, max_gas)
+            limit = min(limit, max_gas)
         max_fee, tip = await self._fees()
         if self._chain_id is None:
             self._chain_id = await client.chain_id()
@@ -597,7 +656,7 @@ class Settler:
                     nonce=nonce,
                     max_priority_fee=tip,
                     max_fee=max_fee,
-                    gas=gas * 6 // 5,
+                    gas=limit,
                     to=call["to"],
                     data=data,
                 )
@@ -653,17 +712,6 @@ class Settler:
 # --------------------------------------------------------------------------------------------
 
 
-async def _rpc(awaitable: Awaitable[_T]) -> _T:
-    try:
-        return await awaitable
-    except (TransactionNotFound, ContractLogicError):
-        raise  # callers handle these two themselves
-    except _TRANSPORT_ERRORS as exc:
-        raise ChainUnavailable(f"RPC unreachable: {type(exc).__name__}: {exc}") from exc
-    except Web3RPCError as exc:
-        raise RpcError(f"RPC error: {exc}") from exc
-
-
 async def _maybe(awaitable: Awaitable[_T]) -> _T | None:
     try:
         return await awaitable
@@ -693,8 +741,11 @@ def _revert_text(exc: ContractLogicError) -> str:
     return str(exc.message) if exc.message else str(exc)
 
 
-def _result(response: Any, reverts: bool) -> Any:
-    """The result of one JSON-RPC reply; an error raises as :meth:`ChainClient.request` says."""
+def _result(response: Any, reverts: bool, redact: Callable[[str], str] = str) -> Any:
+    """The result of one JSON-RPC reply; an error raises as :meth:`ChainClient.request` says.
+
+    Error texts pass through ``redact`` (a node may echo the request URL) and are cut short.
+    """
     if not isinstance(response, Mapping):
         raise ChainUnavailable(f"RPC answered {type(response).__name__}, not an object")
     error = response.get("error")
@@ -706,8 +757,10 @@ def _result(response: Any, reverts: bool) -> Any:
         try:
             raise_contract_logic_error_on_revert(cast(RPCResponse, response))
         except ContractLogicError as exc:
-            raise SettlementReverted(_revert_text(exc)) from exc
-    raise RpcError(f"RPC error: {error}")
+            raise SettlementReverted(redact(_revert_text(exc))[:500]) from None
+    if isinstance(error, Mapping):  # code and message only: ``data`` may be anything
+        raise RpcError(f"RPC error: {error.get('code')}: {redact(str(error.get('message')))[:300]}")
+    raise RpcError(f"RPC error: {redact(str(error)[:4096])[:300]}")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -724,11 +777,11 @@ def _hex_address(address: str) -> str:
 
 def _hex_bytes(value: Any) -> bytes:
     if not isinstance(value, str) or not value.startswith("0x"):
-        raise ChainUnavailable(f"RPC answered {value!r} where hex data was expected")
+        raise ChainUnavailable(f"RPC answered {type(value).__name__} where hex data was expected")
     try:
         return bytes.fromhex(value[2:])
-    except ValueError as exc:
-        raise ChainUnavailable(f"RPC answered malformed hex {value[:80]!r}") from exc
+    except ValueError:
+        raise ChainUnavailable(f"RPC answered malformed hex ({len(value)} characters)") from None
 
 
 def _invalid(invalid: Invalid) -> VerifyResponse:

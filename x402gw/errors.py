@@ -66,3 +66,21 @@ class TransferEventMissing(ChainError):
     def __init__(self, tx_hash: str) -> None:
         super().__init__(f"receipt of {tx_hash} has no matching Transfer event")
         self.tx_hash = tx_hash
+
+
+class GasCapExceeded(ChainError):
+    """A settlement's gas estimate is above the operator's cap: nothing was broadcast."""
+
+    def __init__(self, estimate: int, cap: int) -> None:
+        super().__init__(f"gas estimate {estimate} exceeds the cap of {cap}; nothing was sent")
+        self.estimate = estimate
+        self.cap = cap
+
+
+class FacilitatorConfigError(X402Error, ValueError):
+    """A facilitator or facilitator app built with unusable settings (allow-list, gas cap, auth)."""
+
+
+class AuthorizationLogMissing(ChainError):
+    """A used EIP-3009 nonce whose ``AuthorizationUsed``/``AuthorizationCanceled`` log (or the
+    receipt it names) could not be found: reconciliation cannot say what paid, and waits."""

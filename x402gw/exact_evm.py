@@ -68,6 +68,7 @@ _HEX = re.compile(r"0x(?:[0-9a-fA-F]{2})*")
 _UINT = re.compile(r"[0-9]{1,78}")
 _MAX_UINT256: Final = 2**256 - 1
 _SECP256K1_N: Final = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+_TRANSFER_TOPIC: Final = keccak(text="Transfer(address,address,uint256)")
 _TRANSFER_TYPEHASH: Final = keccak(
     text="TransferWithAuthorization(address from,address to,uint256 value,"
     "uint256 validAfter,uint256 validBefore,bytes32 nonce)"
@@ -454,14 +455,31 @@ def check_signature(
         if wrapped.factory.lower() not in allowed:
             return Invalid(FACTORY_NOT_ALLOWED, payer)
         return None
-    inner = candidate.inner_signature
-    if len(inner) != 65:
+    if len(candidate.inner_signature) != 65:
         return Invalid(UNDEPLOYED_SMART_WALLET, payer)
-    v = inner[64] - 27 if inner[64] >= 27 else inner[64]
+    return _check_ecdsa(candidate, candidate.inner_signature)
+
+
+def check_plain_signature(candidate: Candidate) -> Invalid | None:
+    """x402gw's offline rule (not the SDK's): a plain (not ERC-6492 wrapped) 65-byte signature
+    must recover to ``from``, whatever code ``from`` holds; None for other signatures.
+
+    The SDK would ask a contract ``from`` (EIP-1271) about such a signature; refusing it here
+    costs no RPC call. Contract wallets are served when they sign otherwise (longer signatures,
+    or ERC-6492 wrapped ones).
+    """
+    if candidate.erc6492 is not None or len(candidate.signature) != 65:
+        return None
+    return _check_ecdsa(candidate, candidate.signature)
+
+
+def _check_ecdsa(candidate: Candidate, signature: bytes) -> Invalid | None:
+    payer = candidate.payer
+    v = signature[64] - 27 if signature[64] >= 27 else signature[64]
     if v not in (0, 1):
-        return Invalid(FAILED_TO_VERIFY_SIGNATURE, payer, f"invalid v value {inner[64]}")
+        return Invalid(FAILED_TO_VERIFY_SIGNATURE, payer, f"invalid v value {signature[64]}")
     try:
-        recovered = recover_signer(candidate.domain, candidate.authorization, inner)
+        recovered = recover_signer(candidate.domain, candidate.authorization, signature)
     except InvalidPaymentPayload:
         return Invalid(INVALID_SIGNATURE, payer)
     if recovered.lower() != payer.lower():
@@ -518,7 +536,17 @@ def transfer_log_matches(
     logs: Iterable[Mapping[str, Any]], token: str, authorization: Authorization
 ) -> bool:
     """True when receipt logs hold ``Transfer(from, to, value)`` emitted by ``token``."""
-    topic0 = keccak(text="Transfer(address,address,uint256)")
+    return transfer_log_pays(
+        logs, token, authorization.from_address, authorization.to, authorization.value
+    )
+
+
+def transfer_log_pays(
+    logs: Iterable[Mapping[str, Any]], token: str, payer: str, pay_to: str, value: int
+) -> bool:
+    """True when receipt logs hold ``Transfer(payer, pay_to, value)`` emitted by ``token``."""
+    topic0 = _TRANSFER_TOPIC
+    sender, recipient = _address_bytes(payer), _address_bytes(pay_to)
     for log in logs:
         topics = [_to_bytes(t) for t in log.get("topics", [])]
         if (
@@ -531,12 +559,16 @@ def transfer_log_matches(
         if len(data) < 32:
             continue
         if (
-            topics[1][-20:] == bytes.fromhex(authorization.from_address[2:])
-            and topics[2][-20:] == bytes.fromhex(authorization.to[2:])
-            and int.from_bytes(data[-32:], "big") == authorization.value
+            topics[1][-20:] == sender
+            and topics[2][-20:] == recipient
+            and int.from_bytes(data[-32:], "big") == value
         ):
             return True
     return False
+
+
+def _address_bytes(address: str) -> bytes:
+    return bytes.fromhex(_address(address, "address")[2:])
 
 
 # --------------------------------------------------------------------------------------------

@@ -3,18 +3,31 @@
 from __future__ import annotations
 
 import contextlib
+import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Final, Protocol, TypeVar
 
 import httpx
+from cachetools import TTLCache
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from pydantic import ValidationError
 
 from x402gw import exact_evm
-from x402gw.chain import ChainClient, Settler, transfer_calldata
+from x402gw._jsonrpc import Redactor
+from x402gw.chain import (
+    AUTHORIZATION_CANCELED,
+    AUTHORIZATION_USED,
+    ChainClient,
+    Settler,
+    transfer_calldata,
+)
 from x402gw.errors import (
+    AuthorizationLogMissing,
+    FacilitatorConfigError,
+    GasCapExceeded,
     SettlementPending,
     SettlementReverted,
     TransferEventMissing,
@@ -22,7 +35,7 @@ from x402gw.errors import (
     X402Error,
 )
 from x402gw.exact_evm import Candidate, ChainFacts, Invalid
-from x402gw.ledger import Ledger, PaymentRecord, ReconcileSummary, TxOutcome
+from x402gw.ledger import Ledger, NonceUse, PaymentRecord, ReconcileSummary, TxOutcome
 from x402gw.networks import NETWORKS, NetworkRegistry
 from x402gw.signer_lock import SignerLock
 from x402gw.wire import (
@@ -44,9 +57,21 @@ when the node answers it at once: the hash then comes with the result)."""
 AuthHeaders = Callable[[str], Awaitable[Mapping[str, str]]]
 """Given "verify" / "settle" / "supported", the extra headers (e.g. Authorization) for that call."""
 
+log = logging.getLogger("x402gw.facilitator")
 AUTHORIZATION_IN_USE: Final = "authorization_in_use"
+GAS_CAP_EXCEEDED: Final = "settlement_gas_cap_exceeded"
+PAYMENT_NOT_ALLOWED: Final = "payment_not_allowed"
+_NOT_ALLOWED_MESSAGE: Final = "this facilitator does not settle payments to this asset and payTo"
+_ADDRESS: Final = re.compile(r"0x[0-9a-fA-F]{40}")
+_B64TOKEN: Final = re.compile(r"[A-Za-z0-9\-._~+/]+=*")  # RFC 6750 b64token
+MIN_TOKEN_CHARS: Final = 16
+DEFAULT_SETTLE_GAS_CAP: Final = 150_000
+"""Gas a settlement may use: ``transferWithAuthorization`` costs 75-90k on the test token (most
+when the recipient's balance is new), about as much on USDC, a little more from a contract wallet;
+far more means a token burning the operator's gas."""
 _VERIFIED_TTL: Final = 60.0  # seconds a successful verify lets settle skip repeating its reads
 _VERIFIED_MAX: Final = 10_000
+_PAYER_CODE_TTL: Final = 120.0  # seconds a contract payer's code is reused (EIP-7702 may change it)
 _M = TypeVar("_M", bound=WireModel)
 
 
@@ -55,10 +80,13 @@ class FacilitatorUnavailable(X402Error):
 
 
 class FacilitatorError(X402Error):
-    """A remote facilitator answered with something that is not a verify/settle/supported result."""
+    """A remote facilitator answered with something that is not a verify/settle/supported result.
 
-    def __init__(self, endpoint: str, status: int, excerpt: str) -> None:
-        super().__init__(f"facilitator /{endpoint} answered {status}: {excerpt}")
+    The message names the endpoint and status only; the body is logged (redacted), never carried.
+    """
+
+    def __init__(self, endpoint: str, status: int) -> None:
+        super().__init__(f"facilitator /{endpoint} answered HTTP {status} without a result")
         self.endpoint = endpoint
         self.status = status
 
@@ -95,7 +123,13 @@ class LocalFacilitator:
     """The exact-EVM rules of :mod:`x402gw.exact_evm` over :mod:`x402gw.chain` facts, settling itself.
 
     One chain per instance. ``after_broadcast`` is an extra hook run after ``on_broadcast`` (tests
-    use it to kill a process between broadcast and receipt).
+    use it to kill a process between broadcast and receipt). ``max_settle_gas`` caps the gas a
+    settlement may use (None: no cap); an estimate above it is refused before broadcasting.
+
+    ``allowed_payments``: the (asset, payTo) pairs this facilitator settles; anything else is
+    refused (``payment_not_allowed``) before any RPC call. None serves any pair: only for use
+    in process behind a middleware that already matches payments to its own offers. A
+    facilitator serving others (:class:`~x402gw.facilitator_app.FacilitatorApp`) needs a list.
     """
 
     def __init__(
@@ -108,7 +142,19 @@ class LocalFacilitator:
         allowed_factories: Iterable[str] = (),
         clock: Callable[[], float] = time.time,
         after_broadcast: BroadcastHook | None = None,
+        max_settle_gas: int | None = DEFAULT_SETTLE_GAS_CAP,
+        allowed_payments: Iterable[tuple[str, str]] | None = None,
     ) -> None:
+        if max_settle_gas is not None and (
+            isinstance(max_settle_gas, bool)
+            or not isinstance(max_settle_gas, int)
+            or max_settle_gas <= 0
+        ):
+            raise FacilitatorConfigError(
+                f"max_settle_gas must be a positive int or None, got {max_settle_gas!r}"
+            )
+        self.max_settle_gas = max_settle_gas
+        self.allowed_payments = _allow_list(allowed_payments)
         self.client = client
         self.settler = settler
         self.networks = networks
@@ -119,6 +165,10 @@ class LocalFacilitator:
         self._after_broadcast = after_broadcast
         self._in_flight: set[tuple[str, bytes]] = set()
         self._deployed_assets: set[str] = set()  # positive asset-code checks, as the SDK caches
+        # Contract payers' code (never an EOA's empty code: that can change at any block).
+        self._payer_codes: TTLCache[str, bytes] = TTLCache(
+            maxsize=_VERIFIED_MAX, ttl=_PAYER_CODE_TTL, timer=clock
+        )
         self._verified: dict[tuple[bytes, str], tuple[Candidate, float]] = {}
         # check_offchain is a pure function of (payload, requirements, whole second): settle
         # reuses verify's answer within the same second instead of recovering the signer again.
@@ -141,10 +191,6 @@ class LocalFacilitator:
         ``signer_lock`` when other processes settle with the same key."""
         account = operator if isinstance(operator, LocalAccount) else Account.from_key(operator)
         client = ChainClient(rpc_url)
-        # Transactions are signed locally with an explicit chain id, so web3's validation layer
-        # (one extra eth_chainId per call/estimate) and ENS resolution only add round trips.
-        for layer in ("validation", "ens_name_to_address"):
-            client.w3.middleware_onion.remove(layer)
         settler = Settler(client, account, receipt_timeout=receipt_timeout, signer_lock=signer_lock)
         return cls(client, settler, network, networks=networks, **options)
 
@@ -177,6 +223,11 @@ class LocalFacilitator:
     ) -> Candidate | Invalid:
         if not self._served(requirements):
             return Invalid(exact_evm.FAILED_TO_GET_NETWORK_CONFIG)
+        allowed = self.allowed_payments
+        if allowed is not None and (
+            (requirements.asset.lower(), requirements.pay_to.lower()) not in allowed
+        ):
+            return Invalid(PAYMENT_NOT_ALLOWED, None, _NOT_ALLOWED_MESSAGE)
         now = int(self._clock())
         if now != self._offchain_second:
             self._offchain_memo.clear()
@@ -185,6 +236,8 @@ class LocalFacilitator:
         found = self._offchain_memo.get(key)
         if found is None:
             found = exact_evm.check_offchain(payload, requirements, now=now, networks=self.networks)
+            if isinstance(found, Candidate):  # a plain signature must recover to `from`, offline
+                found = exact_evm.check_plain_signature(found) or found
             if len(self._offchain_memo) < _VERIFIED_MAX:
                 self._offchain_memo[key] = found
         return found
@@ -194,17 +247,21 @@ class LocalFacilitator:
 
         The payer's code, the asset's code and the simulation are independent reads; the rules
         still consult them in the SDK's order. Contract wallets and ERC-6492 signatures take the
-        sequential path (EIP-1271 must be asked first there).
+        sequential path (EIP-1271 must be asked first there). Asset code (positive answers) and
+        contract payers' code (for :data:`_PAYER_CODE_TTL`) are remembered.
         """
         client = self.client
-        if candidate.erc6492 is not None:
-            return await self._sequential_facts(candidate, simulate)
+        known_code = self._payer_codes.get(candidate.payer.lower())
+        if candidate.erc6492 is not None or known_code is not None:
+            return await self._sequential_facts(candidate, simulate, known_code)
         asset_known = candidate.token.lower() in self._deployed_assets
         payer_code, token_code, simulation = await client.eoa_facts(
             candidate, asset_code=not asset_known, simulate=simulate, sender=self.settler.address
         )
+        if token_code:
+            self._note_asset(candidate.token)
         if payer_code:
-            return await self._sequential_facts(candidate, simulate)
+            return await self._sequential_facts(candidate, simulate, payer_code)
         if exact_evm.check_signature(candidate, b"", None, self._factories) is not None:
             return ChainFacts(
                 payer_code=b"",
@@ -212,8 +269,6 @@ class LocalFacilitator:
                 simulation_reverted=False,
             )
         deployed = asset_known or bool(token_code)
-        if deployed:
-            self._deployed_assets.add(candidate.token.lower())
         if not deployed or not simulate:
             return ChainFacts(payer_code=b"", asset_deployed=deployed, simulated=False)
         assert simulation is not None  # simulate was asked
@@ -228,13 +283,28 @@ class LocalFacilitator:
             diagnosis=diagnosis,
         )
 
-    async def _sequential_facts(self, candidate: Candidate, simulate: bool) -> ChainFacts:
-        return await self.client.gather_facts(
+    async def _sequential_facts(
+        self, candidate: Candidate, simulate: bool, payer_code: bytes | None = None
+    ) -> ChainFacts:
+        token = candidate.token.lower()
+        known = {token} if token in self._deployed_assets else set()
+        facts = await self.client.gather_facts(
             candidate,
             simulate=simulate,
             sender=self.settler.address,
             allowed_factories=self._factories,
+            payer_code=payer_code,
+            known_assets=known,
         )
+        if known:
+            self._note_asset(token)
+        if facts.payer_code:
+            self._payer_codes[candidate.payer.lower()] = facts.payer_code
+        return facts
+
+    def _note_asset(self, token: str) -> None:
+        if len(self._deployed_assets) < _VERIFIED_MAX:  # bounded: any contract may be named
+            self._deployed_assets.add(token.lower())
 
     def _remember(self, candidate: Candidate, requirements: AnyRequirements) -> None:
         now = self._clock()
@@ -292,9 +362,12 @@ class LocalFacilitator:
         wrapped = candidate.erc6492
         try:
             if wrapped is not None and wrapped.has_deployment_info:
-                settled = await self.settler.settle(candidate)  # deploys the wallet first
+                # deploys the wallet first
+                settled = await self.settler.settle(candidate, max_gas=self.max_settle_gas)
                 return _settle_success(network, payer, settled.tx_hash, candidate)
-            tx_hash = await self.settler.send(candidate.token, transfer_calldata(candidate))
+            tx_hash = await self.settler.send(
+                candidate.token, transfer_calldata(candidate), max_gas=self.max_settle_gas
+            )
             # An instantly mining node has the receipt already: then the hash goes to the caller
             # with the result, and the hook (one more durable write) is only for a real wait.
             receipt = await self.client.get_receipt(tx_hash)
@@ -304,6 +377,9 @@ class LocalFacilitator:
                 await self._after_broadcast(tx_hash)
             if receipt is None:
                 receipt = await self.client.wait_for_receipt(tx_hash, self.settler.receipt_timeout)
+        except GasCapExceeded as exc:
+            log.warning("refused to settle for %s on %s: %s", payer, candidate.token, exc)
+            return _settle_failure(network, GAS_CAP_EXCEEDED, payer, str(exc))
         except SettlementReverted as exc:
             reason = exact_evm.map_revert(exc.reason) or exact_evm.TRANSACTION_FAILED
             return _settle_failure(network, reason, payer, exc.reason, exc.tx_hash or "")
@@ -331,6 +407,48 @@ class LocalFacilitator:
                 )
             )
         return SupportedResponse(kinds=kinds, signers={"eip155:*": [self.settler.address]})
+
+
+def check_bearer_token(token: str) -> str:
+    """``token`` if it can be a bearer token: :data:`MIN_TOKEN_CHARS`+ characters of RFC 6750's
+    b64token alphabet; else :class:`FacilitatorConfigError` (without echoing the token)."""
+    if not isinstance(token, str) or not _B64TOKEN.fullmatch(token):
+        raise FacilitatorConfigError(
+            "a bearer token uses only A-Z a-z 0-9 - . _ ~ + / and a = tail"
+        )
+    if len(token) < MIN_TOKEN_CHARS:
+        raise FacilitatorConfigError(f"a bearer token needs {MIN_TOKEN_CHARS}+ characters")
+    return token
+
+
+def _bearer_headers(token: str) -> AuthHeaders:
+    headers = {"Authorization": f"Bearer {token}"}
+
+    async def auth(_endpoint: str) -> Mapping[str, str]:
+        return headers
+
+    return auth
+
+
+def _allow_list(pairs: Iterable[tuple[str, str]] | None) -> frozenset[tuple[str, str]] | None:
+    """The (asset, payTo) pairs, lower-cased; raises :class:`FacilitatorConfigError` on anything
+    that is not a non-empty collection of address pairs."""
+    if pairs is None:
+        return None
+    found: set[tuple[str, str]] = set()
+    for pair in pairs:
+        if (
+            not isinstance(pair, tuple | list)
+            or len(pair) != 2
+            or not all(isinstance(a, str) and _ADDRESS.fullmatch(a) for a in pair)
+        ):
+            raise FacilitatorConfigError(
+                f"allowed_payments holds {pair!r}, not an (asset, payTo) pair of 0x addresses"
+            )
+        found.add((pair[0].lower(), pair[1].lower()))
+    if not found:
+        raise FacilitatorConfigError("allowed_payments is empty: nothing could be settled")
+    return frozenset(found)
 
 
 def _invalid(invalid: Invalid) -> VerifyResponse:
@@ -370,6 +488,7 @@ class HttpFacilitator:
 
     Results arrive with HTTP 200 or, from some hosted facilitators, 4xx: both are parsed. Anything
     else raises :class:`FacilitatorError`; transport failures raise :class:`FacilitatorUnavailable`.
+    Authentication: ``bearer_token`` (sent as ``Authorization: Bearer``) or ``auth_headers``.
     """
 
     def __init__(
@@ -378,9 +497,15 @@ class HttpFacilitator:
         *,
         timeout: float = 90.0,
         auth_headers: AuthHeaders | None = None,
+        bearer_token: str | None = None,
         client: httpx.AsyncClient | None = None,
     ) -> None:
+        if bearer_token is not None:
+            if auth_headers is not None:
+                raise FacilitatorConfigError("give auth_headers or bearer_token, not both")
+            auth_headers = _bearer_headers(check_bearer_token(bearer_token))
         self.url = url.rstrip("/")
+        self._redact = Redactor(self.url)
         self._auth = auth_headers
         self._owns_client = client is None
         self._http = client or httpx.AsyncClient(timeout=timeout, follow_redirects=True)
@@ -402,14 +527,27 @@ class HttpFacilitator:
                 response = await self._http.post(
                     f"{self.url}/{endpoint}", json=body, headers=headers
                 )
-        except httpx.TransportError as exc:
-            raise FacilitatorUnavailable(f"facilitator /{endpoint} unreachable: {exc!r}") from exc
+        except httpx.RequestError as exc:  # transport failures, too many redirects
+            where = self._redact.endpoint
+            log.warning(
+                "facilitator %s /%s unreachable: %s", where, endpoint, self._redact(repr(exc))
+            )
+            raise FacilitatorUnavailable(
+                f"facilitator /{endpoint} unreachable: {type(exc).__name__} ({where})"
+            ) from None
         if response.status_code == 200 or 400 <= response.status_code < 500:
             try:
                 return model.model_validate_json(response.content)
             except ValidationError:
                 pass
-        raise FacilitatorError(endpoint, response.status_code, response.text[:200])
+        log.warning(
+            "facilitator %s /%s answered %d: %s",
+            self._redact.endpoint,
+            endpoint,
+            response.status_code,
+            self._redact(response.content[:4096].decode("utf-8", "replace"))[:200],
+        )
+        raise FacilitatorError(endpoint, response.status_code)
 
     @staticmethod
     def _body(payload: AnyPaymentPayload, requirements: AnyRequirements) -> dict[str, Any]:
@@ -444,32 +582,75 @@ class HttpFacilitator:
         return await self._call("supported", SupportedResponse)
 
 
-async def reconcile_ledger(ledger: Ledger, client: ChainClient) -> ReconcileSummary:
-    """Settle or fail every ``settling`` record from its stored hash and the EIP-3009 nonce state;
-    a record settled without a stored hash gets it from the token's ``AuthorizationUsed`` log."""
+async def reconcile_ledger(
+    ledger: Ledger, client: ChainClient, *, lookback_blocks: int = 50_000
+) -> ReconcileSummary:
+    """Settle or fail every ``settling`` record from chain facts; never broadcasts.
+
+    A record settles only on a successful transaction whose receipt carries its own Transfer
+    (the record's asset, payer -> payTo, amount): its stored hash, or else the transaction of
+    the token's ``AuthorizationUsed`` log for (payer, nonce), whose hash it then records. A
+    nonce used otherwise (another authorization with the same nonce, a cancellation, our own
+    transaction reverted) fails it. A used nonce with neither an ``AuthorizationUsed`` nor an
+    ``AuthorizationCanceled`` log in the last ``lookback_blocks`` blocks stays pending, in the
+    summary's errors: widen the window.
+    """
+    paid_by: dict[str, str] = {}
+
+    async def pays(tx_hash: str, record: PaymentRecord) -> bool | None:
+        receipt = await client.get_receipt(tx_hash)
+        if receipt is None:
+            return None
+        return receipt.status == 1 and exact_evm.transfer_log_pays(
+            receipt.logs, record.asset, record.payer, record.pay_to, record.amount
+        )
 
     async def check_tx(record: PaymentRecord) -> TxOutcome:
         assert record.tx_hash is not None  # the ledger asks only for records with a hash
-        receipt = await client.get_receipt(record.tx_hash)
-        if receipt is None:
+        paid = await pays(record.tx_hash, record)
+        if paid is None:
             return TxOutcome.UNKNOWN
-        return TxOutcome.MINED_OK if receipt.status == 1 else TxOutcome.REVERTED
+        return TxOutcome.MINED_OK if paid else TxOutcome.REVERTED  # or mined, paying otherwise
 
-    async def authorization_used(record: PaymentRecord) -> bool:
-        return await client.authorization_state(
-            record.asset, record.payer, bytes.fromhex(record.nonce[2:])
+    async def authorization_used(record: PaymentRecord) -> NonceUse:
+        nonce = bytes.fromhex(record.nonce[2:])
+        if not await client.authorization_state(record.asset, record.payer, nonce):
+            return NonceUse.UNUSED
+        found = await client.authorization_event(
+            record.asset, record.payer, nonce, lookback_blocks=lookback_blocks
         )
+        if found is None:
+            raise AuthorizationLogMissing(
+                f"nonce used on chain but no AuthorizationUsed or AuthorizationCanceled log in "
+                f"the last {lookback_blocks} blocks"
+            )
+        kind, tx_hash = found
+        if kind == AUTHORIZATION_USED:
+            paid = await pays(tx_hash, record)
+            if paid is None:
+                raise AuthorizationLogMissing(f"no receipt for {tx_hash}, named by a log")
+            if paid:
+                paid_by[record.id] = tx_hash
+                return NonceUse.PAID
+        log.warning(
+            "reconcile: record %s: authorization %s by %s without paying it",
+            record.id,
+            "cancelled" if kind == AUTHORIZATION_CANCELED else f"used in {tx_hash}",
+            record.payer,
+        )
+        return NonceUse.OTHER
 
     async def find_tx(record: PaymentRecord) -> str | None:
-        return await client.authorization_tx(
-            record.asset, record.payer, bytes.fromhex(record.nonce[2:])
-        )
+        return paid_by.get(record.id)  # asked only after authorization_used answered PAID
 
     return await ledger.reconcile(check_tx, authorization_used, find_tx)
 
 
 __all__ = [
     "AUTHORIZATION_IN_USE",
+    "DEFAULT_SETTLE_GAS_CAP",
+    "GAS_CAP_EXCEEDED",
+    "PAYMENT_NOT_ALLOWED",
     "AuthHeaders",
     "BroadcastHook",
     "Facilitator",
@@ -477,5 +658,6 @@ __all__ = [
     "FacilitatorUnavailable",
     "HttpFacilitator",
     "LocalFacilitator",
+    "check_bearer_token",
     "reconcile_ledger",
 ]

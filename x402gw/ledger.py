@@ -29,6 +29,7 @@ from x402gw._ledger_rules import (
     InvalidPaymentData,
     InvalidTransition,
     LedgerError,
+    NonceUse,
     ReconcileDecision,
     State,
     TxOutcome,
@@ -62,6 +63,7 @@ __all__ = [
     "Ledger",
     "LedgerError",
     "LedgerUnavailable",
+    "NonceUse",
     "PaymentIdentifierConflict",
     "PaymentIdentifierInUse",
     "PaymentRecord",
@@ -189,7 +191,7 @@ class ReconcileSummary:
 
 
 TxChecker = Callable[[PaymentRecord], Awaitable[TxOutcome | str]]
-AuthorizationChecker = Callable[[PaymentRecord], Awaitable[bool]]
+AuthorizationChecker = Callable[[PaymentRecord], Awaitable[bool | NonceUse]]
 TxFinder = Callable[[PaymentRecord], Awaitable[str | None]]
 
 
@@ -656,7 +658,8 @@ class Ledger:
 
         `check_tx(record)` reports the stored `record.tx_hash` as mined_ok / reverted / unknown;
         `authorization_used(record)` reports EIP-3009 `authorizationState(payer, nonce)` on the
-        record's network and asset; `find_tx(record)`, asked only for a record settled without a
+        record's network and asset (a :class:`NonceUse` also says whether that use paid this
+        record: ``OTHER`` fails it); `find_tx(record)`, asked only for a record settled without a
         stored hash, names the transaction that used the authorization (None if not found). All
         receive the record because a hash or a nonce alone does not say which chain or token to
         ask. A checker that raises leaves its record pending (see `errors`); one that answers
@@ -704,10 +707,10 @@ class Ledger:
                 outcome = TxOutcome(raw)
             except ValueError:
                 raise InvalidPaymentData(f"check_tx returned {raw!r}, not a TxOutcome") from None
-        used: bool | None = None
+        used: bool | NonceUse | None = None
         if outcome is not TxOutcome.MINED_OK and authorization_used is not None:
             answer = await authorization_used(record)
-            if not isinstance(answer, bool):
+            if not isinstance(answer, bool | NonceUse):
                 raise InvalidPaymentData(f"authorization_used returned {answer!r}, not a bool")
             used = answer
         return decide_reconcile(

@@ -122,11 +122,20 @@ def chain_token(anvil: AnvilChain) -> tuple[AnvilChain, str]:
 
 
 @pytest.fixture
-def facilitator_url(chain_token: tuple[AnvilChain, str]) -> Iterator[str]:
-    """x402gw's facilitator app (settling on anvil with dev account 9) over uvicorn."""
-    chain, _ = chain_token
-    facilitator = LocalFacilitator.from_rpc(chain.url, dev_account(9), "eip155:31337")
-    app = FacilitatorApp(facilitator)
+def merchant() -> str:
+    """A fresh payTo address per test."""
+    return "0x" + os.urandom(20).hex()
+
+
+@pytest.fixture
+def facilitator_url(chain_token: tuple[AnvilChain, str], merchant: str) -> Iterator[str]:
+    """x402gw's facilitator app (settling on anvil with dev account 9, for the test's merchant
+    only) over uvicorn on loopback, without a token (the server's HttpFacilitator sends none)."""
+    chain, token = chain_token
+    facilitator = LocalFacilitator.from_rpc(
+        chain.url, dev_account(9), "eip155:31337", allowed_payments=[(token, merchant)]
+    )
+    app = FacilitatorApp(facilitator, allow_unauthenticated=True)
 
     async def closing(scope: Any, receive: Any, send: Any) -> None:
         async def shutdown_aware() -> Any:
@@ -147,10 +156,10 @@ def _remote_app(
     facilitator: str,
     redis_url: str,
     dns_lab: DnsLab,
+    merchant: str,
 ) -> tuple[Any, str]:
     _, token = chain_token
     url, schema = pg_schema
-    merchant = "0x" + os.urandom(20).hex()
     settings = load_settings(
         env_file=None,
         database_url=url,
@@ -193,9 +202,10 @@ async def test_remote_facilitator_postgres_and_redis(
     facilitator_url: str,
     dns_lab: DnsLab,
     payer: x402HttpxClient,
+    merchant: str,
 ) -> None:
     chain, token = chain_token
-    app, merchant = _remote_app(chain_token, pg_schema, facilitator_url, REDIS_URL, dns_lab)
+    app, _ = _remote_app(chain_token, pg_schema, facilitator_url, REDIS_URL, dns_lab, merchant)
     before = chain.balance_of(token, dev_account(8).address)
     with UvicornThread(app) as server:
         response = await payer.post(
@@ -219,10 +229,11 @@ async def test_redis_down_is_503_and_not_charged(
     facilitator_url: str,
     dns_lab: DnsLab,
     payer: x402HttpxClient,
+    merchant: str,
 ) -> None:
     chain, token = chain_token
     dead = f"redis://127.0.0.1:{free_port()}/0"
-    app, merchant = _remote_app(chain_token, pg_schema, facilitator_url, dead, dns_lab)
+    app, _ = _remote_app(chain_token, pg_schema, facilitator_url, dead, dns_lab, merchant)
     before = chain.balance_of(token, dev_account(8).address)
     with UvicornThread(app) as server:
         response = await payer.post(

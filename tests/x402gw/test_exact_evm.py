@@ -304,6 +304,34 @@ async def test_erc6492_needs_an_allow_listed_factory(pay: PayFunction) -> None:
     assert ev.check_signature(plain, b"", None) is None
 
 
+async def test_plain_signatures_are_checked_offline_whoever_the_payer(
+    pay: PayFunction,
+) -> None:
+    """x402gw's own rule: a plain 65-byte signature must recover to `from`; wrapped and longer
+    signatures are left to the chain (contract wallets)."""
+    payload = await pay(PAYER, OFFER)
+    sig = payload.payload["signature"]
+    inner = bytes.fromhex(sig[2:])
+    assert ev.check_plain_signature(candidate(payload)) is None
+    stranger = Account.create()
+    foreign = with_auth(payload, **{"from": stranger.address})
+    assert ev.check_plain_signature(candidate(foreign)) == ev.Invalid(
+        ev.INVALID_SIGNATURE, stranger.address
+    )
+    bad_v = ev.check_plain_signature(candidate(with_auth(payload, signature=sig[:-2] + "05")))
+    assert isinstance(bad_v, ev.Invalid)
+    assert bad_v.reason == ev.FAILED_TO_VERIFY_SIGNATURE
+    zero_r = "0x" + "00" * 32 + sig[66:]
+    assert ev.check_plain_signature(candidate(with_auth(payload, signature=zero_r))) == (
+        ev.Invalid(ev.INVALID_SIGNATURE, PAYER.address)
+    )
+    wrapped = with_auth(foreign, signature=wrap_6492("0x" + "00" * 20, b"", inner))
+    assert ev.check_plain_signature(candidate(wrapped)) is None
+    assert (
+        ev.check_plain_signature(candidate(with_auth(foreign, signature="0x" + "11" * 100))) is None
+    )
+
+
 async def test_malformed_erc6492_wrapper(pay: PayFunction) -> None:
     payload = with_auth(
         await pay(PAYER, OFFER), signature="0x" + ("00" * 8 + ev.ERC6492_MAGIC.hex())

@@ -335,10 +335,15 @@ async def test_http_facilitator_unreachable() -> None:
 
 
 async def test_http_facilitator_round_trip_through_our_app(
-    local: LocalFacilitator, evm: EvmLab, offer: OfferFactory, pay: PayFunction
+    evm: EvmLab, offer: OfferFactory, pay: PayFunction
 ) -> None:
-    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=FacilitatorApp(local)))
-    remote = HttpFacilitator("http://facilitator.test", client=client)
+    token = "round-trip-token-0123456789"
+    local = local_facilitator(
+        evm.anvil.url, evm.operator, evm.network, allowed_payments=[(evm.token, evm.merchant)]
+    )
+    app = FacilitatorApp(local, tokens=[token])
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app))
+    remote = HttpFacilitator("http://facilitator.test", client=client, bearer_token=token)
     requirements = offer()
     payload = await pay(evm.payer, requirements)
     assert isinstance(payload, PaymentPayload)
@@ -351,6 +356,7 @@ async def test_http_facilitator_round_trip_through_our_app(
     await client.aclose()
     await remote.aclose()  # not owned: the caller's client stays the caller's
     assert client.is_closed
+    await local.aclose()
 
 
 def test_from_rpc_accepts_a_private_key(evm: EvmLab) -> None:

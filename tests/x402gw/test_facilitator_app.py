@@ -1,4 +1,5 @@
-"""FacilitatorApp over a LocalFacilitator: the facilitator HTTP API, malformed input, outages."""
+"""FacilitatorApp over a LocalFacilitator: the facilitator HTTP API, authentication, malformed
+input, outages."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import httpx
 import pytest
 from paylab import PRICE, local_facilitator, proxy_to
 
-from x402gw.facilitator import LocalFacilitator
+from x402gw.errors import FacilitatorConfigError
+from x402gw.facilitator import FacilitatorError, HttpFacilitator, LocalFacilitator
 from x402gw.facilitator_app import FacilitatorApp
 from x402gw.wire import (
     FacilitatorRequest,
@@ -24,13 +26,26 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.lab
 
+TOKEN = "t0ken-for-the-facilitator-app"
+NEXT_TOKEN = "the-next-token-after-rotation"
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def allowed(evm: EvmLab) -> list[tuple[str, str]]:
+    return [(evm.token, evm.merchant)]
+
 
 @pytest.fixture
 async def http(evm: EvmLab) -> AsyncIterator[httpx.AsyncClient]:
-    """An in-process client of FacilitatorApp(LocalFacilitator on anvil)."""
-    facilitator = local_facilitator(evm.anvil.url, evm.operator, evm.network)
-    transport = httpx.ASGITransport(app=FacilitatorApp(facilitator, max_body_bytes=8192))
-    async with httpx.AsyncClient(transport=transport, base_url="http://fac") as client:
+    """An in-process, authenticated client of FacilitatorApp(LocalFacilitator on anvil)."""
+    facilitator = local_facilitator(
+        evm.anvil.url, evm.operator, evm.network, allowed_payments=allowed(evm)
+    )
+    app = FacilitatorApp(facilitator, tokens=[TOKEN, NEXT_TOKEN], max_body_bytes=8192)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://fac", headers=BEARER
+    ) as client:
         yield client
     await facilitator.aclose()
 
@@ -116,9 +131,13 @@ async def test_routing_errors(http: httpx.AsyncClient) -> None:
 
 async def test_chain_down_is_503(evm: EvmLab, offer: OfferFactory, pay: PayFunction) -> None:
     with proxy_to(evm.anvil.port) as proxy:
-        facilitator = LocalFacilitator.from_rpc(proxy.url, evm.operator, evm.network)
-        transport = httpx.ASGITransport(app=FacilitatorApp(facilitator))
-        async with httpx.AsyncClient(transport=transport, base_url="http://fac") as http:
+        facilitator = LocalFacilitator.from_rpc(
+            proxy.url, evm.operator, evm.network, allowed_payments=allowed(evm)
+        )
+        transport = httpx.ASGITransport(app=FacilitatorApp(facilitator, tokens=TOKEN))
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://fac", headers=BEARER
+        ) as http:
             body = await _body(pay, evm, offer())
             proxy.close()
             r = await http.post("/verify", json=body)
@@ -129,3 +148,154 @@ async def test_chain_down_is_503(evm: EvmLab, offer: OfferFactory, pay: PayFunct
             assert r.status_code == 200
             assert json.loads(r.content)["isValid"] is True
         await facilitator.aclose()
+
+
+# --- authentication ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        None,
+        "Bearer wrong-token-of-the-right-length",
+        f"Bearer {TOKEN[:-1]}",
+        f"Bearer {TOKEN}x",
+        f"Basic {TOKEN}",
+        f"{TOKEN}",
+        "Bearer ",
+        f"Bearer {TOKEN.upper()}",
+    ],
+)
+async def test_requests_without_a_valid_bearer_token_are_401(
+    evm: EvmLab, offer: OfferFactory, pay: PayFunction, authorization: str | None
+) -> None:
+    facilitator = local_facilitator(
+        evm.anvil.url, evm.operator, evm.network, allowed_payments=allowed(evm)
+    )
+    transport = httpx.ASGITransport(app=FacilitatorApp(facilitator, tokens=[TOKEN, NEXT_TOKEN]))
+    headers = {} if authorization is None else {"Authorization": authorization}
+    body = await _body(pay, evm, offer())
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://fac") as http:
+            answers = [
+                await http.post("/settle", json=body, headers=headers),
+                await http.post("/verify", json=body, headers=headers),
+                await http.get("/supported", headers=headers),
+                await http.get("/nowhere", headers=headers),
+            ]
+    finally:
+        await facilitator.aclose()
+    for r in answers:
+        assert r.status_code == 401
+        assert r.headers["www-authenticate"].startswith("Bearer")
+        assert r.json()["error"] == "unauthorized"
+    assert evm.balance(evm.merchant) == 0  # nothing was settled
+
+
+async def test_every_configured_token_is_accepted(
+    evm: EvmLab, offer: OfferFactory, pay: PayFunction
+) -> None:
+    facilitator = local_facilitator(
+        evm.anvil.url, evm.operator, evm.network, allowed_payments=allowed(evm)
+    )
+    transport = httpx.ASGITransport(app=FacilitatorApp(facilitator, tokens=[TOKEN, NEXT_TOKEN]))
+    try:
+        async with httpx.AsyncClient(transport=transport) as client:
+            for token in (TOKEN, NEXT_TOKEN):
+                remote = HttpFacilitator("http://fac", bearer_token=token, client=client)
+                assert (await remote.supported()).kinds
+                requirements = offer()
+                payload = await pay(evm.payer, requirements)
+                assert (await remote.verify(payload, requirements)).is_valid
+            wrong = HttpFacilitator("http://fac", bearer_token="not-" + TOKEN, client=client)
+            with pytest.raises(FacilitatorError) as caught:
+                await wrong.supported()
+            assert caught.value.status == 401
+    finally:
+        await facilitator.aclose()
+
+
+async def test_the_app_is_not_built_without_authentication_or_allow_list(evm: EvmLab) -> None:
+    open_ = local_facilitator(evm.anvil.url, evm.operator, evm.network)
+    listed = local_facilitator(
+        evm.anvil.url, evm.operator, evm.network, allowed_payments=allowed(evm)
+    )
+    try:
+        with pytest.raises(FacilitatorConfigError, match="allowed_payments"):
+            FacilitatorApp(open_, tokens=[TOKEN])  # would pay gas for any asset and payTo
+        with pytest.raises(FacilitatorConfigError, match="allowed_payments"):
+            FacilitatorApp(open_, allow_unauthenticated=True)
+        for options in (
+            {},
+            {"tokens": []},
+            {"tokens": ["short"]},
+            {"tokens": [TOKEN, "has a space in it here"]},
+            {"tokens": [TOKEN + "\r\nX-Evil: 1"]},
+            {"tokens": [TOKEN], "allow_unauthenticated": True},
+        ):
+            with pytest.raises(FacilitatorConfigError):
+                FacilitatorApp(listed, **options)
+        with pytest.raises(FacilitatorConfigError):
+            HttpFacilitator("http://fac", bearer_token="two words")
+        with pytest.raises(FacilitatorConfigError):
+            HttpFacilitator("http://fac", bearer_token=TOKEN, auth_headers=_no_headers)
+    finally:
+        await open_.aclose()
+        await listed.aclose()
+
+
+async def _no_headers(endpoint: str) -> dict[str, str]:
+    return {}
+
+
+@pytest.mark.parametrize(
+    ("client", "status"),
+    [
+        (("127.0.0.1", 5000), 200),
+        (("127.8.9.10", 5000), 200),
+        (("::1", 5000), 200),
+        (("203.0.113.7", 5000), 403),
+        (("10.0.0.2", 5000), 403),
+        (("::ffff:203.0.113.7", 5000), 403),
+        (("localhost.evil.example", 5000), 403),
+    ],
+)
+async def test_unauthenticated_mode_serves_loopback_clients_only(
+    evm: EvmLab, client: tuple[str, int], status: int
+) -> None:
+    facilitator = local_facilitator(
+        evm.anvil.url, evm.operator, evm.network, allowed_payments=allowed(evm)
+    )
+    app = FacilitatorApp(facilitator, allow_unauthenticated=True)
+    transport = httpx.ASGITransport(app=app, client=client)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://fac") as http:
+            r = await http.get("/supported")
+    finally:
+        await facilitator.aclose()
+    assert r.status_code == status
+    if status == 403:
+        assert r.json()["error"] == "forbidden"
+
+
+async def test_unauthenticated_mode_refuses_a_request_without_client_address(
+    evm: EvmLab,
+) -> None:
+    facilitator = local_facilitator(
+        evm.anvil.url, evm.operator, evm.network, allowed_payments=allowed(evm)
+    )
+    app = FacilitatorApp(facilitator, allow_unauthenticated=True)
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": "/supported", "headers": [], "client": None}
+    try:
+        await app(scope, receive, send)
+    finally:
+        await facilitator.aclose()
+    assert sent[0]["status"] == 403

@@ -84,11 +84,18 @@ async def test_sdk_client_pays_x402gw_v1(served_gateway: tuple[Gateway, str], ev
 
 
 async def test_sdk_middleware_settles_through_our_facilitator_app(evm: EvmLab) -> None:
-    facilitator = local_facilitator(evm.anvil.url, evm.operator, evm.network)
+    facilitator = local_facilitator(
+        evm.anvil.url, evm.operator, evm.network, allowed_payments=[(evm.token, evm.merchant)]
+    )
     before = _balances(evm)
     operator_nonce = evm.anvil.rpc("eth_getTransactionCount", evm.operator.address, "latest")
     with (
-        UvicornThread(OnShutdown(FacilitatorApp(facilitator), facilitator.aclose)) as ours,
+        UvicornThread(
+            OnShutdown(
+                FacilitatorApp(facilitator, allow_unauthenticated=True),  # loopback only
+                facilitator.aclose,
+            )
+        ) as ours,
         UvicornThread(sdk_protected_app(ours.url, evm.merchant, evm.network, evm.token)) as sdk,
     ):
         async with sdk_http(evm.payer) as http:
