@@ -62,15 +62,22 @@ def _facilitator(
     settings: Settings, registry: NetworkRegistry
 ) -> LocalFacilitator | HttpFacilitator:
     if settings.facilitator_url is not None:
-        return HttpFacilitator(settings.facilitator_url)
+        token = settings.facilitator_token
+        return HttpFacilitator(
+            settings.facilitator_url,
+            bearer_token=token.get_secret_value() if token is not None else None,
+        )
     assert settings.settler_key is not None
     if settings.rpc_url is None:
         raise SettingsError("BAVLIO_RPC_URL", "a settler key needs the chain's RPC URL")
+    assert settings.pay_to is not None
     return LocalFacilitator.from_rpc(
         settings.rpc_url,
         settings.settler_key.get_secret_value(),
         settings.network,
         networks=registry,
+        # Settle only what this server sells: its asset, paid to its merchant address.
+        allowed_payments=[(settings.asset, settings.pay_to)],
     )
 
 

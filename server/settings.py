@@ -114,6 +114,7 @@ class Settings(BaseSettings):
     pay_to: Address | None = None
     settler_key: SecretStr | None = None
     facilitator_url: str | None = None
+    facilitator_token: SecretStr | None = None
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"

@@ -1,10 +1,19 @@
 """x402gw: ASGI payment middleware and facilitator for x402 v1 and v2 (EIP-3009 on EVM)."""
 
 from x402gw.chain import ChainClient, NonceManager, Receipt, Settlement, Settler
-from x402gw.config import InvalidRouteConfig, PaymentConfig, PricedRoute
+from x402gw.config import (
+    ErrorRenderer,
+    InvalidRouteConfig,
+    PaymentConfig,
+    PricedRoute,
+    RateLimiter,
+)
 from x402gw.errors import (
+    AuthorizationLogMissing,
     ChainError,
     ChainUnavailable,
+    FacilitatorConfigError,
+    GasCapExceeded,
     InvalidPaymentHeader,
     InvalidPaymentPayload,
     InvalidPrice,
@@ -29,6 +38,7 @@ from x402gw.exact_evm import (
     find_matching_offer,
 )
 from x402gw.facilitator import (
+    DEFAULT_SETTLE_GAS_CAP,
     Facilitator,
     FacilitatorError,
     FacilitatorUnavailable,
@@ -37,6 +47,7 @@ from x402gw.facilitator import (
     reconcile_ledger,
 )
 from x402gw.facilitator_app import FacilitatorApp
+from x402gw.ledger import NonceUse
 from x402gw.middleware import PaymentMiddleware
 from x402gw.networks import NETWORKS, Asset, NetworkRegistry, from_atomic, to_atomic
 from x402gw.signer_lock import FileSignerLock, SignerLock
@@ -68,25 +79,30 @@ from x402gw.wire import (
 )
 
 __all__ = [
+    "DEFAULT_SETTLE_GAS_CAP",
     "NETWORKS",
     "AnyPaymentPayload",
     "AnyPaymentRequired",
     "Asset",
     "Authorization",
+    "AuthorizationLogMissing",
     "Candidate",
     "ChainClient",
     "ChainError",
     "ChainFacts",
     "ChainUnavailable",
     "Domain",
+    "ErrorRenderer",
     "ExactEvmAuthorization",
     "ExactEvmPayload",
     "Facilitator",
     "FacilitatorApp",
+    "FacilitatorConfigError",
     "FacilitatorError",
     "FacilitatorRequest",
     "FacilitatorUnavailable",
     "FileSignerLock",
+    "GasCapExceeded",
     "HttpFacilitator",
     "Invalid",
     "InvalidPaymentHeader",
@@ -96,6 +112,7 @@ __all__ = [
     "LocalFacilitator",
     "NetworkRegistry",
     "NonceManager",
+    "NonceUse",
     "PaymentConfig",
     "PaymentMiddleware",
     "PaymentPayload",
@@ -105,6 +122,7 @@ __all__ = [
     "PaymentRequirements",
     "PaymentRequirementsV1",
     "PricedRoute",
+    "RateLimiter",
     "Receipt",
     "ResourceInfo",
     "RpcError",

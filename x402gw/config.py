@@ -274,7 +274,11 @@ class PaymentConfig:
 
         lock = FileSignerLock(signer_lock) if signer_lock is not None else None
         facilitator = LocalFacilitator.from_rpc(
-            rpc_url, operator_key, networks.pop(), signer_lock=lock
+            rpc_url,
+            operator_key,
+            networks.pop(),
+            signer_lock=lock,
+            allowed_payments={(route.token.address, route.pay_to) for route in routes},
         )
         return cls(routes=routes, facilitator=facilitator, ledger=Ledger(ledger_url), **options)
 

@@ -34,6 +34,7 @@ REDIS_URL = os.environ.get("X402GW_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 PRICE = 12_000  # prospects/search
 ADDRESS = "0x" + "22" * 20
 KEY = "0x" + "33" * 32
+FACILITATOR_TOKEN = "facilitator-token-0123456789abcdef"
 
 
 async def _noop(scope: Any, receive: Any, send: Any) -> None:
@@ -130,12 +131,12 @@ def merchant() -> str:
 @pytest.fixture
 def facilitator_url(chain_token: tuple[AnvilChain, str], merchant: str) -> Iterator[str]:
     """x402gw's facilitator app (settling on anvil with dev account 9, for the test's merchant
-    only) over uvicorn on loopback, without a token (the server's HttpFacilitator sends none)."""
+    only) over uvicorn on loopback, requiring :data:`FACILITATOR_TOKEN`."""
     chain, token = chain_token
     facilitator = LocalFacilitator.from_rpc(
         chain.url, dev_account(9), "eip155:31337", allowed_payments=[(token, merchant)]
     )
-    app = FacilitatorApp(facilitator, allow_unauthenticated=True)
+    app = FacilitatorApp(facilitator, tokens=[FACILITATOR_TOKEN])
 
     async def closing(scope: Any, receive: Any, send: Any) -> None:
         async def shutdown_aware() -> Any:
@@ -157,6 +158,7 @@ def _remote_app(
     redis_url: str,
     dns_lab: DnsLab,
     merchant: str,
+    facilitator_token: str | None = FACILITATOR_TOKEN,
 ) -> tuple[Any, str]:
     _, token = chain_token
     url, schema = pg_schema
@@ -166,6 +168,7 @@ def _remote_app(
         database_schema=schema,
         redis_url=redis_url,
         facilitator_url=facilitator,
+        facilitator_token=facilitator_token,
         network="eip155:31337",
         asset=token,
         pay_to=merchant,
@@ -246,3 +249,27 @@ async def test_redis_down_is_503_and_not_charged(
     assert free.status_code == 200
     assert chain.balance_of(token, dev_account(8).address) == before
     assert chain.balance_of(token, merchant) == 0
+
+
+@pytest.mark.lab
+async def test_remote_facilitator_without_its_token_is_refused_and_not_charged(
+    chain_token: tuple[AnvilChain, str],
+    pg_schema: tuple[str, str],
+    facilitator_url: str,
+    dns_lab: DnsLab,
+    payer: x402HttpxClient,
+    merchant: str,
+) -> None:
+    chain, token = chain_token
+    app, _ = _remote_app(
+        chain_token, pg_schema, facilitator_url, REDIS_URL, dns_lab, merchant, None
+    )
+    before = chain.balance_of(token, dev_account(8).address)
+    with UvicornThread(app) as server:
+        response = await payer.post(
+            server.url + "/api/x402/v1/prospects/search", json={"tags": ["ai"]}
+        )
+    assert response.status_code == 502
+    assert response.json()["error"]["code"] == "facilitator_error"
+    assert FACILITATOR_TOKEN not in response.text
+    assert chain.balance_of(token, dev_account(8).address) == before
