@@ -25,6 +25,9 @@ GOOGLE_CONSUMER_DOMAINS = frozenset({"gmail.com", "googlemail.com"})
 # C0 controls, DEL, C1 controls and the Unicode line/paragraph separators: anything a mail stack
 # or a str.splitlines() could take for a line break.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# Lone surrogates are not text (a non-UTF-8 byte under surrogateescape becomes one): no encoder
+# can put them on the wire, so they end here as a syntax error instead of a UnicodeEncodeError.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class ParsedAddress(BaseModel):
@@ -63,6 +66,11 @@ def _guard(raw: str) -> str:
         raise InjectionError(f"input is too long ({len(raw)} characters, at most {MAX_RAW_CHARS})")
     if (m := _CONTROL.search(raw)) is not None:
         raise InjectionError(f"control character U+{ord(m.group()):04X} in address")
+    if (m := _SURROGATE.search(raw)) is not None:
+        raise AddressError(
+            f"lone surrogate U+{ord(m.group()):04X} in address (not valid Unicode text)",
+            code="syntax_invalid",
+        )
     text = raw.strip()
     if ("<" in text or ">" in text) and (
         "<" in (rest := text[_quoted_prefix_end(text) :]) or ">" in rest

@@ -53,8 +53,8 @@ def _collect_inputs(args: argparse.Namespace, stdin: TextIO) -> tuple[list[str],
         if args.file == "-":
             addresses.extend(_read_addresses(stdin))
         else:
-            with open(args.file, encoding="utf-8-sig", newline="") as handle:
-                addresses.extend(_read_addresses(handle))
+            with open(args.file, encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
+                addresses.extend(_read_addresses(f))
     elif not addresses and not stdin.isatty():
         bulk = True
         addresses.extend(_read_addresses(stdin))
@@ -299,7 +299,7 @@ def _run_verify(args: argparse.Namespace, stdin: TextIO, out: TextIO) -> int:
     prober = _make_prober(args)
     if not args.output:
         return asyncio.run(_verify_to(args, addresses, bulk, prober, out, out))
-    with open(args.output, "w", encoding="utf-8", newline="") as sink:
+    with open(args.output, "w", encoding="utf-8", errors="backslashreplace", newline="") as sink:
         return asyncio.run(_verify_to(args, addresses, bulk, prober, sink, out))
 
 
@@ -469,8 +469,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _tolerate_bad_bytes() -> None:
+    """Undecodable input bytes become lone surrogates, which the parser answers as invalid rows;
+    output escapes them (``\\udcff``) so it stays valid UTF-8 (and valid JSON)."""
+    for stream, errors in (
+        (sys.stdin, "surrogateescape"),
+        (sys.stdout, "backslashreplace"),
+        (sys.stderr, "backslashreplace"),
+    ):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors=errors)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``emailintel`` console script."""
+    _tolerate_bad_bytes()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

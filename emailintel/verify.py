@@ -392,7 +392,8 @@ async def verify_many(
     prober = prober or Prober()
     path = Path(checkpoint) if checkpoint is not None else None
     done = _done_addresses(path) if path is not None else set()
-    sink = path.open("a", encoding="utf-8") if path is not None else None
+    # backslashreplace: an address with a lone surrogate is recorded as a JSON \udcxx escape.
+    sink = path.open("a", encoding="utf-8", errors="backslashreplace") if path else None
 
     def record(result: RiskResult) -> RiskResult:
         if sink is not None:

@@ -71,6 +71,7 @@ INTL_ADDRESS = st.builds(
     st.lists(LABEL, min_size=1, max_size=2),
     TLD,
 )
+SURROGATES = ["\ud800", "\udbff", "\udc00", "\udcff", "\udfff"]
 INJECTED = ["\r", "\n", "\r\n", "\x00", "\x1b", "\t", "\x7f", "\x85", "\u2028", "\u2029", "<", ">"]
 
 
@@ -203,6 +204,41 @@ class TestInvalidAddresses:
         assert info.value.code == "not_a_string"
         with pytest.raises(AddressError):
             normalize(raw)  # type: ignore[arg-type]
+
+
+class TestLoneSurrogates:
+    """Lone surrogates (e.g. a non-UTF-8 argv byte under surrogateescape) are not text at all."""
+
+    @pytest.mark.parametrize(
+        "raw",
+        [
+            "\ud800@example.com",
+            "\udcffjohn@acme.io",  # b"\xff" + "john@acme.io" decoded with surrogateescape
+            "john@\udcff.example.com",
+            "john@exam\udfffple.com",
+            '"a\ud800b"@example.com',
+            "jo\udce9@example.com",
+        ],
+    )
+    def test_is_a_syntax_error(self, raw: str) -> None:
+        with pytest.raises(AddressError) as info:
+            parse_address(raw)
+        assert info.value.code == "syntax_invalid"
+        assert "surrogate" in str(info.value)
+        with pytest.raises(AddressError):
+            normalize(raw)
+        with pytest.raises(AddressError):
+            parse_fast(raw)
+
+    @given(
+        st.one_of(EMAILISH, SIMPLE_ADDRESS, INTL_ADDRESS),
+        st.sampled_from(SURROGATES),
+        st.integers(0),
+    )
+    def test_anywhere_in_any_address(self, address: str, bad: str, where: int) -> None:
+        pos = where % (len(address) + 1)
+        with pytest.raises(AddressError):
+            parse_address(address[:pos] + bad + address[pos:])
 
 
 class TestInjection:

@@ -165,3 +165,49 @@ def test_console_script_is_installed() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["address"] == "x@acme.io"
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _cli(*argv: str | bytes, **kwargs: object) -> subprocess.CompletedProcess[bytes]:
+    """``python -m emailintel ARGV`` from this checkout, output kept as bytes."""
+    return subprocess.run(
+        [sys.executable, "-m", "emailintel", *argv],
+        capture_output=True,
+        check=False,
+        timeout=60,
+        cwd=REPO,
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+@pytest.mark.parametrize("fmt", ["--json", "--csv", "--table"])
+def test_non_utf8_argument_is_an_invalid_row(fmt: str) -> None:
+    flags = [] if fmt == "--table" else [fmt]
+    proc = _cli("validate", "--offline", *flags, b"\xffjohn@acme.io", "jane@acme.io")
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    assert proc.stderr == b""
+    text = proc.stdout.decode("utf-8")  # the output stays valid UTF-8
+    if fmt == "--json":
+        bad, good = (json.loads(line) for line in text.splitlines())
+        assert bad["address"] == "\udcffjohn@acme.io"
+        assert (bad["verdict"], bad["reasons"]) == ("invalid", ["syntax_invalid"])
+        assert good["address"] == "jane@acme.io"
+    else:
+        rows = text.splitlines()
+        assert len(rows) == 3
+        assert rows[1].startswith("\\udcffjohn@acme.io")  # shown escaped, never as a raw byte
+        assert "invalid" in rows[1]
+        assert "syntax_invalid" in rows[1]
+
+
+def test_non_utf8_file_line_is_an_invalid_row(tmp_path: Path) -> None:
+    path = tmp_path / "in.txt"
+    path.write_bytes(b"\xe9ric@acme.io\njane@acme.io\n")
+    for source in (["--file", str(path)], ["--file", "-"]):
+        proc = _cli("validate", "--offline", "--json", *source, input=path.read_bytes())
+        assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+        bad, good = (json.loads(line) for line in proc.stdout.decode("utf-8").splitlines())
+        assert (bad["verdict"], bad["reasons"]) == ("invalid", ["syntax_invalid"])
+        assert good["address"] == "jane@acme.io"

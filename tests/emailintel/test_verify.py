@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from lab.dnslab import BlackHoleDns
+from lab.probers import lab_prober
 
 from emailintel.address import parse_address
 from emailintel.dns import DnsResolver
 from emailintel.errors import AddressError
 from emailintel.models import Evidence, Reason, Verdict
 from emailintel.risk import assess
-from emailintel.verify import Validator, validate_offline
+from emailintel.verify import Validator, validate_offline, verify, verify_many
 
 
 def test_offline_valid_corporate_address() -> None:
@@ -43,6 +46,26 @@ def test_injection_is_answered_invalid_not_raised(address: str) -> None:
     result = validate_offline(address)
     assert result.verdict == Verdict.INVALID
     assert Reason.SYNTAX_INVALID in result.reasons
+
+
+@pytest.mark.parametrize("address", ["\ud800@example.com", "\udcffjohn@acme.io", "a@\udcff.io"])
+def test_lone_surrogate_is_answered_invalid_not_raised(address: str) -> None:
+    result = validate_offline(address)
+    assert (result.verdict, result.reasons) == (Verdict.INVALID, (Reason.SYNTAX_INVALID,))
+    assert result.error is not None
+    assert "surrogate" in result.error
+
+
+async def test_verify_paths_answer_a_lone_surrogate_and_checkpoint_it(tmp_path: Path) -> None:
+    addresses = ["\udcffjohn@acme.io", "\ud800@x.test"]
+    single = await verify(addresses[0], prober=lab_prober(), validator=Validator(check_dns=False))
+    assert (single.verdict, single.reasons) == (Verdict.INVALID, (Reason.SYNTAX_INVALID,))
+    checkpoint = tmp_path / "done.jsonl"
+    results = [r async for r in verify_many(addresses, prober=lab_prober(), checkpoint=checkpoint)]
+    assert [(r.address, r.verdict) for r in results] == [(a, Verdict.INVALID) for a in addresses]
+    checkpoint.read_text(encoding="utf-8")  # valid UTF-8: the surrogates are escaped
+    again = [r async for r in verify_many(addresses, prober=lab_prober(), checkpoint=checkpoint)]
+    assert again == []  # both were recorded as done
 
 
 def test_offline_modifiers() -> None:
