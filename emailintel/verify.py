@@ -295,8 +295,8 @@ async def validate_many(
 
 
 def _rcpt_address(parsed: ParsedAddress) -> str:
-    """The address as sent in RCPT: the ASCII domain unless only the UTF-8 form exists."""
-    return parsed.ascii_email or f"{parsed.local_part}@{parsed.ascii_domain}"
+    """The address as sent in RCPT (parse_address only returns addresses the session can send)."""
+    return parsed.smtp_address
 
 
 async def _probe_domain(

@@ -5,14 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from lab.dnslab import BlackHoleDns
+from lab.dnslab import BlackHoleDns, DnsLab
 from lab.probers import lab_prober
 
 from emailintel.address import parse_address
 from emailintel.dns import DnsResolver
-from emailintel.errors import AddressError
+from emailintel.errors import AddressError, PersonNameError
+from emailintel.finder import Finder
 from emailintel.models import Evidence, Reason, Verdict
 from emailintel.risk import assess
 from emailintel.verify import Validator, validate_offline, verify, verify_many
@@ -211,3 +212,58 @@ def test_offline_fast_path_equals_general_path(address: str) -> None:
     assert fast == general
     if failure is not None:
         assert validator.invalid_syntax(address, failure) == general
+
+
+# --- no untyped exception for any address string (hardening 11b/12) ------------------------------
+
+_HOSTILE = st.one_of(
+    st.text(st.characters(exclude_categories=()), max_size=40),
+    st.builds(
+        '"{}"@{}'.format,
+        st.text(
+            alphabet=st.sampled_from([*'a <>"\\@', "\t", "\x00", "\r", "\n", "\ud800"]), max_size=8
+        ),
+        st.sampled_from(["acme.test", "badmx.test", "nothing.test", "bücher.test"]),
+    ),
+    st.builds("{}@{}".format, _ATOM, st.sampled_from(["acme.test", "nullmx.test", "x.test"])),
+)
+
+
+@pytest.mark.lab
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.lists(_HOSTILE, min_size=1, max_size=4))
+async def test_verify_paths_answer_any_text(dns_lab: DnsLab, addresses: list[str]) -> None:
+    # Private MX addresses are refused, so the probe ends before any connection.
+    prober = lab_prober(allow_private_mx=False)
+    validator = Validator(resolver=DnsResolver([dns_lab.nameserver], timeout=2.0))
+    for address in addresses:
+        result = await verify(address, prober=prober, validator=validator)
+        assert result.address == address
+    batch = [r.address async for r in verify_many(addresses, prober=prober, validator=validator)]
+    assert sorted(batch) == sorted(dict.fromkeys(addresses))
+
+
+@pytest.mark.lab
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.text(st.characters(exclude_categories=()), max_size=20),
+    st.text(st.characters(exclude_categories=()), max_size=20),
+    st.one_of(
+        st.sampled_from(["acme.test", "nothing.test", "nullmx.test"]),
+        st.text(st.characters(exclude_categories=()), max_size=20),
+    ),
+)
+async def test_find_answers_any_text(dns_lab: DnsLab, first: str, last: str, domain: str) -> None:
+    finder = Finder(
+        prober=lab_prober(allow_private_mx=False),
+        resolver=DnsResolver([dns_lab.nameserver], timeout=2.0),
+    )
+    try:
+        result = await finder.find(first, last, domain)
+    except (AddressError, PersonNameError):
+        return
+    assert result.found is False

@@ -12,7 +12,7 @@ from lab.maillab import MailLab
 from lab.probers import lab_prober
 
 from emailintel.dns import DnsResolver
-from emailintel.errors import ConfigError
+from emailintel.errors import AddressError, ConfigError
 from emailintel.models import Reason, RiskResult, Verdict
 from emailintel.smtp.prober import Prober
 from emailintel.smtp.session import Timeouts
@@ -300,3 +300,45 @@ async def test_probe_with_retries_directly(mail_dns: DnsLab, mail_lab: MailLab) 
     facts = await prober.probe_with_retries("greylist.test", ["jane.doe@greylist.test"], dns)
     assert facts["jane.doe@greylist.test"].accepted is True
     assert prober.sessions_opened >= 2
+
+
+# --- addresses the SMTP session could not send (hardening 11b/12) ---------------------------------
+
+UNSENDABLE = ['"a>b"@company.test', '"<x>"@company.test', "\ud800@company.test"]
+
+
+async def test_unsendable_address_is_answered_without_a_session(validator: Validator) -> None:
+    prober = make_prober()
+    for address in UNSENDABLE:
+        result = await verify(address, prober=prober, validator=validator)
+        assert (result.verdict, result.reasons) == (Verdict.INVALID, (Reason.SYNTAX_INVALID,))
+        assert result.error
+    assert prober.sessions_opened == 0
+
+
+async def test_batch_with_unsendable_addresses_answers_every_address(validator: Validator) -> None:
+    quoted = '"john smith"@company.test'  # valid quoted syntax: probed, and Postfix says 550
+    wanted = [*UNSENDABLE, "john.smith@company.test", quoted]
+    results = await collect(wanted, prober=make_prober(), validator=validator)
+    assert set(results) == set(wanted)
+    for address in UNSENDABLE:
+        assert results[address].reasons == (Reason.SYNTAX_INVALID,)
+    assert results["john.smith@company.test"].verdict is Verdict.VALID
+    assert Reason.MAILBOX_NOT_FOUND in results[quoted].reasons
+    smtp = results[quoted].smtp
+    assert smtp is not None
+    assert smtp.reply is not None
+    assert smtp.reply.code == 550
+
+
+@pytest.mark.parametrize("bad", [*UNSENDABLE, "a@company.test\r\nDATA", ""])
+async def test_probe_refuses_unsendable_recipients_before_connecting(
+    mail_dns: DnsLab, bad: str
+) -> None:
+    dns = await DnsResolver([mail_dns.nameserver]).lookup_mx("company.test", resolve_addresses=True)
+    prober = make_prober()
+    with pytest.raises(AddressError):
+        await prober.probe("company.test", ["john.smith@company.test", bad], dns)
+    with pytest.raises(AddressError):
+        await prober.probe_many([("company.test", ["john.smith@company.test", bad], dns)])
+    assert prober.sessions_opened == 0
