@@ -230,7 +230,7 @@ class Validator:
         return self.result(address, self.offline_evidence(parsed), parsed)
 
     async def validate(self, address: str) -> RiskResult:
-        """Syntax, lists, typo and DNS (MX, null MX, implicit MX); SMTP is not contacted."""
+        """Syntax, lists, typo and DNS (MX and their addresses, null MX, implicit MX); no SMTP."""
         try:
             parsed = parse_address(address)
         except AddressError as exc:
@@ -238,7 +238,8 @@ class Validator:
         evidence = self.offline_evidence(parsed)
         dns: DnsFacts | None = None
         if self.check_dns:
-            dns = await self.resolver.lookup_mx(parsed.ascii_domain)
+            # The MX hosts' addresses too: MX records that lead nowhere are no route for mail.
+            dns = await self.resolver.lookup_mx(parsed.ascii_domain, resolve_addresses=True)
         evidence = evidence.model_copy(update={"dns": dns, "smtp": SmtpFacts(checked=False)})
         return self.result(address, evidence, parsed)
 

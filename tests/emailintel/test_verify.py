@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from lab.dnslab import BlackHoleDns, DnsLab
+from lab.dnslab import BlackHoleDns, CountingRelay, DnsLab
 from lab.probers import lab_prober
 
 from emailintel.address import parse_address
@@ -137,6 +137,20 @@ class TestValidateWithDns:
         result = await validator.validate("info@empty.test")
         assert result.verdict == Verdict.INVALID
         assert Reason.NO_MX in result.reasons
+
+    async def test_mx_host_without_address_is_invalid(self, validator: Validator) -> None:
+        result = await validator.validate("john@badmx.test")
+        assert (result.verdict, result.score) == (Verdict.INVALID, 10)
+        assert result.reasons == (Reason.MX_UNRESOLVABLE,)
+        assert result.dns is not None
+        assert result.dns.status == "mx_unresolvable"
+
+    async def test_mx_host_lookup_timeout_is_unknown(self, dns_lab: DnsLab) -> None:
+        with CountingRelay(dns_lab.nameserver, drop=["A", "AAAA"]) as relay:
+            resolver = DnsResolver([relay.nameserver], timeout=0.3)
+            result = await Validator(resolver=resolver).validate("john@badmx.test")
+        assert result.verdict == Verdict.UNKNOWN
+        assert result.reasons[0] == Reason.DNS_TIMEOUT
 
     async def test_implicit_mx(self, validator: Validator) -> None:
         result = await validator.validate("info@nomx.test")

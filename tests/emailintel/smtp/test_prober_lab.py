@@ -275,10 +275,10 @@ async def test_internationalised_local_part_is_probed_as_utf8(validator: Validat
     assert result.smtp.reply.code == 550
 
 
-async def test_mx_without_address_is_connect_failed_without_dialing(validator: Validator) -> None:
+async def test_mx_without_address_is_unresolvable_without_dialing(validator: Validator) -> None:
     prober = make_prober()
     result = await verify("info@badmx.test", prober=prober, validator=validator)
-    assert result.reasons[0] is Reason.CONNECT_FAILED
+    assert (result.verdict, result.reasons[0]) == (Verdict.INVALID, Reason.MX_UNRESOLVABLE)
     assert prober.sessions_opened == 0
 
 
