@@ -12,8 +12,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import TextIO
 
 from emailintel.dns import DnsResolver
-from emailintel.errors import EmailIntelError
+from emailintel.errors import ConfigError, EmailIntelError
 from emailintel.models import RiskResult
+from emailintel.risk import RiskPolicy
 from emailintel.smtp.prober import Prober
 from emailintel.verify import Validator
 
@@ -100,9 +101,24 @@ def _emit_results(
         _table(rows, out)
 
 
+def _load_policy(path: str | None) -> RiskPolicy | None:
+    """The risk policy in a JSON file (RiskPolicy.from_mapping keys), or None for the defaults."""
+    if path is None:
+        return None
+    with open(path, "rb") as handle:
+        raw = handle.read()
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"policy file {path} is not valid JSON: {exc}") from None
+    return RiskPolicy.from_mapping(data)
+
+
 def _make_validator(args: argparse.Namespace) -> Validator:
     resolver = DnsResolver(args.nameserver) if args.nameserver else None
-    return Validator(resolver=resolver, check_dns=not args.offline)
+    return Validator(
+        resolver=resolver, policy=_load_policy(args.policy), check_dns=not args.offline
+    )
 
 
 async def _run_validate(args: argparse.Namespace, stdin: TextIO, out: TextIO) -> int:
@@ -313,7 +329,10 @@ async def _verify_to(
 ) -> int:
     from emailintel.verify import verify_many
 
-    validator = Validator(resolver=DnsResolver(args.nameserver) if args.nameserver else None)
+    validator = Validator(
+        resolver=DnsResolver(args.nameserver) if args.nameserver else None,
+        policy=_load_policy(args.policy),
+    )
     progress = None
     if bulk and sys.stderr.isatty():
         from tqdm import tqdm
@@ -401,6 +420,9 @@ def _add_bulk_io(parser: argparse.ArgumentParser, what: str) -> None:
     )
     fmt.add_argument("--csv", dest="format", action="store_const", const="csv", help="CSV output")
     parser.set_defaults(format="table")
+    parser.add_argument(
+        "--policy", metavar="FILE", help="risk policy as JSON (weights, base, valid_threshold, ...)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

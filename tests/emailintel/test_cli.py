@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from lab.dnslab import DnsLab
 
 from emailintel import cli
 
@@ -211,3 +212,54 @@ def test_non_utf8_file_line_is_an_invalid_row(tmp_path: Path) -> None:
         bad, good = (json.loads(line) for line in proc.stdout.decode("utf-8").splitlines())
         assert (bad["verdict"], bad["reasons"]) == ("invalid", ["syntax_invalid"])
         assert good["address"] == "jane@acme.io"
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize(
+    ("policy", "verdict", "score"),
+    [
+        (None, "valid", 70),  # DNS only 75, role -5: exactly valid_threshold
+        ({"weights": {"role_account": -6}}, "risky", 69),  # one below it
+        ({"valid_threshold": 71}, "risky", 70),
+    ],
+)
+def test_validate_verdict_at_and_below_the_threshold(
+    dns_lab: DnsLab,
+    tmp_path: Path,
+    policy: dict[str, object] | None,
+    verdict: str,
+    score: int,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = ["validate", "--json", "--nameserver", dns_lab.nameserver, "info@acme.test"]
+    if policy is not None:
+        path = tmp_path / "policy.json"
+        path.write_text(json.dumps(policy), encoding="utf-8")
+        argv += ["--policy", str(path)]
+    code, out, err = _run(argv, monkeypatch, capsys)
+    assert code == 0, err
+    line = json.loads(out)
+    assert (line["verdict"], line["score"]) == (verdict, score)
+    assert line["reasons"] == ["smtp_not_checked", "role_account"]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [("{", "not valid JSON"), ('{"valid_threshold": 5}', "invalid risk policy"), ("[]", "mapping")],
+)
+def test_validate_bad_policy_file_fails_cleanly(
+    tmp_path: Path,
+    content: str,
+    message: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = tmp_path / "policy.json"
+    path.write_text(content, encoding="utf-8")
+    code, _, err = _run(
+        ["validate", "--offline", "--policy", str(path), "a@acme.io"], monkeypatch, capsys
+    )
+    assert code == 2
+    assert err.startswith("emailintel validate:")
+    assert message in err

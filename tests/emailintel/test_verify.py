@@ -15,7 +15,7 @@ from emailintel.dns import DnsResolver
 from emailintel.errors import AddressError, PersonNameError
 from emailintel.finder import Finder
 from emailintel.models import Evidence, Reason, Verdict
-from emailintel.risk import assess
+from emailintel.risk import DEFAULT_POLICY, RiskPolicy, assess
 from emailintel.verify import Validator, validate_offline, verify, verify_many
 
 
@@ -151,6 +151,23 @@ class TestValidateWithDns:
             result = await Validator(resolver=resolver).validate("john@badmx.test")
         assert result.verdict == Verdict.UNKNOWN
         assert result.reasons[0] == Reason.DNS_TIMEOUT
+
+    async def test_score_exactly_at_the_valid_threshold_is_valid(
+        self, validator: Validator
+    ) -> None:
+        # DNS only (75) plus role_account (-5) lands on valid_threshold (70): ">=" decides.
+        result = await validator.validate("info@acme.test")
+        assert DEFAULT_POLICY.valid_threshold == 70
+        assert (result.verdict, result.score) == (Verdict.VALID, 70)
+        assert result.reasons == (Reason.SMTP_NOT_CHECKED, Reason.ROLE_ACCOUNT)
+
+    async def test_score_one_below_the_valid_threshold_is_risky(self, dns_lab: DnsLab) -> None:
+        policy = RiskPolicy(weights={Reason.ROLE_ACCOUNT: -6})
+        resolver = DnsResolver([dns_lab.nameserver], timeout=2.0)
+        result = await Validator(resolver=resolver, policy=policy).validate("info@acme.test")
+        assert (result.verdict, result.score) == (Verdict.RISKY, 69)
+        moved = Validator(resolver=resolver, policy=RiskPolicy(valid_threshold=71))
+        assert (await moved.validate("info@acme.test")).verdict == Verdict.RISKY
 
     async def test_implicit_mx(self, validator: Validator) -> None:
         result = await validator.validate("info@nomx.test")
