@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -16,7 +17,7 @@ from emailintel.errors import AddressError, ConfigError
 from emailintel.models import Reason, RiskResult, Verdict
 from emailintel.smtp.prober import Prober
 from emailintel.smtp.session import Timeouts
-from emailintel.verify import Validator, verify, verify_many
+from emailintel.verify import RetryWait, Validator, verify, verify_many
 
 pytestmark = pytest.mark.lab
 
@@ -111,6 +112,33 @@ async def test_greylisting_batch_retries_until_accepted(
     assert results["info@greylist.test"].verdict is Verdict.VALID
     assert results["sales@greylist.test"].verdict is Verdict.VALID
     assert results["nobody.here@greylist.test"].verdict is Verdict.INVALID
+
+
+async def test_batch_yields_final_results_before_waiting_on_retries(
+    validator: Validator, mail_lab: MailLab
+) -> None:
+    prober = make_prober(source_address=mail_lab.fresh_source(), retry_schedule=(3.0,))
+    waits: list[RetryWait] = []
+    seen: list[tuple[str, Verdict, int]] = []
+    before = time.time()
+    async for result in verify_many(
+        ["info@greylist.test", "nobody.here@greylist.test"],
+        prober=prober,
+        validator=validator,
+        on_retry_wait=waits.append,
+    ):
+        # How many waits had been announced when this result arrived.
+        seen.append((result.address, result.verdict, len(waits)))
+    # The refused mailbox came out while its domain-mate still waited for its retry.
+    assert seen == [
+        ("nobody.here@greylist.test", Verdict.INVALID, 1),
+        ("info@greylist.test", Verdict.VALID, 2),
+    ]
+    start, end = waits
+    assert (start.domain, start.waiting) == ("greylist.test", 1)
+    assert start.retry_at is not None
+    assert start.retry_at >= before + 3.0
+    assert (end.domain, end.waiting, end.retry_at) == ("greylist.test", 0, None)
 
 
 async def test_dead_mx_is_connect_failed(validator: Validator) -> None:
