@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import random
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
@@ -263,6 +264,13 @@ class Prober:
         self.max_reconnects = max_reconnects
         self.address_deadline = address_deadline
         self.providers = tuple(default_providers() if providers is None else providers)
+        if source_address is not None:
+            try:
+                source_address = str(ipaddress.ip_address(source_address))
+            except ValueError:
+                raise ConfigError(
+                    f"source address must be an IP address: {source_address!r}"
+                ) from None
         self.source_address = source_address
         self.preflight_target = preflight_target
         self.preflight_timeout = preflight_timeout

@@ -263,3 +263,36 @@ def test_validate_bad_policy_file_fails_cleanly(
     assert code == 2
     assert err.startswith("emailintel validate:")
     assert message in err
+
+
+IDENTITY = ["--helo", "probe.verifier-lab.test", "--mail-from", "bounce@verifier-lab.test"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--retry-delays", "soon"], "expected seconds"),
+        (["--retry-delays", "60,0"], "0 < s < 86400"),
+        (["--retry-delays", "nan"], "0 < s < 86400"),
+        (["--retry", "--no-retry"], "not allowed with"),
+    ],
+)
+def test_verify_bad_retry_options_are_usage_errors(
+    argv: list[str],
+    message: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        _run(["verify", "a@acme.test", *IDENTITY, *argv], monkeypatch, capsys)
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_verify_bad_source_address_fails_cleanly(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["verify", "a@acme.test", *IDENTITY, "--source-address", "not-an-ip"]
+    code, out, err = _run(argv, monkeypatch, capsys)
+    assert (code, out) == (2, "")
+    assert err.startswith("emailintel verify: source address must be an IP address")
