@@ -25,6 +25,9 @@ GOOGLE_CONSUMER_DOMAINS = frozenset({"gmail.com", "googlemail.com"})
 # C0 controls, DEL, C1 controls and the Unicode line/paragraph separators: anything a mail stack
 # or a str.splitlines() could take for a line break.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# Lone surrogates are not text (a non-UTF-8 byte under surrogateescape becomes one): no encoder
+# can put them on the wire, so they end here as a syntax error instead of a UnicodeEncodeError.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class ParsedAddress(BaseModel):
@@ -40,21 +43,10 @@ class ParsedAddress(BaseModel):
     ascii_email: str | None
     smtputf8: bool
 
-
-def _quoted_prefix_end(text: str) -> int:
-    """Index just past a leading quoted local part (``"..."``), or 0 if there is none or it is open."""
-    if not text.startswith('"'):
-        return 0
-    i = 1
-    while i < len(text):
-        ch = text[i]
-        if ch == "\\":
-            i += 2
-            continue
-        if ch == '"':
-            return i + 1
-        i += 1
-    return 0
+    @property
+    def smtp_address(self) -> str:
+        """The form sent in RCPT TO: the ASCII (IDNA) domain, with a UTF-8 local part if any."""
+        return self.ascii_email or f"{self.local_part}@{self.ascii_domain}"
 
 
 def _guard(raw: str) -> str:
@@ -63,11 +55,16 @@ def _guard(raw: str) -> str:
         raise InjectionError(f"input is too long ({len(raw)} characters, at most {MAX_RAW_CHARS})")
     if (m := _CONTROL.search(raw)) is not None:
         raise InjectionError(f"control character U+{ord(m.group()):04X} in address")
+    if (m := _SURROGATE.search(raw)) is not None:
+        raise AddressError(
+            f"lone surrogate U+{ord(m.group()):04X} in address (not valid Unicode text)",
+            code="syntax_invalid",
+        )
     text = raw.strip()
-    if ("<" in text or ">" in text) and (
-        "<" in (rest := text[_quoted_prefix_end(text) :]) or ">" in rest
-    ):
-        raise InjectionError("angle bracket outside a quoted local part")
+    if "<" in text or ">" in text:
+        # RFC 5321 allows them in a quoted local part, but no real mailbox has them and a naive
+        # server would end the path there: the SMTP session refuses them, so we refuse them here.
+        raise InjectionError("angle bracket in address")
     if text.isascii():
         octets = len(text)
     else:

@@ -8,14 +8,16 @@ import csv
 import io
 import json
 import sys
-from collections.abc import Iterable, Iterator, Sequence
-from typing import TextIO
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, TextIO
 
 from emailintel.dns import DnsResolver
-from emailintel.errors import EmailIntelError
+from emailintel.errors import ConfigError, EmailIntelError
 from emailintel.models import RiskResult
-from emailintel.smtp.prober import Prober
-from emailintel.verify import Validator
+from emailintel.risk import RiskPolicy
+from emailintel.smtp.prober import DEFAULT_RETRY_SCHEDULE, Prober
+from emailintel.verify import RetryWait, Validator
 
 __all__ = ["main"]
 
@@ -53,8 +55,8 @@ def _collect_inputs(args: argparse.Namespace, stdin: TextIO) -> tuple[list[str],
         if args.file == "-":
             addresses.extend(_read_addresses(stdin))
         else:
-            with open(args.file, encoding="utf-8-sig", newline="") as handle:
-                addresses.extend(_read_addresses(handle))
+            with open(args.file, encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
+                addresses.extend(_read_addresses(f))
     elif not addresses and not stdin.isatty():
         bulk = True
         addresses.extend(_read_addresses(stdin))
@@ -100,9 +102,24 @@ def _emit_results(
         _table(rows, out)
 
 
+def _load_policy(path: str | None) -> RiskPolicy | None:
+    """The risk policy in a JSON file (RiskPolicy.from_mapping keys), or None for the defaults."""
+    if path is None:
+        return None
+    with open(path, "rb") as handle:
+        raw = handle.read()
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"policy file {path} is not valid JSON: {exc}") from None
+    return RiskPolicy.from_mapping(data)
+
+
 def _make_validator(args: argparse.Namespace) -> Validator:
     resolver = DnsResolver(args.nameserver) if args.nameserver else None
-    return Validator(resolver=resolver, check_dns=not args.offline)
+    return Validator(
+        resolver=resolver, policy=_load_policy(args.policy), check_dns=not args.offline
+    )
 
 
 async def _run_validate(args: argparse.Namespace, stdin: TextIO, out: TextIO) -> int:
@@ -248,13 +265,18 @@ def _smtp_options(parser: argparse.ArgumentParser) -> None:
         "--banner-timeout", type=float, default=30.0, help="seconds to wait for the greeting"
     )
     smtp.add_argument("--proxy", help="SOCKS proxy URL for every MX (socks5://host:port)")
+    smtp.add_argument(
+        "--source-address", metavar="IP", help="local address to connect from (multi-homed hosts)"
+    )
 
 
 def _make_prober(args: argparse.Namespace) -> Prober:
     from emailintel.smtp.proxies import ProxyConfig
     from emailintel.smtp.session import Timeouts
 
+    delays = getattr(args, "retry_delays", None)
     return Prober(
+        retry_schedule=DEFAULT_RETRY_SCHEDULE if delays is None else delays,
         helo=args.helo,
         mail_from=args.mail_from,
         null_sender=args.null_sender,
@@ -265,6 +287,7 @@ def _make_prober(args: argparse.Namespace) -> Prober:
         timeouts=Timeouts(connect=args.timeout, banner=args.banner_timeout, command=args.timeout),
         proxies=ProxyConfig(default=args.proxy),
         preflight_target=getattr(args, "preflight", None),
+        source_address=args.source_address,
     )
 
 
@@ -298,9 +321,9 @@ def _run_verify(args: argparse.Namespace, stdin: TextIO, out: TextIO) -> int:
         return 2
     prober = _make_prober(args)
     if not args.output:
-        return asyncio.run(_verify_to(args, addresses, bulk, prober, out, out))
-    with open(args.output, "w", encoding="utf-8", newline="") as sink:
-        return asyncio.run(_verify_to(args, addresses, bulk, prober, sink, out))
+        return asyncio.run(_verify_to(args, addresses, bulk, prober, out))
+    with open(args.output, "w", encoding="utf-8", errors="backslashreplace", newline="") as sink:
+        return asyncio.run(_verify_to(args, addresses, bulk, prober, sink))
 
 
 async def _verify_to(
@@ -309,20 +332,22 @@ async def _verify_to(
     bulk: bool,
     prober: Prober,
     sink: TextIO,
-    out: TextIO,
 ) -> int:
+    """Verify and write each result to ``sink`` as soon as it is final."""
     from emailintel.verify import verify_many
 
-    validator = Validator(resolver=DnsResolver(args.nameserver) if args.nameserver else None)
+    validator = Validator(
+        resolver=DnsResolver(args.nameserver) if args.nameserver else None,
+        policy=_load_policy(args.policy),
+    )
     progress = None
     if bulk and sys.stderr.isatty():
         from tqdm import tqdm
 
         progress = tqdm(total=len(addresses), unit="addr", file=sys.stderr)
-    writer = csv.writer(sink) if args.format == "csv" else None
-    if writer is not None:
-        writer.writerow(_VERIFY_COLUMNS)
-    collected: list[RiskResult] = []
+    # Addresses typed on the command line answer at once; file runs wait for greylisting.
+    retry = args.retry or (bulk and not args.no_retry)
+    write = _row_writer(args.format, sink, addresses)
     try:
         async for result in verify_many(
             addresses,
@@ -330,23 +355,81 @@ async def _verify_to(
             validator=validator,
             checkpoint=args.checkpoint,
             concurrency=args.concurrency,
-            retry_greylisted=not args.no_retry,
+            retry_greylisted=retry,
+            on_retry_wait=_RetryBoard(progress, sys.stderr),
         ):
             if progress is not None:
                 progress.update(1)
-            if writer is not None:
-                writer.writerow(_verify_row(result))
-            elif args.format == "json":
-                sink.write(json.dumps(result.model_dump(mode="json"), ensure_ascii=False) + "\n")
-            else:
-                collected.append(result)
+            write(result)
             sink.flush()
     finally:
         if progress is not None:
             progress.close()
-    if args.format == "table":
-        _emit_results(collected, "table", out)
     return 0
+
+
+def _row_writer(fmt: str, sink: TextIO, addresses: Sequence[str]) -> Callable[[RiskResult], None]:
+    """A function writing one result row in ``fmt`` (after the header), as each result comes."""
+    writer = csv.writer(sink)
+    # The table is streamed too: the address column fits the longest input address.
+    widths = (max(len("ADDRESS"), *(len(a) for a in addresses)), 7, 5, 40)
+
+    def table_row(cells: Sequence[str]) -> None:
+        padded = [cell.ljust(width) for cell, width in zip(cells, widths, strict=False)]
+        sink.write("  ".join([*padded, *cells[len(widths) :]]).rstrip() + "\n")
+
+    def write(result: RiskResult) -> None:
+        if fmt == "json":
+            sink.write(json.dumps(result.model_dump(mode="json"), ensure_ascii=False) + "\n")
+        elif fmt == "csv":
+            writer.writerow(_verify_row(result))
+        else:
+            r = result
+            table_row([r.address, r.verdict, str(r.score), _reasons(r), r.suggestion or ""])
+
+    if fmt == "csv":
+        writer.writerow(_VERIFY_COLUMNS)
+    elif fmt != "json":
+        table_row(["ADDRESS", "VERDICT", "SCORE", "REASONS", "SUGGESTION"])
+    return write
+
+
+class _RetryBoard:
+    """Greylisted addresses waiting for a retry: on the progress bar, else a line on stderr."""
+
+    def __init__(self, progress: Any, err: TextIO) -> None:
+        self._progress = progress
+        self._err = err
+        self._waits: dict[str, tuple[int, float]] = {}
+
+    def __call__(self, wait: RetryWait) -> None:
+        if wait.waiting and wait.retry_at is not None:
+            self._waits[wait.domain] = (wait.waiting, wait.retry_at)
+        else:
+            self._waits.pop(wait.domain, None)
+        text = ""
+        if self._waits:
+            count = sum(n for n, _ in self._waits.values())
+            at = time.strftime("%H:%M:%S", time.localtime(min(t for _, t in self._waits.values())))
+            text = f"{count} greylisted, next retry at {at}"
+        if self._progress is not None:
+            self._progress.set_postfix_str(text)
+        elif text:
+            self._err.write(f"emailintel verify: {text}\n")
+            self._err.flush()
+
+
+def _delays(text: str) -> tuple[float, ...]:
+    """``--retry-delays``: comma-separated positive numbers of seconds."""
+    try:
+        delays = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected seconds like 60,300,900, got {text!r}"
+        ) from None
+    if not all(0 < delay < 86400 for delay in delays):
+        raise argparse.ArgumentTypeError(f"retry delays must be 0 < s < 86400, got {text!r}")
+    return delays
 
 
 def _split_name(name: str) -> tuple[str, str | None, str]:
@@ -401,6 +484,9 @@ def _add_bulk_io(parser: argparse.ArgumentParser, what: str) -> None:
     )
     fmt.add_argument("--csv", dest="format", action="store_const", const="csv", help="CSV output")
     parser.set_defaults(format="table")
+    parser.add_argument(
+        "--policy", metavar="FILE", help="risk policy as JSON (weights, base, valid_threshold, ...)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -454,7 +540,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--checkpoint", help="JSONL file: skip addresses already in it, append new results"
     )
     ver.add_argument("--concurrency", type=int, default=16, help="domains in flight (default 16)")
-    ver.add_argument("--no-retry", action="store_true", help="do not wait to retry greylisting")
+    retry = ver.add_mutually_exclusive_group()
+    retry.add_argument(
+        "--retry",
+        action="store_true",
+        help="wait to retry greylisted addresses given as arguments (file runs always do)",
+    )
+    retry.add_argument(
+        "--no-retry", action="store_true", help="never wait to retry greylisting (file runs too)"
+    )
+    ver.add_argument(
+        "--retry-delays",
+        type=_delays,
+        metavar="SECONDS[,SECONDS...]",
+        help="greylisting retry schedule (default 60,300,900)",
+    )
     ver.add_argument(
         "--preflight", metavar="HOST[:PORT]", help="check port 25 against this host first"
     )
@@ -469,8 +569,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _tolerate_bad_bytes() -> None:
+    """Undecodable input bytes become lone surrogates, which the parser answers as invalid rows;
+    output escapes them (``\\udcff``) so it stays valid UTF-8 (and valid JSON)."""
+    for stream, errors in (
+        (sys.stdin, "surrogateescape"),
+        (sys.stdout, "backslashreplace"),
+        (sys.stderr, "backslashreplace"),
+    ):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors=errors)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``emailintel`` console script."""
+    _tolerate_bad_bytes()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -1,7 +1,7 @@
 """Async MX and address lookups over dnspython, reported as :class:`DnsFacts` evidence.
 
-NXDOMAIN, "exists but no MX", null MX, timeout and other failures stay distinct so a caller
-never mistakes "could not ask" for "no mail server". Answers are cached by their TTL and
+NXDOMAIN, "exists but no MX", null MX, MX hosts without addresses, timeout and other failures
+stay distinct so a caller never mistakes "could not ask" for "no mail server". Answers are cached by their TTL and
 concurrent lookups of one name share a single query.
 """
 
@@ -237,7 +237,11 @@ class DnsResolver:
             self._cache.clear()
 
     async def lookup_mx(self, domain: str, *, resolve_addresses: bool = False) -> DnsFacts:
-        """MX hosts of ``domain`` by preference, with the RFC 5321 A/AAAA fallback and null MX."""
+        """MX hosts of ``domain`` by preference, with the RFC 5321 A/AAAA fallback and null MX.
+
+        ``resolve_addresses`` also looks up every MX host's A/AAAA: when none has an address the
+        status is ``mx_unresolvable`` (or ``timeout``/``error`` if a lookup could not be answered).
+        """
         started = time.perf_counter()
         name, ascii_domain = to_query_name(domain)
         facts = await self._mx_facts(name, ascii_domain, resolve_addresses)
@@ -268,18 +272,26 @@ class DnsResolver:
         )
         if not hosts:
             return DnsFacts(domain=domain, status="null_mx")
-        addresses: list[tuple[str, ...]] = [()] * len(hosts)
-        if resolve_addresses and len(hosts) == 1:
-            addresses = [await self._addresses_or_empty(hosts[0][1])]
-        elif resolve_addresses:
-            addresses = list(
-                await asyncio.gather(*(self._addresses_or_empty(host) for _, host in hosts))
-            )
+        if not resolve_addresses:
+            records = tuple(MxRecord(preference=p, host=_host_text(h)) for p, h in hosts)
+            return DnsFacts(domain=domain, status="ok", mx=records)
+        if len(hosts) == 1:
+            answers = [await self._query_a_aaaa(hosts[0][1])]
+        else:
+            answers = list(await asyncio.gather(*(self._query_a_aaaa(h) for _, h in hosts)))
         records = tuple(
-            MxRecord(preference=pref, host=_host_text(host), addresses=found)
-            for (pref, host), found in zip(hosts, addresses, strict=True)
+            MxRecord(preference=pref, host=_host_text(host), addresses=v4.addresses + v6.addresses)
+            for (pref, host), (v4, v6) in zip(hosts, answers, strict=True)
         )
-        return DnsFacts(domain=domain, status="ok", mx=records)
+        if any(record.addresses for record in records):
+            return DnsFacts(domain=domain, status="ok", mx=records)
+        # No MX host has an address: no route, unless a lookup failed and might have found one.
+        outcomes = [outcome for pair in answers for outcome in pair]
+        for kind in ("timeout", "error"):
+            failed = next((o for o in outcomes if o.kind == kind), None)
+            if failed is not None:
+                return DnsFacts(domain=domain, status=failed.kind, mx=records, error=failed.error)
+        return DnsFacts(domain=domain, status="mx_unresolvable", mx=records)
 
     async def _implicit_mx(self, name: dns.name.Name, domain: str) -> DnsFacts:
         v4, v6 = await self._query_a_aaaa(name)
@@ -292,10 +304,6 @@ class DnsResolver:
             if failed is not None:
                 return DnsFacts(domain=domain, status=failed.kind, error=failed.error)
         return DnsFacts(domain=domain, status="no_mx")
-
-    async def _addresses_or_empty(self, host: dns.name.Name) -> tuple[str, ...]:
-        v4, v6 = await self._query_a_aaaa(host)
-        return v4.addresses + v6.addresses
 
     async def _query_a_aaaa(self, name: dns.name.Name) -> tuple[_Outcome, _Outcome]:
         v4 = self._cached(name, dns.rdatatype.A)

@@ -25,6 +25,7 @@ _DNS_REASONS = {
     "nxdomain": Reason.DOMAIN_NOT_FOUND,
     "no_mx": Reason.NO_MX,
     "null_mx": Reason.NULL_MX,
+    "mx_unresolvable": Reason.MX_UNRESOLVABLE,
     "timeout": Reason.DNS_TIMEOUT,
     "error": Reason.DNS_ERROR,
 }

@@ -36,6 +36,7 @@ class Reason(StrEnum):
     DOMAIN_NOT_FOUND = "domain_not_found"
     NO_MX = "no_mx"
     NULL_MX = "null_mx"
+    MX_UNRESOLVABLE = "mx_unresolvable"
     MX_FALLBACK_A = "mx_fallback_a"
     DNS_TIMEOUT = "dns_timeout"
     DNS_ERROR = "dns_error"
@@ -72,11 +73,15 @@ class MxRecord(BaseModel):
     addresses: tuple[str, ...] = ()
 
 
-DnsStatus = Literal["ok", "nxdomain", "no_mx", "null_mx", "timeout", "error"]
+DnsStatus = Literal["ok", "nxdomain", "no_mx", "null_mx", "mx_unresolvable", "timeout", "error"]
 
 
 class DnsFacts(BaseModel):
-    """What DNS said about a domain. ``status`` keeps NXDOMAIN, no answer and timeout apart."""
+    """What DNS said about a domain. ``status`` keeps NXDOMAIN, no answer and timeout apart.
+
+    ``mx_unresolvable``: MX hosts exist but none has an address (every A/AAAA answer was NXDOMAIN
+    or empty); only reported when the hosts' addresses were looked up.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -92,7 +97,7 @@ class DnsFacts(BaseModel):
         """True when some host is supposed to take mail, False when DNS says none, None if unknown."""
         if self.status == "ok":
             return True
-        if self.status in ("nxdomain", "no_mx", "null_mx"):
+        if self.status in ("nxdomain", "no_mx", "null_mx", "mx_unresolvable"):
             return False
         return None
 

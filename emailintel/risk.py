@@ -5,7 +5,7 @@ absent) yields an :class:`Assessment`; nothing here raises or does I/O. A fact t
 was not learned and never counts as passed. The rules run in this order:
 
 1. **Hard invalid** -> ``invalid`` (score in ``0..invalid_cap``): syntax invalid, NXDOMAIN,
-   null MX, no MX and no A/AAAA fallback, mailbox not found (``mailbox_not_found`` fact or a
+   null MX, no MX and no A/AAAA fallback, MX hosts without any address, mailbox not found (``mailbox_not_found`` fact or a
    refused RCPT answered with a permanent 5.1.x code), mailbox disabled. An SMTP rejection is not
    trusted while the server was blocking us (``blocked``): policy refusals are never ``invalid``.
 2. **A mailbox-level SMTP answer** -> scored: accepted, catch-all, provider accepts all, mailbox
@@ -67,6 +67,7 @@ HARD_INVALID: frozenset[Reason] = frozenset(
         R.DOMAIN_NOT_FOUND,
         R.NO_MX,
         R.NULL_MX,
+        R.MX_UNRESOLVABLE,
         R.MAILBOX_NOT_FOUND,
         R.MAILBOX_DISABLED,
     }
@@ -108,6 +109,7 @@ _DNS_STATUS_REASON: Mapping[str, Reason] = MappingProxyType(
         "nxdomain": R.DOMAIN_NOT_FOUND,
         "no_mx": R.NO_MX,
         "null_mx": R.NULL_MX,
+        "mx_unresolvable": R.MX_UNRESOLVABLE,
         "timeout": R.DNS_TIMEOUT,
         "error": R.DNS_ERROR,
     }

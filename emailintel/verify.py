@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterable
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from emailintel._construct import construct
@@ -24,7 +26,15 @@ from emailintel.smtp.preflight import blocked_facts, check_port25
 from emailintel.smtp.prober import Prober, SharedSessions
 from emailintel.typo import suggest_domain
 
-__all__ = ["Validator", "validate", "validate_many", "validate_offline", "verify", "verify_many"]
+__all__ = [
+    "RetryWait",
+    "Validator",
+    "validate",
+    "validate_many",
+    "validate_offline",
+    "verify",
+    "verify_many",
+]
 
 _DOMAIN_CACHE_SIZE = 100_000  # domains whose offline facts a Validator keeps
 # verify_many opens one shared connection per MX address per this many of ``concurrency``: fewer,
@@ -230,7 +240,7 @@ class Validator:
         return self.result(address, self.offline_evidence(parsed), parsed)
 
     async def validate(self, address: str) -> RiskResult:
-        """Syntax, lists, typo and DNS (MX, null MX, implicit MX); SMTP is not contacted."""
+        """Syntax, lists, typo and DNS (MX and their addresses, null MX, implicit MX); no SMTP."""
         try:
             parsed = parse_address(address)
         except AddressError as exc:
@@ -238,7 +248,8 @@ class Validator:
         evidence = self.offline_evidence(parsed)
         dns: DnsFacts | None = None
         if self.check_dns:
-            dns = await self.resolver.lookup_mx(parsed.ascii_domain)
+            # The MX hosts' addresses too: MX records that lead nowhere are no route for mail.
+            dns = await self.resolver.lookup_mx(parsed.ascii_domain, resolve_addresses=True)
         evidence = evidence.model_copy(update={"dns": dns, "smtp": SmtpFacts(checked=False)})
         return self.result(address, evidence, parsed)
 
@@ -295,8 +306,8 @@ async def validate_many(
 
 
 def _rcpt_address(parsed: ParsedAddress) -> str:
-    """The address as sent in RCPT: the ASCII domain unless only the UTF-8 form exists."""
-    return parsed.ascii_email or f"{parsed.local_part}@{parsed.ascii_domain}"
+    """The address as sent in RCPT (parse_address only returns addresses the session can send)."""
+    return parsed.smtp_address
 
 
 async def _probe_domain(
@@ -367,6 +378,74 @@ def _done_addresses(checkpoint: Path) -> set[str]:
     return done
 
 
+@dataclass(frozen=True, slots=True)
+class RetryWait:
+    """Greylisted addresses of one domain waiting for their next attempt.
+
+    ``retry_at`` is the wall-clock time (``time.time()``) of that attempt; ``waiting`` 0 and
+    ``retry_at`` None say the domain waits no more.
+    """
+
+    domain: str
+    waiting: int
+    retry_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    """What every domain of one verify_many run shares."""
+
+    validator: Validator
+    prober: Prober
+    sharing: SharedSessions
+    gate: asyncio.Semaphore
+    blocked: SmtpFacts | None
+    schedule: tuple[float, ...]
+    on_retry_wait: Callable[[RetryWait], None] | None
+
+    async def verify_domain(
+        self,
+        domain: str,
+        items: list[tuple[str, ParsedAddress]],
+        emit: Callable[[list[RiskResult]], None],
+    ) -> None:
+        """Probe one domain's addresses and emit each result as soon as it is final."""
+        async with self.gate:
+            dns = await self.validator.resolver.lookup_mx(domain, resolve_addresses=True)
+        facts: dict[str, SmtpFacts] = {}
+        if dns.status == "ok" and self.blocked is None:
+            # Domains on one MX address share its connections (SharedSessions bounds them).
+            wanted = [_rcpt_address(parsed) for _, parsed in items]
+            facts = await self.sharing.probe(domain, wanted, dns)
+        pending, announced = items, False
+        for delay in self.schedule:  # greylisting: wait without holding a slot, then ask again
+            final = [item for item in pending if not _greylisted(facts, item[1])]
+            pending = [item for item in pending if _greylisted(facts, item[1])]
+            if final:
+                emit(_domain_results(self.validator, final, dns, facts, self.blocked))
+            if not pending:
+                break
+            self._announce(RetryWait(domain, len(pending), time.time() + delay))
+            announced = True
+            await asyncio.sleep(delay)
+            async with self.gate:
+                wanted = [_rcpt_address(parsed) for _, parsed in pending]
+                facts.update(await self.prober.probe(domain, wanted, dns))
+        if announced:
+            self._announce(RetryWait(domain, 0, None))
+        if pending:
+            emit(_domain_results(self.validator, pending, dns, facts, self.blocked))
+
+    def _announce(self, wait: RetryWait) -> None:
+        if self.on_retry_wait is not None:
+            self.on_retry_wait(wait)
+
+
+def _greylisted(facts: dict[str, SmtpFacts], parsed: ParsedAddress) -> bool:
+    found = facts.get(_rcpt_address(parsed))
+    return found is not None and found.greylisted is True
+
+
 async def verify_many(
     addresses: Iterable[str],
     *,
@@ -375,16 +454,18 @@ async def verify_many(
     checkpoint: str | Path | None = None,
     concurrency: int = 16,
     retry_greylisted: bool = True,
+    on_retry_wait: Callable[[RetryWait], None] | None = None,
 ) -> AsyncIterator[RiskResult]:
     """Verify many addresses, grouped by domain and by MX address so sessions carry many RCPTs.
 
     Domains whose first MX address is the same share its connections (``concurrency`` / 32 per
-    MX address, at least one; ``concurrency`` in all). Results are yielded as their domain
-    completes. With ``checkpoint`` (a JSONL file), addresses
-    already recorded there are skipped and each new result is appended as it completes.
-    Greylisted addresses are retried on the prober's schedule unless ``retry_greylisted`` is off.
-    If the prober has a pre-flight target and it is unreachable, every result carries
-    ``port25_blocked`` and no MX is contacted.
+    MX address, at least one; ``concurrency`` in all). Each result is yielded as soon as it is
+    final. With ``checkpoint`` (a JSONL file), addresses already recorded there are skipped and
+    each new result is appended as it is yielded. Greylisted addresses are retried on the
+    prober's schedule unless ``retry_greylisted`` is off; ``on_retry_wait`` hears when a
+    domain's greylisted addresses start waiting (and when they stop). If the prober has a
+    pre-flight target and it is unreachable, every result carries ``port25_blocked`` and no MX
+    is contacted.
     """
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
@@ -392,7 +473,8 @@ async def verify_many(
     prober = prober or Prober()
     path = Path(checkpoint) if checkpoint is not None else None
     done = _done_addresses(path) if path is not None else set()
-    sink = path.open("a", encoding="utf-8") if path is not None else None
+    # backslashreplace: an address with a lone surrogate is recorded as a JSON \udcxx escape.
+    sink = path.open("a", encoding="utf-8", errors="backslashreplace") if path else None
 
     def record(result: RiskResult) -> RiskResult:
         if sink is not None:
@@ -430,35 +512,42 @@ async def verify_many(
             blocked = None if check.ok else blocked_facts(check)
         gate = asyncio.Semaphore(concurrency)
         per_mx = max(1, concurrency // _CONCURRENCY_PER_MX_SESSION)
-        sharing = SharedSessions(prober, per_mx=per_mx, total=concurrency)
+        batch = _Batch(
+            validator=validator,
+            prober=prober,
+            sharing=SharedSessions(prober, per_mx=per_mx, total=concurrency),
+            gate=gate,
+            blocked=blocked,
+            schedule=prober.retry_schedule if retry_greylisted else (),
+            on_retry_wait=on_retry_wait,
+        )
+        # Each domain task puts its results here as they become final, then None when it ends.
+        finals: asyncio.Queue[list[RiskResult] | Exception | None] = asyncio.Queue()
 
-        async def one(domain: str, items: list[tuple[str, ParsedAddress]]) -> list[RiskResult]:
-            async with gate:
-                dns = await validator.resolver.lookup_mx(domain, resolve_addresses=True)
-            facts: dict[str, SmtpFacts] = {}
-            if dns.status == "ok" and blocked is None:
-                # Domains on one MX address share its connections (SharedSessions bounds them).
-                wanted = [_rcpt_address(parsed) for _, parsed in items]
-                facts = await sharing.probe(domain, wanted, dns)
-            schedule = prober.retry_schedule if retry_greylisted else ()
-            for delay in schedule:  # greylisting: wait without holding a slot, then ask again
-                greylisted = [a for a, f in facts.items() if f.greylisted]
-                if not greylisted:
-                    break
-                await asyncio.sleep(delay)
-                async with gate:
-                    facts.update(await prober.probe(domain, greylisted, dns))
-            return _domain_results(validator, items, dns, facts, blocked)
+        async def run(domain: str, items: list[tuple[str, ParsedAddress]]) -> None:
+            try:
+                await batch.verify_domain(domain, items, finals.put_nowait)
+            except Exception as exc:  # handed to the consumer, which raises it
+                finals.put_nowait(exc)
+            finally:
+                finals.put_nowait(None)
 
-        tasks = [asyncio.create_task(one(d, items)) for d, items in groups.items()]
+        tasks = [asyncio.create_task(run(d, items)) for d, items in groups.items()]
         try:
-            for finished in asyncio.as_completed(tasks):
-                for result in await finished:
-                    yield record(result)
+            running = len(tasks)
+            while running:
+                item = await finals.get()
+                if item is None:
+                    running -= 1
+                elif isinstance(item, Exception):
+                    raise item
+                else:
+                    for result in item:
+                        yield record(result)
         finally:
             for task in tasks:
                 task.cancel()
-            sharing.close()
+            batch.sharing.close()
     finally:
         if sink is not None:
             sink.close()

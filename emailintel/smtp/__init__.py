@@ -35,6 +35,7 @@ from emailintel.smtp.session import (
     SmtpTLSError,
     StartTlsMode,
     Timeouts,
+    encode_path,
     probe_tls_context,
 )
 
@@ -67,6 +68,7 @@ __all__ = [
     "classify_address",
     "classify_reply",
     "default_providers",
+    "encode_path",
     "identity_from_env",
     "is_forbidden",
     "match_provider",

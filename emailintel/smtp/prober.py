@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import random
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
@@ -36,6 +37,7 @@ from emailintel.smtp.session import (
     SmtpTLSError,
     StartTlsMode,
     Timeouts,
+    encode_path,
 )
 
 __all__ = ["DEFAULT_RETRY_SCHEDULE", "Prober", "SharedSessions", "random_local_part"]
@@ -123,6 +125,14 @@ class _Job:
     def fail(self, exc: BaseException) -> None:
         if not self.done.done():
             self.done.set_exception(exc)
+
+
+def _sendable(addresses: Iterable[str]) -> list[str]:
+    """The distinct addresses in order; AddressError (before any connection) for an unsendable one."""
+    pending = list(dict.fromkeys(addresses))
+    for address in pending:
+        encode_path(address, "recipient")
+    return pending
 
 
 def _failure_facts(exc: BaseException, mx_host: str | None) -> SmtpFacts:
@@ -254,6 +264,13 @@ class Prober:
         self.max_reconnects = max_reconnects
         self.address_deadline = address_deadline
         self.providers = tuple(default_providers() if providers is None else providers)
+        if source_address is not None:
+            try:
+                source_address = str(ipaddress.ip_address(source_address))
+            except ValueError:
+                raise ConfigError(
+                    f"source address must be an IP address: {source_address!r}"
+                ) from None
         self.source_address = source_address
         self.preflight_target = preflight_target
         self.preflight_timeout = preflight_timeout
@@ -284,9 +301,10 @@ class Prober:
 
         ``dns`` must come from ``lookup_mx(..., resolve_addresses=True)``. Addresses left
         unprobed (``stop_on_accept``) are missing from the answer. Raises ConfigError if the
-        identity would impersonate this domain or its MX.
+        identity would impersonate this domain or its MX, and AddressError, before connecting,
+        for an address no RCPT command may carry (use parse_address first).
         """
-        pending = list(dict.fromkeys(addresses))
+        pending = _sendable(addresses)
         run = _Run(domain=domain.lower(), pending=pending, stop_on_accept=stop_on_accept)
         if not pending:
             return {}
@@ -747,7 +765,7 @@ class SharedSessions:
     ) -> dict[str, SmtpFacts]:
         """Probe one domain's addresses, sharing connections with its MX's other domains."""
         prober = self.prober
-        pending = list(dict.fromkeys(addresses))
+        pending = _sendable(addresses)
         key = prober.share_key(dns) if pending else None
         if key is None:
             return await prober.probe(domain, pending, dns)

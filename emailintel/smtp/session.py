@@ -23,7 +23,7 @@ from typing import Literal, Self
 import aiosmtplib
 from aiosmtplib.esmtp import parse_esmtp_extensions
 
-from emailintel.errors import ConfigError, EmailIntelError, InjectionError
+from emailintel.errors import AddressError, ConfigError, EmailIntelError, InjectionError
 from emailintel.models import SmtpReply, SmtpStage
 from emailintel.smtp.replies import parse_enhanced_code
 
@@ -93,12 +93,26 @@ def _tls_context(verify: bool) -> ssl.SSLContext:
     return context
 
 
-def _check_address(address: str, what: str) -> str:
+def encode_path(address: str, what: str = "recipient", *, allow_empty: bool = False) -> bytes:
+    """The UTF-8 bytes of a MAIL/RCPT path; a typed AddressError for anything unsafe to send.
+
+    InjectionError for line breaks, controls, angle brackets (even quoted: a naive server would
+    end the path there), overlong and (unless ``allow_empty``: the null sender) empty paths;
+    ``syntax_invalid`` for text with lone surrogates.
+    """
+    if not address and not allow_empty:
+        raise InjectionError(f"{what} is empty")
     if _UNSAFE.search(address):
         raise InjectionError(f"{what} contains characters that could inject SMTP commands")
-    if len(address.encode("utf-8")) > 320:
+    try:
+        data = address.encode("utf-8")
+    except UnicodeEncodeError:
+        raise AddressError(
+            f"{what} is not valid Unicode text (lone surrogate)", code="syntax_invalid"
+        ) from None
+    if len(data) > 320:
         raise InjectionError(f"{what} is too long for an SMTP command")
-    return address
+    return data
 
 
 def _check_ip(host_ip: str) -> str:
@@ -315,8 +329,7 @@ class SmtpSession:
         return await self._command("mail", b"MAIL", *self._mail_args(sender, smtputf8))
 
     def _mail_args(self, sender: str, smtputf8: bool | None) -> list[bytes]:
-        _check_address(sender, "sender")
-        args = [b"FROM:<" + sender.encode("utf-8") + b">"]
+        args = [b"FROM:<" + encode_path(sender, "sender", allow_empty=True) + b">"]
         wants_utf8 = (not sender.isascii()) if smtputf8 is None else smtputf8
         if wants_utf8 and "smtputf8" in self.extensions:
             args.append(b"SMTPUTF8")
@@ -506,10 +519,7 @@ class SmtpSession:
 
 
 def _rcpt_arg(address: str) -> bytes:
-    _check_address(address, "recipient")
-    if not address:
-        raise InjectionError("recipient is empty")
-    return b"TO:<" + address.encode("utf-8") + b">"
+    return b"TO:<" + encode_path(address, "recipient") + b">"
 
 
 def _ok(reply: SmtpReply) -> bool:

@@ -25,6 +25,7 @@ from emailintel.address import (
     strip_subaddress,
 )
 from emailintel.errors import AddressError, InjectionError
+from emailintel.smtp.session import encode_path
 
 # Characters that exercise every branch of the grammar: quotes, escapes, dots, IDN, brackets.
 EMAILISH = st.text(
@@ -71,6 +72,7 @@ INTL_ADDRESS = st.builds(
     st.lists(LABEL, min_size=1, max_size=2),
     TLD,
 )
+SURROGATES = ["\ud800", "\udbff", "\udc00", "\udcff", "\udfff"]
 INJECTED = ["\r", "\n", "\r\n", "\x00", "\x1b", "\t", "\x7f", "\x85", "\u2028", "\u2029", "<", ">"]
 
 
@@ -132,11 +134,9 @@ class TestValidAddresses:
     def test_needless_quotes_are_dropped(self) -> None:
         assert parse_address('"john"@example.com').normalized == "john@example.com"
 
-    def test_angle_bracket_inside_quotes_is_data(self) -> None:
-        assert parse_address('"a<b>c"@example.com').local_part == '"a<b>c"'
-        assert parse_address('"a\\"<b"@example.com').local_part == '"a\\"<b"'
-        with pytest.raises(InjectionError):
-            parse_address('"a\\"b"@example.com>')
+    def test_other_quoted_specials_are_data(self) -> None:
+        assert parse_address('"a b@c"@example.com').local_part == '"a b@c"'
+        assert parse_address('"a\\"b"@example.com').local_part == '"a\\"b"'
 
     def test_rfc2142_mailbox_is_case_folded(self) -> None:
         assert parse_address("PostMaster@Example.com").local_part == "postmaster"
@@ -205,6 +205,41 @@ class TestInvalidAddresses:
             normalize(raw)  # type: ignore[arg-type]
 
 
+class TestLoneSurrogates:
+    """Lone surrogates (e.g. a non-UTF-8 argv byte under surrogateescape) are not text at all."""
+
+    @pytest.mark.parametrize(
+        "raw",
+        [
+            "\ud800@example.com",
+            "\udcffjohn@acme.io",  # b"\xff" + "john@acme.io" decoded with surrogateescape
+            "john@\udcff.example.com",
+            "john@exam\udfffple.com",
+            '"a\ud800b"@example.com',
+            "jo\udce9@example.com",
+        ],
+    )
+    def test_is_a_syntax_error(self, raw: str) -> None:
+        with pytest.raises(AddressError) as info:
+            parse_address(raw)
+        assert info.value.code == "syntax_invalid"
+        assert "surrogate" in str(info.value)
+        with pytest.raises(AddressError):
+            normalize(raw)
+        with pytest.raises(AddressError):
+            parse_fast(raw)
+
+    @given(
+        st.one_of(EMAILISH, SIMPLE_ADDRESS, INTL_ADDRESS),
+        st.sampled_from(SURROGATES),
+        st.integers(0),
+    )
+    def test_anywhere_in_any_address(self, address: str, bad: str, where: int) -> None:
+        pos = where % (len(address) + 1)
+        with pytest.raises(AddressError):
+            parse_address(address[:pos] + bad + address[pos:])
+
+
 class TestInjection:
     @pytest.mark.parametrize(
         "raw",
@@ -232,6 +267,15 @@ class TestInjection:
         with pytest.raises(InjectionError) as info:
             parse_address(raw)
         assert info.value.code == "injection"
+
+    @pytest.mark.parametrize(
+        "raw", ['"a>b"@example.test', '"a<b>c"@example.com', '"a\\"<b"@example.com', '"<>"@x.com']
+    )
+    def test_angle_bracket_inside_quotes_is_refused_too(self, raw: str) -> None:
+        # RFC 5321 allows it in a quoted string, but the SMTP session never sends it (a naive
+        # server would end the path there), so it is refused here, not mid-session.
+        with pytest.raises(InjectionError, match="angle bracket"):
+            parse_address(raw)
 
     def test_raw_input_over_limit(self) -> None:
         with pytest.raises(InjectionError, match="too long"):
@@ -266,6 +310,44 @@ class TestInjection:
         pos = where % (len(address) + 1)
         with pytest.raises(InjectionError):
             parse_address(address[:pos] + bad + address[pos:])
+
+
+QUOTED = st.builds(
+    '"{}"@{}'.format,
+    st.text(
+        alphabet=st.sampled_from(
+            [*'ab <>"\\@.', "\t", "\r", "\n", "\x00", "\x7f", "\x85", "ü", "\u2028", "\ud800"]
+        ),
+        max_size=12,
+    ),
+    st.sampled_from(["example.test", "Example.COM", "bücher.de", "xn--bcher-kva.de"]),
+)
+
+
+class TestSendable:
+    """Whatever parse_address accepts, the SMTP session's path encoder accepts too."""
+
+    @given(
+        st.one_of(
+            st.text(st.characters(exclude_categories=()), max_size=80),
+            EMAILISH,
+            QUOTED,
+            SIMPLE_ADDRESS,
+            INTL_ADDRESS,
+        )
+    )
+    def test_parsed_addresses_can_be_sent(self, raw: str) -> None:
+        parsed = _accepted(raw)
+        if parsed is None:
+            return
+        path = encode_path(parsed.smtp_address, "recipient")
+        assert path == parsed.smtp_address.encode("utf-8")
+        encode_path(parsed.normalized, "recipient")
+
+    def test_smtp_address_uses_the_ascii_domain(self) -> None:
+        assert parse_address("a@Bücher.de").smtp_address == "a@xn--bcher-kva.de"
+        assert parse_address("jörg@Bücher.de").smtp_address == "jörg@xn--bcher-kva.de"
+        assert parse_address('"a b"@example.test').smtp_address == '"a b"@example.test'
 
 
 class TestProperties:

@@ -10,7 +10,7 @@ import dns.resolver
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from lab.dnslab import BlackHoleDns, CountingRelay, DnsLab, free_port
+from lab.dnslab import BlackHoleDns, CountingRelay, DnsLab, Record, free_port
 
 import emailintel.dns as edns
 from emailintel.dns import DnsResolver, lookup_mx, parse_nameserver, to_query_name
@@ -326,10 +326,58 @@ async def test_idn_domain_is_queried_as_idna(resolver: DnsResolver) -> None:
 
 
 @pytest.mark.lab
-async def test_mx_pointing_to_a_missing_host_has_no_addresses(resolver: DnsResolver) -> None:
+async def test_mx_pointing_to_a_missing_host_is_unresolvable(resolver: DnsResolver) -> None:
     facts = await resolver.lookup_mx("badmx.test", resolve_addresses=True)
-    assert facts.status == "ok"
+    assert facts.status == "mx_unresolvable"
+    assert facts.accepts_mail is False
     assert [(m.host, m.addresses) for m in facts.mx] == [("mx.missing.badmx.test", ())]
+    # Without address resolution the MX answer alone is all there is to report.
+    assert (await resolver.lookup_mx("badmx.test")).status == "ok"
+
+
+ROUTE_ZONES: dict[str, list[Record]] = {
+    "allgone.test": [("@", "MX", "10 gone"), ("@", "MX", "20 mx.nowhere-at-all.test.")],
+    "nodatamx.test": [("@", "MX", "10 txtonly"), ("txtonly", "TXT", '"no address here"')],
+    "halfgone.test": [("@", "MX", "10 gone"), ("@", "MX", "20 mx"), ("mx", "A", "127.0.0.31")],
+}
+
+
+@pytest.fixture(scope="module")
+def route_lab() -> Iterator[DnsLab]:
+    """NSD with MX hosts that are NXDOMAIN, have no address records, or half of both."""
+    with DnsLab(ROUTE_ZONES) as lab:
+        yield lab
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize("domain", ["allgone.test", "nodatamx.test"])
+async def test_no_mx_host_with_an_address_is_unresolvable(route_lab: DnsLab, domain: str) -> None:
+    resolver = DnsResolver([route_lab.nameserver], timeout=2.0)
+    facts = await resolver.lookup_mx(domain, resolve_addresses=True)
+    assert (facts.status, facts.error) == ("mx_unresolvable", None)
+    assert facts.mx
+    assert all(m.addresses == () for m in facts.mx)
+
+
+@pytest.mark.lab
+async def test_one_mx_host_with_an_address_is_enough(route_lab: DnsLab) -> None:
+    resolver = DnsResolver([route_lab.nameserver], timeout=2.0)
+    facts = await resolver.lookup_mx("halfgone.test", resolve_addresses=True)
+    assert facts.status == "ok"
+    assert [m.addresses for m in facts.mx] == [(), ("127.0.0.31",)]
+
+
+@pytest.mark.lab
+async def test_mx_host_lookup_timeout_is_a_timeout_not_unresolvable(dns_lab: DnsLab) -> None:
+    with CountingRelay(dns_lab.nameserver, drop=["AAAA"]) as relay:
+        resolver = DnsResolver([relay.nameserver], timeout=0.3)
+        facts = await resolver.lookup_mx("badmx.test", resolve_addresses=True)
+        assert facts.status == "timeout"
+        assert facts.error is not None
+        assert "mx.missing.badmx.test" in facts.error
+        assert facts.accepts_mail is None
+        # An MX host that has an address answers the question, whatever the other family does.
+        assert (await resolver.lookup_mx("acme.test", resolve_addresses=True)).status == "ok"
 
 
 @pytest.mark.lab
@@ -405,10 +453,13 @@ async def test_servfail_on_the_address_fallback_is_an_error(relay: CountingRelay
 
 
 @pytest.mark.lab
-async def test_failed_mx_host_lookups_leave_addresses_empty(relay: CountingRelay) -> None:
+async def test_failed_mx_host_lookups_are_an_error(relay: CountingRelay) -> None:
     relay.servfail = {"A", "AAAA"}
     resolver = DnsResolver([relay.nameserver], timeout=2.0)
     facts = await resolver.lookup_mx("acme.test", resolve_addresses=True)
+    assert facts.status == "error"
+    assert facts.error is not None
+    assert "SERVFAIL" in facts.error
     assert [(m.host, m.addresses) for m in facts.mx] == [("mx.acme.test", ())]
 
 

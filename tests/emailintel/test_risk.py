@@ -52,7 +52,7 @@ SMTP_FLAGS = (
     "port25_blocked",
     "mx_private_address",
 )
-HARD_DNS = ("nxdomain", "no_mx", "null_mx")
+HARD_DNS = ("nxdomain", "no_mx", "null_mx", "mx_unresolvable")
 RANK = {Verdict.INVALID: 0, Verdict.UNKNOWN: 1, Verdict.RISKY: 2, Verdict.VALID: 3}
 
 TRI = st.none() | st.booleans()
@@ -212,6 +212,7 @@ HARD_FACTS: list[tuple[str, dict[str, Any], Reason]] = [
     ("dns", {"status": "nxdomain"}, R.DOMAIN_NOT_FOUND),
     ("dns", {"status": "no_mx"}, R.NO_MX),
     ("dns", {"status": "null_mx"}, R.NULL_MX),
+    ("dns", {"status": "mx_unresolvable"}, R.MX_UNRESOLVABLE),
     ("smtp", {"mailbox_not_found": True, "blocked": None}, R.MAILBOX_NOT_FOUND),
     ("smtp", {"mailbox_disabled": True, "blocked": False}, R.MAILBOX_DISABLED),
     (
@@ -291,6 +292,7 @@ EXAMPLES: dict[Reason, tuple[Evidence, Verdict]] = {
     R.DOMAIN_NOT_FOUND: (Evidence(syntax_valid=True, dns=dns("nxdomain")), Verdict.INVALID),
     R.NO_MX: (Evidence(syntax_valid=True, dns=dns("no_mx")), Verdict.INVALID),
     R.NULL_MX: (Evidence(syntax_valid=True, dns=dns("null_mx")), Verdict.INVALID),
+    R.MX_UNRESOLVABLE: (Evidence(syntax_valid=True, dns=dns("mx_unresolvable")), Verdict.INVALID),
     R.MX_FALLBACK_A: (Evidence(syntax_valid=True, dns=dns(fallback="A")), Verdict.RISKY),
     R.DNS_TIMEOUT: (Evidence(syntax_valid=True, dns=dns("timeout")), Verdict.UNKNOWN),
     R.DNS_ERROR: (Evidence(syntax_valid=True, dns=dns("error")), Verdict.UNKNOWN),

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from lab.dnslab import BlackHoleDns
+from lab.dnslab import BlackHoleDns, CountingRelay, DnsLab
+from lab.probers import lab_prober
 
 from emailintel.address import parse_address
 from emailintel.dns import DnsResolver
-from emailintel.errors import AddressError
+from emailintel.errors import AddressError, PersonNameError
+from emailintel.finder import Finder
 from emailintel.models import Evidence, Reason, Verdict
-from emailintel.risk import assess
-from emailintel.verify import Validator, validate_offline
+from emailintel.risk import DEFAULT_POLICY, RiskPolicy, assess
+from emailintel.verify import Validator, validate_offline, verify, verify_many
 
 
 def test_offline_valid_corporate_address() -> None:
@@ -43,6 +47,26 @@ def test_injection_is_answered_invalid_not_raised(address: str) -> None:
     result = validate_offline(address)
     assert result.verdict == Verdict.INVALID
     assert Reason.SYNTAX_INVALID in result.reasons
+
+
+@pytest.mark.parametrize("address", ["\ud800@example.com", "\udcffjohn@acme.io", "a@\udcff.io"])
+def test_lone_surrogate_is_answered_invalid_not_raised(address: str) -> None:
+    result = validate_offline(address)
+    assert (result.verdict, result.reasons) == (Verdict.INVALID, (Reason.SYNTAX_INVALID,))
+    assert result.error is not None
+    assert "surrogate" in result.error
+
+
+async def test_verify_paths_answer_a_lone_surrogate_and_checkpoint_it(tmp_path: Path) -> None:
+    addresses = ["\udcffjohn@acme.io", "\ud800@x.test"]
+    single = await verify(addresses[0], prober=lab_prober(), validator=Validator(check_dns=False))
+    assert (single.verdict, single.reasons) == (Verdict.INVALID, (Reason.SYNTAX_INVALID,))
+    checkpoint = tmp_path / "done.jsonl"
+    results = [r async for r in verify_many(addresses, prober=lab_prober(), checkpoint=checkpoint)]
+    assert [(r.address, r.verdict) for r in results] == [(a, Verdict.INVALID) for a in addresses]
+    checkpoint.read_text(encoding="utf-8")  # valid UTF-8: the surrogates are escaped
+    again = [r async for r in verify_many(addresses, prober=lab_prober(), checkpoint=checkpoint)]
+    assert again == []  # both were recorded as done
 
 
 def test_offline_modifiers() -> None:
@@ -113,6 +137,37 @@ class TestValidateWithDns:
         result = await validator.validate("info@empty.test")
         assert result.verdict == Verdict.INVALID
         assert Reason.NO_MX in result.reasons
+
+    async def test_mx_host_without_address_is_invalid(self, validator: Validator) -> None:
+        result = await validator.validate("john@badmx.test")
+        assert (result.verdict, result.score) == (Verdict.INVALID, 10)
+        assert result.reasons == (Reason.MX_UNRESOLVABLE,)
+        assert result.dns is not None
+        assert result.dns.status == "mx_unresolvable"
+
+    async def test_mx_host_lookup_timeout_is_unknown(self, dns_lab: DnsLab) -> None:
+        with CountingRelay(dns_lab.nameserver, drop=["A", "AAAA"]) as relay:
+            resolver = DnsResolver([relay.nameserver], timeout=0.3)
+            result = await Validator(resolver=resolver).validate("john@badmx.test")
+        assert result.verdict == Verdict.UNKNOWN
+        assert result.reasons[0] == Reason.DNS_TIMEOUT
+
+    async def test_score_exactly_at_the_valid_threshold_is_valid(
+        self, validator: Validator
+    ) -> None:
+        # DNS only (75) plus role_account (-5) lands on valid_threshold (70): ">=" decides.
+        result = await validator.validate("info@acme.test")
+        assert DEFAULT_POLICY.valid_threshold == 70
+        assert (result.verdict, result.score) == (Verdict.VALID, 70)
+        assert result.reasons == (Reason.SMTP_NOT_CHECKED, Reason.ROLE_ACCOUNT)
+
+    async def test_score_one_below_the_valid_threshold_is_risky(self, dns_lab: DnsLab) -> None:
+        policy = RiskPolicy(weights={Reason.ROLE_ACCOUNT: -6})
+        resolver = DnsResolver([dns_lab.nameserver], timeout=2.0)
+        result = await Validator(resolver=resolver, policy=policy).validate("info@acme.test")
+        assert (result.verdict, result.score) == (Verdict.RISKY, 69)
+        moved = Validator(resolver=resolver, policy=RiskPolicy(valid_threshold=71))
+        assert (await moved.validate("info@acme.test")).verdict == Verdict.RISKY
 
     async def test_implicit_mx(self, validator: Validator) -> None:
         result = await validator.validate("info@nomx.test")
@@ -188,3 +243,58 @@ def test_offline_fast_path_equals_general_path(address: str) -> None:
     assert fast == general
     if failure is not None:
         assert validator.invalid_syntax(address, failure) == general
+
+
+# --- no untyped exception for any address string (hardening 11b/12) ------------------------------
+
+_HOSTILE = st.one_of(
+    st.text(st.characters(exclude_categories=()), max_size=40),
+    st.builds(
+        '"{}"@{}'.format,
+        st.text(
+            alphabet=st.sampled_from([*'a <>"\\@', "\t", "\x00", "\r", "\n", "\ud800"]), max_size=8
+        ),
+        st.sampled_from(["acme.test", "badmx.test", "nothing.test", "bücher.test"]),
+    ),
+    st.builds("{}@{}".format, _ATOM, st.sampled_from(["acme.test", "nullmx.test", "x.test"])),
+)
+
+
+@pytest.mark.lab
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.lists(_HOSTILE, min_size=1, max_size=4))
+async def test_verify_paths_answer_any_text(dns_lab: DnsLab, addresses: list[str]) -> None:
+    # Private MX addresses are refused, so the probe ends before any connection.
+    prober = lab_prober(allow_private_mx=False)
+    validator = Validator(resolver=DnsResolver([dns_lab.nameserver], timeout=2.0))
+    for address in addresses:
+        result = await verify(address, prober=prober, validator=validator)
+        assert result.address == address
+    batch = [r.address async for r in verify_many(addresses, prober=prober, validator=validator)]
+    assert sorted(batch) == sorted(dict.fromkeys(addresses))
+
+
+@pytest.mark.lab
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.text(st.characters(exclude_categories=()), max_size=20),
+    st.text(st.characters(exclude_categories=()), max_size=20),
+    st.one_of(
+        st.sampled_from(["acme.test", "nothing.test", "nullmx.test"]),
+        st.text(st.characters(exclude_categories=()), max_size=20),
+    ),
+)
+async def test_find_answers_any_text(dns_lab: DnsLab, first: str, last: str, domain: str) -> None:
+    finder = Finder(
+        prober=lab_prober(allow_private_mx=False),
+        resolver=DnsResolver([dns_lab.nameserver], timeout=2.0),
+    )
+    try:
+        result = await finder.find(first, last, domain)
+    except (AddressError, PersonNameError):
+        return
+    assert result.found is False

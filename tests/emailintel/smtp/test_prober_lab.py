@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -12,11 +13,11 @@ from lab.maillab import MailLab
 from lab.probers import lab_prober
 
 from emailintel.dns import DnsResolver
-from emailintel.errors import ConfigError
+from emailintel.errors import AddressError, ConfigError
 from emailintel.models import Reason, RiskResult, Verdict
 from emailintel.smtp.prober import Prober
 from emailintel.smtp.session import Timeouts
-from emailintel.verify import Validator, verify, verify_many
+from emailintel.verify import RetryWait, Validator, verify, verify_many
 
 pytestmark = pytest.mark.lab
 
@@ -111,6 +112,33 @@ async def test_greylisting_batch_retries_until_accepted(
     assert results["info@greylist.test"].verdict is Verdict.VALID
     assert results["sales@greylist.test"].verdict is Verdict.VALID
     assert results["nobody.here@greylist.test"].verdict is Verdict.INVALID
+
+
+async def test_batch_yields_final_results_before_waiting_on_retries(
+    validator: Validator, mail_lab: MailLab
+) -> None:
+    prober = make_prober(source_address=mail_lab.fresh_source(), retry_schedule=(3.0,))
+    waits: list[RetryWait] = []
+    seen: list[tuple[str, Verdict, int]] = []
+    before = time.time()
+    async for result in verify_many(
+        ["info@greylist.test", "nobody.here@greylist.test"],
+        prober=prober,
+        validator=validator,
+        on_retry_wait=waits.append,
+    ):
+        # How many waits had been announced when this result arrived.
+        seen.append((result.address, result.verdict, len(waits)))
+    # The refused mailbox came out while its domain-mate still waited for its retry.
+    assert seen == [
+        ("nobody.here@greylist.test", Verdict.INVALID, 1),
+        ("info@greylist.test", Verdict.VALID, 2),
+    ]
+    start, end = waits
+    assert (start.domain, start.waiting) == ("greylist.test", 1)
+    assert start.retry_at is not None
+    assert start.retry_at >= before + 3.0
+    assert (end.domain, end.waiting, end.retry_at) == ("greylist.test", 0, None)
 
 
 async def test_dead_mx_is_connect_failed(validator: Validator) -> None:
@@ -275,10 +303,10 @@ async def test_internationalised_local_part_is_probed_as_utf8(validator: Validat
     assert result.smtp.reply.code == 550
 
 
-async def test_mx_without_address_is_connect_failed_without_dialing(validator: Validator) -> None:
+async def test_mx_without_address_is_unresolvable_without_dialing(validator: Validator) -> None:
     prober = make_prober()
     result = await verify("info@badmx.test", prober=prober, validator=validator)
-    assert result.reasons[0] is Reason.CONNECT_FAILED
+    assert (result.verdict, result.reasons[0]) == (Verdict.INVALID, Reason.MX_UNRESOLVABLE)
     assert prober.sessions_opened == 0
 
 
@@ -300,3 +328,45 @@ async def test_probe_with_retries_directly(mail_dns: DnsLab, mail_lab: MailLab) 
     facts = await prober.probe_with_retries("greylist.test", ["jane.doe@greylist.test"], dns)
     assert facts["jane.doe@greylist.test"].accepted is True
     assert prober.sessions_opened >= 2
+
+
+# --- addresses the SMTP session could not send (hardening 11b/12) ---------------------------------
+
+UNSENDABLE = ['"a>b"@company.test', '"<x>"@company.test', "\ud800@company.test"]
+
+
+async def test_unsendable_address_is_answered_without_a_session(validator: Validator) -> None:
+    prober = make_prober()
+    for address in UNSENDABLE:
+        result = await verify(address, prober=prober, validator=validator)
+        assert (result.verdict, result.reasons) == (Verdict.INVALID, (Reason.SYNTAX_INVALID,))
+        assert result.error
+    assert prober.sessions_opened == 0
+
+
+async def test_batch_with_unsendable_addresses_answers_every_address(validator: Validator) -> None:
+    quoted = '"john smith"@company.test'  # valid quoted syntax: probed, and Postfix says 550
+    wanted = [*UNSENDABLE, "john.smith@company.test", quoted]
+    results = await collect(wanted, prober=make_prober(), validator=validator)
+    assert set(results) == set(wanted)
+    for address in UNSENDABLE:
+        assert results[address].reasons == (Reason.SYNTAX_INVALID,)
+    assert results["john.smith@company.test"].verdict is Verdict.VALID
+    assert Reason.MAILBOX_NOT_FOUND in results[quoted].reasons
+    smtp = results[quoted].smtp
+    assert smtp is not None
+    assert smtp.reply is not None
+    assert smtp.reply.code == 550
+
+
+@pytest.mark.parametrize("bad", [*UNSENDABLE, "a@company.test\r\nDATA", ""])
+async def test_probe_refuses_unsendable_recipients_before_connecting(
+    mail_dns: DnsLab, bad: str
+) -> None:
+    dns = await DnsResolver([mail_dns.nameserver]).lookup_mx("company.test", resolve_addresses=True)
+    prober = make_prober()
+    with pytest.raises(AddressError):
+        await prober.probe("company.test", ["john.smith@company.test", bad], dns)
+    with pytest.raises(AddressError):
+        await prober.probe_many([("company.test", ["john.smith@company.test", bad], dns)])
+    assert prober.sessions_opened == 0

@@ -10,7 +10,7 @@ import pytest
 from lab.fakesmtp import SPAMHAUS_REPLY, Behaviour, FakeSmtpServer, fake_smtp, full_backlog
 from lab.maillab import MailLab
 
-from emailintel.errors import ConfigError, InjectionError
+from emailintel.errors import AddressError, ConfigError, InjectionError
 from emailintel.models import SmtpReply
 from emailintel.smtp.replies import ReplyKind, classify
 from emailintel.smtp.session import (
@@ -454,6 +454,22 @@ async def test_injection_is_refused_before_sending(address: str) -> None:
                 await s.rcpt(address)
             with pytest.raises(InjectionError):
                 await s.mail_from(address + "\n")
+    assert server.behaviour.received == []
+
+
+@pytest.mark.parametrize("address", ["\ud800@b.test", "a@\udcff.test"])
+async def test_lone_surrogate_is_a_typed_error_before_sending(address: str) -> None:
+    with fake_smtp(Behaviour()) as server:
+        async with fake_session(server) as s:
+            for command in (
+                lambda: s.mail_from(address),
+                lambda: s.rcpt(address),
+                lambda: s.rcpt_many([address, "a@b.test"]),
+                lambda: s.transaction("", ["a@b.test", address]),
+            ):
+                with pytest.raises(AddressError) as info:
+                    await command()
+                assert info.value.code == "syntax_invalid"
     assert server.behaviour.received == []
 
 
