@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from x402gw import exact_evm
+from x402gw._ledger_sql import CLAIMED_STATUS
 from x402gw.config import ErrorRenderer, PricedRoute
 from x402gw.errors import InvalidPaymentHeader
 from x402gw.exact_evm import NO_MATCHING_REQUIREMENTS, Candidate, find_matching_offer
@@ -208,6 +209,12 @@ def declared_length_problem(headers: Iterable[tuple[bytes, bytes]], cap: int) ->
     return None
 
 
+def signer_proven(candidate: Candidate) -> bool:
+    """Was the payer proven offline? True for a plain 65-byte ECDSA signature, which
+    :func:`offline_check` recovered to ``from``; contract-wallet signatures need the chain."""
+    return candidate.erc6492 is None and len(candidate.signature) == 65
+
+
 class Replay(enum.Enum):
     """What a request repeating a payment (same identifier, or same authorization) gets."""
 
@@ -215,21 +222,25 @@ class Replay(enum.Enum):
     IN_USE = "in_use"  # the first request is still running: 409
     PENDING = "pending"  # settlement broadcast, outcome unknown yet: 402 settlement_pending
     STORED = "stored"  # settled, or a stored refusal: send the stored response
+    RUN = "run"  # settled before its handler ran (upfront, settlement was pending): run it now
     FAILED = "failed"  # settlement failed: 402 with the recorded reason, content withheld
 
 
-def replay_decision(record: PaymentRecord, fingerprint: str, payer: str) -> Replay:
+def replay_decision(
+    record: PaymentRecord, fingerprint: str, payer: str, *, upfront: bool = False
+) -> Replay:
     """Total rule for a repeated payment: stored content is released only for a settled record,
     to the payer who signed it, for the same request."""
     if record.fingerprint != fingerprint or record.payer.lower() != payer.lower():
         return Replay.CONFLICT
-    state = record.state
+    state, stored = record.state, record.response
     if state is State.SETTLED:
-        return Replay.STORED if record.response is not None else Replay.IN_USE
+        if stored is None:
+            return Replay.RUN if upfront else Replay.IN_USE
+        return Replay.IN_USE if stored.status == CLAIMED_STATUS else Replay.STORED
     if state is State.SETTLING:
         return Replay.PENDING
     if state is State.FAILED:
-        stored = record.response
         if stored is not None and stored.status >= 400:
             return Replay.STORED
         return Replay.FAILED

@@ -252,35 +252,74 @@ async def select_by_state(
     return result.all()
 
 
-_OUTSTANDING_WHERE = (
+_VERIFIED: sa.ColumnElement[str] = sa.literal_column(f"'{State.VERIFIED.value}'")
+_SETTLING: sa.ColumnElement[str] = sa.literal_column(f"'{State.SETTLING.value}'")
+_SETTLED: sa.ColumnElement[str] = sa.literal_column(f"'{State.SETTLED.value}'")
+_PAYER = (
     c.network == sa.bindparam("p_network", type_=c.network.type),
     c.asset == sa.bindparam("p_asset", type_=c.asset.type),
     c.payer == sa.bindparam("p_payer", type_=c.payer.type),
-    c.state.in_(
-        [
-            sa.literal_column(f"'{State.VERIFIED.value}'"),
-            sa.literal_column(f"'{State.SETTLING.value}'"),
-        ]
-    ),
+)
+# In flight: reserved or settling, and still able to move funds (validBefore ahead).
+_IN_FLIGHT = sa.and_(
+    c.state.in_([_VERIFIED, _SETTLING]),
+    c.valid_before > sa.bindparam("p_now", type_=c.valid_before.type),
 )
 OUTSTANDING_COUNT: Final = (
-    sa.select(sa.func.count()).select_from(payments).where(*_OUTSTANDING_WHERE)
+    sa.select(sa.func.count())
+    .select_from(payments)
+    .where(
+        *_PAYER,
+        sa.or_(
+            _IN_FLIGHT,
+            sa.and_(
+                c.state == _SETTLED,
+                c.updated_at >= sa.bindparam("p_since", type_=c.updated_at.type),
+            ),
+        ),
+    )
 )
-"""How many of a payer's authorizations on one asset are reserved or settling (not yet final)."""
+"""A payer's payments in flight on one asset, plus those settled since ``p_since``."""
 
 
-def outstanding_params(network: str, asset: str, payer: str) -> dict[str, Any]:
-    """Parameters of :data:`OUTSTANDING_COUNT` and :func:`select_outstanding_amounts`."""
-    return {"p_network": network, "p_asset": asset, "p_payer": payer}
+def outstanding_params(
+    network: str, asset: str, payer: str, now: int, since: datetime | None = None
+) -> dict[str, Any]:
+    """Parameters of :func:`select_outstanding_amounts` and, with ``since``, of
+    :data:`OUTSTANDING_COUNT`."""
+    params: dict[str, Any] = {"p_network": network, "p_asset": asset, "p_payer": payer}
+    params["p_now"] = now
+    if since is not None:
+        params["p_since"] = since
+    return params
 
 
 async def select_outstanding_amounts(
-    conn: AsyncConnection, network: str, asset: str, payer: str
+    conn: AsyncConnection, network: str, asset: str, payer: str, now: int
 ) -> list[int]:
-    """The amounts of a payer's authorizations that are reserved or settling."""
-    query = sa.select(c.amount).where(*_OUTSTANDING_WHERE)
-    result = await conn.execute(query, outstanding_params(network, asset, payer))
+    """The amounts of a payer's payments in flight (reserved or settling, not expired)."""
+    query = sa.select(c.amount).where(*_PAYER, _IN_FLIGHT)
+    result = await conn.execute(query, outstanding_params(network, asset, payer, now))
     return [int(row.amount) for row in result]
+
+
+CLAIMED_STATUS: Final = 102
+"""``response_status`` of a settled record whose handler is running (HTTP 102 Processing)."""
+
+CLAIM_RESPONSE: Final = (
+    payments.update()
+    .where(
+        c.id == sa.bindparam("p_id"),
+        c.state == _SETTLED,
+        c.response_status.is_(None),
+    )
+    .values(
+        response_status=sa.literal_column(str(CLAIMED_STATUS)),
+        updated_at=sa.bindparam("v_updated_at", type_=c.updated_at.type),
+    )
+    .returning(*payments.c)
+)
+"""Mark a settled record without a response as taken by one handler run (one winner)."""
 
 
 @functools.lru_cache(maxsize=128)

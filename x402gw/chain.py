@@ -88,6 +88,7 @@ _TWA_BYTES: Final = _selector(
     "transferWithAuthorization(address,address,uint256,uint256,uint256,bytes32,bytes)"
 )
 _BYTES_OFFSET: Final = uint_word(7 * 32)  # the bytes tail follows the 7 head words
+_QUANTITY: Final = re.compile(r"0x[0-9a-fA-F]{1,64}")
 _BALANCE_OF: Final = _selector("balanceOf(address)")
 _AUTHORIZATION_STATE: Final = _selector("authorizationState(address,bytes32)")
 _NAME: Final = _selector("name()")
@@ -500,6 +501,14 @@ class ChainClient:
         if invalid is not None:
             return _invalid(invalid)
         return VerifyResponse(is_valid=True, payer=checked.payer)
+
+    async def latest_block_timestamp(self) -> int:
+        """The latest block's timestamp (unix seconds): the chain's own clock."""
+        block = await self.request("eth_getBlockByNumber", ["latest", False])
+        stamp = block.get("timestamp") if isinstance(block, dict) else None
+        if isinstance(stamp, str) and _QUANTITY.fullmatch(stamp):
+            return int(stamp, 16)
+        raise RpcError("eth_getBlockByNumber answered without a block timestamp")
 
     async def get_receipt(self, tx_hash: str) -> Receipt | None:
         """The receipt of ``tx_hash``, or None while it is unknown or unmined (for reconciliation)."""

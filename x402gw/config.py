@@ -14,6 +14,7 @@ from x402gw.networks import NETWORKS, Asset, NetworkRegistry, to_atomic
 from x402gw.wire import MAX_HEADER_BYTES, PaymentRequirements, PaymentRequirementsV1
 
 if TYPE_CHECKING:
+    from x402gw.chain import ChainClient
     from x402gw.facilitator import Facilitator
     from x402gw.ledger import Ledger
 
@@ -214,6 +215,10 @@ class PaymentConfig:
     maintenance_interval: float | None = 30.0
     render_error: ErrorRenderer | None = None
     rate_limiter: RateLimiter | None = None
+    # Where reconcile and the in-flight balance check read the chain when the facilitator is
+    # remote (a LocalFacilitator's own client is used otherwise). Without one, a remote setup
+    # cannot reconcile pending settlements and allows one payment in flight per payer.
+    reconcile_client: ChainClient | None = None
 
     def __post_init__(self) -> None:
         if not self.routes:

@@ -643,7 +643,8 @@ async def reconcile_ledger(
     async def find_tx(record: PaymentRecord) -> str | None:
         return paid_by.get(record.id)  # asked only after authorization_used answered PAID
 
-    return await ledger.reconcile(check_tx, authorization_used, find_tx)
+    chain_time = await client.latest_block_timestamp()
+    return await ledger.reconcile(check_tx, authorization_used, find_tx, chain_time=chain_time)
 
 
 __all__ = [

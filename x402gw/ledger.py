@@ -404,16 +404,26 @@ class Ledger:
             )
         return None if row is None else _record(row._mapping)
 
-    async def outstanding_count(self, network: str, asset: str, payer: str) -> int:
-        """How many of ``payer``'s authorizations on ``asset`` are reserved or settling.
-
-        One read on the write path's connection, so it sees every committed reservation.
-        """
-        params = sql.outstanding_params(
+    def _payer_params(
+        self, network: str, asset: str, payer: str, since: float | None = None
+    ) -> dict[str, Any]:
+        return sql.outstanding_params(
             normalise_token(network, "network"),
             normalise_account(asset, "asset"),
             normalise_account(payer, "payer"),
+            int(self._clock()),
+            datetime.fromtimestamp(self._clock() if since is None else since, UTC),
         )
+
+    async def outstanding_count(
+        self, network: str, asset: str, payer: str, *, settled_since: float | None = None
+    ) -> int:
+        """How many of ``payer``'s payments on ``asset`` are in flight (reserved or settling,
+        and not past ``validBefore``), plus those settled since ``settled_since`` (unix time).
+
+        One read on the write path's connection, so it sees every committed reservation.
+        """
+        params = self._payer_params(network, asset, payer, settled_since)
         try:
             value = await self._writer.fetch_value(sql.OUTSTANDING_COUNT, params)
         except (sa.exc.DBAPIError, OSError) as exc:
@@ -421,15 +431,21 @@ class Ledger:
         return int(value or 0)
 
     async def outstanding_amount(self, network: str, asset: str, payer: str) -> int:
-        """The sum of ``payer``'s reserved or settling amounts on ``asset`` (atomic units)."""
+        """The sum of ``payer``'s in-flight amounts on ``asset`` (atomic units)."""
+        params = self._payer_params(network, asset, payer)
         async with self._tx() as conn:
             amounts = await sql.select_outstanding_amounts(
-                conn,
-                normalise_token(network, "network"),
-                normalise_account(asset, "asset"),
-                normalise_account(payer, "payer"),
+                conn, params["p_network"], params["p_asset"], params["p_payer"], params["p_now"]
             )
         return sum(amounts)
+
+    async def claim_response(self, record_id: str) -> PaymentRecord | None:
+        """Take a settled record without a stored response for one handler run; None when
+        another run took it first (or it is not settled). Its status reads 102 until
+        :meth:`store_response` replaces it."""
+        params = {"p_id": record_id, "v_updated_at": self._now()}
+        row = await self._returning(sql.CLAIM_RESPONSE, params)
+        return None if row is None else _record(row)
 
     async def pending_settlements(self) -> list[PaymentRecord]:
         """Records in `settling`, with or without a tx hash (what a restart must reconcile)."""
@@ -653,8 +669,14 @@ class Ledger:
         check_tx: TxChecker,
         authorization_used: AuthorizationChecker | None = None,
         find_tx: TxFinder | None = None,
+        *,
+        chain_time: float | None = None,
     ) -> ReconcileSummary:
         """Settle or fail every `settling` record from chain facts; never broadcasts anything.
+
+        `chain_time` (the latest block's timestamp) decides whether an authorization has
+        expired: a transaction still waiting in a node's pool can be mined as long as a block's
+        timestamp stays below `validBefore`, whatever this machine's clock says (default: it).
 
         `check_tx(record)` reports the stored `record.tx_hash` as mined_ok / reverted / unknown;
         `authorization_used(record)` reports EIP-3009 `authorizationState(payer, nonce)` on the
@@ -669,7 +691,7 @@ class Ledger:
         for record in await self.pending_settlements():
             found: str | None = None
             try:
-                decision = await self._decide(record, check_tx, authorization_used)
+                decision = await self._decide(record, check_tx, authorization_used, chain_time)
                 if decision.event is Event.SETTLED and record.tx_hash is None and find_tx:
                     found = await find_tx(record)
             except LedgerError:
@@ -699,6 +721,7 @@ class Ledger:
         record: PaymentRecord,
         check_tx: TxChecker,
         authorization_used: AuthorizationChecker | None,
+        chain_time: float | None,
     ) -> ReconcileDecision:
         outcome: TxOutcome | None = None
         if record.tx_hash is not None:
@@ -717,5 +740,5 @@ class Ledger:
             has_tx_hash=record.tx_hash is not None,
             outcome=outcome,
             authorization_used=used,
-            expired=record.valid_before <= self._clock(),
+            expired=record.valid_before <= (self._clock() if chain_time is None else chain_time),
         )

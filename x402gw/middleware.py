@@ -19,9 +19,10 @@ from typing import Any, Final
 
 from x402gw import _flow
 from x402gw._flow import Offers, Problem, Replay
+from x402gw.chain import ChainClient
 from x402gw.config import PaymentConfig, PricedRoute
 from x402gw.errors import ChainError, X402Error
-from x402gw.exact_evm import INSUFFICIENT_BALANCE, SETTLEMENT_PENDING
+from x402gw.exact_evm import INSUFFICIENT_BALANCE, SETTLEMENT_PENDING, Candidate
 from x402gw.facilitator import (
     FacilitatorError,
     FacilitatorUnavailable,
@@ -30,6 +31,7 @@ from x402gw.facilitator import (
 )
 from x402gw.ledger import (
     AuthorizationInUse,
+    InvalidTransition,
     LedgerError,
     LedgerUnavailable,
     PaymentIdentifierInUse,
@@ -155,9 +157,9 @@ class PaymentMiddleware:
         """One maintenance pass: reconcile ``settling`` records from the chain, and release
         ``verified`` reservations older than any handler can run (a crashed process's)."""
         ledger = self.config.ledger
-        facilitator = self.config.facilitator
-        if isinstance(facilitator, LocalFacilitator):
-            summary = await reconcile_ledger(ledger, facilitator.client)
+        client = self._chain()
+        if client is not None:
+            summary = await reconcile_ledger(ledger, client)
             self._reconciled_at = time.monotonic()
             if summary.settled or summary.failed or summary.errors:
                 log.info("x402gw reconcile: %s", summary)
@@ -173,23 +175,36 @@ class PaymentMiddleware:
             except Exception as exc:  # a down chain or database: try again next round
                 log.warning("x402gw maintenance failed: %s", type(exc).__name__)
 
+    def _chain(self) -> ChainClient | None:
+        """Where reconcile reads the chain: the local facilitator's client, else the one given."""
+        facilitator = self.config.facilitator
+        if isinstance(facilitator, LocalFacilitator):
+            return facilitator.client
+        return self.config.reconcile_client
+
     async def _reconcile_soon(self) -> None:
         """Reconcile now for a waiting client, at most every few seconds, one pass at a time."""
-        facilitator = self.config.facilitator
-        if not isinstance(facilitator, LocalFacilitator):
+        client = self._chain()
+        if client is None:
             return
         running = self._reconciling
         if running is None or running.done():
             if time.monotonic() - self._reconciled_at < _RECONCILE_EVERY:
                 return
-            running = self._reconciling = asyncio.create_task(self._reconcile_once(facilitator))
-        with contextlib.suppress(Exception):
+            running = self._reconciling = asyncio.create_task(self._reconcile_once(client))
+        try:
             await asyncio.shield(running)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # this request was cancelled, not only the shared pass (shutdown)
+        except Exception:
+            return  # logged by the pass itself
 
-    async def _reconcile_once(self, facilitator: LocalFacilitator) -> None:
+    async def _reconcile_once(self, client: ChainClient) -> None:
         self._reconciled_at = time.monotonic()
         try:
-            await reconcile_ledger(self.config.ledger, facilitator.client)
+            await reconcile_ledger(self.config.ledger, client)
         except Exception as exc:
             log.warning("x402gw reconcile failed: %s", type(exc).__name__)
 
@@ -198,13 +213,22 @@ class PaymentMiddleware:
             await self.app(scope, self._lifespan_receive(receive), send)
             return
         if scope["type"] != "http":
+            if scope["type"] == "websocket" and self.config.unmatched == "deny":
+                await _refuse_websocket(receive, send)  # nothing unpriced reaches a priced app
+                return
             await self.app(scope, receive, send)
             return
         method = str(scope.get("method", "GET")).upper()
         path = _flow.route_path(scope)
         route = None if method == "OPTIONS" else self.config.route_for(method, path)
         if route is None and method == "HEAD":
-            route = self.config.route_for("GET", path)  # HEAD runs the GET handler: same price
+            # HEAD would run the GET handler and send no body: it only learns the price.
+            route = self.config.route_for("GET", path)
+            if route is not None:
+                offers = _flow.offers_for(route, _flow.resource_url(scope))
+                problem = Problem(402, _flow.PAYMENT_REQUIRED_ERROR, "", True)
+                await _send(send, *self._challenge(offers, problem, scope))
+                return
         if route is None:
             if self.config.unmatched == "deny":
                 await self._deny(method, path, scope, send)
@@ -275,12 +299,15 @@ class PaymentMiddleware:
             await _send(send, *self._error(pid, scope))
             return
         # Offline checks first: a forged signature costs neither a body read nor an RPC call.
-        now = int(time.time())
-        candidate = _flow.offline_check(payment, requirements, now=now, networks=config.networks)
+        candidate = _flow.offline_check(
+            payment, requirements, now=int(time.time()), networks=config.networks
+        )
         if isinstance(candidate, Problem):
             await challenge(candidate)
             return
-        if await self._limited("payer:" + candidate.payer.lower(), scope, send):
+        proven = _flow.signer_proven(candidate)  # else `from` is only a claim until verify
+        payer_key = "payer:" + candidate.payer.lower()
+        if proven and await self._limited(payer_key, scope, send):
             return
         too_large = _flow.declared_length_problem(
             scope.get("headers") or [], config.max_request_body_bytes
@@ -298,39 +325,58 @@ class PaymentMiddleware:
             return
         query = scope.get("query_string") or b""
         target = scope.get("path", "/") + ("?" + query.decode("latin-1") if query else "")
-        fingerprint = request_fingerprint(scope["method"], target, body)
-        version = payment.x402_version
-        repeat = _Repeat(offers, requirements, fingerprint, candidate.payer, version, scope, send)
-        if pid is not None:
-            try:
-                earlier = await config.ledger.find_by_payment_identifier(pid)
-            except LedgerError as exc:
-                raise _unavailable(exc) from exc
-            if earlier is not None:
-                await self._answer_repeat(earlier, repeat, by_identifier=True)
-                return
-        # New work must be paid for with an authorization that outlives it and its settlement.
+        repeat = _Repeat(
+            route,
+            offers,
+            requirements,
+            request_fingerprint(scope["method"], target, body),
+            candidate.payer,
+            payment.x402_version,
+            scope,
+            send,
+            body,
+            receive,
+        )
+        if pid is not None and proven and await self._repeat_by_identifier(pid, repeat):
+            return
+        # New work must be paid with an authorization that outlives it and its settlement
+        # (`now` again: the body may have been slow to arrive).
         valid_for = config.settle_window_seconds + (0 if route.upfront else route.handler_timeout)
-        short = _flow.window_problem(candidate, now=now, valid_for=valid_for)
-        if short is not None:
-            await challenge(short)
+        refusal = _flow.window_problem(candidate, now=int(time.time()), valid_for=valid_for)
+        verify_started = time.time()
+        if refusal is None:
+            try:
+                verified = await config.facilitator.verify(payment, requirements)
+            except (*_BACKEND_DOWN, FacilitatorError) as exc:
+                raise _unavailable(exc) from exc
+            if not verified.is_valid:
+                # The reason only: a facilitator's message may quote a node's error text.
+                refusal = Problem(402, verified.invalid_reason or "invalid_payment", "", True)
+        if refusal is not None:
+            # The same authorization as an earlier request (its nonce now used, or its window
+            # now short) is that request repeated: answer as it was answered.
+            holder = await self._holder(route, candidate)
+            if holder is not None:
+                await self._answer_repeat(holder, repeat, by_identifier=False)
+            else:
+                await challenge(refusal)
             return
-        try:
-            verified = await config.facilitator.verify(payment, requirements)
-        except (*_BACKEND_DOWN, FacilitatorError) as exc:
-            raise _unavailable(exc) from exc
-        if not verified.is_valid:
-            reason = verified.invalid_reason or "invalid_payment"
-            await challenge(Problem(402, reason, verified.invalid_message or "", True))
-            return
+        if not proven:  # the payer is proven by verify now
+            if await self._limited(payer_key, scope, send):
+                return
+            if pid is not None and await self._repeat_by_identifier(pid, repeat):
+                return
         resource = _flow.ledger_resource(scope["method"], target)
         async with self._payer_lock(route, candidate.payer):
-            record = await self._reserve(
-                route, payment, resource, fingerprint, pid, repeat, challenge
-            )
-            if record is None:
-                return
-            short_funds = await self._funds_problem(route, record)
+            record, holder = await self._reserve(route, payment, resource, pid, repeat, challenge)
+            short_funds = None
+            if record is not None:
+                short_funds = await self._funds_problem(route, record, verify_started)
+        if holder is not None:
+            await self._answer_repeat(holder, repeat, by_identifier=False)
+            return
+        if record is None:
+            return
         if short_funds is not None:
             await _quietly(config.ledger.release(record.id))
             await challenge(short_funds)
@@ -345,6 +391,29 @@ class PaymentMiddleware:
                 )
         finally:
             watch.close()
+
+    async def _repeat_by_identifier(self, pid: str, repeat: _Repeat) -> bool:
+        """Answer a request whose payment identifier is already taken; False if it is new."""
+        try:
+            earlier = await self.config.ledger.find_by_payment_identifier(pid)
+        except LedgerError as exc:
+            raise _unavailable(exc) from exc
+        if earlier is None:
+            return False
+        await self._answer_repeat(earlier, repeat, by_identifier=True)
+        return True
+
+    async def _holder(self, route: PricedRoute, candidate: Candidate) -> PaymentRecord | None:
+        """The live record of this authorization, if an earlier request reserved it."""
+        try:
+            return await self.config.ledger.find_live_by_authorization(
+                route.network,
+                route.token.address,
+                candidate.payer,
+                "0x" + candidate.authorization.nonce.hex(),
+            )
+        except LedgerError as exc:
+            raise _unavailable(exc) from exc
 
     async def _limited(self, key: str, scope: Scope, send: Send) -> bool:
         """Answer 429 (with ``Retry-After``) when ``key`` is over its rate limit."""
@@ -393,24 +462,30 @@ class PaymentMiddleware:
             lock = self._payer_locks[key] = asyncio.Lock()
         return lock
 
-    async def _funds_problem(self, route: PricedRoute, record: PaymentRecord) -> Problem | None:
+    async def _funds_problem(
+        self, route: PricedRoute, record: PaymentRecord, verified_at: float
+    ) -> Problem | None:
         """Refuse when the payer's balance does not cover every payment of theirs in flight.
 
         Runs after the reservation is written (insert, then count): of two processes reserving
         at once, at least one sees the other, so together they never admit more than the
-        balance. A lone payment needs no read: verify's simulation just proved the balance.
+        balance. A lone payment needs no read when nothing of the payer's settled since its
+        verify began: then verify's simulation has just proven the balance.
         """
         ledger = self.config.ledger
         asset = route.token.address
         try:
-            if await ledger.outstanding_count(route.network, asset, record.payer) <= 1:
+            count = await ledger.outstanding_count(
+                route.network, asset, record.payer, settled_since=verified_at - 1.0
+            )
+            if count <= 1:
                 return None
             total = await ledger.outstanding_amount(route.network, asset, record.payer)
         except LedgerError as exc:
             await _quietly(ledger.release(record.id))
             raise _unavailable(exc) from exc
-        facilitator = self.config.facilitator
-        if not isinstance(facilitator, LocalFacilitator):
+        client = self._chain()
+        if client is None:
             return Problem(
                 402,
                 INSUFFICIENT_BALANCE,
@@ -418,7 +493,7 @@ class PaymentMiddleware:
                 True,
             )
         try:
-            balance = await facilitator.client.token_balance(asset, record.payer)
+            balance = await client.token_balance(asset, record.payer)
         except ChainError as exc:
             await _quietly(ledger.release(record.id))
             raise _unavailable(exc) from exc
@@ -436,19 +511,35 @@ class PaymentMiddleware:
     ) -> None:
         """Answer a request repeating a payment (its identifier, or its authorization): the
         stored response once settled, never before, and only to the same payer and request."""
-        decision = _flow.replay_decision(record, repeat.fingerprint, repeat.payer)
+        upfront = repeat.route.upfront
+        decision = _flow.replay_decision(record, repeat.fingerprint, repeat.payer, upfront=upfront)
         if decision is Replay.PENDING:
             await self._reconcile_soon()
             try:
                 record = await self.config.ledger.get(record.id)
             except LedgerError as exc:
                 raise _unavailable(exc) from exc
-            decision = _flow.replay_decision(record, repeat.fingerprint, repeat.payer)
+            decision = _flow.replay_decision(
+                record, repeat.fingerprint, repeat.payer, upfront=upfront
+            )
         scope, send = repeat.scope, repeat.send
+        if decision is Replay.RUN:
+            try:
+                claimed = await self.config.ledger.claim_response(record.id)
+            except LedgerError as exc:
+                raise _unavailable(exc) from exc
+            if claimed is not None:
+                receipt = _receipt(claimed, repeat)
+                watch = _ClientWatch(repeat.body, repeat.receive)
+                try:
+                    await self._serve_settled(claimed, receipt, repeat.version, scope, watch, send)
+                finally:
+                    watch.close()
+                return
+            decision = Replay.IN_USE  # another retry took it
         if decision is Replay.STORED:
-            assert record.response is not None
             await _send_stored(send, record, repeat)
-        elif not by_identifier:  # the same authorization again, not for this answer
+        elif not by_identifier and decision in (Replay.CONFLICT, Replay.IN_USE):
             problem = Problem(
                 402, "authorization_in_use", "this authorization is already in use", True
             )
@@ -487,15 +578,16 @@ class PaymentMiddleware:
         route: PricedRoute,
         payment: AnyPaymentPayload,
         resource: str,
-        fingerprint: str,
         pid: str | None,
         repeat: _Repeat,
         challenge: Callable[[Problem], Awaitable[None]],
-    ) -> PaymentRecord | None:
+    ) -> tuple[PaymentRecord | None, PaymentRecord | None]:
+        """(the new record, None), or (None, the record already holding this authorization),
+        or (None, None) when the request was answered here."""
         auth = ExactEvmPayload.parse(payment.payload).authorization  # verified, so it parses
         ledger = self.config.ledger
         try:
-            return await ledger.reserve(
+            record = await ledger.reserve(
                 scheme="exact",
                 network=route.network,
                 asset=route.token.address,
@@ -505,7 +597,7 @@ class PaymentMiddleware:
                 nonce=auth.nonce,
                 valid_before=int(auth.valid_before),
                 resource=resource,
-                fingerprint=fingerprint,
+                fingerprint=repeat.fingerprint,
                 payment_identifier=pid,
             )
         except AuthorizationInUse:
@@ -515,21 +607,22 @@ class PaymentMiddleware:
                 )
             except LedgerError as exc:
                 raise _unavailable(exc) from exc
-            if holder is not None:  # the same authorization again: the same answer as before
-                await self._answer_repeat(holder, repeat, by_identifier=False)
-                return None
-            await challenge(
-                Problem(402, "authorization_in_use", "this authorization is already in use", True)
-            )
-            return None
+            if holder is None:
+                await challenge(
+                    Problem(
+                        402, "authorization_in_use", "this authorization is already in use", True
+                    )
+                )
+            return None, holder
         except PaymentIdentifierInUse:
             problem = Problem(
                 409, "payment_identifier_in_use", "the first request with this identifier runs"
             )
             await _send(repeat.send, *self._error(problem, repeat.scope))
-            return None
+            return None, None
         except LedgerError as exc:
             raise _unavailable(exc) from exc
+        return record, None
 
     async def _settle(
         self,
@@ -538,19 +631,23 @@ class PaymentMiddleware:
         requirements: PaymentRequirements | PaymentRequirementsV1,
         content: Response | None = None,
     ) -> SettleResponse:
-        """Settle once and bring the ledger record along; raises :class:`_Unavailable` when down.
+        """Settle once and bring the ledger record along.
 
         The record moves to ``settling`` before anything is sent (write-ahead): whatever happens
-        after, a restart reconciles it from the chain instead of leaving it ``verified``.
-        ``content`` (the handler's response) is kept with a settled or pending record, in the
-        same write, so a repeated request gets it once (and only once) the transfer is mined.
+        after, reconcile decides it from the chain instead of leaving it ``verified``. A backend
+        failure after that point is reported as pending, not as "not charged": the transfer may
+        have been broadcast. ``content`` (the handler's response) is kept with a settled or
+        pending record so a repeated request gets it once (and only once) the transfer is mined.
         """
         ledger = self.config.ledger
         seen: list[str] = []
 
         async def on_broadcast(tx_hash: str) -> None:
             seen.append(tx_hash)
-            await ledger.record_broadcast(record.id, tx_hash)
+            try:
+                await ledger.record_broadcast(record.id, tx_hash)
+            except LedgerError as exc:  # moved on (reconciled) or the database is down:
+                log.warning("x402gw: broadcast of %s not recorded: %s", record.id, exc)
 
         try:
             await ledger.mark_settling(record.id)
@@ -561,13 +658,27 @@ class PaymentMiddleware:
             result = await self.config.facilitator.settle(
                 payment, requirements, on_broadcast=on_broadcast
             )
-        except (*_BACKEND_DOWN, FacilitatorError) as exc:
-            # Unknown whether anything reached the chain: the record stays `settling`, keeping
-            # the authorization blocked; reconciliation decides from the on-chain nonce state.
-            raise _unavailable(exc) from exc
+        except (*_BACKEND_DOWN, FacilitatorError, LedgerError) as exc:
+            log.warning(
+                "x402gw: settlement of %s interrupted (%s); left to reconcile",
+                record.id,
+                type(exc).__name__,
+            )
+            result = SettleResponse(
+                success=False,
+                error_reason=SETTLEMENT_PENDING,
+                error_message="the payment backend failed during settlement",
+                payer=record.payer,
+                transaction=seen[0] if seen else "",
+                network=requirements.network,
+            )
         try:
             if result.success:
-                await ledger.mark_settled(record.id, result.transaction, response=content)
+                try:
+                    await ledger.mark_settled(record.id, result.transaction, response=content)
+                except InvalidTransition:  # a reconcile pass settled it meanwhile
+                    if content is not None:
+                        await ledger.store_response(record.id, *content)
             elif result.error_reason == SETTLEMENT_PENDING:
                 if result.transaction and not seen:
                     await ledger.record_broadcast(record.id, result.transaction, response=content)
@@ -595,26 +706,22 @@ class PaymentMiddleware:
         deadline = asyncio.timeout(route.handler_timeout)
         try:
             async with deadline:
-                await self.app(scope, watch.receive, capture.send)
+                await self.app(_buffered_scope(scope), watch.receive, capture.send)
         except _TooLarge:
             pass
         except TimeoutError:
-            if not deadline.expired():
-                raise
-            log.warning(
-                "x402gw: handler passed its %.0f s deadline; not charged", route.handler_timeout
-            )
-            await _quietly(ledger.release(record.id))
-            problem = Problem(504, "handler_timeout", "the request took too long; not charged")
-            await _send(send, *self._error(problem, scope))
+            if deadline.expired():
+                log.warning("x402gw: handler passed its %.0f s deadline", route.handler_timeout)
+                await _quietly(ledger.release(record.id))
+                problem = Problem(504, "handler_timeout", "the request took too long; not charged")
+                await _send(send, *self._error(problem, scope))
+                return
+            await self._handler_failed(record, scope, send)
             return
         except Exception:
-            log.exception("x402gw: handler failed; payment not settled")
-            await _quietly(ledger.release(record.id))
-            problem = Problem(500, "handler_error", "the request failed; not charged")
-            await _send(send, *self._error(problem, scope))
+            await self._handler_failed(record, scope, send)
             return
-        if capture.too_large or capture.status is None:
+        if capture.too_large or capture.status is None or not capture.complete:
             await _quietly(ledger.release(record.id))
             code = "response_too_large" if capture.too_large else "no_response"
             problem = Problem(500, code, "the response could not be delivered; not charged")
@@ -635,6 +742,18 @@ class PaymentMiddleware:
             headers = _flow.paid_headers(capture.headers, result, version)
             await _send(send, capture.status, headers, bytes(capture.body))
             return
+        await self._settle_refused(result, offers, scope, version, send)
+
+    async def _handler_failed(self, record: PaymentRecord, scope: Scope, send: Send) -> None:
+        log.exception("x402gw: handler failed; payment not settled")
+        await _quietly(self.config.ledger.release(record.id))
+        problem = Problem(500, "handler_error", "the request failed; not charged")
+        await _send(send, *self._error(problem, scope))
+
+    async def _settle_refused(
+        self, result: SettleResponse, offers: Offers, scope: Scope, version: int, send: Send
+    ) -> None:
+        """The 402 of a settlement that did not succeed (with ``Retry-After`` when pending)."""
         status, headers, body = self._challenge(
             offers, _flow.settle_problem(result), scope, settle=result, version=version
         )
@@ -659,13 +778,22 @@ class PaymentMiddleware:
         result = await self._settle(record, payment, requirements)
         version = payment.x402_version
         if not result.success:
-            await _send(
-                send,
-                *self._challenge(
-                    offers, _flow.settle_problem(result), scope, settle=result, version=version
-                ),
-            )
+            # Pending: once reconciled as settled, a retry of this payment runs the handler.
+            await self._settle_refused(result, offers, scope, version, send)
             return
+        await self._serve_settled(record, result, version, scope, watch, send)
+
+    async def _serve_settled(
+        self,
+        record: PaymentRecord,
+        result: SettleResponse,
+        version: int,
+        scope: Scope,
+        watch: _ClientWatch,
+        send: Send,
+    ) -> None:
+        """Run the handler of a payment already settled, streaming its response with the
+        receipt, and keep the response for repeats (an error, if the handler fails)."""
         keep = _Capture(self.config.max_response_bytes)
         started = False
 
@@ -681,12 +809,15 @@ class PaymentMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, watch.receive, paid_send)
+            await self.app(_buffered_scope(scope), watch.receive, paid_send)
         except Exception:
             log.exception("x402gw: handler failed after an upfront settlement")
+            problem = Problem(500, "handler_error", "the request failed after payment")
+            status, headers, body = self._error(problem, scope)
+            await _quietly(
+                self.config.ledger.store_response(record.id, status, _str_headers(headers), body)
+            )
             if not started:
-                problem = Problem(500, "handler_error", "the request failed after payment")
-                status, headers, body = self._error(problem, scope)
                 await _send(send, status, _flow.paid_headers(headers, result, version), body)
             return
         if keep.complete and keep.status is not None:
@@ -701,6 +832,7 @@ class PaymentMiddleware:
 class _Repeat:
     """What answering a repeated payment needs to know about the request repeating it."""
 
+    route: PricedRoute
     offers: Offers
     requirements: PaymentRequirements | PaymentRequirementsV1
     fingerprint: str
@@ -708,6 +840,8 @@ class _Repeat:
     version: int
     scope: Scope
     send: Send
+    body: bytes
+    receive: Receive
 
 
 class _ClientWatch:
@@ -780,15 +914,42 @@ async def _send_stored(send: Send, record: PaymentRecord, repeat: _Repeat) -> No
     assert stored is not None
     headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in stored.headers]
     if record.state is State.SETTLED and stored.status < 400 and record.tx_hash is not None:
-        receipt = SettleResponse(
-            success=True,
-            payer=repeat.payer,
-            transaction=record.tx_hash,
-            network=repeat.requirements.network,
-            amount=str(record.amount),
-        )
-        headers = _flow.paid_headers(headers, receipt, repeat.version)
+        headers = _flow.paid_headers(headers, _receipt(record, repeat), repeat.version)
     await _send(send, stored.status, headers, stored.body)
+
+
+def _receipt(record: PaymentRecord, repeat: _Repeat) -> SettleResponse:
+    """The receipt of a settled record, for the version and network the repeat speaks."""
+    return SettleResponse(
+        success=True,
+        payer=repeat.payer,
+        transaction=record.tx_hash or "",
+        network=repeat.requirements.network,
+        amount=str(record.amount),
+    )
+
+
+def _buffered_scope(scope: Scope) -> Scope:
+    """The scope without server extensions that bypass body messages (``pathsend``,
+    ``zerocopysend``): the gate must see every byte it charges for."""
+    extensions = scope.get("extensions")
+    if not extensions or not (
+        {"http.response.pathsend", "http.response.zerocopysend"} & set(extensions)
+    ):
+        return scope
+    kept = {
+        k: v
+        for k, v in extensions.items()
+        if k not in ("http.response.pathsend", "http.response.zerocopysend")
+    }
+    return {**scope, "extensions": kept}
+
+
+async def _refuse_websocket(receive: Receive, send: Send) -> None:
+    """Close a websocket handshake: a gate in deny mode lets nothing unpriced through."""
+    message = await receive()
+    if message.get("type") == "websocket.connect":
+        await send({"type": "websocket.close", "code": 1008})
 
 
 def _str_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:

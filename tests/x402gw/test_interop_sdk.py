@@ -140,10 +140,14 @@ async def test_http_facilitator_settles_through_sdk_facilitator(
             assert [(rec.state, rec.tx_hash) for rec in records] == [
                 (State.SETTLED, receipt.transaction.lower())
             ]
-            assert replay.status_code == 402  # the SDK facilitator refuses the used nonce
+            # The SDK facilitator refuses the used nonce at verify; the gate then answers the
+            # repeated request from its ledger (same payer, same request), charging nothing.
+            assert replay.status_code == 200
+            assert replay.content == r.content
             _assert_paid_once(evm, before)
             assert gw.calls["paid"] == 1
         finally:
+            await gw.app.aclose()
             await remote.aclose()
             await gw.ledger.close()
 
