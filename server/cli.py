@@ -82,6 +82,7 @@ def _serve(settings: Settings, *, unpaid: bool = False) -> int:
 
     from server.app import create_app
     from server.payments import gate_factory, payments_enabled
+    from server.services import SMTP_ROUTES_LEFT_OUT, configured_prober
 
     if not payments_enabled(settings) and not unpaid:
         print(
@@ -91,8 +92,11 @@ def _serve(settings: Settings, *, unpaid: bool = False) -> int:
         )
         return 2
     gate = gate_factory(settings) if payments_enabled(settings) else None
+    prober = configured_prober()
     config = uvicorn.Config(
-        create_app(settings, payment_middleware=gate),
+        create_app(
+            settings, payment_middleware=gate, prober=prober, smtp_routes=prober is not None
+        ),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
@@ -104,6 +108,8 @@ def _serve(settings: Settings, *, unpaid: bool = False) -> int:
             "the paid routes are served without payment",
             file=sys.stderr,
         )
+    if prober is None:
+        print(f"bavlio: warning: {SMTP_ROUTES_LEFT_OUT}", file=sys.stderr)
     server = uvicorn.Server(config)
     server.run()
     return 0 if server.started else 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -18,7 +20,21 @@ if TYPE_CHECKING:
     from emailintel.search.engines import HttpSearchEngine, SearchEngine
     from emailintel.smtp.prober import Prober
 
-__all__ = ["EmailValidator", "Services", "services"]
+__all__ = [
+    "HELO_VARIABLE",
+    "SMTP_ROUTES_LEFT_OUT",
+    "EmailValidator",
+    "Services",
+    "configured_prober",
+    "services",
+]
+
+HELO_VARIABLE = "EMAILINTEL_HELO"
+SMTP_ROUTES_LEFT_OUT = (
+    f"{HELO_VARIABLE} is not set, so /api/x402/v1/email/verify and /api/x402/v1/email/find are "
+    "not served (set EMAILINTEL_HELO and EMAILINTEL_MAIL_FROM to your own domain to serve them)"
+)
+"""The start-up warning of ``bavlio serve`` and ``bavlio dev`` without an SMTP identity."""
 
 
 class EmailValidator(Protocol):
@@ -36,6 +52,20 @@ def default_validator(resolver: DnsResolver) -> EmailValidator:
 
     validator: EmailValidator = Validator(resolver=resolver)
     return validator
+
+
+def configured_prober(env: Mapping[str, str] | None = None) -> Prober | None:
+    """emailintel's Prober from ``EMAILINTEL_*``, or None when ``EMAILINTEL_HELO`` is unset.
+
+    Without a HELO name there is no SMTP identity, so the SMTP routes cannot be served; with one,
+    the rest of the identity is checked now (ConfigError at start, not at the first request).
+    """
+    source = os.environ if env is None else env
+    if not source.get(HELO_VARIABLE, "").strip():
+        return None
+    from emailintel.smtp.prober import Prober
+
+    return Prober(env=source)
 
 
 @dataclass
