@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
 from server.errors import InvalidRequest, RequestTooLarge
+from server.jsontypes import NONBLANK, NONBLANK_MESSAGE
 
 __all__ = ["MAX_BODY", "read_json"]
 
@@ -59,6 +60,11 @@ def _invalid(exc: ValidationError) -> InvalidRequest:
     error = exc.errors(include_url=False)[0]
     param = _param(tuple(error["loc"]))
     message = str(error["msg"]).removeprefix("Value error, ")
+    if (
+        error["type"] == "string_pattern_mismatch"
+        and error.get("ctx", {}).get("pattern") == NONBLANK
+    ):
+        message = NONBLANK_MESSAGE
     if error["type"] == "json_invalid":
         detail = message.removeprefix("Invalid JSON: ")
         return InvalidRequest("invalid_json", f"The body is not valid JSON: {detail}.")
