@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 import httpx
@@ -15,10 +15,12 @@ from emailintel.models import RiskResult
 from server.db.engine import Database
 from server.prospects.store import ProspectStore
 from server.settings import Settings
+from server.ttlcache import SharedTtlCache
 
 if TYPE_CHECKING:
     from emailintel.search.engines import HttpSearchEngine, SearchEngine
     from emailintel.smtp.prober import Prober
+    from server.api.health import CheckResult
 
 __all__ = [
     "HELO_VARIABLE",
@@ -70,7 +72,8 @@ def configured_prober(env: Mapping[str, str] | None = None) -> Prober | None:
 
 @dataclass
 class Services:
-    """Settings, database, prospect store, DNS resolver, email validator, HTTP client (RPC)."""
+    """Settings, database, prospect store, DNS resolver, email validator, HTTP client (RPC),
+    and the readiness answers of the RPC and DNS checks (cached for ``ready_cache_seconds``)."""
 
     settings: Settings
     db: Database
@@ -81,6 +84,7 @@ class Services:
     _prober: Prober | None = None
     _search: SearchEngine | None = None
     _owned_search: HttpSearchEngine | None = None
+    ready_cache: SharedTtlCache[CheckResult] = field(default_factory=SharedTtlCache)
 
     @classmethod
     def build(
