@@ -88,7 +88,8 @@ def _assert_clean(text: str) -> None:
 
 
 def _logged(caplog: pytest.LogCaptureFixture) -> str:
-    return "\n".join(record.getMessage() for record in caplog.records)
+    """Every captured log line as formatted, tracebacks included."""
+    return caplog.text
 
 
 @pytest.mark.parametrize(
@@ -155,4 +156,28 @@ def test_search_errors_keep_the_backend_url_key_and_page_out(
     assert "was refused" not in response.text  # nothing of the upstream's page
     logged = _logged(caplog)
     assert f"emailintel SearchUnavailable: {backend}" in logged or "SearchRateLimited" in logged
+    _assert_clean(logged)
+
+
+class ExplodingSearch:
+    """A search backend failing with a non-emailintel error that quotes its URL (a bug)."""
+
+    name = "exploding"
+
+    async def search(self, query: str) -> list[Any]:
+        raise RuntimeError(f"cannot reach http://127.0.0.1:9/{PATH_SECRET}?key={QUERY_SECRET}")
+
+
+def test_an_unexpected_error_is_logged_with_urls_redacted(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = load_settings(env_file=None, database_url=f"sqlite+aiosqlite:///{tmp_path / 'b.db'}")
+    app = create_app(settings, search=ExplodingSearch())
+    body = {"name": "Ann Lee", "company": "Acme"}
+    with caplog.at_level(logging.ERROR), UvicornThread(app) as server:
+        response = httpx.post(server.url + "/api/x402/v1/linkedin/find-url", json=body, timeout=10)
+    assert response.status_code == 500
+    _assert_clean(response.text)
+    logged = _logged(caplog)
+    assert "RuntimeError: cannot reach http://127.0.0.1:9" in logged  # the traceback is there
     _assert_clean(logged)
