@@ -64,7 +64,9 @@ def _parser() -> argparse.ArgumentParser:
         help="refuse to pay more atomic units than this (default: 1000000)",
     )
 
-    migrate = commands.add_parser("migrate", help="apply database migrations")
+    migrate = commands.add_parser(
+        "migrate", help="apply database migrations (server tables and the payment ledger)"
+    )
     migrate.add_argument("--config", help="TOML settings file (default: BAVLIO_CONFIG)")
 
     prospects = commands.add_parser("prospects", help="manage the prospect pool")
@@ -116,13 +118,20 @@ def _serve(settings: Settings, *, unpaid: bool = False) -> int:
 
 
 async def _migrate(settings: Settings) -> None:
+    """Every migration tree in the database: the server's tables and x402gw's payment ledger."""
     from server.db.engine import Database
+    from x402gw.ledger import Ledger
 
     db = Database(settings.database_url, schema=settings.database_schema)
     try:
         await db.migrate()
     finally:
         await db.dispose()
+    ledger = Ledger(settings.database_url, schema=settings.database_schema)
+    try:
+        await ledger.migrate()
+    finally:
+        await ledger.close()
 
 
 async def _import(settings: Settings, parsed: ParsedFile) -> int:
@@ -216,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
     if args.command == "migrate":
         asyncio.run(_migrate(settings))
-        print("database is at the latest revision")
+        print("database is at the latest revision (server tables and payment ledger)")
         return 0
 
     from server.prospects.importer import ImportFileError, parse_file
