@@ -257,3 +257,25 @@ def test_the_trapped_routes_answer_when_nothing_is_raised(trapped: Trapped) -> N
         trapped.url + PAID + "/linkedin/find-url", json=ROUTES["/linkedin/find-url"]
     )
     assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize(
+    ("path", "good"),
+    [
+        ("/email/verify", {"email": "ann@acme.test"}),
+        ("/email/find", {"candidates": ["a@acme.test"]}),
+    ],
+)
+def test_without_an_smtp_identity_bodies_are_checked_first(
+    tmp_path: Path, dns_lab: DnsLab, monkeypatch: pytest.MonkeyPatch, path: str, good: Any
+) -> None:
+    """create_app keeps the SMTP routes by default; unconfigured, they still check bodies first."""
+    for name in ("EMAILINTEL_HELO", "EMAILINTEL_MAIL_FROM"):
+        monkeypatch.delenv(name, raising=False)
+    app = create_app(_settings(tmp_path), resolver=DnsResolver([dns_lab.nameserver], timeout=2.0))
+    with UvicornThread(app) as server:
+        bad = httpx.post(server.url + PAID + path, json={**good, "extra": 1}, timeout=30)
+        unconfigured = httpx.post(server.url + PAID + path, json=good, timeout=30)
+    assert_envelope(bad, 400, "invalid_request_error", "parameter_unknown")
+    error = assert_envelope(unconfigured, 503, "api_error", "not_configured")
+    assert "HELO" not in error["message"]  # the library's words stay in the log
