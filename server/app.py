@@ -24,6 +24,7 @@ from emailintel.dns import DnsResolver
 from server.errors import ApiError, MethodNotAllowed, NotFound, error_response
 from server.middleware import CatchAllMiddleware, RequestIdMiddleware
 from server.openapi import PaidRoute, openapi_document, paid_routes
+from server.recursion import restore_recursion_limit
 from server.routes import PAID_PREFIX, Operation, operations
 from server.services import EmailValidator, Services
 from server.settings import Settings, load_settings
@@ -122,19 +123,24 @@ def create_app(
     validator: EmailValidator | None = None,
     prober: Prober | None = None,
     search: SearchEngine | None = None,
+    smtp_routes: bool = True,
 ) -> Starlette:
     """Build the app; migrations run when the lifespan starts, engines close when it stops.
 
     ``resolver`` (default: from ``EMAILINTEL_NAMESERVERS``) serves readiness and validation;
     ``validator`` replaces emailintel's ``Validator``; ``prober`` (SMTP) and ``search`` (LinkedIn
     backend) default to emailintel's, configured from ``EMAILINTEL_*``. A payment gate with
-    ``startup``/``aclose`` (:class:`ManagedGate`) follows the lifespan.
+    ``startup``/``aclose`` (:class:`ManagedGate`) follows the lifespan. ``smtp_routes=False``
+    leaves the SMTP routes (verify, find) out of the route table and the OpenAPI document.
+
+    Lowers the interpreter's recursion limit back to CPython's default (see server.recursion).
     """
+    restore_recursion_limit()
     settings = settings or load_settings()
     svc = Services.build(
         settings, resolver=resolver, validator=validator, prober=prober, search=search
     )
-    ops = operations()
+    ops = tuple(op for op in operations() if smtp_routes or not op.smtp)
     gates: list[ManagedGate] = []
 
     @contextlib.asynccontextmanager

@@ -64,7 +64,9 @@ def _parser() -> argparse.ArgumentParser:
         help="refuse to pay more atomic units than this (default: 1000000)",
     )
 
-    migrate = commands.add_parser("migrate", help="apply database migrations")
+    migrate = commands.add_parser(
+        "migrate", help="apply database migrations (server tables and the payment ledger)"
+    )
     migrate.add_argument("--config", help="TOML settings file (default: BAVLIO_CONFIG)")
 
     prospects = commands.add_parser("prospects", help="manage the prospect pool")
@@ -82,6 +84,7 @@ def _serve(settings: Settings, *, unpaid: bool = False) -> int:
 
     from server.app import create_app
     from server.payments import gate_factory, payments_enabled
+    from server.services import SMTP_ROUTES_LEFT_OUT, configured_prober
 
     if not payments_enabled(settings) and not unpaid:
         print(
@@ -91,8 +94,11 @@ def _serve(settings: Settings, *, unpaid: bool = False) -> int:
         )
         return 2
     gate = gate_factory(settings) if payments_enabled(settings) else None
+    prober = configured_prober()
     config = uvicorn.Config(
-        create_app(settings, payment_middleware=gate),
+        create_app(
+            settings, payment_middleware=gate, prober=prober, smtp_routes=prober is not None
+        ),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
@@ -104,19 +110,28 @@ def _serve(settings: Settings, *, unpaid: bool = False) -> int:
             "the paid routes are served without payment",
             file=sys.stderr,
         )
+    if prober is None:
+        print(f"bavlio: warning: {SMTP_ROUTES_LEFT_OUT}", file=sys.stderr)
     server = uvicorn.Server(config)
     server.run()
     return 0 if server.started else 1
 
 
 async def _migrate(settings: Settings) -> None:
+    """Every migration tree in the database: the server's tables and x402gw's payment ledger."""
     from server.db.engine import Database
+    from x402gw.ledger import Ledger
 
     db = Database(settings.database_url, schema=settings.database_schema)
     try:
         await db.migrate()
     finally:
         await db.dispose()
+    ledger = Ledger(settings.database_url, schema=settings.database_schema)
+    try:
+        await ledger.migrate()
+    finally:
+        await ledger.close()
 
 
 async def _import(settings: Settings, parsed: ParsedFile) -> int:
@@ -210,7 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
     if args.command == "migrate":
         asyncio.run(_migrate(settings))
-        print("database is at the latest revision")
+        print("database is at the latest revision (server tables and payment ledger)")
         return 0
 
     from server.prospects.importer import ImportFileError, parse_file

@@ -390,7 +390,11 @@ def _prepare(chain: AnvilChain, port: int, state_dir: Path) -> DevStack:
     return stack
 
 
-def _banner(stack: DevStack, out: TextIO) -> None:
+def _banner(stack: DevStack, out: TextIO, *, smtp: bool = True) -> None:
+    if not smtp:
+        from server.services import SMTP_ROUTES_LEFT_OUT
+
+        print(f"bavlio dev: {SMTP_ROUTES_LEFT_OUT}", file=out, flush=True)
     print(
         f"bavlio dev: anvil {stack.rpc_url} (chain {CHAIN_ID}), token {stack.token}\n"
         f"  demo payer   {stack.payer.address} funded with {DEMO_FUNDS // 10**6} USDC "
@@ -410,6 +414,7 @@ async def _serve(stack: DevStack, port: int, check: bool, out: TextIO) -> int:
 
     from server.app import create_app
     from server.payments import gate_factory
+    from server.services import configured_prober
     from server.settings import load_settings
 
     env = stack.environment()
@@ -419,7 +424,13 @@ async def _serve(stack: DevStack, port: int, check: bool, out: TextIO) -> int:
     }
     overrides.update(facilitator_url=None, database_schema=None)  # whatever the shell exports
     settings = load_settings(None, env_file=None, host="127.0.0.1", port=port, **overrides)
-    app = create_app(settings, payment_middleware=gate_factory(settings))
+    prober = configured_prober()
+    app = create_app(
+        settings,
+        payment_middleware=gate_factory(settings),
+        prober=prober,
+        smtp_routes=prober is not None,
+    )
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
@@ -428,7 +439,7 @@ async def _serve(stack: DevStack, port: int, check: bool, out: TextIO) -> int:
             await task
             raise DevStackError("the server did not start")
         await asyncio.sleep(0.02)
-    _banner(stack, out)
+    _banner(stack, out, smtp=prober is not None)
     if not check:
         await task
         return 0

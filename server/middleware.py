@@ -8,17 +8,20 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+import traceback
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.errors import ApiError, error_response
+from server.redact import redact
 
 __all__ = ["CatchAllMiddleware", "RequestIdMiddleware", "new_request_id"]
 
 log = logging.getLogger("server")
 
 HEADER = b"x-request-id"
+_TRACEBACK = 20_000  # characters of a logged traceback
 _ACCEPTABLE = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
 
 
@@ -75,10 +78,12 @@ class CatchAllMiddleware:
 
         try:
             await self.app(scope, receive, tracking_send)
-        except Exception:
+        except Exception as exc:
             request = Request(scope)
-            log.exception(
-                "unhandled error (request %s)", request.scope.get("state", {}).get("request_id")
+            log.error(  # the traceback with URLs redacted: messages may quote upstream URLs
+                "unhandled error (request %s)\n%s",
+                request.scope.get("state", {}).get("request_id"),
+                redact("".join(traceback.format_exception(exc)).rstrip(), limit=_TRACEBACK),
             )
             if started:
                 raise

@@ -21,7 +21,10 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 
 @dataclass(frozen=True)
 class Operation:
-    """An endpoint with the models that describe it; ``paid`` routes live under PAID_PREFIX."""
+    """An endpoint with the models that describe it; ``paid`` routes live under PAID_PREFIX.
+
+    ``smtp`` routes probe mail servers: they are served only with an SMTP identity configured.
+    """
 
     method: str
     path: str
@@ -32,6 +35,7 @@ class Operation:
     request_model: type[BaseModel] | None = None
     tag: str = "system"
     paid: bool = False
+    smtp: bool = False
     responses: dict[int, type[BaseModel]] = field(default_factory=dict)
     deadline: float = 30.0
     """Seconds a paid handler may run before the gate cancels it (504, not charged)."""
@@ -81,6 +85,7 @@ def operations() -> tuple[Operation, ...]:
             tag="x402",
             paid=True,
             deadline=90.0,
+            smtp=True,
             responses={503: ErrorEnvelope, 504: ErrorEnvelope},
         ),
         Operation(
@@ -94,6 +99,7 @@ def operations() -> tuple[Operation, ...]:
             tag="x402",
             paid=True,
             deadline=90.0,
+            smtp=True,
             responses={503: ErrorEnvelope, 504: ErrorEnvelope},
         ),
         Operation(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 import httpx
@@ -13,12 +15,28 @@ from emailintel.models import RiskResult
 from server.db.engine import Database
 from server.prospects.store import ProspectStore
 from server.settings import Settings
+from server.ttlcache import SharedTtlCache
 
 if TYPE_CHECKING:
     from emailintel.search.engines import HttpSearchEngine, SearchEngine
     from emailintel.smtp.prober import Prober
+    from server.api.health import CheckResult
 
-__all__ = ["EmailValidator", "Services", "services"]
+__all__ = [
+    "HELO_VARIABLE",
+    "SMTP_ROUTES_LEFT_OUT",
+    "EmailValidator",
+    "Services",
+    "configured_prober",
+    "services",
+]
+
+HELO_VARIABLE = "EMAILINTEL_HELO"
+SMTP_ROUTES_LEFT_OUT = (
+    f"{HELO_VARIABLE} is not set, so /api/x402/v1/email/verify and /api/x402/v1/email/find are "
+    "not served (set EMAILINTEL_HELO and EMAILINTEL_MAIL_FROM to your own domain to serve them)"
+)
+"""The start-up warning of ``bavlio serve`` and ``bavlio dev`` without an SMTP identity."""
 
 
 class EmailValidator(Protocol):
@@ -38,9 +56,24 @@ def default_validator(resolver: DnsResolver) -> EmailValidator:
     return validator
 
 
+def configured_prober(env: Mapping[str, str] | None = None) -> Prober | None:
+    """emailintel's Prober from ``EMAILINTEL_*``, or None when ``EMAILINTEL_HELO`` is unset.
+
+    Without a HELO name there is no SMTP identity, so the SMTP routes cannot be served; with one,
+    the rest of the identity is checked now (ConfigError at start, not at the first request).
+    """
+    source = os.environ if env is None else env
+    if not source.get(HELO_VARIABLE, "").strip():
+        return None
+    from emailintel.smtp.prober import Prober
+
+    return Prober(env=source)
+
+
 @dataclass
 class Services:
-    """Settings, database, prospect store, DNS resolver, email validator, HTTP client (RPC)."""
+    """Settings, database, prospect store, DNS resolver, email validator, HTTP client (RPC),
+    and the readiness answers of the RPC and DNS checks (cached for ``ready_cache_seconds``)."""
 
     settings: Settings
     db: Database
@@ -51,6 +84,7 @@ class Services:
     _prober: Prober | None = None
     _search: SearchEngine | None = None
     _owned_search: HttpSearchEngine | None = None
+    ready_cache: SharedTtlCache[CheckResult] = field(default_factory=SharedTtlCache)
 
     @classmethod
     def build(

@@ -120,6 +120,8 @@ class Settings(BaseSettings):
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     ready_dns_probe: str = "example.com"
     ready_timeout: float = Field(default=3.0, gt=0, le=60)
+    ready_cache_seconds: float = Field(default=5.0, ge=0, le=300)
+    """How long readiness reuses its chain RPC and DNS answers (0: ask on every request)."""
     price_validate: Price = Decimal("0.003")
     price_verify: Price = Decimal("0.005")
     price_find: Price = Decimal("0.010")

@@ -1,10 +1,17 @@
-"""Liveness (``/health``) and readiness (``/api/v1/ready``: database, chain RPC, DNS)."""
+"""Liveness (``/health``) and readiness (``/api/v1/ready``: database, chain RPC, DNS).
+
+Readiness is public, so a failed check says only what failed (an exception type, an HTTP status,
+"timed out"); the upstream's own words, which may quote the RPC URL and its provider key, go to
+the server log with URLs redacted. The RPC and DNS answers are reused for
+``ready_cache_seconds``, so a burst of probes does not become a burst of RPC calls.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -12,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from server.errors import ErrorBody, ErrorEnvelope, request_id_of
+from server.redact import redact, redact_url
 from server.services import Services, services
 
 __all__ = [
@@ -27,6 +35,8 @@ __all__ = [
 ]
 
 _DNS_ANSWERED = {"ok", "nxdomain", "no_mx", "null_mx"}
+
+log = logging.getLogger("server.ready")
 
 
 class HealthResponse(BaseModel):
@@ -59,14 +69,23 @@ class NotReadyResponse(ErrorEnvelope):
     checks: dict[str, CheckResult] = Field(default_factory=dict)
 
 
-async def _timed(check: Awaitable[CheckResult], limit: float) -> CheckResult:
+def _failed(check: str, detail: str, logged: str) -> CheckResult:
+    """A failed check: ``detail`` for the client, ``logged`` (URLs redacted) for the log."""
+    log.warning("ready: %s check failed: %s", check, redact(logged))
+    return CheckResult(status="fail", detail=detail)
+
+
+async def _timed(
+    name: str, check: Awaitable[CheckResult], limit: float, upstream: str | None = None
+) -> CheckResult:
     start = time.perf_counter()
+    label = f"{name} ({redact_url(upstream)})" if upstream else name
     try:
         result = await asyncio.wait_for(check, limit)
     except TimeoutError:
-        result = CheckResult(status="fail", detail=f"timed out after {limit:g}s")
+        result = _failed(label, f"timed out after {limit:g}s", f"timed out after {limit:g}s")
     except Exception as exc:
-        result = CheckResult(status="fail", detail=f"{type(exc).__name__}: {exc}"[:300])
+        result = _failed(label, type(exc).__name__, f"{type(exc).__name__}: {exc}")
     elapsed = round((time.perf_counter() - start) * 1000, 2)
     return result.model_copy(update={"elapsed_ms": elapsed})
 
@@ -84,12 +103,17 @@ async def check_rpc(svc: Services) -> CheckResult:
         return CheckResult(status="skipped", detail="rpc_url is not configured")
     payload = {"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}
     response = await svc.http.post(url, json=payload)
-    response.raise_for_status()
+    label = f"rpc ({redact_url(url)})"
+    if response.is_error:
+        return _failed(label, f"HTTP {response.status_code}", f"HTTP {response.status_code}")
     body = response.json()
     result = body.get("result") if isinstance(body, dict) else None
-    if not isinstance(result, str):
-        return CheckResult(status="fail", detail=f"unexpected eth_chainId answer: {body!r}"[:300])
-    chain_id = int(result, 16)
+    try:
+        chain_id = int(result, 16) if isinstance(result, str) else None
+    except ValueError:
+        chain_id = None
+    if chain_id is None:
+        return _failed(label, "unexpected eth_chainId answer", f"eth_chainId answered {body!r}")
     expected = svc.settings.chain_id
     if expected is not None and chain_id != expected:
         return CheckResult(status="fail", detail=f"chain id {chain_id}, expected {expected}")
@@ -101,9 +125,18 @@ async def check_dns(svc: Services) -> CheckResult:
     facts = await svc.resolver.lookup_mx(svc.settings.ready_dns_probe)
     if facts.status in _DNS_ANSWERED:
         return CheckResult(status="ok", detail=f"{facts.domain}: {facts.status}")
-    return CheckResult(
-        status="fail", detail=f"{facts.domain}: {facts.status} {facts.error or ''}".strip()
-    )
+    detail = f"{facts.domain}: {facts.status}"
+    return _failed("dns", detail, f"{detail} {facts.error or ''}".strip())
+
+
+def _run(
+    svc: Services,
+    name: str,
+    check: Callable[[Services], Awaitable[CheckResult]],
+    upstream: str | None = None,
+) -> Callable[[], Awaitable[CheckResult]]:
+    """One timed check, not started yet (the cache starts it only when its answer is stale)."""
+    return lambda: _timed(name, check(svc), svc.settings.ready_timeout, upstream)
 
 
 async def health(request: Request) -> JSONResponse:
@@ -114,12 +147,12 @@ async def health(request: Request) -> JSONResponse:
 async def ready(request: Request) -> JSONResponse:
     """Readiness: 200 when every configured dependency answers, else 503 with details."""
     svc = services(request)
-    timeout = svc.settings.ready_timeout
+    ttl = svc.settings.ready_cache_seconds
     names = ("database", "rpc", "dns")
     results = await asyncio.gather(
-        _timed(check_database(svc), timeout),
-        _timed(check_rpc(svc), timeout),
-        _timed(check_dns(svc), timeout),
+        _run(svc, "database", check_database)(),
+        svc.ready_cache.get("rpc", ttl, _run(svc, "rpc", check_rpc, svc.settings.rpc_url)),
+        svc.ready_cache.get("dns", ttl, _run(svc, "dns", check_dns)),
     )
     checks = dict(zip(names, results, strict=True))
     failed = [name for name, result in checks.items() if result.status == "fail"]

@@ -1,31 +1,26 @@
 """Handlers of the wallet-paid routes (``/api/x402/v1``); the payment gate wraps them, not here.
 
-A question answered (even "this address is invalid") is a 200 and gets charged; a failure of an
-upstream we depend on (DNS, SMTP, search backend) is an error envelope, which the gate never
-settles.
+A question answered (even "this address is invalid", "this name names nobody") is a 200 and gets
+charged; a body the OpenAPI schema rejects is a 400, and a failure of an upstream we depend on
+(DNS, SMTP, search backend) a 5xx, both error envelopes the gate never settles. Every emailintel
+error (:class:`~emailintel.errors.EmailIntelError`) a handler can meet is mapped explicitly by
+:func:`server.api.upstream.library_error`.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
-from pydantic.config import JsonDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from emailintel.errors import (
-    AddressError,
-    ConfigError,
-    PersonNameError,
-    SearchQueryError,
-    SearchRateLimited,
-    SearchUnavailable,
-)
-from emailintel.models import DnsFacts, RiskResult, SmtpFacts, Verdict
+from emailintel.errors import AddressError, EmailIntelError, PersonNameError, SearchQueryError
+from emailintel.models import RiskResult, SmtpFacts, Verdict
 from emailintel.search.models import LinkedInResult
 from server.api.parsing import read_json
-from server.errors import ApiError, InvalidRequest
+from server.api.upstream import UpstreamError, check_dns, check_smtp, library_error
+from server.jsontypes import NONBLANK, JsonInt
 from server.prospects.models import SearchRequest
 from server.services import Services, services
 
@@ -50,13 +45,7 @@ __all__ = [
 
 MAX_CANDIDATES = 20
 GENERATED_CANDIDATES = 10
-
-
-class UpstreamError(ApiError):
-    """A dependency (DNS, SMTP, search backend) failed; the request was not answered or charged."""
-
-    status = 503
-    type = "api_error"
+MAX_ADDRESS = 320
 
 
 class ValidateRequest(BaseModel):
@@ -86,32 +75,47 @@ class ValidateResponse(RiskResult):
         )
 
 
-_NAMED: list[JsonValue] = ["first_name", "last_name", "domain"]
-_ONE_FORM: JsonDict = {
-    "oneOf": [
-        {"required": _NAMED, "not": {"required": ["candidates"]}},
-        {
-            "required": ["candidates"],
-            "not": {"anyOf": [{"required": [name]} for name in _NAMED]},
-        },
+_NAMED = ("first_name", "last_name", "domain")
+_NOT_NULL = (*_NAMED, "candidates")
+
+
+def _find_schema(schema: dict[str, Any]) -> None:
+    """Exactly one of the two forms, and fields that may be left out but are never null."""
+    properties = schema["properties"]
+    for name in _NOT_NULL:
+        field = properties[name]
+        [kept] = [branch for branch in field.pop("anyOf") if branch != {"type": "null"}]
+        field.pop("default", None)
+        field.update(kept)
+    schema["oneOf"] = [
+        {"required": list(_NAMED), "not": {"required": ["candidates"]}},
+        {"required": ["candidates"], "not": {"anyOf": [{"required": [n]} for n in _NAMED]}},
     ]
-}
 
 
 class FindRequest(BaseModel):
     """A person at a domain (candidates are generated) or explicit candidate addresses."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, json_schema_extra=_ONE_FORM)
+    model_config = ConfigDict(
+        extra="forbid", strict=True, frozen=True, json_schema_extra=_find_schema
+    )
 
-    first_name: str | None = Field(default=None, min_length=1, max_length=100)
-    last_name: str | None = Field(default=None, min_length=1, max_length=100)
-    domain: str | None = Field(default=None, min_length=1, max_length=253)
-    candidates: list[str] | None = Field(
+    first_name: str | None = Field(default=None, min_length=1, max_length=100, pattern=NONBLANK)
+    last_name: str | None = Field(default=None, min_length=1, max_length=100, pattern=NONBLANK)
+    domain: str | None = Field(default=None, min_length=1, max_length=253, pattern=NONBLANK)
+    candidates: list[Annotated[str, Field(max_length=MAX_ADDRESS)]] | None = Field(
         default=None,
         min_length=1,
         max_length=MAX_CANDIDATES,
         description="Addresses to try in this order (instead of a name and domain).",
     )
+
+    @field_validator(*_NOT_NULL, mode="before")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        if value is None:
+            raise ValueError("must not be null; leave the field out instead")
+        return value
 
     @model_validator(mode="after")
     def _one_form(self) -> FindRequest:
@@ -119,8 +123,6 @@ class FindRequest(BaseModel):
         if self.candidates is not None:
             if any(part is not None for part in named):
                 raise ValueError("send candidates or first_name/last_name/domain, not both")
-            if any(len(c) > 320 for c in self.candidates):
-                raise ValueError("a candidate is longer than 320 characters")
         elif any(part is None for part in named):
             raise ValueError("first_name, last_name and domain are required without candidates")
         return self
@@ -153,40 +155,25 @@ class LinkedInRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-    name: str = Field(min_length=1, max_length=200)
-    company: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=200, pattern=NONBLANK)
+    company: str = Field(min_length=1, max_length=200, pattern=NONBLANK)
     title: str | None = Field(default=None, max_length=200)
     location: str | None = Field(default=None, max_length=200)
-    limit: int = Field(default=5, ge=1, le=10)
+    limit: JsonInt = Field(default=5, ge=1, le=10)
 
 
 class LinkedInResponse(LinkedInResult):
     """Ranked profile candidates with a 0-1 score and the evidence behind each."""
 
 
-def _check_dns(dns: DnsFacts | None) -> None:
-    if dns is not None and dns.status in ("timeout", "error"):
-        raise UpstreamError("dns_unavailable", f"DNS lookup for {dns.domain} failed; not charged.")
-
-
-def _check_smtp(smtp: SmtpFacts | None) -> None:
-    if smtp is None:
-        return
-    if smtp.timed_out:
-        raise UpstreamError("smtp_timeout", "The mail server timed out; not charged.", status=504)
-    if smtp.connect_failed or smtp.proxy_error:
-        raise UpstreamError("smtp_unavailable", "The mail server was unreachable; not charged.")
-
-
-def _not_configured(exc: ConfigError) -> UpstreamError:
-    return UpstreamError("not_configured", f"The server is not configured for this route: {exc}")
-
-
 async def validate_email(request: Request) -> JSONResponse:
     """Syntax, lists, typo and MX checks; bad addresses are answered (risk_level ``invalid``)."""
     body = await read_json(request, ValidateRequest)
-    result = await services(request).validator.validate(body.email)
-    _check_dns(result.dns)
+    try:
+        result = await services(request).validator.validate(body.email)
+    except EmailIntelError as exc:
+        raise library_error(exc, param="email") from None
+    check_dns(result.dns)
     return JSONResponse(ValidateResponse.of(result).model_dump(mode="json"))
 
 
@@ -198,21 +185,29 @@ def _library_validator(svc: Services) -> Validator:
 
 
 async def verify_email(request: Request) -> JSONResponse:
-    """Validation plus an SMTP mailbox probe; unreachable or timed-out mail servers are not charged."""
+    """Validation plus an SMTP mailbox probe; unreachable or timed-out mail servers are not charged.
+
+    An address that cannot be put in an SMTP command safely is a 400.
+    """
     from emailintel.verify import verify
 
     body = await read_json(request, ValidateRequest)
     svc = services(request)
     try:
         result = await verify(body.email, prober=svc.prober, validator=_library_validator(svc))
-    except ConfigError as exc:
-        raise _not_configured(exc) from None
-    _check_dns(result.dns)
-    _check_smtp(result.smtp)
+    except EmailIntelError as exc:
+        raise library_error(exc, param="email") from None
+    check_dns(result.dns)
+    check_smtp(result.smtp)
     return JSONResponse(ValidateResponse.of(result).model_dump(mode="json"))
 
 
-def _guesses(body: FindRequest) -> list[tuple[str, str | None, float | None]]:
+Guess = tuple[str, str | None, float | None]
+"""(address, template, prior probability) of one candidate."""
+
+
+def _guesses(body: FindRequest) -> list[Guess]:
+    """The candidates to try; none when the name or domain cannot make an address (answered)."""
     from emailintel.patterns import generate_candidates
 
     if body.candidates is not None:
@@ -226,8 +221,10 @@ def _guesses(body: FindRequest) -> list[tuple[str, str | None, float | None]]:
             last=body.last_name,
             limit=GENERATED_CANDIDATES,
         )
-    except (PersonNameError, AddressError, ConfigError) as exc:
-        raise InvalidRequest("parameter_invalid", f"Cannot build candidates: {exc}.") from None
+    except (PersonNameError, AddressError):  # no usable name, or not a mail domain
+        return []
+    except EmailIntelError as exc:
+        raise library_error(exc) from None
     return [(c.email, c.pattern, c.probability) for c in found]
 
 
@@ -243,35 +240,54 @@ def _status(facts: SmtpFacts | None) -> AttemptStatus:
     return "unknown"
 
 
-async def find_email(request: Request) -> JSONResponse:
-    """Probe candidates in order over one SMTP session per domain; the first accepted one wins."""
+def _by_domain(guesses: list[Guess]) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """Each parseable guess's RCPT address, and those addresses grouped by ASCII domain."""
     from emailintel.address import parse_address
 
-    body = await read_json(request, FindRequest)
-    svc = services(request)
-    guesses = _guesses(body)
-    by_domain: dict[str, list[str]] = {}
     rcpt: dict[str, str] = {}
+    by_domain: dict[str, list[str]] = {}
     for email, _, _ in guesses:
         try:
             parsed = parse_address(email)
         except AddressError:
-            continue
+            continue  # answered as "invalid"
+        except EmailIntelError as exc:
+            raise library_error(exc, param="candidates") from None
         rcpt[email] = parsed.ascii_email or f"{parsed.local_part}@{parsed.ascii_domain}"
         by_domain.setdefault(parsed.ascii_domain, []).append(rcpt[email])
+    return rcpt, by_domain
+
+
+async def _probe(
+    svc: Services, by_domain: dict[str, list[str]]
+) -> tuple[dict[str, SmtpFacts], set[str]]:
+    """SMTP facts per RCPT address, and the addresses at domains that cannot receive mail."""
     facts: dict[str, SmtpFacts] = {}
-    undeliverable: set[str] = set()  # addresses at domains that cannot receive mail
+    undeliverable: set[str] = set()
     try:
         prober = svc.prober
         for domain, addresses in by_domain.items():
             dns = await svc.resolver.lookup_mx(domain, resolve_addresses=True)
-            _check_dns(dns)
+            check_dns(dns)
             if dns.status == "ok":
                 facts.update(await prober.probe(domain, addresses, dns, stop_on_accept=True))
             else:
                 undeliverable.update(addresses)
-    except ConfigError as exc:
-        raise _not_configured(exc) from None
+    except EmailIntelError as exc:
+        raise library_error(exc, param="candidates") from None
+    return facts, undeliverable
+
+
+async def find_email(request: Request) -> JSONResponse:
+    """Probe candidates in order over one SMTP session per domain; the first accepted one wins.
+
+    A name or domain no address can be made of is answered with no attempts.
+    """
+    body = await read_json(request, FindRequest)
+    svc = services(request)
+    guesses = _guesses(body)
+    rcpt, by_domain = _by_domain(guesses)
+    facts, undeliverable = await _probe(svc, by_domain)
     attempts = [
         FindAttempt(
             email=email,
@@ -285,7 +301,7 @@ async def find_email(request: Request) -> JSONResponse:
     answered = [facts[a] for a in facts if facts[a].checked]
     if facts and not any(f.accepted is not None or f.mailbox_not_found for f in answered):
         for probe in facts.values():
-            _check_smtp(probe)
+            check_smtp(probe)
     winner = next((i for i, a in enumerate(attempts) if a.status == "accepted"), None)
     if winner is not None:
         attempts = attempts[: winner + 1]  # later guesses were never probed
@@ -300,34 +316,41 @@ async def find_email(request: Request) -> JSONResponse:
     return JSONResponse(response.model_dump(mode="json"))
 
 
+def _nobody(body: LinkedInRequest) -> LinkedInResult | None:
+    """An empty answer when the name or company is unusable (no searchable person), else None."""
+    from emailintel.search.finder import MATCH_THRESHOLD
+    from emailintel.search.scoring import make_target
+
+    try:
+        make_target(body.name, body.company, title=body.title, location=body.location)
+    except (PersonNameError, SearchQueryError):
+        return LinkedInResult(name=body.name, company=body.company, threshold=MATCH_THRESHOLD)
+    return None
+
+
 async def find_linkedin_url(request: Request) -> JSONResponse:
-    """Search-engine results scored against the person; rate limits and outages are not charged."""
+    """Search-engine results scored against the person; rate limits and outages are not charged.
+
+    A name or company nobody can be searched by (no letters, no surname) is answered with no
+    candidates and no queries.
+    """
     from emailintel.search.finder import find_linkedin
 
     body = await read_json(request, LinkedInRequest)
     svc = services(request)
-    try:
-        result = await find_linkedin(
-            body.name,
-            body.company,
-            title=body.title,
-            location=body.location,
-            engine=svc.search,
-            limit=body.limit,
-        )
-    except (SearchQueryError, PersonNameError) as exc:
-        raise InvalidRequest("parameter_invalid", f"{exc}.") from None
-    except SearchRateLimited as exc:
-        headers = {"Retry-After": str(int(exc.retry_after))} if exc.retry_after else None
-        raise UpstreamError(
-            "search_rate_limited", f"The search backend is rate-limiting: {exc}", headers=headers
-        ) from None
-    except SearchUnavailable as exc:
-        raise UpstreamError(
-            "search_unavailable", f"The search backend failed: {exc}", status=502
-        ) from None
-    except ConfigError as exc:
-        raise _not_configured(exc) from None
+    result = _nobody(body)
+    if result is None:
+        try:
+            result = await find_linkedin(
+                body.name,
+                body.company,
+                title=body.title,
+                location=body.location,
+                engine=svc.search,
+                limit=body.limit,
+            )
+        except EmailIntelError as exc:
+            raise library_error(exc) from None
     return JSONResponse(
         LinkedInResponse.model_validate(result.model_dump()).model_dump(mode="json")
     )

@@ -12,11 +12,20 @@ from server.db.migrate import upgrade
 __all__ = ["Database"]
 
 
+SQLITE_PRAGMAS = (
+    # First, so that switching a new file to WAL waits for another process's lock instead of
+    # failing at once with "database is locked"; as long as the payment ledger's, which shares
+    # the file.
+    "PRAGMA busy_timeout=30000",
+    "PRAGMA foreign_keys=ON",
+    "PRAGMA journal_mode=WAL",
+)
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=5000")
+    for pragma in SQLITE_PRAGMAS:
+        cursor.execute(pragma)
     cursor.close()
 
 
@@ -39,7 +48,7 @@ class Database:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
 
     async def migrate(self) -> None:
-        """Apply every pending Alembic revision."""
+        """Apply every pending Alembic revision (processes migrating at once take turns)."""
         async with self.engine.begin() as conn:
             await conn.run_sync(upgrade)
 

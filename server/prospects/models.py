@@ -5,9 +5,17 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from email_validator import EmailNotValidError, validate_email
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
 
-from server.prospects.tags import normalize_tag, normalize_tags, split_tags
+from server.jsontypes import NONBLANK, VISIBLE, JsonInt
+from server.prospects.tags import MAX_TAG_LENGTH, normalize_tag, normalize_tags, split_tags
 
 __all__ = [
     "MAX_LIMIT",
@@ -22,6 +30,12 @@ MAX_LIMIT = 100
 MAX_TAGS = 50
 
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=500)]
+RequestText = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=500, pattern=NONBLANK),
+    AfterValidator(str.strip),
+]
+"""A request's free text: limits checked on the text as sent (as the schema says), then trimmed."""
 
 
 def _blank_to_none(value: Any) -> Any:
@@ -107,10 +121,10 @@ class SearchFilters(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-    company: Text | None = None
-    domain: Text | None = None
-    title: Text | None = Field(default=None, description="Case-insensitive substring.")
-    location: Text | None = Field(default=None, description="Case-insensitive substring.")
+    company: RequestText | None = None
+    domain: RequestText | None = None
+    title: RequestText | None = Field(default=None, description="Case-insensitive substring.")
+    location: RequestText | None = Field(default=None, description="Case-insensitive substring.")
 
 
 class SearchRequest(BaseModel):
@@ -118,20 +132,23 @@ class SearchRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-    tags: list[Annotated[str, StringConstraints(max_length=64)]] = Field(
-        min_length=1, max_length=MAX_TAGS
+    tags: list[Annotated[str, StringConstraints(max_length=MAX_TAG_LENGTH)]] = Field(
+        min_length=1,
+        max_length=MAX_TAGS,
+        json_schema_extra={"contains": {"pattern": NONBLANK}},
+        description="At least one tag with a character that is not white space.",
     )
-    limit: int = Field(default=10, ge=1, le=MAX_LIMIT)
-    offset: int = Field(default=0, ge=0, le=100_000)
+    limit: JsonInt = Field(default=10, ge=1, le=MAX_LIMIT)
+    offset: JsonInt = Field(default=0, ge=0, le=100_000)
     filters: SearchFilters | None = None
 
     @field_validator("tags")
     @classmethod
     def _tags(cls, value: list[str]) -> list[str]:
-        tags = list(normalize_tags(value))
-        if not tags:
+        if not any(VISIBLE.search(tag) for tag in value):
             raise ValueError("at least one non-empty tag is required")
-        return tags
+        # NFKC can lengthen a tag past MAX_TAG_LENGTH; such a tag matches nothing, no error.
+        return list(dict.fromkeys(t for t in map(normalize_tag, value) if t))
 
 
 class ProspectOut(BaseModel):

@@ -69,7 +69,13 @@ async def test_wrong_method_is_405(
     [
         (b"{not json", "invalid_json", None),
         (b"", "invalid_json", None),
-        (b"\xff\xfe", "invalid_json", None),
+        (b"\xff\xfe", "invalid_json", None),  # a UTF-16 byte-order mark and nothing else
+        (b'{"tags": ["\xff"]}', "invalid_json", None),  # not UTF-8, and no byte-order mark
+        (b'{"tags": ["a\xc3"]}', "invalid_json", None),  # a truncated UTF-8 sequence
+        (b"\xff\xfe{\x00", "invalid_json", None),  # UTF-16 cut in the middle of a character
+        (b"[" * 5000, "invalid_json", None),
+        (b'{"tags": ["a"], "limit": ' + b"9" * 5000 + b"}", "invalid_json", None),
+        (b'"tags"', "invalid_body", None),
         (b"[1, 2]", "invalid_body", None),
         (b"{}", "parameter_missing", "tags"),
         (b'{"tags": "saas"}', "parameter_invalid", "tags"),
@@ -91,6 +97,21 @@ async def test_bad_bodies_are_400_with_param(
     )
     error = assert_envelope(response, 400, "invalid_request_error", code)
     assert error["param"] == param
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'\xef\xbb\xbf{"tags": ["ai"]}',  # a UTF-8 byte-order mark
+        '{"tags": ["ai"]}'.encode("utf-16"),  # UTF-16 with its byte-order mark
+        '{"tags": ["ai"]}'.encode("utf-16-le"),  # and without
+    ],
+)
+async def test_other_unicode_encodings_are_read(client: httpx.AsyncClient, body: bytes) -> None:
+    response = await client.post(
+        "/api/x402/v1/prospects/search", content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 200, response.text
 
 
 async def test_oversized_body_is_413(client: httpx.AsyncClient) -> None:

@@ -253,6 +253,27 @@ async def test_invalid_address_is_answered_and_charged(
     assert stack.balances()[0] == payer_before - PRICES["/email/validate"]
 
 
+async def test_a_name_that_names_nobody_is_answered_and_charged(
+    stack: PaidStack, sdk: x402HttpxClient
+) -> None:
+    """Schema-valid input no address or search can be made of gets an empty answer (a 200)."""
+    payer_before, _ = stack.balances()
+    linkedin = await sdk.post(
+        _url(stack, "/linkedin/find-url"), json={"name": "0", "company": "Acme"}
+    )
+    assert linkedin.status_code == 200, linkedin.text
+    assert linkedin.json()["best"] is None
+    assert linkedin.json()["queries"] == []
+    found = await sdk.post(
+        _url(stack, "/email/find"), json={"first_name": "0", "last_name": "1", "domain": "x"}
+    )
+    assert found.status_code == 200, found.text
+    assert found.json()["found"] is False
+    assert found.json()["attempts"] == []
+    price = PRICES["/linkedin/find-url"] + PRICES["/email/find"]
+    assert stack.balances()[0] == payer_before - price
+
+
 @pytest.mark.parametrize("path", list(PAID_CALLS))
 def test_unpaid_call_gets_both_challenges(stack: PaidStack, path: str) -> None:
     response = httpx.post(_url(stack, path), json=PAID_CALLS[path])
@@ -280,6 +301,12 @@ BAD_BODIES = [
     ("/email/find", b'{"candidates": ["a@b.test"], "domain": "b.test"}', "parameter_invalid"),
     ("/linkedin/find-url", b'{"name": "Jane"}', "parameter_missing"),
     ("/prospects/search", b'{"tags": ["ai"], "extra": 1}', "parameter_unknown"),
+    ("/prospects/search", b'{"tags": ["ai"], "limit": ' + b"9" * 5000 + b"}", "invalid_json"),
+    ("/email/validate", b"[" * 100_000, "invalid_json"),
+    ("/email/verify", b'{"email": "\\"a>b\\"@paid.test"}', "parameter_invalid"),
+    ("/email/find", b'{"candidates": ["\\"a>b\\"@paid.test"]}', "parameter_invalid"),
+    ("/email/find", b'{"candidates": null}', "parameter_invalid"),
+    ("/linkedin/find-url", b'{"name": " ", "company": "Acme"}', "parameter_invalid"),
 ]
 
 

@@ -194,3 +194,15 @@ async def test_sqlite_and_postgresql_agree(sqlite_url: str, pg_schema: tuple[str
             await db.dispose()
     assert results[0] == results[1]
     assert any(page.total > 25 for page in results[0])
+
+
+async def test_a_tag_that_normalises_past_the_limit_matches_nothing(store: ProspectStore) -> None:
+    """NFKC makes U+FDFA 18 characters: 4 of them are a valid request (64 as sent), 72 after."""
+    await store.add([ProspectIn(name="a", tags=("x",))])
+    request = SearchRequest.model_validate_json('{"tags": ["\\ufdfa\\ufdfa\\ufdfa\\ufdfa", "x"]}')
+    assert len(request.tags[0]) > 64
+    page = await store.search(request)
+    assert [p.name for p in page.data] == ["a"]
+    assert page.data[0].matched_tags == ["x"]
+    alone = await store.search(SearchRequest.model_validate_json('{"tags": ["\\ufdfa" ]}'))
+    assert alone.total == 0

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 
 from server.cli import main
 from server.db import Database
@@ -54,6 +54,91 @@ def test_migrate(db_env: str, capsys: pytest.CaptureFixture[str]) -> None:
             await db.dispose()
 
     assert asyncio.run(revision()) == head_revision()
+
+
+def _tables(url: str, schema: str | None = None) -> set[str]:
+    async def names() -> set[str]:
+        db = Database(url, schema=schema)
+        try:
+            async with db.engine.connect() as conn:
+                return set(await conn.run_sync(lambda c: inspect(c).get_table_names(schema)))
+        finally:
+            await db.dispose()
+
+    return asyncio.run(names())
+
+
+SERVER_TABLES = {"alembic_version", "prospects"}
+LEDGER_TABLES = {"x402gw_alembic_version", "x402gw_payments"}
+
+
+def test_migrate_builds_the_server_and_the_ledger_tables(db_env: str) -> None:
+    assert main(["migrate"]) == 0
+    assert _tables(db_env) >= SERVER_TABLES | LEDGER_TABLES
+
+
+def test_migrate_builds_both_trees_on_postgresql(
+    monkeypatch: pytest.MonkeyPatch, pg_schema: tuple[str, str]
+) -> None:
+    url, schema = pg_schema
+    monkeypatch.setenv("BAVLIO_DATABASE_URL", url)
+    monkeypatch.setenv("BAVLIO_DATABASE_SCHEMA", schema)
+    assert main(["migrate"]) == 0
+    assert _tables(url, schema) >= SERVER_TABLES | LEDGER_TABLES
+
+
+MIGRATE = """
+import os, sys, time
+sys.path.insert(0, sys.argv[2])
+import server.db.engine, x402gw.ledger  # imported before the start signal
+from server.cli import main
+
+print("ready", flush=True)
+while not os.path.exists(sys.argv[1]):  # start together
+    time.sleep(0.001)
+sys.exit(main(["migrate"]))
+"""
+
+
+def _start_together(env: dict[str, str], cwd: Path, count: int = 8) -> None:
+    go = cwd / "go"
+    root = str(Path(__file__).resolve().parents[2])
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", MIGRATE, str(go), root],
+            env=env,
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(count)
+    ]
+    for proc in procs:  # every one imported and waiting for the signal
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+    go.touch()
+    results = [proc.communicate(timeout=120) for proc in procs]
+    for proc, (out, err) in zip(procs, results, strict=True):
+        assert proc.returncode == 0, err[-1500:]
+        assert "latest revision" in out
+
+
+def test_processes_starting_together_migrate_one_new_sqlite_file(tmp_path: Path) -> None:
+    """Worker processes on one new database file each migrate at start; every one succeeds."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'fresh.sqlite3'}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BAVLIO_")}
+    _start_together({**env, "BAVLIO_DATABASE_URL": url}, tmp_path)
+    assert _tables(url) >= SERVER_TABLES | LEDGER_TABLES
+
+
+def test_processes_starting_together_migrate_one_new_postgresql_schema(
+    pg_schema: tuple[str, str], tmp_path: Path
+) -> None:
+    url, schema = pg_schema
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BAVLIO_")}
+    _start_together({**env, "BAVLIO_DATABASE_URL": url, "BAVLIO_DATABASE_SCHEMA": schema}, tmp_path)
+    assert _tables(url, schema) >= SERVER_TABLES | LEDGER_TABLES
 
 
 def test_import_reports_and_keeps_rejects(
