@@ -78,9 +78,7 @@ def test_an_address_unfit_for_smtp_is_answered_invalid(lab_server: str) -> None:
     """emailintel refuses it as an address (angle brackets): that was a 500, now an answer
     like validate's, without an SMTP session."""
     verify = httpx.post(lab_server + PAID + "/email/verify", json={"email": QUOTED}, timeout=30)
-    find = httpx.post(
-        lab_server + PAID + "/email/find", json={"candidates": [QUOTED]}, timeout=30
-    )
+    find = httpx.post(lab_server + PAID + "/email/find", json={"candidates": [QUOTED]}, timeout=30)
     assert verify.status_code == 200, verify.text
     assert verify.json()["risk_level"] == "invalid"
     assert "syntax_invalid" in verify.json()["reasons"]
