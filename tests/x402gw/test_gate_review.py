@@ -1,0 +1,467 @@
+"""Regression tests of the defects an adversarial review found in the hardened gate (each one
+reproduced on anvil before its fix): charged-without-delivery paths, unpaid work, forged replays."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import pytest
+from eth_account import Account
+from paylab import (
+    PRICE,
+    Gateway,
+    RpcRelay,
+    build_gateway,
+    header,
+    lab_gateway,
+    local_facilitator,
+    signed,
+)
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from x402gw.config import PaymentConfig, PricedRoute
+from x402gw.errors import ChainError
+from x402gw.facilitator import LocalFacilitator, reconcile_ledger
+from x402gw.ledger import Ledger, State
+from x402gw.middleware import PaymentMiddleware
+from x402gw.wire import PaymentPayload, decode_payment_required
+
+if TYPE_CHECKING:
+    from conftest import EvmLab
+
+pytestmark = pytest.mark.lab
+
+
+def _error_of(response: httpx.Response) -> str:
+    required = decode_payment_required(response.headers["payment-required"])
+    return (required.error or "").split(":")[0]
+
+
+def _with_pid(payload: PaymentPayload, pid: str) -> PaymentPayload:
+    return payload.model_copy(update={"extensions": {"payment-identifier": {"info": {"id": pid}}}})
+
+
+def _resigned(payload: PaymentPayload, signature: str) -> PaymentPayload:
+    return payload.model_copy(update={"payload": {**payload.payload, "signature": signature}})
+
+
+async def _states(ledger: Ledger) -> list[State]:
+    from x402gw._ledger_sql import select_by_state
+
+    states: list[State] = []
+    for state in State:
+        async with ledger._tx() as conn:
+            states += [State(r.state) for r in await select_by_state(conn, state)]
+    return states
+
+
+class _Hiding:
+    """A gateway whose facilitator talks to anvil through a relay that can hide receipts."""
+
+    def __init__(self, evm: EvmLab, tmp_path: Path, relay: RpcRelay, **options: Any) -> None:
+        self.facilitator = local_facilitator(relay.url, evm.operator, evm.network)
+        self.facilitator.settler.receipt_timeout = 1.0
+        self.gw = build_gateway(
+            self.facilitator, evm.merchant, evm.network, evm.asset, tmp_path / "l.db", **options
+        )
+
+    async def close(self) -> None:
+        await self.gw.app.aclose()
+        await self.gw.ledger.close()
+        await self.facilitator.aclose()
+
+
+async def test_pending_without_identifier_is_delivered_to_the_same_authorization(
+    evm: EvmLab, tmp_path: Path
+) -> None:
+    """A v1-style client (no payment identifier) retries with the same header."""
+    with RpcRelay(evm.anvil.url) as relay:
+        lab = _Hiding(evm, tmp_path, relay)
+        first = signed(evm, lab.gw.routes[0].requirements())
+        try:
+            relay.hide_receipts = True
+            async with lab.gw.client() as http:
+                pending = await http.get("/paid?q=1", headers=header(first))
+            relay.hide_receipts = False
+            await asyncio.sleep(2.1)  # past the on-demand reconcile's throttle
+            async with lab.gw.client() as http:
+                again = await http.get("/paid?q=1", headers=header(first))
+        finally:
+            await lab.close()
+    assert pending.status_code == 402
+    assert _error_of(pending) == "settlement_pending"
+    assert again.status_code == 200, again.text
+    assert again.json() == {"report": "sunny", "q": "1"}
+    assert lab.gw.calls["paid"] == 1
+    assert evm.balance(evm.merchant) == PRICE
+
+
+async def test_backend_failure_after_broadcast_is_pending_not_free(
+    evm: EvmLab, tmp_path: Path
+) -> None:
+    """The node drops while the receipt is awaited: the payer may be charged, so the answer is
+    "pending" and the content is released once reconcile finds the transfer."""
+
+    async def drop(tx_hash: str) -> None:
+        raise ChainError("connection reset while waiting for the receipt")
+
+    facilitator = local_facilitator(evm.anvil.url, evm.operator, evm.network, after_broadcast=drop)
+    gw = build_gateway(facilitator, evm.merchant, evm.network, evm.asset, tmp_path / "l.db")
+    payment = signed(evm, gw.routes[0].requirements())
+    try:
+        async with gw.client() as http:
+            first = await http.get("/paid", headers=header(payment))
+            facilitator._after_broadcast = None
+            await asyncio.sleep(2.1)
+            again = await http.get("/paid", headers=header(payment))
+    finally:
+        await gw.app.aclose()
+        await gw.ledger.close()
+        await facilitator.aclose()
+    assert first.status_code == 402
+    assert _error_of(first) == "settlement_pending"
+    assert "not charged" not in first.text
+    assert evm.balance(evm.merchant) == PRICE
+    assert again.status_code == 200, again.text
+    assert gw.calls["paid"] == 1
+
+
+async def test_a_reconcile_that_settles_first_keeps_the_content(
+    evm: EvmLab, tmp_path: Path
+) -> None:
+    holder: dict[str, Gateway] = {}
+
+    async def reconcile_now(tx_hash: str) -> None:  # a maintenance pass during the wait
+        gw = holder["gw"]
+        assert isinstance(gw.facilitator, LocalFacilitator)
+        await reconcile_ledger(gw.ledger, gw.facilitator.client)
+
+    facilitator = local_facilitator(
+        evm.anvil.url, evm.operator, evm.network, after_broadcast=reconcile_now
+    )
+    gw = holder["gw"] = build_gateway(
+        facilitator, evm.merchant, evm.network, evm.asset, tmp_path / "l.db"
+    )
+    pid = "race_0123456789abcdef"
+    offer = gw.routes[0].requirements()
+    try:
+        async with gw.client() as http:
+            first = await http.get("/paid?q=1", headers=header(_with_pid(signed(evm, offer), pid)))
+            facilitator._after_broadcast = None
+            again = await http.get("/paid?q=1", headers=header(_with_pid(signed(evm, offer), pid)))
+    finally:
+        await gw.app.aclose()
+        await gw.ledger.close()
+        await facilitator.aclose()
+    assert first.status_code == 200
+    assert again.status_code == 200, again.text
+    assert again.content == first.content
+    assert gw.calls["paid"] == 1
+
+
+async def test_upfront_route_with_pending_settlement_runs_once_on_retry(
+    evm: EvmLab, tmp_path: Path
+) -> None:
+    with RpcRelay(evm.anvil.url) as relay:
+        lab = _Hiding(evm, tmp_path, relay)
+        upfront = next(r for r in lab.gw.routes if r.upfront)
+        payment = signed(evm, upfront.requirements())
+        try:
+            relay.hide_receipts = True
+            async with lab.gw.client() as http:
+                pending = await http.post("/upfront", headers=header(payment))
+            ran_before = lab.gw.calls["upfront"]
+            relay.hide_receipts = False
+            await asyncio.sleep(2.1)
+            async with lab.gw.client() as http:
+                retries = await asyncio.gather(
+                    *(http.post("/upfront", headers=header(payment)) for _ in range(3))
+                )
+                later = await http.post("/upfront", headers=header(payment))
+        finally:
+            await lab.close()
+    assert pending.status_code == 402
+    assert _error_of(pending) == "settlement_pending"
+    assert ran_before == 0
+    assert lab.gw.calls["upfront"] == 1  # one run, whatever the retries raced
+    assert any(r.status_code == 200 for r in retries)
+    assert all(r.status_code in (200, 402, 409) for r in retries)
+    assert later.status_code == 200
+    assert later.json() == {"side_effect": "done"}
+    assert evm.balance(evm.merchant) == PRICE
+
+
+async def test_reconcile_judges_expiry_by_the_chain_clock(evm: EvmLab, tmp_path: Path) -> None:
+    """A transfer still in the pool is not failed because this machine's clock passed
+    validBefore while the chain's did not."""
+    async with lab_gateway(evm, tmp_path / "l.db") as gw:
+        ledger = gw.ledger
+        await ledger.migrate()
+        assert isinstance(gw.facilitator, LocalFacilitator)
+        chain_now = await gw.facilitator.client.latest_block_timestamp()
+        record = await ledger.reserve(
+            scheme="exact",
+            network=evm.network,
+            asset=evm.token,
+            payer=evm.payer.address,
+            pay_to=evm.merchant,
+            amount=PRICE,
+            nonce="0x" + "42" * 32,
+            valid_before=chain_now + 3600,
+            resource="GET /paid",
+            fingerprint="0" * 64,
+        )
+        await ledger.mark_settling(record.id)
+        late = Ledger(f"sqlite:///{tmp_path / 'l.db'}", clock=lambda: chain_now + 7200.0)
+        try:
+            summary = await reconcile_ledger(late, gw.facilitator.client)
+        finally:
+            await late.close()
+        assert summary.pending == [record.id]  # unused but not expired on chain: undecided
+        assert (await ledger.get(record.id)).state is State.SETTLING
+
+
+async def _asgi(
+    app: Any,
+    path: str,
+    headers: dict[str, str],
+    *,
+    method: str = "GET",
+    body: bytes = b"",
+    delay: float = 0.0,
+    extensions: dict[str, Any] | None = None,
+) -> tuple[int, bytes]:
+    """One request straight through ASGI (to control the scope and when the body arrives)."""
+    scope: dict[str, Any] = {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "client": ("127.0.0.1", 1),
+        "server": ("testserver", 80),
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+    }
+    if extensions is not None:
+        scope["extensions"] = extensions
+    sent: list[dict[str, Any]] = []
+    done = asyncio.Event()
+    calls = 0
+
+    async def receive() -> dict[str, Any]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await asyncio.sleep(delay)
+            return {"type": "http.request", "body": body, "more_body": False}
+        await done.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    done.set()
+    status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+    return status, b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+async def _single_route(
+    evm: EvmLab,
+    tmp_path: Path,
+    handler: Handler,
+    run: Callable[[PaymentMiddleware, PricedRoute], Awaitable[None]],
+    **route_options: Any,
+) -> None:
+    facilitator = local_facilitator(evm.anvil.url, evm.operator, evm.network)
+    ledger = Ledger(f"sqlite:///{tmp_path / 'l.db'}")
+    route = PricedRoute(
+        "GET", "/r", PRICE, evm.merchant, evm.network, asset=evm.asset, **route_options
+    )
+    app = PaymentMiddleware(
+        Starlette(routes=[Route("/r", handler)]),
+        PaymentConfig(
+            routes=[route], facilitator=facilitator, ledger=ledger, settle_window_seconds=6
+        ),
+    )
+    try:
+        await run(app, route)
+    finally:
+        await app.aclose()
+        await facilitator.aclose()
+        await ledger.close()
+
+
+async def test_pathsend_is_not_a_free_empty_answer(evm: EvmLab, tmp_path: Path) -> None:
+    """A server offering ``http.response.pathsend`` (Granian): FileResponse would skip the body
+    messages the gate captures; the gate hides the extension, so the file is sent as bytes."""
+    report = tmp_path / "report.txt"
+    report.write_text("the paid report " * 100)
+
+    async def serve(request: Request) -> Response:
+        return FileResponse(report)
+
+    async def run(app: PaymentMiddleware, route: PricedRoute) -> None:
+        status, body = await _asgi(
+            app,
+            "/r",
+            header(signed(evm, route.requirements())),
+            extensions={"http.response.pathsend": {}},
+        )
+        assert status == 200
+        assert body == report.read_bytes()
+
+    await _single_route(evm, tmp_path, serve, run)
+    assert evm.balance(evm.merchant) == PRICE
+
+
+async def test_a_handler_raising_timeout_error_is_a_handler_error(
+    evm: EvmLab, tmp_path: Path
+) -> None:
+    async def upstream_timeout(request: Request) -> Response:
+        raise TimeoutError("an upstream call timed out")
+
+    async def run(app: PaymentMiddleware, route: PricedRoute) -> None:
+        status, body = await _asgi(app, "/r", header(signed(evm, route.requirements())))
+        assert status == 500
+        assert b"handler_error" in body
+        assert await _states(app.config.ledger) == [State.RELEASED]
+
+    await _single_route(evm, tmp_path, upstream_timeout, run)
+    assert evm.balance(evm.merchant) == 0
+
+
+async def test_a_slow_upload_counts_against_the_validity_window(
+    evm: EvmLab, tmp_path: Path
+) -> None:
+    ran: list[bool] = []
+
+    async def work(request: Request) -> Response:
+        ran.append(True)
+        return JSONResponse({"ok": True})
+
+    async def run(app: PaymentMiddleware, route: PricedRoute) -> None:
+        # Needs now + 6 (window) + 3 (deadline): enough at the start, not after 3.5 s of upload.
+        payment = signed(evm, route.requirements(), valid_before=int(time.time()) + 11)
+        status, _ = await _asgi(app, "/r", header(payment), body=b"x", delay=3.5)
+        assert status == 402
+        assert ran == []
+
+    await _single_route(evm, tmp_path, work, run, handler_timeout=3)
+    assert evm.balance(evm.merchant) == 0
+
+
+class _Recording:
+    """A rate limiter that allows everything and remembers the keys it was asked about."""
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+
+    async def hit(self, key: str) -> float | None:
+        self.keys.append(key)
+        return None
+
+
+async def test_an_unproven_payer_is_neither_rate_limited_nor_replayed(
+    evm: EvmLab, tmp_path: Path
+) -> None:
+    """A non-ECDSA signature with someone else's address in ``from``: it must neither spend
+    that payer's rate limit nor receive their stored answer."""
+    limiter = _Recording()
+    pid = "victim_0123456789abcdef"
+    async with lab_gateway(evm, tmp_path / "l.db", rate_limiter=limiter) as gw:
+        offer = gw.routes[0].requirements()
+        async with gw.client() as http:
+            paid = await http.get("/paid?q=v", headers=header(_with_pid(signed(evm, offer), pid)))
+            victim_hits = limiter.keys.count("payer:" + evm.payer.address.lower())
+            attacker = Account.create()
+            forged = _resigned(
+                _with_pid(signed(evm, offer, attacker, from_address=evm.payer.address), pid),
+                "0x" + "cd" * 66,
+            )
+            stolen = await http.get("/paid?q=v", headers=header(forged))
+        assert paid.status_code == 200
+        assert stolen.status_code == 402
+        assert b"sunny" not in stolen.content
+        assert limiter.keys.count("payer:" + evm.payer.address.lower()) == victim_hits
+        assert gw.calls["paid"] == 1
+
+
+async def test_a_payment_settled_during_verify_is_counted(evm: EvmLab, tmp_path: Path) -> None:
+    """Two payments from a wallet holding one price: B's verify (simulation) passes while A is
+    still unsettled, A settles, then B reserves. B must not run on a balance already spent."""
+    poor = Account.create()
+    evm.anvil.mint(evm.token, poor.address, PRICE)
+    async with lab_gateway(evm, tmp_path / "l.db") as gw:
+        facilitator = gw.facilitator
+        assert isinstance(facilitator, LocalFacilitator)
+        offer = gw.routes[0].requirements()
+        pay_a, pay_b = signed(evm, offer, poor), signed(evm, offer, poor)
+        real_verify = facilitator.verify
+        a_done, b_verified = asyncio.Event(), asyncio.Event()
+
+        async def verify(payload: Any, requirements: Any) -> Any:
+            result = await real_verify(payload, requirements)
+            if payload.payload["authorization"]["nonce"] == pay_b.payload["authorization"]["nonce"]:
+                b_verified.set()
+                await a_done.wait()
+            return result
+
+        facilitator.verify = verify  # type: ignore[method-assign]
+        async with gw.client() as http:
+            b = asyncio.create_task(http.get("/paid?q=b", headers=header(pay_b)))
+            await b_verified.wait()
+            a = await http.get("/paid?q=a", headers=header(pay_a))
+            a_done.set()
+            b_answer = await b
+        assert a.status_code == 200
+        assert b_answer.status_code == 402
+        assert gw.calls["paid"] == 1
+    assert evm.balance(evm.merchant) == PRICE
+
+
+async def test_head_only_learns_the_price(gateway_evm: tuple[Gateway, EvmLab]) -> None:
+    gw, evm = gateway_evm
+    async with gw.client() as http:
+        response = await http.head(
+            "/paid", headers=header(signed(evm, gw.routes[0].requirements()))
+        )
+    assert response.status_code == 402
+    assert response.headers["payment-required"]
+    assert gw.calls["paid"] == 0
+    assert evm.balance(evm.merchant) == 0
+
+
+async def test_deny_mode_closes_websockets(evm: EvmLab, tmp_path: Path) -> None:
+    async with lab_gateway(evm, tmp_path / "l.db", unmatched="deny") as gw:
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "websocket.connect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        await gw.app({"type": "websocket", "path": "/paid", "headers": []}, receive, send)
+    assert sent == [{"type": "websocket.close", "code": 1008}]
+
+
+@pytest.fixture
+async def gateway_evm(evm: EvmLab, tmp_path: Path) -> Any:
+    async with lab_gateway(evm, tmp_path / "l.db") as gw:
+        yield gw, evm
