@@ -17,6 +17,7 @@ from server.openapi import PaidRoute
 from server.ratelimit import PaidRateLimiter, parse_limit
 from server.routes import PAID_PREFIX
 from server.settings import Settings, SettingsError
+from x402gw.chain import ChainClient
 from x402gw.config import PaymentConfig, PricedRoute
 from x402gw.errors import UnknownNetwork
 from x402gw.facilitator import HttpFacilitator, LocalFacilitator
@@ -89,6 +90,13 @@ class PaymentGate:
             raise SettingsError("BAVLIO_PAY_TO", "payments need the address that receives them")
         self.networks = network_registry(settings)
         self.facilitator = _facilitator(settings, self.networks)
+        # With a remote facilitator, the chain is still read here (when an RPC URL is given) to
+        # reconcile pending settlements and check a payer's balance against payments in flight.
+        self.chain = (
+            ChainClient(settings.rpc_url)
+            if isinstance(self.facilitator, HttpFacilitator) and settings.rpc_url
+            else None
+        )
         self.locks = RedisLocks.from_url(settings.redis_url) if settings.redis_url else None
         self.ledger = Ledger(
             settings.database_url, schema=settings.database_schema, locks=self.locks
@@ -123,6 +131,7 @@ class PaymentGate:
                 parse_limit(settings.rate_limit_payer),
                 settings.redis_url,
             ),
+            reconcile_client=self.chain,
         )
         self.middleware = PaymentMiddleware(app, self.config)
 
@@ -138,6 +147,8 @@ class PaymentGate:
         any Redis client."""
         await self.middleware.aclose()
         await self.facilitator.aclose()
+        if self.chain is not None:
+            await self.chain.aclose()
         await self.ledger.close()
         if self.locks is not None:
             await self.locks.aclose()

@@ -103,7 +103,15 @@ async def test_modes_and_networks(tmp_path: Path) -> None:
     )
     assert isinstance(remote.facilitator, HttpFacilitator)
     assert isinstance(remote.locks, RedisLocks)
-    for gate in (local, remote):
+    # A remote facilitator with an RPC URL: the gate reads the chain itself to reconcile.
+    assert remote.chain is not None
+    assert remote.config.reconcile_client is remote.chain
+    assert local.chain is None
+    blind = _gate(
+        _settings(tmp_path, settler_key=None, rpc_url=None, facilitator_url="http://127.0.0.1:9")
+    )
+    assert blind.config.reconcile_client is None
+    for gate in (local, remote, blind):
         await gate.aclose()
     assert network_registry(_settings(tmp_path)).to_v1("eip155:31337") == "anvil"
     base = network_registry(_settings(tmp_path, network="eip155:8453"))

@@ -465,3 +465,56 @@ async def test_deny_mode_closes_websockets(evm: EvmLab, tmp_path: Path) -> None:
 async def gateway_evm(evm: EvmLab, tmp_path: Path) -> Any:
     async with lab_gateway(evm, tmp_path / "l.db") as gw:
         yield gw, evm
+
+
+async def test_remote_facilitator_pending_is_reconciled_through_the_chain_client(
+    evm: EvmLab, tmp_path: Path
+) -> None:
+    """With a remote facilitator the gate reads the chain itself (``reconcile_client``): a
+    pending settlement is resolved and its content released, and the payer is not locked out."""
+    from lab.webserver import UvicornThread
+
+    from x402gw.chain import ChainClient
+    from x402gw.facilitator import HttpFacilitator
+    from x402gw.facilitator_app import FacilitatorApp
+
+    with RpcRelay(evm.anvil.url) as relay:
+        remote_side = local_facilitator(
+            relay.url, evm.operator, evm.network, allowed_payments=[(evm.token, evm.merchant)]
+        )
+        remote_side.settler.receipt_timeout = 1.0
+        token = "gate-review-token-0123456789"
+        with UvicornThread(FacilitatorApp(remote_side, tokens=[token])) as server:
+            remote = HttpFacilitator(server.url, bearer_token=token)
+            chain = ChainClient(evm.anvil.url)
+            gw = build_gateway(
+                remote,
+                evm.merchant,
+                evm.network,
+                evm.asset,
+                tmp_path / "l.db",
+                reconcile_client=chain,
+            )
+            payment = signed(evm, gw.routes[0].requirements())
+            try:
+                relay.hide_receipts = True
+                async with gw.client() as http:
+                    pending = await http.get("/paid", headers=header(payment))
+                relay.hide_receipts = False
+                await asyncio.sleep(2.1)
+                async with gw.client() as http:
+                    again = await http.get("/paid", headers=header(payment))
+                    fresh = await http.get(
+                        "/paid", headers=header(signed(evm, gw.routes[0].requirements()))
+                    )
+            finally:
+                await gw.app.aclose()
+                await gw.ledger.close()
+                await remote.aclose()
+                await chain.aclose()
+    assert pending.status_code == 402
+    assert _error_of(pending) == "settlement_pending"
+    assert again.status_code == 200, again.text
+    assert fresh.status_code == 200, fresh.text
+    assert gw.calls["paid"] == 2
+    assert evm.balance(evm.merchant) == 2 * PRICE
