@@ -227,17 +227,25 @@ class Replay(enum.Enum):
 
 
 def replay_decision(
-    record: PaymentRecord, fingerprint: str, payer: str, *, upfront: bool = False
+    record: PaymentRecord,
+    fingerprint: str,
+    payer: str,
+    *,
+    upfront: bool = False,
+    claim_stale: bool = False,
 ) -> Replay:
     """Total rule for a repeated payment: stored content is released only for a settled record,
-    to the payer who signed it, for the same request."""
+    to the payer who signed it, for the same request. ``claim_stale``: the run that claimed an
+    upfront record is older than any run can be (its process died), so another may run it."""
     if record.fingerprint != fingerprint or record.payer.lower() != payer.lower():
         return Replay.CONFLICT
     state, stored = record.state, record.response
     if state is State.SETTLED:
         if stored is None:
             return Replay.RUN if upfront else Replay.IN_USE
-        return Replay.IN_USE if stored.status == CLAIMED_STATUS else Replay.STORED
+        if stored.status == CLAIMED_STATUS:
+            return Replay.RUN if upfront and claim_stale else Replay.IN_USE
+        return Replay.STORED
     if state is State.SETTLING:
         return Replay.PENDING
     if state is State.FAILED:

@@ -311,7 +311,13 @@ CLAIM_RESPONSE: Final = (
     .where(
         c.id == sa.bindparam("p_id"),
         c.state == _SETTLED,
-        c.response_status.is_(None),
+        sa.or_(
+            c.response_status.is_(None),
+            sa.and_(
+                c.response_status == sa.literal_column(str(CLAIMED_STATUS)),
+                c.updated_at < sa.bindparam("p_stale", type_=c.updated_at.type),
+            ),
+        ),
     )
     .values(
         response_status=sa.literal_column(str(CLAIMED_STATUS)),
@@ -319,7 +325,8 @@ CLAIM_RESPONSE: Final = (
     )
     .returning(*payments.c)
 )
-"""Mark a settled record without a response as taken by one handler run (one winner)."""
+"""Mark a settled record without a response (or whose claim went stale: its process died) as
+taken by one handler run (one winner)."""
 
 
 @functools.lru_cache(maxsize=128)

@@ -439,11 +439,15 @@ class Ledger:
             )
         return sum(amounts)
 
-    async def claim_response(self, record_id: str) -> PaymentRecord | None:
+    async def claim_response(
+        self, record_id: str, *, stale_after: float = 3600.0
+    ) -> PaymentRecord | None:
         """Take a settled record without a stored response for one handler run; None when
         another run took it first (or it is not settled). Its status reads 102 until
-        :meth:`store_response` replaces it."""
-        params = {"p_id": record_id, "v_updated_at": self._now()}
+        :meth:`store_response` replaces it; a claim older than ``stale_after`` seconds (its
+        process died mid-run) may be taken again."""
+        stale = datetime.fromtimestamp(self._clock() - stale_after, UTC)
+        params = {"p_id": record_id, "v_updated_at": self._now(), "p_stale": stale}
         row = await self._returning(sql.CLAIM_RESPONSE, params)
         return None if row is None else _record(row)
 

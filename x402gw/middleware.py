@@ -15,6 +15,7 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from x402gw import _flow
@@ -512,20 +513,30 @@ class PaymentMiddleware:
         """Answer a request repeating a payment (its identifier, or its authorization): the
         stored response once settled, never before, and only to the same payer and request."""
         upfront = repeat.route.upfront
-        decision = _flow.replay_decision(record, repeat.fingerprint, repeat.payer, upfront=upfront)
+        run_bound = self.config.stale_after_seconds()  # longer than any handler runs
+
+        def decide(record: PaymentRecord) -> Replay:
+            age = datetime.now(UTC) - record.updated_at
+            return _flow.replay_decision(
+                record,
+                repeat.fingerprint,
+                repeat.payer,
+                upfront=upfront,
+                claim_stale=age.total_seconds() > run_bound,
+            )
+
+        decision = decide(record)
         if decision is Replay.PENDING:
             await self._reconcile_soon()
             try:
                 record = await self.config.ledger.get(record.id)
             except LedgerError as exc:
                 raise _unavailable(exc) from exc
-            decision = _flow.replay_decision(
-                record, repeat.fingerprint, repeat.payer, upfront=upfront
-            )
+            decision = decide(record)
         scope, send = repeat.scope, repeat.send
         if decision is Replay.RUN:
             try:
-                claimed = await self.config.ledger.claim_response(record.id)
+                claimed = await self.config.ledger.claim_response(record.id, stale_after=run_bound)
             except LedgerError as exc:
                 raise _unavailable(exc) from exc
             if claimed is not None:

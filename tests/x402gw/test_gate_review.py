@@ -518,3 +518,44 @@ async def test_remote_facilitator_pending_is_reconciled_through_the_chain_client
     assert fresh.status_code == 200, fresh.text
     assert gw.calls["paid"] == 2
     assert evm.balance(evm.merchant) == 2 * PRICE
+
+
+async def test_an_upfront_run_whose_process_died_is_run_again(evm: EvmLab, tmp_path: Path) -> None:
+    """A retry claimed the settled upfront record (status 102) and its process died: while the
+    claim is fresh, others wait (409); once older than any run, the next retry runs it."""
+    import sqlite3
+
+    with RpcRelay(evm.anvil.url) as relay:
+        lab = _Hiding(evm, tmp_path, relay)
+        upfront = next(r for r in lab.gw.routes if r.upfront)
+        payment = signed(evm, upfront.requirements())
+        try:
+            relay.hide_receipts = True
+            async with lab.gw.client() as http:
+                pending = await http.post("/upfront", headers=header(payment))
+            relay.hide_receipts = False
+            assert isinstance(lab.facilitator, LocalFacilitator)
+            await reconcile_ledger(lab.gw.ledger, lab.facilitator.client)
+            (record_id,) = await _settled_ids(lab.gw.ledger)
+            assert await lab.gw.ledger.claim_response(record_id) is not None  # the dead run
+            async with lab.gw.client() as http:
+                waiting = await http.post("/upfront", headers=header(payment))
+            with sqlite3.connect(tmp_path / "l.db") as db:
+                db.execute("UPDATE x402gw_payments SET updated_at = '2000-01-01 00:00:00.000000'")
+            async with lab.gw.client() as http:
+                rerun = await http.post("/upfront", headers=header(payment))
+        finally:
+            await lab.close()
+    assert pending.status_code == 402
+    assert waiting.status_code == 402  # the same authorization, still being served elsewhere
+    assert _error_of(waiting) == "authorization_in_use"
+    assert rerun.status_code == 200, rerun.text
+    assert lab.gw.calls["upfront"] == 1
+    assert evm.balance(evm.merchant) == PRICE
+
+
+async def _settled_ids(ledger: Ledger) -> list[str]:
+    from x402gw._ledger_sql import select_by_state
+
+    async with ledger._tx() as conn:
+        return [r.id for r in await select_by_state(conn, State.SETTLED)]
