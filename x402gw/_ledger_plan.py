@@ -100,25 +100,25 @@ class Writer(abc.ABC):
         self, statement: Statement, values: Mapping[str, Any]
     ) -> dict[str, Any] | None:
         """Run one ``... RETURNING`` statement; the first row returned, or None."""
-        plan = self.plans.compiled(statement)
-        args = plan.args(values)
-        try:
-            row = await self._fetch_row(plan.text, args)
-        except self.integrity_errors as exc:
-            raise sa.exc.IntegrityError(plan.text, args, exc) from exc
-        except self.driver_errors as exc:
-            raise sa.exc.OperationalError(plan.text, args, exc) from exc
+        row = await self._first_row(statement, values)
         return None if row is None else self.plans.row(row)
 
     async def fetch_value(self, statement: Statement, values: Mapping[str, Any]) -> Any:
         """Run one statement; the first column of its first row as the driver gives it, or None."""
+        row = await self._first_row(statement, values)
+        return None if row is None else next(iter(row), None)
+
+    async def _first_row(
+        self, statement: Statement, values: Mapping[str, Any]
+    ) -> Iterable[Any] | None:
         plan = self.plans.compiled(statement)
         args = plan.args(values)
         try:
-            row = await self._fetch_row(plan.text, args)
+            return await self._fetch_row(plan.text, args)
+        except self.integrity_errors as exc:
+            raise sa.exc.IntegrityError(plan.text, args, exc) from exc
         except self.driver_errors as exc:
             raise sa.exc.OperationalError(plan.text, args, exc) from exc
-        return None if row is None else next(iter(row), None)
 
     @abc.abstractmethod
     async def _fetch_row(self, text: str, args: list[Any]) -> Iterable[Any] | None:

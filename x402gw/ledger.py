@@ -451,6 +451,15 @@ class Ledger:
         row = await self._returning(sql.CLAIM_RESPONSE, params)
         return None if row is None else _record(row)
 
+    async def records(self, state: State | None = None) -> list[PaymentRecord]:
+        """Every record (in ``state``, if given), oldest first: for operators and tests."""
+        states = list(State) if state is None else [State(state)]
+        found: list[PaymentRecord] = []
+        async with self._tx() as conn:
+            for each in states:
+                found += [_record(r._mapping) for r in await sql.select_by_state(conn, each)]
+        return sorted(found, key=lambda r: (r.created_at, r.id))
+
     async def pending_settlements(self) -> list[PaymentRecord]:
         """Records in `settling`, with or without a tx hash (what a restart must reconcile)."""
         async with self._tx() as conn:

@@ -18,13 +18,14 @@ def free_port() -> int:
 
 
 class UvicornThread:
-    """uvicorn serving ``app`` on 127.0.0.1 (a free port unless given) while the block runs."""
+    """uvicorn serving ``app`` on 127.0.0.1 (a free port unless given) while the block runs;
+    ``options`` go to ``uvicorn.Config`` (e.g. ``root_path``)."""
 
-    def __init__(self, app: Any, port: int | None = None) -> None:
+    def __init__(self, app: Any, port: int | None = None, **options: Any) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
+            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on", **options
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

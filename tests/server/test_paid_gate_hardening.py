@@ -3,7 +3,6 @@ envelope for the gate's refusals, and rate limits per client address and per pay
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -12,7 +11,6 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-import uvicorn
 from eth_account import Account
 from lab.anvil import AnvilChain, dev_account, free_port
 from lab.dnslab import DnsLab
@@ -78,24 +76,10 @@ def served(anvil: AnvilChain, token: str, tmp_path: Path, dns_lab: DnsLab) -> It
 async def test_root_path_does_not_make_paid_routes_free(
     anvil: AnvilChain, token: str, tmp_path: Path, dns_lab: DnsLab
 ) -> None:
-    port = free_port()
-    config = uvicorn.Config(
-        _app(anvil, token, tmp_path, dns_lab),
-        host="127.0.0.1",
-        port=port,
-        root_path="/svc",
-        log_level="warning",
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        while not server.started:  # noqa: ASYNC110 (uvicorn offers no event to wait on)
-            await asyncio.sleep(0.02)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+    app = _app(anvil, token, tmp_path, dns_lab)
+    with UvicornThread(app, root_path="/svc") as server:
+        async with httpx.AsyncClient(base_url=server.url) as http:
             response = await http.post(SEARCH, json={"tags": ["ai"]})
-    finally:
-        server.should_exit = True
-        await task
     assert response.status_code == 402, response.text
 
 

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import json
 import os
-import secrets
 import subprocess
 import sys
 import threading
@@ -19,17 +18,22 @@ from typing import Any
 import httpx
 from eth_account.signers.local import LocalAccount
 from lab.webserver import UvicornThread, free_port
+from selfsign import signed_payment
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from x402gw.config import PaymentConfig, PricedRoute
-from x402gw.exact_evm import Authorization, Domain, sign_authorization
 from x402gw.facilitator import Facilitator, LocalFacilitator
 from x402gw.ledger import Ledger
 from x402gw.middleware import PaymentMiddleware
-from x402gw.wire import PaymentPayload, PaymentRequirements, encode_payment_payload
+from x402gw.wire import (
+    PaymentPayload,
+    PaymentRequirements,
+    decode_payment_required,
+    encode_payment_payload,
+)
 
 PRICE = 10_000  # atomic units (0.01 token)
 
@@ -194,40 +198,22 @@ def signed(
     evm: Any,
     offer: PaymentRequirements,
     signer: LocalAccount | None = None,
-    *,
-    domain_name: str = "USD Coin",
-    extensions: dict[str, Any] | None = None,
-    **auth: Any,
+    **options: Any,
 ) -> PaymentPayload:
-    """A payment signed by us (not the SDK), with any authorization field overridden."""
-    signer = signer or evm.payer
-    fields: dict[str, Any] = {
-        "from_address": signer.address,
-        "to": offer.pay_to,
-        "value": int(offer.amount),
-        "valid_after": 0,
-        "valid_before": int(time.time()) + 300,
-        "nonce": secrets.token_bytes(32),
-    }
-    fields.update(auth)
-    authorization = Authorization(**fields)
-    domain = Domain(domain_name, "2", 31337, evm.token)
-    signature = sign_authorization(domain, authorization, signer.key)
-    return PaymentPayload(
-        accepted=offer,
-        payload={
-            "signature": "0x" + signature.hex(),
-            "authorization": {
-                "from": authorization.from_address,
-                "to": authorization.to,
-                "value": str(authorization.value),
-                "validAfter": str(authorization.valid_after),
-                "validBefore": str(authorization.valid_before),
-                "nonce": "0x" + authorization.nonce.hex(),
-            },
-        },
-        extensions=extensions,
-    )
+    """A payment signed by us (not the SDK), by the lab payer unless ``signer`` is given; the
+    options of :func:`selfsign.signed_payment` (authorization fields, ``domain_name``, ...)."""
+    return signed_payment(signer or evm.payer, offer, **options)
+
+
+def with_pid(payload: PaymentPayload, pid: str) -> PaymentPayload:
+    """``payload`` carrying the payment-identifier extension ``pid``."""
+    return payload.model_copy(update={"extensions": {"payment-identifier": {"info": {"id": pid}}}})
+
+
+def challenge_error(response: httpx.Response) -> str:
+    """The reason code of a 402 challenge (its ``PAYMENT-REQUIRED`` error, before any ':')."""
+    required = decode_payment_required(response.headers["payment-required"])
+    return (required.error or "").split(":")[0]
 
 
 def header(payload: PaymentPayload) -> dict[str, str]:

@@ -22,11 +22,14 @@ def signed_payment(
     *,
     from_address: str | None = None,
     erc6492: bool = False,
+    domain_name: str | None = None,
+    extensions: dict[str, Any] | None = None,
     **fields: Any,
 ) -> PaymentPayload:
     """``offer`` paid by ``from_address`` (default: the signer), signed by ``signer`` for the
     offer's token; ``erc6492`` wraps the signature with no deployment (factory 0x0).
-    ``fields`` override authorization fields (``to``, ``value``, ``nonce``, ...)."""
+    ``domain_name`` signs for another EIP-712 name than the offer's; ``extensions`` go on the
+    payload. ``fields`` override authorization fields (``to``, ``value``, ``nonce``, ...)."""
     values: dict[str, Any] = {
         "from_address": from_address or signer.address,
         "to": offer.pay_to,
@@ -39,7 +42,8 @@ def signed_payment(
     auth = ev.Authorization(**values)
     extra = offer.extra or {}
     chain_id = int(offer.network.split(":")[1])
-    domain = ev.Domain(str(extra["name"]), str(extra["version"]), chain_id, offer.asset)
+    name = str(extra["name"]) if domain_name is None else domain_name
+    domain = ev.Domain(name, str(extra["version"]), chain_id, offer.asset)
     signature = ev.sign_authorization(domain, auth, signer.key)
     if erc6492:
         signature = (
@@ -59,4 +63,5 @@ def signed_payment(
                 "nonce": "0x" + auth.nonce.hex(),
             },
         },
+        extensions=extensions,
     )

@@ -16,18 +16,19 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
-import uvicorn
 from eth_account import Account
-from lab.webserver import UvicornThread, free_port
+from lab.webserver import UvicornThread
 from paylab import (
     PRICE,
     Gateway,
     RpcRelay,
     build_gateway,
+    challenge_error,
     header,
     lab_gateway,
     local_facilitator,
     signed,
+    with_pid,
 )
 from starlette.applications import Starlette
 from starlette.routing import Mount
@@ -36,30 +37,12 @@ from x402gw.config import InvalidRouteConfig, PaymentConfig, PricedRoute
 from x402gw.exact_evm import VALID_BEFORE
 from x402gw.ledger import Ledger, State
 from x402gw.middleware import PaymentMiddleware
-from x402gw.wire import PaymentPayload, decode_payment_required, encode_payment_payload
+from x402gw.wire import decode_payment_required, encode_payment_payload
 
 if TYPE_CHECKING:
     from conftest import EvmLab
 
 pytestmark = pytest.mark.lab
-
-
-def _error_of(response: httpx.Response) -> str:
-    return (decode_payment_required(response.headers["payment-required"]).error or "").split(":")[0]
-
-
-def _with_pid(payload: PaymentPayload, pid: str) -> PaymentPayload:
-    return payload.model_copy(update={"extensions": {"payment-identifier": {"info": {"id": pid}}}})
-
-
-async def _records(ledger: Ledger) -> list[Any]:
-    from x402gw._ledger_sql import select_by_state
-
-    rows = []
-    for state in State:
-        async with ledger._tx() as conn:
-            rows += list(await select_by_state(conn, state))
-    return rows
 
 
 @pytest.fixture
@@ -88,22 +71,11 @@ async def test_a_mounted_gate_still_charges(gateway: Gateway, evm: EvmLab) -> No
 
 
 async def test_a_gate_behind_a_root_path_still_charges(gateway: Gateway) -> None:
-    """uvicorn --root-path /svc: scope path /svc/paid, root_path /svc."""
-    port = free_port()
-    config = uvicorn.Config(
-        gateway.app, host="127.0.0.1", port=port, root_path="/svc", log_level="warning"
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        while not server.started:  # noqa: ASYNC110 (uvicorn offers no event to wait on)
-            await asyncio.sleep(0.02)
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
-            # A proxy strips /svc; uvicorn puts it back in front of the path (/svc/paid).
+    """uvicorn --root-path /svc: a proxy strips /svc, uvicorn puts it back in front of the path
+    (scope path /svc/paid, root_path /svc)."""
+    with UvicornThread(gateway.app, root_path="/svc") as server:
+        async with httpx.AsyncClient(base_url=server.url) as http:
             response = await http.get("/paid")
-    finally:
-        server.should_exit = True
-        await task
     assert response.status_code == 402
     assert gateway.calls["paid"] == 0
 
@@ -139,17 +111,17 @@ async def test_pending_settlement_keeps_the_content_for_the_retry(
         gw = build_gateway(facilitator, evm.merchant, evm.network, evm.asset, db)
         offer = gw.routes[0].requirements()
         pid = "pending_0123456789abcdef"
-        first = _with_pid(signed(evm, offer), pid)
+        first = with_pid(signed(evm, offer), pid)
         try:
             relay.hide_receipts = True
             async with gw.client() as http:
                 pending = await http.get("/paid?q=1", headers=header(first))
                 # A retry signs a fresh authorization with the same identifier.
                 still = await http.get(
-                    "/paid?q=1", headers=header(_with_pid(signed(evm, offer), pid))
+                    "/paid?q=1", headers=header(with_pid(signed(evm, offer), pid))
                 )
             assert pending.status_code == 402
-            assert _error_of(pending) == "settlement_pending"
+            assert challenge_error(pending) == "settlement_pending"
             assert pending.headers["retry-after"]
             assert evm.balance(evm.merchant) == PRICE  # the transfer did mine
             assert still.status_code in (200, 402)
@@ -157,7 +129,7 @@ async def test_pending_settlement_keeps_the_content_for_the_retry(
             await asyncio.sleep(2.1)  # past the on-demand reconcile's throttle
             async with gw.client() as http:
                 by_pid = await http.get(
-                    "/paid?q=1", headers=header(_with_pid(signed(evm, offer), pid))
+                    "/paid?q=1", headers=header(with_pid(signed(evm, offer), pid))
                 )
                 by_authorization = await http.get("/paid?q=1", headers=header(first))
             assert by_pid.status_code == 200
@@ -201,12 +173,12 @@ async def test_reconcile_runs_periodically(evm: EvmLab, tmp_path: Path) -> None:
                 pending = await http.get(
                     "/paid", headers=header(signed(evm, gw.routes[0].requirements()))
                 )
-            assert _error_of(pending) == "settlement_pending"
+            assert challenge_error(pending) == "settlement_pending"
             relay.hide_receipts = False
             deadline = time.monotonic() + 15
             states: list[str] = []
             while time.monotonic() < deadline:
-                states = [r.state for r in await _records(gw.ledger)]
+                states = [r.state for r in await gw.ledger.records()]
                 if states == ["settled"]:
                     break
                 await asyncio.sleep(0.1)
@@ -274,7 +246,7 @@ async def test_validity_must_cover_the_handler_deadline(gateway: Gateway, evm: E
         refused = await http.get("/slow?s=0", headers=header(short))
         served = await http.get("/slow?s=0", headers=header(enough))
     assert refused.status_code == 402
-    assert _error_of(refused) == VALID_BEFORE
+    assert challenge_error(refused) == VALID_BEFORE
     assert served.status_code == 200
     assert gateway.calls["slow"] == 1
 
@@ -310,7 +282,7 @@ async def test_handler_past_its_deadline_is_cancelled_and_not_charged(
     assert gateway.calls["slow"] == 1
     assert gateway.calls["slow_done"] == 0
     assert evm.balance(evm.merchant) == 0
-    assert [r.state for r in await _records(gateway.ledger)] == ["released"]
+    assert [r.state for r in await gateway.ledger.records()] == ["released"]
 
 
 async def test_five_parallel_authorizations_from_a_one_price_wallet_run_once(
@@ -353,11 +325,11 @@ async def test_client_gone_before_settlement_is_not_charged(gateway: Gateway, ev
             with pytest.raises(httpx.ReadTimeout):
                 await http.get("/slow?s=1", headers=header(payment))
         deadline = time.monotonic() + 10
-        while gateway.calls["slow_done"] == 0 or not await _records(gateway.ledger):
+        while gateway.calls["slow_done"] == 0 or not await gateway.ledger.records():
             assert time.monotonic() < deadline
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.5)
-        states = [r.state for r in await _records(gateway.ledger)]
+        states = [r.state for r in await gateway.ledger.records()]
     assert states == ["released"]
     assert evm.balance(evm.merchant) == 0
 
@@ -452,7 +424,7 @@ async def test_a_forged_signature_costs_no_rpc_call(evm: EvmLab, tmp_path: Path)
             async with gw.client() as http:
                 response = await http.get("/paid", headers=header(forged))
     assert response.status_code == 402
-    assert _error_of(response).startswith("invalid_exact_evm")
+    assert challenge_error(response).startswith("invalid_exact_evm")
     assert relay.methods == []
 
 
@@ -467,11 +439,11 @@ async def test_payment_identifier_replay_is_bound_to_the_payer(
     other = Account.create()
     evm.anvil.mint(evm.token, other.address, PRICE)
     async with gateway.client() as http:
-        first = await http.get("/paid?q=s", headers=header(_with_pid(signed(evm, offer), pid)))
+        first = await http.get("/paid?q=s", headers=header(with_pid(signed(evm, offer), pid)))
         stranger = await http.get(
-            "/paid?q=s", headers=header(_with_pid(signed(evm, offer, other), pid))
+            "/paid?q=s", headers=header(with_pid(signed(evm, offer, other), pid))
         )
-        forged_payment = _with_pid(signed(evm, offer), pid)
+        forged_payment = with_pid(signed(evm, offer), pid)
         forged = await http.get(
             "/paid?q=s",
             headers=header(
@@ -480,7 +452,7 @@ async def test_payment_identifier_replay_is_bound_to_the_payer(
                 )
             ),
         )
-        owner = await http.get("/paid?q=s", headers=header(_with_pid(signed(evm, offer), pid)))
+        owner = await http.get("/paid?q=s", headers=header(with_pid(signed(evm, offer), pid)))
     assert first.status_code == 200
     assert stranger.status_code == 409
     assert stranger.json()["error"] == "payment_identifier_conflict"
@@ -541,7 +513,7 @@ async def test_both_payment_headers_v2_wins(gateway: Gateway, evm: EvmLab) -> No
         v2_bad = await http.get("/paid", headers={"PAYMENT-SIGNATURE": "!!", "X-PAYMENT": good})
     assert v2_good.status_code == 200
     assert v2_bad.status_code == 402
-    assert _error_of(v2_bad) == "invalid_payment_header"
+    assert challenge_error(v2_bad) == "invalid_payment_header"
     assert gateway.calls["paid"] == 1
 
 
@@ -578,7 +550,7 @@ async def test_handler_status_400_is_not_charged(gateway: Gateway, evm: EvmLab) 
     assert "payment-response" not in response.headers
     assert gateway.calls["bad"] == 1
     assert evm.balance(evm.merchant) == 0
-    assert [r.state for r in await _records(gateway.ledger)] == ["released"]
+    assert [r.state for r in await gateway.ledger.records()] == ["released"]
 
 
 async def test_middleware_startup_and_close_are_idempotent(gateway: Gateway) -> None:

@@ -9,7 +9,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import httpx
 import pytest
 from eth_account import Account
 from paylab import (
@@ -17,10 +16,12 @@ from paylab import (
     Gateway,
     RpcRelay,
     build_gateway,
+    challenge_error,
     header,
     lab_gateway,
     local_facilitator,
     signed,
+    with_pid,
 )
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -32,7 +33,7 @@ from x402gw.errors import ChainError
 from x402gw.facilitator import LocalFacilitator, reconcile_ledger
 from x402gw.ledger import Ledger, State
 from x402gw.middleware import PaymentMiddleware
-from x402gw.wire import PaymentPayload, decode_payment_required
+from x402gw.wire import PaymentPayload
 
 if TYPE_CHECKING:
     from conftest import EvmLab
@@ -40,27 +41,8 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.lab
 
 
-def _error_of(response: httpx.Response) -> str:
-    required = decode_payment_required(response.headers["payment-required"])
-    return (required.error or "").split(":")[0]
-
-
-def _with_pid(payload: PaymentPayload, pid: str) -> PaymentPayload:
-    return payload.model_copy(update={"extensions": {"payment-identifier": {"info": {"id": pid}}}})
-
-
 def _resigned(payload: PaymentPayload, signature: str) -> PaymentPayload:
     return payload.model_copy(update={"payload": {**payload.payload, "signature": signature}})
-
-
-async def _states(ledger: Ledger) -> list[State]:
-    from x402gw._ledger_sql import select_by_state
-
-    states: list[State] = []
-    for state in State:
-        async with ledger._tx() as conn:
-            states += [State(r.state) for r in await select_by_state(conn, state)]
-    return states
 
 
 class _Hiding:
@@ -97,7 +79,7 @@ async def test_pending_without_identifier_is_delivered_to_the_same_authorization
         finally:
             await lab.close()
     assert pending.status_code == 402
-    assert _error_of(pending) == "settlement_pending"
+    assert challenge_error(pending) == "settlement_pending"
     assert again.status_code == 200, again.text
     assert again.json() == {"report": "sunny", "q": "1"}
     assert lab.gw.calls["paid"] == 1
@@ -127,7 +109,7 @@ async def test_backend_failure_after_broadcast_is_pending_not_free(
         await gw.ledger.close()
         await facilitator.aclose()
     assert first.status_code == 402
-    assert _error_of(first) == "settlement_pending"
+    assert challenge_error(first) == "settlement_pending"
     assert "not charged" not in first.text
     assert evm.balance(evm.merchant) == PRICE
     assert again.status_code == 200, again.text
@@ -154,9 +136,9 @@ async def test_a_reconcile_that_settles_first_keeps_the_content(
     offer = gw.routes[0].requirements()
     try:
         async with gw.client() as http:
-            first = await http.get("/paid?q=1", headers=header(_with_pid(signed(evm, offer), pid)))
+            first = await http.get("/paid?q=1", headers=header(with_pid(signed(evm, offer), pid)))
             facilitator._after_broadcast = None
-            again = await http.get("/paid?q=1", headers=header(_with_pid(signed(evm, offer), pid)))
+            again = await http.get("/paid?q=1", headers=header(with_pid(signed(evm, offer), pid)))
     finally:
         await gw.app.aclose()
         await gw.ledger.close()
@@ -189,7 +171,7 @@ async def test_upfront_route_with_pending_settlement_runs_once_on_retry(
         finally:
             await lab.close()
     assert pending.status_code == 402
-    assert _error_of(pending) == "settlement_pending"
+    assert challenge_error(pending) == "settlement_pending"
     assert ran_before == 0
     assert lab.gw.calls["upfront"] == 1  # one run, whatever the retries raced
     assert any(r.status_code == 200 for r in retries)
@@ -340,7 +322,7 @@ async def test_a_handler_raising_timeout_error_is_a_handler_error(
         status, body = await _asgi(app, "/r", header(signed(evm, route.requirements())))
         assert status == 500
         assert b"handler_error" in body
-        assert await _states(app.config.ledger) == [State.RELEASED]
+        assert [r.state for r in await app.config.ledger.records()] == [State.RELEASED]
 
     await _single_route(evm, tmp_path, upstream_timeout, run)
     assert evm.balance(evm.merchant) == 0
@@ -387,11 +369,11 @@ async def test_an_unproven_payer_is_neither_rate_limited_nor_replayed(
     async with lab_gateway(evm, tmp_path / "l.db", rate_limiter=limiter) as gw:
         offer = gw.routes[0].requirements()
         async with gw.client() as http:
-            paid = await http.get("/paid?q=v", headers=header(_with_pid(signed(evm, offer), pid)))
+            paid = await http.get("/paid?q=v", headers=header(with_pid(signed(evm, offer), pid)))
             victim_hits = limiter.keys.count("payer:" + evm.payer.address.lower())
             attacker = Account.create()
             forged = _resigned(
-                _with_pid(signed(evm, offer, attacker, from_address=evm.payer.address), pid),
+                with_pid(signed(evm, offer, attacker, from_address=evm.payer.address), pid),
                 "0x" + "cd" * 66,
             )
             stolen = await http.get("/paid?q=v", headers=header(forged))
@@ -513,7 +495,7 @@ async def test_remote_facilitator_pending_is_reconciled_through_the_chain_client
                 await remote.aclose()
                 await chain.aclose()
     assert pending.status_code == 402
-    assert _error_of(pending) == "settlement_pending"
+    assert challenge_error(pending) == "settlement_pending"
     assert again.status_code == 200, again.text
     assert fresh.status_code == 200, fresh.text
     assert gw.calls["paid"] == 2
@@ -536,7 +518,7 @@ async def test_an_upfront_run_whose_process_died_is_run_again(evm: EvmLab, tmp_p
             relay.hide_receipts = False
             assert isinstance(lab.facilitator, LocalFacilitator)
             await reconcile_ledger(lab.gw.ledger, lab.facilitator.client)
-            (record_id,) = await _settled_ids(lab.gw.ledger)
+            (record_id,) = [r.id for r in await lab.gw.ledger.records(State.SETTLED)]
             assert await lab.gw.ledger.claim_response(record_id) is not None  # the dead run
             async with lab.gw.client() as http:
                 waiting = await http.post("/upfront", headers=header(payment))
@@ -548,14 +530,7 @@ async def test_an_upfront_run_whose_process_died_is_run_again(evm: EvmLab, tmp_p
             await lab.close()
     assert pending.status_code == 402
     assert waiting.status_code == 402  # the same authorization, still being served elsewhere
-    assert _error_of(waiting) == "authorization_in_use"
+    assert challenge_error(waiting) == "authorization_in_use"
     assert rerun.status_code == 200, rerun.text
     assert lab.gw.calls["upfront"] == 1
     assert evm.balance(evm.merchant) == PRICE
-
-
-async def _settled_ids(ledger: Ledger) -> list[str]:
-    from x402gw._ledger_sql import select_by_state
-
-    async with ledger._tx() as conn:
-        return [r.id for r in await select_by_state(conn, State.SETTLED)]
