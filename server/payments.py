@@ -63,6 +63,12 @@ def _facilitator(
     settings: Settings, registry: NetworkRegistry
 ) -> LocalFacilitator | HttpFacilitator:
     if settings.facilitator_url is not None:
+        if settings.rpc_url is None:
+            raise SettingsError(
+                "BAVLIO_RPC_URL",
+                "a remote facilitator needs the chain's RPC URL too: pending settlements are "
+                "reconciled from the chain",
+            )
         token = settings.facilitator_token
         return HttpFacilitator(
             settings.facilitator_url,
@@ -94,7 +100,7 @@ class PaymentGate:
         # reconcile pending settlements and check a payer's balance against payments in flight.
         self.chain = (
             ChainClient(settings.rpc_url)
-            if isinstance(self.facilitator, HttpFacilitator) and settings.rpc_url
+            if isinstance(self.facilitator, HttpFacilitator) and settings.rpc_url is not None
             else None
         )
         self.locks = RedisLocks.from_url(settings.redis_url) if settings.redis_url else None

@@ -270,6 +270,7 @@ OUTSTANDING_COUNT: Final = (
     .select_from(payments)
     .where(
         *_PAYER,
+        LIVE,  # lets SQLite read the payer's rows through the live-authorization index
         sa.or_(
             _IN_FLIGHT,
             sa.and_(

@@ -37,6 +37,7 @@ from x402gw.errors import (
     ChainError,
     ChainUnavailable,
     GasCapExceeded,
+    NotBroadcast,
     RpcError,
     SettlementPending,
     SettlementReverted,
@@ -647,15 +648,18 @@ class Settler:
         """
         client = self.client
         call = {"from": self.address.lower(), "to": _hex_address(to), "data": "0x" + data.hex()}
-        gas = int(await client.request("eth_estimateGas", [call], reverts=True), 16)
-        limit = gas * 6 // 5
-        if max_gas is not None:
-            if gas > max_gas:
-                raise GasCapExceeded(gas, max_gas)
-            limit = min(limit, max_gas)
-        max_fee, tip = await self._fees()
-        if self._chain_id is None:
-            self._chain_id = await client.chain_id()
+        try:
+            gas = int(await client.request("eth_estimateGas", [call], reverts=True), 16)
+            limit = gas * 6 // 5
+            if max_gas is not None:
+                if gas > max_gas:
+                    raise GasCapExceeded(gas, max_gas)
+                limit = min(limit, max_gas)
+            max_fee, tip = await self._fees()
+            if self._chain_id is None:
+                self._chain_id = await client.chain_id()
+        except (ChainUnavailable, RpcError) as exc:  # nothing was signed or sent yet
+            raise NotBroadcast(f"settlement not sent: {exc}") from exc
         for _attempt in range(_NONCE_RETRIES):
             async with self.nonces.lock, self._across_processes():
                 nonce = await self.nonces.allocate()

@@ -31,8 +31,18 @@ class ChainError(X402Error):
     """Base class of failures at the chain edge (RPC, transactions)."""
 
 
+class NothingSent(X402Error):
+    """Mixed into settlement failures that happened before anything could reach the chain
+    (no transaction was broadcast, no facilitator received the request): nobody was charged."""
+
+
 class ChainUnavailable(ChainError):
     """The RPC endpoint could not be reached or answered with a transport-level failure."""
+
+
+class NotBroadcast(ChainUnavailable, NothingSent):
+    """Settling failed before the transaction was handed to the node (estimate, fees, nonce, or
+    a node that refused the transaction outright)."""
 
 
 class SignerLockError(ChainError):

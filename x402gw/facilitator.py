@@ -28,6 +28,7 @@ from x402gw.errors import (
     AuthorizationLogMissing,
     FacilitatorConfigError,
     GasCapExceeded,
+    NothingSent,
     SettlementPending,
     SettlementReverted,
     TransferEventMissing,
@@ -77,6 +78,11 @@ _M = TypeVar("_M", bound=WireModel)
 
 class FacilitatorUnavailable(X402Error):
     """A remote facilitator could not be reached (connection refused, timeout)."""
+
+
+class FacilitatorNotReached(FacilitatorUnavailable, NothingSent):
+    """The request never reached the remote facilitator (the connection was not made), so it
+    cannot have settled anything."""
 
 
 class FacilitatorError(X402Error):
@@ -532,7 +538,12 @@ class HttpFacilitator:
             log.warning(
                 "facilitator %s /%s unreachable: %s", where, endpoint, self._redact(repr(exc))
             )
-            raise FacilitatorUnavailable(
+            kind = (
+                FacilitatorNotReached
+                if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+                else FacilitatorUnavailable
+            )
+            raise kind(
                 f"facilitator /{endpoint} unreachable: {type(exc).__name__} ({where})"
             ) from None
         if response.status_code == 200 or 400 <= response.status_code < 500:
@@ -656,6 +667,7 @@ __all__ = [
     "BroadcastHook",
     "Facilitator",
     "FacilitatorError",
+    "FacilitatorNotReached",
     "FacilitatorUnavailable",
     "HttpFacilitator",
     "LocalFacilitator",

@@ -593,10 +593,14 @@ class Ledger:
         if handle is not None:
             await self._locks_release(handle)
 
-    async def mark_settling(self, record_id: str, tx_hash: str | None = None) -> PaymentRecord:
-        """`verified` → `settling`: settlement is about to be requested."""
+    async def mark_settling(
+        self, record_id: str, tx_hash: str | None = None, *, response: Response | None = None
+    ) -> PaymentRecord:
+        """`verified` → `settling`: settlement is about to be requested; `response` (the
+        content being paid for) is kept in the same write, for whoever finds it settled."""
         tx = None if tx_hash is None else normalise_tx_hash(tx_hash)
-        return await self._apply(record_id, Event.SETTLE, tx_hash=tx)
+        values = None if response is None else _response_values(*response)
+        return await self._apply(record_id, Event.SETTLE, values, tx_hash=tx)
 
     async def record_broadcast(
         self, record_id: str, tx_hash: str, *, response: Response | None = None

@@ -20,9 +20,10 @@ from typing import Any, Final
 
 from x402gw import _flow
 from x402gw._flow import Offers, Problem, Replay
+from x402gw._ledger_sql import CLAIMED_STATUS
 from x402gw.chain import ChainClient
 from x402gw.config import PaymentConfig, PricedRoute
-from x402gw.errors import ChainError, X402Error
+from x402gw.errors import ChainError, NothingSent, X402Error
 from x402gw.exact_evm import INSUFFICIENT_BALANCE, SETTLEMENT_PENDING, Candidate
 from x402gw.facilitator import (
     FacilitatorError,
@@ -221,15 +222,15 @@ class PaymentMiddleware:
             return
         method = str(scope.get("method", "GET")).upper()
         path = _flow.route_path(scope)
-        route = None if method == "OPTIONS" else self.config.route_for(method, path)
-        if route is None and method == "HEAD":
+        if method == "HEAD":
             # HEAD would run the GET handler and send no body: it only learns the price.
-            route = self.config.route_for("GET", path)
-            if route is not None:
-                offers = _flow.offers_for(route, _flow.resource_url(scope))
+            priced = self.config.route_for("HEAD", path) or self.config.route_for("GET", path)
+            if priced is not None:
+                offers = _flow.offers_for(priced, _flow.resource_url(scope))
                 problem = Problem(402, _flow.PAYMENT_REQUIRED_ERROR, "", True)
                 await _send(send, *self._challenge(offers, problem, scope))
                 return
+        route = None if method in ("OPTIONS", "HEAD") else self.config.route_for(method, path)
         if route is None:
             if self.config.unmatched == "deny":
                 await self._deny(method, path, scope, send)
@@ -355,8 +356,9 @@ class PaymentMiddleware:
                 refusal = Problem(402, verified.invalid_reason or "invalid_payment", "", True)
         if refusal is not None:
             # The same authorization as an earlier request (its nonce now used, or its window
-            # now short) is that request repeated: answer as it was answered.
-            holder = await self._holder(route, candidate)
+            # now short) is that request repeated: answer as it was answered, but only to a
+            # signature proven offline (a contract wallet's cannot be, once its nonce is spent).
+            holder = await self._holder(route, candidate) if proven else None
             if holder is not None:
                 await self._answer_repeat(holder, repeat, by_identifier=False)
             else:
@@ -385,7 +387,9 @@ class PaymentMiddleware:
         watch = _ClientWatch(body, receive)
         try:
             if route.upfront:
-                await self._upfront(record, payment, requirements, offers, scope, watch, send)
+                await self._upfront(
+                    route, record, payment, requirements, offers, scope, watch, send
+                )
             else:
                 await self._deferred(
                     route, record, payment, requirements, offers, scope, watch, send
@@ -475,9 +479,13 @@ class PaymentMiddleware:
         """
         ledger = self.config.ledger
         asset = route.token.address
+        client = self._chain()
+        # Without a chain to read, only payments in flight count (a settled one cannot be
+        # weighed against a balance nobody can read).
+        since = verified_at - 1.0 if client is not None else time.time() + 3600.0
         try:
             count = await ledger.outstanding_count(
-                route.network, asset, record.payer, settled_since=verified_at - 1.0
+                route.network, asset, record.payer, settled_since=since
             )
             if count <= 1:
                 return None
@@ -485,7 +493,6 @@ class PaymentMiddleware:
         except LedgerError as exc:
             await _quietly(ledger.release(record.id))
             raise _unavailable(exc) from exc
-        client = self._chain()
         if client is None:
             return Problem(
                 402,
@@ -543,7 +550,9 @@ class PaymentMiddleware:
                 receipt = _receipt(claimed, repeat)
                 watch = _ClientWatch(repeat.body, repeat.receive)
                 try:
-                    await self._serve_settled(claimed, receipt, repeat.version, scope, watch, send)
+                    await self._serve_settled(
+                        claimed, receipt, repeat.version, scope, watch, send, repeat.route
+                    )
                 finally:
                     watch.close()
                 return
@@ -640,15 +649,18 @@ class PaymentMiddleware:
         record: PaymentRecord,
         payment: AnyPaymentPayload,
         requirements: PaymentRequirements | PaymentRequirementsV1,
-        content: Response | None = None,
+        *,
+        at_settling: Response | None = None,
+        when_settled: Response | None = None,
     ) -> SettleResponse:
         """Settle once and bring the ledger record along.
 
-        The record moves to ``settling`` before anything is sent (write-ahead): whatever happens
-        after, reconcile decides it from the chain instead of leaving it ``verified``. A backend
-        failure after that point is reported as pending, not as "not charged": the transfer may
-        have been broadcast. ``content`` (the handler's response) is kept with a settled or
-        pending record so a repeated request gets it once (and only once) the transfer is mined.
+        The record moves to ``settling`` before anything is sent (write-ahead), carrying
+        ``at_settling`` (the content being paid for): whatever happens after, even a crash,
+        reconcile decides the record from the chain, and a repeat of the payment finds the
+        content once the record is settled. ``when_settled`` is written with the settled state
+        (an upfront run's claim). A failure before anything could be sent is a 503, "not
+        charged"; any later backend failure is reported as pending: the transfer may be out.
         """
         ledger = self.config.ledger
         seen: list[str] = []
@@ -661,7 +673,7 @@ class PaymentMiddleware:
                 log.warning("x402gw: broadcast of %s not recorded: %s", record.id, exc)
 
         try:
-            await ledger.mark_settling(record.id)
+            await ledger.mark_settling(record.id, response=at_settling)
         except LedgerError as exc:
             await _quietly(ledger.release(record.id))
             raise _unavailable(exc) from exc
@@ -669,6 +681,9 @@ class PaymentMiddleware:
             result = await self.config.facilitator.settle(
                 payment, requirements, on_broadcast=on_broadcast
             )
+        except NothingSent as exc:
+            await _quietly(ledger.mark_failed(record.id, "settlement_not_sent"))
+            raise _unavailable(exc) from exc
         except (*_BACKEND_DOWN, FacilitatorError, LedgerError) as exc:
             log.warning(
                 "x402gw: settlement of %s interrupted (%s); left to reconcile",
@@ -686,15 +701,13 @@ class PaymentMiddleware:
         try:
             if result.success:
                 try:
-                    await ledger.mark_settled(record.id, result.transaction, response=content)
+                    await ledger.mark_settled(record.id, result.transaction, response=when_settled)
                 except InvalidTransition:  # a reconcile pass settled it meanwhile
-                    if content is not None:
-                        await ledger.store_response(record.id, *content)
+                    if when_settled is not None:
+                        await ledger.claim_response(record.id)
             elif result.error_reason == SETTLEMENT_PENDING:
                 if result.transaction and not seen:
-                    await ledger.record_broadcast(record.id, result.transaction, response=content)
-                elif content is not None:
-                    await ledger.store_response(record.id, *content)
+                    await ledger.record_broadcast(record.id, result.transaction)
             else:
                 await ledger.mark_failed(record.id, result.error_reason or "settlement_failed")
         except LedgerError as exc:
@@ -747,7 +760,7 @@ class PaymentMiddleware:
             await _quietly(ledger.release(record.id))
             return
         content: Response = (capture.status, _str_headers(capture.headers), bytes(capture.body))
-        result = await self._settle(record, payment, requirements, content)
+        result = await self._settle(record, payment, requirements, at_settling=content)
         version = payment.x402_version
         if result.success:
             headers = _flow.paid_headers(capture.headers, result, version)
@@ -774,6 +787,7 @@ class PaymentMiddleware:
 
     async def _upfront(
         self,
+        route: PricedRoute,
         record: PaymentRecord,
         payment: AnyPaymentPayload,
         requirements: PaymentRequirements | PaymentRequirementsV1,
@@ -786,13 +800,16 @@ class PaymentMiddleware:
             log.info("x402gw: client left before settlement; not charged")
             await _quietly(self.config.ledger.release(record.id))
             return
-        result = await self._settle(record, payment, requirements)
+        # Settled means claimed by this run, in the same write: a repeat arriving while the
+        # handler runs waits instead of running it again.
+        claim: Response = (CLAIMED_STATUS, [], b"")
+        result = await self._settle(record, payment, requirements, when_settled=claim)
         version = payment.x402_version
         if not result.success:
             # Pending: once reconciled as settled, a retry of this payment runs the handler.
             await self._settle_refused(result, offers, scope, version, send)
             return
-        await self._serve_settled(record, result, version, scope, watch, send)
+        await self._serve_settled(record, result, version, scope, watch, send, route)
 
     async def _serve_settled(
         self,
@@ -802,9 +819,10 @@ class PaymentMiddleware:
         scope: Scope,
         watch: _ClientWatch,
         send: Send,
+        route: PricedRoute,
     ) -> None:
-        """Run the handler of a payment already settled, streaming its response with the
-        receipt, and keep the response for repeats (an error, if the handler fails)."""
+        """Run the handler of a payment already settled (within its deadline), streaming its
+        response with the receipt, and keep the response for repeats (an error, if it fails)."""
         keep = _Capture(self.config.max_response_bytes)
         started = False
 
@@ -819,11 +837,18 @@ class PaymentMiddleware:
                     await keep.send(message)
             await send(message)
 
+        deadline = asyncio.timeout(route.handler_timeout)
         try:
-            await self.app(_buffered_scope(scope), watch.receive, paid_send)
-        except Exception:
+            async with deadline:
+                await self.app(_buffered_scope(scope), watch.receive, paid_send)
+        except Exception as exc:
+            late = isinstance(exc, TimeoutError) and deadline.expired()
             log.exception("x402gw: handler failed after an upfront settlement")
-            problem = Problem(500, "handler_error", "the request failed after payment")
+            problem = (
+                Problem(504, "handler_timeout", "the request took too long after payment")
+                if late
+                else Problem(500, "handler_error", "the request failed after payment")
+            )
             status, headers, body = self._error(problem, scope)
             await _quietly(
                 self.config.ledger.store_response(record.id, status, _str_headers(headers), body)

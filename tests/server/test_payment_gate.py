@@ -107,11 +107,10 @@ async def test_modes_and_networks(tmp_path: Path) -> None:
     assert remote.chain is not None
     assert remote.config.reconcile_client is remote.chain
     assert local.chain is None
-    blind = _gate(
-        _settings(tmp_path, settler_key=None, rpc_url=None, facilitator_url="http://127.0.0.1:9")
-    )
-    assert blind.config.reconcile_client is None
-    for gate in (local, remote, blind):
+    with pytest.raises(SettingsError) as blind:  # it could never reconcile a pending payment
+        _gate(_settings(tmp_path, settler_key=None, rpc_url=None, facilitator_url="http://x:9"))
+    assert blind.value.variable == "BAVLIO_RPC_URL"
+    for gate in (local, remote):
         await gate.aclose()
     assert network_registry(_settings(tmp_path)).to_v1("eip155:31337") == "anvil"
     base = network_registry(_settings(tmp_path, network="eip155:8453"))
@@ -177,6 +176,7 @@ def _remote_app(
         redis_url=redis_url,
         facilitator_url=facilitator,
         facilitator_token=facilitator_token,
+        rpc_url=chain_token[0].url,
         network="eip155:31337",
         asset=token,
         pay_to=merchant,

@@ -41,7 +41,7 @@ from paylab import (
 )
 
 from x402gw._flow import Problem, read_payment
-from x402gw.facilitator import LocalFacilitator, reconcile_ledger
+from x402gw.facilitator import LocalFacilitator
 from x402gw.ledger import Ledger, PaymentRecord, State
 from x402gw.locks import InProcessLocks, RedisLocks
 from x402gw.middleware import PaymentMiddleware
@@ -313,23 +313,22 @@ async def test_rpc_dies_between_handler_and_settlement(
             start = block_number(evm)
             async with gw.client() as http:
                 r = await http.get("/paid", headers=header(payload))
-            # Unknown whether the transfer left: pending (retry later), never "not charged".
-            assert r.status_code == 402
-            assert r.headers["retry-after"]
-            assert r.json()["error"].startswith("settlement_pending")
+            # The node refused the connection before anything was signed: truly not charged.
+            assert r.status_code == 503
+            assert "not charged" in r.text
             assert "sunny" not in r.text  # the buffered content is never released
             assert gw.calls["paid"] == 1
-            records = await gw.ledger.pending_settlements()
-            assert [(rec.state, rec.tx_hash) for rec in records] == [(State.SETTLING, None)]
+            records = await gw.ledger.records()
+            assert [(rec.state, rec.error) for rec in records] == [
+                (State.FAILED, "settlement_not_sent")
+            ]
             proxy.open()
-            summary = await reconcile_ledger(gw.ledger, facilitator.client)
-            assert summary.pending == [records[0].id]  # unused on chain and not expired: kept
             assert transactions_since(evm, start) == []
             assert evm.balance(evm.merchant) == 0
-            # the same authorization stays pending until the chain decides; a fresh one pays
+            # the same authorization stays refused (nothing charged); a fresh one pays
             blocked = await error_of(gw, payload)
             assert blocked[0] == 402
-            assert blocked[1].startswith("settlement_pending")
+            assert blocked[1].startswith("settlement_not_sent")
             fresh = await pay(evm.payer, gw.routes[0].requirements())
             gw.app.app = original
             async with gw.client() as http:
@@ -506,7 +505,10 @@ async def test_killed_after_broadcast_reconciles_on_restart(
         assert block_number(evm) == after_crash  # no second transaction
         async with httpx.AsyncClient(timeout=30) as http:
             replay = await http.get(f"{url}/paid", headers=header(payload))
-        assert replay.status_code == 402
+        # The content, kept with the record before settling, reaches the payer after all.
+        assert replay.status_code == 200, replay.text
+        assert replay.json()["report"] == "sunny"
+        assert block_number(evm) == after_crash
         assert evm.balance(evm.merchant) == PRICE
     finally:
         evm.anvil.rpc("evm_setAutomine", True)

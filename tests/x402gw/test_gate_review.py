@@ -534,3 +534,130 @@ async def test_an_upfront_run_whose_process_died_is_run_again(evm: EvmLab, tmp_p
     assert rerun.status_code == 200, rerun.text
     assert lab.gw.calls["upfront"] == 1
     assert evm.balance(evm.merchant) == PRICE
+
+
+# --- the second review ---------------------------------------------------------------------------
+
+
+async def test_a_duplicate_during_the_first_upfront_run_does_not_run_it_again(
+    evm: EvmLab, tmp_path: Path
+) -> None:
+    runs: list[int] = []
+
+    async def side_effect(request: Request) -> Response:
+        runs.append(1)
+        await asyncio.sleep(0.5)
+        return JSONResponse({"done": len(runs)})
+
+    async def run(app: PaymentMiddleware, route: PricedRoute) -> None:
+        payment = header(signed(evm, route.requirements()))
+        first = asyncio.create_task(_asgi(app, "/r", payment))
+        await asyncio.sleep(0.3)  # settled, handler running
+        second = await _asgi(app, "/r", payment)
+        assert (await first)[0] == 200
+        assert second[0] in (402, 409)
+
+    await _single_route(evm, tmp_path, side_effect, run, upfront=True)
+    assert runs == [1]
+    assert evm.balance(evm.merchant) == PRICE
+
+
+async def test_an_upfront_handler_has_its_deadline(evm: EvmLab, tmp_path: Path) -> None:
+    async def hangs(request: Request) -> Response:
+        await asyncio.sleep(30)
+        return JSONResponse({})
+
+    async def run(app: PaymentMiddleware, route: PricedRoute) -> None:
+        status, body = await _asgi(app, "/r", header(signed(evm, route.requirements())))
+        assert status == 504
+        assert b"handler_timeout" in body
+
+    await _single_route(evm, tmp_path, hangs, run, upfront=True, handler_timeout=1)
+
+
+async def test_a_forged_signature_gets_no_stored_answer_by_authorization(
+    gateway_evm: tuple[Gateway, EvmLab],
+) -> None:
+    gw, evm = gateway_evm
+    payment = signed(evm, gw.routes[0].requirements())
+    forged = _resigned(payment, "0x" + "cd" * 66)  # the victim's from and nonce, no key
+    async with gw.client() as http:
+        paid = await http.get("/paid?q=x", headers=header(payment))
+        stolen = await http.get("/paid?q=x", headers=header(forged))
+    assert paid.status_code == 200
+    assert stolen.status_code == 402
+    assert b"sunny" not in stolen.content
+
+
+async def test_head_on_a_wildcard_route_is_not_charged(
+    gateway_evm: tuple[Gateway, EvmLab],
+) -> None:
+    gw, evm = gateway_evm
+    upfront = next(r for r in gw.routes if r.upfront)  # priced for every method
+    async with gw.client() as http:
+        response = await http.head("/upfront", headers=header(signed(evm, upfront.requirements())))
+    assert response.status_code == 402
+    assert gw.calls["upfront"] == 0
+    assert evm.balance(evm.merchant) == 0
+
+
+async def test_remote_facilitator_without_a_chain_serves_back_to_back_payments(
+    evm: EvmLab, tmp_path: Path
+) -> None:
+    from lab.webserver import UvicornThread
+
+    from x402gw.facilitator import HttpFacilitator
+    from x402gw.facilitator_app import FacilitatorApp
+
+    remote_side = local_facilitator(
+        evm.anvil.url, evm.operator, evm.network, allowed_payments=[(evm.token, evm.merchant)]
+    )
+    token = "gate-review-token-0123456789"
+    with UvicornThread(FacilitatorApp(remote_side, tokens=[token])) as server:
+        remote = HttpFacilitator(server.url, bearer_token=token)
+        gw = build_gateway(remote, evm.merchant, evm.network, evm.asset, tmp_path / "l.db")
+        try:
+            async with gw.client() as http:
+                answers = [
+                    await http.get(
+                        "/paid", headers=header(signed(evm, gw.routes[0].requirements()))
+                    )
+                    for _ in range(3)
+                ]
+        finally:
+            await gw.app.aclose()
+            await gw.ledger.close()
+            await remote.aclose()
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    assert evm.balance(evm.merchant) == 3 * PRICE
+
+
+async def test_the_in_flight_count_reads_an_index_on_sqlite(tmp_path: Path) -> None:
+    """Not a scan of every settled record: the count runs on every paid request, on the one
+    SQLite writer connection."""
+    import sqlite3
+    from datetime import UTC, datetime
+
+    from sqlalchemy.dialects import sqlite
+
+    from x402gw import _ledger_sql as sql
+
+    ledger = Ledger(f"sqlite:///{tmp_path / 'l.db'}")
+    await ledger.migrate()
+    await ledger.close()
+    compiled = sql.OUTSTANDING_COUNT.compile(dialect=sqlite.dialect())
+    params = sql.outstanding_params("n", "a", "p", 0, datetime.now(UTC))
+    args = [params[name] for name in (compiled.positiontup or [])]
+    args = [a.isoformat(sep=" ") if isinstance(a, datetime) else a for a in args]
+    with sqlite3.connect(tmp_path / "l.db") as db:
+        db.executemany(  # a ledger with history: many settled payments of other payers
+            "INSERT INTO x402gw_payments (id, scheme, network, asset, payer, pay_to, amount, "
+            "nonce, valid_before, resource, fingerprint, state, created_at, updated_at) VALUES "
+            "(?, 'exact', 'n', 'a', ?, 'b', '1', ?, 0, 'r', 'f', 'settled', '2026-01-01', "
+            "'2026-01-01')",
+            [(f"{i:032x}", f"0x{i % 97:040x}", f"0x{i:064x}") for i in range(3000)],
+        )
+        db.execute("ANALYZE")
+        plan = [row[-1] for row in db.execute("EXPLAIN QUERY PLAN " + str(compiled), args)]
+    assert any("uq_x402gw_payments_live_authorization" in step for step in plan), plan
+    assert not any("MULTI-INDEX OR" in step or step.startswith("SCAN") for step in plan), plan
