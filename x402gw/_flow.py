@@ -176,10 +176,9 @@ def offline_check(
     checked = exact_evm.check_offchain(payload, requirements, now=now, networks=networks)
     if isinstance(checked, exact_evm.Invalid):
         return Problem(402, checked.reason, checked.message or "", True)
-    if checked.erc6492 is None and len(checked.signature) == 65:
-        invalid = exact_evm.check_signature(checked, b"", None)
-        if invalid is not None:
-            return Problem(402, invalid.reason, invalid.message or "", True)
+    invalid = exact_evm.check_plain_signature(checked)
+    if invalid is not None:
+        return Problem(402, invalid.reason, invalid.message or "", True)
     return checked
 
 

@@ -250,6 +250,7 @@ def domain_separator(domain: Domain) -> bytes:
     return bytes(signable(domain, probe).header)
 
 
+@functools.lru_cache(maxsize=1024)
 def authorization_digest(domain: Domain, authorization: Authorization) -> bytes:
     """keccak256(0x1901 ‖ domainSeparator ‖ structHash): the hash that is signed."""
     # Encoded by hand (same bytes as eth_account's typed-data encoder, about 20x faster): the
@@ -479,7 +480,7 @@ def _check_ecdsa(candidate: Candidate, signature: bytes) -> Invalid | None:
     if v not in (0, 1):
         return Invalid(FAILED_TO_VERIFY_SIGNATURE, payer, f"invalid v value {signature[64]}")
     try:
-        recovered = recover_signer(candidate.domain, candidate.authorization, signature)
+        recovered = _recover_digest(candidate.digest, signature)  # the digest is computed once
     except InvalidPaymentPayload:
         return Invalid(INVALID_SIGNATURE, payer)
     if recovered.lower() != payer.lower():

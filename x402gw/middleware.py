@@ -482,7 +482,7 @@ class PaymentMiddleware:
         client = self._chain()
         # Without a chain to read, only payments in flight count (a settled one cannot be
         # weighed against a balance nobody can read).
-        since = verified_at - 1.0 if client is not None else time.time() + 3600.0
+        since = verified_at if client is not None else time.time() + 3600.0
         try:
             count = await ledger.outstanding_count(
                 route.network, asset, record.payer, settled_since=since
