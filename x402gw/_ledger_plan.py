@@ -103,10 +103,12 @@ class Writer(abc.ABC):
         row = await self._first_row(statement, values)
         return None if row is None else self.plans.row(row)
 
-    async def fetch_value(self, statement: Statement, values: Mapping[str, Any]) -> Any:
-        """Run one statement; the first column of its first row as the driver gives it, or None."""
+    async def fetch_row(
+        self, statement: Statement, values: Mapping[str, Any]
+    ) -> tuple[Any, ...] | None:
+        """Run one statement; its first row's columns as the driver gives them, or None."""
         row = await self._first_row(statement, values)
-        return None if row is None else next(iter(row), None)
+        return None if row is None else tuple(row)
 
     async def _first_row(
         self, statement: Statement, values: Mapping[str, Any]

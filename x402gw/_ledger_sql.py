@@ -265,8 +265,14 @@ _IN_FLIGHT = sa.and_(
     c.state.in_([_VERIFIED, _SETTLING]),
     c.valid_before > sa.bindparam("p_now", type_=c.valid_before.type),
 )
-OUTSTANDING_COUNT: Final = (
-    sa.select(sa.func.count())
+OUTSTANDING: Final = (
+    sa.select(
+        sa.func.count(),
+        sa.func.coalesce(
+            sa.func.sum(sa.case((_IN_FLIGHT, sa.cast(c.amount, sa.Numeric(78, 0))), else_=None)),
+            sa.literal_column("0"),
+        ),
+    )
     .select_from(payments)
     .where(
         *_PAYER,
@@ -280,28 +286,31 @@ OUTSTANDING_COUNT: Final = (
         ),
     )
 )
-"""A payer's payments in flight on one asset, plus those settled since ``p_since``."""
-
-
-def outstanding_params(
-    network: str, asset: str, payer: str, now: int, since: datetime | None = None
-) -> dict[str, Any]:
-    """Parameters of :func:`select_outstanding_amounts` and, with ``since``, of
-    :data:`OUTSTANDING_COUNT`."""
-    params: dict[str, Any] = {"p_network": network, "p_asset": asset, "p_payer": payer}
-    params["p_now"] = now
-    if since is not None:
-        params["p_since"] = since
-    return params
+"""(count, in-flight total) of a payer's payments on one asset: those in flight (reserved or
+settling, validBefore ahead) plus, in the count only, those settled since ``p_since``."""
 
 
 async def select_outstanding_amounts(
-    conn: AsyncConnection, network: str, asset: str, payer: str, now: int
+    conn: AsyncConnection, params: dict[str, Any]
 ) -> list[int]:
-    """The amounts of a payer's payments in flight (reserved or settling, not expired)."""
+    """The in-flight amounts of :data:`OUTSTANDING`'s payer, exactly (SQLite sums numbers
+    beyond 64 bits as floating point)."""
     query = sa.select(c.amount).where(*_PAYER, _IN_FLIGHT)
-    result = await conn.execute(query, outstanding_params(network, asset, payer, now))
+    result = await conn.execute(query, {k: v for k, v in params.items() if k != "p_since"})
     return [int(row.amount) for row in result]
+
+
+def outstanding_params(
+    network: str, asset: str, payer: str, now: int, since: datetime
+) -> dict[str, Any]:
+    """Parameters of :data:`OUTSTANDING`."""
+    return {
+        "p_network": network,
+        "p_asset": asset,
+        "p_payer": payer,
+        "p_now": now,
+        "p_since": since,
+    }
 
 
 CLAIMED_STATUS: Final = 102

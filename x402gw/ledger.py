@@ -404,40 +404,31 @@ class Ledger:
             )
         return None if row is None else _record(row._mapping)
 
-    def _payer_params(
-        self, network: str, asset: str, payer: str, since: float | None = None
-    ) -> dict[str, Any]:
-        return sql.outstanding_params(
+    async def outstanding(
+        self, network: str, asset: str, payer: str, *, settled_since: float
+    ) -> tuple[int, int]:
+        """``(count, total)`` of ``payer``'s payments on ``asset``: the count of those in flight
+        (reserved or settling, not past ``validBefore``) plus those settled since
+        ``settled_since`` (unix time), and the in-flight amounts' sum (atomic units).
+
+        One read on the write path's connection, so it sees every committed reservation.
+        """
+        params = sql.outstanding_params(
             normalise_token(network, "network"),
             normalise_account(asset, "asset"),
             normalise_account(payer, "payer"),
             int(self._clock()),
-            datetime.fromtimestamp(self._clock() if since is None else since, UTC),
+            datetime.fromtimestamp(settled_since, UTC),
         )
-
-    async def outstanding_count(
-        self, network: str, asset: str, payer: str, *, settled_since: float | None = None
-    ) -> int:
-        """How many of ``payer``'s payments on ``asset`` are in flight (reserved or settling,
-        and not past ``validBefore``), plus those settled since ``settled_since`` (unix time).
-
-        One read on the write path's connection, so it sees every committed reservation.
-        """
-        params = self._payer_params(network, asset, payer, settled_since)
         try:
-            value = await self._writer.fetch_value(sql.OUTSTANDING_COUNT, params)
+            row = await self._writer.fetch_row(sql.OUTSTANDING, params)
         except (sa.exc.DBAPIError, OSError) as exc:
             raise LedgerUnavailable(f"ledger database error: {exc}") from exc
-        return int(value or 0)
-
-    async def outstanding_amount(self, network: str, asset: str, payer: str) -> int:
-        """The sum of ``payer``'s in-flight amounts on ``asset`` (atomic units)."""
-        params = self._payer_params(network, asset, payer)
-        async with self._tx() as conn:
-            amounts = await sql.select_outstanding_amounts(
-                conn, params["p_network"], params["p_asset"], params["p_payer"], params["p_now"]
-            )
-        return sum(amounts)
+        count, total = row if row is not None else (0, 0)
+        if isinstance(total, float):  # SQLite past 64 bits: add the amounts up exactly
+            async with self._tx() as conn:
+                total = sum(await sql.select_outstanding_amounts(conn, params))
+        return int(count or 0), int(total or 0)
 
     async def claim_response(
         self, record_id: str, *, stale_after: float = 3600.0

@@ -484,15 +484,14 @@ class PaymentMiddleware:
         # weighed against a balance nobody can read).
         since = verified_at if client is not None else time.time() + 3600.0
         try:
-            count = await ledger.outstanding_count(
+            count, total = await ledger.outstanding(
                 route.network, asset, record.payer, settled_since=since
             )
-            if count <= 1:
-                return None
-            total = await ledger.outstanding_amount(route.network, asset, record.payer)
         except LedgerError as exc:
             await _quietly(ledger.release(record.id))
             raise _unavailable(exc) from exc
+        if count <= 1:
+            return None
         if client is None:
             return Problem(
                 402,

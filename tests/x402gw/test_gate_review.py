@@ -645,7 +645,7 @@ async def test_the_in_flight_count_reads_an_index_on_sqlite(tmp_path: Path) -> N
     ledger = Ledger(f"sqlite:///{tmp_path / 'l.db'}")
     await ledger.migrate()
     await ledger.close()
-    compiled = sql.OUTSTANDING_COUNT.compile(dialect=sqlite.dialect())
+    compiled = sql.OUTSTANDING.compile(dialect=sqlite.dialect())
     params = sql.outstanding_params("n", "a", "p", 0, datetime.now(UTC))
     args = [params[name] for name in (compiled.positiontup or [])]
     args = [a.isoformat(sep=" ") if isinstance(a, datetime) else a for a in args]
