@@ -13,7 +13,7 @@ ensure_services
 
 echo "== ruff"
 .venv/bin/ruff check .
-echo "== mypy --strict (emailintel, x402gw)"
+echo "== mypy --strict (emailintel, x402gw, server)"
 .venv/bin/mypy
 echo "== pytest"
 exec .venv/bin/python -m pytest "$@"
