@@ -20,7 +20,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from x402gw import _ledger_sql as sql
 
 Processor = Callable[[Any], Any] | None
-Statement = sa.Insert | sa.Update | sa.Select[Any]
+Statement = sa.Insert | sa.Update | sa.Select[*tuple[Any, ...]]
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,9 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
 
 from x402gw._ledger_rules import InvalidPaymentData, State
 
@@ -53,6 +56,7 @@ payments = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("reconciled_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("signature_hash", sa.String(64), nullable=True),
     sa.CheckConstraint(
         "state IN ('verified', 'settling', 'settled', 'failed', 'released')",
         name="ck_x402gw_payments_state",
@@ -265,13 +269,29 @@ _IN_FLIGHT = sa.and_(
     c.state.in_([_VERIFIED, _SETTLING]),
     c.valid_before > sa.bindparam("p_now", type_=c.valid_before.type),
 )
+class _amount_sum(FunctionElement[Any]):
+    """SUM of amounts that cannot fail: PostgreSQL's numeric sum is exact; SQLite's integer
+    ``sum()`` raises on 64-bit overflow, so there it is ``total()`` (a float: the caller re-reads
+    exactly when the float may have rounded)."""
+
+    inherit_cache = True
+    name = "amount_sum"
+
+
+@compiles(_amount_sum)
+def _amount_sum_default(element: _amount_sum, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"coalesce(sum({compiler.process(element.clauses, **kw)}), 0)"
+
+
+@compiles(_amount_sum, "sqlite")
+def _amount_sum_sqlite(element: _amount_sum, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"total({compiler.process(element.clauses, **kw)})"
+
+
 OUTSTANDING: Final = (
     sa.select(
         sa.func.count(),
-        sa.func.coalesce(
-            sa.func.sum(sa.case((_IN_FLIGHT, sa.cast(c.amount, sa.Numeric(78, 0))), else_=None)),
-            sa.literal_column("0"),
-        ),
+        _amount_sum(sa.case((_IN_FLIGHT, sa.cast(c.amount, sa.Numeric(78, 0))), else_=None)),
     )
     .select_from(payments)
     .where(
@@ -290,9 +310,7 @@ OUTSTANDING: Final = (
 settling, validBefore ahead) plus, in the count only, those settled since ``p_since``."""
 
 
-async def select_outstanding_amounts(
-    conn: AsyncConnection, params: dict[str, Any]
-) -> list[int]:
+async def select_outstanding_amounts(conn: AsyncConnection, params: dict[str, Any]) -> list[int]:
     """The in-flight amounts of :data:`OUTSTANDING`'s payer, exactly (SQLite sums numbers
     beyond 64 bits as floating point)."""
     query = sa.select(c.amount).where(*_PAYER, _IN_FLIGHT)

@@ -660,6 +660,8 @@ class Settler:
                 self._chain_id = await client.chain_id()
         except (ChainUnavailable, RpcError) as exc:  # nothing was signed or sent yet
             raise NotBroadcast(f"settlement not sent: {exc}") from exc
+        except (TypeError, ValueError, AttributeError) as exc:  # a node answering nonsense
+            raise NotBroadcast(f"settlement not sent: unusable node answer ({exc!r})") from exc
         for _attempt in range(_NONCE_RETRIES):
             async with self.nonces.lock, self._across_processes():
                 nonce = await self.nonces.allocate()

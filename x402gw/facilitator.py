@@ -26,8 +26,10 @@ from x402gw.chain import (
 )
 from x402gw.errors import (
     AuthorizationLogMissing,
+    ChainUnavailable,
     FacilitatorConfigError,
     GasCapExceeded,
+    NotBroadcast,
     NothingSent,
     SettlementPending,
     SettlementReverted,
@@ -349,7 +351,10 @@ class LocalFacilitator:
         missing receipt gives ``settlement_pending`` with the hash (reconcile it, never resend).
         """
         network = requirements.network
-        checked = await self._candidate(payload, requirements)
+        try:
+            checked = await self._candidate(payload, requirements)
+        except ChainUnavailable as exc:  # reads before anything is signed or sent
+            raise NotBroadcast(f"settlement not sent: {exc}") from exc
         if isinstance(checked, Invalid):
             return _settle_failure(network, checked.reason, checked.payer, checked.message)
         key = (checked.payer.lower(), checked.authorization.nonce)
@@ -514,7 +519,9 @@ class HttpFacilitator:
         self._redact = Redactor(self.url)
         self._auth = auth_headers
         self._owns_client = client is None
-        self._http = client or httpx.AsyncClient(timeout=timeout, follow_redirects=True)
+        # No redirects: a connection error on a later hop would look like "never reached"
+        # although the first hop may have settled; a 3xx is an error (pending for /settle).
+        self._http = client or httpx.AsyncClient(timeout=timeout, follow_redirects=False)
 
     async def aclose(self) -> None:
         """Close the HTTP client if this instance created it."""

@@ -173,6 +173,7 @@ class PaymentRecord:
     created_at: datetime
     updated_at: datetime
     reconciled_at: datetime | None
+    signature_hash: str | None = None
 
     @property
     def authorization_key(self) -> str:
@@ -233,6 +234,7 @@ def _record(m: Mapping[Any, Any]) -> PaymentRecord:
         created_at=created,
         updated_at=updated,
         reconciled_at=_utc(m["reconciled_at"]),
+        signature_hash=m.get("signature_hash"),
     )
 
 
@@ -386,9 +388,15 @@ class Ledger:
             return None
         if record.fingerprint != fingerprint:
             raise PaymentIdentifierConflict(payment_identifier, record.id)
-        if record.response is None:
+        stored = record.response
+        # Content is kept from `settling` on, but released only once the payment settled;
+        # a failed payment replays only a stored refusal.
+        releasable = record.state is State.SETTLED or (
+            record.state is State.FAILED and stored is not None and stored.status >= 400
+        )
+        if stored is None or not releasable or stored.status == sql.CLAIMED_STATUS:
             raise PaymentIdentifierInUse(payment_identifier, record.id, record.state)
-        return record.response
+        return stored
 
     async def find_live_by_authorization(
         self, network: str, asset: str, payer: str, nonce: str
@@ -425,7 +433,7 @@ class Ledger:
         except (sa.exc.DBAPIError, OSError) as exc:
             raise LedgerUnavailable(f"ledger database error: {exc}") from exc
         count, total = row if row is not None else (0, 0)
-        if isinstance(total, float):  # SQLite past 64 bits: add the amounts up exactly
+        if isinstance(total, float) and total >= 2.0**53:  # SQLite's float may have rounded
             async with self._tx() as conn:
                 total = sum(await sql.select_outstanding_amounts(conn, params))
         return int(count or 0), int(total or 0)
@@ -473,8 +481,12 @@ class Ledger:
         resource: str,
         fingerprint: str,
         payment_identifier: str | None = None,
+        signature_hash: str | None = None,
     ) -> PaymentRecord:
         """Create the record in `verified`, or raise :class:`AuthorizationInUse`.
+
+        `signature_hash` (hex SHA-256 of the signature bytes) lets a repeat of the same signed
+        payment be recognised later without the chain.
 
         Also raises :class:`PaymentIdentifierInUse` when a live record already holds the
         payment identifier (call `replay` first), and :class:`InvalidPaymentData` for bad fields.
@@ -493,6 +505,7 @@ class Ledger:
             "resource": check_resource(resource),
             "fingerprint": check_fingerprint(fingerprint),
             "payment_identifier": check_payment_identifier(payment_identifier),
+            "signature_hash": check_fingerprint(signature_hash) if signature_hash else None,
             "state": State.VERIFIED.value,
             "created_at": now,
             "updated_at": now,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import math
 import time
@@ -338,6 +339,7 @@ class PaymentMiddleware:
             send,
             body,
             receive,
+            hashlib.sha256(candidate.signature).hexdigest(),
         )
         if pid is not None and proven and await self._repeat_by_identifier(pid, repeat):
             return
@@ -355,13 +357,11 @@ class PaymentMiddleware:
                 # The reason only: a facilitator's message may quote a node's error text.
                 refusal = Problem(402, verified.invalid_reason or "invalid_payment", "", True)
         if refusal is not None:
-            # The same authorization as an earlier request (its nonce now used, or its window
-            # now short) is that request repeated: answer as it was answered, but only to a
-            # signature proven offline (a contract wallet's cannot be, once its nonce is spent).
-            holder = await self._holder(route, candidate) if proven else None
-            if holder is not None:
-                await self._answer_repeat(holder, repeat, by_identifier=False)
-            else:
+            # The same signed payment as an earlier request (its nonce now used, or its window
+            # now short) is that request repeated: answer as it was answered. The signer must be
+            # proven offline, or present the very signature stored with the record (a contract
+            # wallet's signature cannot be checked once its nonce is spent).
+            if not await self._repeat_after_refusal(route, candidate, proven, pid, repeat):
                 await challenge(refusal)
             return
         if not proven:  # the payer is proven by verify now
@@ -404,6 +404,30 @@ class PaymentMiddleware:
         except LedgerError as exc:
             raise _unavailable(exc) from exc
         if earlier is None:
+            return False
+        await self._answer_repeat(earlier, repeat, by_identifier=True)
+        return True
+
+    async def _repeat_after_refusal(
+        self,
+        route: PricedRoute,
+        candidate: Candidate,
+        proven: bool,
+        pid: str | None,
+        repeat: _Repeat,
+    ) -> bool:
+        """Answer a refused payment that repeats an earlier request's; False if it does not."""
+        holder = await self._holder(route, candidate)
+        if holder is not None and (proven or holder.signature_hash == repeat.signature_hash):
+            await self._answer_repeat(holder, repeat, by_identifier=False)
+            return True
+        if pid is None or proven:  # a proven signer's identifier was looked up already
+            return False
+        try:
+            earlier = await self.config.ledger.find_by_payment_identifier(pid)
+        except LedgerError as exc:
+            raise _unavailable(exc) from exc
+        if earlier is None or earlier.signature_hash != repeat.signature_hash:
             return False
         await self._answer_repeat(earlier, repeat, by_identifier=True)
         return True
@@ -618,6 +642,7 @@ class PaymentMiddleware:
                 resource=resource,
                 fingerprint=repeat.fingerprint,
                 payment_identifier=pid,
+                signature_hash=repeat.signature_hash,
             )
         except AuthorizationInUse:
             try:
@@ -651,16 +676,19 @@ class PaymentMiddleware:
         *,
         at_settling: Response | None = None,
         when_settled: Response | None = None,
-    ) -> SettleResponse:
+    ) -> tuple[SettleResponse, bool]:
         """Settle once and bring the ledger record along.
 
         The record moves to ``settling`` before anything is sent (write-ahead), carrying
         ``at_settling`` (the content being paid for): whatever happens after, even a crash,
         reconcile decides the record from the chain, and a repeat of the payment finds the
         content once the record is settled. ``when_settled`` is written with the settled state
-        (an upfront run's claim). A failure before anything could be sent is a 503, "not
-        charged"; any later backend failure is reported as pending: the transfer may be out.
+        (an upfront run's claim); the flag returned says whether that write was this call's
+        (False: a reconcile pass settled the record first, and another run may hold the claim).
+        A failure before anything could be sent is a 503, "not charged"; any later backend
+        failure is reported as pending: the transfer may be out.
         """
+        claimed = True
         ledger = self.config.ledger
         seen: list[str] = []
 
@@ -703,7 +731,7 @@ class PaymentMiddleware:
                     await ledger.mark_settled(record.id, result.transaction, response=when_settled)
                 except InvalidTransition:  # a reconcile pass settled it meanwhile
                     if when_settled is not None:
-                        await ledger.claim_response(record.id)
+                        claimed = await ledger.claim_response(record.id) is not None
             elif result.error_reason == SETTLEMENT_PENDING:
                 if result.transaction and not seen:
                     await ledger.record_broadcast(record.id, result.transaction)
@@ -711,7 +739,8 @@ class PaymentMiddleware:
                 await ledger.mark_failed(record.id, result.error_reason or "settlement_failed")
         except LedgerError as exc:
             log.error("x402gw: ledger update after settlement failed: %s", exc)
-        return result
+            claimed = False if when_settled is not None else claimed
+        return result, claimed
 
     async def _deferred(
         self,
@@ -759,7 +788,7 @@ class PaymentMiddleware:
             await _quietly(ledger.release(record.id))
             return
         content: Response = (capture.status, _str_headers(capture.headers), bytes(capture.body))
-        result = await self._settle(record, payment, requirements, at_settling=content)
+        result, _ = await self._settle(record, payment, requirements, at_settling=content)
         version = payment.x402_version
         if result.success:
             headers = _flow.paid_headers(capture.headers, result, version)
@@ -802,11 +831,19 @@ class PaymentMiddleware:
         # Settled means claimed by this run, in the same write: a repeat arriving while the
         # handler runs waits instead of running it again.
         claim: Response = (CLAIMED_STATUS, [], b"")
-        result = await self._settle(record, payment, requirements, when_settled=claim)
+        result, claimed = await self._settle(record, payment, requirements, when_settled=claim)
         version = payment.x402_version
         if not result.success:
             # Pending: once reconciled as settled, a retry of this payment runs the handler.
             await self._settle_refused(result, offers, scope, version, send)
+            return
+        if not claimed:  # a repeat of this payment runs (or ran) the handler: never twice
+            problem = Problem(
+                409,
+                "payment_in_use",
+                "this payment is being answered for a repeat of this request; repeat it",
+            )
+            await _send(send, *self._error(problem, scope))
             return
         await self._serve_settled(record, result, version, scope, watch, send, route)
 
@@ -877,6 +914,7 @@ class _Repeat:
     send: Send
     body: bytes
     receive: Receive
+    signature_hash: str  # hex SHA-256 of the payment's signature bytes
 
 
 class _ClientWatch:

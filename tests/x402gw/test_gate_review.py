@@ -31,7 +31,7 @@ from starlette.routing import Route
 from x402gw.config import PaymentConfig, PricedRoute
 from x402gw.errors import ChainError
 from x402gw.facilitator import LocalFacilitator, reconcile_ledger
-from x402gw.ledger import Ledger, State
+from x402gw.ledger import Ledger, PaymentIdentifierInUse, State
 from x402gw.middleware import PaymentMiddleware
 from x402gw.wire import PaymentPayload
 
@@ -661,3 +661,168 @@ async def test_the_in_flight_count_reads_an_index_on_sqlite(tmp_path: Path) -> N
         plan = [row[-1] for row in db.execute("EXPLAIN QUERY PLAN " + str(compiled), args)]
     assert any("uq_x402gw_payments_live_authorization" in step for step in plan), plan
     assert not any("MULTI-INDEX OR" in step or step.startswith("SCAN") for step in plan), plan
+
+
+# --- the third review ----------------------------------------------------------------------------
+
+
+async def test_an_upfront_run_after_a_reconcile_won_the_race_runs_once(
+    evm: EvmLab, tmp_path: Path
+) -> None:
+    """While the first request waits for its receipt, reconcile settles the record and a
+    retry of the same payment claims and runs the handler: the first must not run it too."""
+    holder: dict[str, Any] = {}
+
+    async def race(tx_hash: str) -> None:
+        gw = holder["gw"]
+        await reconcile_ledger(gw.ledger, gw.facilitator.client)
+        async with gw.client() as http:
+            holder["retry"] = await http.post("/upfront", headers=holder["header"])
+
+    facilitator = local_facilitator(evm.anvil.url, evm.operator, evm.network, after_broadcast=race)
+    gw = holder["gw"] = build_gateway(
+        facilitator, evm.merchant, evm.network, evm.asset, tmp_path / "l.db"
+    )
+    upfront = next(r for r in gw.routes if r.upfront)
+    holder["header"] = header(signed(evm, upfront.requirements()))
+    try:
+        async with gw.client() as http:
+            first = await http.post("/upfront", headers=holder["header"])
+    finally:
+        await gw.app.aclose()
+        await gw.ledger.close()
+        await facilitator.aclose()
+    assert gw.calls["upfront"] == 1
+    assert sorted([first.status_code, holder["retry"].status_code]) == [200, 409]
+    assert evm.balance(evm.merchant) == PRICE
+
+
+async def test_a_redirected_settle_is_pending_not_not_charged(evm: EvmLab, tmp_path: Path) -> None:
+    """A remote facilitator that received /settle and answered with a redirect to a dead port:
+    it may have settled, so the gate must not say "not charged"."""
+    from lab.webserver import UvicornThread, free_port
+    from starlette.responses import RedirectResponse
+
+    from x402gw.facilitator import HttpFacilitator
+    from x402gw.facilitator_app import FacilitatorApp
+
+    real = FacilitatorApp(
+        local_facilitator(
+            evm.anvil.url, evm.operator, evm.network, allowed_payments=[(evm.token, evm.merchant)]
+        ),
+        allow_unauthenticated=True,
+    )
+    dead = f"http://127.0.0.1:{free_port()}/settle"
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == "/settle":
+            await RedirectResponse(dead, status_code=307)(scope, receive, send)
+            return
+        await real(scope, receive, send)
+
+    with UvicornThread(app) as server:
+        remote = HttpFacilitator(server.url)
+        gw = build_gateway(remote, evm.merchant, evm.network, evm.asset, tmp_path / "l.db")
+        try:
+            async with gw.client() as http:
+                response = await http.get(
+                    "/paid", headers=header(signed(evm, gw.routes[0].requirements()))
+                )
+            states = [r.state for r in await gw.ledger.records()]
+        finally:
+            await gw.app.aclose()
+            await gw.ledger.close()
+            await remote.aclose()
+    assert response.status_code == 402
+    assert challenge_error(response) == "settlement_pending"
+    assert "not charged" not in response.text
+    assert states == [State.SETTLING]
+
+
+async def test_a_contract_wallet_gets_its_pending_content_with_the_same_signature(
+    evm: EvmLab, tmp_path: Path
+) -> None:
+    """An EIP-1271 wallet cannot be checked offline; once its nonce is spent, the very
+    signature it paid with (stored as a hash) still identifies the repeat."""
+    from selfsign import signed_payment
+
+    wallet = evm.anvil.deploy("EIP1271Wallet", ["address"], [evm.payer.address]).address
+    evm.anvil.mint(evm.token, wallet, 50_000)
+    with RpcRelay(evm.anvil.url) as relay:
+        lab = _Hiding(evm, tmp_path, relay)
+        offer = lab.gw.routes[0].requirements()
+        payment = signed_payment(evm.payer, offer, from_address=wallet, erc6492=True)
+        pid = "wallet_0123456789abcdef"
+        other = signed_payment(evm.payer, offer, from_address=wallet, erc6492=True)
+        try:
+            relay.hide_receipts = True
+            async with lab.gw.client() as http:
+                pending = await http.get("/paid?q=w", headers=header(with_pid(payment, pid)))
+            relay.hide_receipts = False
+            await asyncio.sleep(2.1)
+            async with lab.gw.client() as http:
+                same = await http.get("/paid?q=w", headers=header(with_pid(payment, pid)))
+                forged = await http.get(
+                    "/paid?q=w",
+                    headers=header(with_pid(_resigned(payment, "0x" + "ab" * 200), pid)),
+                )
+                fresh = await http.get("/paid?q=w", headers=header(with_pid(other, pid)))
+        finally:
+            await lab.close()
+    assert pending.status_code == 402
+    assert challenge_error(pending) == "settlement_pending"
+    assert same.status_code == 200, same.text
+    assert same.json() == {"report": "sunny", "q": "w"}
+    assert forged.status_code == 402
+    assert b"sunny" not in forged.content
+    assert fresh.status_code == 200  # a fresh authorization of the wallet's: verified, replayed
+    assert lab.gw.calls["paid"] == 1
+    assert evm.balance(evm.merchant) == PRICE
+
+
+async def test_ledger_replay_releases_only_settled_content(tmp_path: Path) -> None:
+    ledger = Ledger(f"sqlite:///{tmp_path / 'l.db'}")
+    await ledger.migrate()
+    try:
+        record = await ledger.reserve(
+            scheme="exact",
+            network="eip155:31337",
+            asset="0x" + "aa" * 20,
+            payer="0x" + "01" * 20,
+            pay_to="0x" + "bb" * 20,
+            amount=PRICE,
+            nonce="0x" + "11" * 32,
+            valid_before=int(time.time()) + 300,
+            resource="GET /r",
+            fingerprint="0" * 64,
+            payment_identifier="replay_0123456789abcdef",
+        )
+        await ledger.mark_settling(record.id, response=(200, [], b"paid content"))
+        with pytest.raises(PaymentIdentifierInUse):
+            await ledger.replay("replay_0123456789abcdef", "0" * 64)
+        await ledger.mark_failed(record.id, "transaction_failed")
+        with pytest.raises(PaymentIdentifierInUse):
+            await ledger.replay("replay_0123456789abcdef", "0" * 64)
+    finally:
+        await ledger.close()
+
+
+async def test_a_node_answering_nonsense_before_the_send_sends_nothing(evm: EvmLab) -> None:
+    """``eth_estimateGas`` answering null: a typed "not sent", not a TypeError (a 500)."""
+    from x402gw.chain import ChainClient, Settler
+    from x402gw.errors import NotBroadcast
+
+    client = ChainClient(evm.anvil.url)
+
+    async def null_estimate(method: str, params: list[Any], *, reverts: bool = False) -> Any:
+        if method == "eth_estimateGas":
+            return None
+        return await real(method, params, reverts=reverts)
+
+    real = client.request
+    client.request = null_estimate  # type: ignore[method-assign]
+    try:
+        with pytest.raises(NotBroadcast):
+            await Settler(client, evm.operator).send(evm.token, b"\x00" * 4)
+    finally:
+        await client.aclose()

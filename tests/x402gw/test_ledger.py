@@ -350,7 +350,7 @@ async def test_migration_runs_twice_and_matches_the_model(db: Db) -> None:
         assert ledger.dialect == ("sqlite" if db.schema is None else "postgresql")
         first = await ledger.migrate()
         second = await ledger.migrate()
-        assert first == second == "0001_ledger_tables"
+        assert first == second == "0002_signature_hash"
 
         def diff(sync_conn: sa.Connection) -> list[Any]:
             ctx = MigrationContext.configure(
@@ -369,7 +369,7 @@ async def test_concurrent_migrations_on_postgres(pg_db: Db) -> None:
     ledgers = [pg_db.ledger() for _ in range(3)]
     try:
         revisions = await asyncio.gather(*(lg.migrate() for lg in ledgers))
-        assert revisions == ["0001_ledger_tables"] * 3
+        assert revisions == ["0002_signature_hash"] * 3
     finally:
         for lg in ledgers:
             await lg.close()

@@ -77,3 +77,53 @@ async def test_one_claim_wins_and_a_stale_one_can_be_retaken(ledger: Ledger) -> 
     assert await ledger.claim_response(record, stale_after=-1.0) is not None  # died: retaken
     await ledger.store_response(record, 200, [("content-type", "text/plain")], b"done")
     assert await ledger.claim_response(record, stale_after=-1.0) is None  # answered
+
+
+async def test_amounts_beyond_64_bits_in_flight_together(ledger: Ledger) -> None:
+    """Two payments of 5 * 10**18 (5 units of an 18-decimal token): their sum overflows 64 bits."""
+    await _reserve(ledger, PAYER, 1, 5 * 10**18)
+    await _reserve(ledger, PAYER, 2, 5 * 10**18)
+    count, total = await ledger.outstanding(NETWORK, ASSET, PAYER, settled_since=time.time())
+    assert (count, total) == (2, 10**19)
+
+
+def test_a_ledger_of_the_first_revision_upgrades_in_place(tmp_path: Any) -> None:
+    """A database left at 0001 by an older x402gw gains the signature hash column; its records
+    stay (with no hash) and read back."""
+    import asyncio
+    import sqlite3
+    from pathlib import Path
+
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import create_engine
+
+    import x402gw._ledger_sql as sql
+
+    path = Path(tmp_path) / "old.db"
+    engine = create_engine(f"sqlite:///{path}")
+    with engine.begin() as conn:
+        config = Config()
+        config.set_main_option("script_location", str(Path(sql.__file__).with_name("migrations")))
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0001_ledger_tables")
+    engine.dispose()
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "INSERT INTO x402gw_payments (id, scheme, network, asset, payer, pay_to, amount, nonce,"
+            " valid_before, resource, fingerprint, state, created_at, updated_at) VALUES ('r1',"
+            " 'exact', 'n', 'a', 'p', 'b', '5', '0x01', 0, 'r', 'f', 'settled',"
+            " '2026-01-01 00:00:00', '2026-01-01 00:00:00')"
+        )
+
+    async def upgrade() -> tuple[str | None, Any]:
+        ledger = Ledger(f"sqlite:///{path}")
+        try:
+            return await ledger.migrate(), await ledger.get("r1")
+        finally:
+            await ledger.close()
+
+    revision, record = asyncio.run(upgrade())
+    assert revision == "0002_signature_hash"
+    assert record.amount == 5
+    assert record.signature_hash is None

@@ -118,4 +118,4 @@ def test_processes_starting_together_migrate_one_fresh_file(tmp_path: Path) -> N
     results = [proc.communicate(timeout=60) for proc in procs]
     for proc, (out, err) in zip(procs, results, strict=True):
         assert proc.returncode == 0, err[-500:]
-        assert out.strip() == "0001_ledger_tables"
+        assert out.strip() == "0002_signature_hash"
