@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import httpx
 import pytest
 from eth_account import Account
 from paylab import (
@@ -55,6 +56,17 @@ class _Hiding:
             self.facilitator, evm.merchant, evm.network, evm.asset, tmp_path / "l.db", **options
         )
 
+    async def unconfirmed(
+        self, relay: RpcRelay, method: str, url: str, payment: PaymentPayload
+    ) -> httpx.Response:
+        """Pay for ``url`` while the relay hides receipts (so the settlement stays pending)."""
+        relay.hide_receipts = True
+        try:
+            async with self.gw.client() as http:
+                return await http.request(method, url, headers=header(payment))
+        finally:
+            relay.hide_receipts = False
+
     async def close(self) -> None:
         await self.gw.app.aclose()
         await self.gw.ledger.close()
@@ -69,10 +81,7 @@ async def test_pending_without_identifier_is_delivered_to_the_same_authorization
         lab = _Hiding(evm, tmp_path, relay)
         first = signed(evm, lab.gw.routes[0].requirements())
         try:
-            relay.hide_receipts = True
-            async with lab.gw.client() as http:
-                pending = await http.get("/paid?q=1", headers=header(first))
-            relay.hide_receipts = False
+            pending = await lab.unconfirmed(relay, "GET", "/paid?q=1", first)
             await asyncio.sleep(2.1)  # past the on-demand reconcile's throttle
             async with lab.gw.client() as http:
                 again = await http.get("/paid?q=1", headers=header(first))
@@ -157,11 +166,8 @@ async def test_upfront_route_with_pending_settlement_runs_once_on_retry(
         upfront = next(r for r in lab.gw.routes if r.upfront)
         payment = signed(evm, upfront.requirements())
         try:
-            relay.hide_receipts = True
-            async with lab.gw.client() as http:
-                pending = await http.post("/upfront", headers=header(payment))
+            pending = await lab.unconfirmed(relay, "POST", "/upfront", payment)
             ran_before = lab.gw.calls["upfront"]
-            relay.hide_receipts = False
             await asyncio.sleep(2.1)
             async with lab.gw.client() as http:
                 retries = await asyncio.gather(
@@ -512,10 +518,7 @@ async def test_an_upfront_run_whose_process_died_is_run_again(evm: EvmLab, tmp_p
         upfront = next(r for r in lab.gw.routes if r.upfront)
         payment = signed(evm, upfront.requirements())
         try:
-            relay.hide_receipts = True
-            async with lab.gw.client() as http:
-                pending = await http.post("/upfront", headers=header(payment))
-            relay.hide_receipts = False
+            pending = await lab.unconfirmed(relay, "POST", "/upfront", payment)
             assert isinstance(lab.facilitator, LocalFacilitator)
             await reconcile_ledger(lab.gw.ledger, lab.facilitator.client)
             (record_id,) = [r.id for r in await lab.gw.ledger.records(State.SETTLED)]
@@ -755,10 +758,7 @@ async def test_a_contract_wallet_gets_its_pending_content_with_the_same_signatur
         pid = "wallet_0123456789abcdef"
         other = signed_payment(evm.payer, offer, from_address=wallet, erc6492=True)
         try:
-            relay.hide_receipts = True
-            async with lab.gw.client() as http:
-                pending = await http.get("/paid?q=w", headers=header(with_pid(payment, pid)))
-            relay.hide_receipts = False
+            pending = await lab.unconfirmed(relay, "GET", "/paid?q=w", with_pid(payment, pid))
             await asyncio.sleep(2.1)
             async with lab.gw.client() as http:
                 same = await http.get("/paid?q=w", headers=header(with_pid(payment, pid)))
