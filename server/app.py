@@ -25,6 +25,7 @@ from server.errors import ApiError, MethodNotAllowed, NotFound, error_response
 from server.middleware import CatchAllMiddleware, RequestIdMiddleware
 from server.openapi import PaidRoute, openapi_document, paid_routes
 from server.recursion import restore_recursion_limit
+from server.redact import redact_client_logs
 from server.routes import PAID_PREFIX, Operation, operations
 from server.services import EmailValidator, Services
 from server.settings import Settings, load_settings
@@ -136,6 +137,7 @@ def create_app(
     Lowers the interpreter's recursion limit back to CPython's default (see server.recursion).
     """
     restore_recursion_limit()
+    redact_client_logs()  # request URLs (with provider keys) never reach the log whole
     settings = settings or load_settings()
     svc = Services.build(
         settings, resolver=resolver, validator=validator, prober=prober, search=search

@@ -6,10 +6,11 @@ messages quote those URLs; the log keeps only enough to tell which upstream fail
 
 from __future__ import annotations
 
+import logging
 import re
 from urllib.parse import urlsplit
 
-__all__ = ["MAX_LOGGED", "redact", "redact_url"]
+__all__ = ["MAX_LOGGED", "RedactUrls", "redact", "redact_client_logs", "redact_url"]
 
 MAX_LOGGED = 500
 """Longest redacted text :func:`redact` returns (upstream pages can be long)."""
@@ -34,3 +35,21 @@ def redact(text: str, limit: int = MAX_LOGGED) -> str:
     """``text`` with every URL reduced to scheme and host, cut to ``limit`` characters."""
     cleaned = _URL.sub(lambda m: redact_url(m.group(0)), text)
     return cleaned if len(cleaned) <= limit else cleaned[: limit - 3] + "..."
+
+
+class RedactUrls(logging.Filter):
+    """Rewrite a record's message with every URL reduced to scheme and host (httpx logs each
+    request's full URL at INFO, keys in the path or query included)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = redact(record.getMessage())
+        record.args = ()
+        return True
+
+
+def redact_client_logs() -> None:
+    """Install :class:`RedactUrls` on the HTTP client libraries' loggers (once)."""
+    for name in ("httpx", "httpcore"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactUrls) for f in logger.filters):
+            logger.addFilter(RedactUrls())

@@ -181,3 +181,20 @@ def test_an_unexpected_error_is_logged_with_urls_redacted(
     logged = _logged(caplog)
     assert "RuntimeError: cannot reach http://127.0.0.1:9" in logged  # the traceback is there
     _assert_clean(logged)
+
+
+def test_http_client_request_logs_keep_only_scheme_and_host(
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    """httpx logs every request URL at INFO; the server's app redacts those records."""
+    create_app(
+        load_settings(env_file=None, database_url=f"sqlite+aiosqlite:///{tmp_path / 'b.db'}")
+    )
+    secret = "plantedsecret0123456789"
+    transport = httpx.MockTransport(lambda request: httpx.Response(200))
+    with caplog.at_level(logging.INFO, logger="httpx"), httpx.Client(transport=transport) as http:
+        http.get(f"https://rpc.example.net/v3/{secret}?key={secret}")
+    messages = [r.getMessage() for r in caplog.records if r.name == "httpx"]
+    assert messages
+    assert all(secret not in m for m in messages)
+    assert any("https://rpc.example.net" in m for m in messages)
