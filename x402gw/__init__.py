@@ -1,13 +1,15 @@
-"""x402gw: ASGI payment middleware and facilitator for x402 v1 and v2 (EIP-3009 on EVM)."""
+"""x402gw: ASGI payment middleware and facilitator for x402 v1 and v2 (EIP-3009 on EVM).
 
-from x402gw.chain import ChainClient, NonceManager, Receipt, Settlement, Settler
-from x402gw.config import (
-    ErrorRenderer,
-    InvalidRouteConfig,
-    PaymentConfig,
-    PricedRoute,
-    RateLimiter,
-)
+The public API is re-exported here and loaded lazily (as emailintel does), so ``import x402gw``
+imports neither web3 nor SQLAlchemy until a part that needs them is used. The exceptions are
+loaded eagerly: their tree is documented in :mod:`x402gw.errors`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from x402gw.errors import (
     AuthorizationLogMissing,
     ChainError,
@@ -17,6 +19,8 @@ from x402gw.errors import (
     InvalidPaymentHeader,
     InvalidPaymentPayload,
     InvalidPrice,
+    NotBroadcast,
+    NothingSent,
     RpcError,
     SettlementPending,
     SettlementReverted,
@@ -26,57 +30,169 @@ from x402gw.errors import (
     UnknownNetwork,
     X402Error,
 )
-from x402gw.exact_evm import (
-    Authorization,
-    Candidate,
-    ChainFacts,
-    Domain,
-    Invalid,
-    check_offchain,
-    check_onchain,
-    check_signature,
-    find_matching_offer,
-)
-from x402gw.facilitator import (
-    DEFAULT_SETTLE_GAS_CAP,
-    Facilitator,
-    FacilitatorError,
-    FacilitatorUnavailable,
-    HttpFacilitator,
-    LocalFacilitator,
-    reconcile_ledger,
-)
-from x402gw.facilitator_app import FacilitatorApp
-from x402gw.ledger import NonceUse
-from x402gw.middleware import PaymentMiddleware
-from x402gw.networks import NETWORKS, Asset, NetworkRegistry, from_atomic, to_atomic
-from x402gw.signer_lock import FileSignerLock, SignerLock
-from x402gw.wire import (
-    AnyPaymentPayload,
-    AnyPaymentRequired,
-    ExactEvmAuthorization,
-    ExactEvmPayload,
-    FacilitatorRequest,
-    PaymentPayload,
-    PaymentPayloadV1,
-    PaymentRequired,
-    PaymentRequiredV1,
-    PaymentRequirements,
-    PaymentRequirementsV1,
-    ResourceInfo,
-    SettleResponse,
-    SupportedKind,
-    SupportedResponse,
-    VerifyResponse,
-    decode_payment_payload,
-    decode_payment_required,
-    decode_settle_response,
-    encode_payment_payload,
-    encode_payment_required,
-    encode_settle_response,
-    read_payment_header,
-    settlement_header_name,
-)
+
+if TYPE_CHECKING:
+    from x402gw.chain import (
+        ChainClient,
+        NonceManager,
+        Receipt,
+        Settlement,
+        Settler,
+    )
+    from x402gw.config import (
+        ErrorRenderer,
+        InvalidRouteConfig,
+        PaymentConfig,
+        PricedRoute,
+        RateLimiter,
+    )
+    from x402gw.exact_evm import (
+        Authorization,
+        Candidate,
+        ChainFacts,
+        Domain,
+        Invalid,
+        check_offchain,
+        check_onchain,
+        check_signature,
+        find_matching_offer,
+    )
+    from x402gw.facilitator import (
+        DEFAULT_SETTLE_GAS_CAP,
+        Facilitator,
+        FacilitatorError,
+        FacilitatorNotReached,
+        FacilitatorUnavailable,
+        HttpFacilitator,
+        LocalFacilitator,
+        reconcile_ledger,
+    )
+    from x402gw.facilitator_app import (
+        FacilitatorApp,
+    )
+    from x402gw.ledger import (
+        Ledger,
+        NonceUse,
+        PaymentRecord,
+        State,
+    )
+    from x402gw.middleware import (
+        PaymentMiddleware,
+    )
+    from x402gw.networks import (
+        NETWORKS,
+        Asset,
+        NetworkRegistry,
+        from_atomic,
+        to_atomic,
+    )
+    from x402gw.signer_lock import (
+        FileSignerLock,
+        SignerLock,
+    )
+    from x402gw.wire import (
+        AnyPaymentPayload,
+        AnyPaymentRequired,
+        ExactEvmAuthorization,
+        ExactEvmPayload,
+        FacilitatorRequest,
+        PaymentPayload,
+        PaymentPayloadV1,
+        PaymentRequired,
+        PaymentRequiredV1,
+        PaymentRequirements,
+        PaymentRequirementsV1,
+        ResourceInfo,
+        SettleResponse,
+        SupportedKind,
+        SupportedResponse,
+        VerifyResponse,
+        decode_payment_payload,
+        decode_payment_required,
+        decode_settle_response,
+        encode_payment_payload,
+        encode_payment_required,
+        encode_settle_response,
+        read_payment_header,
+        settlement_header_name,
+    )
+
+_LAZY: dict[str, str] = {
+    "ChainClient": "x402gw.chain",
+    "NonceManager": "x402gw.chain",
+    "Receipt": "x402gw.chain",
+    "Settlement": "x402gw.chain",
+    "Settler": "x402gw.chain",
+    "ErrorRenderer": "x402gw.config",
+    "InvalidRouteConfig": "x402gw.config",
+    "PaymentConfig": "x402gw.config",
+    "PricedRoute": "x402gw.config",
+    "RateLimiter": "x402gw.config",
+    "Authorization": "x402gw.exact_evm",
+    "Candidate": "x402gw.exact_evm",
+    "ChainFacts": "x402gw.exact_evm",
+    "check_offchain": "x402gw.exact_evm",
+    "check_onchain": "x402gw.exact_evm",
+    "check_signature": "x402gw.exact_evm",
+    "Domain": "x402gw.exact_evm",
+    "find_matching_offer": "x402gw.exact_evm",
+    "Invalid": "x402gw.exact_evm",
+    "DEFAULT_SETTLE_GAS_CAP": "x402gw.facilitator",
+    "Facilitator": "x402gw.facilitator",
+    "FacilitatorError": "x402gw.facilitator",
+    "FacilitatorNotReached": "x402gw.facilitator",
+    "FacilitatorUnavailable": "x402gw.facilitator",
+    "HttpFacilitator": "x402gw.facilitator",
+    "LocalFacilitator": "x402gw.facilitator",
+    "reconcile_ledger": "x402gw.facilitator",
+    "FacilitatorApp": "x402gw.facilitator_app",
+    "NonceUse": "x402gw.ledger",
+    "PaymentMiddleware": "x402gw.middleware",
+    "NETWORKS": "x402gw.networks",
+    "Asset": "x402gw.networks",
+    "from_atomic": "x402gw.networks",
+    "NetworkRegistry": "x402gw.networks",
+    "to_atomic": "x402gw.networks",
+    "FileSignerLock": "x402gw.signer_lock",
+    "SignerLock": "x402gw.signer_lock",
+    "AnyPaymentPayload": "x402gw.wire",
+    "AnyPaymentRequired": "x402gw.wire",
+    "decode_payment_payload": "x402gw.wire",
+    "decode_payment_required": "x402gw.wire",
+    "decode_settle_response": "x402gw.wire",
+    "encode_payment_payload": "x402gw.wire",
+    "encode_payment_required": "x402gw.wire",
+    "encode_settle_response": "x402gw.wire",
+    "ExactEvmAuthorization": "x402gw.wire",
+    "ExactEvmPayload": "x402gw.wire",
+    "FacilitatorRequest": "x402gw.wire",
+    "PaymentPayload": "x402gw.wire",
+    "PaymentPayloadV1": "x402gw.wire",
+    "PaymentRequired": "x402gw.wire",
+    "PaymentRequiredV1": "x402gw.wire",
+    "PaymentRequirements": "x402gw.wire",
+    "PaymentRequirementsV1": "x402gw.wire",
+    "read_payment_header": "x402gw.wire",
+    "ResourceInfo": "x402gw.wire",
+    "settlement_header_name": "x402gw.wire",
+    "SettleResponse": "x402gw.wire",
+    "SupportedKind": "x402gw.wire",
+    "SupportedResponse": "x402gw.wire",
+    "VerifyResponse": "x402gw.wire",
+    "Ledger": "x402gw.ledger",
+    "PaymentRecord": "x402gw.ledger",
+    "State": "x402gw.ledger",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'x402gw' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "DEFAULT_SETTLE_GAS_CAP",
@@ -99,6 +215,7 @@ __all__ = [
     "FacilitatorApp",
     "FacilitatorConfigError",
     "FacilitatorError",
+    "FacilitatorNotReached",
     "FacilitatorRequest",
     "FacilitatorUnavailable",
     "FileSignerLock",
@@ -109,14 +226,18 @@ __all__ = [
     "InvalidPaymentPayload",
     "InvalidPrice",
     "InvalidRouteConfig",
+    "Ledger",
     "LocalFacilitator",
     "NetworkRegistry",
     "NonceManager",
     "NonceUse",
+    "NotBroadcast",
+    "NothingSent",
     "PaymentConfig",
     "PaymentMiddleware",
     "PaymentPayload",
     "PaymentPayloadV1",
+    "PaymentRecord",
     "PaymentRequired",
     "PaymentRequiredV1",
     "PaymentRequirements",
@@ -133,6 +254,7 @@ __all__ = [
     "Settler",
     "SignerLock",
     "SignerLockError",
+    "State",
     "SupportedKind",
     "SupportedResponse",
     "TransferEventMissing",

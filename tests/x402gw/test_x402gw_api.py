@@ -1,0 +1,34 @@
+"""x402gw's public API: lazily re-exported, so importing the package stays light."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+import x402gw
+
+
+def test_import_loads_no_chain_or_database_stack() -> None:
+    code = (
+        "import sys, x402gw; "
+        "print(sorted(m for m in ('web3', 'eth_account', 'sqlalchemy', 'aiohttp', 'httpx', "
+        "'coincurve', 'alembic') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"
+
+
+def test_every_exported_name_resolves() -> None:
+    for name in x402gw.__all__:
+        assert getattr(x402gw, name) is not None, name
+    assert x402gw.Ledger.__module__ == "x402gw.ledger"
+    assert issubclass(x402gw.NotBroadcast, x402gw.X402Error)
+
+
+def test_an_unknown_name_is_an_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="NoSuchThing"):
+        x402gw.NoSuchThing  # noqa: B018
