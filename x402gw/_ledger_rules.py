@@ -10,8 +10,10 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
+from x402gw.errors import X402Error
 
-class LedgerError(Exception):
+
+class LedgerError(X402Error):
     """Base class of every error the ledger and its locks raise on purpose."""
 
 

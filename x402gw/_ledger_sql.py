@@ -269,6 +269,8 @@ _IN_FLIGHT = sa.and_(
     c.state.in_([_VERIFIED, _SETTLING]),
     c.valid_before > sa.bindparam("p_now", type_=c.valid_before.type),
 )
+
+
 class _amount_sum(FunctionElement[Any]):
     """SUM of amounts that cannot fail: PostgreSQL's numeric sum is exact; SQLite's integer
     ``sum()`` raises on 64-bit overflow, so there it is ``total()`` (a float: the caller re-reads

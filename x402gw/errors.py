@@ -1,4 +1,29 @@
-"""Typed exceptions raised by x402gw. All derive from :class:`X402Error`."""
+"""Typed exceptions raised by x402gw: one tree, so callers can catch :class:`X402Error`.
+
+The shape (classes defined elsewhere are named with their module)::
+
+    X402Error
+    ├── InvalidPaymentHeader        a header or 402 body that is not a valid x402 message
+    ├── InvalidPaymentPayload       a scheme payload whose fields cannot be parsed
+    ├── UnknownNetwork, UnknownAsset
+    ├── InvalidPrice
+    ├── config.InvalidRouteConfig   a priced route or payment config that cannot work
+    ├── FacilitatorConfigError      a facilitator or facilitator app set up wrongly
+    ├── NothingSent                 (mixin) failed before anything reached the chain
+    ├── ChainError                  the chain edge
+    │   ├── ChainUnavailable        transport failure (maybe sent, if during a broadcast)
+    │   │   └── NotBroadcast        failed before the transaction was handed over (+NothingSent)
+    │   ├── RpcError, SignerLockError, GasCapExceeded, AuthorizationLogMissing
+    │   ├── SettlementReverted, SettlementPending, TransferEventMissing
+    ├── FacilitatorUnavailable      a remote facilitator could not be reached
+    │   └── FacilitatorNotReached   the request never left (+NothingSent)
+    ├── FacilitatorError            a remote facilitator answered without a result
+    └── ledger.LedgerError          the payment ledger (rules in x402gw._ledger_rules)
+        ├── InvalidPaymentData, InvalidTransition, RecordNotFound, ConflictingTxHash
+        ├── AuthorizationInUse, PaymentIdentifierInUse, PaymentIdentifierConflict
+        ├── LedgerUnavailable
+        └── locks.LockError: AuthorizationLocked, LockUnavailable, InvalidLockRequest
+"""
 
 from __future__ import annotations
 
@@ -94,3 +119,24 @@ class FacilitatorConfigError(X402Error, ValueError):
 class AuthorizationLogMissing(ChainError):
     """A used EIP-3009 nonce whose ``AuthorizationUsed``/``AuthorizationCanceled`` log (or the
     receipt it names) could not be found: reconciliation cannot say what paid, and waits."""
+
+
+class FacilitatorUnavailable(X402Error):
+    """A remote facilitator could not be reached (connection refused, timeout)."""
+
+
+class FacilitatorNotReached(FacilitatorUnavailable, NothingSent):
+    """The request never reached the remote facilitator (the connection was not made), so it
+    cannot have settled anything."""
+
+
+class FacilitatorError(X402Error):
+    """A remote facilitator answered with something that is not a verify/settle/supported result.
+
+    The message names the endpoint and status only; the body is logged (redacted), never carried.
+    """
+
+    def __init__(self, endpoint: str, status: int) -> None:
+        super().__init__(f"facilitator /{endpoint} answered HTTP {status} without a result")
+        self.endpoint = endpoint
+        self.status = status

@@ -28,14 +28,15 @@ from x402gw.errors import (
     AuthorizationLogMissing,
     ChainUnavailable,
     FacilitatorConfigError,
+    FacilitatorError,
+    FacilitatorNotReached,
+    FacilitatorUnavailable,
     GasCapExceeded,
     NotBroadcast,
-    NothingSent,
     SettlementPending,
     SettlementReverted,
     TransferEventMissing,
     UnknownNetwork,
-    X402Error,
 )
 from x402gw.exact_evm import Candidate, ChainFacts, Invalid
 from x402gw.ledger import Ledger, NonceUse, PaymentRecord, ReconcileSummary, TxOutcome
@@ -76,27 +77,6 @@ _VERIFIED_TTL: Final = 60.0  # seconds a successful verify lets settle skip repe
 _VERIFIED_MAX: Final = 10_000
 _PAYER_CODE_TTL: Final = 120.0  # seconds a contract payer's code is reused (EIP-7702 may change it)
 _M = TypeVar("_M", bound=WireModel)
-
-
-class FacilitatorUnavailable(X402Error):
-    """A remote facilitator could not be reached (connection refused, timeout)."""
-
-
-class FacilitatorNotReached(FacilitatorUnavailable, NothingSent):
-    """The request never reached the remote facilitator (the connection was not made), so it
-    cannot have settled anything."""
-
-
-class FacilitatorError(X402Error):
-    """A remote facilitator answered with something that is not a verify/settle/supported result.
-
-    The message names the endpoint and status only; the body is logged (redacted), never carried.
-    """
-
-    def __init__(self, endpoint: str, status: int) -> None:
-        super().__init__(f"facilitator /{endpoint} answered HTTP {status} without a result")
-        self.endpoint = endpoint
-        self.status = status
 
 
 class Facilitator(Protocol):

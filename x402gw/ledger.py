@@ -8,6 +8,7 @@ backend (e.g. Redis) can refuse it earlier. State changes follow the pure table 
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -78,6 +79,7 @@ __all__ = [
 ]
 
 DEFAULT_URL = "sqlite:///x402gw-ledger.sqlite3"
+_MIGRATE_ATTEMPTS = 5
 
 
 class AuthorizationInUse(LedgerError):
@@ -352,11 +354,24 @@ class Ledger:
     # --- schema ---------------------------------------------------------------------------------
 
     async def migrate(self) -> str | None:
-        """Apply pending migrations (idempotent); return the revision now in place."""
-        async with self._tx() as conn:
-            await conn.run_sync(sql.upgrade_to_head, self._schema)
-        async with self._tx() as conn:
-            return await conn.run_sync(sql.current_revision)
+        """Apply pending migrations (idempotent); return the revision now in place.
+
+        On SQLite, processes starting together on a new file can still meet a "database is
+        locked" that the busy timeout does not cover (while another one switches the file to
+        WAL): the migration is then tried again, a few times, since it is idempotent.
+        """
+        for attempt in range(_MIGRATE_ATTEMPTS):
+            try:
+                async with self._tx() as conn:
+                    await conn.run_sync(sql.upgrade_to_head, self._schema)
+                async with self._tx() as conn:
+                    return await conn.run_sync(sql.current_revision)
+            except LedgerUnavailable as exc:
+                retry = self.dialect == "sqlite" and "database is locked" in str(exc)
+                if not retry or attempt == _MIGRATE_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(0.2 * (attempt + 1))
+        raise AssertionError("unreachable")  # the loop returns or raises
 
     # --- reads ----------------------------------------------------------------------------------
 

@@ -1033,5 +1033,5 @@ async def _quietly(awaitable: Awaitable[Any]) -> None:
     """Run a best-effort ledger update; a failure is logged, never turned into a 500."""
     try:
         await awaitable
-    except (X402Error, LedgerError) as exc:
+    except X402Error as exc:
         log.error("x402gw: ledger update failed: %s", exc)

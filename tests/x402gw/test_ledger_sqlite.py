@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from ledger_cases import (
@@ -119,3 +120,34 @@ def test_processes_starting_together_migrate_one_fresh_file(tmp_path: Path) -> N
     for proc, (out, err) in zip(procs, results, strict=True):
         assert proc.returncode == 0, err[-500:]
         assert out.strip() == "0002_signature_hash"
+
+
+async def test_migrate_tries_again_when_sqlite_says_locked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A "database is locked" the busy timeout did not cover is retried; other errors are not."""
+    import sqlalchemy as sa
+
+    real = _ledger_sql.upgrade_to_head
+    failures = {"locked": 1}
+
+    def flaky(connection: Any, schema: str | None = None) -> None:
+        if failures["locked"]:
+            failures["locked"] -= 1
+            raise sa.exc.OperationalError("BEGIN IMMEDIATE", {}, Exception("database is locked"))
+        real(connection, schema)
+
+    monkeypatch.setattr(_ledger_sql, "upgrade_to_head", flaky)
+    ledger = Ledger(f"sqlite:///{tmp_path / 'l.db'}")
+    try:
+        assert await ledger.migrate() == "0002_signature_hash"
+        assert failures["locked"] == 0
+
+        def broken(connection: Any, schema: str | None = None) -> None:
+            raise sa.exc.OperationalError("CREATE", {}, Exception("disk I/O error"))
+
+        monkeypatch.setattr(_ledger_sql, "upgrade_to_head", broken)
+        with pytest.raises(LedgerUnavailable, match="disk I/O error"):
+            await ledger.migrate()
+    finally:
+        await ledger.close()

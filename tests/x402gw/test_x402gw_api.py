@@ -29,6 +29,14 @@ def test_every_exported_name_resolves() -> None:
     assert issubclass(x402gw.NotBroadcast, x402gw.X402Error)
 
 
+def test_one_exception_tree() -> None:
+    """Every error x402gw raises on purpose is an X402Error (ledger and locks included)."""
+    from x402gw.locks import LockUnavailable
+
+    for error in (x402gw.LedgerError, LockUnavailable, x402gw.FacilitatorError):
+        assert issubclass(error, x402gw.X402Error), error
+
+
 def test_an_unknown_name_is_an_attribute_error() -> None:
     with pytest.raises(AttributeError, match="NoSuchThing"):
         x402gw.NoSuchThing  # noqa: B018

@@ -18,8 +18,8 @@ depends_on: str | None = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("x402gw_payments") as batch:
-        batch.add_column(sa.Column("signature_hash", sa.String(64), nullable=True))
+    # A plain ADD COLUMN on both databases: no table copy, so the migration lock is held briefly.
+    op.add_column("x402gw_payments", sa.Column("signature_hash", sa.String(64), nullable=True))
 
 
 def downgrade() -> None:
