@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from server.recursion import restore_recursion_limit
 from server.settings import Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:
@@ -199,6 +200,7 @@ def _pay(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the process exit code."""
+    restore_recursion_limit()  # every command may parse hostile JSON (``pay`` reads 402 bodies)
     args = _parser().parse_args(argv)
     if args.command == "dev":
         return _dev(args)

@@ -7,13 +7,13 @@ server asking for more than expected.
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import time
 from dataclasses import dataclass
 
 import httpx
+import pydantic_core
 from eth_account import Account
 
 from x402gw.errors import X402Error
@@ -168,6 +168,9 @@ async def pay(
     return PaidResponse(second.status_code, second.content, second.headers, settlement, offer)
 
 
+_MAX_REASON_BODY = 64 * 1024
+
+
 def _reason(response: httpx.Response) -> str:
     try:
         required = decode_payment_required(response.headers.get(PAYMENT_REQUIRED, ""))
@@ -175,11 +178,14 @@ def _reason(response: httpx.Response) -> str:
         required = None
     if required is not None and required.error:
         return required.error
-    try:
-        error = json.loads(response.content).get("error")
-    except (ValueError, AttributeError):
-        error = None
-    return str(error or "no reason given")
+    try:  # a hostile server's body: bounded, parsed by pydantic's (depth-limited) parser
+        data = pydantic_core.from_json(response.content[:_MAX_REASON_BODY])
+    except ValueError:
+        data = None
+    error = data.get("error") if isinstance(data, dict) else None
+    if isinstance(error, dict):  # the error envelope
+        error = error.get("code") or error.get("message")
+    return str(error)[:200] if isinstance(error, str | int) and error != "" else "no reason given"
 
 
 def receipt(paid: PaidResponse) -> dict[str, object]:

@@ -8,6 +8,7 @@ at CPython's default of 1,000 the same input raises :class:`RecursionError` inst
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 __all__ = ["RECURSION_LIMIT", "restore_recursion_limit"]
@@ -17,8 +18,11 @@ RECURSION_LIMIT = 1000
 
 
 def restore_recursion_limit() -> None:
-    """Import the chain stack (py_ecc raises the limit once, at import), then lower the limit."""
-    import x402gw  # noqa: F401 - imports eth_account/web3 and so py_ecc
+    """Import py_ecc now (it raises the limit once, at its import), then lower the limit.
 
+    py_ecc itself, not x402gw: x402gw loads its chain stack lazily, so importing the package
+    would leave py_ecc's import (and its raise) for later, after the limit was lowered.
+    """
+    importlib.import_module("py_ecc")
     if sys.getrecursionlimit() > RECURSION_LIMIT:
         sys.setrecursionlimit(RECURSION_LIMIT)

@@ -126,3 +126,19 @@ async def test_unusable_challenges_are_refused(headers: dict[str, str], message:
     async with _server(402, headers, v1_body) as client:
         with pytest.raises(PayError, match=message):
             await pay("POST", "http://lab.test/paid", b"{}", KEY, client=client)
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"[" * 200_000, "no reason given"),  # segfaulted json.loads at py_ecc's limit
+        (b'{"error": {"code": "rate_limited", "message": "slow down"}}', "rate_limited"),
+        (b'{"error": "authorization_in_use"}', "authorization_in_use"),
+        (b'{"error": ' + b'"x' * 100_000 + b'"}', "no reason given"),  # cut at 64 KiB
+        (b"\xff\xfe not json", "no reason given"),
+    ],
+)
+def test_refusal_reasons_from_hostile_bodies(body: bytes, reason: str) -> None:
+    from server.payclient import _reason
+
+    assert _reason(httpx.Response(402, content=body)) == reason

@@ -227,3 +227,14 @@ def test_serve_with_a_bad_helo_exits_2(tmp_path: Path, dns_lab: DnsLab) -> None:
     assert proc.stderr.startswith("bavlio: invalid emailintel setting: ")
     assert "EMAILINTEL_MAIL_FROM" in proc.stderr
     assert proc.stderr.count("\n") == 1
+
+
+def test_the_recursion_limit_stays_low_after_the_chain_stack_loads(tmp_path: Path) -> None:
+    """x402gw loads web3/eth_account lazily: the limit must stay at 1,000 after they load."""
+    code = (
+        "import sys; from server.app import create_app; from server.settings import load_settings; "
+        f"create_app(load_settings(env_file=None, database_url='sqlite+aiosqlite:///{tmp_path}/b.db')); "
+        "import eth_account, x402gw.chain; print(sys.getrecursionlimit())"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "1000"
