@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import Any, Final
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+import pydantic_core
 from aiohttp import ClientError, ClientSession, ClientTimeout, TCPConnector
 
 from x402gw.errors import ChainUnavailable
@@ -203,9 +204,9 @@ class JsonRpcTransport:
                 if attempt >= attempts:
                     raise
                 await asyncio.sleep(self._backoff * 2 ** (attempt - 1))
-        try:
-            return json.loads(raw)
-        except ValueError:  # JSONDecodeError and UnicodeDecodeError
+        try:  # pydantic's parser limits nesting: a hostile node cannot crash the process
+            return pydantic_core.from_json(raw)
+        except ValueError:  # not JSON, too deep, or not UTF-8
             log.warning(
                 "RPC %s answered a body that is not JSON: %s",
                 self.redact.endpoint,

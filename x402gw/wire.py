@@ -8,6 +8,7 @@ import json
 from collections.abc import Mapping
 from typing import Any, Final, Literal, TypeVar
 
+import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
@@ -249,7 +250,7 @@ def b64decode_json(value: str | bytes, *, max_bytes: int = MAX_HEADER_BYTES) -> 
         raise InvalidPaymentHeader("header is empty")
     try:
         decoded = base64.b64decode(raw + b"=" * (-len(raw) % 4), validate=True)
-        return json.loads(decoded.decode("utf-8"))
+        return pydantic_core.from_json(decoded)  # depth-limited, whatever the recursion limit
     except (binascii.Error, UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise InvalidPaymentHeader(f"header is not base64 JSON: {type(exc).__name__}") from exc
 
@@ -314,8 +315,8 @@ def parse_payment_required_v1_body(body: bytes | str) -> PaymentRequiredV1:
     if len(body) > 1024 * 1024:
         raise InvalidPaymentHeader("402 body too large")
     try:
-        data = json.loads(body)
-    except (ValueError, RecursionError) as exc:
+        data = pydantic_core.from_json(body)  # depth-limited, whatever the recursion limit
+    except ValueError as exc:
         raise InvalidPaymentHeader("402 body is not JSON") from exc
     return _validate(PaymentRequiredV1, data)
 

@@ -284,3 +284,26 @@ def test_arbitrary_json_objects_decode_or_raise_typed_error(obj: dict[str, objec
     except InvalidPaymentHeader:
         return
     assert wire.decode_payment_payload(wire.encode_payment_payload(decoded)) == decoded
+
+
+def test_deep_json_is_refused_even_at_py_eccs_recursion_limit() -> None:
+    """py_ecc (eth_account) raises the recursion limit to 100,000; the C json parser then
+    overflowed the C stack on a hostile 402 body or RPC answer. Parsing is depth-limited now."""
+    import subprocess
+    import sys
+
+    code = (
+        "import base64, sys, eth_account\n"
+        "assert sys.getrecursionlimit() >= 100000\n"
+        "from x402gw.errors import InvalidPaymentHeader\n"
+        "from x402gw.wire import b64decode_json, parse_payment_required_v1_body\n"
+        "for call in (lambda: parse_payment_required_v1_body(b'[' * 1_000_000),\n"
+        "             lambda: b64decode_json(base64.b64encode(b'[' * 12_000))):\n"
+        "    try:\n"
+        "        call()\n"
+        "    except InvalidPaymentHeader:\n"
+        "        print('refused')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-300:]
+    assert out.stdout.split() == ["refused", "refused"]
