@@ -9,7 +9,6 @@ rate-limit answers (202, 429, 999, CAPTCHA/anomaly pages) and server errors, end
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, Self, runtime_checkable
 
 import httpx
+import pydantic_core
 from cachetools import TTLCache
 
 from emailintel.errors import ConfigError, SearchQueryError, SearchRateLimited, SearchUnavailable
@@ -220,11 +220,22 @@ class HttpSearchEngine:
         raise NotImplementedError
 
 
+MAX_JSON_BYTES = 4 * 1024 * 1024
+"""Largest JSON answer a backend may send (a page of results is a few KiB)."""
+
+
 def _json(engine: str, response: httpx.Response) -> Any:
-    """Decoded JSON body, or SearchUnavailable for a malformed one."""
+    """Decoded JSON body, or SearchUnavailable for a malformed, oversized or too deep one.
+
+    Parsed by pydantic's parser, whose nesting limit holds whatever the interpreter's recursion
+    limit (web3's py_ecc raises it to 100,000, where the C json parser can crash the process).
+    """
+    content = response.content
+    if len(content) > MAX_JSON_BYTES:
+        raise SearchUnavailable(f"{engine}: answer larger than {MAX_JSON_BYTES} bytes")
     try:
-        return response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return pydantic_core.from_json(content)
+    except ValueError as exc:
         raise SearchUnavailable(f"{engine}: malformed JSON answer") from exc
 
 

@@ -299,3 +299,22 @@ async def test_concurrent_waiters_share_the_failure(lab: SearchLab) -> None:
         )
         assert engine.requests == 4
     assert all(isinstance(r, SearchRateLimited) for r in results)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 200_000,  # too deep: crashed the C parser at web3's recursion limit
+        b'{"results": ' + b"[" * 5_000 + b"]" * 5_000 + b"}",
+        b"{" + b" " * (4 * 1024 * 1024) + b"}",  # too large
+        b"\xff\xfe\x00not json",
+    ],
+)
+def test_hostile_json_answers_are_search_unavailable(body: bytes) -> None:
+    import httpx
+
+    from emailintel.errors import SearchUnavailable
+    from emailintel.search.engines import _json
+
+    with pytest.raises(SearchUnavailable):
+        _json("searxng", httpx.Response(200, content=body))
