@@ -110,7 +110,7 @@ def _load_policy(path: str | None) -> RiskPolicy | None:
         raw = handle.read()
     try:
         data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ConfigError(f"policy file {path} is not valid JSON: {exc}") from None
     return RiskPolicy.from_mapping(data)
 

@@ -371,8 +371,8 @@ def _done_addresses(checkpoint: Path) -> set[str]:
         for line in handle:
             try:
                 record = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line cut short by a crash is simply redone
+            except (json.JSONDecodeError, RecursionError):
+                continue  # a line cut short by a crash (or mangled) is simply redone
             if isinstance(record, dict) and isinstance(record.get("address"), str):
                 done.add(record["address"])
     return done

@@ -73,6 +73,8 @@ def _json_rows(text: str) -> Iterator[tuple[int, Any]]:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ImportFileError(f"not valid JSON: {exc}") from None
+    except RecursionError:  # nesting deeper than the interpreter allows
+        raise ImportFileError("not valid JSON: nested too deeply") from None
     if isinstance(data, dict) and isinstance(data.get("prospects"), list):
         data = data["prospects"]
     if not isinstance(data, list):
@@ -88,6 +90,8 @@ def _jsonl_rows(text: str) -> Iterator[tuple[int, Any]]:
             yield number, json.loads(line)
         except json.JSONDecodeError as exc:
             yield number, _Unparsed(line, str(exc))
+        except RecursionError:
+            yield number, _Unparsed(line[:200], "nested too deeply")
 
 
 @dataclass(frozen=True)

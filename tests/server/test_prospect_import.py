@@ -125,3 +125,23 @@ def test_no_row_is_lost_and_parsing_never_raises(raw: list[object]) -> None:
         assert prospect.name.strip() == prospect.name
         assert prospect.tags
         assert normalize_tags(prospect.tags) == prospect.tags
+
+
+def test_deeply_nested_files_are_refused_not_a_traceback(tmp_path: Path) -> None:
+    """At the server's recursion limit (1,000), deep nesting is a RecursionError in the parser."""
+    import sys
+
+    from server.recursion import restore_recursion_limit
+
+    restore_recursion_limit()
+    assert sys.getrecursionlimit() <= 1000
+    whole = tmp_path / "deep.json"
+    whole.write_text("[" * 5_000 + "]" * 5_000)
+    with pytest.raises(ImportFileError, match="nested too deeply"):
+        parse_file(whole)
+    lines = tmp_path / "deep.jsonl"
+    lines.write_text('{"name": "A", "tags": ["x"]}\n' + "[" * 5_000 + "]" * 5_000 + "\n")
+    parsed = parse_file(lines)
+    assert [n for n, _ in parsed.rows] == [1]
+    assert parsed.errors[0].row == 2
+    assert "nested too deeply" in parsed.errors[0].as_json()["errors"][0]
