@@ -23,6 +23,8 @@ from paylab import proxy_to
 from x402gw import _ledger_pg, _ledger_sql
 from x402gw.ledger import Ledger, LedgerUnavailable, State
 
+pytestmark = pytest.mark.lab  # PostgreSQL, reached inline through fresh_pg_schema()
+
 
 @contextlib.contextmanager
 def _migrated() -> Iterator[tuple[asyncio.Runner, Ledger]]:
