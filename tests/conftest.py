@@ -7,6 +7,9 @@ from collections.abc import Iterator
 import pytest
 from lab.dnslab import DnsLab, LabError, default_lab
 
+# Fixture modules shared by several test directories (only the top-level conftest may list them).
+pytest_plugins = ["lab.ledgerdb"]
+
 # Fixtures that start (or connect to) a real daemon: NSD, Postfix/postgrey, anvil, PostgreSQL or
 # Redis. A test using any of them, directly or through another fixture, is a `lab` test, so
 # `pytest -m "not lab"` runs with no daemon at all.
@@ -24,7 +27,7 @@ LAB_FIXTURES = frozenset(
         "evm",  # anvil (ditto)
         "pg_database",  # PostgreSQL (tests/server/conftest.py)
         "pg_schema",  # PostgreSQL (ditto)
-        "pg_db",  # PostgreSQL (tests/x402gw/conftest_ledger.py)
+        "pg_db",  # PostgreSQL (tests/lab/ledgerdb.py)
         "redis_client",  # Redis (ditto)
         "clean_redis",  # Redis (ditto)
     }

@@ -9,7 +9,7 @@ import contextlib
 from collections.abc import Iterator
 
 import pytest
-from conftest_ledger import PG_PORT, fresh_pg_schema
+from lab.ledgerdb import PG_PORT, fresh_pg_schema
 from lab.webserver import free_port
 from ledger_cases import (
     check_duplicate_and_reopen,
