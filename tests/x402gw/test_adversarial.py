@@ -49,7 +49,6 @@ from x402gw.wire import (
 if TYPE_CHECKING:
     from conftest import EvmLab, PayFunction
 
-pytestmark = pytest.mark.lab
 ROOT = Path(__file__).resolve().parents[2]
 
 
