@@ -214,7 +214,6 @@ def test_non_utf8_file_line_is_an_invalid_row(tmp_path: Path) -> None:
         assert good["address"] == "jane@acme.io"
 
 
-@pytest.mark.lab
 @pytest.mark.parametrize(
     ("policy", "verdict", "score"),
     [

@@ -231,7 +231,6 @@ def black_hole() -> Iterator[BlackHoleDns]:
         yield server
 
 
-@pytest.mark.lab
 async def test_single_mx(resolver: DnsResolver) -> None:
     facts = await resolver.lookup_mx("acme.test")
     assert facts.status == "ok"
@@ -244,7 +243,6 @@ async def test_single_mx(resolver: DnsResolver) -> None:
     assert facts.elapsed_ms >= 0
 
 
-@pytest.mark.lab
 async def test_mx_sorted_by_preference_then_host(resolver: DnsResolver) -> None:
     multi = await resolver.lookup_mx("multi.test")
     assert [(m.preference, m.host) for m in multi.mx] == [
@@ -259,28 +257,24 @@ async def test_mx_sorted_by_preference_then_host(resolver: DnsResolver) -> None:
     ]
 
 
-@pytest.mark.lab
 async def test_null_mx_means_no_mail_even_with_an_a_record(resolver: DnsResolver) -> None:
     facts = await resolver.lookup_mx("nullmx.test", resolve_addresses=True)
     assert (facts.status, facts.mx, facts.fallback) == ("null_mx", (), None)
     assert facts.accepts_mail is False
 
 
-@pytest.mark.lab
 async def test_null_mx_next_to_real_mx_hosts_is_ignored(resolver: DnsResolver) -> None:
     facts = await resolver.lookup_mx("mixednull.test")
     assert facts.status == "ok"
     assert [(m.preference, m.host) for m in facts.mx] == [(10, "mx.acme.test")]
 
 
-@pytest.mark.lab
 async def test_mx_is_found_through_a_cname(resolver: DnsResolver) -> None:
     facts = await resolver.lookup_mx("mail.cname.test", resolve_addresses=True)
     assert (facts.status, facts.domain) == ("ok", "mail.cname.test")
     assert [(m.host, m.addresses) for m in facts.mx] == [("mx.acme.test", ("127.0.0.2",))]
 
 
-@pytest.mark.lab
 async def test_implicit_mx_from_a_record(resolver: DnsResolver) -> None:
     facts = await resolver.lookup_mx("nomx.test")
     assert (facts.status, facts.fallback) == ("ok", "A")
@@ -289,28 +283,24 @@ async def test_implicit_mx_from_a_record(resolver: DnsResolver) -> None:
     ]
 
 
-@pytest.mark.lab
 async def test_implicit_mx_lists_ipv4_first_then_ipv6(resolver: DnsResolver) -> None:
     facts = await resolver.lookup_mx("dualstack.test")
     assert facts.fallback == "A"
     assert facts.mx[0].addresses == ("127.0.0.13", "127.0.0.14", "::1")
 
 
-@pytest.mark.lab
 async def test_implicit_mx_from_aaaa_only(resolver: DnsResolver) -> None:
     facts = await resolver.lookup_mx("aaaaonly.test")
     assert (facts.status, facts.fallback) == ("ok", "AAAA")
     assert facts.mx[0].addresses == ("::1",)
 
 
-@pytest.mark.lab
 async def test_existing_domain_without_mx_or_address_is_no_mx(resolver: DnsResolver) -> None:
     facts = await resolver.lookup_mx("empty.test")
     assert (facts.status, facts.mx, facts.error) == ("no_mx", (), None)
     assert facts.accepts_mail is False
 
 
-@pytest.mark.lab
 @pytest.mark.parametrize("domain", ["nothing-here.test", "sub.acme.test", "gmail.com"])
 async def test_unknown_names_are_nxdomain(resolver: DnsResolver, domain: str) -> None:
     facts = await resolver.lookup_mx(domain)
@@ -318,14 +308,12 @@ async def test_unknown_names_are_nxdomain(resolver: DnsResolver, domain: str) ->
     assert facts.accepts_mail is False
 
 
-@pytest.mark.lab
 async def test_idn_domain_is_queried_as_idna(resolver: DnsResolver) -> None:
     facts = await resolver.lookup_mx("bücher.test", resolve_addresses=True)
     assert facts.domain == "xn--bcher-kva.test"
     assert [(m.host, m.addresses) for m in facts.mx] == [("mx.xn--bcher-kva.test", ("127.0.0.15",))]
 
 
-@pytest.mark.lab
 async def test_mx_pointing_to_a_missing_host_is_unresolvable(resolver: DnsResolver) -> None:
     facts = await resolver.lookup_mx("badmx.test", resolve_addresses=True)
     assert facts.status == "mx_unresolvable"
@@ -349,7 +337,6 @@ def route_lab() -> Iterator[DnsLab]:
         yield lab
 
 
-@pytest.mark.lab
 @pytest.mark.parametrize("domain", ["allgone.test", "nodatamx.test"])
 async def test_no_mx_host_with_an_address_is_unresolvable(route_lab: DnsLab, domain: str) -> None:
     resolver = DnsResolver([route_lab.nameserver], timeout=2.0)
@@ -359,7 +346,6 @@ async def test_no_mx_host_with_an_address_is_unresolvable(route_lab: DnsLab, dom
     assert all(m.addresses == () for m in facts.mx)
 
 
-@pytest.mark.lab
 async def test_one_mx_host_with_an_address_is_enough(route_lab: DnsLab) -> None:
     resolver = DnsResolver([route_lab.nameserver], timeout=2.0)
     facts = await resolver.lookup_mx("halfgone.test", resolve_addresses=True)
@@ -367,7 +353,6 @@ async def test_one_mx_host_with_an_address_is_enough(route_lab: DnsLab) -> None:
     assert [m.addresses for m in facts.mx] == [(), ("127.0.0.31",)]
 
 
-@pytest.mark.lab
 async def test_mx_host_lookup_timeout_is_a_timeout_not_unresolvable(dns_lab: DnsLab) -> None:
     with CountingRelay(dns_lab.nameserver, drop=["AAAA"]) as relay:
         resolver = DnsResolver([relay.nameserver], timeout=0.3)
@@ -380,7 +365,6 @@ async def test_mx_host_lookup_timeout_is_a_timeout_not_unresolvable(dns_lab: Dns
         assert (await resolver.lookup_mx("acme.test", resolve_addresses=True)).status == "ok"
 
 
-@pytest.mark.lab
 async def test_resolve_addresses_fills_every_mx_host(resolver: DnsResolver) -> None:
     multi = await resolver.lookup_mx("multi.test", resolve_addresses=True)
     assert [m.addresses for m in multi.mx] == [("127.0.0.6",), ("127.0.0.7",)]
@@ -391,7 +375,6 @@ async def test_resolve_addresses_fills_every_mx_host(resolver: DnsResolver) -> N
     ]
 
 
-@pytest.mark.lab
 async def test_resolve_host(resolver: DnsResolver) -> None:
     assert await resolver.resolve_host("mx.dual.test") == ("127.0.0.17", "::1")
     assert await resolver.resolve_host("MX.ACME.test.") == ("127.0.0.2",)
@@ -399,7 +382,6 @@ async def test_resolve_host(resolver: DnsResolver) -> None:
     assert await resolver.resolve_host("empty.test") == ()
 
 
-@pytest.mark.lab
 async def test_servfail_is_an_error_not_an_answer(resolver: DnsResolver) -> None:
     facts = await resolver.lookup_mx("servfail.test")
     assert facts.status == "error"
@@ -410,7 +392,6 @@ async def test_servfail_is_an_error_not_an_answer(resolver: DnsResolver) -> None
         await resolver.resolve_host("servfail.test")
 
 
-@pytest.mark.lab
 async def test_unreachable_nameserver_is_an_error() -> None:
     closed = DnsResolver([f"127.0.0.1:{free_port('127.0.0.1')}"], timeout=0.3)
     facts = await closed.lookup_mx("acme.test")
@@ -418,7 +399,6 @@ async def test_unreachable_nameserver_is_an_error() -> None:
     assert facts.error is not None
 
 
-@pytest.mark.lab
 async def test_silent_nameserver_is_a_timeout(black_hole: BlackHoleDns) -> None:
     resolver = DnsResolver([black_hole.nameserver], timeout=0.3)
     facts = await resolver.lookup_mx("acme.test")
@@ -431,7 +411,6 @@ async def test_silent_nameserver_is_a_timeout(black_hole: BlackHoleDns) -> None:
         await resolver.resolve_host("mx.acme.test")
 
 
-@pytest.mark.lab
 async def test_timeout_on_the_address_fallback_is_a_timeout(relay: CountingRelay) -> None:
     relay.drop = {"A"}
     resolver = DnsResolver([relay.nameserver], timeout=0.3)
@@ -442,7 +421,6 @@ async def test_timeout_on_the_address_fallback_is_a_timeout(relay: CountingRelay
     assert (partial.status, partial.fallback, partial.mx[0].addresses) == ("ok", "AAAA", ("::1",))
 
 
-@pytest.mark.lab
 async def test_servfail_on_the_address_fallback_is_an_error(relay: CountingRelay) -> None:
     relay.servfail = {"AAAA"}
     resolver = DnsResolver([relay.nameserver], timeout=2.0)
@@ -452,7 +430,6 @@ async def test_servfail_on_the_address_fallback_is_an_error(relay: CountingRelay
     assert "AAAA" in facts.error
 
 
-@pytest.mark.lab
 async def test_failed_mx_host_lookups_are_an_error(relay: CountingRelay) -> None:
     relay.servfail = {"A", "AAAA"}
     resolver = DnsResolver([relay.nameserver], timeout=2.0)
@@ -466,7 +443,6 @@ async def test_failed_mx_host_lookups_are_an_error(relay: CountingRelay) -> None
 # --- cache and single-flight, counted at a relay in front of NSD ---
 
 
-@pytest.mark.lab
 async def test_second_lookup_is_served_from_the_cache(relay: CountingRelay) -> None:
     resolver = DnsResolver([relay.nameserver], timeout=2.0)
     first = await resolver.lookup_mx("acme.test", resolve_addresses=True)
@@ -478,7 +454,6 @@ async def test_second_lookup_is_served_from_the_cache(relay: CountingRelay) -> N
     assert relay.count("acme.test", "MX") == 2
 
 
-@pytest.mark.lab
 @pytest.mark.parametrize(
     ("domain", "rdtype"), [("nothing-here.test", "MX"), ("empty.test", "AAAA")]
 )
@@ -489,7 +464,6 @@ async def test_negative_answers_are_cached(relay: CountingRelay, domain: str, rd
     assert relay.count(domain, rdtype) == 1
 
 
-@pytest.mark.lab
 async def test_negative_ttl_override(relay: CountingRelay) -> None:
     resolver = DnsResolver([relay.nameserver], timeout=2.0, negative_ttl=0)
     await resolver.lookup_mx("nothing-here.test")
@@ -497,7 +471,6 @@ async def test_negative_ttl_override(relay: CountingRelay) -> None:
     assert relay.count("nothing-here.test", "MX") == 2
 
 
-@pytest.mark.lab
 async def test_cache_can_be_disabled(relay: CountingRelay) -> None:
     resolver = DnsResolver([relay.nameserver], timeout=2.0, cache=False)
     await resolver.lookup_mx("acme.test")
@@ -505,7 +478,6 @@ async def test_cache_can_be_disabled(relay: CountingRelay) -> None:
     assert relay.count("acme.test", "MX") == 2
 
 
-@pytest.mark.lab
 async def test_cache_is_bounded(relay: CountingRelay) -> None:
     resolver = DnsResolver([relay.nameserver], timeout=2.0, max_cache_entries=1)
     for domain in ("acme.test", "multi.test", "acme.test"):
@@ -513,7 +485,6 @@ async def test_cache_is_bounded(relay: CountingRelay) -> None:
     assert relay.count("acme.test", "MX") == 2
 
 
-@pytest.mark.lab
 async def test_cached_answers_expire_with_their_ttl(relay: CountingRelay) -> None:
     resolver = DnsResolver([relay.nameserver], timeout=2.0)
     for name in ("shortttl.test", "gone.shortttl.test"):
@@ -526,7 +497,6 @@ async def test_cached_answers_expire_with_their_ttl(relay: CountingRelay) -> Non
         assert relay.count(name, "MX") == 2
 
 
-@pytest.mark.lab
 async def test_failures_are_not_cached(relay: CountingRelay, black_hole: BlackHoleDns) -> None:
     servfail = DnsResolver([relay.nameserver], timeout=2.0)
     await servfail.lookup_mx("servfail.test")
@@ -539,7 +509,6 @@ async def test_failures_are_not_cached(relay: CountingRelay, black_hole: BlackHo
     assert black_hole.count("acme.test", "MX") > first_count
 
 
-@pytest.mark.lab
 async def test_concurrent_lookups_share_one_query(relay: CountingRelay) -> None:
     relay.delay = 0.2
     resolver = DnsResolver([relay.nameserver], timeout=2.0, cache=False)
@@ -554,13 +523,11 @@ async def test_concurrent_lookups_share_one_query(relay: CountingRelay) -> None:
 # --- module-level convenience ---
 
 
-@pytest.mark.lab
 async def test_module_lookup_uses_the_given_resolver(resolver: DnsResolver) -> None:
     facts = await lookup_mx("multi.test", resolver=resolver, resolve_addresses=True)
     assert facts.mx[0].addresses == ("127.0.0.6",)
 
 
-@pytest.mark.lab
 async def test_module_lookup_builds_its_default_resolver_from_the_environment(
     dns_lab: DnsLab, monkeypatch: pytest.MonkeyPatch
 ) -> None:

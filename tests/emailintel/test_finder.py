@@ -55,7 +55,6 @@ def make_finder(dns: DnsLab, **overrides: Any) -> Finder:
     return Finder(prober=prober, resolver=DnsResolver([dns.nameserver]), **overrides)
 
 
-@pytest.mark.lab
 async def test_finds_the_first_accepted_candidate_over_one_session(
     finder_lab: tuple[MailLab, DnsLab],
 ) -> None:
@@ -77,7 +76,6 @@ async def test_finds_the_first_accepted_candidate_over_one_session(
     assert finder.prober.sessions_opened == 1
 
 
-@pytest.mark.lab
 async def test_confirmed_finds_teach_the_domain_pattern(
     finder_lab: tuple[MailLab, DnsLab],
 ) -> None:
@@ -93,7 +91,6 @@ async def test_confirmed_finds_teach_the_domain_pattern(
     assert len(tried) == 1
 
 
-@pytest.mark.lab
 async def test_catch_all_domain_returns_ranked_candidates_not_a_find(
     finder_lab: tuple[MailLab, DnsLab],
 ) -> None:
@@ -108,7 +105,6 @@ async def test_catch_all_domain_returns_ranked_candidates_not_a_find(
     assert len(finder.store) == 0
 
 
-@pytest.mark.lab
 async def test_nobody_found_when_every_candidate_is_refused(
     finder_lab: tuple[MailLab, DnsLab],
 ) -> None:
@@ -119,7 +115,6 @@ async def test_nobody_found_when_every_candidate_is_refused(
     assert all(c.smtp is not None and c.smtp.mailbox_not_found for c in result.candidates)
 
 
-@pytest.mark.lab
 async def test_missing_domain_is_reported_without_probing(
     finder_lab: tuple[MailLab, DnsLab],
 ) -> None:

@@ -107,7 +107,6 @@ def test_result_json_has_documented_fields() -> None:
     assert 0 <= data["score"] <= 100
 
 
-@pytest.mark.lab
 class TestValidateWithDns:
     @pytest.fixture
     def validator(self, dns_lab) -> Validator:  # type: ignore[no-untyped-def]
@@ -260,7 +259,6 @@ _HOSTILE = st.one_of(
 )
 
 
-@pytest.mark.lab
 @settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -276,7 +274,6 @@ async def test_verify_paths_answer_any_text(dns_lab: DnsLab, addresses: list[str
     assert sorted(batch) == sorted(dict.fromkeys(addresses))
 
 
-@pytest.mark.lab
 @settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )

@@ -112,7 +112,6 @@ def test_servfail_zone_answers_servfail() -> None:
         assert lab.query("elsewhere.example.", "MX").rcode() == dns.rcode.NXDOMAIN
 
 
-@pytest.mark.lab
 def test_suite_fails_rather_than_skips_without_nsd(tmp_path: Path) -> None:
     env = {**os.environ, "DNSLAB_NSD": str(tmp_path / "no-nsd")}
     test = "tests/emailintel/test_dns.py::test_single_mx"

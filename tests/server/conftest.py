@@ -1,4 +1,7 @@
-"""Fixtures for the server tests: a PostgreSQL database per run, a schema per test, app clients."""
+"""Fixtures for the server tests: a PostgreSQL database per run, a schema per test, app clients.
+
+`client` answers DNS from an in-memory stub (no daemon); `lab_client` asks the NSD lab.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import pytest
 import pytest_asyncio
 from lab.anvil import AnvilChain
 from lab.dnslab import DnsLab
+from lab.stubdns import StubResolver
 from starlette.applications import Starlette
 
 from emailintel.dns import DnsResolver
@@ -86,6 +90,12 @@ def lab_resolver(dns_lab: DnsLab) -> DnsResolver:
     return DnsResolver([dns_lab.nameserver], timeout=2.0)
 
 
+@pytest.fixture
+def stub_resolver() -> StubResolver:
+    """An in-memory resolver mirroring a few lab zones (acme.test, multi.test, nullmx.test, ...)."""
+    return StubResolver()
+
+
 @pytest.fixture(scope="session")
 def anvil() -> Iterator[AnvilChain]:
     """A real anvil chain (id 31337) for the readiness RPC check."""
@@ -110,7 +120,18 @@ async def serving(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest_asyncio.fixture(loop_scope="function")
-async def client(settings: Settings, lab_resolver: DnsResolver) -> AsyncIterator[httpx.AsyncClient]:
-    """A client for the default app on SQLite with the DNS lab resolver."""
+async def client(
+    settings: Settings, stub_resolver: StubResolver
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client for the default app on SQLite with the in-memory stub resolver."""
+    async with serving(create_app(settings, resolver=stub_resolver)) as c:
+        yield c
+
+
+@pytest_asyncio.fixture(loop_scope="function")
+async def lab_client(
+    settings: Settings, lab_resolver: DnsResolver
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A client for the default app on SQLite with the DNS lab resolver (real DNS answers)."""
     async with serving(create_app(settings, resolver=lab_resolver)) as c:
         yield c

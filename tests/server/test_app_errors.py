@@ -121,9 +121,9 @@ async def test_oversized_body_is_413(client: httpx.AsyncClient) -> None:
 
 
 async def test_uncaught_exception_is_500_without_internals(
-    settings: Settings, lab_resolver: DnsResolver, sqlite_url: str
+    settings: Settings, stub_resolver: DnsResolver, sqlite_url: str
 ) -> None:
-    async with serving(create_app(settings, resolver=lab_resolver)) as c:
+    async with serving(create_app(settings, resolver=stub_resolver)) as c:
         path = sqlite_url.removeprefix("sqlite+aiosqlite:///")
         with sqlite3.connect(path) as conn:
             conn.execute("DROP TABLE prospect_pool")

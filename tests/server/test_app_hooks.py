@@ -27,9 +27,9 @@ from server.settings import Settings, load_settings
 
 
 async def test_lifespan_migrates_and_disposes(
-    backend_settings: Settings, lab_resolver: DnsResolver
+    backend_settings: Settings, stub_resolver: DnsResolver
 ) -> None:
-    app = create_app(backend_settings, resolver=lab_resolver)
+    app = create_app(backend_settings, resolver=stub_resolver)
     engine = app.state.services.db.engine
     async with serving(app):
         async with engine.connect() as conn:
@@ -70,9 +70,9 @@ class GateMiddleware:
 
 
 @pytest_asyncio.fixture(loop_scope="function")
-async def gated(settings: Settings, lab_resolver: DnsResolver) -> AsyncIterator[httpx.AsyncClient]:
+async def gated(settings: Settings, stub_resolver: DnsResolver) -> AsyncIterator[httpx.AsyncClient]:
     async with serving(
-        create_app(settings, resolver=lab_resolver, payment_middleware=GateMiddleware)
+        create_app(settings, resolver=stub_resolver, payment_middleware=GateMiddleware)
     ) as client:
         yield client
 
@@ -135,10 +135,10 @@ def rpc_error_server() -> Iterator[str]:
 
 
 async def test_ready_503_on_rpc_error_answer(
-    sqlite_url: str, lab_resolver: DnsResolver, rpc_error_server: str
+    sqlite_url: str, stub_resolver: DnsResolver, rpc_error_server: str
 ) -> None:
     settings = load_settings(env_file=None, database_url=sqlite_url, rpc_url=rpc_error_server)
-    async with serving(create_app(settings, resolver=lab_resolver)) as c:
+    async with serving(create_app(settings, resolver=stub_resolver)) as c:
         response = await c.get("/api/v1/ready")
     assert response.status_code == 503
     assert "unexpected eth_chainId answer" in response.json()["checks"]["rpc"]["detail"]

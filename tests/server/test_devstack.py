@@ -20,8 +20,6 @@ import pytest
 from lab.anvil import free_port
 from lab.dnslab import DnsLab
 
-pytestmark = pytest.mark.lab
-
 BIN = Path(sys.executable).parent
 READY = "Ctrl-C stops everything."
 

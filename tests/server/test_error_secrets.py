@@ -26,8 +26,6 @@ from emailintel.search import Backoff, engine_from_env
 from server.app import create_app
 from server.settings import load_settings
 
-pytestmark = pytest.mark.lab
-
 PATH_SECRET = "pathkey8f3a9c1d"
 QUERY_SECRET = "querykey77b2e0aa"
 HEADER_SECRET = "headerkey5c6d4e21"

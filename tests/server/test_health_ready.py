@@ -1,4 +1,4 @@
-"""Liveness and readiness: database, chain RPC (a real anvil) and DNS (the NSD lab)."""
+"""Liveness and readiness: database, chain RPC (a real anvil) and DNS (the NSD lab or the stub)."""
 
 from __future__ import annotations
 
@@ -65,14 +65,14 @@ async def test_ready_without_rpc_skips_it(client: httpx.AsyncClient) -> None:
     assert response.status_code == 200, response.text
     checks = response.json()["checks"]
     assert checks["rpc"]["status"] == "skipped"
-    assert checks["dns"]["status"] == "ok"  # example.com: authoritative NXDOMAIN from the lab
+    assert checks["dns"]["status"] == "ok"  # example.com: NXDOMAIN, an answer
 
 
 async def test_ready_503_when_rpc_port_is_closed(
-    sqlite_url: str, lab_resolver: DnsResolver
+    sqlite_url: str, stub_resolver: DnsResolver
 ) -> None:
     settings = _settings(sqlite_url, rpc_url=f"http://127.0.0.1:{_closed_port()}")
-    async with serving(create_app(settings, resolver=lab_resolver)) as c:
+    async with serving(create_app(settings, resolver=stub_resolver)) as c:
         response = await c.get("/api/v1/ready", headers={"X-Request-Id": "ready-1"})
     error = assert_envelope(response, 503, "api_error", "not_ready")
     body = response.json()
@@ -106,11 +106,11 @@ async def test_ready_503_when_dns_does_not_answer(sqlite_url: str) -> None:
     assert response.json()["error"]["message"] == "Not ready: dns failed."
 
 
-async def test_ready_503_when_database_is_gone(tmp_path: Path, lab_resolver: DnsResolver) -> None:
+async def test_ready_503_when_database_is_gone(tmp_path: Path, stub_resolver: DnsResolver) -> None:
     db_dir = tmp_path / "db"
     db_dir.mkdir()
     settings = _settings(f"sqlite+aiosqlite:///{db_dir / 'x.sqlite3'}")
-    app = create_app(settings, resolver=lab_resolver)
+    app = create_app(settings, resolver=stub_resolver)
     async with serving(app) as c:
         await app.state.services.db.dispose()
         for child in db_dir.iterdir():

@@ -26,16 +26,16 @@ async def _document(sqlite_url: str, resolver: DnsResolver, **changes: Any) -> d
     return document
 
 
-async def test_document_is_valid_openapi_31(sqlite_url: str, lab_resolver: DnsResolver) -> None:
-    document = await _document(sqlite_url, lab_resolver)
+async def test_document_is_valid_openapi_31(sqlite_url: str, stub_resolver: DnsResolver) -> None:
+    document = await _document(sqlite_url, stub_resolver)
     validate(document)  # raises on any violation
     assert get_spec_version(document) == consts.OPENAPIV31
 
 
 async def test_every_route_is_listed_with_schemas(
-    sqlite_url: str, lab_resolver: DnsResolver
+    sqlite_url: str, stub_resolver: DnsResolver
 ) -> None:
-    document = await _document(sqlite_url, lab_resolver)
+    document = await _document(sqlite_url, stub_resolver)
     schemas = document["components"]["schemas"]
     assert "ErrorEnvelope" in schemas
     listed = {(path, method.upper()) for path, ops in document["paths"].items() for method in ops}
@@ -53,8 +53,8 @@ async def test_every_route_is_listed_with_schemas(
             assert "400" in entry["responses"]
 
 
-async def test_paid_routes_carry_x402_prices(sqlite_url: str, lab_resolver: DnsResolver) -> None:
-    document = await _document(sqlite_url, lab_resolver, price_prospects_search="0.05")
+async def test_paid_routes_carry_x402_prices(sqlite_url: str, stub_resolver: DnsResolver) -> None:
+    document = await _document(sqlite_url, stub_resolver, price_prospects_search="0.05")
     validate_op = document["paths"]["/api/x402/v1/email/validate"]["post"]
     assert validate_op["x-x402"] == {
         "scheme": "exact",
@@ -75,8 +75,8 @@ async def test_paid_routes_carry_x402_prices(sqlite_url: str, lab_resolver: DnsR
             assert ("x-x402" in op) == path.startswith("/api/x402/")
 
 
-async def test_ready_documents_its_503(sqlite_url: str, lab_resolver: DnsResolver) -> None:
-    document = await _document(sqlite_url, lab_resolver)
+async def test_ready_documents_its_503(sqlite_url: str, stub_resolver: DnsResolver) -> None:
+    document = await _document(sqlite_url, stub_resolver)
     ready = document["paths"]["/api/v1/ready"]["get"]["responses"]
     assert ready["503"]["content"]["application/json"]["schema"]["$ref"].endswith(
         "/NotReadyResponse"

@@ -26,8 +26,6 @@ from server.app import create_app
 from server.payments import gate_factory
 from server.settings import load_settings
 
-pytestmark = pytest.mark.lab
-
 REDIS_URL = os.environ.get("X402GW_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 SEARCH = "/api/x402/v1/prospects/search"
 

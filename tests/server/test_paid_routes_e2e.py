@@ -37,8 +37,6 @@ from server.cli import main
 from server.payments import gate_factory
 from server.settings import Settings, load_settings
 
-pytestmark = pytest.mark.lab
-
 PAYER_FUNDS = 50_000_000
 MAILBOX = "jane.doe@paid.test"
 PRICES = {

@@ -206,7 +206,6 @@ async def payer(chain_token: tuple[AnvilChain, str]) -> AsyncIterator[x402HttpxC
         yield http
 
 
-@pytest.mark.lab
 async def test_remote_facilitator_postgres_and_redis(
     chain_token: tuple[AnvilChain, str],
     pg_schema: tuple[str, str],
@@ -233,7 +232,6 @@ async def test_remote_facilitator_postgres_and_redis(
     assert [(state, int(amount)) for state, amount in rows] == [("settled", PRICE)]
 
 
-@pytest.mark.lab
 async def test_redis_down_is_503_and_not_charged(
     chain_token: tuple[AnvilChain, str],
     pg_schema: tuple[str, str],
@@ -259,7 +257,6 @@ async def test_redis_down_is_503_and_not_charged(
     assert chain.balance_of(token, merchant) == 0
 
 
-@pytest.mark.lab
 async def test_remote_facilitator_without_its_token_is_refused_and_not_charged(
     chain_token: tuple[AnvilChain, str],
     pg_schema: tuple[str, str],

@@ -45,8 +45,6 @@ from emailintel.smtp.session import SmtpConnectError, SmtpTimeoutError
 from server.app import create_app
 from server.settings import load_settings
 
-pytestmark = pytest.mark.lab
-
 PAID = "/api/x402/v1"
 QUOTED = '"a>b"@acme.test'  # a valid address whose local part cannot go into RCPT TO:<...>
 

@@ -31,8 +31,6 @@ from server.app import create_app
 from server.payments import gate_factory
 from server.settings import load_settings
 
-pytestmark = pytest.mark.lab
-
 
 @pytest.fixture(scope="module")
 def free_server(dns_lab: DnsLab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:

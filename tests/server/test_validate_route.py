@@ -1,4 +1,4 @@
-"""POST /api/x402/v1/email/validate against the NSD DNS lab."""
+"""POST /api/x402/v1/email/validate: against the NSD DNS lab, and on the stub resolver."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ PATH = "/api/x402/v1/email/validate"
 
 
 async def test_valid_domain_matches_the_library(
-    client: httpx.AsyncClient, lab_resolver: DnsResolver
+    lab_client: httpx.AsyncClient, lab_resolver: DnsResolver
 ) -> None:
-    response = await client.post(PATH, json={"email": "Jane.Doe@multi.test"})
+    response = await lab_client.post(PATH, json={"email": "Jane.Doe@multi.test"})
     assert response.status_code == 200, response.text
     body = response.json()
     direct = await Validator(resolver=lab_resolver).validate("Jane.Doe@multi.test")

@@ -14,16 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
-from conftest_ledger import (  # noqa: F401  (fixtures, registered by import)
-    PG_PORT,
-    fixture_clean_redis,
-    fixture_redis_client,
-    fixture_redis_prefix,
-    fresh_pg_schema,
-)
 from eth_account import Account
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from lab.ledgerdb import PG_PORT, fresh_pg_schema
 from paylab import (
     PRICE,
     Gateway,
@@ -55,7 +49,6 @@ from x402gw.wire import (
 if TYPE_CHECKING:
     from conftest import EvmLab, PayFunction
 
-pytestmark = pytest.mark.lab
 ROOT = Path(__file__).resolve().parents[2]
 
 

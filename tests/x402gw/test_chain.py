@@ -48,7 +48,6 @@ from x402gw.wire import (
 if TYPE_CHECKING:
     from conftest import EvmLab
 
-pytestmark = pytest.mark.lab
 
 PayFunction = Callable[[LocalAccount, Any], Awaitable[AnyPaymentPayload]]
 OfferFactory = Callable[..., PaymentRequirements]

@@ -24,7 +24,6 @@ from x402gw.wire import (
 if TYPE_CHECKING:
     from conftest import EvmLab, OfferFactory, PayFunction
 
-pytestmark = pytest.mark.lab
 
 TOKEN = "t0ken-for-the-facilitator-app"
 NEXT_TOKEN = "the-next-token-after-rotation"

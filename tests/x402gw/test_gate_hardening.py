@@ -42,8 +42,6 @@ from x402gw.wire import decode_payment_required, encode_payment_payload
 if TYPE_CHECKING:
     from conftest import EvmLab
 
-pytestmark = pytest.mark.lab
-
 
 @pytest.fixture
 async def gateway(evm: EvmLab, tmp_path: Path) -> AsyncIterator[Gateway]:

@@ -39,8 +39,6 @@ from x402gw.wire import PaymentPayload
 if TYPE_CHECKING:
     from conftest import EvmLab
 
-pytestmark = pytest.mark.lab
-
 
 def _resigned(payload: PaymentPayload, signature: str) -> PaymentPayload:
     return payload.model_copy(update={"payload": {**payload.payload, "signature": signature}})

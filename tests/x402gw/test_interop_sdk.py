@@ -33,8 +33,6 @@ from x402gw.wire import PaymentPayload, decode_settle_response, encode_payment_p
 if TYPE_CHECKING:
     from conftest import EvmLab, PayFunction
 
-pytestmark = pytest.mark.lab
-
 
 @pytest.fixture
 def served_gateway(evm: EvmLab, tmp_path: Path) -> Iterator[tuple[Gateway, str]]:

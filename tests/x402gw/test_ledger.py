@@ -18,19 +18,9 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from conftest_ledger import (  # noqa: F401  (fixtures, registered by import)
-    Db,
-    fixture_backend,
-    fixture_clean_redis,
-    fixture_db,
-    fixture_ledger,
-    fixture_pg_db,
-    fixture_redis_client,
-    fixture_redis_prefix,
-    fixture_sqlite_url,
-)
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from lab.ledgerdb import Db
 from ledger_cases import FP, MERCHANT, PAYER, USDC, payment, tx
 from redis.asyncio import Redis
 

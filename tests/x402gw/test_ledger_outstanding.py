@@ -6,12 +6,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from conftest_ledger import (  # noqa: F401  (fixtures, registered by import)
-    fixture_backend,
-    fixture_db,
-    fixture_ledger,
-)
-
 from x402gw.ledger import Ledger
 
 NETWORK, ASSET = "eip155:31337", "0x" + "aa" * 20

@@ -9,7 +9,7 @@ import contextlib
 from collections.abc import Iterator
 
 import pytest
-from conftest_ledger import PG_PORT, fresh_pg_schema
+from lab.ledgerdb import PG_PORT, fresh_pg_schema
 from lab.webserver import free_port
 from ledger_cases import (
     check_duplicate_and_reopen,
@@ -39,6 +39,7 @@ def _migrated() -> Iterator[tuple[asyncio.Runner, Ledger]]:
             runner.run(schema.__aexit__(None, None, None))
 
 
+@pytest.mark.lab
 def test_what_the_writer_writes_the_engine_reads_back() -> None:
     with _migrated() as (runner, ledger):
         check_round_trip(runner, ledger, nul=False)
@@ -72,11 +73,13 @@ def test_connect_args_from_the_engine_url() -> None:
     assert "server_settings" not in _ledger_pg.connect_args(url, None)
 
 
+@pytest.mark.lab
 async def test_duplicate_and_reopen_after_close() -> None:
     async with fresh_pg_schema() as db:
         await check_duplicate_and_reopen(db.ledger())
 
 
+@pytest.mark.lab
 async def test_postgresql_unreachable_is_ledger_unavailable() -> None:
     async with fresh_pg_schema() as db:
         ledger = Ledger(db.url.replace(f":{PG_PORT}/", f":{free_port()}/"), schema=db.schema)
@@ -87,6 +90,7 @@ async def test_postgresql_unreachable_is_ledger_unavailable() -> None:
         await ledger.close()
 
 
+@pytest.mark.lab
 async def test_connection_cut_then_restored() -> None:
     async with fresh_pg_schema() as db, contextlib.AsyncExitStack() as stack:
         proxy = stack.enter_context(proxy_to(PG_PORT))
@@ -105,11 +109,13 @@ async def test_connection_cut_then_restored() -> None:
         assert (await ledger.get(record.id)).state is State.SETTLING
 
 
+@pytest.mark.lab
 async def test_an_unclosed_ledger_does_not_keep_the_process_alive() -> None:
     async with fresh_pg_schema() as db:
         await asyncio.to_thread(check_unclosed_ledger_exits, db.url, db.schema)
 
 
+@pytest.mark.lab
 def test_one_ledger_from_two_event_loops() -> None:
     """asyncpg connections belong to their loop: a ledger used from a second loop (a second
     test client, a CLI calling asyncio.run twice) gets a pool of its own there, and the first

@@ -6,11 +6,6 @@ import asyncio
 import socket
 
 import pytest
-from conftest_ledger import (  # noqa: F401  (fixtures, registered by import)
-    fixture_clean_redis,
-    fixture_redis_client,
-    fixture_redis_prefix,
-)
 from redis.asyncio import Redis
 
 from x402gw.locks import (

@@ -33,7 +33,6 @@ from x402gw.wire import (
 if TYPE_CHECKING:
     from conftest import EvmLab, PayFunction
 
-pytestmark = pytest.mark.lab
 
 URL = "http://testserver"
 

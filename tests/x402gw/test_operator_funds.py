@@ -25,7 +25,6 @@ from x402gw.facilitator import DEFAULT_SETTLE_GAS_CAP, GAS_CAP_EXCEEDED, PAYMENT
 if TYPE_CHECKING:
     from conftest import EvmLab, OfferFactory, PayFunction
 
-pytestmark = pytest.mark.lab
 
 BURN_LOOPS = 40_000  # x 26 gas per loop: about 1.04M gas per call
 

@@ -25,8 +25,6 @@ from x402gw.wire import PaymentPayload, PaymentRequirements
 if TYPE_CHECKING:
     from conftest import EvmLab, OfferFactory
 
-pytestmark = pytest.mark.lab
-
 
 @pytest.fixture
 async def local(evm: EvmLab) -> AsyncIterator[LocalFacilitator]:

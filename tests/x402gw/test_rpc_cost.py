@@ -24,8 +24,6 @@ from x402gw.facilitator import LocalFacilitator
 if TYPE_CHECKING:
     from conftest import EvmLab, OfferFactory, PayFunction
 
-pytestmark = pytest.mark.lab
-
 
 @asynccontextmanager
 async def counted(evm: EvmLab) -> AsyncIterator[tuple[LocalFacilitator, RpcRelay]]:

@@ -26,7 +26,6 @@ from x402gw.wire import FacilitatorRequest
 if TYPE_CHECKING:
     from conftest import EvmLab, OfferFactory, PayFunction
 
-pytestmark = pytest.mark.lab
 
 PATH_SECRET = "pathSECRET0a1b2c3d4e"
 QUERY_SECRET = "querySECRET9f8e7d6c5b"

@@ -23,8 +23,6 @@ from lab.maillab import MailLab
 
 from emailintel.cli import main
 
-pytestmark = pytest.mark.lab
-
 
 def base(mail_dns: DnsLab) -> list[str]:
     return [

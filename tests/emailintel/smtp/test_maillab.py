@@ -17,7 +17,6 @@ HELO = "probe.verifier.test"
 FAST = Timeouts(connect=2, banner=2, command=2)
 
 
-@pytest.mark.lab
 def test_dns_zones_describe_every_domain(mail_lab: MailLab) -> None:
     zones = mail_lab.dns_zones()
     a_records = {
@@ -40,7 +39,6 @@ def test_dns_zones_describe_every_domain(mail_lab: MailLab) -> None:
     assert prefs == [10, 20]
 
 
-@pytest.mark.lab
 def test_nsd_serves_the_lab_zones(mail_lab: MailLab) -> None:
     with DnsLab(mail_lab.dns_zones()) as dns_lab:
         resolver = dns.resolver.Resolver(configure=False)
@@ -57,7 +55,6 @@ def test_nsd_serves_the_lab_zones(mail_lab: MailLab) -> None:
         assert (null.preference, str(null.exchange)) == (0, ".")  # type: ignore[attr-defined]
 
 
-@pytest.mark.lab
 async def test_anvil_limits_apply_to_loopback_clients(mail_lab: MailLab) -> None:
     source = mail_lab.fresh_source()
     limit = mail_lab.strict.connection_count_limit
@@ -81,7 +78,6 @@ async def test_anvil_limits_apply_to_loopback_clients(mail_lab: MailLab) -> None
             await session.close()
 
 
-@pytest.mark.lab
 def test_fresh_sources_are_new_subnets_outside_the_lab(mail_lab: MailLab) -> None:
     sources = [mail_lab.fresh_source() for _ in range(300)]
     subnets = {ipaddress.ip_network(f"{s}/24", strict=False) for s in sources}

@@ -45,7 +45,6 @@ async def test_non_smtp_greeting_fails() -> None:
     assert "unexpected greeting" in result.detail
 
 
-@pytest.mark.lab
 async def test_host_name_target_resolved_through_the_lab(mail_dns: DnsLab) -> None:
     resolver = DnsResolver([mail_dns.nameserver])
     with fake_smtp(Behaviour()) as fake:

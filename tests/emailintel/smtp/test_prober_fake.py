@@ -24,8 +24,6 @@ from emailintel.smtp.proxies import ProxyConfig
 from emailintel.smtp.session import Timeouts
 from emailintel.verify import Validator, verify, verify_many
 
-pytestmark = pytest.mark.lab
-
 KNOWN = frozenset(
     {"ann@fake.test", "bob@fake.test", "cy@fake.test", "di@fake.test", "ed@fake.test"}
 )

@@ -19,8 +19,6 @@ from emailintel.smtp.prober import Prober
 from emailintel.smtp.session import Timeouts
 from emailintel.verify import RetryWait, Validator, verify, verify_many
 
-pytestmark = pytest.mark.lab
-
 
 def make_prober(**overrides: Any) -> Prober:
     return lab_prober(**{"retry_schedule": (3.0,), **overrides})

@@ -51,7 +51,6 @@ def _domain_of(lab: MailLab, listener: str) -> str:
 # --- against the real Postfix --------------------------------------------------------------------
 
 
-@pytest.mark.lab
 async def test_known_unknown_and_relay(mail_lab: MailLab) -> None:
     async with session(mail_lab, "main") as s:
         assert s.banner is not None
@@ -71,7 +70,6 @@ async def test_known_unknown_and_relay(mail_lab: MailLab) -> None:
     assert set(s.timings_ms) >= {"connect", "banner", "ehlo"}
 
 
-@pytest.mark.lab
 async def test_catch_all_accepts_anything(mail_lab: MailLab) -> None:
     async with session(mail_lab, "catchall") as s:
         await s.mail_from("probe@verifier.test")
@@ -79,7 +77,6 @@ async def test_catch_all_accepts_anything(mail_lab: MailLab) -> None:
     assert reply.code == 250
 
 
-@pytest.mark.lab
 async def test_rset_starts_a_new_transaction(mail_lab: MailLab) -> None:
     async with session(mail_lab, "main") as s:
         await s.mail_from("")
@@ -92,7 +89,6 @@ async def test_rset_starts_a_new_transaction(mail_lab: MailLab) -> None:
         assert (await s.rcpt("info@company.test")).code == 250
 
 
-@pytest.mark.lab
 async def test_smtputf8_sender_and_recipient(mail_lab: MailLab) -> None:
     async with session(mail_lab, "main") as s:
         assert (await s.mail_from("prøbe@verifier.test")).code == 250
@@ -100,7 +96,6 @@ async def test_smtputf8_sender_and_recipient(mail_lab: MailLab) -> None:
     assert reply.code == 550
 
 
-@pytest.mark.lab
 async def test_greylisted_then_accepted_after_the_delay(mail_lab: MailLab) -> None:
     source = mail_lab.fresh_source()
     mx_host, ip = mail_lab.mx("greylist.test")[0]
@@ -126,7 +121,6 @@ async def test_greylisted_then_accepted_after_the_delay(mail_lab: MailLab) -> No
     assert later.code == 250
 
 
-@pytest.mark.lab
 async def test_greylist_does_not_hide_unknown_users(mail_lab: MailLab) -> None:
     async with session(mail_lab, "greylist") as s:
         await s.mail_from("probe@verifier.test")
@@ -134,7 +128,6 @@ async def test_greylist_does_not_hide_unknown_users(mail_lab: MailLab) -> None:
     assert reply.code == 550
 
 
-@pytest.mark.lab
 async def test_starttls_opportunistic_with_shared_context(mail_lab: MailLab) -> None:
     async with session(mail_lab, "main") as s:
         assert s.tls
@@ -146,21 +139,18 @@ async def test_starttls_opportunistic_with_shared_context(mail_lab: MailLab) -> 
     assert s.tls_context is probe_tls_context()
 
 
-@pytest.mark.lab
 async def test_starttls_never_stays_plain(mail_lab: MailLab) -> None:
     async with session(mail_lab, "main", starttls="never") as s:
         assert not s.tls
         assert "starttls" in s.extensions
 
 
-@pytest.mark.lab
 async def test_starttls_verified_against_the_lab_ca(mail_lab: MailLab) -> None:
     context = ssl.create_default_context(cafile=str(mail_lab.cert_path))
     async with session(mail_lab, "main", starttls="required", tls_context=context) as s:
         assert s.tls
 
 
-@pytest.mark.lab
 async def test_starttls_wrong_name_is_a_tls_error(mail_lab: MailLab) -> None:
     context = ssl.create_default_context(cafile=str(mail_lab.cert_path))
     s = SmtpSession(
@@ -177,14 +167,12 @@ async def test_starttls_wrong_name_is_a_tls_error(mail_lab: MailLab) -> None:
     assert not s.connected
 
 
-@pytest.mark.lab
 async def test_validating_certs_rejects_self_signed(mail_lab: MailLab) -> None:
     with pytest.raises(SmtpTLSError):
         async with session(mail_lab, "main", verify_certs=True):
             pass
 
 
-@pytest.mark.lab
 async def test_connect_refused_on_dead_mx(mail_lab: MailLab) -> None:
     with pytest.raises(SmtpConnectError) as info:
         async with SmtpSession(mail_lab.ip("dead"), helo=HELO, timeouts=FAST):
@@ -192,7 +180,6 @@ async def test_connect_refused_on_dead_mx(mail_lab: MailLab) -> None:
     assert info.value.stage == "connect"
 
 
-@pytest.mark.lab
 async def test_postfix_tarpit_banner_timeout(mail_lab: MailLab) -> None:
     assert mail_lab.tarpit_seconds > 0.5
     s = SmtpSession(
@@ -206,7 +193,6 @@ async def test_postfix_tarpit_banner_timeout(mail_lab: MailLab) -> None:
     assert info.value.stage == "banner"
 
 
-@pytest.mark.lab
 async def test_strict_listener_452_after_recipient_limit(mail_lab: MailLab) -> None:
     limit = mail_lab.strict.recipient_limit
     async with session(mail_lab, "strict") as s:
@@ -217,7 +203,6 @@ async def test_strict_listener_452_after_recipient_limit(mail_lab: MailLab) -> N
     assert kind(replies[limit]) is ReplyKind.TOO_MANY_RECIPIENTS
 
 
-@pytest.mark.lab
 async def test_strict_listener_421_after_too_many_errors(mail_lab: MailLab) -> None:
     async with session(mail_lab, "strict") as s:
         await s.mail_from("")
@@ -236,7 +221,6 @@ async def test_strict_listener_421_after_too_many_errors(mail_lab: MailLab) -> N
     assert (result.kind, result.backoff) == (ReplyKind.TEMP_FAILURE, True)
 
 
-@pytest.mark.lab
 async def test_bench_domain(mail_lab: MailLab) -> None:
     domain = mail_lab.domain("bench0137.test")
     mx_host, ip = mail_lab.mx(domain.name)[0]

@@ -17,8 +17,6 @@ from emailintel.smtp.prober import SharedSessions
 from emailintel.smtp.session import SmtpSession, Timeouts
 from emailintel.verify import Validator, verify_many
 
-pytestmark = pytest.mark.lab
-
 make_prober = lab_prober
 
 

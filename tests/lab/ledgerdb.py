@@ -1,5 +1,8 @@
 """Fixtures for ledger and lock tests: a fresh SQLite file or PostgreSQL database per test, Redis.
 
+A pytest plugin, registered by ``pytest_plugins`` in tests/conftest.py (so tests just name the
+fixtures); the helpers (:class:`Db`, :func:`fresh_pg_schema`) are imported as usual.
+
 PostgreSQL (127.0.0.1:5432, database `test`) and Redis (127.0.0.1:6379) must be running; when they
 are not, the tests fail with the command that starts them rather than skipping.
 """
