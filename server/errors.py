@@ -152,7 +152,7 @@ def render_gate_error(
     if x402_body is None:
         body: dict[str, Any] = {"error": error}
     else:
-        body = {**{k: v for k, v in error.items()}, **x402_body}
+        body = {**error, **x402_body}
     return [], json.dumps(body, separators=(",", ":")).encode()
 
 

@@ -9,6 +9,7 @@ import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from lab.anvil import CHAIN_ID, AnvilChain, dev_account
+from paylab import local_facilitator
 from x402 import x402Client
 from x402.http.utils import encode_payment_signature_header
 from x402.mechanisms.evm.exact import ExactEvmScheme
@@ -18,6 +19,7 @@ from x402.schemas import PaymentRequired as SdkPaymentRequired
 from x402.schemas.v1 import PaymentRequiredV1 as SdkPaymentRequiredV1
 
 from x402gw.chain import ChainClient
+from x402gw.facilitator import LocalFacilitator
 from x402gw.networks import NETWORKS, Asset
 from x402gw.wire import (
     AnyPaymentPayload,
@@ -173,3 +175,13 @@ def offer_v1(evm: EvmLab) -> Callable[..., PaymentRequirementsV1]:
 def pay(_sdk_knows_anvil: None) -> PayFunction:
     """``await pay(account, offer)``: the official SDK client's payment, as our wire model."""
     return sdk_pay
+
+
+@pytest.fixture
+async def local(evm: EvmLab) -> AsyncIterator[LocalFacilitator]:
+    """A LocalFacilitator on the lab chain, closed after the test."""
+    facilitator = local_facilitator(evm.anvil.url, evm.operator, evm.network)
+    try:
+        yield facilitator
+    finally:
+        await facilitator.aclose()

@@ -168,6 +168,15 @@ def build_gateway(
     return Gateway(PaymentMiddleware(paid_app(calls), config), calls, ledger, facilitator, routes)
 
 
+async def close_gateway(gw: Gateway, *others: Any) -> None:
+    """Stop the gateway's maintenance, close its ledger, then each of ``others`` (facilitators,
+    chain clients) with ``aclose()``."""
+    await gw.app.aclose()
+    await gw.ledger.close()
+    for other in others:
+        await other.aclose()
+
+
 def local_facilitator(
     rpc_url: str, operator: Any, network: str, **options: Any
 ) -> LocalFacilitator:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,15 +35,6 @@ from x402gw.wire import PaymentPayload, PaymentRequirements
 
 if TYPE_CHECKING:
     from conftest import EvmLab, OfferFactory, PayFunction
-
-
-@pytest.fixture
-async def local(evm: EvmLab) -> AsyncIterator[LocalFacilitator]:
-    facilitator = local_facilitator(evm.anvil.url, evm.operator, evm.network)
-    try:
-        yield facilitator
-    finally:
-        await facilitator.aclose()
 
 
 # --- LocalFacilitator -------------------------------------------------------------------------

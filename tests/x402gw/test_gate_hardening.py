@@ -24,6 +24,7 @@ from paylab import (
     RpcRelay,
     build_gateway,
     challenge_error,
+    close_gateway,
     header,
     lab_gateway,
     local_facilitator,
@@ -138,8 +139,7 @@ async def test_pending_settlement_keeps_the_content_for_the_retry(
             assert gw.calls["paid"] == 1
             assert evm.balance(evm.merchant) == PRICE
         finally:
-            await gw.app.aclose()
-            await gw.ledger.close()
+            await close_gateway(gw)
         # A new process on the same ledger answers the same.
         gw2 = build_gateway(facilitator, evm.merchant, evm.network, evm.asset, db)
         try:
@@ -148,9 +148,7 @@ async def test_pending_settlement_keeps_the_content_for_the_retry(
             assert again.status_code == 200
             assert gw2.calls["paid"] == 0
         finally:
-            await gw2.app.aclose()
-            await gw2.ledger.close()
-            await facilitator.aclose()
+            await close_gateway(gw2, facilitator)
 
 
 async def test_reconcile_runs_periodically(evm: EvmLab, tmp_path: Path) -> None:
@@ -182,9 +180,7 @@ async def test_reconcile_runs_periodically(evm: EvmLab, tmp_path: Path) -> None:
                 await asyncio.sleep(0.1)
             assert states == ["settled"]
         finally:
-            await gw.app.aclose()
-            await gw.ledger.close()
-            await facilitator.aclose()
+            await close_gateway(gw, facilitator)
 
 
 # --- item 1: reservations a crashed process left are released ----------------------------------
@@ -226,8 +222,7 @@ async def test_stale_reservations_are_released_at_start_and_periodically(
             assert time.monotonic() < deadline
             await asyncio.sleep(0.1)
     finally:
-        await gw.app.aclose()
-        await gw.ledger.close()
+        await close_gateway(gw)
         await past.close()
         await facilitator.aclose()
 

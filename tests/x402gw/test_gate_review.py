@@ -18,6 +18,7 @@ from paylab import (
     RpcRelay,
     build_gateway,
     challenge_error,
+    close_gateway,
     header,
     lab_gateway,
     local_facilitator,
@@ -66,9 +67,7 @@ class _Hiding:
             relay.hide_receipts = False
 
     async def close(self) -> None:
-        await self.gw.app.aclose()
-        await self.gw.ledger.close()
-        await self.facilitator.aclose()
+        await close_gateway(self.gw, self.facilitator)
 
 
 async def test_pending_without_identifier_is_delivered_to_the_same_authorization(
@@ -112,9 +111,7 @@ async def test_backend_failure_after_broadcast_is_pending_not_free(
             await asyncio.sleep(2.1)
             again = await http.get("/paid", headers=header(payment))
     finally:
-        await gw.app.aclose()
-        await gw.ledger.close()
-        await facilitator.aclose()
+        await close_gateway(gw, facilitator)
     assert first.status_code == 402
     assert challenge_error(first) == "settlement_pending"
     assert "not charged" not in first.text
@@ -147,9 +144,7 @@ async def test_a_reconcile_that_settles_first_keeps_the_content(
             facilitator._after_broadcast = None
             again = await http.get("/paid?q=1", headers=header(with_pid(signed(evm, offer), pid)))
     finally:
-        await gw.app.aclose()
-        await gw.ledger.close()
-        await facilitator.aclose()
+        await close_gateway(gw, facilitator)
     assert first.status_code == 200
     assert again.status_code == 200, again.text
     assert again.content == first.content
@@ -494,10 +489,7 @@ async def test_remote_facilitator_pending_is_reconciled_through_the_chain_client
                         "/paid", headers=header(signed(evm, gw.routes[0].requirements()))
                     )
             finally:
-                await gw.app.aclose()
-                await gw.ledger.close()
-                await remote.aclose()
-                await chain.aclose()
+                await close_gateway(gw, remote, chain)
     assert pending.status_code == 402
     assert challenge_error(pending) == "settlement_pending"
     assert again.status_code == 200, again.text
@@ -626,9 +618,7 @@ async def test_remote_facilitator_without_a_chain_serves_back_to_back_payments(
                     for _ in range(3)
                 ]
         finally:
-            await gw.app.aclose()
-            await gw.ledger.close()
-            await remote.aclose()
+            await close_gateway(gw, remote)
     assert [a.status_code for a in answers] == [200, 200, 200]
     assert evm.balance(evm.merchant) == 3 * PRICE
 
@@ -690,9 +680,7 @@ async def test_an_upfront_run_after_a_reconcile_won_the_race_runs_once(
         async with gw.client() as http:
             first = await http.post("/upfront", headers=holder["header"])
     finally:
-        await gw.app.aclose()
-        await gw.ledger.close()
-        await facilitator.aclose()
+        await close_gateway(gw, facilitator)
     assert gw.calls["upfront"] == 1
     assert sorted([first.status_code, holder["retry"].status_code]) == [200, 409]
     assert evm.balance(evm.merchant) == PRICE
@@ -731,9 +719,7 @@ async def test_a_redirected_settle_is_pending_not_not_charged(evm: EvmLab, tmp_p
                 )
             states = [r.state for r in await gw.ledger.records()]
         finally:
-            await gw.app.aclose()
-            await gw.ledger.close()
-            await remote.aclose()
+            await close_gateway(gw, remote)
     assert response.status_code == 402
     assert challenge_error(response) == "settlement_pending"
     assert "not charged" not in response.text

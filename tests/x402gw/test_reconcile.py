@@ -4,7 +4,6 @@ own Transfer (asset, payer -> payTo, amount), never merely because its nonce is 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,15 +23,6 @@ from x402gw.wire import PaymentPayload, PaymentRequirements
 
 if TYPE_CHECKING:
     from conftest import EvmLab, OfferFactory
-
-
-@pytest.fixture
-async def local(evm: EvmLab) -> AsyncIterator[LocalFacilitator]:
-    facilitator = local_facilitator(evm.anvil.url, evm.operator, evm.network)
-    try:
-        yield facilitator
-    finally:
-        await facilitator.aclose()
 
 
 async def settling(
