@@ -36,7 +36,10 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-__all__ = ["ENV_PREFIX", "PRICE_FIELDS", "Settings", "SettingsError", "load_settings"]
+from server.auth.plans import DEFAULT_PLANS, Plan
+from server.billing.pricing import Price, PriceOverride, price_table
+
+__all__ = ["ENV_PREFIX", "PRICE_KEYS", "Settings", "SettingsError", "load_settings"]
 
 ENV_PREFIX = "BAVLIO_"
 CONFIG_VARIABLE = "BAVLIO_CONFIG"
@@ -62,25 +65,16 @@ def _address(value: str) -> str:
     return value
 
 
-def _price(value: Decimal) -> Decimal:
-    if value <= 0 or value > 1000:
-        raise ValueError("must be a positive USD amount up to 1000")
-    if value.as_tuple().exponent < -6:  # type: ignore[operator]
-        raise ValueError("must have at most 6 decimal places")
-    return value
-
-
 Address = Annotated[str, AfterValidator(_address)]
-Price = Annotated[Decimal, AfterValidator(_price)]
 
-PRICE_FIELDS: dict[str, str] = {
-    "/email/validate": "price_validate",
-    "/email/verify": "price_verify",
-    "/email/find": "price_find",
-    "/linkedin/find-url": "price_linkedin_find_url",
-    "/prospects/search": "price_prospects_search",
+PRICE_KEYS: dict[str, str] = {
+    "/email/validate": "email.validate",
+    "/email/verify": "email.verify",
+    "/email/find": "email.find",
+    "/linkedin/find-url": "linkedin.find_url",
+    "/prospects/search": "prospects.search",
 }
-"""Paid route path (under ``/api/x402/v1``) -> the settings field holding its USD price."""
+"""Paid route path (under ``/api/x402/v1``) -> its key in the pricing table."""
 
 
 class SettingsError(ValueError):
@@ -122,11 +116,23 @@ class Settings(BaseSettings):
     ready_timeout: float = Field(default=3.0, gt=0, le=60)
     ready_cache_seconds: float = Field(default=5.0, ge=0, le=300)
     """How long readiness reuses its chain RPC and DNS answers (0: ask on every request)."""
-    price_validate: Price = Decimal("0.003")
-    price_verify: Price = Decimal("0.005")
-    price_find: Price = Decimal("0.010")
-    price_linkedin_find_url: Price = Decimal("0.008")
-    price_prospects_search: Price = Decimal("0.012")
+    prices: dict[str, PriceOverride] = Field(default_factory=dict)
+    """Overrides of the pricing table (server.billing.pricing), e.g. ``BAVLIO_PRICES=
+    '{"email.verify": {"usd": "0.006", "credits": 2}}'``."""
+    plans: dict[str, Plan] = Field(default_factory=dict)
+    """Plans added to or replacing the defaults (server.auth.plans), as JSON."""
+    default_plan: str = "free"
+    """The plan of a user first seen through a session token."""
+    secret_file: Path | None = None
+    """The master secret's file (default: ``bavlio.secret`` beside a SQLite database)."""
+    key_secret: SecretStr | None = None
+    """HMAC key of stored API key hashes (default: derived from the master secret)."""
+    jwt_secret: SecretStr | None = None
+    """HS256 secret of session tokens (default: derived from the master secret)."""
+    jwks_url: str | None = None
+    """JWKS URL whose RS256/ES256 keys sign session tokens (an external identity provider)."""
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
     rate_limit_ip: str = "300/minute"
     rate_limit_payer: str = "120/minute"
 
@@ -153,7 +159,26 @@ class Settings(BaseSettings):
             raise ValueError("must be a lower-case SQL identifier")
         return value
 
-    @field_validator("rpc_url", "facilitator_url")
+    @field_validator("prices")
+    @classmethod
+    def _prices(cls, value: dict[str, PriceOverride]) -> dict[str, PriceOverride]:
+        price_table(value)
+        return value
+
+    @model_validator(mode="after")
+    def _known_default_plan(self) -> Settings:
+        if self.default_plan not in self.plan_table():
+            raise ValueError(f"default_plan {self.default_plan!r} is not a known plan")
+        return self
+
+    @field_validator("key_secret", "jwt_secret")
+    @classmethod
+    def _long_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters")
+        return value
+
+    @field_validator("rpc_url", "facilitator_url", "jwks_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is not None and not re.match(r"^https?://[^\s/]+", value):
@@ -199,10 +224,26 @@ class Settings(BaseSettings):
         namespace, _, reference = self.network.partition(":")
         return int(reference) if namespace == "eip155" and reference.isdigit() else None
 
+    def price_table(self) -> dict[str, Price]:
+        """The pricing table with this deployment's overrides."""
+        return price_table(self.prices)
+
     def price(self, path: str) -> Decimal:
         """The USD price of a paid route given its path under ``/api/x402/v1``."""
-        value: Decimal = getattr(self, PRICE_FIELDS[path])
-        return value
+        return self.price_table()[PRICE_KEYS[path]].usd
+
+    def plan_table(self) -> dict[str, Plan]:
+        """Every plan: the defaults, then this deployment's."""
+        return {**DEFAULT_PLANS, **self.plans}
+
+    def master_secret_path(self) -> Path:
+        """Where the master secret lives (beside the SQLite file, or ``./bavlio.secret``)."""
+        if self.secret_file is not None:
+            return self.secret_file
+        scheme, _, rest = self.database_url.partition(":///")
+        if scheme.startswith("sqlite") and rest and not rest.startswith(":memory:"):
+            return Path(rest.split("?")[0]).with_suffix(".secret")
+        return Path("bavlio.secret")
 
     @classmethod
     def settings_customise_sources(
@@ -238,6 +279,11 @@ def load_settings(
     config: str | Path | None = None, *, env_file: str | Path | None = ".env", **overrides: Any
 ) -> Settings:
     """Build validated settings, raising :class:`SettingsError` with a one-line message."""
+    for name in os.environ:
+        if name.startswith(ENV_PREFIX + "PRICE_"):  # the per-route fields before the price table
+            raise SettingsError(
+                name, 'replaced by BAVLIO_PRICES, e.g. {"email.validate": {"usd": "0.003"}}'
+            )
     path = config if config is not None else os.environ.get(CONFIG_VARIABLE)
     toml = Path(path) if path else None
     if toml is not None and not toml.is_file():

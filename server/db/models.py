@@ -11,18 +11,34 @@ from datetime import datetime
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
+    CheckConstraint,
     DateTime,
     Float,
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Base", "PoolStat", "Prospect", "ProspectTag", "TagStat"]
+__all__ = [
+    "ApiKey",
+    "Base",
+    "CreditAccount",
+    "CreditEntry",
+    "CreditHold",
+    "IdempotencyKey",
+    "PoolStat",
+    "Prospect",
+    "ProspectTag",
+    "TagStat",
+    "User",
+]
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -91,3 +107,108 @@ class PoolStat(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     prospect_count: Mapped[int] = mapped_column(BigInteger)
+
+
+# --- accounts, keys, credits, idempotency (revision 0003); times are epoch seconds ---------------
+
+
+class User(Base):
+    """An account holder; ``subject`` is the session token's ``sub``."""
+
+    __tablename__ = "users"
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    subject: Mapped[str] = mapped_column(Text, unique=True)
+    email: Mapped[str | None] = mapped_column(Text)
+    plan: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Float)
+    lookup_month: Mapped[str | None] = mapped_column(Text)
+    lookups_used: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class ApiKey(Base):
+    """An API key: its keyed hash (never the key), display prefix, scopes; revoked softly."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    user_id: Mapped[str] = mapped_column(
+        Text, ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(Text)
+    key_hash: Mapped[str] = mapped_column(Text, unique=True)
+    prefix: Mapped[str] = mapped_column(Text)
+    scopes: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Float)
+    last_used_at: Mapped[float | None] = mapped_column(Float)
+    revoked_at: Mapped[float | None] = mapped_column(Float)
+
+
+class CreditAccount(Base):
+    """One row per user: ``balance`` credits, of which ``held`` are reserved by open holds."""
+
+    __tablename__ = "credit_accounts"
+
+    user_id: Mapped[str] = mapped_column(
+        Text, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    balance: Mapped[int] = mapped_column(BigInteger)
+    held: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        CheckConstraint("held >= 0 AND balance >= held", name="ck_credit_accounts_covered"),
+    )
+
+
+class CreditHold(Base):
+    """A reservation: held -> captured | released | expired, once (credit_rules)."""
+
+    __tablename__ = "credit_holds"
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    user_id: Mapped[str] = mapped_column(Text, ForeignKey("users.id", ondelete="CASCADE"))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    captured: Mapped[int] = mapped_column(BigInteger, default=0)
+    state: Mapped[str] = mapped_column(Text)
+    operation: Mapped[str] = mapped_column(Text)
+    reference: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float, index=True)
+    settled_at: Mapped[float | None] = mapped_column(Float)
+
+    __table_args__ = (UniqueConstraint("user_id", "reference", name="uq_credit_holds_reference"),)
+
+
+class CreditEntry(Base):
+    """Append-only ledger line; (user, kind, reference) is unique, so a charge books once."""
+
+    __tablename__ = "credit_entries"
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    user_id: Mapped[str] = mapped_column(Text, ForeignKey("users.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(Text)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    operation: Mapped[str | None] = mapped_column(Text)
+    reference: Mapped[str] = mapped_column(Text)
+    balance_after: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (
+        UniqueConstraint("user_id", "kind", "reference", name="uq_credit_entries_reference"),
+        Index("ix_credit_entries_user", "user_id", "id"),
+    )
+
+
+class IdempotencyKey(Base):
+    """A stored Idempotency-Key: fingerprint, then the response once the first run finished."""
+
+    __tablename__ = "idempotency_keys"
+
+    user_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Float, index=True)
+    finished: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[int | None] = mapped_column(Integer)
+    headers: Mapped[str | None] = mapped_column(Text)
+    body: Mapped[bytes | None] = mapped_column(LargeBinary)

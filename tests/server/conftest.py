@@ -23,6 +23,7 @@ from starlette.applications import Starlette
 
 from emailintel.dns import DnsResolver
 from server.app import create_app
+from server.db.engine import Database
 from server.settings import Settings, load_settings
 
 PG_ADMIN = os.environ.get("BAVLIO_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -135,3 +136,14 @@ async def lab_client(
     """A client for the default app on SQLite with the DNS lab resolver (real DNS answers)."""
     async with serving(create_app(settings, resolver=lab_resolver)) as c:
         yield c
+
+
+@pytest_asyncio.fixture(loop_scope="function")
+async def db(backend_settings: Settings) -> AsyncIterator[Database]:
+    """A migrated database on SQLite and (second run) PostgreSQL, disposed afterwards."""
+    database = Database(backend_settings.database_url, schema=backend_settings.database_schema)
+    await database.migrate()
+    try:
+        yield database
+    finally:
+        await database.dispose()

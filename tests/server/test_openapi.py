@@ -54,7 +54,7 @@ async def test_every_route_is_listed_with_schemas(
 
 
 async def test_paid_routes_carry_x402_prices(sqlite_url: str, stub_resolver: DnsResolver) -> None:
-    document = await _document(sqlite_url, stub_resolver, price_prospects_search="0.05")
+    document = await _document(sqlite_url, stub_resolver, prices={"prospects.search": {"usd": "0.05"}})
     validate_op = document["paths"]["/api/x402/v1/email/validate"]["post"]
     assert validate_op["x-x402"] == {
         "scheme": "exact",

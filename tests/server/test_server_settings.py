@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from server.settings import PRICE_FIELDS, Settings, SettingsError, load_settings
+from server.settings import PRICE_KEYS, Settings, SettingsError, load_settings
 
 
 @pytest.fixture(autouse=True)
@@ -23,7 +23,7 @@ def test_defaults_match_the_seed_prices() -> None:
     assert settings.database_url == "sqlite+aiosqlite:///./bavlio.sqlite3"
     assert settings.network == "eip155:8453"
     assert settings.chain_id == 8453
-    prices = {path: settings.price(path) for path in PRICE_FIELDS}
+    prices = {path: settings.price(path) for path in PRICE_KEYS}
     assert prices == {
         "/email/validate": Decimal("0.003"),
         "/email/verify": Decimal("0.005"),
@@ -51,9 +51,54 @@ def test_environment_dotenv_and_toml_precedence(
 
 def test_config_path_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     toml = tmp_path / "c.toml"
-    toml.write_text("price_validate = 0.004\n")
+    toml.write_text('[prices."email.validate"]\nusd = "0.004"\ncredits = 2\n')
     monkeypatch.setenv("BAVLIO_CONFIG", str(toml))
-    assert load_settings().price_validate == Decimal("0.004")
+    settings = load_settings()
+    assert settings.price("/email/validate") == Decimal("0.004")
+    assert settings.price_table()["email.validate"].credits == 2
+    assert settings.price_table()["email.verify"].credits == 1
+
+
+def test_prices_and_plans_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BAVLIO_PRICES", '{"email.find": {"credits": 5}}')
+    monkeypatch.setenv("BAVLIO_PLANS", '{"team": {"rate_limit": "5/second"}}')
+    monkeypatch.setenv("BAVLIO_DEFAULT_PLAN", "team")
+    settings = load_settings()
+    assert settings.price_table()["email.find"].credits == 5
+    assert settings.price("/email/find") == Decimal("0.010")
+    assert set(settings.plan_table()) == {"free", "paid", "team"}
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("BAVLIO_PRICES", '{"email.nope": {"credits": 1}}', "unknown price key"),
+        ("BAVLIO_PRICES", '{"email.find": {"usd": "-1"}}', "positive"),
+        ("BAVLIO_PRICES", '{"email.find": {"usd": "0.0000001"}}', "6 decimal"),
+        ("BAVLIO_PRICES", '{"email.find": {"credits": -1}}', "greater than or equal"),
+        ("BAVLIO_PRICES", '{"email.find": {"cents": 1}}', "Extra inputs"),
+        ("BAVLIO_PLANS", '{"x": {"rate_limit": "lots"}}', "rate limit"),
+        ("BAVLIO_DEFAULT_PLAN", "gold", "not a known plan"),
+        ("BAVLIO_KEY_SECRET", "short", "at least 32"),
+        ("BAVLIO_JWT_SECRET", "short", "at least 32"),
+        ("BAVLIO_JWKS_URL", "file:///etc/passwd", "http"),
+    ],
+)
+def test_bad_prices_plans_and_secrets_are_refused(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError, match=message):
+        load_settings()
+
+
+def test_master_secret_sits_beside_the_sqlite_file(tmp_path: Path) -> None:
+    settings = load_settings(database_url=f"sqlite:///{tmp_path}/data/b.sqlite3")
+    assert settings.master_secret_path() == tmp_path / "data" / "b.secret"
+    pg = load_settings(database_url="postgresql://u@h/db")
+    assert pg.master_secret_path() == Path("bavlio.secret")
+    chosen = load_settings(secret_file=tmp_path / "s")
+    assert chosen.master_secret_path() == tmp_path / "s"
 
 
 def test_database_urls_are_normalised_to_async_drivers() -> None:

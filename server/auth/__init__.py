@@ -1,0 +1,1 @@
+"""Identity: API keys (format, checksum, keyed hash), session JWTs, scopes, plans, the key store."""

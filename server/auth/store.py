@@ -1,0 +1,240 @@
+"""Users and API keys in the database (the I/O edge of :mod:`server.auth.keys`)."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from server.auth import keys
+from server.db.models import ApiKey, CreditAccount, User
+from server.db.tx import read_connection, write_transaction
+from server.ids import new_id
+
+__all__ = ["MAX_KEYS", "AccountStore", "KeyLimitReached", "KeyRecord", "UserRecord"]
+
+MAX_KEYS = 50
+"""Active keys per user; the 51st is refused (409) until one is revoked."""
+LAST_USED_GRANULARITY = 60.0
+"""``last_used_at`` is written at most once a minute per key (no write per request)."""
+
+
+class KeyLimitReached(Exception):
+    """The user already holds :data:`MAX_KEYS` active keys."""
+
+
+@dataclass(frozen=True)
+class UserRecord:
+    """An account holder."""
+
+    id: str
+    subject: str
+    email: str | None
+    plan: str
+    created_at: float
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    """An API key as lists show it (never the key itself)."""
+
+    id: str
+    user_id: str
+    name: str
+    prefix: str
+    scopes: tuple[str, ...]
+    created_at: float
+    last_used_at: float | None
+    revoked_at: float | None
+
+
+def _user(row: object) -> UserRecord:
+    return UserRecord(
+        id=row.id,  # type: ignore[attr-defined]
+        subject=row.subject,  # type: ignore[attr-defined]
+        email=row.email,  # type: ignore[attr-defined]
+        plan=row.plan,  # type: ignore[attr-defined]
+        created_at=row.created_at,  # type: ignore[attr-defined]
+    )
+
+
+def _key(row: object) -> KeyRecord:
+    return KeyRecord(
+        id=row.id,  # type: ignore[attr-defined]
+        user_id=row.user_id,  # type: ignore[attr-defined]
+        name=row.name,  # type: ignore[attr-defined]
+        prefix=row.prefix,  # type: ignore[attr-defined]
+        scopes=tuple(json.loads(row.scopes)),  # type: ignore[attr-defined]
+        created_at=row.created_at,  # type: ignore[attr-defined]
+        last_used_at=row.last_used_at,  # type: ignore[attr-defined]
+        revoked_at=row.revoked_at,  # type: ignore[attr-defined]
+    )
+
+
+_USER_COLUMNS = (User.id, User.subject, User.email, User.plan, User.created_at)
+_KEY_COLUMNS = (
+    ApiKey.id,
+    ApiKey.user_id,
+    ApiKey.name,
+    ApiKey.prefix,
+    ApiKey.scopes,
+    ApiKey.created_at,
+    ApiKey.last_used_at,
+    ApiKey.revoked_at,
+)
+
+
+class AccountStore:
+    """Users (found or created by token subject) and their API keys."""
+
+    def __init__(self, engine: AsyncEngine, key_secret: bytes) -> None:
+        self.engine = engine
+        self._secret = key_secret
+
+    async def user(self, user_id: str) -> UserRecord | None:
+        """The user with ``user_id``, if any."""
+        async with read_connection(self.engine) as conn:
+            row = (await conn.execute(select(*_USER_COLUMNS).where(User.id == user_id))).first()
+        return _user(row) if row else None
+
+    async def user_for_subject(
+        self, subject: str, *, email: str | None, plan: str
+    ) -> tuple[UserRecord, bool]:
+        """The user of a token subject, created (with ``plan``) on first sight; (user, created)."""
+        async with read_connection(self.engine) as conn:
+            row = (
+                await conn.execute(select(*_USER_COLUMNS).where(User.subject == subject))
+            ).first()
+        if row is not None:
+            return _user(row), False
+        record = UserRecord(new_id("usr"), subject, email, plan, time.time())
+        try:
+            async with write_transaction(self.engine) as conn:
+                await conn.execute(
+                    insert(User).values(
+                        id=record.id,
+                        subject=subject,
+                        email=email,
+                        plan=plan,
+                        created_at=record.created_at,
+                        lookups_used=0,
+                    )
+                )
+                await conn.execute(
+                    insert(CreditAccount).values(user_id=record.id, balance=0, held=0)
+                )
+        except IntegrityError:  # created concurrently by another request: use that one
+            async with read_connection(self.engine) as conn:
+                row = (
+                    await conn.execute(select(*_USER_COLUMNS).where(User.subject == subject))
+                ).one()
+            return _user(row), False
+        return record, True
+
+    async def set_plan(self, user_id: str, plan: str) -> None:
+        """Move a user to ``plan``."""
+        async with write_transaction(self.engine) as conn:
+            await conn.execute(update(User).where(User.id == user_id).values(plan=plan))
+
+    async def create_key(
+        self, user_id: str, name: str, scopes: tuple[str, ...]
+    ) -> tuple[str, KeyRecord]:
+        """A new key (returned once, in the clear) and its record; KeyLimitReached past the cap."""
+        raw = keys.generate_key()
+        record = KeyRecord(
+            id=new_id("key"),
+            user_id=user_id,
+            name=name,
+            prefix=keys.display_prefix(raw),
+            scopes=scopes,
+            created_at=time.time(),
+            last_used_at=None,
+            revoked_at=None,
+        )
+        async with write_transaction(self.engine) as conn:
+            active = (
+                await conn.execute(
+                    select(ApiKey.id).where(ApiKey.user_id == user_id, ApiKey.revoked_at.is_(None))
+                )
+            ).all()
+            if len(active) >= MAX_KEYS:
+                raise KeyLimitReached
+            await conn.execute(
+                insert(ApiKey).values(
+                    id=record.id,
+                    user_id=user_id,
+                    name=name,
+                    key_hash=keys.key_hash(raw, self._secret),
+                    prefix=record.prefix,
+                    scopes=json.dumps(list(scopes)),
+                    created_at=record.created_at,
+                )
+            )
+        return raw, record
+
+    async def keys(self, user_id: str) -> list[KeyRecord]:
+        """The user's keys, newest first, revoked ones included (they show ``revoked_at``)."""
+        async with read_connection(self.engine) as conn:
+            rows = (
+                await conn.execute(
+                    select(*_KEY_COLUMNS)
+                    .where(ApiKey.user_id == user_id)
+                    .order_by(ApiKey.id.desc())
+                )
+            ).all()
+        return [_key(row) for row in rows]
+
+    async def revoke_key(self, user_id: str, key_id: str) -> KeyRecord | None:
+        """Revoke the user's key (soft delete); None when the user has no such key."""
+        now = time.time()
+        async with write_transaction(self.engine) as conn:
+            await conn.execute(
+                update(ApiKey)
+                .where(ApiKey.id == key_id, ApiKey.user_id == user_id, ApiKey.revoked_at.is_(None))
+                .values(revoked_at=now)
+            )
+            row = (
+                await conn.execute(
+                    select(*_KEY_COLUMNS).where(ApiKey.id == key_id, ApiKey.user_id == user_id)
+                )
+            ).first()
+        return _key(row) if row else None
+
+    async def authenticate(self, raw: str) -> tuple[UserRecord, KeyRecord] | None:
+        """The user and key of a raw key; None for a malformed, unknown or revoked key.
+
+        A key failing its checksum costs no query. ``last_used_at`` is refreshed at most once a
+        minute.
+        """
+        if not keys.looks_valid(raw):
+            return None
+        digest = keys.key_hash(raw, self._secret)
+        async with read_connection(self.engine) as conn:
+            row = (
+                await conn.execute(
+                    select(
+                        *_KEY_COLUMNS,
+                        User.subject,
+                        User.email,
+                        User.plan,
+                        User.created_at.label("user_created_at"),
+                    )
+                    .join(User, User.id == ApiKey.user_id)
+                    .where(ApiKey.key_hash == digest)
+                )
+            ).first()
+        if row is None or row.revoked_at is not None:
+            return None
+        key = _key(row)
+        user = UserRecord(row.user_id, row.subject, row.email, row.plan, row.user_created_at)
+        now = time.time()
+        if key.last_used_at is None or now - key.last_used_at >= LAST_USED_GRANULARITY:
+            async with write_transaction(self.engine) as conn:
+                await conn.execute(
+                    update(ApiKey).where(ApiKey.id == key.id).values(last_used_at=now)
+                )
+        return user, key

@@ -1,0 +1,1 @@
+"""Money and credits: the one pricing table, the credit ledger rules and its store."""

@@ -1,0 +1,73 @@
+"""The one pricing table: each priced operation has a USD price (x402, per call) and a credit
+price (keyed API, per unit). Routes name a price key; nothing else holds a price.
+
+Overrides come from settings (``BAVLIO_PRICES`` as JSON, or ``[prices]`` in the TOML file), e.g.
+``{"email.verify": {"usd": "0.006", "credits": 2}}``; unknown keys are refused at start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+__all__ = ["DEFAULT_PRICES", "Price", "PriceOverride", "UsdPrice", "price_table"]
+
+
+def _usd(value: Decimal) -> Decimal:
+    if value <= 0 or value > 1000:
+        raise ValueError("must be a positive USD amount up to 1000")
+    if value.as_tuple().exponent < -6:  # type: ignore[operator]
+        raise ValueError("must have at most 6 decimal places")
+    return value
+
+
+UsdPrice = Annotated[Decimal, AfterValidator(_usd)]
+
+
+@dataclass(frozen=True)
+class Price:
+    """What one unit of an operation costs on each channel."""
+
+    usd: Decimal
+    credits: int
+    unit: str = "call"
+
+
+DEFAULT_PRICES: Mapping[str, Price] = {
+    "email.validate": Price(Decimal("0.003"), 1),
+    "email.verify": Price(Decimal("0.005"), 1),
+    "email.find": Price(Decimal("0.010"), 3),
+    "email.bulk_find": Price(Decimal("0.010"), 3, "row"),
+    "email.dataset_verify": Price(Decimal("0.005"), 1, "row"),
+    "linkedin.find_url": Price(Decimal("0.008"), 3),
+    "leads.batch": Price(Decimal("0.008"), 3, "name"),
+    "prospects.search": Price(Decimal("0.012"), 4),
+}
+
+
+class PriceOverride(BaseModel):
+    """A partial change to one price key."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    usd: UsdPrice | None = None
+    credits: int | None = Field(default=None, ge=0, le=1_000_000)
+
+
+def price_table(overrides: Mapping[str, PriceOverride]) -> dict[str, Price]:
+    """The defaults with ``overrides`` applied; ValueError naming an unknown key."""
+    table = dict(DEFAULT_PRICES)
+    for key, override in overrides.items():
+        if key not in table:
+            raise ValueError(f"unknown price key {key!r} (known: {', '.join(sorted(table))})")
+        current = table[key]
+        table[key] = replace(
+            current,
+            usd=override.usd if override.usd is not None else current.usd,
+            credits=override.credits if override.credits is not None else current.credits,
+        )
+    return table

@@ -1,0 +1,1 @@
+"""The keyed API's HTTP contract: pagination, idempotency, the guard pipeline around handlers."""
