@@ -45,6 +45,7 @@ def free_server(dns_lab: DnsLab, tmp_path_factory: pytest.TempPathFactory) -> It
         jwt_secret=JWT_SECRET,
         secret_file=work / "bavlio.secret",
         default_plan="paid",
+        plans={"paid": {"rate_limit": "1000000/minute"}},  # schemathesis is fast, not abusive
     )
     with SearchLab() as search:
         app = create_app(
