@@ -123,9 +123,9 @@ async def sign_many(account: Any, url: str, count: int) -> list[str]:
 
 
 def node_pid(chain: AnvilChain) -> int:
-    """The anvil process id (AnvilChain keeps its process private)."""
-    assert chain._proc is not None, "anvil is not running"
-    return chain._proc.pid
+    """The anvil process id."""
+    assert chain.pid is not None, "anvil is not running"
+    return chain.pid
 
 
 def block_number(chain: AnvilChain) -> int:

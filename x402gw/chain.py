@@ -19,6 +19,7 @@ from typing import Any, Final, TypeVar, cast
 
 import rlp  # type: ignore[import-untyped]
 from aiohttp import ClientError, ClientResponseError
+from cachetools import TTLCache
 from coincurve import PrivateKey
 from eth_abi.abi import decode as abi_decode
 from eth_abi.abi import encode as abi_encode
@@ -43,15 +44,8 @@ from x402gw.errors import (
     SettlementReverted,
     TransferEventMissing,
 )
-from x402gw.exact_evm import Candidate, ChainFacts, Diagnosis, Invalid
-from x402gw.networks import NETWORKS, NetworkRegistry
+from x402gw.exact_evm import Candidate, ChainFacts, Diagnosis
 from x402gw.signer_lock import SignerLock
-from x402gw.wire import (
-    AnyPaymentPayload,
-    PaymentRequirements,
-    PaymentRequirementsV1,
-    VerifyResponse,
-)
 
 _T = TypeVar("_T")
 log = logging.getLogger("x402gw.chain")
@@ -70,6 +64,9 @@ _NONCE_CLASH: Final = (
     *_ALREADY_KNOWN,
 )
 _FEE_TOO_LOW: Final = "less than block base fee"  # geth, anvil, erigon, reth wording
+_KNOWN_MAX: Final = 10_000  # bound on the assets and payer codes a FactGatherer remembers
+PAYER_CODE_TTL: Final = 120.0
+"""Seconds a contract payer's code is reused (EIP-7702 delegations may change it)."""
 _FEE_TTL: Final = 1.0  # seconds fee data is reused; 2 x base fee absorbs ~5 blocks of increases
 _HEX_ADDRESS: Final = re.compile(r"0x[0-9a-fA-F]{40}")
 _AUTHORIZATION_USED_TOPIC: Final = keccak(b"AuthorizationUsed(address,bytes32)")
@@ -419,90 +416,6 @@ class ChainClient:
             balance=balance,
         )
 
-    async def gather_facts(
-        self,
-        candidate: Candidate,
-        *,
-        simulate: bool = True,
-        sender: str | None = None,
-        allowed_factories: Iterable[str] = (),
-        payer_code: bytes | None = None,
-        known_assets: set[str] | None = None,
-    ) -> ChainFacts:
-        """Fetch, in the SDK's order, only the facts the rules will consult.
-
-        ``payer_code``: the payer's code when the caller knows it already (not asked again).
-        ``known_assets``: lower-case token addresses known to hold code (not asked again); a
-        token found to hold code is added.
-        """
-        code = await self.get_code(candidate.payer) if payer_code is None else payer_code
-        eip1271: bool | None = None
-        if code:
-            eip1271 = await self.is_valid_signature(
-                candidate.payer, candidate.digest, candidate.inner_signature
-            )
-        if exact_evm.check_signature(candidate, code, eip1271, allowed_factories) is not None:
-            # check_onchain stops at the signature; should it be given other factories, fail closed.
-            return ChainFacts(
-                payer_code=code,
-                eip1271_valid=eip1271,
-                simulation_error="not simulated: signature refused",
-                simulation_reverted=False,
-            )
-        token = candidate.token.lower()
-        asset_deployed = (known_assets is not None and token in known_assets) or bool(
-            await self.get_code(candidate.token)
-        )
-        if asset_deployed and known_assets is not None:
-            known_assets.add(token)
-        if not asset_deployed or not simulate:
-            return ChainFacts(
-                payer_code=code,
-                eip1271_valid=eip1271,
-                asset_deployed=asset_deployed,
-                simulated=False,
-            )
-        if candidate.erc6492 is not None and candidate.erc6492.has_deployment_info and not code:
-            error, reverted = await self.simulate_counterfactual(candidate, sender=sender)
-        else:
-            error, reverted = await self.simulate_transfer(candidate, sender=sender)
-        diagnosis = None
-        if error is not None and (not reverted or exact_evm.map_revert(error) is None):
-            diagnosis = await self.diagnose(candidate)
-        return ChainFacts(
-            payer_code=code,
-            eip1271_valid=eip1271,
-            simulation_error=error,
-            simulation_reverted=reverted,
-            diagnosis=diagnosis,
-        )
-
-    async def verify(
-        self,
-        payload: AnyPaymentPayload,
-        requirements: PaymentRequirements | PaymentRequirementsV1,
-        *,
-        now: int | None = None,
-        networks: NetworkRegistry = NETWORKS,
-        allowed_factories: Iterable[str] = (),
-        simulate: bool = True,
-        sender: str | None = None,
-    ) -> VerifyResponse:
-        """Full exact-EVM verification: off-chain rules, then chain facts, as the SDK facilitator does."""
-        checked = exact_evm.check_offchain(
-            payload, requirements, now=int(time.time()) if now is None else now, networks=networks
-        )
-        if isinstance(checked, Invalid):
-            return _invalid(checked)
-        factories = tuple(allowed_factories)
-        facts = await self.gather_facts(
-            checked, simulate=simulate, sender=sender, allowed_factories=factories
-        )
-        invalid = exact_evm.check_onchain(checked, facts, factories)
-        if invalid is not None:
-            return _invalid(invalid)
-        return VerifyResponse(is_valid=True, payer=checked.payer)
-
     async def latest_block_timestamp(self) -> int:
         """The latest block's timestamp (unix seconds): the chain's own clock."""
         block = await self.request("eth_getBlockByNumber", ["latest", False])
@@ -548,6 +461,137 @@ class ChainClient:
             delay = min(delay * 2, poll)
 
 
+class FactGatherer:
+    """The chain facts :func:`exact_evm.check_onchain` consults, read in the SDK's order with as
+    few round trips as that order allows: the one path from the chain to the rules.
+
+    For an EOA payer, its code, the asset's code and the simulation are independent reads, sent
+    as one batch (the rules still consult them in order). Contract wallets and ERC-6492
+    signatures go step by step, EIP-1271 first. Positive asset-code answers are remembered, and
+    a contract payer's code for ``payer_code_ttl`` seconds from its read (EIP-7702 may change
+    it); an EOA's empty code never is (code can appear at any block). ``sender`` is the
+    simulation's ``from`` (the account that will settle).
+    """
+
+    def __init__(
+        self,
+        client: ChainClient,
+        *,
+        sender: str | None = None,
+        allowed_factories: Iterable[str] = (),
+        clock: Callable[[], float] = time.time,
+        payer_code_ttl: float = PAYER_CODE_TTL,
+    ) -> None:
+        self.client = client
+        self.sender = sender
+        self.allowed_factories = tuple(allowed_factories)
+        self._assets: set[str] = set()  # lower-case tokens found to hold code
+        self._payer_codes: TTLCache[str, bytes] = TTLCache(
+            maxsize=_KNOWN_MAX, ttl=payer_code_ttl, timer=clock
+        )
+
+    async def gather(self, candidate: Candidate, *, simulate: bool = True) -> ChainFacts:
+        """The facts about ``candidate``; ``simulate=False`` when settling (the SDK does not
+        re-simulate there: the gas estimate does). Raises :class:`ChainUnavailable` or
+        :class:`RpcError` when a read that decides the outcome fails."""
+        known_code = self._payer_codes.get(candidate.payer.lower())
+        if candidate.erc6492 is not None or known_code is not None:
+            return await self._step_by_step(candidate, simulate, known_code)
+        asset_known = candidate.token.lower() in self._assets
+        payer_code, token_code, simulation = await self.client.eoa_facts(
+            candidate, asset_code=not asset_known, simulate=simulate, sender=self.sender
+        )
+        if token_code:
+            self._note_asset(candidate.token)
+        if payer_code:  # a contract after all: EIP-1271 comes before everything else
+            self._note_payer(candidate.payer, payer_code)
+            return await self._step_by_step(candidate, simulate, payer_code)
+        refused = self._refused(candidate, b"", None)
+        if refused is not None:
+            return refused
+        deployed = asset_known or bool(token_code)
+        if not deployed or not simulate:
+            return ChainFacts(payer_code=b"", asset_deployed=deployed, simulated=False)
+        assert simulation is not None  # asked for, since simulate is true
+        return await self._simulated(candidate, b"", None, simulation)
+
+    async def _step_by_step(
+        self, candidate: Candidate, simulate: bool, code: bytes | None
+    ) -> ChainFacts:
+        client = self.client
+        if code is None:
+            code = await client.get_code(candidate.payer)
+            if code:
+                self._note_payer(candidate.payer, code)
+        eip1271: bool | None = None
+        if code:
+            eip1271 = await client.is_valid_signature(
+                candidate.payer, candidate.digest, candidate.inner_signature
+            )
+        refused = self._refused(candidate, code, eip1271)
+        if refused is not None:
+            return refused
+        deployed = candidate.token.lower() in self._assets or bool(
+            await client.get_code(candidate.token)
+        )
+        if deployed:
+            self._note_asset(candidate.token)
+        if not deployed or not simulate:
+            return ChainFacts(
+                payer_code=code, eip1271_valid=eip1271, asset_deployed=deployed, simulated=False
+            )
+        wrapped = candidate.erc6492
+        if wrapped is not None and wrapped.has_deployment_info and not code:
+            simulation = await client.simulate_counterfactual(candidate, sender=self.sender)
+        else:
+            simulation = await client.simulate_transfer(candidate, sender=self.sender)
+        return await self._simulated(candidate, code, eip1271, simulation)
+
+    def _refused(
+        self, candidate: Candidate, code: bytes, eip1271: bool | None
+    ) -> ChainFacts | None:
+        """Facts that stop at the signature when the rules refuse it: nothing more is read.
+
+        Should :func:`exact_evm.check_onchain` be given other factories than these, the
+        simulation error makes it fail closed.
+        """
+        if exact_evm.check_signature(candidate, code, eip1271, self.allowed_factories) is None:
+            return None
+        return ChainFacts(
+            payer_code=code,
+            eip1271_valid=eip1271,
+            simulation_error="not simulated: signature refused",
+            simulation_reverted=False,
+        )
+
+    async def _simulated(
+        self,
+        candidate: Candidate,
+        code: bytes,
+        eip1271: bool | None,
+        simulation: tuple[str | None, bool],
+    ) -> ChainFacts:
+        """Facts with the simulation's outcome, diagnosed when no revert reason explains it."""
+        error, reverted = simulation
+        diagnosis = None
+        if error is not None and (not reverted or exact_evm.map_revert(error) is None):
+            diagnosis = await self.client.diagnose(candidate)
+        return ChainFacts(
+            payer_code=code,
+            eip1271_valid=eip1271,
+            simulation_error=error,
+            simulation_reverted=reverted,
+            diagnosis=diagnosis,
+        )
+
+    def _note_asset(self, token: str) -> None:
+        if len(self._assets) < _KNOWN_MAX:  # bounded: a payment may name any contract
+            self._assets.add(token.lower())
+
+    def _note_payer(self, payer: str, code: bytes) -> None:
+        self._payer_codes[payer.lower()] = code
+
+
 class NonceManager:
     """Hands out consecutive account nonces under a lock; resyncs from the node when told to.
 
@@ -576,6 +620,10 @@ class NonceManager:
     def invalidate(self) -> None:
         """Forget the local counter; the next allocation re-reads the pending count."""
         self._next = None
+
+
+SentHook = Callable[[str, bool], Awaitable[None]]
+"""``on_sent(tx_hash, mined)`` of :meth:`Settler.settle`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -614,11 +662,21 @@ class Settler:
         """The operator address that pays gas."""
         return str(self.operator.address)
 
-    async def settle(self, candidate: Candidate, *, max_gas: int | None = None) -> Settlement:
-        """Deploy a counterfactual wallet if needed, transfer, and check the receipt's Transfer log.
+    async def settle(
+        self,
+        candidate: Candidate,
+        *,
+        max_gas: int | None = None,
+        on_sent: SentHook | None = None,
+    ) -> Settlement:
+        """Deploy a counterfactual wallet if needed, transfer, and check the receipt: a success
+        carrying the authorization's own Transfer log, else :class:`SettlementReverted` or
+        :class:`TransferEventMissing` (with the hash).
 
         ``max_gas`` caps the transfer (see :meth:`send`); the deployment goes through an
-        allow-listed factory and is not capped.
+        allow-listed factory and is not capped. ``on_sent(tx_hash, mined)`` runs once the
+        transfer is broadcast, before waiting for its receipt (``mined``: the node had the
+        receipt at once, as an automining node does).
         """
         wrapped = candidate.erc6492
         if (
@@ -631,7 +689,11 @@ class Settler:
             if deployed.status != 1:
                 raise SettlementReverted("smart_wallet_deployment_failed", tx_hash=deploy_hash)
         tx_hash = await self.send(candidate.token, transfer_calldata(candidate), max_gas=max_gas)
-        receipt = await self.client.wait_for_receipt(tx_hash, self.receipt_timeout)
+        receipt = await self.client.get_receipt(tx_hash)
+        if on_sent is not None:
+            await on_sent(tx_hash, receipt is not None)
+        if receipt is None:
+            receipt = await self.client.wait_for_receipt(tx_hash, self.receipt_timeout)
         if receipt.status != 1:
             raise SettlementReverted(exact_evm.TRANSACTION_FAILED, tx_hash=tx_hash)
         if not exact_evm.transfer_log_matches(
@@ -797,15 +859,6 @@ def _hex_bytes(value: Any) -> bytes:
         return bytes.fromhex(value[2:])
     except ValueError:
         raise ChainUnavailable(f"RPC answered malformed hex ({len(value)} characters)") from None
-
-
-def _invalid(invalid: Invalid) -> VerifyResponse:
-    return VerifyResponse(
-        is_valid=False,
-        invalid_reason=invalid.reason,
-        invalid_message=invalid.message,
-        payer=invalid.payer,
-    )
 
 
 def _raw_receipt(raw: Mapping[str, Any]) -> Receipt:

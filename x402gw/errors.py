@@ -9,6 +9,7 @@ The shape (classes defined elsewhere are named with their module)::
     ├── InvalidPrice
     ├── config.InvalidRouteConfig   a priced route or payment config that cannot work
     ├── FacilitatorConfigError      a facilitator or facilitator app set up wrongly
+    ├── devchain.DevChainError      the local development chain (anvil) (+RuntimeError)
     ├── NothingSent                 (mixin) failed before anything reached the chain
     ├── ChainError                  the chain edge
     │   ├── ChainUnavailable        transport failure (maybe sent, if during a broadcast)

@@ -10,7 +10,6 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Final, Protocol, TypeVar
 
 import httpx
-from cachetools import TTLCache
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from pydantic import ValidationError
@@ -21,8 +20,8 @@ from x402gw.chain import (
     AUTHORIZATION_CANCELED,
     AUTHORIZATION_USED,
     ChainClient,
+    FactGatherer,
     Settler,
-    transfer_calldata,
 )
 from x402gw.errors import (
     AuthorizationLogMissing,
@@ -38,7 +37,7 @@ from x402gw.errors import (
     TransferEventMissing,
     UnknownNetwork,
 )
-from x402gw.exact_evm import Candidate, ChainFacts, Invalid
+from x402gw.exact_evm import Candidate, Invalid
 from x402gw.ledger import Ledger, NonceUse, PaymentRecord, ReconcileSummary, TxOutcome
 from x402gw.networks import NETWORKS, NetworkRegistry
 from x402gw.signer_lock import SignerLock
@@ -75,7 +74,6 @@ when the recipient's balance is new), about as much on USDC, a little more from 
 far more means a token burning the operator's gas."""
 _VERIFIED_TTL: Final = 60.0  # seconds a successful verify lets settle skip repeating its reads
 _VERIFIED_MAX: Final = 10_000
-_PAYER_CODE_TTL: Final = 120.0  # seconds a contract payer's code is reused (EIP-7702 may change it)
 _M = TypeVar("_M", bound=WireModel)
 
 
@@ -152,10 +150,8 @@ class LocalFacilitator:
         self._clock = clock
         self._after_broadcast = after_broadcast
         self._in_flight: set[tuple[str, bytes]] = set()
-        self._deployed_assets: set[str] = set()  # positive asset-code checks, as the SDK caches
-        # Contract payers' code (never an EOA's empty code: that can change at any block).
-        self._payer_codes: TTLCache[str, bytes] = TTLCache(
-            maxsize=_VERIFIED_MAX, ttl=_PAYER_CODE_TTL, timer=clock
+        self.facts = FactGatherer(
+            client, sender=settler.address, allowed_factories=self._factories, clock=clock
         )
         self._verified: dict[tuple[bytes, str], tuple[Candidate, float]] = {}
         # check_offchain is a pure function of (payload, requirements, whole second): settle
@@ -199,7 +195,7 @@ class LocalFacilitator:
         checked = self._offchain(payload, requirements)
         if isinstance(checked, Invalid):
             return _invalid(checked)
-        facts = await self._facts(checked, simulate=True)
+        facts = await self.facts.gather(checked, simulate=True)
         invalid = exact_evm.check_onchain(checked, facts, self._factories)
         if invalid is not None:
             return _invalid(invalid)
@@ -230,70 +226,6 @@ class LocalFacilitator:
                 self._offchain_memo[key] = found
         return found
 
-    async def _facts(self, candidate: Candidate, *, simulate: bool) -> ChainFacts:
-        """The chain facts of :meth:`ChainClient.gather_facts`, one batched round trip for EOAs.
-
-        The payer's code, the asset's code and the simulation are independent reads; the rules
-        still consult them in the SDK's order. Contract wallets and ERC-6492 signatures take the
-        sequential path (EIP-1271 must be asked first there). Asset code (positive answers) and
-        contract payers' code (for :data:`_PAYER_CODE_TTL`) are remembered.
-        """
-        client = self.client
-        known_code = self._payer_codes.get(candidate.payer.lower())
-        if candidate.erc6492 is not None or known_code is not None:
-            return await self._sequential_facts(candidate, simulate, known_code)
-        asset_known = candidate.token.lower() in self._deployed_assets
-        payer_code, token_code, simulation = await client.eoa_facts(
-            candidate, asset_code=not asset_known, simulate=simulate, sender=self.settler.address
-        )
-        if token_code:
-            self._note_asset(candidate.token)
-        if payer_code:
-            return await self._sequential_facts(candidate, simulate, payer_code)
-        if exact_evm.check_signature(candidate, b"", None, self._factories) is not None:
-            return ChainFacts(
-                payer_code=b"",
-                simulation_error="not simulated: signature refused",
-                simulation_reverted=False,
-            )
-        deployed = asset_known or bool(token_code)
-        if not deployed or not simulate:
-            return ChainFacts(payer_code=b"", asset_deployed=deployed, simulated=False)
-        assert simulation is not None  # simulate was asked
-        error, reverted = simulation
-        diagnosis = None
-        if error is not None and (not reverted or exact_evm.map_revert(error) is None):
-            diagnosis = await client.diagnose(candidate)
-        return ChainFacts(
-            payer_code=b"",
-            simulation_error=error,
-            simulation_reverted=reverted,
-            diagnosis=diagnosis,
-        )
-
-    async def _sequential_facts(
-        self, candidate: Candidate, simulate: bool, payer_code: bytes | None = None
-    ) -> ChainFacts:
-        token = candidate.token.lower()
-        known = {token} if token in self._deployed_assets else set()
-        facts = await self.client.gather_facts(
-            candidate,
-            simulate=simulate,
-            sender=self.settler.address,
-            allowed_factories=self._factories,
-            payer_code=payer_code,
-            known_assets=known,
-        )
-        if known:
-            self._note_asset(token)
-        if facts.payer_code:
-            self._payer_codes[candidate.payer.lower()] = facts.payer_code
-        return facts
-
-    def _note_asset(self, token: str) -> None:
-        if len(self._deployed_assets) < _VERIFIED_MAX:  # bounded: any contract may be named
-            self._deployed_assets.add(token.lower())
-
     def _remember(self, candidate: Candidate, requirements: AnyRequirements) -> None:
         now = self._clock()
         for key, (_, seen) in list(self._verified.items()):
@@ -315,7 +247,7 @@ class LocalFacilitator:
             and self._clock() - remembered[1] <= _VERIFIED_TTL
         ):
             return checked  # verified (with simulation) moments ago; estimation re-checks anyway
-        facts = await self._facts(checked, simulate=False)
+        facts = await self.facts.gather(checked, simulate=False)
         return exact_evm.check_onchain(checked, facts, self._factories) or checked
 
     async def settle(
@@ -350,24 +282,19 @@ class LocalFacilitator:
         self, candidate: Candidate, network: str, on_broadcast: BroadcastHook | None
     ) -> SettleResponse:
         payer = candidate.payer
-        wrapped = candidate.erc6492
-        try:
-            if wrapped is not None and wrapped.has_deployment_info:
-                # deploys the wallet first
-                settled = await self.settler.settle(candidate, max_gas=self.max_settle_gas)
-                return _settle_success(network, payer, settled.tx_hash, candidate)
-            tx_hash = await self.settler.send(
-                candidate.token, transfer_calldata(candidate), max_gas=self.max_settle_gas
-            )
-            # An instantly mining node has the receipt already: then the hash goes to the caller
-            # with the result, and the hook (one more durable write) is only for a real wait.
-            receipt = await self.client.get_receipt(tx_hash)
-            if receipt is None and on_broadcast is not None:
+
+        async def sent(tx_hash: str, mined: bool) -> None:
+            # A mined transaction's hash goes to the caller with the result: the hook (one more
+            # durable write) is only for a real wait.
+            if not mined and on_broadcast is not None:
                 await on_broadcast(tx_hash)
             if self._after_broadcast is not None:
                 await self._after_broadcast(tx_hash)
-            if receipt is None:
-                receipt = await self.client.wait_for_receipt(tx_hash, self.settler.receipt_timeout)
+
+        try:
+            settled = await self.settler.settle(
+                candidate, max_gas=self.max_settle_gas, on_sent=sent
+            )
         except GasCapExceeded as exc:
             log.warning("refused to settle for %s on %s: %s", payer, candidate.token, exc)
             return _settle_failure(network, GAS_CAP_EXCEEDED, payer, str(exc))
@@ -380,13 +307,7 @@ class LocalFacilitator:
             return _settle_failure(
                 network, exact_evm.TRANSFER_EVENT_MISMATCH, payer, None, exc.tx_hash
             )
-        if receipt.status != 1:
-            return _settle_failure(network, exact_evm.TRANSACTION_FAILED, payer, None, tx_hash)
-        if not exact_evm.transfer_log_matches(
-            receipt.logs, candidate.token, candidate.authorization
-        ):
-            return _settle_failure(network, exact_evm.TRANSFER_EVENT_MISMATCH, payer, None, tx_hash)
-        return _settle_success(network, payer, tx_hash, candidate)
+        return _settle_success(network, payer, settled.tx_hash, candidate)
 
     async def supported(self) -> SupportedResponse:
         """exact on this chain, in v2 (CAIP-2) and, when it has a legacy name, v1."""

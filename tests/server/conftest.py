@@ -17,7 +17,7 @@ import psycopg
 import pytest
 import pytest_asyncio
 from keyed_helpers import Keyed, keyed_app, keyed_settings
-from lab.anvil import AnvilChain
+from lab.anvil import AnvilChain, running_chain
 from lab.dnslab import DnsLab
 from lab.stubdns import StubResolver
 from starlette.applications import Starlette
@@ -101,13 +101,8 @@ def stub_resolver() -> StubResolver:
 @pytest.fixture(scope="session")
 def anvil() -> Iterator[AnvilChain]:
     """A real anvil chain (id 31337) for the readiness RPC check."""
-    chain = AnvilChain()
-    try:
-        chain.start()
-    except RuntimeError as exc:
-        pytest.fail(f"anvil unavailable: {exc}", pytrace=False)
-    yield chain
-    chain.stop()
+    with running_chain() as chain:
+        yield chain
 
 
 @contextlib.asynccontextmanager

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
-from lab.anvil import CHAIN_ID, AnvilChain, dev_account
+from lab.anvil import CHAIN_ID, AnvilChain, dev_account, running_chain
 from paylab import local_facilitator
 from x402 import x402Client
 from x402.http.utils import encode_payment_signature_header
@@ -58,18 +58,11 @@ class EvmLab:
 @pytest.fixture(scope="session")
 def anvil_session() -> Iterator[tuple[AnvilChain, str]]:
     """Start anvil once, deploy the token, fund the payer, install Multicall3; yields (chain, token)."""
-    chain = AnvilChain()
-    try:
-        chain.start()
-    except RuntimeError as exc:
-        pytest.fail(f"anvil unavailable: {exc}", pytrace=False)
-    try:
+    with running_chain() as chain:
         token = chain.deploy_token("USD Coin", "2", "USDC").address
         chain.mint(token, dev_account(1).address, PAYER_FUNDS)
         chain.install_multicall3()
         yield chain, token
-    finally:
-        chain.stop()
 
 
 @pytest.fixture

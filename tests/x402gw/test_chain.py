@@ -6,7 +6,7 @@ import asyncio
 import json
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -20,6 +20,7 @@ from eth_utils.crypto import keccak
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from lab.anvil import free_port
+from paylab import local_facilitator
 from x402.mechanisms.evm.exact.facilitator import ExactEvmScheme as SdkFacilitator
 from x402.mechanisms.evm.exact.facilitator import ExactEvmSchemeConfig
 from x402.mechanisms.evm.exact.v1.facilitator import ExactEvmSchemeV1 as SdkFacilitatorV1
@@ -33,11 +34,13 @@ from x402gw import exact_evm as ev
 from x402gw.chain import (
     MULTICALL3,
     ChainClient,
+    FactGatherer,
     Settler,
     sign_dynamic_fee_transaction,
     transfer_calldata,
 )
 from x402gw.errors import ChainUnavailable, RpcError, SettlementPending, SettlementReverted
+from x402gw.facilitator import LocalFacilitator
 from x402gw.wire import (
     AnyPaymentPayload,
     PaymentPayload,
@@ -51,6 +54,41 @@ if TYPE_CHECKING:
 
 PayFunction = Callable[[LocalAccount, Any], Awaitable[AnyPaymentPayload]]
 OfferFactory = Callable[..., PaymentRequirements]
+Verifier = Callable[..., LocalFacilitator]
+
+
+@pytest.fixture
+async def verifier(evm: EvmLab) -> AsyncIterator[Verifier]:
+    """``verifier(**options)``: a LocalFacilitator on the lab chain with those options (factories,
+    clock), closed after the test. Verification has one path: the facilitator's."""
+    made: list[LocalFacilitator] = []
+
+    def make(**options: Any) -> LocalFacilitator:
+        made.append(local_facilitator(evm.anvil.url, evm.operator, evm.network, **options))
+        return made[-1]
+
+    try:
+        yield make
+    finally:
+        for facilitator in made:
+            await facilitator.aclose()
+
+
+async def sdk_rules(
+    lab: EvmLab,
+    client: ChainClient,
+    payload: AnyPaymentPayload,
+    offer: PaymentRequirements | PaymentRequirementsV1,
+    factories: Iterable[str] = (),
+) -> tuple[bool, str | None]:
+    """(valid, reason) by the SDK's rules alone over the facilitator's fact path: what
+    LocalFacilitator decides without x402gw's own offline rule (a plain signature must recover to
+    ``from``), which refuses contract wallets signing with their owner's plain key."""
+    checked = ev.check_offchain(payload, offer, now=now())
+    if isinstance(checked, ev.Candidate):
+        gatherer = FactGatherer(client, sender=lab.operator.address, allowed_factories=factories)
+        checked = ev.check_onchain(checked, await gatherer.gather(checked), factories) or checked
+    return (False, checked.reason) if isinstance(checked, ev.Invalid) else (True, None)
 
 
 def now() -> int:
@@ -124,61 +162,62 @@ async def test_reads(evm: EvmLab, client: ChainClient) -> None:
 
 
 async def test_sdk_v2_payment_verifies(
-    evm: EvmLab, client: ChainClient, pay: PayFunction, offer: OfferFactory
+    evm: EvmLab, local: LocalFacilitator, pay: PayFunction, offer: OfferFactory
 ) -> None:
-    result = await client.verify(await pay(evm.payer, offer()), offer())
+    result = await local.verify(await pay(evm.payer, offer()), offer())
     assert result.is_valid, result
     assert result.payer == evm.payer.address
 
 
 async def test_sdk_v1_payment_verifies(
     evm: EvmLab,
-    client: ChainClient,
+    local: LocalFacilitator,
     pay: PayFunction,
     offer_v1: Callable[..., PaymentRequirementsV1],
 ) -> None:
-    result = await client.verify(await pay(evm.payer, offer_v1()), offer_v1())
+    result = await local.verify(await pay(evm.payer, offer_v1()), offer_v1())
     assert result.is_valid, result
 
 
 async def test_insufficient_balance(
-    evm: EvmLab, client: ChainClient, pay: PayFunction, offer: OfferFactory
+    evm: EvmLab, local: LocalFacilitator, pay: PayFunction, offer: OfferFactory
 ) -> None:
     broke = Account.create()
-    result = await client.verify(await pay(broke, offer()), offer())
+    result = await local.verify(await pay(broke, offer()), offer())
     assert (result.is_valid, result.invalid_reason) == (False, ev.INSUFFICIENT_BALANCE)
     too_much = offer(amount=str(5_000_001))
-    result = await client.verify(await pay(evm.payer, too_much), too_much)
+    result = await local.verify(await pay(evm.payer, too_much), too_much)
     assert result.invalid_reason == ev.INSUFFICIENT_BALANCE
 
 
 async def test_wrong_domain_name_is_refused(
-    evm: EvmLab, client: ChainClient, pay: PayFunction, offer: OfferFactory
+    evm: EvmLab, local: LocalFacilitator, pay: PayFunction, offer: OfferFactory
 ) -> None:
     # The client signs for a "USDC"-named domain and the server repeats that claim; the token disagrees.
     usdc = offer(extra={"name": "USDC", "version": "2"})
-    result = await client.verify(await pay(evm.payer, usdc), usdc)
+    result = await local.verify(await pay(evm.payer, usdc), usdc)
     assert result.invalid_reason == ev.INVALID_SIGNATURE
     assert "FiatTokenV2: invalid signature" in (result.invalid_message or "")
 
 
 async def test_wrong_domain_version_is_refused(
-    evm: EvmLab, client: ChainClient, pay: PayFunction, offer: OfferFactory
+    evm: EvmLab, local: LocalFacilitator, pay: PayFunction, offer: OfferFactory
 ) -> None:
     v1 = offer(extra={"name": "USD Coin", "version": "1"})
-    result = await client.verify(await pay(evm.payer, v1), v1)
+    result = await local.verify(await pay(evm.payer, v1), v1)
     assert result.invalid_reason == ev.INVALID_SIGNATURE
 
 
 async def test_tampered_offchain_fields_never_reach_the_chain(
-    evm: EvmLab, client: ChainClient, pay: PayFunction, offer: OfferFactory
+    evm: EvmLab, verifier: Verifier, pay: PayFunction, offer: OfferFactory
 ) -> None:
     payload = await pay(evm.payer, offer())
-    result = await client.verify(payload, offer(amount="20000"))
+    local = verifier()
+    result = await local.verify(payload, offer(amount="20000"))
     assert result.invalid_reason == ev.VALUE_MISMATCH
-    result = await client.verify(payload, offer(pay_to=Account.create().address))
+    result = await local.verify(payload, offer(pay_to=Account.create().address))
     assert result.invalid_reason == ev.RECIPIENT_MISMATCH
-    result = await client.verify(payload, offer(), now=now() + 3600)
+    result = await verifier(clock=lambda: now() + 3600).verify(payload, offer())
     assert result.invalid_reason == ev.VALID_BEFORE
 
 
@@ -202,7 +241,7 @@ async def test_token_time_window_reverts_map_to_sdk_reasons(
         evm, evm.payer, offer(), valid_after=valid_after, valid_before=valid_before
     )
     found = candidate_of(payload, offer(), at=at)  # a skewed clock lets the off-chain rules pass
-    facts = await client.gather_facts(found)
+    facts = await FactGatherer(client).gather(found)
     assert facts.simulation_reverted
     assert ev.check_onchain(found, facts) == ev.Invalid(
         reason, evm.payer.address, facts.simulation_error
@@ -210,24 +249,24 @@ async def test_token_time_window_reverts_map_to_sdk_reasons(
 
 
 async def test_asset_without_code(
-    evm: EvmLab, client: ChainClient, pay: PayFunction, offer: OfferFactory
+    evm: EvmLab, local: LocalFacilitator, pay: PayFunction, offer: OfferFactory
 ) -> None:
     nowhere = offer(asset=Account.create().address)
-    result = await client.verify(await pay(evm.payer, nowhere), nowhere)
+    result = await local.verify(await pay(evm.payer, nowhere), nowhere)
     assert result.invalid_reason == ev.ASSET_NOT_DEPLOYED
 
 
 async def test_asset_without_eip3009_is_diagnosed(
-    evm: EvmLab, client: ChainClient, pay: PayFunction, offer: OfferFactory
+    evm: EvmLab, local: LocalFacilitator, pay: PayFunction, offer: OfferFactory
 ) -> None:
     wallet = evm.anvil.deploy("EIP1271Wallet", ["address"], [evm.payer.address]).address
     not_a_token = offer(asset=wallet)
-    result = await client.verify(await pay(evm.payer, not_a_token), not_a_token)
+    result = await local.verify(await pay(evm.payer, not_a_token), not_a_token)
     assert result.invalid_reason == ev.EIP3009_NOT_SUPPORTED
 
 
 async def test_erc6492_from_unknown_factory_is_refused(
-    evm: EvmLab, client: ChainClient, pay: PayFunction, offer: OfferFactory
+    evm: EvmLab, verifier: Verifier, pay: PayFunction, offer: OfferFactory
 ) -> None:
     payload = await pay(evm.payer, offer())
     inner = bytes.fromhex(payload.payload["signature"][2:])
@@ -236,20 +275,20 @@ async def test_erc6492_from_unknown_factory_is_refused(
     )
     counterfactual = self_signed(evm, evm.payer, offer(), from_address=Account.create().address)
     counterfactual.payload["signature"] = "0x" + wrapped.hex()
-    result = await client.verify(counterfactual, offer())
+    result = await verifier().verify(counterfactual, offer())
     assert result.invalid_reason == ev.FACTORY_NOT_ALLOWED
     # Allowed, but the "factory" call deploys nothing: the token sees an EOA whose key did not sign.
-    allowed = await client.verify(counterfactual, offer(), allowed_factories=[evm.token])
+    allowed = await verifier(allowed_factories=[evm.token]).verify(counterfactual, offer())
     assert allowed.invalid_reason == ev.INVALID_SIGNATURE
 
 
 async def test_replay_after_settlement(
-    evm: EvmLab, client: ChainClient, pay: PayFunction, offer: OfferFactory
+    evm: EvmLab, client: ChainClient, local: LocalFacilitator, pay: PayFunction, offer: OfferFactory
 ) -> None:
     payload = await pay(evm.payer, offer())
     settler = Settler(client, evm.operator)
     await settler.settle(candidate_of(payload, offer()))
-    result = await client.verify(payload, offer())
+    result = await local.verify(payload, offer())
     assert result.invalid_reason == ev.NONCE_ALREADY_USED
     with pytest.raises(SettlementReverted, match="authorization is used") as caught:
         await settler.settle(candidate_of(payload, offer()))
@@ -257,7 +296,7 @@ async def test_replay_after_settlement(
 
 
 async def test_cancelled_authorization_counts_as_used(
-    evm: EvmLab, client: ChainClient, pay: PayFunction, offer: OfferFactory
+    evm: EvmLab, client: ChainClient, local: LocalFacilitator, pay: PayFunction, offer: OfferFactory
 ) -> None:
     payload = await pay(evm.payer, offer())
     found = candidate_of(payload, offer())
@@ -287,7 +326,7 @@ async def test_cancelled_authorization_counts_as_used(
     )
     evm.anvil.transact(evm.operator, evm.token, data)
     assert await client.authorization_state(evm.token, evm.payer.address, found.authorization.nonce)
-    result = await client.verify(payload, offer())
+    result = await local.verify(payload, offer())
     assert result.invalid_reason == ev.NONCE_ALREADY_USED
 
 
@@ -319,13 +358,15 @@ async def test_receive_with_authorization_needs_the_payee_as_caller(
 
 
 async def test_contract_wallet_pays_via_eip1271(
-    evm: EvmLab, client: ChainClient, offer: OfferFactory
+    evm: EvmLab, client: ChainClient, local: LocalFacilitator, offer: OfferFactory
 ) -> None:
     wallet = evm.anvil.deploy("EIP1271Wallet", ["address"], [evm.payer.address]).address
     evm.anvil.mint(evm.token, wallet, 50_000)
     payload = self_signed(evm, evm.payer, offer(), from_address=wallet)
-    result = await client.verify(payload, offer())
-    assert result.is_valid, result
+    assert await sdk_rules(evm, client, payload, offer()) == (True, None)
+    # x402gw's offline rule: a plain signature must recover to the payer, code or not
+    result = await local.verify(payload, offer())
+    assert (result.is_valid, result.invalid_reason) == (False, ev.INVALID_SIGNATURE)
     settlement = await Settler(client, evm.operator).settle(candidate_of(payload, offer()))
     assert settlement.receipt.status == 1
     assert evm.balance(wallet) == 40_000
@@ -333,17 +374,18 @@ async def test_contract_wallet_pays_via_eip1271(
 
 
 async def test_contract_wallet_rejecting_the_signer(
-    evm: EvmLab, client: ChainClient, offer: OfferFactory
+    evm: EvmLab, client: ChainClient, local: LocalFacilitator, offer: OfferFactory
 ) -> None:
     wallet = evm.anvil.deploy("EIP1271Wallet", ["address"], [evm.payer.address]).address
     evm.anvil.mint(evm.token, wallet, 50_000)
     stranger = Account.create()
     payload = self_signed(evm, stranger, offer(), from_address=wallet)
     found = candidate_of(payload, offer())
-    facts = await client.gather_facts(found)
+    facts = await FactGatherer(client).gather(found)
     assert facts.eip1271_valid is False
-    result = await client.verify(payload, offer())
-    assert result.invalid_reason == ev.INVALID_SIGNATURE  # decided by the token's own revert
+    # decided by the token's own revert, or offline by x402gw's rule
+    assert await sdk_rules(evm, client, payload, offer()) == (False, ev.INVALID_SIGNATURE)
+    assert (await local.verify(payload, offer())).invalid_reason == ev.INVALID_SIGNATURE
 
 
 def counterfactual_payment(
@@ -377,27 +419,37 @@ def counterfactual_payment(
 
 
 async def test_counterfactual_wallet_verifies_and_settles_with_an_allowed_factory(
-    evm: EvmLab, client: ChainClient, offer: OfferFactory
+    evm: EvmLab, client: ChainClient, verifier: Verifier, offer: OfferFactory
 ) -> None:
     payload, factory, wallet = counterfactual_payment(evm, offer())
-    refused = await client.verify(payload, offer())
+    refused = await verifier().verify(payload, offer())
     assert refused.invalid_reason == ev.FACTORY_NOT_ALLOWED
-    result = await client.verify(payload, offer(), allowed_factories=[factory.lower()])
+    sent: list[str] = []
+
+    async def after_broadcast(tx_hash: str) -> None:
+        sent.append(tx_hash)
+
+    local = verifier(allowed_factories=[factory.lower()], after_broadcast=after_broadcast)
+    result = await local.verify(payload, offer())
     assert result.is_valid, result
     assert await client.get_code(wallet) == b""  # simulation only; nothing deployed yet
-    settlement = await Settler(client, evm.operator).settle(candidate_of(payload, offer()))
-    assert settlement.receipt.status == 1
+    settled = await local.settle(payload, offer())
+    assert settled.success, settled
+    assert sent == [settled.transaction]  # the transfer (after the deployment) ran the hook
+    receipt = await client.get_receipt(settled.transaction)
+    assert receipt is not None
+    assert receipt.status == 1
     assert await client.get_code(wallet) != b""
     assert evm.balance(wallet) == 40_000
     assert evm.balance(evm.merchant) == 10_000
 
 
 async def test_counterfactual_wallet_without_multicall3_cannot_be_simulated(
-    evm: EvmLab, client: ChainClient, offer: OfferFactory
+    evm: EvmLab, verifier: Verifier, offer: OfferFactory
 ) -> None:
     payload, factory, _wallet = counterfactual_payment(evm, offer())
     evm.anvil.rpc("anvil_setCode", MULTICALL3, "0x")
-    result = await client.verify(payload, offer(), allowed_factories=[factory])
+    result = await verifier(allowed_factories=[factory]).verify(payload, offer())
     assert result.invalid_reason == ev.SIMULATION_FAILED
     assert "Multicall3" in (result.invalid_message or "")
 
@@ -412,7 +464,13 @@ async def test_settlement_moves_balances(
     settler = Settler(client, evm.operator)
     payer_before = evm.balance(evm.payer.address)
     eth_before = await client.eth_balance(evm.operator.address)
-    settlement = await settler.settle(candidate_of(payload, offer()))
+    sent: list[tuple[str, bool]] = []
+
+    async def on_sent(tx_hash: str, mined: bool) -> None:
+        sent.append((tx_hash, mined))
+
+    settlement = await settler.settle(candidate_of(payload, offer()), on_sent=on_sent)
+    assert [tx_hash for tx_hash, _mined in sent] == [settlement.tx_hash]  # told once, this hash
     assert evm.balance(evm.payer.address) == payer_before - 10_000
     assert evm.balance(evm.merchant) == 10_000
     assert await client.eth_balance(evm.operator.address) < eth_before  # the operator paid the gas
@@ -498,10 +556,16 @@ async def test_receipt_timeout_is_settlement_pending(
 ) -> None:
     payload = await pay(evm.payer, offer())
     settler = Settler(client, evm.operator, receipt_timeout=0.3)
+    sent: list[tuple[str, bool]] = []
+
+    async def on_sent(tx_hash: str, mined: bool) -> None:
+        sent.append((tx_hash, mined))
+
     evm.anvil.rpc("evm_setAutomine", False)
     try:
         with pytest.raises(SettlementPending) as caught:
-            await settler.settle(candidate_of(payload, offer()))
+            await settler.settle(candidate_of(payload, offer()), on_sent=on_sent)
+        assert sent == [(caught.value.tx_hash, False)]  # told before the wait, not yet mined
         assert await client.get_receipt(caught.value.tx_hash) is None
         evm.anvil.rpc("evm_mine")
     finally:
@@ -522,8 +586,10 @@ async def test_rpc_down_is_chain_unavailable(
     try:
         with pytest.raises(ChainUnavailable):
             await down.get_code(evm.payer.address)
+        verifier = LocalFacilitator(down, Settler(down, evm.operator), evm.network)
+        payload = await pay(evm.payer, offer())
         with pytest.raises(ChainUnavailable):
-            await down.verify(await pay(evm.payer, offer()), offer())
+            await verifier.verify(payload, offer())
         with pytest.raises(ChainUnavailable):
             await Settler(down, evm.operator).settle(
                 candidate_of(await pay(evm.payer, offer()), offer())
@@ -678,7 +744,7 @@ async def test_facts_gathered_without_the_allowlist_fail_closed(
     counterfactual = self_signed(evm, evm.payer, offer(), from_address=Account.create().address)
     counterfactual.payload["signature"] = "0x" + wrapped.hex()
     found = candidate_of(counterfactual, offer())
-    facts = await client.gather_facts(found)  # no factories: the signature step refuses
+    facts = await FactGatherer(client).gather(found)  # no factories: the signature step refuses
     result = ev.check_onchain(found, facts, [evm.token])  # a different allowlist here
     assert result is not None
     assert result.reason == ev.SIMULATION_FAILED
@@ -729,10 +795,16 @@ SCENARIOS: dict[str, str | None] = {  # scenario -> the reason both verifiers mu
 }
 
 
+OFFLINE_REFUSALS: dict[str, str] = {  # scenario -> x402gw's own offline refusal (not the SDK's)
+    "contract_wallet_ok": ev.INVALID_SIGNATURE,  # the owner's plain key signing for a wallet
+}
+
+
 @pytest.mark.parametrize("scenario", SCENARIOS)
 async def test_verdicts_match_the_sdk_facilitator(
     evm: EvmLab,
     client: ChainClient,
+    verifier: Verifier,
     pay: PayFunction,
     offer: OfferFactory,
     offer_v1: Callable[..., PaymentRequirementsV1],
@@ -794,10 +866,13 @@ async def test_verdicts_match_the_sdk_facilitator(
     else:  # pragma: no cover - the parametrization lists every scenario
         raise AssertionError(scenario)
 
-    ours = await client.verify(payload, req, allowed_factories=factories)
+    rules = await sdk_rules(evm, client, payload, req, factories)
     theirs = await asyncio.to_thread(sdk_verdict, evm, payload, req, factories)
-    assert (ours.is_valid, ours.invalid_reason) == theirs
+    assert rules == theirs
     assert theirs == (SCENARIOS[scenario] is None, SCENARIOS[scenario])
+    ours = await verifier(allowed_factories=factories).verify(payload, req)
+    refused = OFFLINE_REFUSALS.get(scenario)
+    assert (ours.is_valid, ours.invalid_reason) == (theirs if refused is None else (False, refused))
 
 
 # ---- hot-path signing and raw JSON-RPC ------------------------------------------------------
