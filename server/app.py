@@ -86,8 +86,36 @@ HANDLERS: Mapping[Any, Callable[[Request, Exception], Any]] = {
 }
 
 
-def _route(op: Operation, path: str) -> Route:
-    return Route(path, op.endpoint, methods=[op.method], name=op.operation_id)
+def _endpoint(op: Operation) -> Callable[[Request], Any]:
+    if op.keyed:
+        from server.http.keyed import guarded
+
+        return guarded(op)
+    return op.endpoint
+
+
+def _path_routes(ops: list[Operation]) -> list[Route]:
+    """One Route per path, dispatching on the method, so a 405's ``Allow`` lists every method
+    the path serves."""
+    by_path: dict[str, dict[str, Callable[[Request], Any]]] = {}
+    names: dict[str, str] = {}
+    for op in ops:
+        by_path.setdefault(op.path, {})[op.method] = _endpoint(op)
+        names.setdefault(op.path, op.operation_id)
+    routes = []
+    for path, methods in by_path.items():
+        if len(methods) == 1:
+            ((method, endpoint),) = methods.items()
+            routes.append(Route(path, endpoint, methods=[method], name=names[path]))
+            continue
+
+        async def dispatch(request: Request, table: dict[str, Any] = methods) -> Response:
+            method = "GET" if request.method == "HEAD" else request.method
+            response: Response = await table[method](request)
+            return response
+
+        routes.append(Route(path, dispatch, methods=list(methods), name=names[path]))
+    return routes
 
 
 def _routes(
@@ -103,10 +131,10 @@ def _routes(
             document.update(openapi_document(settings, ops))
         return JSONResponse(document)
 
-    routes: list[BaseRoute] = [_route(op, op.path) for op in ops if not op.paid]
+    routes: list[BaseRoute] = [*_path_routes([op for op in ops if not op.paid])]
     routes.append(Route("/openapi.json", openapi, methods=["GET"], name="openapi"))
     paid: ASGIApp = ExceptionMiddleware(
-        Router([_route(op, op.path) for op in ops if op.paid]), handlers=dict(HANDLERS)
+        Router(_path_routes([op for op in ops if op.paid])), handlers=dict(HANDLERS)
     )
     if payment_middleware is not None:
         paid = payment_middleware(paid, paid_routes(settings, ops))
@@ -165,4 +193,5 @@ def create_app(
     )
     app.state.services = svc
     app.state.settings = settings
+    app.state.operations = ops
     return app

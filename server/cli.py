@@ -1,4 +1,5 @@
-"""``bavlio`` command line: ``serve``, ``dev``, ``pay``, ``migrate`` and ``prospects import``.
+"""``bavlio`` command line: ``serve``, ``dev``, ``pay``, ``migrate``, ``prospects import``,
+``users create`` and ``credits grant``.
 
 Heavy modules are imported per command, so a bad setting is reported before any of them load.
 
@@ -77,6 +78,27 @@ def _parser() -> argparse.ArgumentParser:
     importer.add_argument("--format", choices=FORMATS, help="default: from the file extension")
     importer.add_argument("--rejects", type=Path, help="write rejected rows here (JSON Lines)")
     importer.add_argument("--config", help="TOML settings file (default: BAVLIO_CONFIG)")
+
+    users = commands.add_parser("users", help="manage users of the keyed API")
+    users_sub = users.add_subparsers(dest="action", required=True)
+    create = users_sub.add_parser(
+        "create", help="create a user; prints its id and a session token (JSON)"
+    )
+    create.add_argument("email")
+    create.add_argument("--plan", help="plan name (default: BAVLIO_DEFAULT_PLAN)")
+    create.add_argument("--key", action="store_true", help="also create an API key")
+    create.add_argument(
+        "--scopes", default="*", help="comma-separated scopes of that key (default: *)"
+    )
+    create.add_argument("--config", help="TOML settings file (default: BAVLIO_CONFIG)")
+
+    credits = commands.add_parser("credits", help="manage credits")
+    credits_sub = credits.add_subparsers(dest="action", required=True)
+    grant = credits_sub.add_parser("grant", help="grant credits to a user (id or email)")
+    grant.add_argument("user")
+    grant.add_argument("amount", type=int)
+    grant.add_argument("--reference", help="grant once per reference (default: a new one)")
+    grant.add_argument("--config", help="TOML settings file (default: BAVLIO_CONFIG)")
     return parser
 
 
@@ -198,6 +220,26 @@ def _pay(args: argparse.Namespace) -> int:
     return 0 if paid.status < 400 else 1
 
 
+def _accounts(settings: Settings, args: argparse.Namespace) -> int:
+    from server.accounts_cli import AccountCommandError, credits_grant, dumps, users_create
+
+    try:
+        if args.command == "users":
+            scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
+            out = asyncio.run(
+                users_create(settings, args.email, plan=args.plan, key=args.key, scopes=scopes)
+            )
+        else:
+            out = asyncio.run(
+                credits_grant(settings, args.user, args.amount, reference=args.reference)
+            )
+    except AccountCommandError as exc:
+        print(f"bavlio: {exc}", file=sys.stderr)
+        return 2
+    print(dumps(out))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the process exit code."""
     restore_recursion_limit()  # every command may parse hostile JSON (``pay`` reads 402 bodies)
@@ -225,6 +267,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except SettingsError as exc:  # a payment setting that is missing for the chosen mode
             print(f"bavlio: {exc}", file=sys.stderr)
             return 2
+    if args.command in ("users", "credits"):
+        return _accounts(settings, args)
     if args.command == "migrate":
         asyncio.run(_migrate(settings))
         print("database is at the latest revision (server tables and payment ledger)")

@@ -5,12 +5,18 @@ Hierarchy (each class fixes an HTTP status and an envelope ``type``)::
     ApiError                      500 api_error
     ├── InvalidRequest            400 invalid_request_error
     │   └── RequestTooLarge       413 invalid_request_error
+    ├── Unauthorized              401 authentication_error
+    ├── InsufficientCredits       402 payment_required
+    ├── Forbidden                 403 permission_error
     ├── NotFound                  404 invalid_request_error
     ├── MethodNotAllowed          405 invalid_request_error
+    ├── Conflict                  409 invalid_request_error
+    ├── Unprocessable             422 invalid_request_error
+    ├── RateLimited               429 rate_limit_error
     └── ServiceUnavailable        503 api_error
 
-Payment (402 ``payment_required``), authentication (401) and rate limits (429) reuse
-:class:`ApiError` with their own ``type`` when those layers arrive.
+The x402 gate's refusals (402 challenges, 429s) are rendered into the same envelope by
+:func:`render_gate_error`.
 """
 
 from __future__ import annotations
@@ -26,13 +32,19 @@ from starlette.responses import JSONResponse
 
 __all__ = [
     "ApiError",
+    "Conflict",
     "ErrorBody",
     "ErrorEnvelope",
+    "Forbidden",
+    "InsufficientCredits",
     "InvalidRequest",
     "MethodNotAllowed",
     "NotFound",
+    "RateLimited",
     "RequestTooLarge",
     "ServiceUnavailable",
+    "Unauthorized",
+    "Unprocessable",
     "error_response",
     "render_gate_error",
 ]
@@ -45,7 +57,7 @@ class ErrorBody(BaseModel):
 
     type: str = Field(
         description="invalid_request_error | api_error | authentication_error | "
-        "rate_limit_error | payment_required"
+        "permission_error | rate_limit_error | payment_required"
     )
     code: str = Field(description="Stable machine-readable code; match on this.")
     message: str = Field(description="Human-readable explanation; may change.")
@@ -113,6 +125,51 @@ class MethodNotAllowed(ApiError):
 
     status = 405
     type = "invalid_request_error"
+
+
+class Unauthorized(ApiError):
+    """No credentials, or credentials that do not check out."""
+
+    status = 401
+    type = "authentication_error"
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(code, message, headers={"WWW-Authenticate": 'Bearer realm="bavlio"'})
+
+
+class InsufficientCredits(ApiError):
+    """The account's available credits do not cover the operation."""
+
+    status = 402
+    type = "payment_required"
+
+
+class Forbidden(ApiError):
+    """Authenticated, but this key, plan or role may not do this."""
+
+    status = 403
+    type = "permission_error"
+
+
+class Conflict(ApiError):
+    """The request conflicts with the resource's state or a request in flight."""
+
+    status = 409
+    type = "invalid_request_error"
+
+
+class Unprocessable(ApiError):
+    """Well-formed, but refused (e.g. an Idempotency-Key reused with another body)."""
+
+    status = 422
+    type = "invalid_request_error"
+
+
+class RateLimited(ApiError):
+    """Too many requests in the current window; ``Retry-After`` says when to come back."""
+
+    status = 429
+    type = "rate_limit_error"
 
 
 class ServiceUnavailable(ApiError):

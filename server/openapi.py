@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -14,7 +15,7 @@ from server.routes import Operation
 from server.settings import Settings
 from x402gw.wire import PaymentRequiredV1
 
-__all__ = ["PaidRoute", "openapi_document", "paid_routes"]
+__all__ = ["PaidRoute", "api_version", "openapi_document", "paid_routes"]
 
 REF = "#/components/schemas/{model}"
 Mode = Literal["validation", "serialization"]
@@ -101,7 +102,7 @@ def openapi_document(settings: Settings, ops: tuple[Operation, ...]) -> dict[str
     }
     for op in ops:
         responses: dict[str, Any] = {
-            "200": {
+            str(op.status_code): {
                 "description": "OK",
                 "content": {
                     "application/json": {"schema": refs[(op.response_model, "serialization")]}
@@ -129,7 +130,7 @@ def openapi_document(settings: Settings, ops: tuple[Operation, ...]) -> dict[str
         if op.paid:
             route = prices[op.full_path]
             operation["x-x402"] = route.extension()
-            responses["200"]["headers"] = {
+            responses[str(op.status_code)]["headers"] = {
                 "PAYMENT-RESPONSE": {
                     "description": "Base64-encoded x402 settlement: success, transaction, "
                     "payer, network (absent when payments are off).",
@@ -149,21 +150,90 @@ def openapi_document(settings: Settings, ops: tuple[Operation, ...]) -> dict[str
                     "application/json": {"schema": refs[(PaymentRequiredV1, "serialization")]}
                 },
             }
+        parameters = _parameters(op)
+        if parameters:
+            operation["parameters"] = parameters
+        if op.keyed:
+            _keyed(op, operation, responses, error)
         responses["default"] = error
         paths.setdefault(op.full_path, {})[op.method.lower()] = operation
     return {
         "openapi": "3.1.0",
         "info": {
             "title": "Bavlio API",
-            "version": _version(),
+            "version": api_version(),
             "description": (server.__doc__ or "").strip(),
         },
         "paths": paths,
-        "components": {"schemas": defs.get("$defs", {})},
+        "components": {"schemas": defs.get("$defs", {}), "securitySchemes": SECURITY_SCHEMES},
     }
 
 
-def _version() -> str:
+SECURITY_SCHEMES: dict[str, Any] = {
+    "bearerAuth": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "An API key (bav_live_…) or a session JWT.",
+    },
+    "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+}
+_PATH_PARAM = re.compile(r"{([a-z_]+)}")
+
+
+def _parameters(op: Operation) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in _PATH_PARAM.findall(op.path)
+    ]
+    out.extend(
+        {
+            "name": q.name,
+            "in": "query",
+            "required": False,
+            "schema": q.schema,
+            "description": q.description,
+        }
+        for q in op.query
+    )
+    if op.keyed and op.method not in ("GET", "HEAD"):
+        out.append(
+            {
+                "name": "Idempotency-Key",
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string", "pattern": r"^[\x21-\x7e]{1,255}$"},
+                "description": "Retries with the same key and body replay the first response "
+                "(Idempotent-Replayed: true) for 24 h.",
+            }
+        )
+    return out
+
+
+def _keyed(
+    op: Operation, operation: dict[str, Any], responses: dict[str, Any], error: dict[str, Any]
+) -> None:
+    operation["security"] = (
+        [{"bearerAuth": []}] if op.access == "jwt" else [{"bearerAuth": []}, {"apiKeyHeader": []}]
+    )
+    operation["x-access"] = op.access
+    if op.scope is not None:
+        level = "read" if op.method == "GET" else "write"
+        operation["x-scope"] = f"{op.scope}:{level}"
+    if op.price_key is not None:
+        operation["x-price-key"] = op.price_key
+    responses["401"] = {**error, "description": "Missing, invalid or revoked credentials"}
+    responses["403"] = {**error, "description": "The key's scopes or the plan exclude this"}
+    responses["429"] = {**error, "description": "Rate limited; see Retry-After"}
+    if op.method not in ("GET", "HEAD"):
+        responses["409"] = {
+            **error,
+            "description": "Conflict (or the same Idempotency-Key in flight)",
+        }
+        responses["422"] = {**error, "description": "Idempotency-Key reused with another request"}
+
+
+def api_version() -> str:
+    """The installed package version (0.0.0 from a source tree)."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:

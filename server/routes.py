@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any, Literal
 
 from pydantic import BaseModel
 from starlette.requests import Request
@@ -13,32 +14,61 @@ from server.api import health, x402
 from server.errors import ErrorEnvelope
 from server.prospects.models import SearchRequest, SearchResponse
 
-__all__ = ["PAID_PREFIX", "Operation", "operations"]
+__all__ = ["PAID_PREFIX", "Access", "Operation", "QueryParam", "operations"]
 
 PAID_PREFIX = "/api/x402/v1"
 Endpoint = Callable[[Request], Awaitable[Response]]
+Access = Literal["public", "x402", "api_key", "jwt"]
+"""Who may call: anyone; a wallet paying with x402; an API key or a session token (with scopes);
+a session token only (key management: a leaked key cannot mint keys)."""
+
+
+@dataclass(frozen=True)
+class QueryParam:
+    """A documented query parameter (the handler validates it)."""
+
+    name: str
+    schema: dict[str, Any]
+    description: str
 
 
 @dataclass(frozen=True)
 class Operation:
-    """An endpoint with the models that describe it; ``paid`` routes live under PAID_PREFIX.
+    """An endpoint with its access, price key and the models that describe it.
 
-    ``smtp`` routes probe mail servers: they are served only with an SMTP identity configured.
+    ``x402`` routes live under PAID_PREFIX; ``api_key``/``jwt`` routes run behind the keyed guard
+    pipeline (server.http.keyed) and their ``endpoint`` takes ``(request, ctx)``. ``scope`` names
+    the resource group a restricted key needs (read for GET, write otherwise). ``smtp`` routes
+    probe mail servers: they are served only with an SMTP identity configured.
     """
 
     method: str
     path: str
-    endpoint: Endpoint
+    endpoint: Callable[..., Awaitable[Response]]
     operation_id: str
     summary: str
     response_model: type[BaseModel]
     request_model: type[BaseModel] | None = None
     tag: str = "system"
-    paid: bool = False
+    access: Access = "public"
+    scope: str | None = None
+    price_key: str | None = None
+    status_code: int = 200
+    query: tuple[QueryParam, ...] = ()
     smtp: bool = False
     responses: dict[int, type[BaseModel]] = field(default_factory=dict)
     deadline: float = 30.0
     """Seconds a paid handler may run before the gate cancels it (504, not charged)."""
+
+    @property
+    def paid(self) -> bool:
+        """Served under PAID_PREFIX behind the x402 gate."""
+        return self.access == "x402"
+
+    @property
+    def keyed(self) -> bool:
+        """Served behind the keyed guard pipeline."""
+        return self.access in ("api_key", "jwt")
 
     @property
     def full_path(self) -> str:
@@ -48,6 +78,8 @@ class Operation:
 
 def operations() -> tuple[Operation, ...]:
     """Every mounted endpoint, in documentation order."""
+    from server.resources.catalog import keyed_operations
+
     return (
         Operation("GET", "/health", health.health, "health", "Liveness", health.HealthResponse),
         Operation(
@@ -71,7 +103,7 @@ def operations() -> tuple[Operation, ...]:
             x402.ValidateResponse,
             x402.ValidateRequest,
             tag="x402",
-            paid=True,
+            access="x402",
             responses={503: ErrorEnvelope},
         ),
         Operation(
@@ -83,7 +115,7 @@ def operations() -> tuple[Operation, ...]:
             x402.ValidateResponse,
             x402.ValidateRequest,
             tag="x402",
-            paid=True,
+            access="x402",
             deadline=90.0,
             smtp=True,
             responses={503: ErrorEnvelope, 504: ErrorEnvelope},
@@ -97,7 +129,7 @@ def operations() -> tuple[Operation, ...]:
             x402.FindResponse,
             x402.FindRequest,
             tag="x402",
-            paid=True,
+            access="x402",
             deadline=90.0,
             smtp=True,
             responses={503: ErrorEnvelope, 504: ErrorEnvelope},
@@ -111,7 +143,7 @@ def operations() -> tuple[Operation, ...]:
             x402.LinkedInResponse,
             x402.LinkedInRequest,
             tag="x402",
-            paid=True,
+            access="x402",
             deadline=90.0,
             responses={502: ErrorEnvelope, 503: ErrorEnvelope},
         ),
@@ -124,6 +156,7 @@ def operations() -> tuple[Operation, ...]:
             SearchResponse,
             SearchRequest,
             tag="x402",
-            paid=True,
+            access="x402",
         ),
+        *keyed_operations(),
     )

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 import httpx
+from pydantic import SecretStr
 from starlette.requests import Request
 
 from emailintel.dns import DnsResolver
@@ -21,11 +22,17 @@ if TYPE_CHECKING:
     from emailintel.search.engines import HttpSearchEngine, SearchEngine
     from emailintel.smtp.prober import Prober
     from server.api.health import CheckResult
+    from server.auth.principal import Authenticator
+    from server.auth.store import AccountStore
+    from server.billing.credits import CreditStore
+    from server.http.idempotency import IdempotencyStore
+    from server.ratelimit import KeyRateLimiter
 
 __all__ = [
     "HELO_VARIABLE",
     "SMTP_ROUTES_LEFT_OUT",
     "EmailValidator",
+    "KeyedServices",
     "Services",
     "configured_prober",
     "services",
@@ -70,6 +77,57 @@ def configured_prober(env: Mapping[str, str] | None = None) -> Prober | None:
     return Prober(env=source)
 
 
+@dataclass(frozen=True)
+class KeyedServices:
+    """What the keyed API needs: accounts and keys, credits, idempotency keys, auth, limits."""
+
+    accounts: AccountStore
+    credits: CreditStore
+    idempotency: IdempotencyStore
+    authenticator: Authenticator
+    limiter: KeyRateLimiter
+
+    @classmethod
+    def build(cls, settings: Settings, db: Database, http: httpx.AsyncClient) -> KeyedServices:
+        """Stores on ``db``; secrets from settings or derived from the master secret file."""
+        from server.auth.master import derive, load_or_create
+        from server.auth.principal import Authenticator
+        from server.auth.sessions import SessionVerifier
+        from server.auth.store import AccountStore
+        from server.billing.credits import CreditStore
+        from server.http.idempotency import IdempotencyStore
+        from server.ratelimit import KeyRateLimiter
+
+        master: bytes | None = None
+
+        def secret(value: SecretStr | None, purpose: str) -> bytes:
+            nonlocal master
+            if value is not None:
+                return value.get_secret_value().encode()
+            if master is None:
+                master = load_or_create(settings.master_secret_path())
+            return derive(master, purpose)
+
+        accounts = AccountStore(db.engine, secret(settings.key_secret, "api-key-hash"))
+        credits = CreditStore(db.engine)
+        sessions = SessionVerifier(
+            secret=secret(settings.jwt_secret, "session-jwt"),
+            jwks_url=settings.jwks_url,
+            audience=settings.jwt_audience,
+            issuer=settings.jwt_issuer,
+            http=http,
+        )
+        return cls(
+            accounts=accounts,
+            credits=credits,
+            idempotency=IdempotencyStore(db.engine),
+            authenticator=Authenticator(
+                accounts, credits, sessions, settings.plan_table(), settings.default_plan
+            ),
+            limiter=KeyRateLimiter(settings.redis_url),
+        )
+
+
 @dataclass
 class Services:
     """Settings, database, prospect store, DNS resolver, email validator, HTTP client (RPC),
@@ -84,6 +142,7 @@ class Services:
     _prober: Prober | None = None
     _search: SearchEngine | None = None
     _owned_search: HttpSearchEngine | None = None
+    _keyed: KeyedServices | None = None
     ready_cache: SharedTtlCache[CheckResult] = field(default_factory=SharedTtlCache)
 
     @classmethod
@@ -133,6 +192,13 @@ class Services:
             self._owned_search = engine_from_env()
             self._search = self._owned_search
         return self._search
+
+    @property
+    def keyed(self) -> KeyedServices:
+        """The keyed API's stores and guards (built on first use: reads the master secret)."""
+        if self._keyed is None:
+            self._keyed = KeyedServices.build(self.settings, self.db, self.http)
+        return self._keyed
 
     @property
     def http(self) -> httpx.AsyncClient:

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from server.errors import InvalidRequest, RequestTooLarge
 from server.jsontypes import NONBLANK, NONBLANK_MESSAGE
 
-__all__ = ["MAX_BODY", "read_json"]
+__all__ = ["MAX_BODY", "read_body", "read_json"]
 
 MAX_BODY = 1 << 20
 M = TypeVar("M", bound=BaseModel)
@@ -26,7 +26,11 @@ _EXTRA = {"extra_forbidden"}
 _NOT_AN_OBJECT = {"model_type", "model_attributes_type", "dict_type"}
 
 
-async def _body(request: Request) -> bytes:
+async def read_body(request: Request) -> bytes:
+    """The body, at most :data:`MAX_BODY` bytes (RequestTooLarge beyond); read once, cached."""
+    cached: bytes | None = getattr(request, "_body", None)
+    if cached is not None:
+        return cached
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > MAX_BODY:
         raise RequestTooLarge("body_too_large", f"The body exceeds {MAX_BODY} bytes.")
@@ -35,7 +39,8 @@ async def _body(request: Request) -> bytes:
         chunks += chunk
         if len(chunks) > MAX_BODY:
             raise RequestTooLarge("body_too_large", f"The body exceeds {MAX_BODY} bytes.")
-    return bytes(chunks)
+    request._body = bytes(chunks)  # Starlette's own cache: request.body() and stream() reuse it
+    return request._body
 
 
 def _param(loc: tuple[int | str, ...]) -> str | None:
@@ -87,7 +92,7 @@ async def read_json(request: Request, model: type[M]) -> M:
     Raises :class:`InvalidRequest` (``invalid_json``, ``invalid_body``, ``parameter_missing``,
     ``parameter_unknown``, ``parameter_invalid``) or :class:`RequestTooLarge`.
     """
-    raw = await _body(request)
+    raw = await read_body(request)
     try:
         return model.model_validate_json(_utf8(raw))
     except ValidationError as exc:

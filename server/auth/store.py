@@ -101,6 +101,16 @@ class AccountStore:
             row = (await conn.execute(select(*_USER_COLUMNS).where(User.id == user_id))).first()
         return _user(row) if row else None
 
+    async def lookup(self, value: str) -> UserRecord | None:
+        """A user by id or by token subject (the email for users made by ``bavlio users``)."""
+        async with read_connection(self.engine) as conn:
+            row = (
+                await conn.execute(
+                    select(*_USER_COLUMNS).where((User.id == value) | (User.subject == value))
+                )
+            ).first()
+        return _user(row) if row else None
+
     async def user_for_subject(
         self, subject: str, *, email: str | None, plan: str
     ) -> tuple[UserRecord, bool]:

@@ -10,11 +10,21 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, Literal, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-__all__ = ["DEFAULT_PRICES", "Price", "PriceOverride", "UsdPrice", "price_table"]
+__all__ = [
+    "DEFAULT_PRICES",
+    "DISCOUNT_TIERS",
+    "Charge",
+    "Price",
+    "PriceKey",
+    "PriceOverride",
+    "UsdPrice",
+    "credits_for",
+    "price_table",
+]
 
 
 def _usd(value: Decimal) -> Decimal:
@@ -36,6 +46,18 @@ class Price:
     credits: int
     unit: str = "call"
 
+
+PriceKey = Literal[
+    "email.validate",
+    "email.verify",
+    "email.find",
+    "email.bulk_find",
+    "email.dataset_verify",
+    "linkedin.find_url",
+    "leads.batch",
+    "prospects.search",
+]
+"""Every key of the table (overrides change prices, never add keys)."""
 
 DEFAULT_PRICES: Mapping[str, Price] = {
     "email.validate": Price(Decimal("0.003"), 1),
@@ -71,3 +93,27 @@ def price_table(overrides: Mapping[str, PriceOverride]) -> dict[str, Price]:
             credits=override.credits if override.credits is not None else current.credits,
         )
     return table
+
+
+DISCOUNT_TIERS: tuple[tuple[int, int], ...] = ((10_000, 20), (1_000, 10), (100, 5))
+"""(minimum units in one request, percent off), largest first: what estimates quote and what
+batch charges apply."""
+
+
+@dataclass(frozen=True)
+class Charge:
+    """Credits for ``count`` units of one price: before and after the volume discount."""
+
+    subtotal: int
+    discount_percent: int
+    total: int
+
+
+def credits_for(price: Price, count: int) -> Charge:
+    """The credits ``count`` units cost in one request (volume discount applied, rounded up)."""
+    subtotal = price.credits * count
+    discount = next((pct for least, pct in DISCOUNT_TIERS if count >= least), 0)
+    return Charge(subtotal, discount, subtotal - subtotal * discount // 100)
+
+
+assert set(get_args(PriceKey)) == set(DEFAULT_PRICES), "PriceKey and DEFAULT_PRICES disagree"

@@ -1,5 +1,6 @@
-"""One pagination contract for every list (pure): ``limit`` (1–100, default 20) with either
-``offset`` or an opaque ``cursor``; answers carry ``data``, ``has_more`` and ``next_cursor``.
+"""One pagination contract for every list (pure): ``limit`` (1–100, default 20), an opaque
+``cursor`` (the next page after the last one) and ``offset`` (rows skipped, after the cursor when
+both are given); answers carry ``data``, ``has_more`` and ``next_cursor``.
 
 Lists are ordered newest first by id (ids sort by creation time), so a cursor is the last id
 returned, base64url-encoded with a version tag; a malformed cursor is a 400, never a query.

@@ -16,6 +16,7 @@ import httpx
 import psycopg
 import pytest
 import pytest_asyncio
+from keyed_helpers import Keyed, keyed_app, keyed_settings
 from lab.anvil import AnvilChain, running_chain
 from lab.dnslab import DnsLab
 from lab.stubdns import StubResolver
@@ -142,3 +143,10 @@ async def db(backend_settings: Settings) -> AsyncIterator[Database]:
         yield database
     finally:
         await database.dispose()
+
+
+@pytest_asyncio.fixture(loop_scope="function")
+async def keyed(backend_settings: Settings, tmp_path: Path) -> AsyncIterator[Keyed]:
+    """The keyed API on SQLite and (second run) PostgreSQL."""
+    async with keyed_app(keyed_settings(backend_settings, tmp_path)) as running:
+        yield running

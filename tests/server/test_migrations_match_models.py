@@ -18,6 +18,7 @@ async def test_no_difference_between_models_and_migrations(db: Database) -> None
 
     async with db.engine.connect() as conn:
         changes = await conn.run_sync(diff)
+
     def expected(change: Any) -> bool:
         # Tables of other migration trees (x402gw's ledger) share the database; prospect tags are a
         # GIN index on PostgreSQL and the prospect_tags table on SQLite (revision 0001).

@@ -42,7 +42,9 @@ async def test_every_route_is_listed_with_schemas(
     assert listed == {(op.full_path, op.method) for op in operations()}
     for op in operations():
         entry = document["paths"][op.full_path][op.method.lower()]
-        ref = entry["responses"]["200"]["content"]["application/json"]["schema"]["$ref"]
+        ref = entry["responses"][str(op.status_code)]["content"]["application/json"]["schema"][
+            "$ref"
+        ]
         assert schemas[ref.rsplit("/", 1)[1]]["type"] == "object"
         assert entry["responses"]["default"]["content"]["application/json"]["schema"] == {
             "$ref": "#/components/schemas/ErrorEnvelope"
@@ -54,7 +56,9 @@ async def test_every_route_is_listed_with_schemas(
 
 
 async def test_paid_routes_carry_x402_prices(sqlite_url: str, stub_resolver: DnsResolver) -> None:
-    document = await _document(sqlite_url, stub_resolver, prices={"prospects.search": {"usd": "0.05"}})
+    document = await _document(
+        sqlite_url, stub_resolver, prices={"prospects.search": {"usd": "0.05"}}
+    )
     validate_op = document["paths"]["/api/x402/v1/email/validate"]["post"]
     assert validate_op["x-x402"] == {
         "scheme": "exact",
