@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 MAX_LINE: Final = 4096
-"""Bytes per reply line (RFC 5321 allows 512; real servers send longer, never this long)."""
+"""Bytes per reply line with its CRLF (RFC 5321 allows 512; some servers send more, never this)."""
 
 MAX_LINES: Final = 128
 """Lines per reply (a rich EHLO reply has about 20)."""
@@ -115,6 +115,7 @@ class ReplyBuffer:
             return self._feed(data)
         except SmtpWireError as exc:
             self._broken = str(exc)
+            self._data, self._lines, self._code, self._held = bytearray(), [], None, 0
             raise
 
     def _feed(self, data: bytes) -> list[Reply]:
@@ -122,20 +123,21 @@ class ReplyBuffer:
         replies: list[Reply] = []
         start = 0
         while (end := self._data.find(b"\n", start)) != -1:
-            if end - start > self.max_line:
+            if end + 1 - start > self.max_line:
                 raise SmtpWireError(f"reply line longer than {self.max_line} bytes")
-            reply = self._line(bytes(self._data[start:end]))
+            reply = self._line(bytes(self._data[start:end]), end + 1 - start)
             start = end + 1
             if reply is not None:
                 replies.append(reply)
         del self._data[:start]
-        if len(self._data) > self.max_line:
+        if len(self._data) >= self.max_line:  # not even the line end fits any more
             raise SmtpWireError(f"reply line longer than {self.max_line} bytes")
         if self.pending > self.max_buffer:
             raise SmtpWireError(f"unfinished reply longer than {self.max_buffer} bytes")
         return replies
 
-    def _line(self, raw: bytes) -> Reply | None:
+    def _line(self, raw: bytes, size: int) -> Reply | None:
+        """One line without its LF (``size`` bytes with it); the reply it completes, if any."""
         raw = raw.rstrip(b"\r")
         code, sep = raw[:3], raw[3:4]
         if not _CODE.fullmatch(code) or sep not in (b"", b" ", b"-"):
@@ -147,7 +149,7 @@ class ReplyBuffer:
             raise SmtpWireError(f"reply of more than {self.max_lines} lines")
         if sep == b"-":
             self._code = code
-            self._held += len(raw) + 1
+            self._held += size
             return None
         lines = tuple(self._lines)
         self._lines, self._code, self._held = [], None, 0
