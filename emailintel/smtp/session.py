@@ -471,8 +471,7 @@ class SmtpSession:
     async def _pipeline(self, stages: Sequence[SmtpStage], lines: list[bytes]) -> list[SmtpReply]:
         """Write the commands at once and read their replies, in order."""
         stage, count = stages[0], len(lines)
-        if self.refusal is None and self._replies:
-            self.refusal = _reply(stage, self._replies.popleft(), time.perf_counter())
+        self._take_unsolicited(stage)
         if self.refusal is not None:
             return [self.refusal] * count
         start = time.perf_counter()
@@ -499,14 +498,22 @@ class SmtpSession:
 
     async def _command(self, stage: SmtpStage, line: bytes) -> SmtpReply:
         """One command and its reply; a reply the server sent unasked is the answer instead."""
-        if self.refusal is None and self._replies:
-            self.refusal = _reply(stage, self._replies.popleft(), time.perf_counter())
+        self._take_unsolicited(stage)
         if self.refusal is not None:
             return self.refusal
         reply = await self._exchange(stage, line)
         if reply.code == 421:
             self._refused(reply)
         return reply
+
+    def _take_unsolicited(self, stage: SmtpStage) -> None:
+        """A reply read before its command was sent (Postfix's parting 421) ends the session."""
+        if self.refusal is None and self._replies:
+            reply = _reply(stage, self._replies.popleft(), time.perf_counter())
+            if reply.code == 421:
+                self._refused(reply)
+            else:
+                self.refusal = reply
 
     def _refused(self, reply: SmtpReply) -> None:
         """A 421: the server is closing the channel (RFC 5321 §3.8), so we close our side too."""
