@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -232,3 +233,16 @@ async def test_hangup_mid_batch_returns_the_replies_so_far() -> None:
         assert not s.connected
     assert [r.code for r in setup] == [250]
     assert [(r.stage, r.code) for r in replies] == [("rcpt", 250)]
+
+
+async def test_nagle_is_off_on_a_caller_supplied_socket() -> None:
+    """asyncio leaves Nagle on for sockets made without proto=IPPROTO_TCP (python-socks' kind);
+    then a command written right after the TLS Finished waits ~40 ms for a delayed ACK."""
+    async with scripted(answers({b"EHLO": b"250 scripted.test\r\n"})) as server:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)  # proto 0, as a proxy may hand us
+        sock.connect((server.host, server.port))
+        sock.setblocking(False)
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 0
+        async with SmtpSession("proxied", sock=sock, helo=HELO, timeouts=FAST) as s:
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+            assert (await s.mail_from("")).code == 250
