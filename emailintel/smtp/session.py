@@ -167,6 +167,7 @@ class SmtpSession:
         self._buffer = ReplyBuffer()
         self._replies: deque[Reply] = deque()  # complete replies read but not yet taken
         self._eof = False  # the server closed its side
+        self._read_full = False  # the last read filled its buffer: the stream may hold more
         self._closed = False  # we dropped the connection
         self.banner: SmtpReply | None = None
         self.ehlo_reply: SmtpReply | None = None
@@ -309,6 +310,7 @@ class SmtpSession:
             if not data:
                 self._eof = True
                 continue
+            self._read_full = len(data) == _READ
             try:
                 self._replies.extend(self._buffer.feed(data))
             except SmtpWireError as exc:
@@ -384,8 +386,10 @@ class SmtpSession:
             elif self.starttls_mode == "required":
                 raise SmtpTLSError("starttls", f"refused: {reply.code} {reply.message}")
             return
-        if self._replies or self._buffer.pending:
+        if self._replies or self._buffer.pending or self._read_full:
             # Bytes sent before the handshake must not pass for replies inside TLS (RFC 3207 §6).
+            # No loop iteration runs between the read that brought the 220 and start_tls pausing
+            # reads, so whatever came with the 220 is in hand here (unless the read was full).
             raise SmtpProtocolError("starttls", "the server sent more after its 220 to STARTTLS")
         await self._handshake()
         self.tls = True

@@ -246,3 +246,20 @@ async def test_nagle_is_off_on_a_caller_supplied_socket() -> None:
         async with SmtpSession("proxied", sock=sock, helo=HELO, timeouts=FAST) as s:
             assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
             assert (await s.mail_from("")).code == 250
+
+
+async def test_a_starttls_reply_filling_a_whole_read_is_refused() -> None:
+    """A 220 that ends exactly where a read ends may have injected bytes right behind it.
+
+    However the kernel splits these bytes, the session must not start TLS on top of them.
+    """
+    line = b"220-" + b"p" * 1018 + b"\r\n"  # 1024 bytes
+    huge = line * 63 + b"220-" + b"p" * (1024 - 4 - 2 - 8) + b"\r\n220 go\r\n"
+    assert len(huge) == 65_536
+    async with scripted(
+        answers({b"EHLO": EHLO_OK, b"STARTTLS": huge + b"250 injected\r\n"})
+    ) as server:
+        s = scripted_session(server)
+        with pytest.raises(SmtpProtocolError) as info:
+            await s.open()
+    assert info.value.stage == "starttls"
