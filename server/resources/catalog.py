@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from server.errors import ErrorEnvelope
-from server.resources import account, api_keys, credits, system
+from server.resources import account, api_keys, credits, email_verification, system
 from server.routes import Operation, QueryParam
+from server.usecases.email import ValidateRequest, ValidateResponse
 
 __all__ = ["keyed_operations"]
 
@@ -155,5 +156,19 @@ def keyed_operations() -> tuple[Operation, ...]:
             tag="credits",
             access="api_key",
             scope="credits",
+        ),
+        Operation(
+            "POST",
+            f"{V1}/email-verification/validate",
+            email_verification.validate,
+            "email_verification_validate",
+            "Validate an address and return its risk (synchronous)",
+            ValidateResponse,
+            ValidateRequest,
+            tag="email-verification",
+            access="api_key",
+            scope="email-verification",
+            price_key="email.validate",
+            responses={402: ErrorEnvelope, 503: ErrorEnvelope},
         ),
     )
