@@ -1,6 +1,8 @@
 """Payment ledger: transition table, one-authorization-one-use, idempotency, reconcile, migrations.
 
-Database tests run on a fresh SQLite file and a fresh PostgreSQL database each.
+Behavioural tests run on every store (a fresh SQLite file, a fresh PostgreSQL schema, and the
+in-memory store); those only a database can pass (migrations, several processes) on both
+databases.
 """
 
 from __future__ import annotations
@@ -20,17 +22,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from lab.ledgerdb import Db
+from lab.ledgerdb import SQL_BACKENDS, Db
 from ledger_cases import FP, MERCHANT, PAYER, USDC, payment, tx
 from redis.asyncio import Redis
 
-from x402gw import _ledger_sql
-from x402gw._ledger_rules import (
-    allowed_events,
-    authorization_key,
-    decide_reconcile,
-    event_effect,
-)
 from x402gw.ledger import (
     TERMINAL,
     AuthorizationInUse,
@@ -47,8 +42,17 @@ from x402gw.ledger import (
     State,
     StoredResponse,
     TxOutcome,
+    _statements,
     next_state,
     request_fingerprint,
+)
+from x402gw.ledger.memory import MemoryStore
+from x402gw.ledger.records import COLUMNS
+from x402gw.ledger.rules import (
+    allowed_events,
+    authorization_key,
+    decide_reconcile,
+    event_effect,
 )
 from x402gw.locks import InProcessLocks, RedisLocks
 
@@ -174,9 +178,10 @@ async def _walk(ledger: Ledger, seq: list[Event]) -> None:
         assert (await ledger.get(record.id)).state is state
 
 
-def test_adapter_methods_follow_the_table(tmp_path: Path) -> None:
+@pytest.mark.parametrize("store", ["sqlite", "memory"])
+def test_adapter_methods_follow_the_table(tmp_path: Path, store: str) -> None:
     with asyncio.Runner() as runner:
-        ledger = Ledger(tmp_path / "walk.sqlite3")
+        ledger = Ledger(tmp_path / "walk.sqlite3" if store == "sqlite" else MemoryStore())
         runner.run(ledger.migrate())
 
         @settings(max_examples=40, deadline=None)
@@ -275,11 +280,10 @@ BAD_FIELDS = [
 @pytest.mark.parametrize(
     "bad", BAD_FIELDS, ids=lambda d: f"{next(iter(d))}={next(iter(d.values()))!r}"[:40]
 )
-async def test_reserve_rejects_bad_fields(sqlite_url: str, bad: dict[str, Any]) -> None:
-    async with Ledger(sqlite_url) as ledger:
-        await ledger.migrate()
-        with pytest.raises(InvalidPaymentData):
-            await ledger.reserve(**payment(**bad))
+async def test_reserve_rejects_bad_fields(ledger: Ledger, bad: dict[str, Any]) -> None:
+    with pytest.raises(InvalidPaymentData):
+        await ledger.reserve(**payment(**bad))
+    assert await ledger.records() == []
 
 
 @pytest.mark.parametrize(
@@ -333,26 +337,35 @@ async def test_unusable_sqlite_is_a_typed_error(tmp_path: Path) -> None:
 # --- migrations ---------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("backend", SQL_BACKENDS)
 async def test_migration_runs_twice_and_matches_the_model(db: Db) -> None:
-    async with db.ledger() as ledger:
-        async with ledger._engine.connect() as conn:
-            assert await conn.run_sync(_ledger_sql.current_revision) is None
-        assert ledger.dialect == ("sqlite" if db.schema is None else "postgresql")
-        first = await ledger.migrate()
-        second = await ledger.migrate()
-        assert first == second == "0002_signature_hash"
+    engine = _statements.create_engine(db.url, db.schema)  # the database, seen from outside
+    try:
+        async with db.ledger() as ledger:
+            async with engine.connect() as conn:
+                assert await conn.run_sync(_statements.current_revision) is None
+            assert ledger.dialect == ("sqlite" if db.schema is None else "postgresql")
+            first = await ledger.migrate()
+            second = await ledger.migrate()
+            assert first == second == "0002_signature_hash"
 
         def diff(sync_conn: sa.Connection) -> list[Any]:
             ctx = MigrationContext.configure(
-                sync_conn, opts={"version_table": _ledger_sql.VERSION_TABLE}
+                sync_conn, opts={"version_table": _statements.VERSION_TABLE}
             )
-            return list(compare_metadata(ctx, _ledger_sql.metadata))
+            return list(compare_metadata(ctx, _statements.metadata))
 
-        async with ledger._engine.connect() as conn:
+        async with engine.connect() as conn:
             assert await conn.run_sync(diff) == []
             tables = await conn.run_sync(lambda c: set(sa.inspect(c).get_table_names()))
-        assert {"x402gw_payments", "x402gw_alembic_version"} <= tables
-        assert "alembic_version" not in tables  # never collides with the server's own history
+    finally:
+        await engine.dispose()
+    assert {"x402gw_payments", "x402gw_alembic_version"} <= tables
+    assert "alembic_version" not in tables  # never collides with the server's own history
+
+
+def test_the_table_has_the_records_columns() -> None:
+    assert tuple(_statements.payments.c.keys()) == COLUMNS
 
 
 async def test_concurrent_migrations_on_postgres(pg_db: Db) -> None:
@@ -469,6 +482,7 @@ asyncio.run(main())
 """
 
 
+@pytest.mark.parametrize("backend", SQL_BACKENDS)
 async def test_two_processes_race_for_one_authorization(ledger: Ledger, db: Db) -> None:
     same = payment()
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
