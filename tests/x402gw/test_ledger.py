@@ -13,6 +13,7 @@ import os
 import secrets
 import socket
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -49,10 +50,17 @@ from x402gw.ledger import (
 from x402gw.ledger.memory import MemoryStore
 from x402gw.ledger.records import COLUMNS
 from x402gw.ledger.rules import (
+    CLAIMED_STATUS,
     allowed_events,
     authorization_key,
+    claimable,
+    counts_outstanding,
     decide_reconcile,
     event_effect,
+    in_flight,
+    is_live,
+    replayable,
+    transition_applies,
 )
 from x402gw.locks import InProcessLocks, RedisLocks
 
@@ -153,6 +161,55 @@ def test_broadcast_and_store_response_do_not_change_state() -> None:
         next_state(State.RELEASED, Event.STORE_RESPONSE)
     with pytest.raises(InvalidTransition):
         next_state(State.VERIFIED, Event.BROADCAST)
+
+
+hashes = st.none() | st.sampled_from(["0x" + "aa" * 32, "0x" + "bb" * 32])
+
+
+@given(states, events, hashes, hashes)
+def test_a_store_applies_an_event_exactly_when_the_table_allows_it(
+    state: State, event: Event, recorded: str | None, offered: str | None
+) -> None:
+    # What every store does (a conditional UPDATE or the in-memory store's check).
+    sources, _ = event_effect(event)
+    allowed = event in allowed_events(state)
+    applies = transition_applies(state, recorded, sources, offered)
+    assert applies == (allowed and (offered is None or recorded in (None, offered)))
+    if applies:
+        next_state(state, event)  # does not raise
+
+
+times = st.datetimes(timezones=st.just(UTC))
+statuses = st.none() | st.sampled_from([CLAIMED_STATUS, 200, 399, 400, 402, 500])
+
+
+@given(states, st.integers(0, 10), st.integers(0, 10), times, times)
+def test_what_counts_against_a_payers_funds(
+    state: State, valid_before: int, now: int, updated: datetime, since: datetime
+) -> None:
+    flying = in_flight(state, valid_before, now)
+    assert flying == (state in (State.VERIFIED, State.SETTLING) and valid_before > now)
+    assert not flying or is_live(state)
+    counted = counts_outstanding(state, valid_before, updated, now, since)
+    assert counted == (flying or (state is State.SETTLED and updated >= since))
+    assert is_live(state) == (state is not State.RELEASED)
+
+
+@given(states, statuses, times, times)
+def test_claims_and_replays(
+    state: State, status: int | None, updated: datetime, stale_before: datetime
+) -> None:
+    claim = claimable(state, status, updated, stale_before)
+    assert claim == (
+        state is State.SETTLED
+        and (status is None or (status == CLAIMED_STATUS and updated < stale_before))
+    )
+    replay = replayable(state, status)
+    assert replay == (
+        status not in (None, CLAIMED_STATUS)
+        and (state is State.SETTLED or (state is State.FAILED and status >= 400))
+    )
+    assert not (claim and replay)  # a record a run may take has nothing to replay
 
 
 async def _walk(ledger: Ledger, seq: list[Event]) -> None:
