@@ -24,12 +24,19 @@ __all__ = ["MemoryStore"]
 
 class MemoryStore(Store):
     """Records in a dict. Several ledgers given one store share it, as they would a database;
-    closing a ledger keeps the records."""
+    closing a ledger keeps the records.
+
+    Like the SQL indexes, dicts find the live holder of an authorization or payment identifier
+    and a payer's records without a scan; they follow every write.
+    """
 
     name = "memory"
 
     def __init__(self) -> None:
         self._rows: dict[str, dict[str, Any]] = {}
+        self._live_keys: dict[tuple[str, str, str, str], str] = {}
+        self._live_pids: dict[str, str] = {}
+        self._by_payer: dict[tuple[str, str, str], list[str]] = {}
 
     async def migrate(self) -> str | None:
         """Nothing to build; no revision."""
@@ -44,23 +51,29 @@ class MemoryStore(Store):
         row = self._rows.get(record_id)
         return None if row is None else record_from_row(row)
 
-    def _live(self) -> list[dict[str, Any]]:
-        return [row for row in self._rows.values() if rules.is_live(State(row["state"]))]
-
     def _live_authorization(
         self, network: str, asset: str, payer: str, nonce: str
     ) -> dict[str, Any] | None:
-        key = (network, asset, payer, nonce)
-        for row in self._live():
-            if (row["network"], row["asset"], row["payer"], row["nonce"]) == key:
-                return row
-        return None
+        found = self._live_keys.get((network, asset, payer, nonce))
+        return None if found is None else self._rows[found]
 
     def _live_payment_identifier(self, payment_identifier: str) -> dict[str, Any] | None:
-        for row in self._live():
-            if row["payment_identifier"] == payment_identifier:
-                return row
-        return None
+        found = self._live_pids.get(payment_identifier)
+        return None if found is None else self._rows[found]
+
+    def _index(self, row: dict[str, Any]) -> None:
+        """Keep the live keys of ``row`` as its state says (after an insert or a write)."""
+        key = (row["network"], row["asset"], row["payer"], row["nonce"])
+        pid = row["payment_identifier"]
+        if rules.is_live(State(row["state"])):
+            self._live_keys[key] = row["id"]
+            if pid is not None:
+                self._live_pids[pid] = row["id"]
+            return
+        if self._live_keys.get(key) == row["id"]:
+            del self._live_keys[key]
+        if pid is not None and self._live_pids.get(pid) == row["id"]:
+            del self._live_pids[pid]
 
     async def live_by_authorization(
         self, network: str, asset: str, payer: str, nonce: str
@@ -101,6 +114,10 @@ class MemoryStore(Store):
             if pid is not None and self._live_payment_identifier(pid) is not None:
                 raise UniqueViolation("the payment identifier is held by a live record")
         self._rows[row["id"]] = row
+        self._by_payer.setdefault((row["network"], row["asset"], row["payer"]), []).append(
+            row["id"]
+        )
+        self._index(row)
         return record_from_row(row)
 
     async def transition(
@@ -119,6 +136,7 @@ class MemoryStore(Store):
         ):
             return None
         row.update(_copy(values))
+        self._index(row)
         return record_from_row(row)
 
     async def claim(
@@ -138,9 +156,8 @@ class MemoryStore(Store):
     ) -> tuple[int, int]:
         await asyncio.sleep(0)
         count = total = 0
-        for row in self._rows.values():
-            if (row["network"], row["asset"], row["payer"]) != (network, asset, payer):
-                continue
+        for record_id in self._by_payer.get((network, asset, payer), ()):
+            row = self._rows[record_id]
             state = State(row["state"])
             if rules.in_flight(state, row["valid_before"], now):
                 total += int(row["amount"])
