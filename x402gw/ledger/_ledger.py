@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
+# As a module: x402gw.locks imports x402gw.ledger.rules, so either package may load first.
 import x402gw.locks as _locks
 from x402gw.ledger.records import (
     AuthorizationInUse,
