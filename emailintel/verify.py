@@ -14,7 +14,8 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from emailintel._construct import construct
+from emailintel import _offline
+from emailintel._construct import builder, construct
 from emailintel._gibberish import looks_gibberish
 from emailintel.address import ParsedAddress, parse_address, parse_fast, parse_guarded
 from emailintel.dns import DnsResolver
@@ -40,6 +41,7 @@ _DOMAIN_CACHE_SIZE = 100_000  # domains whose offline facts a Validator keeps
 # verify_many opens one shared connection per MX address per this many of ``concurrency``: fewer,
 # fuller connections beat many half-used ones (each costs a handshake and an error budget).
 _CONCURRENCY_PER_MX_SESSION = 32
+_GENERAL_CACHE_SIZE = 10_000  # offline results of addresses the part caches do not take
 _INVALID = Evidence(syntax_valid=False)  # all an unparseable address tells the scorer
 
 
@@ -78,6 +80,9 @@ def _risk_result(
     )
 
 
+_new_result = builder(RiskResult)
+
+
 class Validator:
     """Reusable validation pipeline; holds the resolver (and its cache), lists and risk policy."""
 
@@ -97,6 +102,8 @@ class Validator:
         self.suggest_typos = suggest_typos
         self._memo: dict[tuple[bool | None, ...], Assessment] = {}
         self._domains: dict[str, tuple[bool, bool, str | None]] = {}
+        self._parts = _offline.Parts(lambda: self.lists, self._domain_facts)
+        self._general: dict[str, RiskResult] = {}
 
     @property
     def policy(self) -> RiskPolicy | None:
@@ -230,6 +237,67 @@ class Validator:
 
     def validate_offline(self, address: str) -> RiskResult:
         """Syntax, lists and typo only: no network at all (DNS and SMTP stay unknown)."""
+        if type(address) is str:
+            local, at, domain = address.rpartition("@")
+            parts = self._parts
+            try:
+                dom = parts.domains[domain]
+            except KeyError:
+                dom = parts.add_domain(domain)
+            if dom is not None and at:
+                try:
+                    loc = parts.locals[local]
+                except KeyError:
+                    loc = parts.add_local(local)
+                if loc is not None and loc.octets + len(domain) < _offline.MAX_ADDRESS_OCTETS:
+                    return self._parts_offline(address, loc, dom)
+        return self._general_offline(address)
+
+    def _parts_offline(
+        self, address: str, loc: _offline.LocalPart, dom: _offline.DomainPart
+    ) -> RiskResult:
+        """The result from cached part facts (the same as the general path's, tested so)."""
+        local, domain, fixed = loc.local, dom.domain, dom.fixed
+        key = (True, dom.disposable, loc.role, dom.free, loc.gibberish, fixed is not None)
+        assessment = self._memo.get(key)
+        if assessment is None:
+            return self._simple_offline(address, local, domain)
+        return _new_result(
+            {
+                "address": address,
+                "normalized": f"{local}@{domain}",
+                "local_part": local,
+                "domain": domain,
+                "verdict": assessment.verdict,
+                "score": assessment.score,
+                "reasons": assessment.reasons,
+                "suggestion": None if fixed is None else f"{local}@{fixed}",
+                "error": None,
+                "disposable": dom.disposable,
+                "role_account": loc.role,
+                "free_provider": dom.free,
+                "dns": None,
+                "smtp": None,
+            }
+        )
+
+    def _general_offline(self, address: str) -> RiskResult:
+        """validate_offline through the parser for what the part caches do not take, cached.
+
+        Such inputs (typos of syntax, quoted or IDN addresses) cost tens of microseconds each and
+        recur in bulk lists (placeholders, the same bad row twice); results are immutable.
+        """
+        if type(address) is not str:
+            return self._parse_offline(address)
+        result = self._general.get(address)
+        if result is None:
+            if len(self._general) >= _GENERAL_CACHE_SIZE:
+                self._general.clear()
+            result = self._general[address] = self._parse_offline(address)
+        return result
+
+    def _parse_offline(self, address: str) -> RiskResult:
+        """validate_offline through the parser, uncached."""
         try:
             text, simple = parse_fast(address)
             if simple is not None:
