@@ -9,7 +9,6 @@ fast path does not take is cached as ``None`` and the address goes the general w
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
 
 from emailintel import _fastsyntax
 from emailintel._gibberish import looks_gibberish
@@ -20,22 +19,14 @@ MAX_ADDRESS_OCTETS = 254
 MAX_PARTS = 100_000  # entries per cache before it is emptied
 
 
-class DomainPart(NamedTuple):
-    """A plain ASCII domain, lower-cased, with its list facts and typo correction."""
-
-    domain: str
-    disposable: bool
-    free: bool
-    fixed: str | None
-
-
-class LocalPart(NamedTuple):
-    """A normalised dot-atom local part with its octet count and list facts."""
-
-    local: str
-    octets: int
-    role: bool
-    gibberish: bool
+# Plain tuples, unpacked on the hot path (a NamedTuple's attribute access costs a call each).
+# ``code`` packs the part's booleans for the assessment index: domain bits 0-2, local bits 3-4.
+DomainPart = tuple[str, int, bool, bool, str | None]
+"""(lower-cased domain, code, disposable, free provider, typo-corrected domain)"""
+LocalPart = tuple[str, int, int, bool]
+"""(normalised local part, octets as the length checks count them, code, role account)"""
+CODES = 32  # distinct (domain code | local code) values
+GIBBERISH = 16  # the local code's gibberish bit
 
 
 class Parts:
@@ -58,7 +49,9 @@ class Parts:
         domain = _fastsyntax.simple_domain(raw, allow_test_tld=True)
         part = None
         if domain is not None:
-            part = DomainPart(domain, *self._domain_facts(domain))
+            disposable, free, fixed = self._domain_facts(domain)
+            code = disposable | free << 1 | (fixed is not None) << 2
+            part = (domain, code, disposable, free, fixed)
         self.domains[raw] = part
         return part
 
@@ -70,8 +63,8 @@ class Parts:
         part = None
         if parsed is not None:
             local = parsed.normalized
-            part = LocalPart(
-                local, parsed.octets, self._lists().is_role(local), looks_gibberish(local)
-            )
+            role = self._lists().is_role(local)
+            code = role << 3 | (GIBBERISH if looks_gibberish(local) else 0)
+            part = (local, parsed.octets, code, role)
         self.locals[raw] = part
         return part

@@ -104,6 +104,7 @@ class Validator:
         self._domains: dict[str, tuple[bool, bool, str | None]] = {}
         self._parts = _offline.Parts(lambda: self.lists, self._domain_facts)
         self._general: dict[str, RiskResult] = {}
+        self._part_memo: list[Assessment | None] = [None] * _offline.CODES
 
     @property
     def policy(self) -> RiskPolicy | None:
@@ -237,31 +238,41 @@ class Validator:
 
     def validate_offline(self, address: str) -> RiskResult:
         """Syntax, lists and typo only: no network at all (DNS and SMTP stay unknown)."""
-        if type(address) is str:
-            local, at, domain = address.rpartition("@")
-            parts = self._parts
-            try:
-                dom = parts.domains[domain]
-            except KeyError:
-                dom = parts.add_domain(domain)
-            if dom is not None and at:
-                try:
-                    loc = parts.locals[local]
-                except KeyError:
-                    loc = parts.add_local(local)
-                if loc is not None and loc.octets + len(domain) < _offline.MAX_ADDRESS_OCTETS:
-                    return self._parts_offline(address, loc, dom)
-        return self._general_offline(address)
-
-    def _parts_offline(
-        self, address: str, loc: _offline.LocalPart, dom: _offline.DomainPart
-    ) -> RiskResult:
-        """The result from cached part facts (the same as the general path's, tested so)."""
-        local, domain, fixed = loc.local, dom.domain, dom.fixed
-        key = (True, dom.disposable, loc.role, dom.free, loc.gibberish, fixed is not None)
-        assessment = self._memo.get(key)
+        if type(address) is not str:
+            return self._parse_offline(address)
+        # The common address from cached per-part facts (equal to the general path's answer,
+        # tested so); the general path takes every input a part cache refuses.
+        local, at, domain = address.rpartition("@")
+        parts = self._parts
+        try:
+            dom = parts.domains[domain]
+        except KeyError:
+            dom = parts.add_domain(domain)
+        if dom is None or not at:
+            return self._general_offline(address)
+        try:
+            loc = parts.locals[local]
+        except KeyError:
+            loc = parts.add_local(local)
+        if loc is None:
+            return self._general_offline(address)
+        local, octets, local_code, role = loc
+        if octets + len(domain) >= _offline.MAX_ADDRESS_OCTETS:
+            return self._general_offline(address)
+        domain, domain_code, disposable, free, fixed = dom
+        suggestion = None if fixed is None else f"{local}@{fixed}"
+        code = domain_code | local_code
+        assessment = self._part_memo[code]
         if assessment is None:
-            return self._simple_offline(address, local, domain)
+            evidence = Evidence(
+                syntax_valid=True,
+                disposable=disposable,
+                role_account=role,
+                free_provider=free,
+                gibberish=bool(local_code & _offline.GIBBERISH),
+                typo_suggestion=suggestion,
+            )
+            assessment = self._part_memo[code] = self._assess(evidence)
         return _new_result(
             {
                 "address": address,
@@ -271,11 +282,11 @@ class Validator:
                 "verdict": assessment.verdict,
                 "score": assessment.score,
                 "reasons": assessment.reasons,
-                "suggestion": None if fixed is None else f"{local}@{fixed}",
+                "suggestion": suggestion,
                 "error": None,
-                "disposable": dom.disposable,
-                "role_account": loc.role,
-                "free_provider": dom.free,
+                "disposable": disposable,
+                "role_account": role,
+                "free_provider": free,
                 "dns": None,
                 "smtp": None,
             }
@@ -287,8 +298,6 @@ class Validator:
         Such inputs (typos of syntax, quoted or IDN addresses) cost tens of microseconds each and
         recur in bulk lists (placeholders, the same bad row twice); results are immutable.
         """
-        if type(address) is not str:
-            return self._parse_offline(address)
         result = self._general.get(address)
         if result is None:
             if len(self._general) >= _GENERAL_CACHE_SIZE:
