@@ -3,7 +3,7 @@
 Bulk lists repeat the same domains and the same local parts (first names, role names) over and
 over; each part's syntax verdict, list look-ups and typo suggestion are kept here (bounded), so
 ``validate_offline`` on a common address costs a split and two dictionary look-ups. A part the
-fast path does not take is cached as ``None`` and the address goes the general way.
+fast path does not take is cached as ``REFUSED`` and the address goes the general way.
 """
 
 from __future__ import annotations
@@ -25,8 +25,10 @@ DomainPart = tuple[str, int, bool, bool, str | None]
 """(lower-cased domain, code, disposable, free provider, typo-corrected domain)"""
 LocalPart = tuple[str, int, int, bool]
 """(normalised local part, octets as the length checks count them, code, role account)"""
+REFUSED_DOMAIN: DomainPart = ("", 0, False, False, None)  # identity-compared sentinels
+REFUSED_LOCAL: LocalPart = ("", 0, 0, False)
 CODES = 32  # distinct (domain code | local code) values
-GIBBERISH = 16  # the local code's gibberish bit
+ROLE, GIBBERISH = 8, 16  # the local code's bits
 
 
 class Parts:
@@ -38,16 +40,17 @@ class Parts:
         domain_facts: Callable[[str], tuple[bool, bool, str | None]],
     ) -> None:
         self._lists = lists
+        self._role_lists: Lists | None = None
         self._domain_facts = domain_facts
-        self.domains: dict[str, DomainPart | None] = {}
-        self.locals: dict[str, LocalPart | None] = {}
+        self.domains: dict[str, DomainPart] = {}
+        self.locals: dict[str, LocalPart] = {}
 
-    def add_domain(self, raw: str) -> DomainPart | None:
+    def add_domain(self, raw: str) -> DomainPart:
         """Compute, keep and return the facts of a domain as it appears after the ``@``."""
         if len(self.domains) >= MAX_PARTS:
             self.domains.clear()
         domain = _fastsyntax.simple_domain(raw, allow_test_tld=True)
-        part = None
+        part = REFUSED_DOMAIN
         if domain is not None:
             disposable, free, fixed = self._domain_facts(domain)
             code = disposable | free << 1 | (fixed is not None) << 2
@@ -55,16 +58,22 @@ class Parts:
         self.domains[raw] = part
         return part
 
-    def add_local(self, raw: str) -> LocalPart | None:
+    def _resolve_lists(self) -> Lists:
+        self._role_lists = self._lists()
+        return self._role_lists
+
+    def add_local(self, raw: str) -> LocalPart:
         """Compute, keep and return the facts of a local part as it appears before the ``@``."""
         if len(self.locals) >= MAX_PARTS:
             self.locals.clear()
         parsed = _fastsyntax.parse_local(raw, max_octets=MAX_LOCAL_OCTETS) if raw else None
-        part = None
+        part = REFUSED_LOCAL
         if parsed is not None:
-            local = parsed.normalized
-            role = self._lists().is_role(local)
-            code = role << 3 | (GIBBERISH if looks_gibberish(local) else 0)
-            part = (local, parsed.octets, code, role)
+            local, octets = parsed
+            role = (self._role_lists or self._resolve_lists()).is_role(local)
+            code = ROLE if role else 0
+            if looks_gibberish(local):
+                code |= GIBBERISH
+            part = (local, octets, code, role)
         self.locals[raw] = part
         return part

@@ -21,7 +21,7 @@ from emailintel.address import ParsedAddress, parse_address, parse_fast, parse_g
 from emailintel.dns import DnsResolver
 from emailintel.errors import AddressError
 from emailintel.lists import Lists, default_lists
-from emailintel.models import DnsFacts, Evidence, RiskResult, SmtpFacts
+from emailintel.models import DnsFacts, Evidence, Reason, RiskResult, SmtpFacts, Verdict
 from emailintel.risk import Assessment, RiskPolicy, assess
 from emailintel.smtp.preflight import blocked_facts, check_port25
 from emailintel.smtp.prober import Prober, SharedSessions
@@ -81,6 +81,7 @@ def _risk_result(
 
 
 _new_result = builder(RiskResult)
+_MAX_OCTETS = _offline.MAX_ADDRESS_OCTETS  # an address's limit, the part caches' arithmetic
 
 
 class Validator:
@@ -104,7 +105,9 @@ class Validator:
         self._domains: dict[str, tuple[bool, bool, str | None]] = {}
         self._parts = _offline.Parts(lambda: self.lists, self._domain_facts)
         self._general: dict[str, RiskResult] = {}
-        self._part_memo: list[Assessment | None] = [None] * _offline.CODES
+        # (verdict, score, reasons) per combined part code, filled on first use
+        self._part_memo: list[tuple[Verdict, int, tuple[Reason, ...]] | None]
+        self._part_memo = [None] * _offline.CODES
 
     @property
     def policy(self) -> RiskPolicy | None:
@@ -244,26 +247,20 @@ class Validator:
         # tested so); the general path takes every input a part cache refuses.
         local, at, domain = address.rpartition("@")
         parts = self._parts
-        try:
-            dom = parts.domains[domain]
-        except KeyError:
-            dom = parts.add_domain(domain)
-        if dom is None or not at:
+        dom = parts.domains.get(domain) or parts.add_domain(domain)
+        if dom is _offline.REFUSED_DOMAIN or not at:
             return self._general_offline(address)
-        try:
-            loc = parts.locals[local]
-        except KeyError:
-            loc = parts.add_local(local)
-        if loc is None:
+        loc = parts.locals.get(local) or parts.add_local(local)
+        if loc is _offline.REFUSED_LOCAL:
             return self._general_offline(address)
         local, octets, local_code, role = loc
-        if octets + len(domain) >= _offline.MAX_ADDRESS_OCTETS:
+        if octets + len(domain) >= _MAX_OCTETS:
             return self._general_offline(address)
         domain, domain_code, disposable, free, fixed = dom
         suggestion = None if fixed is None else f"{local}@{fixed}"
         code = domain_code | local_code
-        assessment = self._part_memo[code]
-        if assessment is None:
+        scored = self._part_memo[code]
+        if scored is None:
             evidence = Evidence(
                 syntax_valid=True,
                 disposable=disposable,
@@ -272,16 +269,19 @@ class Validator:
                 gibberish=bool(local_code & _offline.GIBBERISH),
                 typo_suggestion=suggestion,
             )
-            assessment = self._part_memo[code] = self._assess(evidence)
+            assessment = self._assess(evidence)
+            scored = (assessment.verdict, assessment.score, assessment.reasons)
+            self._part_memo[code] = scored
+        verdict, score, reasons = scored
         return _new_result(
             {
                 "address": address,
                 "normalized": f"{local}@{domain}",
                 "local_part": local,
                 "domain": domain,
-                "verdict": assessment.verdict,
-                "score": assessment.score,
-                "reasons": assessment.reasons,
+                "verdict": verdict,
+                "score": score,
+                "reasons": reasons,
                 "suggestion": suggestion,
                 "error": None,
                 "disposable": disposable,
