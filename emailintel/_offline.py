@@ -12,10 +12,11 @@ from collections.abc import Callable
 
 from emailintel import _fastsyntax
 from emailintel._gibberish import looks_gibberish
+from emailintel.address import MAX_ADDRESS_OCTETS, MAX_LOCAL_OCTETS
 from emailintel.lists import Lists
 
-MAX_LOCAL_OCTETS = 64
-MAX_ADDRESS_OCTETS = 254
+__all__ = ["MAX_ADDRESS_OCTETS", "Parts"]
+
 MAX_PARTS = 100_000  # entries per cache before it is emptied
 
 

@@ -246,9 +246,11 @@ class Validator:
         # The common address from cached per-part facts (equal to the general path's answer,
         # tested so); the general path takes every input a part cache refuses.
         local, at, domain = address.rpartition("@")
+        if not at:
+            return self._general_offline(address)
         parts = self._parts
         dom = parts.domains.get(domain) or parts.add_domain(domain)
-        if dom is _offline.REFUSED_DOMAIN or not at:
+        if dom is _offline.REFUSED_DOMAIN:
             return self._general_offline(address)
         loc = parts.locals.get(local) or parts.add_local(local)
         if loc is _offline.REFUSED_LOCAL:
