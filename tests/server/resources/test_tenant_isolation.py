@@ -47,7 +47,7 @@ async def test_another_users_ids_are_404_on_every_keyed_route(keyed: Keyed) -> N
             concrete = path
             for name in params:
                 concrete = concrete.replace("{" + name + "}", await FACTORIES[name](keyed, alice))
-            body = _bodies(document, operation)
+            body = {} if "requestBody" in operation else None  # ownership is checked first
             response = await keyed.client.request(method.upper(), concrete, json=body, headers=bob)
             assert response.status_code == 404, (method, path, response.text)
             assert_envelope(
