@@ -11,7 +11,9 @@ SYN-ACK and ACK before it), loss and DNS (NSD stays on loopback). Both favour cl
 many connections or look up much, i.e. the peers.
 
 Counters, per measurement window (:meth:`LatencyRelay.take`): connections accepted, the most
-open at once, bytes each way, and round trips. A **round trip** is counted per connection when
+open at once on the client's side (from accept until the client's EOF or reset reaches the relay:
+what the client holds, not the upstream teardown half an RTT later), bytes each way, and round
+trips. A **round trip** is counted per connection when
 the relay reads bytes from the server after it has written client bytes to the server since the
 server last sent anything: a client write burst (one or many writes, however chunked) followed
 by the server's reply. The banner, a reply arriving in several chunks and data the server sends
@@ -20,7 +22,8 @@ commands answered together are one.
 
 Run as a process (``python -m benchmarks._latency_relay --rtt-ms 100 --route
 127.1.2.200:25=127.1.2.101:25 ...``): it prints one JSON line when listening, then answers each
-``take`` line on stdin with the window's counters as a JSON line; EOF on stdin stops it.
+``take`` line on stdin with the window's counters as a JSON line and each ``idle SECONDS`` line,
+once no connection is open or after SECONDS, with ``{"open": n}``; EOF on stdin stops it.
 """
 
 from __future__ import annotations
@@ -75,7 +78,7 @@ class Counters:
     """What the relay saw in one measurement window (all connections, all routes)."""
 
     connections: int = 0  # accepted
-    max_open: int = 0  # most connections open at the same time
+    max_open: int = 0  # most connections open at the same time, on the client's side
     round_trips: int = 0
     bytes_up: int = 0  # client -> server, written
     bytes_down: int = 0  # server -> client, written
@@ -93,6 +96,7 @@ class _Link:
     client: asyncio.StreamWriter
     server: asyncio.StreamWriter | None = None
     rounds: RoundTrips = field(default_factory=RoundTrips)
+    client_open: bool = False  # from accept until the client's EOF or reset reaches the relay
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def abort(self) -> None:
@@ -138,6 +142,7 @@ class LatencyRelay:
         self._chunk = chunk
         self._servers: list[asyncio.Server] = []
         self._links: set[_Link] = set()
+        self._client_open = 0  # links whose client has not closed its side yet
         self._handlers: set[asyncio.Task[Any]] = set()
         self._counters = Counters()
         self._changed = asyncio.Condition()  # notified when a connection opens or closes
@@ -164,7 +169,7 @@ class LatencyRelay:
 
     def take(self) -> Counters:
         """The counters since the last call (or the start); a new window starts now."""
-        taken, self._counters = self._counters, Counters(max_open=len(self._links))
+        taken, self._counters = self._counters, Counters(max_open=self._client_open)
         return taken
 
     async def start(self) -> LatencyRelay:
@@ -211,11 +216,15 @@ class LatencyRelay:
         assert task is not None
         self._handlers.add(task)
         link = _Link(client_w)
-        self._links.add(link)
-        counters = self._counters
-        counters.connections += 1
-        counters.max_open = max(counters.max_open, len(self._links))
         try:
+            # Let closes that arrived with this connect be seen first: a client that closes one
+            # connection and at once opens the next never has both open.
+            await asyncio.sleep(0)
+            self._links.add(link)
+            self._counters.connections += 1
+            link.client_open = True
+            self._client_open += 1
+            self._counters.max_open = max(self._counters.max_open, self._client_open)
             await self._notify()
             try:
                 server_r, server_w = await asyncio.open_connection(*target)
@@ -227,9 +236,9 @@ class LatencyRelay:
             up: asyncio.Queue[tuple[float, bytes | None]] = asyncio.Queue()
             down: asyncio.Queue[tuple[float, bytes | None]] = asyncio.Queue()
             link.tasks = [
-                asyncio.create_task(self._read(client_r, up, None)),
+                asyncio.create_task(self._read(client_r, up, link, from_server=False)),
                 asyncio.create_task(self._write(up, server_w, link, upward=True)),
-                asyncio.create_task(self._read(server_r, down, link)),
+                asyncio.create_task(self._read(server_r, down, link, from_server=True)),
                 asyncio.create_task(self._write(down, client_w, link, upward=False)),
             ]
             await asyncio.gather(*link.tasks)
@@ -240,26 +249,35 @@ class LatencyRelay:
             for pump in link.tasks:
                 pump.cancel()
             link.abort()
+            self._client_closed(link)
             self._links.discard(link)
             self._handlers.discard(task)
             await self._notify()
+
+    def _client_closed(self, link: _Link) -> None:
+        if link.client_open:
+            link.client_open = False
+            self._client_open -= 1
 
     async def _read(
         self,
         reader: asyncio.StreamReader,
         queue: asyncio.Queue[tuple[float, bytes | None]],
-        from_server: _Link | None,
+        link: _Link,
+        *,
+        from_server: bool,
     ) -> None:
         """Read chunks as they arrive and schedule each at arrival + delay (EOF, reset alike)."""
         while True:
             try:
                 data = await reader.read(self._chunk)
             except OSError:
-                queue.put_nowait((self._clock() + self.delay, _RESET))
-                return
-            if from_server is not None and data and from_server.rounds.server_bytes_read():
+                data = None
+            if from_server and data and link.rounds.server_bytes_read():
                 self._counters.round_trips += 1
-            queue.put_nowait((self._clock() + self.delay, data))
+            if not data and not from_server:
+                self._client_closed(link)  # the client holds no connection from here on
+            queue.put_nowait((self._clock() + self.delay, _RESET if data is None else data))
             if not data:
                 return
 
@@ -326,6 +344,11 @@ async def _serve(routes: Mapping[Address, Address], rtt: float) -> None:
                 return
             if command == "take":
                 print(json.dumps(relay.take().as_dict()), flush=True)
+            elif command.startswith("idle "):
+                with contextlib.suppress(TimeoutError, ValueError):
+                    async with asyncio.timeout(float(command.split()[1])):
+                        await relay.wait_open(0)
+                print(json.dumps({"open": relay.open}), flush=True)
             else:
                 print(json.dumps({"error": f"unknown command {command!r}"}), flush=True)
     finally:
@@ -381,13 +404,23 @@ class RelayProcess:
             raise RelayError(f"relay printed {line[:200]!r}") from None
         return answer
 
-    def take(self) -> Counters:
-        """The relay's counters since the last take (a new window starts)."""
+    def _ask(self, command: str) -> dict[str, Any]:
         if self._proc is None or self._proc.stdin is None:
             raise RelayError("relay not started")
-        self._proc.stdin.write("take\n")
+        self._proc.stdin.write(command + "\n")
         self._proc.stdin.flush()
-        answer = self._answer()
+        return self._answer()
+
+    def wait_idle(self, seconds: float) -> int:
+        """Wait until no connection is open at the relay, at most ``seconds``; how many still are."""
+        answer = self._ask(f"idle {seconds}")
+        if not isinstance(answer.get("open"), int):
+            raise RelayError(f"relay answered {answer}")
+        return int(answer["open"])
+
+    def take(self) -> Counters:
+        """The relay's counters since the last take (a new window starts)."""
+        answer = self._ask("take")
         try:
             return Counters(**answer)
         except TypeError:

@@ -449,11 +449,15 @@ async def test_relay_process_relays_and_reports_its_counters() -> None:
             async with asyncio.timeout(10):
                 assert await reader.readexactly(4) == b"ping"
             writer.close()
+            # In a thread: the echo server in this loop must see the close and close its side.
+            assert await asyncio.to_thread(relay.wait_idle, 10) == 0
             counters = relay.take()
-            assert (counters.connections, counters.round_trips) == (1, 1)
+            assert (counters.connections, counters.max_open, counters.round_trips) == (1, 1, 1)
             assert (counters.bytes_up, counters.bytes_down) == (4, 4)
         with pytest.raises(RelayError, match="not started"):
             relay.take()
+        with pytest.raises(RelayError, match="not started"):
+            relay.wait_idle(1)
 
 
 def test_relay_process_that_cannot_listen_is_a_typed_error() -> None:
@@ -476,3 +480,24 @@ def test_route_parses() -> None:
         ("127.1.2.200", 25),
         ("127.1.2.101", 25),
     )
+
+
+async def test_open_counts_what_the_client_holds_not_the_upstream_teardown() -> None:
+    release = asyncio.Event()
+
+    async def linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # the client's EOF ...
+        await release.wait()  # ... but the server side stays up a while
+        writer.close()
+
+    async with upstream(linger) as target, relay_to(target) as (relay, address):
+        for _ in range(5):  # one connection after another, each closed before the next
+            _, writer = await asyncio.open_connection(*address)
+            writer.close()
+            await writer.wait_closed()
+        assert relay.open >= 1  # server sides still lingering
+        release.set()
+        await settled(relay, 0)
+        counters = relay.take()
+        assert counters.connections == 5
+        assert counters.max_open == 1
