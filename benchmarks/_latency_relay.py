@@ -12,8 +12,10 @@ many connections or look up much, i.e. the peers.
 
 Counters, per measurement window (:meth:`LatencyRelay.take`): connections accepted, the most
 open at once on the client's side (from accept until the client's EOF or reset reaches the relay:
-what the client holds, not the upstream teardown half an RTT later), bytes each way, and round
-trips. A **round trip** is counted per connection when
+what the client holds, not the upstream teardown half an RTT later), the most **active** at once
+(from accept until the last byte the client sent before its EOF or reset: a client that has said
+its last word, QUIT or TLS close_notify, and only waits for the server's close is not working
+that connection any more), bytes each way, and round trips. A **round trip** is counted per connection when
 the relay reads bytes from the server after it has written client bytes to the server since the
 server last sent anything: a client write burst (one or many writes, however chunked) followed
 by the server's reply. The banner, a reply arriving in several chunks and data the server sends
@@ -33,10 +35,11 @@ import asyncio
 import contextlib
 import functools
 import json
+import math
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -79,6 +82,7 @@ class Counters:
 
     connections: int = 0  # accepted
     max_open: int = 0  # most connections open at the same time, on the client's side
+    max_active: int = 0  # most at once between accept and the client's last byte (see above)
     round_trips: int = 0
     bytes_up: int = 0  # client -> server, written
     bytes_down: int = 0  # server -> client, written
@@ -97,6 +101,8 @@ class _Link:
     server: asyncio.StreamWriter | None = None
     rounds: RoundTrips = field(default_factory=RoundTrips)
     client_open: bool = False  # from accept until the client's EOF or reset reaches the relay
+    started: float = 0.0  # relay clock at accept
+    last_client_byte: float = 0.0  # relay clock at the client's last chunk so far
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def abort(self) -> None:
@@ -114,6 +120,17 @@ class _Link:
             if writer is not None:
                 with contextlib.suppress(OSError):
                     await writer.wait_closed()
+
+
+def max_overlap(spans: Iterable[tuple[float, float]]) -> int:
+    """The most spans (start, end) covering one instant; a span ending when another starts does
+    not overlap it."""
+    events = sorted(e for start, end in spans for e in ((start, 1), (end, -1)))
+    most = current = 0
+    for _, step in events:  # at equal times the end (-1) sorts before the start (+1)
+        current += step
+        most = max(most, current)
+    return most
 
 
 class LatencyRelay:
@@ -143,6 +160,7 @@ class LatencyRelay:
         self._servers: list[asyncio.Server] = []
         self._links: set[_Link] = set()
         self._client_open = 0  # links whose client has not closed its side yet
+        self._spans: list[tuple[float, float]] = []  # active spans that ended in this window
         self._handlers: set[asyncio.Task[Any]] = set()
         self._counters = Counters()
         self._changed = asyncio.Condition()  # notified when a connection opens or closes
@@ -169,7 +187,10 @@ class LatencyRelay:
 
     def take(self) -> Counters:
         """The counters since the last call (or the start); a new window starts now."""
+        open_spans = [(link.started, math.inf) for link in self._links if link.client_open]
+        self._counters.max_active = max_overlap(self._spans + open_spans)
         taken, self._counters = self._counters, Counters(max_open=self._client_open)
+        self._spans = []
         return taken
 
     async def start(self) -> LatencyRelay:
@@ -223,6 +244,7 @@ class LatencyRelay:
             self._links.add(link)
             self._counters.connections += 1
             link.client_open = True
+            link.started = link.last_client_byte = self._clock()
             self._client_open += 1
             self._counters.max_open = max(self._counters.max_open, self._client_open)
             await self._notify()
@@ -256,6 +278,7 @@ class LatencyRelay:
 
     def _client_closed(self, link: _Link) -> None:
         if link.client_open:
+            self._spans.append((link.started, link.last_client_byte))
             link.client_open = False
             self._client_open -= 1
 
@@ -275,6 +298,8 @@ class LatencyRelay:
                 data = None
             if from_server and data and link.rounds.server_bytes_read():
                 self._counters.round_trips += 1
+            elif data and not from_server:
+                link.last_client_byte = self._clock()
             if not data and not from_server:
                 self._client_closed(link)  # the client holds no connection from here on
             queue.put_nowait((self._clock() + self.delay, _RESET if data is None else data))

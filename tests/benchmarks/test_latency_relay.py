@@ -24,6 +24,7 @@ from benchmarks._latency_relay import (
     RelayProcess,
     RoundTrips,
     _parse_route,
+    max_overlap,
 )
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -147,6 +148,20 @@ def test_round_trips_are_client_bursts_answered(events: list[str]) -> None:
     runs = [ch for i, ch in enumerate(text) if i == 0 or text[i - 1] != ch]
     expected = sum(1 for i in range(len(runs) - 1) if runs[i] == "c")
     assert rounds.count == expected
+
+
+@given(st.lists(st.tuples(st.integers(0, 20), st.integers(0, 20)).map(sorted), max_size=12))
+def test_max_overlap_is_the_most_spans_over_one_instant(spans: list[list[int]]) -> None:
+    # Brute force over half-integer instants: a span [a, b) covers t when a <= t < b.
+    instants = [t + 0.5 for t in range(-1, 21)]
+    expected = max((sum(1 for a, b in spans if a <= t < b) for t in instants), default=0)
+    assert max_overlap((a, b) for a, b in spans) == expected
+
+
+def test_max_overlap_edges() -> None:
+    assert max_overlap([]) == 0
+    assert max_overlap([(0, 1), (1, 2)]) == 1  # one ends as the next starts
+    assert max_overlap([(0, 2), (1, 3), (1, 1)]) == 2  # an empty span covers nothing
 
 
 # --- delay -----------------------------------------------------------------------------------
@@ -420,6 +435,7 @@ async def test_counters_follow_an_smtp_like_conversation() -> None:
         assert counters == Counters(
             connections=1,
             max_open=1,
+            max_active=1,
             round_trips=3,
             bytes_up=sum(map(len, up)),
             bytes_down=sum(map(len, down)),
@@ -432,7 +448,8 @@ async def test_a_window_starts_with_the_connections_still_open() -> None:
         streams = [await asyncio.open_connection(*address) for _ in range(2)]
         await settled(relay, 2)
         assert relay.take().connections == 2
-        assert relay.take() == Counters(max_open=2)  # open, though accepted in the last window
+        # Open (and still active: nothing said yet, but no EOF), though accepted in the last window.
+        assert relay.take() == Counters(max_open=2, max_active=2)
         for _, writer in streams:
             writer.close()
 
@@ -501,3 +518,39 @@ async def test_open_counts_what_the_client_holds_not_the_upstream_teardown() -> 
         counters = relay.take()
         assert counters.connections == 5
         assert counters.max_open == 1
+
+
+async def test_active_ends_at_the_clients_last_byte_open_at_its_eof() -> None:
+    now = [0.0]
+    release = asyncio.Event()
+
+    async def reply_then_wait(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readexactly(4)
+        writer.write(b"ok")
+        await writer.drain()
+        await release.wait()
+        writer.close()
+
+    async with (
+        upstream(reply_then_wait) as target,
+        relay_to(target, clock=lambda: now[0]) as (relay, address),
+    ):
+        first_r, first_w = await asyncio.open_connection(*address)
+        await settled(relay, 1)
+        now[0] = 1.0
+        first_w.write(b"QUIT")  # the first client's last word at t=1 ...
+        assert await first_r.readexactly(2) == b"ok"
+        now[0] = 2.0
+        second_r, second_w = await asyncio.open_connection(*address)  # ... the second opens at t=2
+        await settled(relay, 2)
+        now[0] = 3.0
+        first_w.close()  # ... and the first closes its side only at t=3
+        await first_w.wait_closed()
+        second_w.write(b"QUIT")
+        assert await second_r.readexactly(2) == b"ok"
+        second_w.close()
+        await second_w.wait_closed()
+        release.set()
+        await settled(relay, 0)
+        counters = relay.take()
+        assert (counters.max_open, counters.max_active) == (2, 1)
