@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 from collections import Counter, defaultdict, deque
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -109,6 +109,7 @@ class Row:
     max_open: int | None = None  # most SMTP connections open at once, counted at the relay
     max_active: int | None = None  # ... until the client's last byte (relay's definition)
     answers_key: str | None = None  # the row's answers in Report.answers (None: not classified)
+    most_sessions: int | None = None  # ours: most politeness session slots held at once
 
     @property
     def cpu_ms_per_address(self) -> float | None:
@@ -370,9 +371,35 @@ def warm_typo_cache(plan: Plan) -> str:
 
 
 class CountingPoliteness(Politeness):
-    """Politeness that also counts RCPT commands (the prober asks it before every RCPT)."""
+    """Politeness that also counts RCPT commands (the prober asks it before every RCPT) and the
+    most sessions held at once (the prober holds one around every connection it opens)."""
 
     rcpts = 0
+    holding = 0
+    most_held = 0
+
+    @contextlib.asynccontextmanager
+    async def session(
+        self,
+        host: str,
+        *,
+        provider: str | None = None,
+        provider_per_minute: float = 30.0,
+        provider_connections: int | None = None,
+    ) -> AsyncIterator[None]:
+        """Hold the slot as usual, counting the holders."""
+        async with super().session(
+            host,
+            provider=provider,
+            provider_per_minute=provider_per_minute,
+            provider_connections=provider_connections,
+        ):
+            self.holding += 1
+            self.most_held = max(self.most_held, self.holding)
+            try:
+                yield
+            finally:
+                self.holding -= 1
 
     async def rcpt(self, host: str) -> None:
         """Count, then wait for the token as usual."""
@@ -472,6 +499,7 @@ def run_ours(
         rcpts=politeness.rcpts,
         connections=prober.sessions_opened,
         cpu_seconds=cpu,
+        most_sessions=politeness.most_held,
     )
     return row, answers
 
@@ -881,6 +909,9 @@ def format_report(report: Report) -> str:
                 f"  more than {cap} open (not active: waiting for the server's close) by "
                 + "; ".join(lingering)
             )
+        for row in report.rows:
+            if row.most_sessions is not None:
+                lines.append(f"  {row.name}: at most {row.most_sessions} sessions held at once")
     by_name = {row.name: row for row in report.rows}
     ours = by_name[report.primary]
     peers = [r for r in report.rows if r.name.startswith(("py3-", "deep-"))]
