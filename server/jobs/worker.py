@@ -63,7 +63,7 @@ class Worker:
             await self._stopping.wait()
         finally:
             self._stopping.set()
-            _, late = await asyncio.wait(tasks, timeout=self.grace_seconds or None)
+            _, late = await asyncio.wait(tasks, timeout=self.grace_seconds)
             for task in late:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

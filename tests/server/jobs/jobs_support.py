@@ -3,7 +3,8 @@ would collide with tests/server's by module name)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 import pytest_asyncio
 
 from server.db.engine import Database
-from server.jobs import JobContext, JobItem, JobQueue
+from server.jobs import JobContext, JobItem, JobQueue, JobState
 
 
 @dataclass
@@ -65,3 +66,19 @@ def queue(db: Database, clock: Clock) -> JobQueue:
     q.register("echo", echo)
     q.register("rows", item_handler=row)
     return q
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str, tries: int = 1500) -> None:
+    """Poll ``check`` until it is true (a guard against hanging, not a timing assertion)."""
+    for _ in range(tries):
+        if await check():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"never happened: {what}")
+
+
+async def state_of(queue: JobQueue, owner: str, job_id: str) -> JobState:
+    """The job's current state."""
+    job = await queue.get(owner, job_id)
+    assert job is not None
+    return job.state
