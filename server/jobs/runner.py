@@ -67,7 +67,7 @@ async def run_job(queue: JobQueue, job: Job, worker_id: str, *, lease: float) ->
     )
     if finished is None:  # the lease expired meanwhile; the new holder finishes the job
         return None
-    await queue.deliver_terminal(worker_id, finished.id)
+    await queue.deliver_terminal(worker_id, finished.id, lease=lease)
     return finished
 
 
