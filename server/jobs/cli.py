@@ -46,7 +46,8 @@ def load_registrars(spec: str) -> list[Callable[[JobQueue, Settings], Any]]:
 async def run_worker(settings: Settings) -> None:
     """Run a worker on the configured database until a stop signal."""
     logging.basicConfig(
-        level=settings.log_level.upper(), stream=sys.stderr,
+        level=settings.log_level.upper(),
+        stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     registrars = load_registrars(settings.job_handlers)
@@ -67,10 +68,13 @@ async def run_worker(settings: Settings) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, worker.stop)
         if not queue.kinds:
-            log.warning("no job kinds are registered (%s): this worker runs nothing",
-                        settings.job_handlers)
-        print(f"bavlio worker {worker.worker_id}: running {', '.join(queue.kinds) or 'nothing'}",
-              flush=True)
+            log.warning(
+                "no job kinds are registered (%s): this worker runs nothing", settings.job_handlers
+            )
+        print(
+            f"bavlio worker {worker.worker_id}: running {', '.join(queue.kinds) or 'nothing'}",
+            flush=True,
+        )
         await worker.run()
     finally:
         await db.dispose()

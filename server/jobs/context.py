@@ -65,8 +65,9 @@ class JobContext:
         self, done: int, *, total: int | None = None, failed: int = 0, skipped: int = 0
     ) -> bool:
         """Report progress of a job without items (its counts); False once the lease is lost."""
-        counts = Counts(total if total is not None else self.job.counts.total, done, failed,
-                        skipped)
+        counts = Counts(
+            total if total is not None else self.job.counts.total, done, failed, skipped
+        )
         if min(counts.as_json().values()) < 0 or counts.finished > counts.total:
             raise ValueError("progress counts must be >= 0 and add up to at most total")
         state = await self.store.set_counts(self.job.id, self.worker_id, counts, self._clock())
@@ -93,8 +94,9 @@ class JobContext:
         A result over the size limit fails the item (``result_too_large``) instead.
         """
         try:
-            check_json(result, limit=self.limits.item_result_bytes, depth=self.limits.depth,
-                       field="result")
+            check_json(
+                result, limit=self.limits.item_result_bytes, depth=self.limits.depth, field="result"
+            )
         except ValueError:
             return await self.fail_item(index, "result_too_large")
         return await self._item(index, ItemEvent.COMPLETE, result=result)
@@ -113,7 +115,12 @@ class JobContext:
         self, index: int, event: ItemEvent, *, result: Any = None, code: str | None = None
     ) -> bool:
         outcome = await self.store.item_event(
-            self.job.id, index, self.worker_id, event, self._clock(), result=result,
+            self.job.id,
+            index,
+            self.worker_id,
+            event,
+            self._clock(),
+            result=result,
             error_code=code,
         )
         if outcome is None:

@@ -147,7 +147,8 @@ class JobQueue:
                 raise JobInputError("items", "must be a list")
             if len(items) > limits.items:
                 raise JobInputError(
-                    "items", f"has {len(items)} rows, over the limit of {limits.items}",
+                    "items",
+                    f"has {len(items)} rows, over the limit of {limits.items}",
                     too_large=True,
                 )
             size = 0

@@ -80,9 +80,7 @@ class ItemEvent(StrEnum):
     SKIP = "skip"
 
 
-TERMINAL: frozenset[JobState] = frozenset(
-    {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}
-)
+TERMINAL: frozenset[JobState] = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
 ACTIVE: frozenset[JobState] = frozenset(JobState) - TERMINAL
 ITEM_TERMINAL: frozenset[ItemState] = frozenset(
     {ItemState.DONE, ItemState.FAILED, ItemState.SKIPPED}
@@ -186,8 +184,12 @@ class Counts:
 
     def as_json(self) -> dict[str, int]:
         """The counts as a JSON object."""
-        return {"total": self.total, "done": self.done, "failed": self.failed,
-                "skipped": self.skipped}
+        return {
+            "total": self.total,
+            "done": self.done,
+            "failed": self.failed,
+            "skipped": self.skipped,
+        }
 
 
 _COUNTED = {ItemState.DONE: "done", ItemState.FAILED: "failed", ItemState.SKIPPED: "skipped"}

@@ -71,7 +71,9 @@ async def run_job(queue: JobQueue, job: Job, worker_id: str, *, lease: float) ->
     return finished
 
 
-async def _heartbeat(queue: JobQueue, ctx: JobContext, work: asyncio.Task[Any], lease: float) -> None:
+async def _heartbeat(
+    queue: JobQueue, ctx: JobContext, work: asyncio.Task[Any], lease: float
+) -> None:
     """Extend the lease every third of it; stop the work once the lease is lost."""
     while True:
         await asyncio.sleep(lease / 3)
@@ -115,8 +117,14 @@ async def _execute(registration: Registration, ctx: JobContext) -> Outcome:
         check_json(result, limit=limits.result_bytes, depth=limits.depth, field="result")
     except JobInputError as exc:
         log.error("job %s (%s) returned a bad result: %s", ctx.job.id, ctx.job.kind, exc)
-        return JobEvent.FAIL, None, ("result_too_large" if exc.too_large else GENERIC_CODE,
-                                     "the job's result could not be stored")
+        return (
+            JobEvent.FAIL,
+            None,
+            (
+                "result_too_large" if exc.too_large else GENERIC_CODE,
+                "the job's result could not be stored",
+            ),
+        )
     return JobEvent.SUCCEED, result, None
 
 

@@ -54,7 +54,9 @@ class JobStore(Protocol):
     async def get(self, job_id: str, owner_id: str | None = None) -> Job | None:
         """The job, if it exists (and belongs to ``owner_id`` when given)."""
 
-    async def list_jobs(self, owner_id: str, before: str | None, limit: int, kind: str | None) -> Page:
+    async def list_jobs(
+        self, owner_id: str, before: str | None, limit: int, kind: str | None
+    ) -> Page:
         """The owner's jobs, newest first, with ids below ``before``."""
 
     async def list_items(self, job_id: str, after: int, limit: int) -> list[JobItem]:
@@ -170,7 +172,9 @@ class _SqlJobStore:
             row = (await conn.execute(query)).mappings().first()
         return Job.from_row(row) if row is not None else None
 
-    async def list_jobs(self, owner_id: str, before: str | None, limit: int, kind: str | None) -> Page:
+    async def list_jobs(
+        self, owner_id: str, before: str | None, limit: int, kind: str | None
+    ) -> Page:
         query = sa.select(jobs).where(J.owner_id == owner_id)
         if kind is not None:
             query = query.where(J.kind == kind)
@@ -184,10 +188,7 @@ class _SqlJobStore:
 
     async def list_items(self, job_id: str, after: int, limit: int) -> list[JobItem]:
         query = (
-            sa.select(items)
-            .where(I.job_id == job_id, I.idx > after)
-            .order_by(I.idx)
-            .limit(limit)
+            sa.select(items).where(I.job_id == job_id, I.idx > after).order_by(I.idx).limit(limit)
         )
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).mappings().all()

@@ -57,8 +57,12 @@ class Worker:
         """Run until :meth:`stop` (or until cancelled, which stops the same way)."""
         tasks = [asyncio.create_task(self._slot()) for _ in range(self.concurrency)]
         tasks.append(asyncio.create_task(self._hooks()))
-        log.info("worker %s: %d slots for %s", self.worker_id, self.concurrency,
-                 ", ".join(self.queue.kinds) or "no kinds")
+        log.info(
+            "worker %s: %d slots for %s",
+            self.worker_id,
+            self.concurrency,
+            ", ".join(self.queue.kinds) or "no kinds",
+        )
         try:
             await self._stopping.wait()
         finally:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from jobs_support import db, db_url, eventually, state_of  # noqa: F401
+from jobs_support import eventually, state_of
 
 from server.db.engine import Database
 from server.jobs import JobContext, JobItem, JobQueue, JobState
@@ -53,7 +53,10 @@ class WorkerProcess:
         self.log = (folder / "worker.log").open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "server", "worker"],
-            env=env, cwd=folder, stdout=self.log, stderr=subprocess.STDOUT,
+            env=env,
+            cwd=folder,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
 
     def kill(self) -> None:
@@ -88,7 +91,8 @@ async def test_a_killed_worker_loses_no_row_and_completes_none_twice(
     await _until_file(tmp_path / "effects", ROWS // 4, first)
     first.kill()
     midway = await queue.get("alice", job.id)
-    assert midway is not None and midway.state is JobState.RUNNING
+    assert midway is not None
+    assert midway.state is JobState.RUNNING
     assert midway.counts.done < ROWS  # killed mid-job
     second = WorkerProcess(db_url, tmp_path)
     try:
@@ -96,7 +100,8 @@ async def test_a_killed_worker_loses_no_row_and_completes_none_twice(
     finally:
         assert second.terminate() == 0  # graceful stop on SIGTERM
     final = await queue.get("alice", job.id)
-    assert final is not None and final.state is JobState.SUCCEEDED, final
+    assert final is not None
+    assert final.state is JobState.SUCCEEDED, final
     assert final.counts.as_json() == {"total": ROWS, "done": ROWS, "failed": 0, "skipped": 0}
     assert final.attempts == 2  # claimed by the killed worker, then by the second one
     rows = await queue.items("alice", job.id, limit=1000)
@@ -162,7 +167,8 @@ def test_worker_refuses_bad_handler_specs(
     code = main(["worker", "--handlers", spec, "--config", str(_toml(tmp_path, url))])
     assert code == 2
     err = capsys.readouterr().err
-    assert err.startswith("bavlio worker: ") and len(err.strip().splitlines()) == 1
+    assert err.startswith("bavlio worker: ")
+    assert len(err.strip().splitlines()) == 1
 
 
 def _toml(folder: Path, url: str) -> Path:
@@ -171,7 +177,9 @@ def _toml(folder: Path, url: str) -> Path:
     return path
 
 
-def test_worker_refuses_a_bad_concurrency(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_worker_refuses_a_bad_concurrency(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from server.cli import main
 
     assert main(["worker", "--concurrency", "0"]) == 2

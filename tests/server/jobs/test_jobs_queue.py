@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from jobs_support import Clock, clock, db, db_url, queue  # noqa: F401
+from jobs_support import Clock
 
 from server.jobs import (
     JobContext,
@@ -25,7 +25,8 @@ from server.jobs.rules import ItemEvent, ItemState, JobEvent
 
 async def test_enqueue_then_get_list_and_other_owners_see_nothing(queue: JobQueue) -> None:
     job = await queue.enqueue("alice", "echo", {"q": "x"})
-    assert job.state is JobState.QUEUED and job.attempts == 0
+    assert job.state is JobState.QUEUED
+    assert job.attempts == 0
     assert (await queue.get("alice", job.id)) == job
     assert await queue.get("bob", job.id) is None
     assert await queue.get("alice", "job_" + "0" * 27) is None
@@ -83,10 +84,12 @@ async def test_payload_and_items_are_bounded(db: Any, clock: Clock) -> None:
     q.register("echo", nothing)
     with pytest.raises(JobInputError) as info:
         await q.enqueue("alice", "echo", {"x": "y" * 200})
-    assert info.value.too_large and info.value.param == "payload"
+    assert info.value.too_large
+    assert info.value.param == "payload"
     with pytest.raises(JobInputError) as info:
         await q.enqueue("alice", "echo", {}, ["a", "b", "c", "d"])
-    assert info.value.too_large and info.value.param == "items"
+    assert info.value.too_large
+    assert info.value.param == "items"
     with pytest.raises(JobInputError) as info:
         await q.enqueue("alice", "echo", {}, ["ok", "z" * 60])
     assert info.value.param == "items[1]"
@@ -107,7 +110,8 @@ async def test_payload_and_items_are_bounded(db: Any, clock: Clock) -> None:
 async def test_cancel_a_queued_job_ends_it_and_a_finished_one_conflicts(queue: JobQueue) -> None:
     job = await queue.enqueue("alice", "echo", {})
     cancelled = await queue.cancel("alice", job.id)
-    assert cancelled.state is JobState.CANCELLED and cancelled.finished_at is not None
+    assert cancelled.state is JobState.CANCELLED
+    assert cancelled.finished_at is not None
     with pytest.raises(JobFinished):
         await queue.cancel("alice", job.id)
     worker = Worker(queue, lease_seconds=30)
@@ -119,14 +123,17 @@ async def test_cancel_a_running_job_is_requested_then_acknowledged(
 ) -> None:
     job = await queue.enqueue("alice", "echo", {})
     claimed = await queue.store.claim("w1", clock(), 30, queue.kinds)
-    assert claimed is not None and claimed.state is JobState.RUNNING
+    assert claimed is not None
+    assert claimed.state is JobState.RUNNING
     once = await queue.cancel("alice", job.id)
     again = await queue.cancel("alice", job.id)
     assert once.state is again.state is JobState.CANCEL_REQUESTED
-    assert once.as_json()["status"] == "running" and once.as_json()["cancel_requested"]
+    assert once.as_json()["status"] == "running"
+    assert once.as_json()["cancel_requested"]
     assert await queue.store.heartbeat(job.id, "w1", clock(), 30) is JobState.CANCEL_REQUESTED
     done = await queue.store.finish(job.id, "w1", JobEvent.ACKNOWLEDGE_CANCEL, clock())
-    assert done is not None and done.state is JobState.CANCELLED
+    assert done is not None
+    assert done.state is JobState.CANCELLED
 
 
 async def test_one_claim_wins_and_an_expired_lease_moves_to_the_next_worker(
@@ -137,17 +144,22 @@ async def test_one_claim_wins_and_an_expired_lease_moves_to_the_next_worker(
         *(queue.store.claim(f"w{i}", clock(), 10, queue.kinds) for i in range(6))
     )
     winners = [c for c in claims if c is not None]
-    assert len(winners) == 1 and winners[0].attempts == 1
+    assert len(winners) == 1
+    assert winners[0].attempts == 1
     first = "w" + str(claims.index(winners[0]))
     assert await queue.store.claim("late", clock(), 10, queue.kinds) is None
     clock.advance(11)  # the first worker died: its lease expires
     second = await queue.store.claim("w-next", clock(), 10, queue.kinds)
-    assert second is not None and second.id == job.id and second.attempts == 2
+    assert second is not None
+    assert second.id == job.id
+    assert second.attempts == 2
     # the first worker is back from the dead: nothing it writes counts any more
     assert await queue.store.heartbeat(job.id, first, clock(), 10) is None
     assert await queue.store.finish(job.id, first, JobEvent.SUCCEED, clock()) is None
     finished = await queue.store.finish(job.id, "w-next", JobEvent.SUCCEED, clock(), result=1)
-    assert finished is not None and finished.state is JobState.SUCCEEDED and finished.result == 1
+    assert finished is not None
+    assert finished.state is JobState.SUCCEEDED
+    assert finished.result == 1
 
 
 async def test_an_item_completes_once_and_counts_once(queue: JobQueue, clock: Clock) -> None:
@@ -156,33 +168,42 @@ async def test_an_item_completes_once_and_counts_once(queue: JobQueue, clock: Cl
     store = queue.store
     assert await store.item_event(job.id, 0, "w1", ItemEvent.START, clock()) is not None
     results = await asyncio.gather(
-        *(store.item_event(job.id, 0, "w1", ItemEvent.COMPLETE, clock(), result=i)
-          for i in range(5))
+        *(
+            store.item_event(job.id, 0, "w1", ItemEvent.COMPLETE, clock(), result=i)
+            for i in range(5)
+        )
     )
     applied = [r for r in results if r is not None]
-    assert len(applied) == 1 and applied[0][0] is ItemState.DONE
+    assert len(applied) == 1
+    assert applied[0][0] is ItemState.DONE
     assert await store.item_event(job.id, 0, "w1", ItemEvent.FAIL, clock()) is None
     assert await store.item_event(job.id, 1, "intruder", ItemEvent.COMPLETE, clock()) is None
     current = await queue.get("alice", job.id)
-    assert current is not None and current.counts.done == 1 and current.counts.total == 2
+    assert current is not None
+    assert current.counts.done == 1
+    assert current.counts.total == 2
     rows = await queue.items("alice", job.id)
     assert [r.state for r in rows] == [ItemState.DONE, ItemState.PENDING]
-    assert rows[0].attempts == 1 and rows[0].as_json()["status"] == "done"
+    assert rows[0].attempts == 1
+    assert rows[0].as_json()["status"] == "done"
 
 
 async def test_worker_runs_an_item_job_and_a_plain_job(queue: JobQueue) -> None:
     rows = await queue.enqueue("alice", "rows", {}, [f"r{i}" for i in range(25)])
     plain = await queue.enqueue("alice", "echo", {"a": 1})
     worker = Worker(queue)
-    assert await worker.run_once() and await worker.run_once()
+    assert await worker.run_once()
+    assert await worker.run_once()
     assert not await worker.run_once()
     done_rows = await queue.get("alice", rows.id)
-    assert done_rows is not None and done_rows.state is JobState.SUCCEEDED
+    assert done_rows is not None
+    assert done_rows.state is JobState.SUCCEEDED
     assert done_rows.result == {"total": 25, "done": 25, "failed": 0, "skipped": 0}
     items = await queue.items("alice", rows.id, limit=1000)
     assert [i.result for i in items] == [{"seen": f"r{i}"} for i in range(25)]
     done_plain = await queue.get("alice", plain.id)
-    assert done_plain is not None and done_plain.result == {"echo": {"a": 1}}
+    assert done_plain is not None
+    assert done_plain.result == {"echo": {"a": 1}}
     assert done_plain.as_json()["result"] == {"echo": {"a": 1}}
     with pytest.raises(JobFinished):
         await queue.cancel("alice", plain.id)

@@ -118,10 +118,14 @@ def test_counts_refuse_leaving_a_terminal_item_or_passing_the_total() -> None:
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(max_size=20)
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.text(max_size=20)
     | st.floats(allow_nan=False, allow_infinity=False),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=5), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4)
+    ),
     max_leaves=30,
 )
 
@@ -141,7 +145,8 @@ def test_check_json_refuses_what_is_not_json() -> None:
     for bad in (float("inf"), {"k": float("nan")}, {1, 2}, b"bytes", "\ud800"):
         with pytest.raises(JobInputError) as info:
             check_json(bad, limit=1000, depth=10, field="payload")
-        assert not info.value.too_large and info.value.param == "payload"
+        assert not info.value.too_large
+        assert info.value.param == "payload"
     deep: Any = {}
     for _ in range(10_000):  # far past the interpreter's recursion limit
         deep = {"a": deep}
@@ -152,7 +157,8 @@ def test_check_json_refuses_what_is_not_json() -> None:
 @given(st.text())
 def test_error_messages_are_one_bounded_line(text: str) -> None:
     message = error_message(text)
-    assert "\n" not in message and "\r" not in message
+    assert "\n" not in message
+    assert "\r" not in message
     assert 0 < len(message) <= MAX_MESSAGE
     assert error_message(None) == GENERIC_MESSAGE
 
@@ -160,8 +166,9 @@ def test_error_messages_are_one_bounded_line(text: str) -> None:
 @given(st.text(max_size=80))
 def test_error_codes_are_snake_case_or_generic(code: str) -> None:
     result = error_code(code)
-    assert result == code or result == GENERIC_CODE
-    assert result.replace("_", "").isalnum() and result.isascii()
+    assert result in (code, GENERIC_CODE)
+    assert result.replace("_", "").isalnum()
+    assert result.isascii()
 
 
 def test_kind_and_owner_checks() -> None:

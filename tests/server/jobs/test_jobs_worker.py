@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 import pytest
-from jobs_support import Clock, clock, db, db_url, eventually, queue, state_of  # noqa: F401
+from jobs_support import Clock, eventually, state_of
 
 from server.db.engine import Database
 from server.jobs import (
@@ -50,10 +50,12 @@ async def test_a_crashing_handler_fails_the_job_without_leaking_its_error(
     with caplog.at_level(logging.ERROR, logger="server.jobs"):
         assert await Worker(queue).run_once()
     failed = await queue.get("alice", job.id)
-    assert failed is not None and failed.state is JobState.FAILED
+    assert failed is not None
+    assert failed.state is JobState.FAILED
     assert (failed.error_code, failed.error_message) == (GENERIC_CODE, GENERIC_MESSAGE)
     body = str(failed.as_json())
-    assert "hunter2" not in body and "Traceback" not in body
+    assert "hunter2" not in body
+    assert "Traceback" not in body
     assert failed.as_json()["error"] == {"code": GENERIC_CODE, "message": GENERIC_MESSAGE}
     assert failed.as_json()["result"] is None
     assert "RuntimeError" in caplog.text  # the operator still sees what happened
@@ -72,14 +74,18 @@ async def test_a_job_error_is_public_and_cleaned(queue: JobQueue) -> None:
     first = await queue.enqueue("alice", "refuse", {})
     second = await queue.enqueue("alice", "bad_code", {})
     worker = Worker(queue)
-    assert await worker.run_once() and await worker.run_once()
+    assert await worker.run_once()
+    assert await worker.run_once()
     one = await queue.get("alice", first.id)
     two = await queue.get("alice", second.id)
-    assert one is not None and one.error_code == "domain_unresolved"
-    assert one.error_message is not None and one.error_message.startswith("no MX for acme.test")
-    assert len(one.error_message) == 500 and "\n" not in one.error_message
-    assert two is not None and (two.error_code, two.error_message) == (GENERIC_CODE,
-                                                                     GENERIC_MESSAGE)
+    assert one is not None
+    assert one.error_code == "domain_unresolved"
+    assert one.error_message is not None
+    assert one.error_message.startswith("no MX for acme.test")
+    assert len(one.error_message) == 500
+    assert "\n" not in one.error_message
+    assert two is not None
+    assert (two.error_code, two.error_message) == (GENERIC_CODE, GENERIC_MESSAGE)
 
 
 async def test_items_end_done_failed_or_skipped_and_the_job_counts_them(
@@ -105,18 +111,23 @@ async def test_items_end_done_failed_or_skipped_and_the_job_counts_them(
     job = await queue.enqueue("alice", "mixed", {}, [{"do": p} for p in plan])
     assert await Worker(queue).run_once()
     done = await queue.get("alice", job.id)
-    assert done is not None and done.state is JobState.SUCCEEDED
+    assert done is not None
+    assert done.state is JobState.SUCCEEDED
     counts = {"total": 8, "done": 3, "failed": 3, "skipped": 2}
-    assert done.result == {"summary": counts} and done.counts.as_json() == counts
+    assert done.result == {"summary": counts}
+    assert done.counts.as_json() == counts
     rows = await queue.items("alice", job.id)
     by_index = {r.index: r for r in rows}
-    assert by_index[0].result == {"ok": 0} and by_index[0].state is ItemState.DONE
-    assert by_index[1].state is ItemState.SKIPPED and by_index[1].error_code == "no_name"
+    assert by_index[0].result == {"ok": 0}
+    assert by_index[0].state is ItemState.DONE
+    assert by_index[1].state is ItemState.SKIPPED
+    assert by_index[1].error_code == "no_name"
     assert by_index[2].error_code == "catch_all"
     assert by_index[2].result == {
         "error": {"code": "catch_all", "message": "the domain accepts everything"}
     }
-    assert by_index[3].error_code == GENERIC_CODE and "hunter2" not in str(by_index[3].result)
+    assert by_index[3].error_code == GENERIC_CODE
+    assert "hunter2" not in str(by_index[3].result)
     assert by_index[5].error_code == "result_too_large"
     assert await queue.items("alice", job.id, after=6) == [by_index[7]]
 
@@ -135,10 +146,13 @@ async def test_a_result_over_the_limit_fails_the_job(db: Database, clock: Clock)
     one = await q.enqueue("alice", "big", {})
     two = await q.enqueue("alice", "odd", {})
     worker = Worker(q)
-    assert await worker.run_once() and await worker.run_once()
+    assert await worker.run_once()
+    assert await worker.run_once()
     first, second = await q.get("alice", one.id), await q.get("alice", two.id)
-    assert first is not None and first.error_code == "result_too_large"
-    assert second is not None and second.error_code == GENERIC_CODE
+    assert first is not None
+    assert first.error_code == "result_too_large"
+    assert second is not None
+    assert second.error_code == GENERIC_CODE
 
 
 async def test_cancel_stops_a_running_item_job(db: Database) -> None:
@@ -160,12 +174,12 @@ async def test_cancel_stops_a_running_item_job(db: Database) -> None:
         requested = await queue.cancel("alice", job.id)
         assert requested.state is JobState.CANCEL_REQUESTED
         gate.set()
-        await eventually(
-            lambda: _is(queue, job.id, JobState.CANCELLED), "the job is cancelled"
-        )
+        await eventually(lambda: _is(queue, job.id, JobState.CANCELLED), "the job is cancelled")
     final = await queue.get("alice", job.id)
-    assert final is not None and 2 <= final.counts.done < 20
-    assert final.as_json()["result"] is None and final.as_json()["error"] is None
+    assert final is not None
+    assert 2 <= final.counts.done < 20
+    assert final.as_json()["result"] is None
+    assert final.as_json()["error"] is None
     assert calls == [f"{job.id}:cancelled"]
 
 
@@ -193,9 +207,11 @@ async def test_a_handler_that_sees_the_cancel_stops(db: Database) -> None:
         await eventually(lambda: _is(queue, job.id, JobState.CANCELLED), "cancelled")
         await eventually(lambda: _is(queue, other.id, JobState.FAILED), "failed")
     final = await queue.get("alice", job.id)
-    assert final is not None and final.counts.as_json()["done"] == 1
+    assert final is not None
+    assert final.counts.as_json()["done"] == 1
     failed = await queue.get("alice", other.id)
-    assert failed is not None and failed.error_code == "cancelled"
+    assert failed is not None
+    assert failed.error_code == "cancelled"
 
 
 async def test_progress_refuses_impossible_counts(queue: JobQueue) -> None:
@@ -211,7 +227,8 @@ async def test_progress_refuses_impossible_counts(queue: JobQueue) -> None:
     queue.register("liar", liar)
     await queue.enqueue("alice", "liar", {})
     assert await Worker(queue).run_once()
-    assert errors and "at most total" in errors[0]
+    assert errors
+    assert "at most total" in errors[0]
 
 
 async def test_a_worker_that_lost_its_lease_stops_and_writes_nothing(
@@ -234,7 +251,8 @@ async def test_a_worker_that_lost_its_lease_stops_and_writes_nothing(
     await entered.wait()
     clock.advance(60)  # the first worker stalls past its lease; a second takes over
     second = await queue.store.claim("second", clock(), 0.3, queue.kinds)
-    assert second is not None and second.attempts == 2
+    assert second is not None
+    assert second.attempts == 2
     assert await task is True  # the first one's heartbeat found the lease gone and stopped
     assert await state_of(queue, "alice", job.id) is JobState.RUNNING
     assert runs == ["first"]
@@ -255,7 +273,9 @@ async def test_graceful_stop_gives_a_running_job_back(queue: JobQueue, clock: Cl
     worker.stop()
     await run
     again = await queue.store.claim("next", clock(), 30, queue.kinds)  # no lease to wait for
-    assert again is not None and again.id == job.id and again.attempts == 1
+    assert again is not None
+    assert again.id == job.id
+    assert again.attempts == 1
 
 
 async def test_a_job_that_keeps_killing_workers_fails(queue: JobQueue, clock: Clock) -> None:
@@ -273,8 +293,11 @@ async def test_a_job_that_keeps_killing_workers_fails(queue: JobQueue, clock: Cl
         clock.advance(6)
     assert await Worker(queue).run_once()
     final = await queue.get("alice", job.id)
-    assert final is not None and final.state is JobState.FAILED and ran == []
-    assert final.error_code == "attempts_exhausted" and final.attempts == 3
+    assert final is not None
+    assert final.state is JobState.FAILED
+    assert ran == []
+    assert final.error_code == "attempts_exhausted"
+    assert final.attempts == 3
     assert calls == [f"{job.id}:failed"]
 
 
@@ -295,11 +318,13 @@ async def test_an_item_that_keeps_killing_workers_fails_alone(
         clock.advance(6)
     assert await Worker(queue).run_once()
     final = await queue.get("alice", job.id)
-    assert final is not None and final.state is JobState.SUCCEEDED
+    assert final is not None
+    assert final.state is JobState.SUCCEEDED
     assert final.counts.as_json() == {"total": 2, "done": 1, "failed": 1, "skipped": 0}
     assert seen == [1]
     rows = await queue.items("alice", job.id)
-    assert rows[0].error_code == "attempts_exhausted" and rows[0].attempts == 3
+    assert rows[0].error_code == "attempts_exhausted"
+    assert rows[0].attempts == 3
 
 
 async def test_the_terminal_hook_runs_once_per_job_and_retries_after_failing(
