@@ -1,12 +1,18 @@
-"""Helpers of the job tests: a hand-moved clock, polling without timing assertions."""
+"""Fixtures and helpers of the job tests, imported by each test module (a conftest.py here
+would shadow tests/server/conftest.py for the modules that ``from conftest import ...``)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
-from server.jobs import JobQueue, JobState
+import pytest
+import pytest_asyncio
+
+from server.db.engine import Database
+from server.jobs import JobContext, JobItem, JobQueue, JobState
 
 
 @dataclass
@@ -20,6 +26,46 @@ class Clock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+@pytest.fixture(name="db_url", params=["sqlite", "postgresql"])
+def db_url_fixture(request: pytest.FixtureRequest) -> tuple[str, str | None]:
+    """(database URL, schema) on SQLite, then on PostgreSQL in a fresh schema."""
+    if request.param == "sqlite":
+        return request.getfixturevalue("sqlite_url"), None
+    url, schema = request.getfixturevalue("pg_schema")
+    return url, schema
+
+
+@pytest_asyncio.fixture(name="db", loop_scope="function")
+async def db_fixture(db_url: tuple[str, str | None]) -> AsyncIterator[Database]:
+    """A migrated database on each backend."""
+    database = Database(db_url[0], schema=db_url[1])
+    await database.migrate()
+    yield database
+    await database.dispose()
+
+
+@pytest.fixture(name="clock")
+def clock_fixture() -> Clock:
+    """A hand-moved clock."""
+    return Clock()
+
+
+@pytest.fixture(name="queue")
+def queue_fixture(db: Database, clock: Clock) -> JobQueue:
+    """A queue on the hand-moved clock with an ``echo`` kind and an ``rows`` item kind."""
+    q = JobQueue(db, clock=clock)
+
+    async def echo(ctx: JobContext) -> Any:
+        return {"echo": ctx.payload}
+
+    async def row(ctx: JobContext, item: JobItem) -> Any:
+        return {"seen": item.input}
+
+    q.register("echo", echo)
+    q.register("rows", item_handler=row)
+    return q
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], what: str, tries: int = 1500) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from jobs_support import eventually, state_of
+from jobs_support import db_fixture, db_url_fixture, eventually, state_of  # noqa: F401 (fixtures)
 
 from server.db.engine import Database
 from server.jobs import JobContext, JobItem, JobQueue, JobState

@@ -8,6 +8,7 @@ from typing import Any
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from jobs_support import db_fixture, db_url_fixture  # noqa: F401 (fixtures)
 from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 
@@ -40,9 +41,7 @@ async def test_the_migration_matches_the_models(db: Database) -> None:
     async with db.engine.connect() as conn:
         assert await conn.run_sync(_job_diffs) == []
         names = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
-        indexes = await conn.run_sync(
-            lambda c: {i["name"] for i in inspect(c).get_indexes("jobs")}
-        )
+        indexes = await conn.run_sync(lambda c: {i["name"] for i in inspect(c).get_indexes("jobs")})
     assert names >= JOB_TABLES
     assert indexes >= {"ix_jobs_owner_id_id", "ix_jobs_state_lease_expires"}
 

@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from jobs_support import Clock
+from jobs_support import Clock, clock_fixture, db_fixture, db_url_fixture, queue_fixture  # noqa: F401 (fixtures)
 
 from server.jobs import (
     JobContext,

@@ -7,7 +7,15 @@ import logging
 from typing import Any
 
 import pytest
-from jobs_support import Clock, eventually, state_of
+from jobs_support import (  # noqa: F401 (fixtures)
+    Clock,
+    clock_fixture,
+    db_fixture,
+    db_url_fixture,
+    eventually,
+    queue_fixture,
+    state_of,
+)
 
 from server.db.engine import Database
 from server.jobs import (
