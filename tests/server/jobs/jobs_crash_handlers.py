@@ -24,12 +24,17 @@ def _append(path: Path, line: str) -> None:
 
 
 def register(queue: JobQueue, settings: Settings) -> None:
-    """``crash.rows``: each item writes a side effect, then takes a moment; and a hook."""
+    """``crash.rows``: each item writes a side effect; from row ``payload["hold_from"]`` on it
+    then waits while the file ``hold`` exists (so the test kills the worker mid-job); a hook."""
     folder = Path(os.environ["JOBS_TEST_DIR"])
 
     async def row(ctx: JobContext, item: JobItem) -> Any:
         _append(folder / "effects", f"{ctx.job.id} {item.index} {os.getpid()}")
-        await asyncio.sleep(0.01)
+        hold = ctx.payload.get("hold_from")
+        # the test kills this worker while rows wait here (a file: the test is another process)
+        while hold is not None and item.index >= hold and (folder / "hold").exists():  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.001)
         return {"index": item.index, "pid": os.getpid()}
 
     async def hook(job: Job) -> None:

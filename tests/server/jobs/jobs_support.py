@@ -28,10 +28,11 @@ class Clock:
         self.now += seconds
 
 
-@pytest.fixture(name="db_url", params=["sqlite", "postgresql"])
-def db_url_fixture(request: pytest.FixtureRequest) -> tuple[str, str | None]:
-    """(database URL, schema) on SQLite, then on PostgreSQL in a fresh schema."""
-    if request.param == "sqlite":
+@pytest.fixture(name="db_url")
+def db_url_fixture(backend: str, request: pytest.FixtureRequest) -> tuple[str, str | None]:
+    """(database URL, schema): a SQLite file, or a fresh PostgreSQL schema, per ``backend``
+    (tests/lab/ledgerdb.py's parametrised fixture, which also marks the PostgreSQL runs lab)."""
+    if backend == "sqlite":
         return request.getfixturevalue("sqlite_url"), None
     url, schema = request.getfixturevalue("pg_schema")
     return url, schema

@@ -20,7 +20,8 @@ from server.jobs import JobContext, JobItem, JobQueue, JobState
 ROOT = Path(__file__).resolve().parents[3]
 HERE = Path(__file__).resolve().parent
 ROWS = 120
-CONCURRENCY = 4
+HOLD_FROM = 30
+CONCURRENCY = 4  # the item concurrency of crash.rows
 
 
 def _enqueuer(db: Database) -> JobQueue:
@@ -86,14 +87,17 @@ async def test_a_killed_worker_loses_no_row_and_completes_none_twice(
     db: Database, db_url: tuple[str, str | None], tmp_path: Path
 ) -> None:
     queue = _enqueuer(db)
-    job = await queue.enqueue("alice", "crash.rows", {}, [{"n": i} for i in range(ROWS)])
+    payload = {"hold_from": HOLD_FROM}
+    job = await queue.enqueue("alice", "crash.rows", payload, [{"n": i} for i in range(ROWS)])
+    (tmp_path / "hold").touch()
     first = WorkerProcess(db_url, tmp_path)
-    await _until_file(tmp_path / "effects", ROWS // 4, first)
+    await _until_file(tmp_path / "effects", HOLD_FROM + CONCURRENCY, first)  # rows wait at hold
     first.kill()
+    (tmp_path / "hold").unlink()
     midway = await queue.get("alice", job.id)
     assert midway is not None
     assert midway.state is JobState.RUNNING
-    assert midway.counts.done < ROWS  # killed mid-job
+    assert midway.counts.done == HOLD_FROM  # killed mid-job, with CONCURRENCY rows in flight
     second = WorkerProcess(db_url, tmp_path)
     try:
         await eventually(lambda: _terminal(queue, job.id), "the job finishes", tries=3000)
@@ -109,8 +113,9 @@ async def test_a_killed_worker_loses_no_row_and_completes_none_twice(
     assert all(r.state.value == "done" and r.result["index"] == r.index for r in rows)
     effects = Counter(int(index) for job_id, index, _ in _lines(tmp_path / "effects"))
     assert set(effects) == set(range(ROWS))  # every row ran
-    repeats = sum(n - 1 for n in effects.values())
-    assert repeats <= CONCURRENCY  # only rows in flight at the kill ran again
+    repeats = sorted(index for index, n in effects.items() if n > 1)
+    assert repeats == list(range(HOLD_FROM, HOLD_FROM + CONCURRENCY))  # in flight at the kill
+    assert max(effects.values()) == 2
     pids = {int(pid) for _, _, pid in _lines(tmp_path / "effects")}
     assert pids == {first.proc.pid, second.proc.pid}
     both = {r.result["pid"] for r in rows}
