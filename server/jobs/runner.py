@@ -26,7 +26,7 @@ from server.jobs.rules import (
     error_message,
 )
 
-__all__ = ["run_job"]
+__all__ = ["StoreUnavailable", "run_job"]
 
 log = logging.getLogger(__name__)
 
@@ -89,19 +89,27 @@ async def _heartbeat(
             return
 
 
+class StoreUnavailable(Exception):
+    """The store failed while the items ran: the job is not failed for it; its lease expires
+    and a worker resumes the open items."""
+
+
 async def _execute(registration: Registration, ctx: JobContext) -> Outcome:
     """The handler's outcome as (event, result, error)."""
-    try:
-        if registration.item_handler is not None:
+    if registration.item_handler is not None:
+        try:
             await _run_items(registration, ctx)
-            if ctx.is_cancelled():
-                return JobEvent.ACKNOWLEDGE_CANCEL, None, None
             fresh = await ctx.store.get(ctx.job.id)
-            if fresh is not None:
-                ctx.job = fresh
-            if registration.handler is None:
-                return JobEvent.SUCCEED, ctx.job.counts.as_json(), None
-        assert registration.handler is not None
+        except Exception as exc:  # item handlers' own errors are caught per item
+            raise StoreUnavailable(f"job {ctx.job.id}: the store failed") from exc
+        if ctx.is_cancelled():
+            return JobEvent.ACKNOWLEDGE_CANCEL, None, None
+        if fresh is not None:
+            ctx.job = fresh
+        if registration.handler is None:
+            return JobEvent.SUCCEED, ctx.job.counts.as_json(), None
+    assert registration.handler is not None
+    try:
         result = await registration.handler(ctx)
     except JobCancelled:
         if ctx.is_cancelled():

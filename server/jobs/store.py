@@ -11,8 +11,10 @@ a job or an item that another worker took over.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+import asyncio
+import functools
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -123,6 +125,23 @@ class JobStore(Protocol):
         """Record that the hook returned; it is never delivered again."""
 
 
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _whole(method: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any, T]]:
+    """Run a store call to its end even if the caller is cancelled (a lost lease, a stop past
+    the grace period, a sibling item failing): a transaction cut off half-way through on
+    aiosqlite keeps SQLite's write lock on a pooled connection, and every other writer then
+    waits out its busy timeout."""
+
+    @functools.wraps(method)
+    async def whole(*args: P.args, **kwargs: P.kwargs) -> T:
+        return await asyncio.shield(method(*args, **kwargs))
+
+    return whole
+
+
 def _case(effect: Mapping[Any, Any], column: sa.ColumnElement[Any]) -> sa.Case[Any]:
     return sa.case({s.value: t.value for s, t in effect.items()}, value=column)
 
@@ -141,6 +160,7 @@ class _SqlJobStore:
 
     # --- callers --------------------------------------------------------------------------
 
+    @_whole
     async def insert(self, row: Mapping[str, Any], inputs: Sequence[Any]) -> Job:
         async with self.engine.begin() as conn:
             await conn.execute(sa.insert(jobs).values(**row))
@@ -164,6 +184,7 @@ class _SqlJobStore:
                 )
         return Job.from_row(row)
 
+    @_whole
     async def get(self, job_id: str, owner_id: str | None = None) -> Job | None:
         query = sa.select(jobs).where(J.id == job_id)
         if owner_id is not None:
@@ -172,6 +193,7 @@ class _SqlJobStore:
             row = (await conn.execute(query)).mappings().first()
         return Job.from_row(row) if row is not None else None
 
+    @_whole
     async def list_jobs(
         self, owner_id: str, before: str | None, limit: int, kind: str | None
     ) -> Page:
@@ -186,6 +208,7 @@ class _SqlJobStore:
         data = [Job.from_row(row) for row in rows[:limit]]
         return Page(data, data[-1].id if len(rows) > limit else None)
 
+    @_whole
     async def list_items(self, job_id: str, after: int, limit: int) -> list[JobItem]:
         query = (
             sa.select(items).where(I.job_id == job_id, I.idx > after).order_by(I.idx).limit(limit)
@@ -194,6 +217,7 @@ class _SqlJobStore:
             rows = (await conn.execute(query)).mappings().all()
         return [JobItem.from_row(row) for row in rows]
 
+    @_whole
     async def open_items(self, job_id: str, after: int, limit: int) -> list[JobItem]:
         """Items not finished yet (pending, or left running by a crashed worker)."""
         query = (
@@ -206,6 +230,7 @@ class _SqlJobStore:
             rows = (await conn.execute(query)).mappings().all()
         return [JobItem.from_row(row) for row in rows]
 
+    @_whole
     async def cancel(self, owner_id: str, job_id: str, now: float) -> Job:
         effect = job_effect(JobEvent.CANCEL)
         ends = [s.value for s, t in effect.items() if t in TERMINAL]
@@ -241,6 +266,7 @@ class _SqlJobStore:
             sa.and_(J.state.in_(_LEASED), J.lease_expires < now),
         )
 
+    @_whole
     async def claim(
         self, worker_id: str, now: float, lease: float, kinds: Sequence[str]
     ) -> Job | None:
@@ -273,6 +299,7 @@ class _SqlJobStore:
     def _held(job_id: str, worker_id: str, states: Sequence[str]) -> sa.ColumnElement[bool]:
         return sa.and_(J.id == job_id, J.lease_owner == worker_id, J.state.in_(list(states)))
 
+    @_whole
     async def heartbeat(
         self, job_id: str, worker_id: str, now: float, lease: float
     ) -> JobState | None:
@@ -286,6 +313,7 @@ class _SqlJobStore:
             state = (await conn.execute(stmt)).scalar()
         return JobState(state) if state is not None else None
 
+    @_whole
     async def release(self, job_id: str, worker_id: str, now: float) -> bool:
         stmt = (
             sa.update(jobs)
@@ -300,6 +328,7 @@ class _SqlJobStore:
         async with self.engine.begin() as conn:
             return (await conn.execute(stmt)).rowcount == 1
 
+    @_whole
     async def finish(
         self,
         job_id: str,
@@ -330,6 +359,7 @@ class _SqlJobStore:
             row = (await conn.execute(stmt)).mappings().first()
         return Job.from_row(row) if row is not None else None
 
+    @_whole
     async def set_counts(
         self, job_id: str, worker_id: str, counts: Counts, now: float
     ) -> JobState | None:
@@ -343,6 +373,7 @@ class _SqlJobStore:
             state = (await conn.execute(stmt)).scalar()
         return JobState(state) if state is not None else None
 
+    @_whole
     async def item_event(
         self,
         job_id: str,
@@ -399,6 +430,7 @@ class _SqlJobStore:
 
     # --- terminal hook --------------------------------------------------------------------
 
+    @_whole
     async def claim_hook(
         self, worker_id: str, now: float, lease: float, job_id: str | None = None
     ) -> Job | None:
@@ -422,6 +454,7 @@ class _SqlJobStore:
             row = (await conn.execute(stmt)).mappings().first()
         return Job.from_row(row) if row is not None else None
 
+    @_whole
     async def mark_hooked(self, job_id: str, worker_id: str, now: float) -> bool:
         stmt = (
             sa.update(jobs)

@@ -389,3 +389,47 @@ async def _is(queue: JobQueue, job_id: str, state: JobState) -> bool:
 
 async def _true(value: bool) -> bool:
     return value
+
+
+class FlakyStore:
+    """The real store, except that completing item ``index`` fails once (a database hiccup)."""
+
+    def __init__(self, store: Any, index: int) -> None:
+        self._store = store
+        self._index = index
+        self.failed = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def item_event(
+        self, job_id: str, index: int, worker_id: str, event: ItemEvent, now: float, **kwargs: Any
+    ) -> Any:
+        if index == self._index and event is ItemEvent.COMPLETE and not self.failed:
+            self.failed = True
+            raise ConnectionError("server closed the connection unexpectedly")
+        return await self._store.item_event(job_id, index, worker_id, event, now, **kwargs)
+
+
+async def test_a_store_failure_while_items_run_leaves_the_job_to_be_resumed(
+    queue: JobQueue, clock: Clock
+) -> None:
+    from server.jobs.runner import StoreUnavailable
+
+    flaky = FlakyStore(queue.store, 2)
+    queue.store = flaky
+    job = await queue.enqueue("alice", "rows", {}, list(range(6)))
+    with pytest.raises(StoreUnavailable):
+        await Worker(queue, lease_seconds=5).run_once()
+    assert flaky.failed
+    midway = await queue.get("alice", job.id)
+    assert midway is not None
+    assert midway.state is JobState.RUNNING  # not failed: the store, not the job, broke
+    assert midway.counts.done < 6
+    clock.advance(6)  # the lease runs out; the next claim resumes the open items
+    assert await Worker(queue).run_once()
+    final = await queue.get("alice", job.id)
+    assert final is not None
+    assert final.state is JobState.SUCCEEDED
+    assert final.counts.as_json() == {"total": 6, "done": 6, "failed": 0, "skipped": 0}
+    assert final.attempts == 2
