@@ -253,6 +253,10 @@ class JobQueue:
             return False
         return await self.store.mark_hooked(job.id, worker_id, self.clock())
 
+    def wake(self) -> None:
+        """Wake this process's idle workers (a job was enqueued or given back)."""
+        self._wakeup.set()
+
     async def wait_for_work(self, seconds: float) -> None:
         """Sleep until a job is enqueued in this process, or ``seconds``."""
         try:

@@ -12,8 +12,10 @@ a job or an item that another worker took over.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any, ParamSpec, Protocol, TypeVar
 
 import sqlalchemy as sa
@@ -36,6 +38,8 @@ from server.jobs.rules import (
 )
 
 __all__ = ["JobStore", "PostgresJobStore", "SqliteJobStore", "open_store"]
+
+log = logging.getLogger(__name__)
 
 jobs: sa.Table = JobRow.__table__  # type: ignore[assignment]
 items: sa.Table = JobItemRow.__table__  # type: ignore[assignment]
@@ -124,6 +128,9 @@ class JobStore(Protocol):
     async def mark_hooked(self, job_id: str, worker_id: str, now: float) -> bool:
         """Record that the hook returned; it is never delivered again."""
 
+    def listen(self, wake: Callable[[], None]) -> contextlib.AbstractAsyncContextManager[None]:
+        """While open, call ``wake()`` when another process enqueues or gives a job back."""
+
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -158,6 +165,14 @@ class _SqlJobStore:
     def _lock(self, select: sa.Select[Any]) -> sa.Select[Any]:
         return select.with_for_update(skip_locked=True) if self.skip_locked else select
 
+    async def _announce(self, conn: AsyncConnection) -> None:
+        """Tell listening workers there is work (on commit); SQLite workers poll instead."""
+
+    @contextlib.asynccontextmanager
+    async def listen(self, wake: Callable[[], None]) -> AsyncIterator[None]:
+        """SQLite: nothing to listen to (workers in the process are woken by the queue)."""
+        yield
+
     # --- callers --------------------------------------------------------------------------
 
     @_whole
@@ -182,6 +197,7 @@ class _SqlJobStore:
                         for offset, value in enumerate(chunk)
                     ],
                 )
+            await self._announce(conn)
         return Job.from_row(row)
 
     @_whole
@@ -326,7 +342,10 @@ class _SqlJobStore:
             )
         )
         async with self.engine.begin() as conn:
-            return (await conn.execute(stmt)).rowcount == 1
+            released = (await conn.execute(stmt)).rowcount == 1
+            if released:
+                await self._announce(conn)
+        return released
 
     @_whole
     async def finish(
@@ -470,9 +489,43 @@ class SqliteJobStore(_SqlJobStore):
 
 
 class PostgresJobStore(_SqlJobStore):
-    """PostgreSQL: the claim's sub-select skips rows other workers are claiming right now."""
+    """PostgreSQL: the claim's sub-select skips rows other workers are claiming right now, and
+    ``NOTIFY`` wakes idle workers on other machines at once (polling remains the fallback)."""
 
     skip_locked = True
+
+    def __init__(self, db: Database) -> None:
+        super().__init__(db)
+        self.channel = "bavlio_jobs" + (f"_{db.schema}" if db.schema else "")
+
+    async def _announce(self, conn: AsyncConnection) -> None:
+        await conn.execute(sa.text("SELECT pg_notify(:channel, '')"), {"channel": self.channel})
+
+    @contextlib.asynccontextmanager
+    async def listen(self, wake: Callable[[], None]) -> AsyncIterator[None]:
+        """Hold one connection that ``LISTEN``s on the channel; without it, workers poll."""
+
+        def notified(*_: Any) -> None:
+            wake()
+
+        conn: AsyncConnection | None = None
+        driver: Any = None
+        try:
+            conn = await self.engine.connect()
+            driver = (await conn.get_raw_connection()).driver_connection
+            await driver.add_listener(self.channel, notified)
+        except Exception:
+            log.warning("cannot LISTEN for new jobs; polling instead", exc_info=True)
+            driver = None
+        try:
+            yield
+        finally:
+            with contextlib.suppress(Exception):
+                if driver is not None:
+                    await driver.remove_listener(self.channel, notified)
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    await conn.close()
 
 
 def open_store(db: Database) -> SqliteJobStore | PostgresJobStore:

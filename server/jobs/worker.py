@@ -47,6 +47,8 @@ class Worker:
             f"{socket.gethostname()[:100]}:{os.getpid()}:{secrets.token_hex(4)}"
         )
         self._stopping = asyncio.Event()
+        self.ready = asyncio.Event()
+        """Set once the worker listens for new jobs (PostgreSQL) and its slots run."""
         self._task: asyncio.Task[None] | None = None
 
     def stop(self) -> None:
@@ -64,7 +66,9 @@ class Worker:
             ", ".join(self.queue.kinds) or "no kinds",
         )
         try:
-            await self._stopping.wait()
+            async with self.queue.store.listen(self.queue.wake):
+                self.ready.set()
+                await self._stopping.wait()
         finally:
             self._stopping.set()
             _, late = await asyncio.wait(tasks, timeout=self.grace_seconds)

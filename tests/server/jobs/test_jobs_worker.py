@@ -433,3 +433,27 @@ async def test_a_store_failure_while_items_run_leaves_the_job_to_be_resumed(
     assert final.state is JobState.SUCCEEDED
     assert final.counts.as_json() == {"total": 6, "done": 6, "failed": 0, "skipped": 0}
     assert final.attempts == 2
+
+
+async def test_an_idle_worker_wakes_for_a_new_job_without_polling(
+    db: Database, db_url: tuple[str, str | None]
+) -> None:
+    """On PostgreSQL the enqueuing process is another one (its own engine): NOTIFY wakes the
+    worker; on SQLite the worker shares the process, and the queue wakes it."""
+    other = Database(db_url[0], schema=db_url[1]) if db_url[1] is not None else None
+    producer = JobQueue(other or db)
+    consumer = producer if other is None else JobQueue(db)
+    for queue in {id(producer): producer, id(consumer): consumer}.values():
+
+        async def echo(ctx: JobContext) -> Any:
+            return ctx.payload
+
+        queue.register("echo", echo)
+    try:
+        async with Worker(consumer, poll_seconds=600) as worker:  # it would sleep 10 minutes
+            await worker.ready.wait()
+            job = await producer.enqueue("alice", "echo", {"n": 1})
+            await eventually(lambda: _is(producer, job.id, JobState.SUCCEEDED), "woken")
+    finally:
+        if other is not None:
+            await other.dispose()
