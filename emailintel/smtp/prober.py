@@ -21,6 +21,7 @@ from cachetools import TTLCache
 
 from emailintel.errors import ConfigError
 from emailintel.models import DnsFacts, SmtpFacts, SmtpReply
+from emailintel.smtp.greylist import retry_greylisted
 from emailintel.smtp.guard import allow_private_from_env, dialable
 from emailintel.smtp.identity import Identity, identity_from_env
 from emailintel.smtp.politeness import Politeness, PolitenessConfig
@@ -336,15 +337,13 @@ class Prober:
     async def probe_with_retries(
         self, domain: str, addresses: Iterable[str], dns: DnsFacts
     ) -> dict[str, SmtpFacts]:
-        """:meth:`probe`, then re-probe greylisted addresses after each delay of the schedule."""
+        """:meth:`probe`, then re-probe greylisted addresses at the server's hint or the schedule."""
         results = await self.probe(domain, addresses, dns)
-        for delay in self.retry_schedule:
-            greylisted = [a for a, f in results.items() if f.greylisted]
-            if not greylisted:
-                break
-            await asyncio.sleep(delay)
-            results.update(await self.probe(domain, greylisted, dns))
-        return results
+
+        async def again(greylisted: list[str]) -> dict[str, SmtpFacts]:
+            return await self.probe(domain, greylisted, dns)
+
+        return await retry_greylisted(results, again, self.retry_schedule)
 
     def share_key(self, dns: DnsFacts) -> tuple[str, str] | None:
         """The (MX host, address) a domain's probe starts at, for sharing sessions (None: none)."""
@@ -761,14 +760,19 @@ class SharedSessions:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def probe(
-        self, domain: str, addresses: Iterable[str], dns: DnsFacts
+        self,
+        domain: str,
+        addresses: Iterable[str],
+        dns: DnsFacts,
+        *,
+        stop_on_accept: bool = False,
     ) -> dict[str, SmtpFacts]:
         """Probe one domain's addresses, sharing connections with its MX's other domains."""
         prober = self.prober
         pending = _sendable(addresses)
-        key = prober.share_key(dns) if pending else None
+        key = prober.share_key(dns) if pending and not stop_on_accept else None
         if key is None:
-            return await prober.probe(domain, pending, dns)
+            return await prober.probe(domain, pending, dns, stop_on_accept=stop_on_accept)
         prober.identity.check(targets=[domain, *(mx.host for mx in dns.mx)])
         targets, _ = prober._targets(dns)
         run = _Run(domain=domain.lower(), pending=pending, stop_on_accept=False)
