@@ -39,9 +39,6 @@ __all__ = [
 ]
 
 _DOMAIN_CACHE_SIZE = 100_000  # domains whose offline facts a Validator keeps
-# verify_many opens one shared connection per MX address per this many of ``concurrency``: fewer,
-# fuller connections beat many half-used ones (each costs a handshake and an error budget).
-_CONCURRENCY_PER_MX_SESSION = 32
 _INVALID = Evidence(syntax_valid=False)  # all an unparseable address tells the scorer
 
 
@@ -445,8 +442,9 @@ async def verify_many(
 ) -> AsyncIterator[RiskResult]:
     """Verify many addresses, grouped by domain and by MX address so sessions carry many RCPTs.
 
-    Domains whose first MX address is the same share its connections (``concurrency`` / 32 per
-    MX address, at least one; ``concurrency`` in all). Each result is yielded as soon as it is
+    Domains whose first MX address is the same share its connections and fill each other's
+    batches; another connection to an MX opens only while its queue holds more RCPTs than the open
+    ones carry, up to the prober's per-host politeness limit (``concurrency`` in all). Each result is yielded as soon as it is
     final. With ``checkpoint`` (a JSONL file), addresses already recorded there are skipped and
     each new result is appended as it is yielded. Greylisted addresses are retried on the
     prober's schedule unless ``retry_greylisted`` is off; ``on_retry_wait`` hears when a
@@ -498,11 +496,12 @@ async def verify_many(
             )
             blocked = None if check.ok else blocked_facts(check)
         gate = asyncio.Semaphore(concurrency)
-        per_mx = max(1, concurrency // _CONCURRENCY_PER_MX_SESSION)
         batch = _Batch(
             validator=validator,
             prober=prober,
-            sharing=SharedSessions(prober, per_mx=per_mx, total=concurrency),
+            # Per MX address: as many connections as politeness allows, opened only while its
+            # queue holds more RCPTs than the open ones carry (fewer, fuller connections win).
+            sharing=SharedSessions(prober, total=concurrency),
             gate=gate,
             blocked=blocked,
             schedule=prober.retry_schedule if retry_greylisted else (),
