@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Engine", "sendable"]
 
+_LINGER = 1.0  # seconds an idle shared connection waits for more domains before closing
+
 
 @dataclass(frozen=True, slots=True)
 class Target:
@@ -141,7 +143,10 @@ class Lane:
     rule: ProviderRule | None
     jobs: deque[Job] = field(default_factory=deque)
     workers: int = 0
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)  # a domain joined the queue
     cap: int | None = None  # connections the server took at most (it refused one more)
+    sent: int = 0  # RCPTs answered here, and how many of them were refused
+    rejected: int = 0
 
     def pending(self) -> int:
         return sum(len(job.todo) + len(job.probes) for job in self.jobs if job.takeable())
@@ -181,6 +186,7 @@ class Engine:
         self._lanes: dict[tuple[str, str], Lane] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._waiting = 0  # connections waiting for one of the ``total`` slots
 
     # --- submitting ------------------------------------------------------------------------------
 
@@ -232,6 +238,7 @@ class Engine:
     def _submit(self, job: Job) -> None:
         lane = self._lane(job.target)
         lane.jobs.append(job)
+        lane.arrived.set()
         self._spawn(lane)
 
     def _limit(self, lane: Lane) -> int:
@@ -257,7 +264,12 @@ class Engine:
 
     async def _worker(self, lane: Lane) -> None:
         try:
-            async with self._slots:
+            self._waiting += 1
+            try:
+                await self._slots.acquire()
+            finally:
+                self._waiting -= 1
+            try:
                 first = True
                 while (lead := lane.lead()) is not None:
                     if not first and lane.workers > 1 and not self._wanted(lane, lane.workers - 1):
@@ -267,6 +279,8 @@ class Engine:
                         await self._connection(lane, lead)
                     except Exception as exc:  # unexpected: the domain it worked for hears of it
                         self._crash(lead, exc)
+            finally:
+                self._slots.release()
         finally:
             lane.workers -= 1
             if not self._closed and lane.workers == 0 and lane.lead() is not None:
@@ -274,7 +288,7 @@ class Engine:
 
     def _wanted(self, lane: Lane, open_: int) -> int:
         limits = self.prober.limits(lane.rule)
-        carry = min(limits.max_rejections, limits.max_rcpt)
+        carry = plan.connection_carry(limits, rejected=lane.rejected, sent=lane.sent)
         return plan.connections_wanted(lane.pending(), open_, carry, self._limit(lane))
 
     def _crash(self, job: Job, exc: BaseException) -> None:
@@ -479,13 +493,27 @@ class Engine:
             if not batch:
                 lead = lane.lead()
                 if lead is None:
-                    return
+                    if not await self._linger(lane, session):
+                        return
+                    continue
                 following = lead.todo[0] if lead.todo else lead.probes[0]
                 if conn.open_tx and not conn.utf8 and not following.isascii():
                     conn.open_tx = False  # the next address needs an SMTPUTF8 transaction
                 continue
             if not await self._send(lane, conn, batch):
                 return
+
+    async def _linger(self, lane: Lane, session: SmtpSession) -> bool:
+        """Keep an idle connection a moment for domains still on their way (their DNS lookups
+        finish one by one), unless another MX waits for a slot; False: close it."""
+        if self._waiting:
+            return False
+        lane.arrived.clear()
+        if lane.lead() is None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_LINGER):
+                    await lane.arrived.wait()
+        return lane.lead() is not None and session.connected and session.refusal is None
 
     async def _send(self, lane: Lane, conn: _Conn, batch: list[_Item]) -> bool:
         """Send one batch and read its replies; False: this connection is done."""
@@ -563,12 +591,14 @@ class Engine:
             job = item.job
             conn.sent += 1
             conn.tx_sent += 1
+            lane.sent += 1
             if item.probe:
                 kind = classify_reply(reply).kind
                 job.probes_flying -= 1
                 job.probe_kinds.append(kind)
                 if kind is not ReplyKind.ACCEPTED:
                     conn.rejections += 1
+                    lane.rejected += 1
                 continue
             if item.address not in job.flying:
                 continue  # its domain already has its answer (blocked, failed)
@@ -595,6 +625,7 @@ class Engine:
             job.results[item.address] = step.facts.model_copy(update={"timings_ms": timings})
             if step.rejection:
                 conn.rejections += 1
+                lane.rejected += 1
             if step.one_at_a_time:
                 conn.pipelining = False
             if step.not_catch_all:

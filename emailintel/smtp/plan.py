@@ -32,6 +32,7 @@ __all__ = [
     "batch_size",
     "catch_all_due",
     "catch_all_verdict",
+    "connection_carry",
     "connections_wanted",
     "deadline",
     "facts_from_reply",
@@ -85,6 +86,17 @@ def connections_wanted(pending: int, open_: int, per_connection: int, limit: int
         return 0
     needed = math.ceil(pending / max(1, per_connection))
     return max(0, min(needed, limit) - open_)
+
+
+def connection_carry(limits: Limits, *, rejected: int, sent: int) -> int:
+    """RCPTs a fresh connection to an MX is expected to carry before it must reconnect.
+
+    Its error budget over the share of RCPTs this MX refused so far (a prior of one in two
+    before any reply), never more than the recipient limit, at least one batch.
+    """
+    rate = (rejected + 1) / (sent + 2)
+    budget = min(limits.max_rejections, limits.max_rcpt)
+    return max(budget, min(limits.max_rcpt, math.floor(limits.max_rejections / rate)))
 
 
 def deadline(address_deadline: float, command_timeout: float, count: int) -> float:

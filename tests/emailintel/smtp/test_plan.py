@@ -115,6 +115,34 @@ def test_connections_stay_within_the_limit_and_open_only_for_a_surplus(
         assert pending > open_ * max(1, carry)  # the open ones would not carry the queue
 
 
+# (max_rejections, max_rcpt, rejected, sent, expected RCPTs a fresh connection carries)
+CARRY = [
+    (8, 50, 0, 0, 16),  # before any reply: one in two refused
+    (8, 50, 50, 100, 16),
+    (8, 50, 98, 98, 8),  # everything refused: one error budget
+    (8, 50, 0, 98, 50),  # nothing refused: the recipient limit
+    (8, 5, 0, 0, 5),  # the recipient limit is lower than the budget
+    (9, 50, 9, 36, 34),
+]
+
+
+@pytest.mark.parametrize(("max_rej", "max_rcpt", "rejected", "sent", "expected"), CARRY)
+def test_connection_carry_table(
+    max_rej: int, max_rcpt: int, rejected: int, sent: int, expected: int
+) -> None:
+    limits = Limits(max_rejections=max_rej, max_rcpt=max_rcpt)
+    assert plan.connection_carry(limits, rejected=rejected, sent=sent) == expected
+
+
+@given(st.integers(1, 30), st.integers(1, 100), st.integers(0, 1000), st.integers(0, 1000))
+def test_connection_carry_is_between_one_batch_and_the_recipient_limit(
+    max_rej: int, max_rcpt: int, rejected: int, extra: int
+) -> None:
+    limits = Limits(max_rejections=max_rej, max_rcpt=max_rcpt)
+    carry = plan.connection_carry(limits, rejected=rejected, sent=rejected + extra)
+    assert min(max_rej, max_rcpt) <= carry <= max(max_rcpt, min(max_rej, max_rcpt))
+
+
 @pytest.mark.parametrize(
     ("address_deadline", "command", "count", "expected"),
     [(120.0, 10.0, 1, 120.0), (120.0, 10.0, 5, 160.0), (0.3, 3.0, 0, 0.3)],
