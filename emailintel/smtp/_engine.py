@@ -489,6 +489,14 @@ class Engine:
             )
             if size == 0:
                 return  # reconnect before the server's error or recipient limits bite
+            full = min(limits.max_rejections, limits.max_rcpt) if conn.pipelining else 1
+            if not plan.worth_a_batch(
+                size,
+                full=full,
+                handshake=plan.handshake_round_trips(session.tls),
+                pending=lane.pending(),
+            ):
+                return  # a fresh connection carries the rest in fuller batches
             batch = self._take(lane, conn, size)
             if not batch:
                 lead = lane.lead()

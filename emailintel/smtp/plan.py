@@ -37,11 +37,14 @@ __all__ = [
     "deadline",
     "facts_from_reply",
     "failure_facts",
+    "gave_up",
+    "handshake_round_trips",
     "on_open_failure",
     "on_refusal",
     "read_rcpt_reply",
     "rset_costs_error",
     "stalled",
+    "worth_a_batch",
 ]
 
 FREE_RSETS: Final = 4
@@ -69,6 +72,24 @@ def batch_size(
     if room <= 0:
         return 0
     return room if pipelining and not one_at_a_time else 1
+
+
+def handshake_round_trips(tls: bool | None) -> int:
+    """Round trips a new connection costs before its first RCPT: connect and greeting, EHLO;
+    with TLS also STARTTLS, the TLS handshake and EHLO again."""
+    return 5 if tls else 2
+
+
+def worth_a_batch(room: int, *, full: int, handshake: int, pending: int) -> bool:
+    """Whether a batch of ``room`` RCPTs is worth its round trip on this connection.
+
+    A fresh connection costs ``handshake`` round trips and then carries a ``full`` batch, so a
+    batch smaller than ``full / (handshake + 1)`` is cheaper to carry over a new connection;
+    unless the queue holds no more than ``room`` (a new connection would carry no more).
+    """
+    if room <= 0:
+        return False
+    return pending <= room or room * (handshake + 1) >= full
 
 
 def rset_costs_error(rsets_before: int) -> bool:

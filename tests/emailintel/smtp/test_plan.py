@@ -72,6 +72,44 @@ def test_a_batch_never_crosses_the_budget(
         assert size <= 1
 
 
+# (room, full batch, handshake round trips, pending, worth it)
+WORTH = [
+    (8, 8, 2, 100, True),  # a full batch
+    (3, 8, 2, 100, True),  # 3 * 3 >= 8
+    (2, 8, 2, 100, False),  # cheaper over a fresh connection
+    (2, 8, 5, 100, True),  # ... unless its TLS handshake costs more
+    (1, 8, 5, 100, False),
+    (1, 8, 2, 1, True),  # the last one: a new connection would carry no more
+    (2, 8, 2, 2, True),
+    (0, 8, 2, 5, False),  # no room at all
+    (1, 1, 2, 100, True),  # one at a time anyway
+]
+
+
+@pytest.mark.parametrize(("room", "full", "handshake", "pending", "worth"), WORTH)
+def test_worth_a_batch_table(
+    room: int, full: int, handshake: int, pending: int, worth: bool
+) -> None:
+    got = plan.worth_a_batch(room, full=full, handshake=handshake, pending=pending)
+    assert got is worth
+
+
+@given(st.integers(-2, 60), st.integers(1, 60), st.integers(1, 8), st.integers(0, 500))
+def test_a_full_batch_or_the_last_one_is_always_worth_it(
+    room: int, full: int, handshake: int, pending: int
+) -> None:
+    worth = plan.worth_a_batch(room, full=full, handshake=handshake, pending=pending)
+    if room <= 0:
+        assert not worth
+    elif room >= full or pending <= room:
+        assert worth
+
+
+@pytest.mark.parametrize(("tls", "trips"), [(False, 2), (None, 2), (True, 5)])
+def test_handshake_round_trips(tls: bool | None, trips: int) -> None:
+    assert plan.handshake_round_trips(tls) == trips
+
+
 @pytest.mark.parametrize(("before", "costs"), [(0, False), (3, False), (4, True), (9, True)])
 def test_rset_costs_an_error_past_the_free_ones(before: int, costs: bool) -> None:
     assert plan.rset_costs_error(before) is costs
