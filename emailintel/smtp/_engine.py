@@ -145,6 +145,7 @@ class Lane:
     workers: int = 0
     arrived: asyncio.Event = field(default_factory=asyncio.Event)  # a domain joined the queue
     cap: int | None = None  # connections the server took at most (it refused one more)
+    round_trip: float | None = None  # the shortest reply time seen here (seconds)
     sent: int = 0  # RCPTs answered here, and how many of them were refused
     rejected: int = 0
 
@@ -179,9 +180,17 @@ class Engine:
     """Probes domains over per-MX lanes; ``per_mx`` connections per MX address (None: as many as
     politeness allows), ``total`` in all."""
 
-    def __init__(self, prober: Prober, *, per_mx: int | None, total: int) -> None:
+    def __init__(
+        self,
+        prober: Prober,
+        *,
+        per_mx: int | None,
+        total: int,
+        parallel_from: float = plan.PARALLEL_FROM,
+    ) -> None:
         self.prober = prober
         self.per_mx = per_mx
+        self.parallel_from = parallel_from
         self._slots = asyncio.Semaphore(total)
         self._lanes: dict[tuple[str, str], Lane] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -265,6 +274,9 @@ class Engine:
     async def _worker(self, lane: Lane) -> None:
         try:
             self._waiting += 1
+            if self._slots.locked():
+                for other in self._lanes.values():
+                    other.arrived.set()  # idle connections lingering elsewhere make room
             try:
                 await self._slots.acquire()
             finally:
@@ -289,7 +301,14 @@ class Engine:
     def _wanted(self, lane: Lane, open_: int) -> int:
         limits = self.prober.limits(lane.rule)
         carry = plan.connection_carry(limits, rejected=lane.rejected, sent=lane.sent)
-        return plan.connections_wanted(lane.pending(), open_, carry, self._limit(lane))
+        return plan.connections_wanted(
+            lane.pending(),
+            open_,
+            carry,
+            self._limit(lane),
+            round_trip=lane.round_trip,
+            parallel_from=self.parallel_from,
+        )
 
     def _crash(self, job: Job, exc: BaseException) -> None:
         if not job.done.done():
@@ -393,6 +412,9 @@ class Engine:
             if session.refusal is not None:
                 self._refused(lane, [lead], session.refusal, session)
                 return
+            ehlo = session.timings_ms.get("ehlo")
+            if ehlo:  # one EHLO is one round trip (two of them with STARTTLS)
+                self._round_trip(lane, ehlo / 1000.0 / (2 if session.tls else 1))
             conn = _Conn(session, pipelining=session.pipelining)
             try:
                 await self._carry(lane, conn)
@@ -521,7 +543,9 @@ class Engine:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(_LINGER):
                     await lane.arrived.wait()
-        return lane.lead() is not None and session.connected and session.refusal is None
+        if self._waiting or lane.lead() is None:
+            return False
+        return session.connected and session.refusal is None
 
     async def _send(self, lane: Lane, conn: _Conn, batch: list[_Item]) -> bool:
         """Send one batch and read its replies; False: this connection is done."""
@@ -582,7 +606,17 @@ class Engine:
             self._refused(lane, jobs, refused, session)
             return session.connected and session.refusal is None
         conn.open_tx = True
+        first = (setup or replies)[:1]
+        if first and first[0].elapsed_ms is not None:
+            self._round_trip(lane, first[0].elapsed_ms / 1000.0)
         return self._read(lane, conn, batch, replies)
+
+    def _round_trip(self, lane: Lane, seconds: float) -> None:
+        """Note a round trip to the lane's MX; the first one may make more connections pay."""
+        measured = lane.round_trip is None
+        lane.round_trip = seconds if lane.round_trip is None else min(lane.round_trip, seconds)
+        if measured:
+            self._spawn(lane)
 
     def _unanswered(self, item: _Item) -> None:
         if item.probe:

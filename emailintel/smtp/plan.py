@@ -27,6 +27,7 @@ from emailintel.smtp.session import (
 
 __all__ = [
     "FREE_RSETS",
+    "PARALLEL_FROM",
     "Limits",
     "ReplyStep",
     "batch_size",
@@ -97,12 +98,28 @@ def rset_costs_error(rsets_before: int) -> bool:
     return rsets_before + 1 > FREE_RSETS
 
 
-def connections_wanted(pending: int, open_: int, per_connection: int, limit: int) -> int:
+PARALLEL_FROM: Final = 0.010
+"""Seconds an MX's round trip must take before a second connection to it pays off: below, one
+connection is never waiting long, and more only add handshakes and load (loopback, a LAN)."""
+
+
+def connections_wanted(
+    pending: int,
+    open_: int,
+    per_connection: int,
+    limit: int,
+    *,
+    round_trip: float | None = None,
+    parallel_from: float = PARALLEL_FROM,
+) -> int:
     """How many more connections to an MX to open now (0: the open ones will carry it).
 
     Another connection pays off only while the queue holds more RCPTs than the open ones carry
-    before they must reconnect; never more than ``limit`` (politeness, provider) in all.
+    before they must reconnect, and only once the MX's round trip (None: not measured yet) is
+    long enough that connections mostly wait; never more than ``limit`` (politeness, provider).
     """
+    if round_trip is None or round_trip < parallel_from:
+        limit = min(limit, 1)
     if pending <= 0 or open_ >= limit:
         return 0
     needed = math.ceil(pending / max(1, per_connection))

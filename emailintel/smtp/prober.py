@@ -327,15 +327,23 @@ class SharedSessions:
     submitted while others on the same MX address are being probed join their connections and
     fill their batches. At most ``per_mx`` connections per MX address (None: as many as the
     prober's politeness allows per host, opened only while the queue holds more RCPTs than the
-    open ones carry) and ``total`` in all; :meth:`close` stops the connections.
+    open ones carry and once the MX's round trip is at least ``parallel_from`` seconds) and
+    ``total`` in all; :meth:`close` stops the connections.
     """
 
-    def __init__(self, prober: Prober, *, per_mx: int | None = None, total: int = 256) -> None:
+    def __init__(
+        self,
+        prober: Prober,
+        *,
+        per_mx: int | None = None,
+        total: int = 256,
+        parallel_from: float = plan.PARALLEL_FROM,
+    ) -> None:
         if (per_mx is not None and per_mx < 1) or total < 1:
             raise ConfigError(f"session limits must be at least 1, got {per_mx!r}, {total!r}")
         self.prober = prober
         self.per_mx = per_mx
-        self._engine = Engine(prober, per_mx=per_mx, total=total)
+        self._engine = Engine(prober, per_mx=per_mx, total=total, parallel_from=parallel_from)
 
     async def probe(
         self,

@@ -113,11 +113,29 @@ async def test_more_connections_for_a_surplus_within_politeness(mail_dns: DnsLab
     config = PolitenessConfig(
         connections_per_host=3, rcpt_per_minute_per_host=1e9, global_concurrency=64, jitter=0
     )
+    # Loopback answers in well under 10 ms; parallel_from=0 treats it as the internet.
     prober = watched(politeness=config, max_rejections_per_connection=8)
-    sharing = SharedSessions(prober, total=64)
+    sharing = SharedSessions(prober, total=64, parallel_from=0.0)
     try:
         answers = await asyncio.gather(*(sharing.probe(d, a, dns[d]) for d, a in domains.items()))
     finally:
         sharing.close()
     assert all(len(facts) == 2 for facts in answers)
     assert 1 < prober.most_open <= 3  # a surplus opened more, politeness capped them
+
+
+async def test_a_short_round_trip_keeps_one_connection(mail_dns: DnsLab) -> None:
+    domains = small_domains(166, 20)  # 40 addresses on one MX
+    dns = await lookup(mail_dns, *domains)
+    config = PolitenessConfig(
+        connections_per_host=3, rcpt_per_minute_per_host=1e9, global_concurrency=64, jitter=0
+    )
+    prober = watched(politeness=config, max_rejections_per_connection=8)
+    sharing = SharedSessions(prober, total=64, parallel_from=3600.0)  # no MX is that far
+    try:
+        answers = await asyncio.gather(*(sharing.probe(d, a, dns[d]) for d, a in domains.items()))
+    finally:
+        sharing.close()
+    assert all(len(facts) == 2 for facts in answers)
+    assert prober.most_open == 1
+    assert prober.sessions_opened > 1  # the error budget still made it reconnect

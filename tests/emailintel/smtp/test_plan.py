@@ -117,24 +117,32 @@ def test_rset_costs_an_error_past_the_free_ones(before: int, costs: bool) -> Non
 
 # --- when another connection pays off -----------------------------------------------------------
 
-# (pending RCPTs, open connections, RCPTs one carries, limit, expected new ones)
+# (pending RCPTs, open connections, RCPTs one carries, limit, MX round trip, expected new ones)
 CONNECTIONS = [
-    (0, 0, 8, 4, 0),  # nothing queued
-    (5, 0, 8, 4, 1),  # one carries it
-    (8, 1, 8, 4, 0),  # the open one carries it
-    (9, 1, 8, 4, 1),  # one more pays off
-    (100, 1, 8, 4, 3),  # up to the limit
-    (100, 4, 8, 4, 0),  # at the limit
-    (100, 6, 8, 4, 0),  # over it (limit lowered): never negative
-    (3, 0, 0, 4, 3),  # a zero carry is read as one RCPT per connection
+    (0, 0, 8, 4, 0.1, 0),  # nothing queued
+    (5, 0, 8, 4, 0.1, 1),  # one carries it
+    (8, 1, 8, 4, 0.1, 0),  # the open one carries it
+    (9, 1, 8, 4, 0.1, 1),  # one more pays off
+    (100, 1, 8, 4, 0.1, 3),  # up to the limit
+    (100, 4, 8, 4, 0.1, 0),  # at the limit
+    (100, 6, 8, 4, 0.1, 0),  # over it (limit lowered): never negative
+    (3, 0, 0, 4, 0.1, 3),  # a zero carry is read as one RCPT per connection
+    (100, 0, 8, 4, None, 1),  # round trip not measured yet: one connection first
+    (100, 1, 8, 4, None, 0),
+    (100, 1, 8, 4, 0.001, 0),  # loopback or LAN: one connection never waits long
+    (100, 0, 8, 4, 0.001, 1),
+    (100, 1, 8, 4, 0.010, 3),  # from 10 ms on, connections mostly wait: more pay off
 ]
 
 
-@pytest.mark.parametrize(("pending", "open_", "carry", "limit", "expected"), CONNECTIONS)
+@pytest.mark.parametrize(
+    ("pending", "open_", "carry", "limit", "round_trip", "expected"), CONNECTIONS
+)
 def test_connections_wanted_table(
-    pending: int, open_: int, carry: int, limit: int, expected: int
+    pending: int, open_: int, carry: int, limit: int, round_trip: float | None, expected: int
 ) -> None:
-    assert plan.connections_wanted(pending, open_, carry, limit) == expected
+    got = plan.connections_wanted(pending, open_, carry, limit, round_trip=round_trip)
+    assert got == expected
 
 
 @given(
@@ -142,15 +150,18 @@ def test_connections_wanted_table(
     open_=st.integers(0, 100),
     carry=st.integers(0, 100),
     limit=st.integers(1, 64),
+    round_trip=st.none() | st.floats(min_value=0, max_value=2),
 )
 def test_connections_stay_within_the_limit_and_open_only_for_a_surplus(
-    pending: int, open_: int, carry: int, limit: int
+    pending: int, open_: int, carry: int, limit: int, round_trip: float | None
 ) -> None:
-    more = plan.connections_wanted(pending, open_, carry, limit)
+    more = plan.connections_wanted(pending, open_, carry, limit, round_trip=round_trip)
     assert more >= 0
     if more:
         assert open_ + more <= limit
         assert pending > open_ * max(1, carry)  # the open ones would not carry the queue
+    if round_trip is None or round_trip < plan.PARALLEL_FROM:
+        assert open_ + more <= max(open_, 1)  # short or unknown round trips: one connection
 
 
 # (max_rejections, max_rcpt, rejected, sent, expected RCPTs a fresh connection carries)
