@@ -33,6 +33,7 @@ __all__ = [
     "CreditEntry",
     "CreditHold",
     "IdempotencyKey",
+    "KnownAddress",
     "PoolStat",
     "Prospect",
     "ProspectTag",
@@ -212,3 +213,16 @@ class IdempotencyKey(Base):
     status: Mapped[int | None] = mapped_column(Integer)
     headers: Mapped[str | None] = mapped_column(Text)
     body: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+
+class KnownAddress(Base):
+    """A confirmed address and its owner's name: the evidence learned patterns come from
+    (revision 0004). Shared knowledge: pattern shares are computed over every tenant's finds."""
+
+    __tablename__ = "known_addresses"
+
+    email: Mapped[str] = mapped_column(Text, primary_key=True)
+    domain: Mapped[str] = mapped_column(Text, index=True)
+    owner_name: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(Text)
+    confirmed_at: Mapped[float] = mapped_column(Float)
