@@ -198,6 +198,16 @@ def keyed_operations() -> tuple[Operation, ...]:
             "A domain's email pattern shares, learned from confirmed finds",
             email_finder.CompanyPatterns,
             tag="email-finder",
+            path_params=(
+                QueryParam(
+                    "domain",
+                    {
+                        "type": "string",
+                        "pattern": r"^([a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?\.){1,3}[a-z]{2,10}$",
+                    },
+                    "A mail domain such as acme.com.",
+                ),
+            ),
             access="api_key",
             scope="email-finder",
             responses={404: ErrorEnvelope},

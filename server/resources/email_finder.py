@@ -8,10 +8,11 @@ from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.config import JsonDict
 from starlette.requests import Request
 from starlette.responses import Response
 
-from emailintel.errors import EmailIntelError
+from emailintel.errors import AddressError, EmailIntelError, PersonNameError
 from emailintel.patterns import PatternDistribution, generate_candidates, normalize_domain
 from server.api.parsing import read_json
 from server.api.upstream import library_error
@@ -26,10 +27,21 @@ __all__ = ["SearchPerson", "SearchResult", "company", "health", "search", "stats
 _DOMAIN = r"^[A-Za-z0-9.-]{1,253}$"
 
 
+_ONE_PLACE: JsonDict = {
+    "anyOf": [
+        {"required": [name], "properties": {name: {"type": "string"}}}
+        for name in ("domain", "company")
+    ]
+}
+"""A domain or a company, not null: the cross-field rule in the schema, so clients see it."""
+
+
 class SearchPerson(BaseModel):
     """A person by name at a domain or a company (the domain is looked up from the pool)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(
+        extra="forbid", strict=True, frozen=True, json_schema_extra=_ONE_PLACE
+    )
 
     first_name: str = Field(min_length=1, max_length=100, pattern=NONBLANK)
     last_name: str = Field(min_length=1, max_length=100, pattern=NONBLANK)
@@ -90,7 +102,11 @@ async def search(request: Request, ctx: KeyedContext) -> Response:
             "lookups are used up.",
             headers={"Retry-After": str(_next_month_seconds())},
         )
-    domain = body.domain or await svc.prospects.domain_for_company(body.company or "")
+    named = body.domain or await svc.prospects.domain_for_company(body.company or "")
+    try:
+        domain = normalize_domain(named) if named is not None else None
+    except EmailIntelError:  # not a mail domain: answered, as the paid find route does
+        domain = None
     if domain is None:
         return json_response(
             SearchResult(
@@ -104,10 +120,6 @@ async def search(request: Request, ctx: KeyedContext) -> Response:
                 lookups_remaining=left,
             )
         )
-    try:
-        domain = normalize_domain(domain)
-    except EmailIntelError as exc:
-        raise library_error(exc, param="domain") from None
     full = f"{body.first_name} {body.last_name}"
     profile = await svc.prospects.person(full, domain)
     confirmed = await svc.known.owner_address(domain, full)
@@ -121,6 +133,8 @@ async def search(request: Request, ctx: KeyedContext) -> Response:
             known=evidence,
             limit=body.limit,
         )
+    except (PersonNameError, AddressError):  # no address can be made of this name: answered
+        guesses = []
     except EmailIntelError as exc:
         raise library_error(exc, param="first_name") from None
     email = confirmed or (profile.email if profile else None)

@@ -90,7 +90,6 @@ async def test_company_only_search_uses_the_pool(keyed: Keyed) -> None:
         {"first_name": " ", "last_name": "B", "domain": "acme.test"},
         {"first_name": "A", "last_name": "B", "domain": "acme.test", "limit": 0},
         {"first_name": "A", "last_name": "B", "domain": "acme.test", "x": 1},
-        {"first_name": "A", "last_name": "B", "domain": "not a domain!"},
     ],
 )
 async def test_bad_searches_are_400(keyed: Keyed, body: dict[str, object]) -> None:
@@ -117,6 +116,27 @@ async def test_monthly_lookup_limit(sqlite_url: str, tmp_path: Path) -> None:
         error = assert_envelope(left[2], 429, "rate_limit_error", "lookup_limit_reached")
         assert "2 monthly lookups" in error["message"]
         assert int(left[2].headers["retry-after"]) > 0
+
+
+async def test_unusable_domains_and_names_are_answered_unresolved(keyed: Keyed) -> None:
+    _, session = await keyed.user()
+    bad = await keyed.client.post(
+        "/api/v1/email-finder/search",
+        json={"first_name": "A", "last_name": "B", "domain": "not a domain!"},
+        headers=session,
+    )
+    assert (bad.status_code, bad.json()["source"], bad.json()["predictions"]) == (
+        200,
+        "unresolved",
+        [],
+    )
+    nameless = await keyed.client.post(
+        "/api/v1/email-finder/search",
+        json={"first_name": "!!!", "last_name": "???", "domain": "acme.test"},
+        headers=session,
+    )
+    assert nameless.status_code == 200
+    assert nameless.json()["predictions"] == []
 
 
 async def test_company_route_refuses_non_domains_and_health(keyed: Keyed) -> None:
