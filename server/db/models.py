@@ -37,6 +37,7 @@ __all__ = [
     "IdempotencyKey",
     "JobItemRow",
     "JobRow",
+    "KnownAddress",
     "PoolStat",
     "Prospect",
     "ProspectTag",
@@ -282,3 +283,16 @@ class JobItemRow(Base):
         CheckConstraint(f"state IN ({ITEM_STATES})", name="ck_job_items_state"),
         Index("ix_job_items_job_id_state", "job_id", "state"),
     )
+
+
+class KnownAddress(Base):
+    """A confirmed address and its owner's name: the evidence learned patterns come from
+    (revision 0004). Shared knowledge: pattern shares are computed over every tenant's finds."""
+
+    __tablename__ = "known_addresses"
+
+    email: Mapped[str] = mapped_column(Text, primary_key=True)
+    domain: Mapped[str] = mapped_column(Text, index=True)
+    owner_name: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(Text)
+    confirmed_at: Mapped[float] = mapped_column(Float)
