@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import os
 import secrets
+import shutil
 import signal
 import socket
 import statistics
@@ -319,7 +320,12 @@ async def _load(
             next_index += 1
             body = {"email": address(offset + i)}
             t0 = time.perf_counter()
-            response = await http.post(urls[i % len(urls)], json=body, headers=headers)
+            try:
+                response = await http.post(urls[i % len(urls)], json=body, headers=headers)
+            except httpx.TransportError as exc:  # counted; the ledger check shows its charge
+                failures += 1
+                print(f"  {type(exc).__name__}: {exc}", file=sys.stderr)
+                continue
             elapsed = time.perf_counter() - t0
             if response.status_code == 200:
                 latencies.append(elapsed)
@@ -350,7 +356,10 @@ async def _measure(
             {"Authorization": f"Bearer {api_key}"},
         ),
     }
-    pool = httpx.Limits(max_connections=max(levels) + 5, max_keepalive_connections=max(levels) + 5)
+    # Idle connections are dropped by the client after 1 s, before uvicorn's 5 s keep-alive
+    # timeout closes them under a request that is being sent (a reset, not a server error).
+    size = max(levels) + 5
+    pool = httpx.Limits(max_connections=size, max_keepalive_connections=size, keepalive_expiry=1.0)
     keyed_ok = 0
     rows = []
     async with httpx.AsyncClient(limits=pool, timeout=60) as http:
@@ -411,6 +420,7 @@ def run(
                         report.rows += rows
                         keyed_calls += ok
                 report.charges[backend] = asyncio.run(_charges(config, keyed_calls, granted))
+            shutil.rmtree(work)  # kept (database, server logs) when the run failed
     finally:
         lab.stop()
     return report
