@@ -14,14 +14,17 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from emailintel._construct import construct
+from emailintel import _offline
+from emailintel._construct import builder, construct
 from emailintel._gibberish import looks_gibberish
 from emailintel.address import ParsedAddress, parse_address, parse_fast, parse_guarded
 from emailintel.dns import DnsResolver
 from emailintel.errors import AddressError
 from emailintel.lists import Lists, default_lists
-from emailintel.models import DnsFacts, Evidence, RiskResult, SmtpFacts
+from emailintel.models import DnsFacts, Evidence, Reason, RiskResult, SmtpFacts, Verdict
+from emailintel.mxprobe import probe_domain
 from emailintel.risk import Assessment, RiskPolicy, assess
+from emailintel.smtp.greylist import retry_greylisted
 from emailintel.smtp.preflight import blocked_facts, check_port25
 from emailintel.smtp.prober import Prober, SharedSessions
 from emailintel.typo import suggest_domain
@@ -37,9 +40,7 @@ __all__ = [
 ]
 
 _DOMAIN_CACHE_SIZE = 100_000  # domains whose offline facts a Validator keeps
-# verify_many opens one shared connection per MX address per this many of ``concurrency``: fewer,
-# fuller connections beat many half-used ones (each costs a handshake and an error budget).
-_CONCURRENCY_PER_MX_SESSION = 32
+_GENERAL_CACHE_SIZE = 10_000  # offline results of addresses the part caches do not take
 _INVALID = Evidence(syntax_valid=False)  # all an unparseable address tells the scorer
 
 
@@ -78,6 +79,10 @@ def _risk_result(
     )
 
 
+_new_result = builder(RiskResult)
+_MAX_OCTETS = _offline.MAX_ADDRESS_OCTETS  # an address's limit, the part caches' arithmetic
+
+
 class Validator:
     """Reusable validation pipeline; holds the resolver (and its cache), lists and risk policy."""
 
@@ -97,6 +102,11 @@ class Validator:
         self.suggest_typos = suggest_typos
         self._memo: dict[tuple[bool | None, ...], Assessment] = {}
         self._domains: dict[str, tuple[bool, bool, str | None]] = {}
+        self._parts = _offline.Parts(lambda: self.lists, self._domain_facts)
+        self._general: dict[str, RiskResult] = {}
+        # (verdict, score, reasons) per combined part code, filled on first use
+        self._part_memo: list[tuple[Verdict, int, tuple[Reason, ...]] | None]
+        self._part_memo = [None] * _offline.CODES
 
     @property
     def policy(self) -> RiskPolicy | None:
@@ -230,6 +240,74 @@ class Validator:
 
     def validate_offline(self, address: str) -> RiskResult:
         """Syntax, lists and typo only: no network at all (DNS and SMTP stay unknown)."""
+        if type(address) is not str:
+            return self._parse_offline(address)
+        # The common address from cached per-part facts (equal to the general path's answer,
+        # tested so); the general path takes every input a part cache refuses.
+        local, at, domain = address.rpartition("@")
+        if not at:
+            return self._general_offline(address)
+        parts = self._parts
+        dom = parts.domains.get(domain) or parts.add_domain(domain)
+        if dom is _offline.REFUSED_DOMAIN:
+            return self._general_offline(address)
+        loc = parts.locals.get(local) or parts.add_local(local)
+        if loc is _offline.REFUSED_LOCAL:
+            return self._general_offline(address)
+        local, octets, local_code, role = loc
+        if octets + len(domain) >= _MAX_OCTETS:
+            return self._general_offline(address)
+        domain, domain_code, disposable, free, fixed = dom
+        suggestion = None if fixed is None else f"{local}@{fixed}"
+        code = domain_code | local_code
+        scored = self._part_memo[code]
+        if scored is None:
+            evidence = Evidence(
+                syntax_valid=True,
+                disposable=disposable,
+                role_account=role,
+                free_provider=free,
+                gibberish=bool(local_code & _offline.GIBBERISH),
+                typo_suggestion=suggestion,
+            )
+            assessment = self._assess(evidence)
+            scored = (assessment.verdict, assessment.score, assessment.reasons)
+            self._part_memo[code] = scored
+        verdict, score, reasons = scored
+        return _new_result(
+            {
+                "address": address,
+                "normalized": f"{local}@{domain}",
+                "local_part": local,
+                "domain": domain,
+                "verdict": verdict,
+                "score": score,
+                "reasons": reasons,
+                "suggestion": suggestion,
+                "error": None,
+                "disposable": disposable,
+                "role_account": role,
+                "free_provider": free,
+                "dns": None,
+                "smtp": None,
+            }
+        )
+
+    def _general_offline(self, address: str) -> RiskResult:
+        """validate_offline through the parser for what the part caches do not take, cached.
+
+        Such inputs (typos of syntax, quoted or IDN addresses) cost tens of microseconds each and
+        recur in bulk lists (placeholders, the same bad row twice); results are immutable.
+        """
+        result = self._general.get(address)
+        if result is None:
+            if len(self._general) >= _GENERAL_CACHE_SIZE:
+                self._general.clear()
+            result = self._general[address] = self._parse_offline(address)
+        return result
+
+    def _parse_offline(self, address: str) -> RiskResult:
+        """validate_offline through the parser, uncached."""
         try:
             text, simple = parse_fast(address)
             if simple is not None:
@@ -310,23 +388,6 @@ def _rcpt_address(parsed: ParsedAddress) -> str:
     return parsed.smtp_address
 
 
-async def _probe_domain(
-    validator: Validator,
-    prober: Prober,
-    domain: str,
-    items: list[tuple[str, ParsedAddress]],
-    *,
-    blocked: SmtpFacts | None,
-) -> tuple[DnsFacts, dict[str, SmtpFacts]]:
-    """One MX lookup for the domain, then one grouped probe of its addresses."""
-    dns = await validator.resolver.lookup_mx(domain, resolve_addresses=True)
-    facts: dict[str, SmtpFacts] = {}
-    if dns.status == "ok" and blocked is None:
-        wanted = [_rcpt_address(parsed) for _, parsed in items]
-        facts = await prober.probe(domain, wanted, dns)
-    return dns, facts
-
-
 def _domain_results(
     validator: Validator,
     items: list[tuple[str, ParsedAddress]],
@@ -359,7 +420,9 @@ async def verify(
     except AddressError as exc:
         return validator.invalid_syntax(address, exc)
     items = [(address, parsed)]
-    dns, facts = await _probe_domain(validator, prober, parsed.ascii_domain, items, blocked=None)
+    dns, facts = await probe_domain(
+        parsed.ascii_domain, [_rcpt_address(parsed)], resolver=validator.resolver, prober=prober
+    )
     return _domain_results(validator, items, dns, facts, None)[0]
 
 
@@ -410,40 +473,40 @@ class _Batch:
         emit: Callable[[list[RiskResult]], None],
     ) -> None:
         """Probe one domain's addresses and emit each result as soon as it is final."""
-        async with self.gate:
-            dns = await self.validator.resolver.lookup_mx(domain, resolve_addresses=True)
-        facts: dict[str, SmtpFacts] = {}
-        if dns.status == "ok" and self.blocked is None:
-            # Domains on one MX address share its connections (SharedSessions bounds them).
-            wanted = [_rcpt_address(parsed) for _, parsed in items]
-            facts = await self.sharing.probe(domain, wanted, dns)
-        pending, announced = items, False
-        for delay in self.schedule:  # greylisting: wait without holding a slot, then ask again
-            final = [item for item in pending if not _greylisted(facts, item[1])]
-            pending = [item for item in pending if _greylisted(facts, item[1])]
-            if final:
-                emit(_domain_results(self.validator, final, dns, facts, self.blocked))
-            if not pending:
-                break
-            self._announce(RetryWait(domain, len(pending), time.time() + delay))
-            announced = True
-            await asyncio.sleep(delay)
-            async with self.gate:
-                wanted = [_rcpt_address(parsed) for _, parsed in pending]
-                facts.update(await self.prober.probe(domain, wanted, dns))
-        if announced:
-            self._announce(RetryWait(domain, 0, None))
-        if pending:
-            emit(_domain_results(self.validator, pending, dns, facts, self.blocked))
+        # Domains on one MX address share its connections (SharedSessions bounds them).
+        dns, facts = await probe_domain(
+            domain,
+            [_rcpt_address(parsed) for _, parsed in items],
+            resolver=self.validator.resolver,
+            prober=self.sharing,
+            probe=self.blocked is None,
+            lookup_gate=self.gate,
+        )
+        left = list(items)
+
+        def final(addresses: list[str]) -> None:
+            nonlocal left
+            done = set(addresses)
+            now = [item for item in left if _rcpt_address(item[1]) in done]
+            left = [item for item in left if _rcpt_address(item[1]) not in done]
+            if now:
+                emit(_domain_results(self.validator, now, dns, facts, self.blocked))
+
+        def wait(waiting: int, delay: float | None) -> None:
+            retry_at = None if delay is None else time.time() + delay
+            self._announce(RetryWait(domain, waiting, retry_at))
+
+        async def again(addresses: list[str]) -> dict[str, SmtpFacts]:
+            async with self.gate:  # greylisting waits without holding a slot, then asks again
+                return await self.prober.probe(domain, addresses, dns)
+
+        await retry_greylisted(facts, again, self.schedule, on_final=final, on_wait=wait)
+        if left:  # addresses that were never probed (no route for mail, port 25 blocked)
+            emit(_domain_results(self.validator, left, dns, facts, self.blocked))
 
     def _announce(self, wait: RetryWait) -> None:
         if self.on_retry_wait is not None:
             self.on_retry_wait(wait)
-
-
-def _greylisted(facts: dict[str, SmtpFacts], parsed: ParsedAddress) -> bool:
-    found = facts.get(_rcpt_address(parsed))
-    return found is not None and found.greylisted is True
 
 
 async def verify_many(
@@ -458,8 +521,9 @@ async def verify_many(
 ) -> AsyncIterator[RiskResult]:
     """Verify many addresses, grouped by domain and by MX address so sessions carry many RCPTs.
 
-    Domains whose first MX address is the same share its connections (``concurrency`` / 32 per
-    MX address, at least one; ``concurrency`` in all). Each result is yielded as soon as it is
+    Domains whose first MX address is the same share its connections and fill each other's
+    batches; another connection to an MX opens only while its queue holds more RCPTs than the open
+    ones carry, up to the prober's per-host politeness limit (``concurrency`` in all). Each result is yielded as soon as it is
     final. With ``checkpoint`` (a JSONL file), addresses already recorded there are skipped and
     each new result is appended as it is yielded. Greylisted addresses are retried on the
     prober's schedule unless ``retry_greylisted`` is off; ``on_retry_wait`` hears when a
@@ -511,11 +575,12 @@ async def verify_many(
             )
             blocked = None if check.ok else blocked_facts(check)
         gate = asyncio.Semaphore(concurrency)
-        per_mx = max(1, concurrency // _CONCURRENCY_PER_MX_SESSION)
         batch = _Batch(
             validator=validator,
             prober=prober,
-            sharing=SharedSessions(prober, per_mx=per_mx, total=concurrency),
+            # Per MX address: as many connections as politeness allows, opened only while its
+            # queue holds more RCPTs than the open ones carry (fewer, fuller connections win).
+            sharing=SharedSessions(prober, total=concurrency),
             gate=gate,
             blocked=blocked,
             schedule=prober.retry_schedule if retry_greylisted else (),
