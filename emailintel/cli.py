@@ -449,7 +449,7 @@ def _run_find(args: argparse.Namespace, out: TextIO) -> int:
         finder = Finder(
             prober=_make_prober(args),
             resolver=DnsResolver(args.nameserver) if args.nameserver else None,
-            max_candidates=args.limit,
+            **({} if args.limit is None else {"max_candidates": args.limit}),
         )
         result = await finder.find(first, last, args.domain, middle=middle)
         if args.json:
@@ -467,7 +467,8 @@ def _run_find(args: argparse.Namespace, out: TextIO) -> int:
                 if c.smtp is None
                 else (f"{reply.code} {reply.enhanced_code or ''}".strip() if reply else "no reply")
             )
-            rows.append([str(i), c.email, f"{c.probability:.4f}", c.pattern, status])
+            prior = "" if c.probability is None else f"{c.probability:.4f}"
+            rows.append([str(i), c.email, prior, c.pattern or "", status])
         _table(rows, out)
         return 0 if result.found else 1
 
@@ -563,7 +564,13 @@ def build_parser() -> argparse.ArgumentParser:
     fnd = sub.add_parser("find", help="find a person's address at a domain (exit 1: not found)")
     fnd.add_argument("name", help='full name, e.g. "Jane Doe"')
     fnd.add_argument("domain", help="company mail domain")
-    fnd.add_argument("--limit", type=int, default=10, help="candidates to probe at most")
+    fnd.add_argument(
+        "--limit",
+        type=int,
+        help="candidates to probe at most (default 30: 10, then 20 more once the domain has"
+        " refused all 10 as unknown mailboxes; a catch-all stops at the first accept)."
+        " Learned patterns persist in EMAILINTEL_PATTERN_CACHE (an SQLite file) when set",
+    )
     fnd.add_argument("--json", action="store_true", help="the whole result as one JSON object")
     _smtp_options(fnd)
     return parser

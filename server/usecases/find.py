@@ -1,6 +1,7 @@
 """Find a person's address: generated candidates (name and domain) or given ones, probed in order
-over one SMTP session per domain; the first the mail server accepts wins (a catch-all domain's
-accept proves nothing and is not a find)."""
+by emailintel's finder; the first the mail server accepts wins (an accept at a catch-all domain,
+or where the catch-all test was inconclusive, proves nothing and is not a find). Finds are
+recorded in the server's confirmed addresses, which rank the next find's candidates there."""
 
 from __future__ import annotations
 
@@ -8,9 +9,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from emailintel import probe_domain
 from emailintel.errors import AddressError, EmailIntelError, PersonNameError
-from emailintel.models import SmtpFacts
+from emailintel.finder import CandidateStatus, FindResult
 from server.api.upstream import check_dns, check_smtp, library_error
 from server.jsontypes import NONBLANK
 from server.services import Services
@@ -18,7 +18,6 @@ from server.services import Services
 __all__ = ["FindAttempt", "FindRequest", "FindResponse", "find"]
 
 MAX_CANDIDATES = 20
-GENERATED_CANDIDATES = 10
 MAX_ADDRESS = 320
 
 
@@ -97,113 +96,73 @@ class FindResponse(BaseModel):
     attempts: list[FindAttempt]
 
 
-Guess = tuple[str, str | None, float | None]
-"""(address, template, prior probability) of one candidate."""
+_ATTEMPT: dict[CandidateStatus, AttemptStatus] = {
+    "accepted": "accepted",
+    "catch_all": "catch_all",
+    "rejected": "rejected",
+    "invalid": "invalid",
+    "undeliverable": "invalid",
+    "unproven": "unknown",  # accepted while the catch-all test was inconclusive: no find
+    "unknown": "unknown",
+    "not_probed": "unknown",
+}
 
 
-def _guesses(body: FindRequest) -> list[Guess]:
-    """The candidates to try; none when the name or domain cannot make an address (answered)."""
-    from emailintel.patterns import generate_candidates
+async def _search(svc: Services, body: FindRequest) -> FindResult | None:
+    """emailintel's finder over the server's prober, resolver and confirmed addresses; None
+    when the name or domain cannot make an address (answered with no attempts)."""
+    from emailintel.finder import Finder
+    from server.finder.store import KnownPatternStore
 
-    if body.candidates is not None:
-        return [(c, None, None) for c in dict.fromkeys(body.candidates)]
-    assert body.domain is not None
+    param = "candidates" if body.candidates is not None else None
     try:
-        found = generate_candidates(
-            None,
-            body.domain,
-            first=body.first_name,
-            last=body.last_name,
-            limit=GENERATED_CANDIDATES,
+        finder = Finder(
+            prober=svc.prober, resolver=svc.resolver, store=KnownPatternStore(svc.known)
         )
-    except (PersonNameError, AddressError):  # no usable name, or not a mail domain
-        return []
-    except EmailIntelError as exc:
-        raise library_error(exc) from None
-    return [(c.email, c.pattern, c.probability) for c in found]
-
-
-def _status(facts: SmtpFacts | None) -> AttemptStatus:
-    if facts is None or not facts.checked:
-        return "unknown"
-    if facts.catch_all or facts.provider_accepts_all:
-        return "catch_all"
-    if facts.accepted:
-        return "accepted"
-    if facts.mailbox_not_found or facts.mailbox_disabled:
-        return "rejected"
-    return "unknown"
-
-
-def _by_domain(guesses: list[Guess]) -> tuple[dict[str, str], dict[str, list[str]]]:
-    """Each parseable guess's RCPT address, and those addresses grouped by ASCII domain."""
-    from emailintel.address import parse_address
-
-    rcpt: dict[str, str] = {}
-    by_domain: dict[str, list[str]] = {}
-    for email, _, _ in guesses:
+        if body.candidates is not None:
+            return await finder.find_candidates(body.candidates)
+        assert body.first_name is not None
+        assert body.last_name is not None
+        assert body.domain is not None
         try:
-            parsed = parse_address(email)
-        except AddressError:
-            continue  # answered as "invalid"
-        except EmailIntelError as exc:
-            raise library_error(exc, param="candidates") from None
-        rcpt[email] = parsed.ascii_email or f"{parsed.local_part}@{parsed.ascii_domain}"
-        by_domain.setdefault(parsed.ascii_domain, []).append(rcpt[email])
-    return rcpt, by_domain
-
-
-async def _probe(
-    svc: Services, by_domain: dict[str, list[str]]
-) -> tuple[dict[str, SmtpFacts], set[str]]:
-    """SMTP facts per RCPT address, and the addresses at domains that cannot receive mail."""
-    facts: dict[str, SmtpFacts] = {}
-    undeliverable: set[str] = set()
-    try:
-        prober = svc.prober
-        for domain, addresses in by_domain.items():
-            dns, found = await probe_domain(
-                domain, addresses, resolver=svc.resolver, prober=prober, stop_on_accept=True
-            )
-            check_dns(dns)
-            if dns.status == "ok":
-                facts.update(found)
-            else:
-                undeliverable.update(addresses)
+            return await finder.find(body.first_name, body.last_name, body.domain)
+        except (PersonNameError, AddressError):  # no usable name, or not a mail domain
+            return None
     except EmailIntelError as exc:
-        raise library_error(exc, param="candidates") from None
-    return facts, undeliverable
+        raise library_error(exc, param=param) from None
+
+
+def _check_upstream(result: FindResult) -> None:
+    """A DNS failure, or SMTP that answered nothing at all, is the upstream's fault (5xx)."""
+    for dns in result.lookups:
+        check_dns(dns)
+    facts = [c.smtp for c in result.candidates if c.smtp is not None]
+    answered = [f for f in facts if f.checked]
+    if facts and not any(f.accepted is not None or f.mailbox_not_found for f in answered):
+        for probe in facts:
+            check_smtp(probe)
 
 
 async def find(svc: Services, body: FindRequest) -> FindResponse:
-    """Probe the candidates in order; the first accepted one wins. A name or domain no address
-    can be made of is answered with no attempts; an unreachable mail server is a 5xx."""
-    guesses = _guesses(body)
-    rcpt, by_domain = _by_domain(guesses)
-    facts, undeliverable = await _probe(svc, by_domain)
+    """Probe the candidates in order (emailintel's finder); the first accepted one at a domain
+    that does not accept everything wins. A name or domain no address can be made of is
+    answered with no attempts; an unreachable mail server is a 5xx."""
+    result = await _search(svc, body)
+    if result is None:
+        return FindResponse(found=False, catch_all=False, attempts=[])
+    _check_upstream(result)
     attempts = [
-        FindAttempt(
-            email=email,
-            pattern=pattern,
-            status="invalid"
-            if email not in rcpt or rcpt[email] in undeliverable
-            else _status(facts.get(rcpt[email])),
-        )
-        for email, pattern, _ in guesses
+        FindAttempt(email=c.email, pattern=c.pattern, status=_ATTEMPT[c.status])
+        for c in result.candidates
     ]
-    answered = [facts[a] for a in facts if facts[a].checked]
-    if facts and not any(f.accepted is not None or f.mailbox_not_found for f in answered):
-        for probe in facts.values():
-            check_smtp(probe)
-    winner = next((i for i, a in enumerate(attempts) if a.status == "accepted"), None)
-    if winner is not None:
+    if result.found:
+        winner = next(i for i, c in enumerate(result.candidates) if c.status == "accepted")
         attempts = attempts[: winner + 1]  # later guesses were never probed
-    response = FindResponse(
-        found=winner is not None,
-        email=guesses[winner][0] if winner is not None else None,
-        pattern=guesses[winner][1] if winner is not None else None,
-        probability=guesses[winner][2] if winner is not None else None,
+    return FindResponse(
+        found=result.found,
+        email=result.email,
+        pattern=result.pattern,
+        probability=result.probability,
         catch_all=any(a.status == "catch_all" for a in attempts),
         attempts=attempts,
     )
-    return response
