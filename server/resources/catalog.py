@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from server.billing.pricing import PURCHASE_KEY
+from server.billing.purchases import PURCHASE_PATH
 from server.errors import ErrorEnvelope
-from server.resources import account, api_keys, credits, system
+from server.resources import account, api_keys, credits, purchase, system
 from server.routes import Operation, QueryParam
 
 __all__ = ["keyed_operations"]
@@ -155,5 +157,20 @@ def keyed_operations() -> tuple[Operation, ...]:
             tag="credits",
             access="api_key",
             scope="credits",
+        ),
+        Operation(
+            "POST",
+            PURCHASE_PATH,
+            purchase.purchase_settled,
+            "credits_purchase",
+            "Buy credits with a wallet (x402): one pack per settled payment",
+            purchase.Purchase,
+            purchase.PurchaseRequest,
+            tag="credits",
+            access="api_key",
+            scope="credits",
+            price_key=PURCHASE_KEY,
+            wallet=True,
+            responses={503: ErrorEnvelope},
         ),
     )

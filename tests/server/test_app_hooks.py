@@ -79,12 +79,13 @@ async def gated(settings: Settings, stub_resolver: DnsResolver) -> AsyncIterator
 
 async def test_payment_hook_wraps_only_paid_routes(gated: httpx.AsyncClient) -> None:
     gate = GateMiddleware.last
-    assert {r.path for r in gate.routes} == {
-        "/api/x402/v1/email/validate",
-        "/api/x402/v1/email/verify",
-        "/api/x402/v1/email/find",
-        "/api/x402/v1/linkedin/find-url",
-        "/api/x402/v1/prospects/search",
+    assert {(r.path, r.upfront) for r in gate.routes} == {
+        ("/api/x402/v1/email/validate", False),
+        ("/api/x402/v1/email/verify", False),
+        ("/api/x402/v1/email/find", False),
+        ("/api/x402/v1/linkedin/find-url", False),
+        ("/api/x402/v1/prospects/search", False),
+        ("/api/v1/credits/purchase", True),  # the keyed wallet top-up, through the same gate
     }
     assert (await gated.get("/health")).status_code == 200
     unpaid = await gated.post("/api/x402/v1/prospects/search", json={"tags": ["a"]})

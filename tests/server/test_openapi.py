@@ -57,7 +57,9 @@ async def test_every_route_is_listed_with_schemas(
 
 async def test_paid_routes_carry_x402_prices(sqlite_url: str, stub_resolver: DnsResolver) -> None:
     document = await _document(
-        sqlite_url, stub_resolver, prices={"prospects.search": {"usd": "0.05"}}
+        sqlite_url,
+        stub_resolver,
+        prices={"prospects.search": {"usd": "0.05"}, "credits.purchase": {"usd": "2.5"}},
     )
     validate_op = document["paths"]["/api/x402/v1/email/validate"]["post"]
     assert validate_op["x-x402"] == {
@@ -74,9 +76,30 @@ async def test_paid_routes_carry_x402_prices(sqlite_url: str, stub_resolver: Dns
     search_op = document["paths"]["/api/x402/v1/prospects/search"]["post"]
     assert search_op["x-x402"]["price"] == "$0.05"
     assert search_op["x-x402"]["amount"] == "50000"
+    wallet_paid = {"/api/v1/credits/purchase"}
     for path, ops in document["paths"].items():
         for op in ops.values():
-            assert ("x-x402" in op) == path.startswith("/api/x402/")
+            assert ("x-x402" in op) == (path.startswith("/api/x402/") or path in wallet_paid)
+
+
+async def test_buying_credits_is_both_keyed_and_paid(
+    sqlite_url: str, stub_resolver: DnsResolver
+) -> None:
+    document = await _document(
+        sqlite_url, stub_resolver, prices={"credits.purchase": {"usd": "2.5", "credits": 300}}
+    )
+    op = document["paths"]["/api/v1/credits/purchase"]["post"]
+    assert op["x-x402"]["price"] == "$2.5"
+    assert op["x-x402"]["amount"] == "2500000"
+    assert op["security"] == [{"bearerAuth": []}, {"apiKeyHeader": []}]
+    assert op["x-price-key"] == "credits.purchase"
+    assert op["x-scope"] == "credits:write"
+    for status in ("401", "402", "403", "429", "503"):
+        assert status in op["responses"]
+    assert "PAYMENT-RESPONSE" in op["responses"]["200"]["headers"]
+    # The payment is the idempotency key: no Idempotency-Key parameter, no 422 for reusing one.
+    assert all(p["name"] != "Idempotency-Key" for p in op.get("parameters", []))
+    assert "422" not in op["responses"]
 
 
 async def test_ready_documents_its_503(sqlite_url: str, stub_resolver: DnsResolver) -> None:
