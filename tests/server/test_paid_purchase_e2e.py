@@ -4,6 +4,7 @@ PostgreSQL. "Charged" is the payer's token balance on the chain; "booked" the cr
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from tests_server_helpers import assert_envelope
 from server.app import create_app
 from server.auth.sessions import issue_session_jwt
 from server.billing.purchases import recover_purchases
+from server.cli import main
 from server.db.engine import Database
 from server.db.models import CreditAccount, CreditEntry
 from server.payclient import choose_offer, sign_offer
@@ -371,4 +373,31 @@ async def test_startup_recovers_settled_purchases_not_booked(
     finally:
         await ledger.close()
         await db.dispose()
+    assert shop.funds(payer) == 4 * PRICE
+
+
+def test_bavlio_pay_buys_credits_with_an_api_key(
+    shop: Shop, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    auth = shop.session()
+    with httpx.Client(base_url=shop.url, timeout=60) as http:
+        made = http.post("/api/v1/api-keys", json={"name": "agent"}, headers=auth)
+        key = made.json()["key"]
+        before = http.get("/api/v1/credits/balance", headers=auth).json()["total_credits"]
+    payer = shop.payer()
+    monkeypatch.setenv("BAVLIO_PAYER_KEY", "0x" + bytes(payer.key).hex().removeprefix("0x"))
+    url = shop.url + PURCHASE
+    assert main(["pay", "POST", url]) == 1  # no credentials: refused before any payment
+    out, err = capsys.readouterr()
+    assert json.loads(out)["error"]["code"] == "missing_credentials"
+    assert json.loads(err) == {"paid": False, "status": 401}
+    assert main(["pay", "-H", "Authorization", "POST", url]) == 2
+    assert "not a header" in capsys.readouterr().err
+    assert shop.funds(payer) == 5 * PRICE
+    assert main(["pay", "-H", f"Authorization: Bearer {key}", "POST", url, "{}"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["total_credits"] == before + PACK
+    receipt = json.loads(err.strip().splitlines()[-1])
+    assert receipt["paid"] is True
+    assert receipt["amount"] == str(PRICE)
     assert shop.funds(payer) == 4 * PRICE
