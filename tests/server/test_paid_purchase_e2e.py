@@ -340,6 +340,45 @@ async def test_a_booking_that_failed_after_settlement_is_made_by_a_repeat(
     assert shop.funds(payer) == 4 * PRICE
 
 
+async def _as_if_the_handler_died(settings: Settings) -> None:
+    """Put the gate's settled records back in the state a process dying inside the upfront
+    handler leaves: settled, claimed by a run (status 102), no answer kept."""
+    from x402gw._ledger_sql import CLAIMED_STATUS, payments
+
+    ledger = Ledger(settings.database_url, schema=settings.database_schema)
+    try:
+        async with ledger._tx() as conn:
+            await conn.execute(
+                payments.update()
+                .where(payments.c.state == State.SETTLED.value)
+                .values(response_status=CLAIMED_STATUS, response_headers=None, response_body=None)
+            )
+    finally:
+        await ledger.close()
+
+
+async def test_a_crash_between_settlement_and_booking_is_booked_by_a_repeat(
+    shop: Shop, http: httpx.AsyncClient
+) -> None:
+    auth = shop.session()
+    user = await _user(http, auth)
+    payer = shop.payer()
+    header = await shop.payment(http, auth, payer)
+    headers = {**auth, "PAYMENT-SIGNATURE": header}
+    balance = await _break_account(shop.settings, user)
+    assert (await http.post(PURCHASE, json={}, headers=headers)).status_code == 503
+    await _mend_account(shop.settings, user, balance)
+    await _as_if_the_handler_died(shop.settings)
+    repeat = await http.post(PURCHASE, json={}, headers=headers)
+    # The dead run's claim is younger than any handler run: the gate refuses to run it twice ...
+    assert repeat.status_code == 402
+    assert repeat.json()["code"] == "authorization_in_use"
+    # ... and the entry has booked the settled payment from the gate's record meanwhile.
+    assert len(await shop.entries(user)) == 1
+    assert await _balance(http, auth) == balance + PACK
+    assert shop.funds(payer) == 4 * PRICE
+
+
 async def test_startup_recovers_settled_purchases_not_booked(
     backend_settings: Settings, tmp_path: Path, anvil: AnvilChain, token: str
 ) -> None:
