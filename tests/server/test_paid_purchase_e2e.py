@@ -22,6 +22,8 @@ from lab.anvil import AnvilChain, dev_account
 from lab.stubdns import StubResolver
 from lab.webserver import UvicornThread
 from sqlalchemy import delete, insert, select
+from starlette.applications import Starlette
+from starlette.routing import Mount
 from tests_server_helpers import assert_envelope
 
 from server.app import create_app
@@ -440,3 +442,44 @@ def test_bavlio_pay_buys_credits_with_an_api_key(
     assert receipt["paid"] is True
     assert receipt["amount"] == str(PRICE)
     assert shop.funds(payer) == 4 * PRICE
+
+
+@pytest.mark.parametrize("where", ["root_path", "mounted"])
+async def test_buying_under_a_root_path_or_a_mount(
+    backend_settings: Settings, tmp_path: Path, anvil: AnvilChain, token: str, where: str
+) -> None:
+    settings = _settings(backend_settings, tmp_path, anvil, token)
+    shop = Shop("", settings, anvil, token, settings.pay_to or "")
+    app = _app(settings)
+    served = (
+        UvicornThread(app, root_path="/svc")
+        if where == "root_path"
+        else UvicornThread(
+            Starlette(
+                routes=[Mount("/svc", app=app)],
+                lifespan=lambda _: app.router.lifespan_context(app),  # a Mount runs none
+            )
+        )
+    )
+    prefix = "" if where == "root_path" else "/svc"
+    auth = shop.session()
+    payer = shop.payer()
+    with served as server:
+        async with httpx.AsyncClient(base_url=server.url + prefix, timeout=60) as http:
+            user = await _user(http, auth)
+            unpaid = await http.post(PURCHASE, json={}, headers=auth)
+            assert unpaid.status_code == 402, unpaid.text
+            anonymous = await http.post(PURCHASE, json={}, headers={"PAYMENT-SIGNATURE": "x"})
+            assert anonymous.status_code == 401
+            header = await shop.payment(http, auth, payer)
+            paid = await http.post(PURCHASE, json={}, headers={**auth, "PAYMENT-SIGNATURE": header})
+            assert paid.status_code == 200, paid.text
+            assert paid.json()["credits_added"] == PACK
+            around = await http.post(
+                "/api/x402/v1" + PURCHASE, json={}, headers={**auth, "PAYMENT-SIGNATURE": header}
+            )
+            assert around.status_code == 404
+    assert len(await shop.entries(user)) == 1
+    assert shop.funds(payer) == 4 * PRICE
+    records = await shop.gate_records()
+    assert [r.resource.split("?")[0] for r in records] == [f"POST /svc{PURCHASE}"]
