@@ -176,10 +176,11 @@ def _routes(
             gates.append(gated)
     from server.http.wallet import WalletEntry
 
-    wallet = [op for op in ops if op.wallet]
+    wallet = [op for op in ops if op.wallet]  # none without a gate (create_app drops them)
     routes.append(Mount(PAID_PREFIX, app=_Hidden(gated, frozenset(op.path for op in wallet))))
     ledger = getattr(gate, "ledger", None)
     for op in wallet:
+        assert gate is not None
         entry = WalletEntry(op, gate, ledger if isinstance(ledger, Ledger) else None)
         routes.append(Route(op.path, entry, methods=[op.method], name=op.operation_id))
     return routes
@@ -211,7 +212,9 @@ def create_app(
     ``validator`` replaces emailintel's ``Validator``; ``prober`` (SMTP) and ``search`` (LinkedIn
     backend) default to emailintel's, configured from ``EMAILINTEL_*``. A payment gate with
     ``startup``/``aclose`` (:class:`ManagedGate`) follows the lifespan. ``smtp_routes=False``
-    leaves the SMTP routes (verify, find) out of the route table and the OpenAPI document.
+    leaves the SMTP routes (verify, find) out of the route table and the OpenAPI document; so
+    does the absence of a payment gate for the wallet-paid routes (credits are never sold
+    unpaid, even where ``--unpaid`` serves the x402 routes free).
 
     Lowers the interpreter's recursion limit back to CPython's default (see server.recursion).
     """
@@ -221,7 +224,11 @@ def create_app(
     svc = Services.build(
         settings, resolver=resolver, validator=validator, prober=prober, search=search
     )
-    ops = tuple(op for op in operations() if smtp_routes or not op.smtp)
+    ops = tuple(
+        op
+        for op in operations()
+        if (smtp_routes or not op.smtp) and (payment_middleware is not None or not op.wallet)
+    )
     gates: list[ManagedGate] = []
 
     @contextlib.asynccontextmanager

@@ -29,7 +29,6 @@ from server.billing.purchases import (
     book,
     purchase_reference,
 )
-from server.errors import ServiceUnavailable
 from server.http.keyed import admit
 from server.resources.purchase import SCOPE_KEY, PurchaseContext, PurchaseRequest
 from server.routes import Operation
@@ -67,10 +66,14 @@ def sent_authorization(
 
 
 class WalletEntry:
-    """ASGI endpoint of ``op``: the keyed guards, then ``gate`` (None: payments are off, and
-    credits are never sold without one); ``ledger`` is the gate's, read after a refusal."""
+    """ASGI endpoint of ``op``: the keyed guards, then ``gate`` (without one the route is not
+    served: credits are never sold unpaid); ``ledger`` is the gate's, read after a refusal.
 
-    def __init__(self, op: Operation, gate: ASGIApp | None, ledger: Ledger | None) -> None:
+    The last body message is held until the gate returns: an upfront gate keeps the answer
+    after the handler finished, so a client repeating the payment as soon as it has the answer
+    gets it replayed (not "in use")."""
+
+    def __init__(self, op: Operation, gate: ASGIApp, ledger: Ledger | None) -> None:
         self.op = op
         self.gate = gate
         self.ledger = ledger
@@ -78,12 +81,6 @@ class WalletEntry:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
         principal, limit_headers = await admit(self.op, request)
-        if self.gate is None:
-            raise ServiceUnavailable(
-                "payments_disabled",
-                "This server takes no x402 payments, so credits cannot be bought here.",
-                headers=limit_headers,
-            )
         body = await read_body(request)
         if body.strip():
             await read_json(request, PurchaseRequest)
@@ -97,6 +94,8 @@ class WalletEntry:
             SCOPE_KEY: ctx,
         }
 
+        held: list[Message] = []
+
         async def send_with_limits(message: Message) -> None:
             if message["type"] == "http.response.start":
                 if int(message["status"]) >= 300 and ctx.reference is not None:
@@ -104,9 +103,16 @@ class WalletEntry:
                 headers = list(message.get("headers", []))
                 headers += [(k.lower().encode(), v.encode()) for k, v in limit_headers.items()]
                 message = {**message, "headers": headers}
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                held.append(message)  # sent once the gate has kept the answer for repeats
+                return
             await send(message)
 
-        await self.gate(gate_scope, _replaying(body, receive), send_with_limits)
+        try:
+            await self.gate(gate_scope, _replaying(body, receive), send_with_limits)
+        finally:
+            for message in held:
+                await send(message)
 
     async def _book_if_settled(self, request: Request, ctx: PurchaseContext) -> None:
         """Book a payment the gate settled for this account but whose handler did not book
