@@ -28,6 +28,7 @@ from tests_server_helpers import assert_envelope
 
 from server.app import create_app
 from server.auth.sessions import issue_session_jwt
+from server.billing.credits import CreditStore
 from server.billing.purchases import recover_purchases
 from server.cli import main
 from server.db.engine import Database
@@ -195,6 +196,9 @@ async def test_paying_once_books_the_pack_once(shop: Shop, http: httpx.AsyncClie
     assert bought.json()["total_credits"] == before + 2 * PACK
     assert len(await shop.entries(user)) == 2
     assert shop.funds(payer) == 3 * PRICE
+    # Recovery derives the same references from the gate's records: nothing left to book.
+    assert await _recover(shop.settings) == 0
+    assert len(await shop.entries(user)) == 2
 
 
 async def test_another_account_cannot_reuse_a_payment(shop: Shop, http: httpx.AsyncClient) -> None:
@@ -291,6 +295,17 @@ async def test_concurrent_submits_of_one_payment_book_once(
     assert shop.funds(payer) == 4 * PRICE
     settled = [r for r in await shop.gate_records() if r.state is State.SETTLED]
     assert len(settled) == 1
+
+
+async def _recover(settings: Settings) -> int:
+    """Run the start-up recovery on the server's database; the number of purchases it booked."""
+    ledger = Ledger(settings.database_url, schema=settings.database_schema)
+    db = Database(settings.database_url, schema=settings.database_schema)
+    try:
+        return await recover_purchases(ledger, CreditStore(db.engine))
+    finally:
+        await ledger.close()
+        await db.dispose()
 
 
 async def _break_account(settings: Settings, user: str) -> int:
@@ -405,15 +420,7 @@ async def test_startup_recovers_settled_purchases_not_booked(
         assert after.json()["total_credits"] == balance + PACK
     entries = await shop.entries(user)
     assert [(kind, amount) for kind, amount, _ in entries] == [("purchase", PACK)]
-    ledger = Ledger(settings.database_url, schema=settings.database_schema)
-    db = Database(settings.database_url, schema=settings.database_schema)
-    try:
-        from server.billing.credits import CreditStore
-
-        assert await recover_purchases(ledger, CreditStore(db.engine)) == 0  # once only
-    finally:
-        await ledger.close()
-        await db.dispose()
+    assert await _recover(settings) == 0  # once only
     assert shop.funds(payer) == 4 * PRICE
 
 
