@@ -1,9 +1,12 @@
 """Validate benchmark: our offline path vs email-validator and py3-validate-email, on one core.
 
-Run: ``.venv/bin/python -m benchmarks.validate_bench [--n 100000] [--no-dns]``. The same
-generated addresses go through every implementation in one run; the table prints addresses/s
-and our speed as a multiple of each peer's. With DNS on (the default) it also starts the NSD
-lab from the test suite and reports ``validate()`` latency p50/p95, cold and warm cache.
+Run: ``.venv/bin/python -m benchmarks.validate_bench [--n 100000] [--rounds 3] [--no-dns]``. The
+same generated addresses go through every implementation in one run, in interleaved rounds (the
+best round of each counts; time is this process's CPU time, which on an otherwise idle core is
+the wall time and on a shared machine leaves out other tenants' time slices); the
+table prints addresses/s and our speed as a multiple of each. emval (Rust, syntax only: no lists,
+typo or risk) is the ceiling row. With DNS on (the default) it also starts the NSD lab from the
+test suite and reports ``validate()`` latency p50/p95, cold and warm cache.
 """
 
 from __future__ import annotations
@@ -62,29 +65,60 @@ def _py3_validate_email() -> Callable[[str], bool]:
     return run
 
 
+def _emval() -> Callable[[str], bool]:
+    from emval import EmailValidator
+
+    # the options closest to ours: SMTPUTF8 and quoted local parts allowed, .test allowed, no DNS
+    validator = EmailValidator(
+        allow_smtputf8=True,
+        allow_quoted_local=True,
+        deliverable_address=False,
+        allowed_special_domains=["test"],
+    )
+
+    def run(address: str) -> bool:
+        try:
+            validator.validate_email(address)
+        except Exception:  # emval raises built-in exception types (SyntaxError, ValueError)
+            return False
+        return True
+
+    return run
+
+
+OURS = "emailintel (offline)"
+CEILING = "ceiling: emval 0.1 (Rust, syntax only)"
 PEERS: dict[str, Callable[[], Callable[[str], bool]]] = {
-    "emailintel (offline)": _ours,
+    OURS: _ours,
     "email-validator 2.x (check_deliverability=False)": _email_validator,
     "py3-validate-email (dns/smtp off)": _py3_validate_email,
+    CEILING: _emval,
 }
 
 
 def _throughput(fn: Callable[[str], bool], addresses: list[str]) -> tuple[float, int]:
     for address in addresses[:2000]:  # warm imports and caches the same way for everyone
         fn(address)
-    start = time.perf_counter()
+    # CPU time of this process: on a shared machine, wall time also counts other tenants' slices
+    start = time.process_time()
     accepted = sum(1 for address in addresses if fn(address))
-    return len(addresses) / (time.perf_counter() - start), accepted
+    return len(addresses) / (time.process_time() - start), accepted
 
 
-def offline_table(n: int) -> list[tuple[str, float, int]]:
-    """Run every implementation over the same n addresses; (name, addresses/s, accepted)."""
+def offline_table(n: int, rounds: int = 3) -> list[tuple[str, float, int]]:
+    """Every implementation over the same n addresses, ``rounds`` times interleaved.
+
+    Returns (name, best addresses/s, accepted) per implementation, in PEERS order.
+    """
     addresses = generate(n)
-    rows = []
-    for name, factory in PEERS.items():
-        rate, accepted = _throughput(factory(), addresses)
-        rows.append((name, rate, accepted))
-    return rows
+    best: dict[str, tuple[float, int]] = {}
+    for _ in range(rounds):
+        for name, factory in PEERS.items():
+            # a new instance each round: no round starts with caches another round filled
+            rate, accepted = _throughput(factory(), addresses)
+            if name not in best or rate > best[name][0]:
+                best[name] = (rate, accepted)
+    return [(name, *best[name]) for name in PEERS]
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -125,19 +159,25 @@ async def _dns_latency(domains: int) -> dict[str, tuple[float, float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n", type=int, default=100_000, help="addresses (default 100000)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (best counts)")
     parser.add_argument("--no-dns", action="store_true", help="skip the DNS latency part")
     parser.add_argument("--domains", type=int, default=200, help="lab domains for DNS latency")
     args = parser.parse_args()
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core for everyone
 
-    rows = offline_table(args.n)
+    rows = offline_table(args.n, args.rounds)
     ours = rows[0][1]
-    print(f"\nvalidate, offline path: {args.n:,} generated addresses, one core\n")
-    print("| implementation | addresses/s | accepted | emailintel speed-up |")
+    print(
+        f"\nvalidate, offline path: {args.n:,} generated addresses, one core, "
+        f"best of {args.rounds} interleaved rounds\n"
+    )
+    print("| implementation | addresses/s | accepted | emailintel ÷ this |")
     print("|---|---:|---:|---:|")
     for name, rate, accepted in rows:
         print(f"| {name} | {rate:,.0f} | {accepted:,} | {ours / rate:.2f}x |")
+    fastest = max((row for row in rows if row[0] not in (OURS, CEILING)), key=lambda r: r[1])
+    print(f"\nemailintel ÷ fastest Python peer ({fastest[0]}): {ours / fastest[1]:.2f}x")
 
     if not args.no_dns:
         latency = asyncio.run(_dns_latency(args.domains))

@@ -6,6 +6,7 @@ validate path that costs more than the checks themselves. Callers pass every fie
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -22,3 +23,22 @@ def construct(cls: type[M], **values: Any) -> M:
     _set(obj, "__pydantic_extra__", None)
     _set(obj, "__pydantic_private__", None)
     return obj
+
+
+def builder(cls: type[M]) -> Callable[[dict[str, Any]], M]:
+    """A constructor for ``cls`` from one dict naming every field (which it keeps, not copies).
+
+    For the hottest path: no keyword packing, and the fields-set copied from a prepared set.
+    """
+    fields = set(cls.model_fields)
+    new = object.__new__
+
+    def build(values: dict[str, Any]) -> M:
+        obj = new(cls)
+        _set(obj, "__dict__", values)
+        _set(obj, "__pydantic_fields_set__", fields.copy())
+        _set(obj, "__pydantic_extra__", None)
+        _set(obj, "__pydantic_private__", None)
+        return obj
+
+    return build

@@ -112,3 +112,40 @@ def parse_simple(text: str, *, allow_test_tld: bool, allow_smtputf8: bool = True
     if normalized.isascii() and normalized.lower() in _CASE_INSENSITIVE:
         normalized = normalized.lower()  # NFC can turn e.g. KELVIN SIGN into plain "K"
     return Simple(normalized, lowered, True)
+
+
+_CONTROL_OR_BRACKET = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff<>]")
+
+
+def parse_local(local: str, *, max_octets: int) -> tuple[str, int] | None:
+    """(normalised local part, octets) if ``local@<simple domain>`` takes the fast path, else None.
+
+    The same decisions as :func:`parse_ascii` then :func:`parse_simple` after the injection guard
+    (no control character, surrogate or angle bracket, nothing to trim), split per part so each
+    part's verdict can be cached; ``max_octets`` is the local-part limit. ``octets`` is the most
+    the guard and the length checks count for this part (raw and NFC UTF-8, and the normalised
+    form): an address fits if ``octets + 1 + len(domain)`` is at most 254.
+    """
+    if local.isascii():
+        if _LOCAL.fullmatch(local) is None or len(local) > max_octets:
+            return None
+        if local.lower() in _CASE_INSENSITIVE:
+            local = local.lower()
+        return local, len(local)
+    if _CONTROL_OR_BRACKET.search(local) is not None or local[0].isspace():
+        return None
+    normalized = _intl_local(local)
+    if normalized is None:
+        return None
+    if normalized.isascii() and normalized.lower() in _CASE_INSENSITIVE:
+        normalized = normalized.lower()
+    size = len(normalized.encode())
+    if size > max_octets:
+        return None
+    raw = max(len(local.encode()), len(unicodedata.normalize("NFC", local).encode()))
+    return normalized, max(size, raw)
+
+
+def simple_domain(domain: str, *, allow_test_tld: bool) -> str | None:
+    """The lower-cased domain if the fast path takes it (plain ASCII LDH, not reserved)."""
+    return _simple_domain(domain, allow_test_tld=allow_test_tld)

@@ -22,6 +22,10 @@ class InjectionError(AddressError):
         super().__init__(message, code="injection")
 
 
+class SmtpWireError(EmailIntelError):
+    """Bytes from an SMTP server that are not SMTP replies, or exceed the reply buffer's limits."""
+
+
 class PersonNameError(EmailIntelError, ValueError):
     """A person's name that yields no usable tokens."""
 

@@ -14,13 +14,14 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from emailintel._construct import construct
+from emailintel import _offline
+from emailintel._construct import builder, construct
 from emailintel._gibberish import looks_gibberish
 from emailintel.address import ParsedAddress, parse_address, parse_fast, parse_guarded
 from emailintel.dns import DnsResolver
 from emailintel.errors import AddressError
 from emailintel.lists import Lists, default_lists
-from emailintel.models import DnsFacts, Evidence, RiskResult, SmtpFacts
+from emailintel.models import DnsFacts, Evidence, Reason, RiskResult, SmtpFacts, Verdict
 from emailintel.risk import Assessment, RiskPolicy, assess
 from emailintel.smtp.preflight import blocked_facts, check_port25
 from emailintel.smtp.prober import Prober, SharedSessions
@@ -40,6 +41,7 @@ _DOMAIN_CACHE_SIZE = 100_000  # domains whose offline facts a Validator keeps
 # verify_many opens one shared connection per MX address per this many of ``concurrency``: fewer,
 # fuller connections beat many half-used ones (each costs a handshake and an error budget).
 _CONCURRENCY_PER_MX_SESSION = 32
+_GENERAL_CACHE_SIZE = 10_000  # offline results of addresses the part caches do not take
 _INVALID = Evidence(syntax_valid=False)  # all an unparseable address tells the scorer
 
 
@@ -78,6 +80,10 @@ def _risk_result(
     )
 
 
+_new_result = builder(RiskResult)
+_MAX_OCTETS = _offline.MAX_ADDRESS_OCTETS  # an address's limit, the part caches' arithmetic
+
+
 class Validator:
     """Reusable validation pipeline; holds the resolver (and its cache), lists and risk policy."""
 
@@ -97,6 +103,11 @@ class Validator:
         self.suggest_typos = suggest_typos
         self._memo: dict[tuple[bool | None, ...], Assessment] = {}
         self._domains: dict[str, tuple[bool, bool, str | None]] = {}
+        self._parts = _offline.Parts(lambda: self.lists, self._domain_facts)
+        self._general: dict[str, RiskResult] = {}
+        # (verdict, score, reasons) per combined part code, filled on first use
+        self._part_memo: list[tuple[Verdict, int, tuple[Reason, ...]] | None]
+        self._part_memo = [None] * _offline.CODES
 
     @property
     def policy(self) -> RiskPolicy | None:
@@ -230,6 +241,74 @@ class Validator:
 
     def validate_offline(self, address: str) -> RiskResult:
         """Syntax, lists and typo only: no network at all (DNS and SMTP stay unknown)."""
+        if type(address) is not str:
+            return self._parse_offline(address)
+        # The common address from cached per-part facts (equal to the general path's answer,
+        # tested so); the general path takes every input a part cache refuses.
+        local, at, domain = address.rpartition("@")
+        if not at:
+            return self._general_offline(address)
+        parts = self._parts
+        dom = parts.domains.get(domain) or parts.add_domain(domain)
+        if dom is _offline.REFUSED_DOMAIN:
+            return self._general_offline(address)
+        loc = parts.locals.get(local) or parts.add_local(local)
+        if loc is _offline.REFUSED_LOCAL:
+            return self._general_offline(address)
+        local, octets, local_code, role = loc
+        if octets + len(domain) >= _MAX_OCTETS:
+            return self._general_offline(address)
+        domain, domain_code, disposable, free, fixed = dom
+        suggestion = None if fixed is None else f"{local}@{fixed}"
+        code = domain_code | local_code
+        scored = self._part_memo[code]
+        if scored is None:
+            evidence = Evidence(
+                syntax_valid=True,
+                disposable=disposable,
+                role_account=role,
+                free_provider=free,
+                gibberish=bool(local_code & _offline.GIBBERISH),
+                typo_suggestion=suggestion,
+            )
+            assessment = self._assess(evidence)
+            scored = (assessment.verdict, assessment.score, assessment.reasons)
+            self._part_memo[code] = scored
+        verdict, score, reasons = scored
+        return _new_result(
+            {
+                "address": address,
+                "normalized": f"{local}@{domain}",
+                "local_part": local,
+                "domain": domain,
+                "verdict": verdict,
+                "score": score,
+                "reasons": reasons,
+                "suggestion": suggestion,
+                "error": None,
+                "disposable": disposable,
+                "role_account": role,
+                "free_provider": free,
+                "dns": None,
+                "smtp": None,
+            }
+        )
+
+    def _general_offline(self, address: str) -> RiskResult:
+        """validate_offline through the parser for what the part caches do not take, cached.
+
+        Such inputs (typos of syntax, quoted or IDN addresses) cost tens of microseconds each and
+        recur in bulk lists (placeholders, the same bad row twice); results are immutable.
+        """
+        result = self._general.get(address)
+        if result is None:
+            if len(self._general) >= _GENERAL_CACHE_SIZE:
+                self._general.clear()
+            result = self._general[address] = self._parse_offline(address)
+        return result
+
+    def _parse_offline(self, address: str) -> RiskResult:
+        """validate_offline through the parser, uncached."""
         try:
             text, simple = parse_fast(address)
             if simple is not None:

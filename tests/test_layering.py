@@ -32,3 +32,19 @@ def test_library_never_imports_upward(package: str) -> None:
         if (bad := _imported_top_levels(f) & FORBIDDEN[package])
     }
     assert offenders == {}
+
+
+def test_the_ledger_rules_are_pure() -> None:
+    """The rules every ledger store applies import no I/O: the standard library's pure parts and
+    the error tree only (the in-memory store and the SQL statements both build on them)."""
+    pure = {"__future__", "hashlib", "re", "collections", "dataclasses", "datetime", "enum"}
+    pure |= {"typing", "x402gw"}
+    rules = ROOT / "x402gw" / "ledger" / "rules.py"
+    assert _imported_top_levels(rules) <= pure
+    tree = ast.parse(rules.read_text(encoding="utf-8"))
+    ours = {
+        node.module
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("x402gw")
+    }
+    assert ours == {"x402gw.errors"}

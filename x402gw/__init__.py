@@ -177,7 +177,7 @@ _LAZY: dict[str, str] = {
     "SupportedResponse": "x402gw.wire",
     "VerifyResponse": "x402gw.wire",
     "Ledger": "x402gw.ledger",
-    "LedgerError": "x402gw._ledger_rules",
+    "LedgerError": "x402gw.ledger",
     "PaymentRecord": "x402gw.ledger",
     "State": "x402gw.ledger",
 }

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from x402gw import exact_evm
-from x402gw._ledger_sql import CLAIMED_STATUS
 from x402gw.config import ErrorRenderer, PricedRoute
 from x402gw.errors import InvalidPaymentHeader
 from x402gw.exact_evm import NO_MATCHING_REQUIREMENTS, Candidate, find_matching_offer
 from x402gw.ledger import PaymentRecord, State
+from x402gw.ledger.rules import CLAIMED_STATUS
 from x402gw.networks import NetworkRegistry
 from x402gw.wire import (
     PAYMENT_HEADERS,

@@ -19,7 +19,7 @@ The shape (classes defined elsewhere are named with their module)::
     ├── FacilitatorUnavailable      a remote facilitator could not be reached
     │   └── FacilitatorNotReached   the request never left (+NothingSent)
     ├── FacilitatorError            a remote facilitator answered without a result
-    └── ledger.LedgerError          the payment ledger (rules in x402gw._ledger_rules)
+    └── ledger.LedgerError          the payment ledger (rules in x402gw.ledger.rules)
         ├── InvalidPaymentData, InvalidTransition, RecordNotFound, ConflictingTxHash
         ├── AuthorizationInUse, PaymentIdentifierInUse, PaymentIdentifierConflict
         ├── LedgerUnavailable

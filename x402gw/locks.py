@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from x402gw._ledger_rules import LedgerError, authorization_key
+from x402gw.ledger.rules import LedgerError, authorization_key
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis

@@ -21,7 +21,6 @@ from typing import Any, Final
 
 from x402gw import _flow
 from x402gw._flow import Offers, Problem, Replay
-from x402gw._ledger_sql import CLAIMED_STATUS
 from x402gw.chain import ChainClient
 from x402gw.config import PaymentConfig, PricedRoute
 from x402gw.errors import ChainError, NothingSent, X402Error
@@ -43,6 +42,7 @@ from x402gw.ledger import (
     State,
     request_fingerprint,
 )
+from x402gw.ledger.rules import CLAIMED_STATUS
 from x402gw.wire import (
     AnyPaymentPayload,
     ExactEvmPayload,

@@ -37,7 +37,9 @@ from emailintel.smtp.session import (
     Timeouts,
     encode_path,
     probe_tls_context,
+    shared_tls_sessions,
 )
+from emailintel.smtp.tlssessions import TlsSessionCache
 
 __all__ = [
     "DEFAULT_GREYLIST_RETRY",
@@ -62,6 +64,7 @@ __all__ = [
     "SmtpTimeoutError",
     "StartTlsMode",
     "Timeouts",
+    "TlsSessionCache",
     "TokenBucket",
     "check_port25",
     "classify",
@@ -77,4 +80,5 @@ __all__ = [
     "parse_retry_after",
     "probe_tls_context",
     "random_local_part",
+    "shared_tls_sessions",
 ]

@@ -13,9 +13,10 @@ import time
 from pydantic import BaseModel, ConfigDict
 
 from emailintel.dns import DnsResolver
-from emailintel.errors import DnsError
+from emailintel.errors import DnsError, SmtpWireError
 from emailintel.models import SmtpFacts, SmtpReply
 from emailintel.smtp.proxies import SmtpProxyError, open_via_proxy
+from emailintel.smtp.wire import Reply, ReplyBuffer
 
 __all__ = ["PreflightResult", "blocked_facts", "check_port25"]
 
@@ -68,16 +69,30 @@ async def check_port25(
             else:
                 reader, writer = await asyncio.open_connection(ip, port)
             try:
-                greeting = await reader.readline()
+                greeting, head = await _greeting(reader)
             finally:
                 writer.close()
     except TimeoutError:
         return result(False, f"no greeting from {target} within {wait} s")
     except (OSError, DnsError, SmtpProxyError) as exc:
         return result(False, f"cannot reach {target}: {exc}")
-    if greeting.startswith(b"220"):
-        return result(True, greeting.decode("ascii", "replace").strip())
-    return result(False, f"unexpected greeting from {target}: {greeting[:80]!r}")
+    if greeting is not None and greeting.code == 220:
+        return result(True, f"{greeting.code} {greeting.lines[0]}")
+    return result(False, f"unexpected greeting from {target}: {head!r}")
+
+
+async def _greeting(reader: asyncio.StreamReader) -> tuple[Reply | None, bytes]:
+    """The server's first reply (None: it closed or sent no SMTP) and its first 80 bytes."""
+    buffer, head = ReplyBuffer(), b""
+    while data := await reader.read(4096):
+        head = (head + data)[:80]
+        try:
+            replies = buffer.feed(data)
+        except SmtpWireError:
+            return None, head
+        if replies:
+            return replies[0], head
+    return None, head
 
 
 def blocked_facts(preflight: PreflightResult) -> SmtpFacts:

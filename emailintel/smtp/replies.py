@@ -15,6 +15,19 @@ from pydantic import BaseModel, ConfigDict
 
 from emailintel.errors import EmailIntelError
 from emailintel.models import Reason, SmtpReply, SmtpStage
+from emailintel.smtp.wire import parse_enhanced_code
+
+__all__ = [
+    "DEFAULT_GREYLIST_RETRY",
+    "MAX_RETRY_AFTER",
+    "ReplyClass",
+    "ReplyCodeError",
+    "ReplyKind",
+    "classify",
+    "classify_reply",
+    "parse_enhanced_code",
+    "parse_retry_after",
+]
 
 DEFAULT_GREYLIST_RETRY: Final = 300.0
 """Seconds to wait before retrying a greylisted recipient when the reply names no delay."""
@@ -78,8 +91,6 @@ _MAILBOX_KINDS: Final = frozenset(
 
 # --- enhanced status codes (RFC 3463) ----------------------------------------------------------
 
-_ENHANCED_LINE = re.compile(r"^\s*(?:\d{3}[ -])?#?([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])", re.M)
-_ENHANCED_HASH = re.compile(r"#([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
 _ENHANCED_EXACT = re.compile(r"([245])\.(\d{1,3})\.(\d{1,3})")
 
 EnhancedCode = tuple[int, int, int]
@@ -232,14 +243,6 @@ _DELAY = re.compile(
     re.I,
 )
 _UNIT_SECONDS: Final = {"s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def parse_enhanced_code(message: str) -> str | None:
-    """The RFC 3463 enhanced status code a reply text starts a line with (or ``#x.y.z``), if any."""
-    match = _ENHANCED_LINE.search(message) or _ENHANCED_HASH.search(message)
-    if match is None:
-        return None
-    return ".".join(match.groups())
 
 
 def parse_retry_after(message: str) -> float | None:

@@ -1,8 +1,9 @@
-"""One SMTP probing session over aiosmtplib: connect, banner, EHLO, STARTTLS, MAIL, RCPT, RSET.
+"""One SMTP probing session: connect, banner, EHLO, STARTTLS, MAIL, RCPT, RSET, QUIT.
 
-The thin I/O edge of the SMTP engine. SMTP replies are returned, never raised; only failures
-that leave no reply to report (connect refused, timeout, TLS failure, lost connection) raise a
-typed :class:`SmtpSessionError` that names the stage.
+The thin I/O edge of the SMTP engine: it moves bytes between an asyncio stream and the sans-I/O
+wire (:mod:`emailintel.smtp.wire`). SMTP replies are returned, never raised; only failures that
+leave no reply to report (connect refused, timeout, TLS failure, lost connection, bytes that are
+no reply) raise a typed :class:`SmtpSessionError` that names the stage.
 """
 
 from __future__ import annotations
@@ -14,22 +15,37 @@ import re
 import socket
 import ssl
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from types import TracebackType
-from typing import Literal, Self
+from typing import Final, Literal, Self
 
-import aiosmtplib
-from aiosmtplib.esmtp import parse_esmtp_extensions
-
-from emailintel.errors import AddressError, ConfigError, EmailIntelError, InjectionError
+from emailintel.errors import ConfigError, EmailIntelError, SmtpWireError
 from emailintel.models import SmtpReply, SmtpStage
-from emailintel.smtp.replies import parse_enhanced_code
+from emailintel.smtp import wire
+from emailintel.smtp.tlssessions import TlsSessionCache
+from emailintel.smtp.wire import Reply, ReplyBuffer, encode_path
+
+__all__ = [
+    "SmtpConnectError",
+    "SmtpDisconnectedError",
+    "SmtpProtocolError",
+    "SmtpSession",
+    "SmtpSessionError",
+    "SmtpTLSError",
+    "SmtpTimeoutError",
+    "StartTlsMode",
+    "Timeouts",
+    "encode_path",
+    "probe_tls_context",
+    "shared_tls_sessions",
+]
 
 StartTlsMode = Literal["opportunistic", "required", "never"]
 
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f<>\u2028\u2029]")
+_READ: Final = 65_536  # bytes asked of the stream per read
 _HELO = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.\-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]")
 
 
@@ -93,26 +109,10 @@ def _tls_context(verify: bool) -> ssl.SSLContext:
     return context
 
 
-def encode_path(address: str, what: str = "recipient", *, allow_empty: bool = False) -> bytes:
-    """The UTF-8 bytes of a MAIL/RCPT path; a typed AddressError for anything unsafe to send.
-
-    InjectionError for line breaks, controls, angle brackets (even quoted: a naive server would
-    end the path there), overlong and (unless ``allow_empty``: the null sender) empty paths;
-    ``syntax_invalid`` for text with lone surrogates.
-    """
-    if not address and not allow_empty:
-        raise InjectionError(f"{what} is empty")
-    if _UNSAFE.search(address):
-        raise InjectionError(f"{what} contains characters that could inject SMTP commands")
-    try:
-        data = address.encode("utf-8")
-    except UnicodeEncodeError:
-        raise AddressError(
-            f"{what} is not valid Unicode text (lone surrogate)", code="syntax_invalid"
-        ) from None
-    if len(data) > 320:
-        raise InjectionError(f"{what} is too long for an SMTP command")
-    return data
+@cache
+def shared_tls_sessions() -> TlsSessionCache:
+    """The TLS session cache sessions use when given none (one per process, bounded)."""
+    return TlsSessionCache()
 
 
 def _check_ip(host_ip: str) -> str:
@@ -124,7 +124,11 @@ def _check_ip(host_ip: str) -> str:
 
 
 class SmtpSession:
-    """``async with SmtpSession(ip, server_hostname=mx, helo=fqdn) as s: await s.rcpt(addr)``."""
+    """``async with SmtpSession(ip, server_hostname=mx, helo=fqdn) as s: await s.rcpt(addr)``.
+
+    ``tls_sessions`` keeps the TLS session of each STARTTLS per (MX host, port) so the next
+    connection to that MX resumes it (default: :func:`shared_tls_sessions`).
+    """
 
     def __init__(
         self,
@@ -139,6 +143,7 @@ class SmtpSession:
         verify_certs: bool = False,
         source_address: str | None = None,
         sock: socket.socket | None = None,
+        tls_sessions: TlsSessionCache | None = None,
     ) -> None:
         self.host_ip = _check_ip(host_ip) if sock is None else host_ip
         if not 0 < port < 65536:
@@ -153,18 +158,25 @@ class SmtpSession:
         self.timeouts = timeouts or Timeouts()
         self.starttls_mode: StartTlsMode = starttls
         self.tls_context = tls_context or probe_tls_context(verify=verify_certs)
+        self.tls_sessions = tls_sessions if tls_sessions is not None else shared_tls_sessions()
         self.source_address = _check_ip(source_address) if source_address else None
         self._sock = sock
-        self._smtp: aiosmtplib.SMTP | None = None
+        self._opened = False
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._buffer = ReplyBuffer()
+        self._replies: deque[Reply] = deque()  # complete replies read but not yet taken
+        self._eof = False  # the server closed its side
+        self._read_full = False  # the last read filled its buffer: the stream may hold more
+        self._closed = False  # we dropped the connection
         self.banner: SmtpReply | None = None
         self.ehlo_reply: SmtpReply | None = None
         self.starttls_reply: SmtpReply | None = None
         self.refusal: SmtpReply | None = None
         self.extensions: dict[str, str] = {}
         self.tls = False
+        self.tls_resumed = False
         self.timings_ms: dict[str, float] = {}
-        self._wire = bytearray()  # a copy of what the server sent since the greeting
-        self._arrived = asyncio.Event()  # set whenever the server sends something
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -188,50 +200,79 @@ class SmtpSession:
     @property
     def connected(self) -> bool:
         """True while the connection is open and usable (a server refusal makes it unusable)."""
-        return self.refusal is None and self._smtp is not None and self._smtp.is_connected
+        return (
+            self.refusal is None
+            and self._writer is not None
+            and not self._closed
+            and not self._eof
+            and not self._writer.is_closing()
+        )
 
     async def open(self) -> None:
         """Connect, read the banner, EHLO (HELO fallback) and STARTTLS as configured."""
-        if self._smtp is not None:
+        if self._opened:
             raise ConfigError("session already opened")
+        self._opened = True
         sock = self._sock = self._sock or await self._connect()
-        self._smtp = aiosmtplib.SMTP(
-            local_hostname=self.helo,
-            timeout=self.timeouts.command,
-            start_tls=False,
-            validate_certs=False,
-        )
         try:
-            await self._read_banner(sock)
+            _no_delay(sock)
+            self._reader, self._writer = await asyncio.open_connection(sock=sock)
+        except OSError as exc:
+            sock.close()
+            raise SmtpConnectError("connect", f"{self.host_ip}:{self.port}: {exc}") from None
+        try:
+            await self._read_banner()
             if self.refusal is None:
                 await self._greet()
             if self.refusal is None and self.starttls_mode != "never":
                 await self._starttls()
         except BaseException:
-            self._close_transport()
+            self._abort()
             raise
 
     async def close(self) -> None:
-        """Send QUIT if still connected and drop the connection without waiting for the 221.
+        """Send QUIT if still connected and drop the connection at once.
 
-        The closing transport still flushes the QUIT; not waiting saves a round trip per session.
+        No wait for the 221 nor for a TLS close_notify: the QUIT is already on its way when the
+        transport is aborted, and not waiting saves a round trip per session.
         """
-        if self.connected and self._smtp is not None and self._smtp.protocol is not None:
-            with contextlib.suppress(aiosmtplib.SMTPServerDisconnected, OSError):
-                self._smtp.protocol.write(b"QUIT\r\n")
-        self._close_transport()
+        if self.connected and self._writer is not None:
+            with contextlib.suppress(OSError, RuntimeError):
+                self._writer.write(wire.quit())
+        self._abort()
 
-    def _close_transport(self) -> None:
-        if self._smtp is not None:
-            # aiosmtplib's transport owns the socket from connect() on and closes it itself;
-            # closing it here too would free the descriptor while the loop still maps it.
-            self._smtp.close()
-        elif self._sock is not None:
-            self._sock.close()
+    async def quit(self) -> SmtpReply:
+        """Send QUIT, read the server's reply, then drop the connection (no TLS close_notify)."""
+        try:
+            return await self._command("quit", wire.quit())
+        finally:
+            self._abort()
+
+    def _abort(self) -> None:
+        """Drop the connection now, keeping the TLS session for the next connection to this MX."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._writer is None:
+            if self._sock is not None:
+                self._sock.close()
+            return
+        if self.tls:
+            ssl_object = self._writer.get_extra_info("ssl_object")
+            if isinstance(ssl_object, ssl.SSLObject):
+                self.tls_sessions.put(
+                    self._tls_host, self.port, self.tls_context, ssl_object.session
+                )
+        # The transport owns the socket from open_connection() on and closes it itself.
+        self._writer.transport.abort()
+
+    @property
+    def _tls_host(self) -> str:
+        return self.server_hostname or self.host_ip
 
     async def _connect(self) -> socket.socket:
         family = socket.AF_INET6 if ":" in self.host_ip else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setblocking(False)
         start = time.perf_counter()
         try:
@@ -253,91 +294,137 @@ class SmtpSession:
         self.timings_ms["connect"] = _ms_since(start)
         return sock
 
-    async def _read_banner(self, sock: socket.socket) -> None:
-        assert self._smtp is not None
+    # --- reading replies -------------------------------------------------------------------------
+
+    async def _next_reply(self, stage: SmtpStage) -> Reply:
+        """The next complete reply, reading from the stream as needed (no time limit here)."""
+        assert self._reader is not None
+        while not self._replies:
+            if self._eof or self._closed:
+                raise SmtpDisconnectedError(stage, "the server closed the connection")
+            try:
+                data = await self._reader.read(_READ)
+            except OSError as exc:
+                self._eof = True
+                raise SmtpDisconnectedError(stage, f"connection lost: {exc}") from None
+            if not data:
+                self._eof = True
+                continue
+            self._read_full = len(data) == _READ
+            try:
+                self._replies.extend(self._buffer.feed(data))
+            except SmtpWireError as exc:
+                self._abort()
+                raise SmtpProtocolError(stage, str(exc)) from None
+        return self._replies.popleft()
+
+    async def _read(self, stage: SmtpStage) -> Reply:
+        """One reply within the command time limit; a timeout drops the connection."""
+        try:
+            async with asyncio.timeout(self.timeouts.command):
+                return await self._next_reply(stage)
+        except TimeoutError:
+            self._abort()
+            raise SmtpTimeoutError(stage, "no reply in time") from None
+
+    def _write(self, stage: SmtpStage, data: bytes) -> None:
+        if not self.connected or self._writer is None:
+            raise SmtpDisconnectedError(stage, "the session is not connected")
+        try:
+            self._writer.write(data)
+        except (OSError, RuntimeError) as exc:
+            raise SmtpDisconnectedError(stage, f"cannot write: {exc}") from None
+
+    async def _read_banner(self) -> None:
         start = time.perf_counter()
         try:
-            response = await self._smtp.connect(sock=sock, timeout=self.timeouts.banner)
-            code, message = response.code, response.message
-        except aiosmtplib.SMTPConnectResponseError as exc:
-            code, message = exc.code, exc.message
-        except aiosmtplib.SMTPTimeoutError:
+            async with asyncio.timeout(self.timeouts.banner):
+                reply = await self._next_reply("banner")
+        except TimeoutError:
             raise SmtpTimeoutError("banner", "no greeting in time") from None
-        except aiosmtplib.SMTPResponseException as exc:
-            raise SmtpProtocolError("banner", exc.message) from None
-        except (aiosmtplib.SMTPConnectError, aiosmtplib.SMTPServerDisconnected) as exc:
-            raise SmtpDisconnectedError("banner", f"closed before the greeting: {exc}") from None
+        except SmtpDisconnectedError:
+            raise SmtpDisconnectedError("banner", "closed before the greeting") from None
         self.timings_ms["banner"] = _ms_since(start)
-        self.banner = _reply("banner", code, message, start)
-        if code != 220:
+        self.banner = _reply("banner", reply, start)
+        if reply.code != 220:
             self.refusal = self.banner
-        elif self._smtp.protocol is not None:
-            self._watch_unsolicited()
 
     async def _greet(self) -> None:
-        hostname = self.helo.encode("ascii")
-        reply = await self._execute("ehlo", b"EHLO", hostname)
+        raw, reply = await self._exchange_raw("ehlo", wire.ehlo(self.helo))
         if reply.code != 250 and reply.code != 421 and self.connected:
-            reply = await self._execute("ehlo", b"HELO", hostname)
+            reply = await self._exchange("ehlo", wire.helo(self.helo))
             self.extensions = {}
         elif reply.code == 250:
-            self.extensions, _ = parse_esmtp_extensions(reply.message)
+            self.extensions = wire.parse_extensions(raw)
         self.timings_ms["ehlo"] = self.timings_ms.get("ehlo", 0.0) + (reply.elapsed_ms or 0.0)
         self.ehlo_reply = reply
         if reply.code != 250:
             self.refusal = reply
 
+    async def _exchange(self, stage: SmtpStage, line: bytes) -> SmtpReply:
+        """Write one command and read its reply."""
+        return (await self._exchange_raw(stage, line))[1]
+
+    async def _exchange_raw(self, stage: SmtpStage, line: bytes) -> tuple[Reply, SmtpReply]:
+        """Write one command and read its reply, as the wire parsed it and as reported."""
+        start = time.perf_counter()
+        self._write(stage, line)
+        raw = await self._read(stage)
+        return raw, _reply(stage, raw, start)
+
     async def _starttls(self) -> None:
-        assert self._smtp is not None
         if "starttls" not in self.extensions:
             if self.starttls_mode == "required":
                 raise SmtpTLSError("starttls", "the server does not offer STARTTLS")
             return
         start = time.perf_counter()
-        # aiosmtplib decides from its own state whether STARTTLS needs an EHLO first.
-        assert self.ehlo_reply is not None
-        self._smtp.last_ehlo_response = aiosmtplib.SMTPResponse(250, self.ehlo_reply.message)
-        try:
-            response = await self._smtp.starttls(
-                server_hostname=self.server_hostname,
-                tls_context=self.tls_context,
-                timeout=self.timeouts.command,
-            )
-        except aiosmtplib.SMTPResponseException as exc:
-            self._take_reply()
-            self.starttls_reply = _reply("starttls", exc.code, exc.message, start)
-            if exc.code == 421 or not self.connected:
-                self.refusal = self.starttls_reply
-                return
-            if self.starttls_mode == "required":
-                raise SmtpTLSError("starttls", f"refused: {exc.code} {exc.message}") from None
+        reply = await self._exchange("starttls", wire.starttls())
+        self.starttls_reply = reply
+        if reply.code != 220:
+            if reply.code == 421 or not self.connected:
+                self._refused(reply)
+            elif self.starttls_mode == "required":
+                raise SmtpTLSError("starttls", f"refused: {reply.code} {reply.message}")
             return
-        except aiosmtplib.SMTPTimeoutError:
-            raise SmtpTimeoutError("starttls", "TLS handshake timed out") from None
-        except (aiosmtplib.SMTPException, OSError) as exc:
-            raise SmtpTLSError("starttls", f"TLS handshake failed: {exc}") from None
-        self._take_reply()
-        self.starttls_reply = _reply("starttls", response.code, response.message, start)
+        if self._replies or self._buffer.pending or self._read_full:
+            # Bytes sent before the handshake must not pass for replies inside TLS (RFC 3207 §6).
+            # No loop iteration runs between the read that brought the 220 and start_tls pausing
+            # reads, so whatever came with the 220 is in hand here (unless the read was full).
+            raise SmtpProtocolError("starttls", "the server sent more after its 220 to STARTTLS")
+        await self._handshake()
         self.tls = True
         self.timings_ms["starttls"] = _ms_since(start)
         await self._greet()
+
+    async def _handshake(self) -> None:
+        assert self._writer is not None
+        host = self._tls_host
+        context = self.tls_sessions.context_for(host, self.port, self.tls_context)
+        try:
+            async with asyncio.timeout(self.timeouts.command):
+                await self._writer.start_tls(context, server_hostname=self.server_hostname)
+        except TimeoutError:
+            raise SmtpTimeoutError("starttls", "TLS handshake timed out") from None
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            self.tls_sessions.discard(host, self.port)
+            raise SmtpTLSError("starttls", f"TLS handshake failed: {exc}") from None
+        ssl_object = self._writer.get_extra_info("ssl_object")
+        self.tls_resumed = isinstance(ssl_object, ssl.SSLObject) and ssl_object.session_reused
 
     # --- commands --------------------------------------------------------------------------------
 
     async def mail_from(self, sender: str = "", *, smtputf8: bool | None = None) -> SmtpReply:
         """``MAIL FROM:<sender>`` (empty = null sender). SMTPUTF8 is added for non-ASCII senders."""
-        return await self._command("mail", b"MAIL", *self._mail_args(sender, smtputf8))
+        return await self._command("mail", self._mail_line(sender, smtputf8))
 
-    def _mail_args(self, sender: str, smtputf8: bool | None) -> list[bytes]:
-        args = [b"FROM:<" + encode_path(sender, "sender", allow_empty=True) + b">"]
+    def _mail_line(self, sender: str, smtputf8: bool | None) -> bytes:
         wants_utf8 = (not sender.isascii()) if smtputf8 is None else smtputf8
-        if wants_utf8 and "smtputf8" in self.extensions:
-            args.append(b"SMTPUTF8")
-        return args
+        params = ["SMTPUTF8"] if wants_utf8 and "smtputf8" in self.extensions else []
+        return wire.mail_from(sender, params)
 
     async def rcpt(self, address: str) -> SmtpReply:
         """``RCPT TO:<address>``; the reply says what the server thinks of that mailbox."""
-        return await self._command("rcpt", b"RCPT", _rcpt_arg(address))
+        return await self._command("rcpt", wire.rcpt_to(address))
 
     async def rcpt_many(self, addresses: Sequence[str]) -> list[SmtpReply]:
         """RCPT for each address; with PIPELINING all in one write, replies read in order.
@@ -345,9 +432,9 @@ class SmtpSession:
         Without PIPELINING (or for one address) the commands go one at a time. If the server
         closes mid-batch, the replies received so far are returned (none: SmtpDisconnectedError).
         """
-        lines = [b"RCPT " + _rcpt_arg(address) for address in addresses]
+        lines = [wire.rcpt_to(address) for address in addresses]
         if not self.pipelining or len(addresses) < 2:
-            return [await self.rcpt(address) for address in addresses]
+            return [await self._command("rcpt", line) for line in lines]
         return await self._pipeline(["rcpt"] * len(lines), lines)
 
     async def transaction(
@@ -364,15 +451,15 @@ class SmtpSession:
         refused RSET or MAIL (no RCPT replies then). The server answers RCPTs after a refused MAIL
         too (with 503): the caller must not read them as mailbox facts.
         """
-        setup = [b"RSET"] if reset else []
-        setup.append(b" ".join([b"MAIL", *self._mail_args(sender, smtputf8)]))
-        rcpts = [b"RCPT " + _rcpt_arg(address) for address in addresses]
+        setup = [wire.rset()] if reset else []
+        setup.append(self._mail_line(sender, smtputf8))
+        rcpts = [wire.rcpt_to(address) for address in addresses]
         if not self.pipelining:
             done: list[SmtpReply] = []
             if reset:
                 done.append(await self.rset())
             if not done or _ok(done[-1]):
-                done.append(await self.mail_from(sender, smtputf8=smtputf8))
+                done.append(await self._command("mail", setup[-1]))
             if len(done) < len(setup) or not _ok(done[-1]):
                 return done, []
             return done, await self.rcpt_many(addresses)
@@ -382,39 +469,30 @@ class SmtpSession:
         replies = await self._pipeline(stages, setup + rcpts)
         return replies[: len(setup)], replies[len(setup) :]
 
-    async def _pipeline(
-        self, stages: Sequence[SmtpStage], commands: list[bytes]
-    ) -> list[SmtpReply]:
-        """Write the commands at once and read their replies, in order, from the stream copy."""
-        stage, count = stages[0], len(commands)
-        lines = b"".join(command + b"\r\n" for command in commands)
-        if self.refusal is None:
-            self.refusal = self._unsolicited_reply(stage)
+    async def rset(self) -> SmtpReply:
+        """``RSET``: start a new transaction on the same connection."""
+        return await self._command("rset", wire.rset())
+
+    async def _pipeline(self, stages: Sequence[SmtpStage], lines: list[bytes]) -> list[SmtpReply]:
+        """Write the commands at once and read their replies, in order."""
+        stage, count = stages[0], len(lines)
+        self._take_unsolicited(stage)
         if self.refusal is not None:
             return [self.refusal] * count
-        if self._smtp is None or self._smtp.protocol is None or not self.connected:
-            raise SmtpDisconnectedError(stage, "the session is not connected")
         start = time.perf_counter()
-        # aiosmtplib expects no reply now and ignores these bytes; our stream copy keeps them.
-        self._smtp.protocol.write(lines)
+        self._write(stage, wire.pipeline(*lines))
         replies: list[SmtpReply] = []
         try:
             async with asyncio.timeout(self.timeouts.command):
                 while len(replies) < count:
-                    raw = self._take_reply()
-                    if raw is not None:
-                        replies.append(_parse_raw(stages[len(replies)], raw, start))
-                        continue
-                    if not self.connected:
+                    try:
+                        raw = await self._next_reply(stages[len(replies)])
+                    except SmtpDisconnectedError:
                         break
-                    self._arrived.clear()
-                    await self._arrived.wait()
+                    replies.append(_reply(stages[len(replies)], raw, start))
         except TimeoutError:
-            self._smtp.close()
+            self._abort()
             raise SmtpTimeoutError(stage, "no reply in time") from None
-        except SmtpProtocolError:
-            self._smtp.close()
-            raise
         for reply in replies:
             if reply.code == 421:
                 self._refused(reply)
@@ -423,127 +501,52 @@ class SmtpSession:
             raise SmtpDisconnectedError(stage, "closed during a pipelined batch")
         return replies
 
-    async def rset(self) -> SmtpReply:
-        """``RSET``: start a new transaction on the same connection."""
-        return await self._command("rset", b"RSET")
-
-    async def _command(self, stage: SmtpStage, *args: bytes) -> SmtpReply:
-        if self.refusal is None:
-            self.refusal = self._unsolicited_reply(stage)
+    async def _command(self, stage: SmtpStage, line: bytes) -> SmtpReply:
+        """One command and its reply; a reply the server sent unasked is the answer instead."""
+        self._take_unsolicited(stage)
         if self.refusal is not None:
             return self.refusal
-        try:
-            reply = await self._execute(stage, *args)
-        except SmtpDisconnectedError:
-            self.refusal = self._unsolicited_reply(stage)
-            if self.refusal is None:
-                raise
-            return self.refusal
+        reply = await self._exchange(stage, line)
         if reply.code == 421:
             self._refused(reply)
         return reply
 
+    def _take_unsolicited(self, stage: SmtpStage) -> None:
+        """A reply read before its command was sent (Postfix's parting 421) ends the session."""
+        if self.refusal is None and self._replies:
+            reply = _reply(stage, self._replies.popleft(), time.perf_counter())
+            if reply.code == 421:
+                self._refused(reply)
+            else:
+                self.refusal = reply
+
     def _refused(self, reply: SmtpReply) -> None:
         """A 421: the server is closing the channel (RFC 5321 §3.8), so we close our side too."""
         self.refusal = reply
-        self._close_transport()
-
-    def _watch_unsolicited(self) -> None:
-        """Keep a copy of the server's byte stream to find replies nobody asked for.
-
-        aiosmtplib drops data that arrives after a reply (so it cannot be mistaken for the next
-        one); Postfix's parting ``421 ... too many errors`` is such data. With the copy, a
-        session reports that reply instead of a bare disconnect.
-        """
-        assert self._smtp is not None
-        assert self._smtp.protocol is not None
-        protocol = self._smtp.protocol
-        original = protocol.data_received
-        original_lost = protocol.connection_lost
-
-        def data_received(data: bytes) -> None:
-            self._wire.extend(data)
-            self._arrived.set()
-            original(data)
-
-        def connection_lost(exc: Exception | None) -> None:
-            self._arrived.set()
-            original_lost(exc)
-
-        setattr(protocol, "data_received", data_received)  # noqa: B010
-        setattr(protocol, "connection_lost", connection_lost)  # noqa: B010
-
-    def _take_reply(self) -> bytes | None:
-        """Remove the first complete reply from the stream copy and return it, if there is one."""
-        offset = 0
-        while (end := self._wire.find(b"\n", offset)) != -1:
-            line = self._wire[offset:end]
-            offset = end + 1
-            if line[3:4] != b"-":
-                taken = bytes(self._wire[:offset])
-                del self._wire[:offset]
-                return taken
-        return None
-
-    def _unsolicited_reply(self, stage: SmtpStage) -> SmtpReply | None:
-        """A complete reply the server sent unasked, if any."""
-        raw = self._take_reply()
-        if raw is None:
-            return None
-        lines = raw.decode("utf-8", errors="replace").replace("\r", "").splitlines()
-        head = lines[-1][:3]
-        if not head.isdigit():
-            return None
-        message = "\n".join(line[4:] for line in lines)
-        return _reply(stage, int(head), message, time.perf_counter())
-
-    async def _execute(
-        self, stage: SmtpStage, *args: bytes, limit: float | None = None
-    ) -> SmtpReply:
-        if self._smtp is None or not self._smtp.is_connected:
-            raise SmtpDisconnectedError(stage, "the session is not connected")
-        start = time.perf_counter()
-        try:
-            response = await self._smtp.execute_command(
-                *args, timeout=limit or self.timeouts.command
-            )
-        except aiosmtplib.SMTPTimeoutError:
-            raise SmtpTimeoutError(stage, "no reply in time") from None
-        except aiosmtplib.SMTPServerDisconnected as exc:
-            raise SmtpDisconnectedError(stage, str(exc)) from None
-        except aiosmtplib.SMTPResponseException as exc:
-            self._smtp.close()
-            raise SmtpProtocolError(stage, exc.message) from None
-        self._take_reply()
-        return _reply(stage, response.code, response.message, start)
+        self._abort()
 
 
-def _rcpt_arg(address: str) -> bytes:
-    return b"TO:<" + encode_path(address, "recipient") + b">"
+def _no_delay(sock: socket.socket) -> None:
+    """Turn Nagle off: asyncio only does for sockets made with proto=IPPROTO_TCP, and with it on
+    a command written right after the TLS Finished waits for that to be acknowledged (~40 ms of
+    delayed ACK)."""
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _ok(reply: SmtpReply) -> bool:
     return reply.code is not None and reply.code < 400
 
 
-def _parse_raw(stage: SmtpStage, raw: bytes, start: float) -> SmtpReply:
-    """One complete reply (possibly multi-line) from the stream copy."""
-    lines = raw.decode("utf-8", errors="replace").replace("\r", "").splitlines()
-    head = lines[-1][:3] if lines else ""
-    if not head.isdigit():
-        raise SmtpProtocolError(stage, f"not an SMTP reply: {raw[:80]!r}")
-    return _reply(stage, int(head), "\n".join(line[4:].strip() for line in lines), start)
-
-
 def _ms_since(start: float) -> float:
     return round((time.perf_counter() - start) * 1000.0, 3)
 
 
-def _reply(stage: SmtpStage, code: int, message: str, start: float) -> SmtpReply:
+def _reply(stage: SmtpStage, reply: Reply, start: float) -> SmtpReply:
     return SmtpReply(
         stage=stage,
-        code=code if 200 <= code <= 599 else None,
-        enhanced_code=parse_enhanced_code(message),
-        message=message,
+        code=reply.code,
+        enhanced_code=reply.enhanced_code,
+        message=reply.message,
         elapsed_ms=_ms_since(start),
     )

@@ -16,16 +16,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from emailintel.errors import AddressError, EmailIntelError, PersonNameError, SearchQueryError
-from emailintel.models import RiskResult, SmtpFacts, Verdict
+from emailintel.models import SmtpFacts
 from emailintel.search.models import LinkedInResult
 from server.api.parsing import read_json
 from server.api.upstream import UpstreamError, check_dns, check_smtp, library_error
 from server.jsontypes import NONBLANK, JsonInt
 from server.prospects.models import SearchRequest
 from server.services import Services, services
+from server.usecases import email as email_cases
+from server.usecases.email import ValidateRequest, ValidateResponse
 
 if TYPE_CHECKING:
-    from emailintel.verify import Validator
+    pass
 
 __all__ = [
     "FindAttempt",
@@ -46,33 +48,6 @@ __all__ = [
 MAX_CANDIDATES = 20
 GENERATED_CANDIDATES = 10
 MAX_ADDRESS = 320
-
-
-class ValidateRequest(BaseModel):
-    """The address to check."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-    email: str = Field(max_length=1000, description="The email address to check.")
-
-
-class ValidateResponse(RiskResult):
-    """emailintel's result plus ``risk_level`` (the verdict) and the MX host names, best first."""
-
-    risk_level: Verdict
-    mx_hosts: list[str]
-
-    @classmethod
-    def of(cls, result: RiskResult) -> ValidateResponse:
-        """Wrap a :class:`RiskResult`."""
-        hosts = (
-            [mx.host for mx in sorted(result.dns.mx, key=lambda m: m.preference)]
-            if result.dns
-            else []
-        )
-        return cls.model_validate(
-            {**result.model_dump(), "risk_level": result.verdict, "mx_hosts": hosts}
-        )
 
 
 _NAMED = ("first_name", "last_name", "domain")
@@ -169,19 +144,8 @@ class LinkedInResponse(LinkedInResult):
 async def validate_email(request: Request) -> JSONResponse:
     """Syntax, lists, typo and MX checks; bad addresses are answered (risk_level ``invalid``)."""
     body = await read_json(request, ValidateRequest)
-    try:
-        result = await services(request).validator.validate(body.email)
-    except EmailIntelError as exc:
-        raise library_error(exc, param="email") from None
-    check_dns(result.dns)
-    return JSONResponse(ValidateResponse.of(result).model_dump(mode="json"))
-
-
-def _library_validator(svc: Services) -> Validator:
-    from emailintel.verify import Validator
-
-    validator = svc.validator
-    return validator if isinstance(validator, Validator) else Validator(resolver=svc.resolver)
+    result = await email_cases.validate(services(request), body.email)
+    return JSONResponse(result.model_dump(mode="json"))
 
 
 async def verify_email(request: Request) -> JSONResponse:
@@ -189,17 +153,9 @@ async def verify_email(request: Request) -> JSONResponse:
 
     An address that cannot be put in an SMTP command safely is a 400.
     """
-    from emailintel.verify import verify
-
     body = await read_json(request, ValidateRequest)
-    svc = services(request)
-    try:
-        result = await verify(body.email, prober=svc.prober, validator=_library_validator(svc))
-    except EmailIntelError as exc:
-        raise library_error(exc, param="email") from None
-    check_dns(result.dns)
-    check_smtp(result.smtp)
-    return JSONResponse(ValidateResponse.of(result).model_dump(mode="json"))
+    result = await email_cases.verify(services(request), body.email)
+    return JSONResponse(result.model_dump(mode="json"))
 
 
 Guess = tuple[str, str | None, float | None]

@@ -5,8 +5,9 @@ from __future__ import annotations
 from server.billing.pricing import PURCHASE_KEY
 from server.billing.purchases import PURCHASE_PATH
 from server.errors import ErrorEnvelope
-from server.resources import account, api_keys, credits, purchase, system
+from server.resources import account, api_keys, credits, email_verification, purchase, system
 from server.routes import Operation, QueryParam
+from server.usecases.email import ValidateRequest, ValidateResponse
 
 __all__ = ["keyed_operations"]
 
@@ -172,5 +173,19 @@ def keyed_operations() -> tuple[Operation, ...]:
             price_key=PURCHASE_KEY,
             wallet=True,
             responses={503: ErrorEnvelope},
+        ),
+        Operation(
+            "POST",
+            f"{V1}/email-verification/validate",
+            email_verification.validate,
+            "email_verification_validate",
+            "Validate an address and return its risk (synchronous)",
+            ValidateResponse,
+            ValidateRequest,
+            tag="email-verification",
+            access="api_key",
+            scope="email-verification",
+            price_key="email.validate",
+            responses={402: ErrorEnvelope, 503: ErrorEnvelope},
         ),
     )

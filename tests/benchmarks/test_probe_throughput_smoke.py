@@ -9,13 +9,18 @@ import pytest
 
 from benchmarks.probe_throughput import (
     CLASSES,
+    Labs,
     PeerError,
     Report,
     agrees,
     build_plan,
+    format_latency_summary,
     format_report,
+    latency_relay,
+    main,
     our_class,
     run,
+    run_latency,
     run_peer,
 )
 from emailintel.verify import Validator
@@ -126,3 +131,64 @@ def test_run_peer_failures_are_typed() -> None:
     answer = run_peer([sys.executable, "-c", "print('{\"ok\": 1}')"], {}, 30)
     assert answer["ok"] == 1
     assert isinstance(answer["cpu"], float)  # the runner's CPU time, added by run_peer
+
+
+@pytest.fixture(scope="module")
+def latency_reports() -> list[Report]:
+    """Latency mode at tiny size: every contender through the relay at 20 ms, 3 connections."""
+    return run_latency(20, 4, rtts_ms=(20.0,), connections=3, plain=False)
+
+
+@pytest.mark.lab
+def test_latency_mode_runs_everyone_through_the_relay_under_one_cap(
+    latency_reports: list[Report],
+) -> None:
+    (report,) = latency_reports
+    assert (report.rtt_ms, report.connections) == (20.0, 3)
+    assert report.answers["ours"] == {c.address: c.truth for c in report.plan.cases}
+    names = [row.name for row in report.rows]
+    assert len(names) == 5  # ours, two peers, two ceilings
+    for row in report.rows:
+        # Every contender's connections went through the relay, never more than 3 at once.
+        assert row.round_trips is not None
+        assert row.round_trips > 0
+        assert row.connections is not None
+        assert row.connections > 0
+        assert row.max_active is not None
+        assert 1 <= row.max_active <= 3, row.name
+        assert row.max_open is not None
+        assert row.max_open >= row.max_active
+    by_key = {row.answers_key: row for row in report.rows}
+    peer = by_key["deep-email-validator"]
+    assert peer.connections == len(report.plan.cases)  # one connection per address
+    ours = by_key["ours"]
+    assert ours.connections is not None
+    assert ours.connections < len(report.plan.cases)  # connections carry many RCPTs
+    assert ours.round_trips_per_address is not None
+    assert peer.round_trips_per_address is not None
+    assert ours.round_trips_per_address < peer.round_trips_per_address
+    text = format_report(report)
+    assert text.startswith("RTT 20 ms through the latency relay, at most 3 SMTP connections")
+    assert "max active/open" in text
+    assert ">= 10x the faster peer" in text
+    summary = format_latency_summary(latency_reports)
+    assert summary.count("| 20 ms |") == 5
+    assert f"| {len(report.plan.cases)}/{len(report.plan.cases)} |" in summary
+
+
+def test_latency_mode_refuses_no_connections() -> None:
+    with pytest.raises(ValueError, match="connections"):
+        run_latency(20, 4, connections=0)
+
+
+def test_latency_relay_needs_relayed_labs() -> None:
+    labs = Labs.__new__(Labs)
+    labs.relay_routes = {}
+    with pytest.raises(ValueError, match="relayed=False"), latency_relay(labs, 10):
+        pass
+
+
+@pytest.mark.parametrize("text", ["", "a,b", "-5", "50,-1"])
+def test_bad_rtt_lists_are_refused(text: str) -> None:
+    with pytest.raises(SystemExit):
+        main(["--rtt", text])

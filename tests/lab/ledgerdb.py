@@ -1,4 +1,5 @@
-"""Fixtures for ledger and lock tests: a fresh SQLite file or PostgreSQL database per test, Redis.
+"""Fixtures for ledger and lock tests: a fresh SQLite file, PostgreSQL schema or in-memory store per
+test, Redis.
 
 A pytest plugin, registered by ``pytest_plugins`` in tests/conftest.py (so tests just name the
 fixtures); the helpers (:class:`Db`, :func:`fresh_pg_schema`) are imported as usual.
@@ -23,7 +24,7 @@ import pytest_asyncio
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from x402gw.ledger import Ledger
+from x402gw.ledger import Ledger, MemoryStore
 
 PG_HOST = os.environ.get("X402GW_TEST_PG_HOST", "127.0.0.1")
 PG_PORT = int(os.environ.get("X402GW_TEST_PG_PORT", "5432"))
@@ -54,13 +55,17 @@ async def _pg_admin() -> tuple[asyncpg.Connection, str]:
 
 @dataclass(frozen=True)
 class Db:
-    """Where a test's ledger lives: a database URL and, on PostgreSQL, a schema of its own."""
+    """Where a test's ledger lives: a database URL and, on PostgreSQL, a schema of its own; or
+    an in-memory store (``url`` is then ``memory``), which every ledger made here shares."""
 
     url: str
     schema: str | None = None
+    store: MemoryStore | None = None
 
     def ledger(self, **options: Any) -> Ledger:
         """A ledger on this database (not yet migrated)."""
+        if self.store is not None:
+            return Ledger(self.store, **options)
         return Ledger(self.url, schema=self.schema, **options)
 
 
@@ -89,17 +94,27 @@ def fixture_sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'ledger.sqlite3'}"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"], name="backend")
+LEDGER_BACKENDS = ("sqlite", "postgresql", "memory")
+"""Every store the ledger's behavioural tests run on; a test that only a database can pass
+(several processes, migrations) parametrises ``backend`` with :data:`SQL_BACKENDS`."""
+SQL_BACKENDS = ("sqlite", "postgresql")
+
+
+@pytest.fixture(params=LEDGER_BACKENDS, name="backend")
 def fixture_backend(request: pytest.FixtureRequest) -> str:
-    """Which database a parametrised ledger test runs on."""
+    """Which store a parametrised ledger test runs on."""
     return str(request.param)
 
 
 @pytest_asyncio.fixture(loop_scope="function", name="db")
 async def fixture_db(backend: str, tmp_path: Path) -> AsyncIterator[Db]:
-    """A fresh, empty database (SQLite file or PostgreSQL schema) of the parametrised backend."""
+    """A fresh, empty store of the parametrised backend (SQLite file, PostgreSQL schema or
+    memory)."""
     if backend == "sqlite":
         yield Db(f"sqlite:///{tmp_path / 'ledger.sqlite3'}")
+        return
+    if backend == "memory":
+        yield Db("memory", store=MemoryStore())
         return
     async with fresh_pg_schema() as db:
         yield db

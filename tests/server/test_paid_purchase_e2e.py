@@ -360,18 +360,20 @@ async def test_a_booking_that_failed_after_settlement_is_made_by_a_repeat(
 async def _as_if_the_handler_died(settings: Settings) -> None:
     """Put the gate's settled records back in the state a process dying inside the upfront
     handler leaves: settled, claimed by a run (status 102), no answer kept."""
-    from x402gw._ledger_sql import CLAIMED_STATUS, payments
+    from x402gw.ledger._sql import SqlStore
+    from x402gw.ledger._statements import payments
+    from x402gw.ledger.rules import CLAIMED_STATUS
 
-    ledger = Ledger(settings.database_url, schema=settings.database_schema)
+    store = SqlStore(settings.database_url, settings.database_schema)
     try:
-        async with ledger._tx() as conn:
+        async with store.engine.begin() as conn:
             await conn.execute(
                 payments.update()
                 .where(payments.c.state == State.SETTLED.value)
                 .values(response_status=CLAIMED_STATUS, response_headers=None, response_body=None)
             )
     finally:
-        await ledger.close()
+        await store.close()
 
 
 async def test_a_crash_between_settlement_and_booking_is_booked_by_a_repeat(

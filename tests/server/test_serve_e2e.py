@@ -2,29 +2,19 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from lab.dnslab import DnsLab
+from processes import free_port, serving_process
 from tests_server_helpers import assert_envelope
 
 from server.cli import main
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
 
 PAID_BODIES = {
     "/email/validate": {"email": "ann@acme.test"},
@@ -37,56 +27,6 @@ HELO = {
     "EMAILINTEL_HELO": "probe.bavlio-lab.test",
     "EMAILINTEL_MAIL_FROM": "bounce@bavlio-lab.test",
 }
-
-
-@contextlib.contextmanager
-def serving_process(
-    work: Path, config: Path, env: dict[str, str], log: Path
-) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """`bavlio serve --unpaid` on a free port, its output in ``log``; stopped with SIGTERM."""
-    port = _free_port()
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "server",
-                "serve",
-                "--unpaid",
-                "--config",
-                str(config),
-                "--port",
-                str(port),
-            ],
-            env=env,
-            cwd=work,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"bavlio serve exited with {proc.returncode}: {log.read_text()}")
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("bavlio serve did not answer /health")
-        time.sleep(0.1)
-    try:
-        yield url, proc
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            # uvicorn shuts down cleanly, then re-raises the signal it caught
-            assert proc.wait(timeout=15) in (0, -signal.SIGTERM)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
 
 
 def _environment(dns_lab: DnsLab, **extra: str) -> dict[str, str]:
@@ -215,7 +155,7 @@ def test_serve_with_a_bad_helo_exits_2(tmp_path: Path, dns_lab: DnsLab) -> None:
     """EMAILINTEL_HELO set but unusable (no EMAILINTEL_MAIL_FROM): refused at start, one line."""
     env = _environment(dns_lab, EMAILINTEL_HELO="probe.bavlio-lab.test")
     proc = subprocess.run(
-        [sys.executable, "-m", "server", "serve", "--unpaid", "--port", str(_free_port())],
+        [sys.executable, "-m", "server", "serve", "--unpaid", "--port", str(free_port())],
         env={**env, "BAVLIO_DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}"},
         cwd=tmp_path,
         capture_output=True,

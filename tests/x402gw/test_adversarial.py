@@ -548,9 +548,7 @@ async def test_two_worker_processes_share_one_key_through_the_signer_lock(
     assert all(int(m["status"], 16) == 1 for m in mined)
     assert len({m["transactionHash"] for m in mined}) == 30
     assert evm.balance(evm.merchant) == 30 * PRICE
-    from x402gw._ledger_sql import select_by_state
-
-    async with Ledger(tmp_path / "shared.sqlite3") as ledger, ledger._tx() as conn:
-        settled = await select_by_state(conn, State.SETTLED)
+    async with Ledger(tmp_path / "shared.sqlite3") as ledger:
+        settled = await ledger.records(State.SETTLED)
     assert len(settled) == 30
     assert len({row.tx_hash for row in settled}) == 30

@@ -631,7 +631,7 @@ async def test_the_in_flight_count_reads_an_index_on_sqlite(tmp_path: Path) -> N
 
     from sqlalchemy.dialects import sqlite
 
-    from x402gw import _ledger_sql as sql
+    from x402gw.ledger import _statements as sql
 
     ledger = Ledger(f"sqlite:///{tmp_path / 'l.db'}")
     await ledger.migrate()

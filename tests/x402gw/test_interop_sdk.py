@@ -151,7 +151,4 @@ async def test_http_facilitator_settles_through_sdk_facilitator(
 
 
 async def _record_ids(ledger: Ledger) -> list[str]:
-    from x402gw._ledger_sql import select_by_state
-
-    async with ledger._tx() as conn:
-        return [r.id for r in await select_by_state(conn, State.SETTLED)]
+    return [r.id for r in await ledger.records(State.SETTLED)]

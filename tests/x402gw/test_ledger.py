@@ -1,6 +1,8 @@
 """Payment ledger: transition table, one-authorization-one-use, idempotency, reconcile, migrations.
 
-Database tests run on a fresh SQLite file and a fresh PostgreSQL database each.
+Behavioural tests run on every store (a fresh SQLite file, a fresh PostgreSQL schema, and the
+in-memory store); those only a database can pass (migrations, several processes) on both
+databases.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import os
 import secrets
 import socket
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,17 +23,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from lab.ledgerdb import Db
+from lab.ledgerdb import SQL_BACKENDS, Db
 from ledger_cases import FP, MERCHANT, PAYER, USDC, payment, tx
 from redis.asyncio import Redis
 
-from x402gw import _ledger_sql
-from x402gw._ledger_rules import (
-    allowed_events,
-    authorization_key,
-    decide_reconcile,
-    event_effect,
-)
 from x402gw.ledger import (
     TERMINAL,
     AuthorizationInUse,
@@ -47,8 +43,24 @@ from x402gw.ledger import (
     State,
     StoredResponse,
     TxOutcome,
+    _statements,
     next_state,
     request_fingerprint,
+)
+from x402gw.ledger.memory import MemoryStore
+from x402gw.ledger.records import COLUMNS
+from x402gw.ledger.rules import (
+    CLAIMED_STATUS,
+    allowed_events,
+    authorization_key,
+    claimable,
+    counts_outstanding,
+    decide_reconcile,
+    event_effect,
+    in_flight,
+    is_live,
+    replayable,
+    transition_applies,
 )
 from x402gw.locks import InProcessLocks, RedisLocks
 
@@ -151,6 +163,55 @@ def test_broadcast_and_store_response_do_not_change_state() -> None:
         next_state(State.VERIFIED, Event.BROADCAST)
 
 
+hashes = st.none() | st.sampled_from(["0x" + "aa" * 32, "0x" + "bb" * 32])
+
+
+@given(states, events, hashes, hashes)
+def test_a_store_applies_an_event_exactly_when_the_table_allows_it(
+    state: State, event: Event, recorded: str | None, offered: str | None
+) -> None:
+    # What every store does (a conditional UPDATE or the in-memory store's check).
+    sources, _ = event_effect(event)
+    allowed = event in allowed_events(state)
+    applies = transition_applies(state, recorded, sources, offered)
+    assert applies == (allowed and (offered is None or recorded in (None, offered)))
+    if applies:
+        next_state(state, event)  # does not raise
+
+
+times = st.datetimes(timezones=st.just(UTC))
+statuses = st.none() | st.sampled_from([CLAIMED_STATUS, 200, 399, 400, 402, 500])
+
+
+@given(states, st.integers(0, 10), st.integers(0, 10), times, times)
+def test_what_counts_against_a_payers_funds(
+    state: State, valid_before: int, now: int, updated: datetime, since: datetime
+) -> None:
+    flying = in_flight(state, valid_before, now)
+    assert flying == (state in (State.VERIFIED, State.SETTLING) and valid_before > now)
+    assert not flying or is_live(state)
+    counted = counts_outstanding(state, valid_before, updated, now, since)
+    assert counted == (flying or (state is State.SETTLED and updated >= since))
+    assert is_live(state) == (state is not State.RELEASED)
+
+
+@given(states, statuses, times, times)
+def test_claims_and_replays(
+    state: State, status: int | None, updated: datetime, stale_before: datetime
+) -> None:
+    claim = claimable(state, status, updated, stale_before)
+    assert claim == (
+        state is State.SETTLED
+        and (status is None or (status == CLAIMED_STATUS and updated < stale_before))
+    )
+    replay = replayable(state, status)
+    assert replay == (
+        status not in (None, CLAIMED_STATUS)
+        and (state is State.SETTLED or (state is State.FAILED and status >= 400))
+    )
+    assert not (claim and replay)  # a record a run may take has nothing to replay
+
+
 async def _walk(ledger: Ledger, seq: list[Event]) -> None:
     """Apply `seq` through the adapter methods; each must agree with the pure table."""
     record = await ledger.reserve(**payment())
@@ -174,9 +235,10 @@ async def _walk(ledger: Ledger, seq: list[Event]) -> None:
         assert (await ledger.get(record.id)).state is state
 
 
-def test_adapter_methods_follow_the_table(tmp_path: Path) -> None:
+@pytest.mark.parametrize("store", ["sqlite", "memory"])
+def test_adapter_methods_follow_the_table(tmp_path: Path, store: str) -> None:
     with asyncio.Runner() as runner:
-        ledger = Ledger(tmp_path / "walk.sqlite3")
+        ledger = Ledger(tmp_path / "walk.sqlite3" if store == "sqlite" else MemoryStore())
         runner.run(ledger.migrate())
 
         @settings(max_examples=40, deadline=None)
@@ -275,11 +337,10 @@ BAD_FIELDS = [
 @pytest.mark.parametrize(
     "bad", BAD_FIELDS, ids=lambda d: f"{next(iter(d))}={next(iter(d.values()))!r}"[:40]
 )
-async def test_reserve_rejects_bad_fields(sqlite_url: str, bad: dict[str, Any]) -> None:
-    async with Ledger(sqlite_url) as ledger:
-        await ledger.migrate()
-        with pytest.raises(InvalidPaymentData):
-            await ledger.reserve(**payment(**bad))
+async def test_reserve_rejects_bad_fields(ledger: Ledger, bad: dict[str, Any]) -> None:
+    with pytest.raises(InvalidPaymentData):
+        await ledger.reserve(**payment(**bad))
+    assert await ledger.records() == []
 
 
 @pytest.mark.parametrize(
@@ -333,26 +394,35 @@ async def test_unusable_sqlite_is_a_typed_error(tmp_path: Path) -> None:
 # --- migrations ---------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("backend", SQL_BACKENDS)
 async def test_migration_runs_twice_and_matches_the_model(db: Db) -> None:
-    async with db.ledger() as ledger:
-        async with ledger._engine.connect() as conn:
-            assert await conn.run_sync(_ledger_sql.current_revision) is None
-        assert ledger.dialect == ("sqlite" if db.schema is None else "postgresql")
-        first = await ledger.migrate()
-        second = await ledger.migrate()
-        assert first == second == "0002_signature_hash"
+    engine = _statements.create_engine(db.url, db.schema)  # the database, seen from outside
+    try:
+        async with db.ledger() as ledger:
+            async with engine.connect() as conn:
+                assert await conn.run_sync(_statements.current_revision) is None
+            assert ledger.dialect == ("sqlite" if db.schema is None else "postgresql")
+            first = await ledger.migrate()
+            second = await ledger.migrate()
+            assert first == second == "0002_signature_hash"
 
         def diff(sync_conn: sa.Connection) -> list[Any]:
             ctx = MigrationContext.configure(
-                sync_conn, opts={"version_table": _ledger_sql.VERSION_TABLE}
+                sync_conn, opts={"version_table": _statements.VERSION_TABLE}
             )
-            return list(compare_metadata(ctx, _ledger_sql.metadata))
+            return list(compare_metadata(ctx, _statements.metadata))
 
-        async with ledger._engine.connect() as conn:
+        async with engine.connect() as conn:
             assert await conn.run_sync(diff) == []
             tables = await conn.run_sync(lambda c: set(sa.inspect(c).get_table_names()))
-        assert {"x402gw_payments", "x402gw_alembic_version"} <= tables
-        assert "alembic_version" not in tables  # never collides with the server's own history
+    finally:
+        await engine.dispose()
+    assert {"x402gw_payments", "x402gw_alembic_version"} <= tables
+    assert "alembic_version" not in tables  # never collides with the server's own history
+
+
+def test_the_table_has_the_records_columns() -> None:
+    assert tuple(_statements.payments.c.keys()) == COLUMNS
 
 
 async def test_concurrent_migrations_on_postgres(pg_db: Db) -> None:
@@ -469,6 +539,7 @@ asyncio.run(main())
 """
 
 
+@pytest.mark.parametrize("backend", SQL_BACKENDS)
 async def test_two_processes_race_for_one_authorization(ledger: Ledger, db: Db) -> None:
     same = payment()
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}

@@ -92,7 +92,7 @@ def test_a_ledger_of_the_first_revision_upgrades_in_place(tmp_path: Any) -> None
     from alembic.config import Config
     from sqlalchemy import create_engine
 
-    import x402gw._ledger_sql as sql
+    import x402gw.ledger._statements as sql
 
     path = Path(tmp_path) / "old.db"
     engine = create_engine(f"sqlite:///{path}")

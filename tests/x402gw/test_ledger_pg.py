@@ -20,8 +20,7 @@ from ledger_cases import (
 )
 from paylab import proxy_to
 
-from x402gw import _ledger_pg, _ledger_sql
-from x402gw.ledger import Ledger, LedgerUnavailable, State
+from x402gw.ledger import Ledger, LedgerUnavailable, State, _postgres, _statements
 
 
 @contextlib.contextmanager
@@ -46,23 +45,23 @@ def test_what_the_writer_writes_the_engine_reads_back() -> None:
 
 
 def test_writes_use_the_engines_sql_text() -> None:
-    statement, _ = _ledger_sql.transition_query(
+    statement, _ = _statements.transition_query(
         "x",
         from_states=[State.VERIFIED, State.SETTLING],
         tx_hash="0x" + "ab" * 32,
         values={"state": "settled"},
     )
-    plan = _ledger_pg.compiled(statement)
+    plan = _postgres.compiled(statement)
     assert plan.text.startswith("UPDATE x402gw_payments SET state=$1::VARCHAR WHERE")
     assert "x402gw_payments.id = $2::VARCHAR" in plan.text
     assert "IN ('verified', 'settling')" in plan.text
     assert [name for name, _ in plan.params] == ["v_state", "p_id", "p_tx_hash"]
-    assert _ledger_pg.compiled(statement) is plan  # compiled once
+    assert _postgres.compiled(statement) is plan  # compiled once
 
 
 def test_connect_args_from_the_engine_url() -> None:
-    url = _ledger_sql.async_url("postgresql://alice:s%40cret@db.example:6543/pay")
-    assert _ledger_pg.connect_args(url, "ledger") == {
+    url = _statements.async_url("postgresql://alice:s%40cret@db.example:6543/pay")
+    assert _postgres.connect_args(url, "ledger") == {
         "host": "db.example",
         "port": 6543,
         "user": "alice",
@@ -70,7 +69,7 @@ def test_connect_args_from_the_engine_url() -> None:
         "database": "pay",
         "server_settings": {"search_path": "ledger"},
     }
-    assert "server_settings" not in _ledger_pg.connect_args(url, None)
+    assert "server_settings" not in _postgres.connect_args(url, None)
 
 
 @pytest.mark.lab

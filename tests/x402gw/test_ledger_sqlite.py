@@ -20,8 +20,7 @@ from ledger_cases import (
     payment,
 )
 
-from x402gw import _ledger_sql, _ledger_sqlite
-from x402gw.ledger import Ledger, LedgerUnavailable, State
+from x402gw.ledger import Ledger, LedgerUnavailable, State, _sqlite, _statements
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,14 +43,14 @@ def test_what_the_writer_writes_the_engine_reads_back(tmp_path: Path) -> None:
 
 
 def test_writes_use_the_engines_sql_text(tmp_path: Path) -> None:
-    statement, _ = _ledger_sql.transition_query(
+    statement, _ = _statements.transition_query(
         "x", from_states=[State.VERIFIED, State.SETTLING], tx_hash="0x" + "ab" * 32, values={}
     )
-    plan = _ledger_sqlite.compiled(statement)
+    plan = _sqlite.compiled(statement)
     assert plan.text.startswith("UPDATE x402gw_payments SET")
     assert "IN ('verified', 'settling')" in plan.text
     assert [name for name, _ in plan.params] == ["p_id", "p_tx_hash"]
-    assert _ledger_sqlite.compiled(statement) is plan  # compiled once
+    assert _sqlite.compiled(statement) is plan  # compiled once
 
 
 async def test_duplicate_and_reopen_after_close(tmp_path: Path) -> None:
@@ -128,7 +127,7 @@ async def test_migrate_tries_again_when_sqlite_says_locked(
     """A "database is locked" the busy timeout did not cover is retried; other errors are not."""
     import sqlalchemy as sa
 
-    real = _ledger_sql.upgrade_to_head
+    real = _statements.upgrade_to_head
     failures = {"locked": 1}
 
     def flaky(connection: Any, schema: str | None = None) -> None:
@@ -137,7 +136,7 @@ async def test_migrate_tries_again_when_sqlite_says_locked(
             raise sa.exc.OperationalError("BEGIN IMMEDIATE", {}, Exception("database is locked"))
         real(connection, schema)
 
-    monkeypatch.setattr(_ledger_sql, "upgrade_to_head", flaky)
+    monkeypatch.setattr(_statements, "upgrade_to_head", flaky)
     ledger = Ledger(f"sqlite:///{tmp_path / 'l.db'}")
     try:
         assert await ledger.migrate() == "0002_signature_hash"
@@ -146,7 +145,7 @@ async def test_migrate_tries_again_when_sqlite_says_locked(
         def broken(connection: Any, schema: str | None = None) -> None:
             raise sa.exc.OperationalError("CREATE", {}, Exception("disk I/O error"))
 
-        monkeypatch.setattr(_ledger_sql, "upgrade_to_head", broken)
+        monkeypatch.setattr(_statements, "upgrade_to_head", broken)
         with pytest.raises(LedgerUnavailable, match="disk I/O error"):
             await ledger.migrate()
     finally:

@@ -45,13 +45,7 @@ async def gateway(evm: EvmLab, tmp_path: Path) -> AsyncIterator[Gateway]:
 
 
 async def _records(gw: Gateway) -> list[State]:
-    from x402gw._ledger_sql import select_by_state
-
-    states = []
-    for state in State:
-        async with gw.ledger._tx() as conn:
-            states += [State(r.state) for r in await select_by_state(conn, state)]
-    return states
+    return [record.state for record in await gw.ledger.records()]
 
 
 def _payment_header(payload: object) -> dict[str, str]:

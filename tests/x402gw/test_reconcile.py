@@ -15,10 +15,10 @@ from paylab import PRICE, local_facilitator
 from selfsign import signed_payment
 
 from x402gw import exact_evm as ev
-from x402gw._ledger_rules import Event, ReconcileDecision, decide_reconcile
 from x402gw.chain import transfer_calldata
 from x402gw.facilitator import LocalFacilitator, reconcile_ledger
 from x402gw.ledger import Ledger, NonceUse, PaymentRecord, State, TxOutcome
+from x402gw.ledger.rules import Event, ReconcileDecision, decide_reconcile
 from x402gw.wire import PaymentPayload, PaymentRequirements
 
 if TYPE_CHECKING:

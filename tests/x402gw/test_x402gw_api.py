@@ -25,7 +25,10 @@ def test_import_loads_no_chain_or_database_stack() -> None:
 def test_every_exported_name_resolves() -> None:
     for name in x402gw.__all__:
         assert getattr(x402gw, name) is not None, name
-    assert x402gw.Ledger.__module__ == "x402gw.ledger"
+    from x402gw import ledger
+
+    assert x402gw.Ledger is ledger.Ledger
+    assert x402gw.LedgerError is ledger.LedgerError
     assert issubclass(x402gw.NotBroadcast, x402gw.X402Error)
 
 
@@ -35,6 +38,20 @@ def test_one_exception_tree() -> None:
 
     for error in (x402gw.LedgerError, LockUnavailable, x402gw.FacilitatorError):
         assert issubclass(error, x402gw.X402Error), error
+
+
+@pytest.mark.parametrize("module", ["x402gw.locks", "x402gw.ledger.rules", "x402gw.ledger"])
+def test_the_ledger_imports_in_any_order_without_a_database_stack(module: str) -> None:
+    """The locks and the ledger import each other's parts; either may come first. A ledger
+    module loads SQLAlchemy only when a SQL ledger is made (the in-memory store never does)."""
+    code = (
+        f"import sys, {module}; from x402gw.ledger import Ledger, MemoryStore; "
+        "Ledger(MemoryStore()); print('sqlalchemy' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "False"
 
 
 def test_an_unknown_name_is_an_attribute_error() -> None:

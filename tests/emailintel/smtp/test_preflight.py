@@ -114,3 +114,24 @@ def test_proxy_routing_falls_back_to_the_default() -> None:
     assert config.for_provider("yahoo") == "socks5://127.0.0.1:1080"
     assert config.for_provider(None) == "socks5://127.0.0.1:1080"
     assert ProxyConfig().for_provider("google") is None
+
+
+async def test_refusing_greeting_fails_with_its_text() -> None:
+    with fake_smtp(Behaviour(banner="554 5.7.1 go away")) as fake:
+        result = await check_port25("127.0.0.1", fake.port, wait=2)
+    assert not result.ok
+    assert "554 5.7.1 go away" in result.detail
+
+
+async def test_multiline_greeting_passes() -> None:
+    with fake_smtp(Behaviour(banner="220-mx.fake.test first\r\n220 second")) as fake:
+        result = await check_port25("127.0.0.1", fake.port, wait=2)
+    assert result.ok
+    assert result.detail == "220 mx.fake.test first"
+
+
+async def test_overlong_greeting_line_fails_without_raising() -> None:
+    with fake_smtp(Behaviour(banner="220 " + "x" * 70_000)) as fake:
+        result = await check_port25("127.0.0.1", fake.port, wait=2)
+    assert not result.ok
+    assert "unexpected greeting" in result.detail

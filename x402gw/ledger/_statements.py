@@ -1,13 +1,15 @@
 """All SQL of the payment ledger, as SQLAlchemy Core, for SQLite (aiosqlite) and PostgreSQL (asyncpg).
 
-The schema here is what the Alembic migrations build; the queries are the only ones the ledger runs.
+The schema here is what the Alembic migrations build; the queries are the only ones the ledger
+runs, built from the predicates of :mod:`x402gw.ledger.rules` (the in-memory store calls those
+predicates directly).
 """
 
 from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
@@ -20,7 +22,8 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
-from x402gw._ledger_rules import InvalidPaymentData, State
+from x402gw.ledger.records import COLUMNS, check_columns
+from x402gw.ledger.rules import CLAIMED_STATUS, IN_FLIGHT, InvalidPaymentData, State
 
 TABLE = "x402gw_payments"
 VERSION_TABLE = "x402gw_alembic_version"
@@ -82,6 +85,7 @@ payments = sa.Table(
 )
 
 c = payments.c
+assert tuple(c.keys()) == COLUMNS, "the table and the records' columns must agree"
 
 
 # --- engine ------------------------------------------------------------------------------------
@@ -188,14 +192,8 @@ def current_revision(connection: sa.Connection) -> str | None:
 
 # Hot statements are built once per shape and executed with parameters: building SQLAlchemy
 # Core constructs costs more CPU than SQLite takes to run them. The SQLite write path
-# (`_ledger_sqlite`) runs these same statements on the driver directly.
+# (`_sqlite`) runs these same statements on the driver directly.
 _SELECT_BY_ID = sa.select(payments).where(c.id == sa.bindparam("record_id"))
-
-
-def _check_columns(columns: Sequence[str]) -> None:
-    unknown = set(columns) - set(payments.c.keys())
-    if unknown:
-        raise InvalidPaymentData(f"not ledger columns: {sorted(unknown)}")
 
 
 @functools.lru_cache(maxsize=64)
@@ -204,10 +202,10 @@ def _insert_statement(columns: tuple[str, ...]) -> sa.Insert:
     return payments.insert().values(sets).returning(*payments.c)
 
 
-def insert_query(values: dict[str, Any]) -> tuple[sa.Insert, dict[str, Any]]:
+def insert_query(values: Mapping[str, Any]) -> tuple[sa.Insert, dict[str, Any]]:
     """The INSERT ... RETURNING of one record and its parameters."""
     columns = tuple(sorted(values))
-    _check_columns(columns)
+    check_columns(columns)
     return _insert_statement(columns), {f"v_{name}": values[name] for name in columns}
 
 
@@ -246,27 +244,28 @@ async def select_live_by_payment_identifier(
 
 
 async def select_by_state(
-    conn: AsyncConnection, state: State, updated_before: datetime | None = None
+    conn: AsyncConnection, state: State | None, updated_before: datetime | None = None
 ) -> Sequence[sa.Row[Any]]:
-    """Every record in `state` (last changed before `updated_before`, if given), oldest first."""
-    query = sa.select(payments).where(c.state == state.value)
+    """Every record in `state` (any, if None; last changed before `updated_before`, if given),
+    oldest first."""
+    query = sa.select(payments)
+    if state is not None:
+        query = query.where(c.state == state.value)
     if updated_before is not None:
         query = query.where(c.updated_at < updated_before)
     result = await conn.execute(query.order_by(c.created_at, c.id))
     return result.all()
 
 
-_VERIFIED: sa.ColumnElement[str] = sa.literal_column(f"'{State.VERIFIED.value}'")
-_SETTLING: sa.ColumnElement[str] = sa.literal_column(f"'{State.SETTLING.value}'")
 _SETTLED: sa.ColumnElement[str] = sa.literal_column(f"'{State.SETTLED.value}'")
 _PAYER = (
     c.network == sa.bindparam("p_network", type_=c.network.type),
     c.asset == sa.bindparam("p_asset", type_=c.asset.type),
     c.payer == sa.bindparam("p_payer", type_=c.payer.type),
 )
-# In flight: reserved or settling, and still able to move funds (validBefore ahead).
+# rules.in_flight: reserved or settling, and still able to move funds (validBefore ahead).
 _IN_FLIGHT = sa.and_(
-    c.state.in_([_VERIFIED, _SETTLING]),
+    c.state.in_([sa.literal_column(f"'{s.value}'") for s in State if s in IN_FLIGHT]),
     c.valid_before > sa.bindparam("p_now", type_=c.valid_before.type),
 )
 
@@ -308,8 +307,8 @@ OUTSTANDING: Final = (
         ),
     )
 )
-"""(count, in-flight total) of a payer's payments on one asset: those in flight (reserved or
-settling, validBefore ahead) plus, in the count only, those settled since ``p_since``."""
+"""(count, in-flight total) of a payer's payments on one asset: rules.counts_outstanding for the
+count, rules.in_flight for the total."""
 
 
 async def select_outstanding_amounts(conn: AsyncConnection, params: dict[str, Any]) -> list[int]:
@@ -333,9 +332,6 @@ def outstanding_params(
     }
 
 
-CLAIMED_STATUS: Final = 102
-"""``response_status`` of a settled record whose handler is running (HTTP 102 Processing)."""
-
 CLAIM_RESPONSE: Final = (
     payments.update()
     .where(
@@ -355,16 +351,16 @@ CLAIM_RESPONSE: Final = (
     )
     .returning(*payments.c)
 )
-"""Mark a settled record without a response (or whose claim went stale: its process died) as
-taken by one handler run (one winner)."""
+"""Mark a rules.claimable record (settled without a response, or whose claim went stale: its
+process died) as taken by one handler run (one winner)."""
 
 
 @functools.lru_cache(maxsize=128)
 def _transition_statement(
     from_states: tuple[str, ...], with_hash: bool, columns: tuple[str, ...]
 ) -> sa.Update:
-    # The states are inlined: a closed set of enum values, and an IN list of parameters would
-    # be expanded at execution time, which the SQLite write path does not do.
+    # rules.transition_applies. The states are inlined: a closed set of enum values, and an IN
+    # list of parameters would be expanded at execution time, which the writers do not do.
     states: list[sa.ColumnElement[str]] = [
         sa.literal_column(f"'{State(s).value}'") for s in from_states
     ]
@@ -380,11 +376,11 @@ def transition_query(
     *,
     from_states: Sequence[State],
     tx_hash: str | None,
-    values: dict[str, Any],
+    values: Mapping[str, Any],
 ) -> tuple[sa.Update, dict[str, Any]]:
-    """The one-statement transition (see :func:`transition`) and its parameters."""
+    """The one-statement conditional transition and its parameters."""
     columns = tuple(sorted(values))
-    _check_columns(columns)
+    check_columns(columns)
     statement = _transition_statement(
         tuple(s.value for s in from_states), tx_hash is not None, columns
     )

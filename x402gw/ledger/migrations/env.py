@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from x402gw._ledger_sql import VERSION_TABLE, metadata
+from x402gw.ledger._statements import VERSION_TABLE, metadata
 
 connection = context.config.attributes.get("connection")
 if connection is None:

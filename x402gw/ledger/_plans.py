@@ -1,7 +1,7 @@
 """Compiled plans of the ledger's write statements, and the common shape of the SQLite and
 PostgreSQL write paths (:class:`Writer`).
 
-Each statement of :mod:`x402gw._ledger_sql` is compiled once per dialect: its SQL text, and in
+Each statement of :mod:`x402gw.ledger._statements` is compiled once per dialect: its SQL text, and in
 parameter order each parameter's name and SQLAlchemy bind processor. Rows come back through the
 dialect's result processors, so what a writer writes reads back the same through the engine.
 """
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.compiler import SQLCompiler
 
-from x402gw import _ledger_sql as sql
+from x402gw.ledger import _statements as sql
 
 Processor = Callable[[Any], Any] | None
 Statement = sa.Insert | sa.Update | sa.Select[*tuple[Any, ...]]
@@ -60,7 +60,7 @@ class Plans:
 
     def compiled(self, statement: Statement) -> Compiled:
         """The text and parameter plan of ``statement`` (cached by identity: the statements
-        come from the builders in :mod:`x402gw._ledger_sql`, which cache them)."""
+        come from the builders in :mod:`x402gw.ledger._statements`, which cache them)."""
         found = self._plans.get(id(statement))
         if found is not None and found[0] is statement:
             return found[1]

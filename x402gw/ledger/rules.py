@@ -1,14 +1,19 @@
-"""Pure rules of the payment ledger: states, the transition table, key normalisation, reconcile.
+"""Pure rules of the payment ledger: states, the transition table, key normalisation, which
+records hold an authorization, count as outstanding or may be claimed, replay, reconcile.
 
-No I/O here, so every rule can be property-tested; the SQL adapter applies these decisions.
+No I/O here, so every rule can be property-tested. Every store applies these decisions: the SQL
+statements are built from them, and the in-memory store calls them row by row.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
+from typing import Final
 
 from x402gw.errors import X402Error
 
@@ -111,6 +116,63 @@ def event_effect(event: Event) -> tuple[frozenset[State], State | None]:
 def allowed_events(state: State) -> frozenset[Event]:
     """Events the table accepts in `state`."""
     return frozenset(e for (s, e) in _TRANSITIONS if s == state)
+
+
+def transition_applies(
+    state: State, recorded_tx: str | None, sources: Collection[State], offered_tx: str | None
+) -> bool:
+    """Whether a store applies an event (its `sources` from :func:`event_effect`) to a record
+    in `state`: one authorization, one transaction, so a hash is set once and never replaced."""
+    return state in sources and (offered_tx is None or recorded_tx in (None, offered_tx))
+
+
+# --- which records count for what ----------------------------------------------------------------
+
+# In flight: reserved or settling, so the payment may still move funds (until validBefore).
+IN_FLIGHT: frozenset[State] = frozenset({State.VERIFIED, State.SETTLING})
+
+
+def is_live(state: State) -> bool:
+    """Whether a record in `state` holds its authorization and payment identifier (unique among
+    live records)."""
+    return state in BLOCKING
+
+
+def in_flight(state: State, valid_before: int, now: int) -> bool:
+    """Whether a payment may still move the payer's funds: in flight and not yet expired."""
+    return state in IN_FLIGHT and valid_before > now
+
+
+def counts_outstanding(
+    state: State, valid_before: int, updated_at: datetime, now: int, settled_since: datetime
+) -> bool:
+    """Whether a payment counts against the payer's funds check: in flight, or settled since
+    `settled_since` (the balance read before may not show it yet)."""
+    return in_flight(state, valid_before, now) or (
+        state is State.SETTLED and updated_at >= settled_since
+    )
+
+
+CLAIMED_STATUS: Final = 102
+"""Response status of a settled record whose handler is running (HTTP 102 Processing)."""
+
+
+def claimable(
+    state: State, response_status: int | None, updated_at: datetime, stale_before: datetime
+) -> bool:
+    """Whether one handler run may take a record: settled with no response yet, or claimed by a
+    run whose claim went stale (last touched before `stale_before`: its process died)."""
+    return state is State.SETTLED and (
+        response_status is None or (response_status == CLAIMED_STATUS and updated_at < stale_before)
+    )
+
+
+def replayable(state: State, response_status: int | None) -> bool:
+    """Whether a stored response may be replayed: content once the payment settled; after a
+    failure, only a stored refusal (status >= 400); never a claim still running."""
+    if response_status is None or response_status == CLAIMED_STATUS:
+        return False
+    return state is State.SETTLED or (state is State.FAILED and response_status >= 400)
 
 
 # --- normalisation of what identifies one authorization -------------------------------------

@@ -1,4 +1,4 @@
-"""The PostgreSQL ledger's write path: the statements of :mod:`x402gw._ledger_sql`, compiled once
+"""The PostgreSQL ledger's write path: the statements of :mod:`x402gw.ledger._statements`, compiled once
 for SQLAlchemy's asyncpg dialect and run with ``fetchrow`` on an asyncpg pool of its own.
 
 Through SQLAlchemy's async engine each write costs a pool checkout with a pre-ping (a round trip),
@@ -8,7 +8,7 @@ engine would send (``$n`` placeholders with the dialect's casts); values and row
 SQLAlchemy's own asyncpg type processors, so what is written here reads back the same through
 the engine.
 
-asyncpg is the ``postgres`` extra: :mod:`x402gw.ledger` imports this module only for PostgreSQL.
+asyncpg is the ``postgres`` extra: the SQL store imports this module only for PostgreSQL.
 
 The engine's asyncpg connections decode ``json`` with a codec of SQLAlchemy's; this pool keeps
 asyncpg's default (``json`` as text: the bind processor already serializes) and parses the text
@@ -26,8 +26,8 @@ import asyncpg  # type: ignore[import-untyped]
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 
-from x402gw import _ledger_sql as sql
-from x402gw._ledger_plan import Plans, Writer
+from x402gw.ledger import _statements as sql
+from x402gw.ledger._plans import Plans, Writer
 
 _PLANS: Final = Plans(
     PGDialect_asyncpg(),  # type: ignore[no-untyped-call]
@@ -48,7 +48,7 @@ _DRIVER_ERRORS: Final = (
 
 def connect_args(url: sa.URL, schema: str | None) -> dict[str, Any]:
     """asyncpg connect arguments for an engine URL (host, port, user, password, database) and
-    the ledger's schema, set as ``search_path`` as :func:`x402gw._ledger_sql.create_engine` does."""
+    the ledger's schema, set as ``search_path`` as :func:`x402gw.ledger._statements.create_engine` does."""
     args: dict[str, Any] = {
         key: value
         for key, value in url.translate_connect_args(username="user").items()

@@ -1,30 +1,36 @@
-"""Durable payment ledger: one authorization, one use; settlement states; idempotent replays.
+"""The payment ledger: one authorization, one use; settlement states; idempotent replays.
 
-Records live in SQLite (default) or PostgreSQL. A live unique index on (network, asset, payer,
-nonce) refuses a second use of an authorization across tasks and processes; an optional lock
-backend (e.g. Redis) can refuse it earlier. State changes follow the pure table in
-`x402gw._ledger_rules` and are applied as single conditional updates.
+Records live in a :class:`~x402gw.ledger.store.Store`: SQLite (default) or PostgreSQL, where a
+live unique index on (network, asset, payer, nonce) refuses a second use of an authorization
+across tasks and processes, or memory (:class:`~x402gw.ledger.memory.MemoryStore`, for tests). An
+optional lock backend (e.g. Redis) can refuse it earlier. State changes follow the pure table in
+:mod:`x402gw.ledger.rules` and are applied as single conditional updates.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
-import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-
-from x402gw import _ledger_sql as sql
-from x402gw._ledger_plan import Writer
-from x402gw._ledger_rules import (
-    BLOCKING,
+# As a module: x402gw.locks imports x402gw.ledger.rules, so either package may load first.
+import x402gw.locks as _locks
+from x402gw.ledger.records import (
+    AuthorizationInUse,
+    ConflictingTxHash,
+    PaymentIdentifierConflict,
+    PaymentIdentifierInUse,
+    PaymentRecord,
+    ReconcileSummary,
+    RecordNotFound,
+    Response,
+    StoredResponse,
+    response_values,
+)
+from x402gw.ledger.rules import (
     TERMINAL,
     Event,
     InvalidPaymentData,
@@ -47,237 +53,33 @@ from x402gw._ledger_rules import (
     normalise_nonce,
     normalise_token,
     normalise_tx_hash,
-    request_fingerprint,
+    replayable,
 )
-from x402gw._ledger_sqlite import SqliteWriter
-from x402gw.locks import AuthorizationLocked, AuthorizationLocks, LockHandle
+from x402gw.ledger.store import Store, UniqueViolation
 
-__all__ = [
-    "BLOCKING",
-    "DEFAULT_URL",
-    "TERMINAL",
-    "AuthorizationInUse",
-    "ConflictingTxHash",
-    "Event",
-    "InvalidPaymentData",
-    "InvalidTransition",
-    "Ledger",
-    "LedgerError",
-    "LedgerUnavailable",
-    "NonceUse",
-    "PaymentIdentifierConflict",
-    "PaymentIdentifierInUse",
-    "PaymentRecord",
-    "ReconcileSummary",
-    "RecordNotFound",
-    "Response",
-    "State",
-    "StoredResponse",
-    "TxOutcome",
-    "next_state",
-    "request_fingerprint",
-]
+if TYPE_CHECKING:
+    from x402gw.locks import AuthorizationLocks, LockHandle
 
 DEFAULT_URL = "sqlite:///x402gw-ledger.sqlite3"
-_MIGRATE_ATTEMPTS = 5
-
-
-class AuthorizationInUse(LedgerError):
-    """The authorization already has a live record (or a lock held elsewhere): refuse this use."""
-
-    def __init__(self, key: str, record_id: str | None, state: State | None) -> None:
-        where = f"record {record_id} in state {state}" if record_id else "a lock held elsewhere"
-        super().__init__(f"authorization {key} is in use by {where}")
-        self.key = key
-        self.record_id = record_id
-        self.state = state
-
-
-class PaymentIdentifierInUse(LedgerError):
-    """A live record holds this payment identifier and has no stored response to replay yet."""
-
-    def __init__(self, payment_identifier: str, record_id: str, state: State) -> None:
-        super().__init__(
-            f"payment identifier {payment_identifier!r} is in use by record {record_id} ({state})"
-        )
-        self.payment_identifier = payment_identifier
-        self.record_id = record_id
-        self.state = state
-
-
-class PaymentIdentifierConflict(LedgerError):
-    """The payment identifier was used for a different request (another fingerprint)."""
-
-    def __init__(self, payment_identifier: str, record_id: str) -> None:
-        super().__init__(
-            f"payment identifier {payment_identifier!r} belongs to a different request "
-            f"(record {record_id})"
-        )
-        self.payment_identifier = payment_identifier
-        self.record_id = record_id
-
-
-class RecordNotFound(LedgerError, KeyError):
-    """No record has this id."""
-
-    def __init__(self, record_id: str) -> None:
-        super().__init__(f"no payment record {record_id!r}")
-        self.record_id = record_id
-
-    def __str__(self) -> str:
-        return str(self.args[0])
-
-
-class ConflictingTxHash(LedgerError):
-    """A different transaction hash is already recorded: one authorization, one transaction."""
-
-    def __init__(self, record_id: str, recorded: str, offered: str) -> None:
-        super().__init__(f"record {record_id} already has tx {recorded}, refusing {offered}")
-        self.record_id = record_id
-        self.recorded = recorded
-        self.offered = offered
-
-
-class LedgerUnavailable(LedgerError):
-    """The database could not be reached or refused the operation for a non-data reason."""
-
-
-@dataclass(frozen=True, slots=True)
-class StoredResponse:
-    """A response kept for idempotent replay: status, header pairs (repeats allowed), body."""
-
-    status: int
-    headers: tuple[tuple[str, str], ...]
-    body: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class PaymentRecord:
-    """One verified payment as stored; `amount` is in atomic units."""
-
-    id: str
-    scheme: str
-    network: str
-    asset: str
-    payer: str
-    pay_to: str
-    amount: int
-    nonce: str
-    valid_before: int
-    resource: str
-    fingerprint: str
-    payment_identifier: str | None
-    state: State
-    tx_hash: str | None
-    block_number: int | None
-    error: str | None
-    response: StoredResponse | None
-    created_at: datetime
-    updated_at: datetime
-    reconciled_at: datetime | None
-    signature_hash: str | None = None
-
-    @property
-    def authorization_key(self) -> str:
-        """The key naming this record's authorization (also its lock name)."""
-        return authorization_key(self.network, self.asset, self.payer, self.nonce)
-
-
-@dataclass(slots=True)
-class ReconcileSummary:
-    """Ids of records moved by `reconcile`, left pending, or whose check raised."""
-
-    settled: list[str] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)
-    pending: list[str] = field(default_factory=list)
-    errors: dict[str, str] = field(default_factory=dict)
-
 
 TxChecker = Callable[[PaymentRecord], Awaitable[TxOutcome | str]]
 AuthorizationChecker = Callable[[PaymentRecord], Awaitable[bool | NonceUse]]
 TxFinder = Callable[[PaymentRecord], Awaitable[str | None]]
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)  # SQLite returns naive datetimes; we only ever write UTC
+def _sql_store(url: str | Path, schema: str | None) -> Store:
+    from x402gw.ledger._sql import SqlStore  # SQLAlchemy and the drivers, only when used
 
-
-def _record(m: Mapping[Any, Any]) -> PaymentRecord:
-    response = None
-    if m["response_status"] is not None:
-        response = StoredResponse(
-            status=m["response_status"],
-            headers=tuple((str(k), str(v)) for k, v in m["response_headers"] or ()),
-            body=bytes(m["response_body"] or b""),
-        )
-    created, updated = _utc(m["created_at"]), _utc(m["updated_at"])
-    assert created is not None  # NOT NULL column
-    assert updated is not None  # NOT NULL column
-    return PaymentRecord(
-        id=m["id"],
-        scheme=m["scheme"],
-        network=m["network"],
-        asset=m["asset"],
-        payer=m["payer"],
-        pay_to=m["pay_to"],
-        amount=int(m["amount"]),
-        nonce=m["nonce"],
-        valid_before=m["valid_before"],
-        resource=m["resource"],
-        fingerprint=m["fingerprint"],
-        payment_identifier=m["payment_identifier"],
-        state=State(m["state"]),
-        tx_hash=m["tx_hash"],
-        block_number=m["block_number"],
-        error=m["error"],
-        response=response,
-        created_at=created,
-        updated_at=updated,
-        reconciled_at=_utc(m["reconciled_at"]),
-        signature_hash=m.get("signature_hash"),
-    )
-
-
-def _check_response(
-    status: int, headers: Sequence[tuple[str, str]] | Mapping[str, str], body: bytes
-) -> tuple[int, list[list[str]], bytes]:
-    if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
-        raise InvalidPaymentData(f"response status must be 100-599, got {status!r}")
-    pairs = list(headers.items()) if isinstance(headers, Mapping) else list(headers)
-    clean: list[list[str]] = []
-    for pair in pairs:
-        if (
-            not isinstance(pair, tuple | list)
-            or len(pair) != 2
-            or not all(isinstance(p, str) for p in pair)
-        ):
-            raise InvalidPaymentData(
-                f"response headers must be (name, value) strings, got {pair!r}"
-            )
-        clean.append([pair[0], pair[1]])
-    if not isinstance(body, bytes | bytearray | memoryview):
-        raise InvalidPaymentData("response body must be bytes")
-    return status, clean, bytes(body)
-
-
-Response = tuple[int, Sequence[tuple[str, str]] | Mapping[str, str], bytes]
-"""A response to keep with a record: status, header pairs, body."""
-
-
-def _response_values(
-    status: int, headers: Sequence[tuple[str, str]] | Mapping[str, str], body: bytes
-) -> dict[str, Any]:
-    status, pairs, data = _check_response(status, headers, body)
-    return {"response_status": status, "response_headers": pairs, "response_body": data}
+    return SqlStore(url, schema)
 
 
 class Ledger:
     """Payment records in SQLite or PostgreSQL; create with a URL, `await migrate()`, then use.
 
-    `schema` (PostgreSQL) keeps the tables in a schema of their own; `locks` adds a lock backend
-    in front of the database; `clock` (unix seconds) is injectable for tests.
+    `url` may also be a :class:`~x402gw.ledger.store.Store`, such as a
+    :class:`~x402gw.ledger.memory.MemoryStore` for tests (not durable). `schema` (PostgreSQL)
+    keeps the tables in a schema of their own; `locks` adds a lock backend in front of the
+    database; `clock` (unix seconds) is injectable for tests.
 
     SQLite runs in WAL mode with ``synchronous=NORMAL``: every committed change survives a crash
     of the process (what reconcile-after-restart relies on), but a power loss or OS crash may
@@ -286,22 +88,19 @@ class Ledger:
 
     def __init__(
         self,
-        url: str | Path = DEFAULT_URL,
+        url: str | Path | Store = DEFAULT_URL,
         *,
         schema: str | None = None,
         locks: AuthorizationLocks | None = None,
         max_lock_seconds: float = 3600.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._engine: AsyncEngine = sql.create_engine(url, schema)
-        self._writer: Writer
-        if self._engine.dialect.name == "sqlite":
-            self._writer = SqliteWriter(self._engine.url.database or "")
+        if isinstance(url, Store):
+            if schema is not None:
+                raise InvalidPaymentData("a schema can only be chosen with a PostgreSQL URL")
+            self._store = url
         else:
-            from x402gw._ledger_pg import PgWriter  # asyncpg is the postgres extra
-
-            self._writer = PgWriter(self._engine.url, schema)
-        self._schema = schema
+            self._store = _sql_store(url, schema)
         self._locks = locks
         self._max_lock_seconds = max_lock_seconds
         self._clock = clock
@@ -309,8 +108,8 @@ class Ledger:
 
     @property
     def dialect(self) -> str:
-        """`sqlite` or `postgresql`."""
-        return self._engine.dialect.name
+        """`sqlite`, `postgresql` or `memory`."""
+        return self._store.name
 
     async def __aenter__(self) -> Self:
         return self
@@ -319,34 +118,8 @@ class Ledger:
         await self.close()
 
     async def close(self) -> None:
-        """Dispose of the connection pool and the writer's connection (or pool)."""
-        await self._writer.close()
-        await self._engine.dispose()
-
-    @asynccontextmanager
-    async def _tx(self) -> AsyncIterator[AsyncConnection]:
-        try:
-            async with self._engine.begin() as conn:
-                yield conn
-        except sa.exc.IntegrityError:
-            raise
-        except (sa.exc.DBAPIError, OSError) as exc:
-            raise LedgerUnavailable(f"ledger database error: {exc}") from exc
-
-    async def _returning(
-        self, statement: sa.Insert | sa.Update, params: dict[str, Any]
-    ) -> Mapping[Any, Any] | None:
-        """Run one INSERT/UPDATE ... RETURNING; the row, or None when it matched nothing.
-
-        It goes to the writer, not the engine: on SQLite the dedicated write connection, on
-        PostgreSQL an asyncpg pool; one driver call in autocommit (one statement is atomic).
-        """
-        try:
-            return await self._writer.fetch_one(statement, params)
-        except sa.exc.IntegrityError:
-            raise
-        except (sa.exc.DBAPIError, OSError) as exc:
-            raise LedgerUnavailable(f"ledger database error: {exc}") from exc
+        """Release the store's connections (the next use opens them again)."""
+        await self._store.close()
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock(), UTC)
@@ -354,42 +127,24 @@ class Ledger:
     # --- schema ---------------------------------------------------------------------------------
 
     async def migrate(self) -> str | None:
-        """Apply pending migrations (idempotent); return the revision now in place.
-
-        On SQLite, processes starting together on a new file can still meet a "database is
-        locked" that the busy timeout does not cover (while another one switches the file to
-        WAL): the migration is then tried again, a few times, since it is idempotent.
-        """
-        for attempt in range(_MIGRATE_ATTEMPTS):
-            try:
-                async with self._tx() as conn:
-                    await conn.run_sync(sql.upgrade_to_head, self._schema)
-                async with self._tx() as conn:
-                    return await conn.run_sync(sql.current_revision)
-            except LedgerUnavailable as exc:
-                retry = self.dialect == "sqlite" and "database is locked" in str(exc)
-                if not retry or attempt == _MIGRATE_ATTEMPTS - 1:
-                    raise
-                await asyncio.sleep(0.2 * (attempt + 1))
-        raise AssertionError("unreachable")  # the loop returns or raises
+        """Apply pending migrations (idempotent); return the revision now in place (None for a
+        store without a schema)."""
+        return await self._store.migrate()
 
     # --- reads ----------------------------------------------------------------------------------
 
     async def get(self, record_id: str) -> PaymentRecord:
         """One record by id, or :class:`RecordNotFound`."""
-        async with self._tx() as conn:
-            row = await sql.select_by_id(conn, record_id)
-        if row is None:
+        record = await self._store.get(record_id)
+        if record is None:
             raise RecordNotFound(record_id)
-        return _record(row._mapping)
+        return record
 
     async def find_by_payment_identifier(self, payment_identifier: str) -> PaymentRecord | None:
         """The live (not released) record holding `payment_identifier`, if any."""
         pid = check_payment_identifier(payment_identifier)
         assert pid is not None
-        async with self._tx() as conn:
-            row = await sql.select_live_by_payment_identifier(conn, pid)
-        return None if row is None else _record(row._mapping)
+        return await self._store.live_by_payment_identifier(pid)
 
     async def replay(self, payment_identifier: str, fingerprint: str) -> StoredResponse | None:
         """Stored response for a repeated request, or None when this identifier is new.
@@ -406,10 +161,7 @@ class Ledger:
         stored = record.response
         # Content is kept from `settling` on, but released only once the payment settled;
         # a failed payment replays only a stored refusal.
-        releasable = record.state is State.SETTLED or (
-            record.state is State.FAILED and stored is not None and stored.status >= 400
-        )
-        if stored is None or not releasable or stored.status == sql.CLAIMED_STATUS:
+        if stored is None or not replayable(record.state, stored.status):
             raise PaymentIdentifierInUse(payment_identifier, record.id, record.state)
         return stored
 
@@ -417,15 +169,12 @@ class Ledger:
         self, network: str, asset: str, payer: str, nonce: str
     ) -> PaymentRecord | None:
         """The record currently holding an authorization (not released), if any."""
-        async with self._tx() as conn:
-            row = await sql.select_live_by_authorization(
-                conn,
-                normalise_token(network, "network"),
-                normalise_account(asset, "asset"),
-                normalise_account(payer, "payer"),
-                normalise_nonce(nonce),
-            )
-        return None if row is None else _record(row._mapping)
+        return await self._store.live_by_authorization(
+            normalise_token(network, "network"),
+            normalise_account(asset, "asset"),
+            normalise_account(payer, "payer"),
+            normalise_nonce(nonce),
+        )
 
     async def outstanding(
         self, network: str, asset: str, payer: str, *, settled_since: float
@@ -434,24 +183,15 @@ class Ledger:
         (reserved or settling, not past ``validBefore``) plus those settled since
         ``settled_since`` (unix time), and the in-flight amounts' sum (atomic units).
 
-        One read on the write path's connection, so it sees every committed reservation.
+        One read on the write path, so it sees every committed reservation.
         """
-        params = sql.outstanding_params(
+        return await self._store.outstanding(
             normalise_token(network, "network"),
             normalise_account(asset, "asset"),
             normalise_account(payer, "payer"),
-            int(self._clock()),
-            datetime.fromtimestamp(settled_since, UTC),
+            now=int(self._clock()),
+            settled_since=datetime.fromtimestamp(settled_since, UTC),
         )
-        try:
-            row = await self._writer.fetch_row(sql.OUTSTANDING, params)
-        except (sa.exc.DBAPIError, OSError) as exc:
-            raise LedgerUnavailable(f"ledger database error: {exc}") from exc
-        count, total = row if row is not None else (0, 0)
-        if isinstance(total, float) and total >= 2.0**53:  # SQLite's float may have rounded
-            async with self._tx() as conn:
-                total = sum(await sql.select_outstanding_amounts(conn, params))
-        return int(count or 0), int(total or 0)
 
     async def claim_response(
         self, record_id: str, *, stale_after: float = 3600.0
@@ -461,24 +201,16 @@ class Ledger:
         :meth:`store_response` replaces it; a claim older than ``stale_after`` seconds (its
         process died mid-run) may be taken again."""
         stale = datetime.fromtimestamp(self._clock() - stale_after, UTC)
-        params = {"p_id": record_id, "v_updated_at": self._now(), "p_stale": stale}
-        row = await self._returning(sql.CLAIM_RESPONSE, params)
-        return None if row is None else _record(row)
+        return await self._store.claim(record_id, now=self._now(), stale_before=stale)
 
     async def records(self, state: State | None = None) -> list[PaymentRecord]:
-        """Every record (in ``state``, if given), oldest first: for operators and tests."""
-        states = list(State) if state is None else [State(state)]
-        found: list[PaymentRecord] = []
-        async with self._tx() as conn:
-            for each in states:
-                found += [_record(r._mapping) for r in await sql.select_by_state(conn, each)]
-        return sorted(found, key=lambda r: (r.created_at, r.id))
+        """Every record (only those in ``state``, if given), oldest first: for operators and
+        tests, which read records through this instead of the store."""
+        return await self._store.select(None if state is None else State(state))
 
     async def pending_settlements(self) -> list[PaymentRecord]:
         """Records in `settling`, with or without a tx hash (what a restart must reconcile)."""
-        async with self._tx() as conn:
-            rows = await sql.select_by_state(conn, State.SETTLING)
-        return [_record(r._mapping) for r in rows]
+        return await self._store.select(State.SETTLING)
 
     # --- reserve --------------------------------------------------------------------------------
 
@@ -528,9 +260,8 @@ class Ledger:
         key = authorization_key(network, asset, payer, nonce)
         handle = await self._lock(key, values["valid_before"])
         try:
-            statement, params = sql.insert_query(values)
-            row = await self._returning(statement, params)
-        except sa.exc.IntegrityError:
+            record = await self._store.insert(values)
+        except UniqueViolation:
             if handle is not None:
                 await self._locks_release(handle)
             await self._raise_duplicate(key, values)
@@ -542,8 +273,7 @@ class Ledger:
             raise
         if handle is not None:
             self._handles[values["id"]] = handle
-        assert row is not None  # an INSERT ... RETURNING returns its row
-        return _record(row)
+        return record
 
     async def _lock(self, key: str, valid_before: int) -> LockHandle | None:
         if self._locks is None:
@@ -551,7 +281,7 @@ class Ledger:
         ttl = min(max(valid_before - self._clock(), 1.0), self._max_lock_seconds)
         try:
             return await self._locks.acquire(key, ttl)
-        except AuthorizationLocked:
+        except _locks.AuthorizationLocked:
             raise AuthorizationInUse(key, None, None) from None
 
     async def _locks_release(self, handle: LockHandle) -> None:
@@ -559,17 +289,16 @@ class Ledger:
         await self._locks.release(handle)
 
     async def _raise_duplicate(self, key: str, values: dict[str, Any]) -> None:
-        async with self._tx() as conn:
-            row = await sql.select_live_by_authorization(
-                conn, values["network"], values["asset"], values["payer"], values["nonce"]
-            )
-            if row is not None:
-                raise AuthorizationInUse(key, row.id, State(row.state))
-            pid = values["payment_identifier"]
-            if pid is not None:
-                row = await sql.select_live_by_payment_identifier(conn, pid)
-                if row is not None:
-                    raise PaymentIdentifierInUse(pid, row.id, State(row.state))
+        holder = await self._store.live_by_authorization(
+            values["network"], values["asset"], values["payer"], values["nonce"]
+        )
+        if holder is not None:
+            raise AuthorizationInUse(key, holder.id, holder.state)
+        pid = values["payment_identifier"]
+        if pid is not None:
+            holder = await self._store.live_by_payment_identifier(pid)
+            if holder is not None:
+                raise PaymentIdentifierInUse(pid, holder.id, holder.state)
 
     # --- transitions ----------------------------------------------------------------------------
 
@@ -581,8 +310,9 @@ class Ledger:
         *,
         tx_hash: str | None = None,
     ) -> PaymentRecord:
-        # One conditional UPDATE ... RETURNING; only when it matches nothing is the record read,
-        # to say why. States only move forward and a hash is set once, so the retry loop ends.
+        # One conditional update (rules.transition_applies); only when it matches nothing is the
+        # record read, to say why. States only move forward and a hash is set once, so the retry
+        # loop ends.
         sources, target = event_effect(event)
         from_states = sorted(sources)
         while True:
@@ -592,17 +322,16 @@ class Ledger:
                 update["state"] = target.value
             if tx_hash is not None:
                 update["tx_hash"] = tx_hash
-            statement, params = sql.transition_query(
-                record_id, from_states=from_states, tx_hash=tx_hash, values=update
+            moved = await self._store.transition(
+                record_id, sources=from_states, tx_hash=tx_hash, values=update
             )
-            row = await self._returning(statement, params)
-            if row is None:
+            if moved is None:
                 record = await self.get(record_id)
                 next_state(record.state, event)
                 if tx_hash is not None and record.tx_hash not in (None, tx_hash):
                     raise ConflictingTxHash(record_id, record.tx_hash or "", tx_hash)
                 continue  # it moved between the update and the read; try again
-            record = _record(row)
+            record = moved
             if record.state in TERMINAL:
                 await self._drop_lock(record_id)
             return record
@@ -618,7 +347,7 @@ class Ledger:
         """`verified` → `settling`: settlement is about to be requested; `response` (the
         content being paid for) is kept in the same write, for whoever finds it settled."""
         tx = None if tx_hash is None else normalise_tx_hash(tx_hash)
-        values = None if response is None else _response_values(*response)
+        values = None if response is None else response_values(*response)
         return await self._apply(record_id, Event.SETTLE, values, tx_hash=tx)
 
     async def record_broadcast(
@@ -626,7 +355,7 @@ class Ledger:
     ) -> PaymentRecord:
         """Persist the transaction hash before waiting for its receipt (and, for a settlement
         still pending, the response to release once it is confirmed)."""
-        values = None if response is None else _response_values(*response)
+        values = None if response is None else response_values(*response)
         return await self._apply(
             record_id, Event.BROADCAST, values, tx_hash=normalise_tx_hash(tx_hash)
         )
@@ -647,7 +376,7 @@ class Ledger:
             raise InvalidPaymentData(f"block must be a non-negative int, got {block!r}")
         values: dict[str, Any] = {"block_number": block}
         if response is not None:
-            values.update(_response_values(*response))
+            values.update(response_values(*response))
         return await self._apply(
             record_id, Event.SETTLED, values, tx_hash=normalise_tx_hash(tx_hash)
         )
@@ -671,7 +400,7 @@ class Ledger:
     ) -> PaymentRecord:
         """Keep the response sent for this payment so a retry with its identifier replays it."""
         return await self._apply(
-            record_id, Event.STORE_RESPONSE, _response_values(status, headers, body)
+            record_id, Event.STORE_RESPONSE, response_values(status, headers, body)
         )
 
     async def release_stale(self, older_than_seconds: float) -> list[str]:
@@ -687,15 +416,13 @@ class Ledger:
         ):
             raise InvalidPaymentData(f"older_than_seconds must be >= 0, got {older_than_seconds!r}")
         cutoff = datetime.fromtimestamp(self._clock() - older_than_seconds, UTC)
-        async with self._tx() as conn:
-            rows = await sql.select_by_state(conn, State.VERIFIED, updated_before=cutoff)
         released = []
-        for row in rows:
+        for record in await self._store.select(State.VERIFIED, updated_before=cutoff):
             try:
-                await self.release(row.id)
+                await self.release(record.id)
             except InvalidTransition:  # its handler finished in the meantime
                 continue
-            released.append(row.id)
+            released.append(record.id)
         return released
 
     # --- reconcile ------------------------------------------------------------------------------

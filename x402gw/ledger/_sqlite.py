@@ -1,4 +1,4 @@
-"""The SQLite ledger's write path: the statements of :mod:`x402gw._ledger_sql`, compiled once for
+"""The SQLite ledger's write path: the statements of :mod:`x402gw.ledger._statements`, compiled once for
 SQLite and run on one aiosqlite connection in autocommit mode.
 
 Through SQLAlchemy's async engine each statement costs a greenlet switch and several hops to the
@@ -18,8 +18,8 @@ from typing import Any, Final
 import aiosqlite
 from sqlalchemy.dialects.sqlite.aiosqlite import SQLiteDialect_aiosqlite
 
-from x402gw import _ledger_sql as sql
-from x402gw._ledger_plan import Plans, Writer
+from x402gw.ledger import _statements as sql
+from x402gw.ledger._plans import Plans, Writer
 
 _PLANS: Final = Plans(SQLiteDialect_aiosqlite())
 compiled: Final = _PLANS.compiled
