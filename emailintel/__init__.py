@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from emailintel.dns import DnsResolver, lookup_mx
     from emailintel.finder import Finder, FindResult, find
     from emailintel.lists import Lists, default_lists
+    from emailintel.mxprobe import DomainProbe, probe_domain
     from emailintel.patterns import (
         Candidate,
         PatternDistribution,
@@ -80,6 +81,8 @@ _LAZY: dict[str, str] = {
     "Finder": "emailintel.finder",
     "find": "emailintel.finder",
     "Prober": "emailintel.smtp.prober",
+    "DomainProbe": "emailintel.mxprobe",
+    "probe_domain": "emailintel.mxprobe",
 }
 
 
@@ -100,6 +103,7 @@ __all__ = [
     "DnsError",
     "DnsFacts",
     "DnsResolver",
+    "DomainProbe",
     "EmailIntelError",
     "Evidence",
     "FindResult",
@@ -127,6 +131,7 @@ __all__ = [
     "lookup_mx",
     "normalize",
     "parse_address",
+    "probe_domain",
     "suggest",
     "suggest_domain",
     "validate",

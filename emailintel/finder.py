@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict
 from emailintel.dns import DnsResolver
 from emailintel.errors import ConfigError
 from emailintel.models import DnsFacts, Evidence, Reason, SmtpFacts
+from emailintel.mxprobe import probe_domain
 from emailintel.patterns import Candidate, generate_candidates, normalize_domain
 from emailintel.risk import assess
 from emailintel.smtp.prober import Prober
@@ -157,7 +158,13 @@ class Finder:
             known=self.store.known(ascii_domain),
             limit=self.max_candidates,
         )
-        dns = await self.resolver.lookup_mx(ascii_domain, resolve_addresses=True)
+        dns, facts = await probe_domain(
+            ascii_domain,
+            [c.email for c in candidates],
+            resolver=self.resolver,
+            prober=self.prober,
+            stop_on_accept=True,
+        )
         if dns.status != "ok":
             return FindResult(
                 domain=ascii_domain,
@@ -166,9 +173,6 @@ class Finder:
                 reasons=(_DNS_REASONS[dns.status],),
                 dns=dns,
             )
-        facts = await self.prober.probe(
-            ascii_domain, [c.email for c in candidates], dns, stop_on_accept=True
-        )
         outcomes = tuple(_outcome(c, facts.get(c.email)) for c in candidates)
         hit = next((o for o in outcomes if o.smtp is not None and o.smtp.accepted), None)
         if hit is None or hit.smtp is None:

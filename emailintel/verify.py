@@ -22,7 +22,9 @@ from emailintel.dns import DnsResolver
 from emailintel.errors import AddressError
 from emailintel.lists import Lists, default_lists
 from emailintel.models import DnsFacts, Evidence, Reason, RiskResult, SmtpFacts, Verdict
+from emailintel.mxprobe import probe_domain
 from emailintel.risk import Assessment, RiskPolicy, assess
+from emailintel.smtp.greylist import retry_greylisted
 from emailintel.smtp.preflight import blocked_facts, check_port25
 from emailintel.smtp.prober import Prober, SharedSessions
 from emailintel.typo import suggest_domain
@@ -38,9 +40,6 @@ __all__ = [
 ]
 
 _DOMAIN_CACHE_SIZE = 100_000  # domains whose offline facts a Validator keeps
-# verify_many opens one shared connection per MX address per this many of ``concurrency``: fewer,
-# fuller connections beat many half-used ones (each costs a handshake and an error budget).
-_CONCURRENCY_PER_MX_SESSION = 32
 _GENERAL_CACHE_SIZE = 10_000  # offline results of addresses the part caches do not take
 _INVALID = Evidence(syntax_valid=False)  # all an unparseable address tells the scorer
 
@@ -389,23 +388,6 @@ def _rcpt_address(parsed: ParsedAddress) -> str:
     return parsed.smtp_address
 
 
-async def _probe_domain(
-    validator: Validator,
-    prober: Prober,
-    domain: str,
-    items: list[tuple[str, ParsedAddress]],
-    *,
-    blocked: SmtpFacts | None,
-) -> tuple[DnsFacts, dict[str, SmtpFacts]]:
-    """One MX lookup for the domain, then one grouped probe of its addresses."""
-    dns = await validator.resolver.lookup_mx(domain, resolve_addresses=True)
-    facts: dict[str, SmtpFacts] = {}
-    if dns.status == "ok" and blocked is None:
-        wanted = [_rcpt_address(parsed) for _, parsed in items]
-        facts = await prober.probe(domain, wanted, dns)
-    return dns, facts
-
-
 def _domain_results(
     validator: Validator,
     items: list[tuple[str, ParsedAddress]],
@@ -438,7 +420,9 @@ async def verify(
     except AddressError as exc:
         return validator.invalid_syntax(address, exc)
     items = [(address, parsed)]
-    dns, facts = await _probe_domain(validator, prober, parsed.ascii_domain, items, blocked=None)
+    dns, facts = await probe_domain(
+        parsed.ascii_domain, [_rcpt_address(parsed)], resolver=validator.resolver, prober=prober
+    )
     return _domain_results(validator, items, dns, facts, None)[0]
 
 
@@ -489,40 +473,40 @@ class _Batch:
         emit: Callable[[list[RiskResult]], None],
     ) -> None:
         """Probe one domain's addresses and emit each result as soon as it is final."""
-        async with self.gate:
-            dns = await self.validator.resolver.lookup_mx(domain, resolve_addresses=True)
-        facts: dict[str, SmtpFacts] = {}
-        if dns.status == "ok" and self.blocked is None:
-            # Domains on one MX address share its connections (SharedSessions bounds them).
-            wanted = [_rcpt_address(parsed) for _, parsed in items]
-            facts = await self.sharing.probe(domain, wanted, dns)
-        pending, announced = items, False
-        for delay in self.schedule:  # greylisting: wait without holding a slot, then ask again
-            final = [item for item in pending if not _greylisted(facts, item[1])]
-            pending = [item for item in pending if _greylisted(facts, item[1])]
-            if final:
-                emit(_domain_results(self.validator, final, dns, facts, self.blocked))
-            if not pending:
-                break
-            self._announce(RetryWait(domain, len(pending), time.time() + delay))
-            announced = True
-            await asyncio.sleep(delay)
-            async with self.gate:
-                wanted = [_rcpt_address(parsed) for _, parsed in pending]
-                facts.update(await self.prober.probe(domain, wanted, dns))
-        if announced:
-            self._announce(RetryWait(domain, 0, None))
-        if pending:
-            emit(_domain_results(self.validator, pending, dns, facts, self.blocked))
+        # Domains on one MX address share its connections (SharedSessions bounds them).
+        dns, facts = await probe_domain(
+            domain,
+            [_rcpt_address(parsed) for _, parsed in items],
+            resolver=self.validator.resolver,
+            prober=self.sharing,
+            probe=self.blocked is None,
+            lookup_gate=self.gate,
+        )
+        left = list(items)
+
+        def final(addresses: list[str]) -> None:
+            nonlocal left
+            done = set(addresses)
+            now = [item for item in left if _rcpt_address(item[1]) in done]
+            left = [item for item in left if _rcpt_address(item[1]) not in done]
+            if now:
+                emit(_domain_results(self.validator, now, dns, facts, self.blocked))
+
+        def wait(waiting: int, delay: float | None) -> None:
+            retry_at = None if delay is None else time.time() + delay
+            self._announce(RetryWait(domain, waiting, retry_at))
+
+        async def again(addresses: list[str]) -> dict[str, SmtpFacts]:
+            async with self.gate:  # greylisting waits without holding a slot, then asks again
+                return await self.prober.probe(domain, addresses, dns)
+
+        await retry_greylisted(facts, again, self.schedule, on_final=final, on_wait=wait)
+        if left:  # addresses that were never probed (no route for mail, port 25 blocked)
+            emit(_domain_results(self.validator, left, dns, facts, self.blocked))
 
     def _announce(self, wait: RetryWait) -> None:
         if self.on_retry_wait is not None:
             self.on_retry_wait(wait)
-
-
-def _greylisted(facts: dict[str, SmtpFacts], parsed: ParsedAddress) -> bool:
-    found = facts.get(_rcpt_address(parsed))
-    return found is not None and found.greylisted is True
 
 
 async def verify_many(
@@ -537,8 +521,9 @@ async def verify_many(
 ) -> AsyncIterator[RiskResult]:
     """Verify many addresses, grouped by domain and by MX address so sessions carry many RCPTs.
 
-    Domains whose first MX address is the same share its connections (``concurrency`` / 32 per
-    MX address, at least one; ``concurrency`` in all). Each result is yielded as soon as it is
+    Domains whose first MX address is the same share its connections and fill each other's
+    batches; another connection to an MX opens only while its queue holds more RCPTs than the open
+    ones carry, up to the prober's per-host politeness limit (``concurrency`` in all). Each result is yielded as soon as it is
     final. With ``checkpoint`` (a JSONL file), addresses already recorded there are skipped and
     each new result is appended as it is yielded. Greylisted addresses are retried on the
     prober's schedule unless ``retry_greylisted`` is off; ``on_retry_wait`` hears when a
@@ -590,11 +575,12 @@ async def verify_many(
             )
             blocked = None if check.ok else blocked_facts(check)
         gate = asyncio.Semaphore(concurrency)
-        per_mx = max(1, concurrency // _CONCURRENCY_PER_MX_SESSION)
         batch = _Batch(
             validator=validator,
             prober=prober,
-            sharing=SharedSessions(prober, per_mx=per_mx, total=concurrency),
+            # Per MX address: as many connections as politeness allows, opened only while its
+            # queue holds more RCPTs than the open ones carry (fewer, fuller connections win).
+            sharing=SharedSessions(prober, total=concurrency),
             gate=gate,
             blocked=blocked,
             schedule=prober.retry_schedule if retry_greylisted else (),

@@ -1,5 +1,5 @@
-"""``bavlio`` command line: ``serve``, ``dev``, ``pay``, ``migrate``, ``prospects import``,
-``users create`` and ``credits grant``.
+"""``bavlio`` command line: ``serve``, ``dev``, ``pay``, ``migrate``, ``worker``,
+``prospects import``, ``users create`` and ``credits grant``.
 
 Heavy modules are imported per command, so a bad setting is reported before any of them load.
 
@@ -78,6 +78,19 @@ def _parser() -> argparse.ArgumentParser:
         "migrate", help="apply database migrations (server tables and the payment ledger)"
     )
     migrate.add_argument("--config", help="TOML settings file (default: BAVLIO_CONFIG)")
+
+    worker = commands.add_parser(
+        "worker", help="run background jobs (find, verify, bulk, datasets, leads) until SIGTERM"
+    )
+    worker.add_argument(
+        "--concurrency", type=int, help="jobs run at once (default: BAVLIO_WORKER_CONCURRENCY or 4)"
+    )
+    worker.add_argument(
+        "--handlers",
+        help="comma-separated module:function registering job kinds "
+        "(default: BAVLIO_JOB_HANDLERS or server.jobs.kinds:register)",
+    )
+    worker.add_argument("--config", help="TOML settings file (default: BAVLIO_CONFIG)")
 
     prospects = commands.add_parser("prospects", help="manage the prospect pool")
     sub = prospects.add_subparsers(dest="action", required=True)
@@ -177,6 +190,17 @@ async def _import(settings: Settings, parsed: ParsedFile) -> int:
         await db.dispose()
 
 
+def _worker(settings: Settings) -> int:
+    from server.jobs.cli import WorkerSetupError, run_worker
+
+    try:
+        asyncio.run(run_worker(settings))
+    except WorkerSetupError as exc:
+        print(f"bavlio worker: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _report(parsed: ParsedFile, imported: int, rejects: Path | None) -> int:
     for error in parsed.errors:
         print(f"row {error.row}: " + "; ".join(error.errors), file=sys.stderr)
@@ -267,6 +291,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides = {}
     if args.command == "serve":
         overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    if args.command == "worker":
+        flags = (("worker_concurrency", args.concurrency), ("job_handlers", args.handlers))
+        overrides = {k: v for k, v in flags if v is not None}
     try:
         settings = load_settings(args.config, **overrides)
     except SettingsError as exc:
@@ -285,6 +312,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
     if args.command in ("users", "credits"):
         return _accounts(settings, args)
+    if args.command == "worker":
+        return _worker(settings)
     if args.command == "migrate":
         asyncio.run(_migrate(settings))
         print("database is at the latest revision (server tables and payment ledger)")

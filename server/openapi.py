@@ -188,10 +188,16 @@ _PATH_PARAM = re.compile(r"{([a-z_]+)}")
 
 
 def _parameters(op: Operation) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-        for name in _PATH_PARAM.findall(op.path)
-    ]
+    declared = {p.name: p for p in op.path_params}
+    out: list[dict[str, Any]] = []
+    for name in _PATH_PARAM.findall(op.path):
+        param: dict[str, Any] = {"name": name, "in": "path", "required": True}
+        if name in declared:
+            param["schema"] = declared[name].schema
+            param["description"] = declared[name].description
+        else:
+            param["schema"] = {"type": "string"}
+        out.append(param)
     out.extend(
         {
             "name": q.name,

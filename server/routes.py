@@ -55,6 +55,8 @@ class Operation:
     price_key: str | None = None
     status_code: int = 200
     query: tuple[QueryParam, ...] = ()
+    path_params: tuple[QueryParam, ...] = ()
+    """Schemas of path parameters (default: a plain string)."""
     smtp: bool = False
     responses: dict[int, type[BaseModel]] = field(default_factory=dict)
     deadline: float = 30.0

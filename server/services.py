@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from server.auth.principal import Authenticator
     from server.auth.store import AccountStore
     from server.billing.credits import CreditStore
+    from server.finder.known import KnownAddresses
     from server.http.idempotency import IdempotencyStore
     from server.ratelimit import KeyRateLimiter
 
@@ -192,6 +193,13 @@ class Services:
             self._owned_search = engine_from_env()
             self._search = self._owned_search
         return self._search
+
+    @property
+    def known(self) -> KnownAddresses:
+        """Confirmed addresses and the per-domain patterns learned from them."""
+        from server.finder.known import KnownAddresses
+
+        return KnownAddresses(self.db.engine)
 
     @property
     def keyed(self) -> KeyedServices:

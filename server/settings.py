@@ -133,6 +133,15 @@ class Settings(BaseSettings):
     """JWKS URL whose RS256/ES256 keys sign session tokens (an external identity provider)."""
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
+    worker_concurrency: int = Field(default=4, ge=1, le=256)
+    """Jobs one ``bavlio worker`` process runs at once."""
+    job_lease_seconds: float = Field(default=30.0, gt=0, le=3600)
+    """How long a claimed job stays leased without a heartbeat (a dead worker's jobs wait this
+    long before another worker resumes them)."""
+    job_poll_seconds: float = Field(default=1.0, gt=0, le=60)
+    """How often an idle worker looks for new jobs."""
+    job_handlers: str = "server.jobs.kinds:register"
+    """Comma-separated ``module:function`` that register the job kinds a worker runs."""
     rate_limit_ip: str = "300/minute"
     rate_limit_payer: str = "120/minute"
 

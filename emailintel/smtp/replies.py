@@ -236,21 +236,38 @@ _NOT_FOUND = _rx(
     r"\bnosuchuser\b",
 )
 
-# "in 15 seconds", "after 5 minutes", "retry in 300s", "wait 1 hour"
+# A delay the server asks for, after the words that ask for one: "please try again in 300
+# seconds", "retry in 5 minutes", "Greylisted for 5 minutes", "wait 1 hour", "come back in
+# 00:05:00" (milter-greylist), "try again after 60s". A bare "in 10 minutes" is not enough: rate
+# limit texts name windows that way ("100 messages in 10 minutes").
+_ASK = (
+    r"(?:try(?:\s+(?:again|later))?|retry|come\s+back|resend|send\s+(?:it\s+)?again"
+    r"|wait|gr[ea]y-?list(?:ed|ing)?|deferred|delayed|postponed)"
+)
+_UNIT = r"(s|secs?|seconds?|m|mins?|minutes?|h|hrs?|hours?)"
 _DELAY = re.compile(
-    r"\b(?:in|after|wait|for|retry)\s+(\d{1,6})\s*"
-    r"(s|secs?|seconds?|m|mins?|minutes?|h|hrs?|hours?)\b",
+    rf"\b{_ASK}[\s,:]+(?:(?:in|after|for|within)\s+)?(?:at\s+least\s+|about\s+|another\s+)?"
+    rf"(?:(\d{{1,6}})\s*{_UNIT}\b|(\d{{1,2}}):(\d{{2}})(?::(\d{{2}}))?(?![\d:]))",
     re.I,
 )
 _UNIT_SECONDS: Final = {"s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 def parse_retry_after(message: str) -> float | None:
-    """Seconds a reply asks us to wait ("try again in 15 seconds"), or None when it names none."""
-    match = _DELAY.search(message)
+    """Seconds a reply asks us to wait ("try again in 15 seconds"), or None when it names none.
+
+    Capped at :data:`MAX_RETRY_AFTER`; ``H:MM:SS`` and ``M:SS`` clocks count too.
+    """
+    match = _DELAY.search(message[:2000])
     if match is None:
         return None
-    seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2)[0].lower()]
+    number, unit, first, second, third = match.groups()
+    if number is not None:
+        seconds = int(number) * _UNIT_SECONDS[unit[0].lower()]
+    elif third is not None:
+        seconds = int(first) * 3600.0 + int(second) * 60.0 + int(third)
+    else:
+        seconds = int(first) * 60.0 + int(second)
     return min(seconds, MAX_RETRY_AFTER)
 
 

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from emailintel import probe_domain
 from emailintel.errors import AddressError, EmailIntelError, PersonNameError, SearchQueryError
 from emailintel.models import SmtpFacts
 from emailintel.search.models import LinkedInResult
@@ -223,10 +224,12 @@ async def _probe(
     try:
         prober = svc.prober
         for domain, addresses in by_domain.items():
-            dns = await svc.resolver.lookup_mx(domain, resolve_addresses=True)
+            dns, found = await probe_domain(
+                domain, addresses, resolver=svc.resolver, prober=prober, stop_on_accept=True
+            )
             check_dns(dns)
             if dns.status == "ok":
-                facts.update(await prober.probe(domain, addresses, dns, stop_on_accept=True))
+                facts.update(found)
             else:
                 undeliverable.update(addresses)
     except EmailIntelError as exc:

@@ -6,7 +6,7 @@ import json
 import time
 from dataclasses import dataclass
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import case, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -144,6 +144,29 @@ class AccountStore:
                 ).one()
             return _user(row), False
         return record, True
+
+    async def count_lookup(self, user_id: str, month: str, limit: int) -> int | None:
+        """Count one lookup in ``month`` (``YYYY-MM``); the lookups left, or None when the
+        month's ``limit`` is used up (one conditional UPDATE: concurrent lookups never pass it)."""
+        async with write_transaction(self.engine) as conn:
+            same = User.lookup_month == month
+            done = await conn.execute(
+                update(User)
+                .where(
+                    User.id == user_id,
+                    ~same | User.lookup_month.is_(None) | (User.lookups_used < limit),
+                )
+                .values(
+                    lookups_used=case((same, User.lookups_used + 1), else_=1),
+                    lookup_month=month,
+                )
+            )
+            if done.rowcount != 1:
+                return None
+            used = (
+                await conn.execute(select(User.lookups_used).where(User.id == user_id))
+            ).scalar_one()
+        return max(limit - int(used), 0)
 
     async def set_plan(self, user_id: str, plan: str) -> None:
         """Move a user to ``plan``."""

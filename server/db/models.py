@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     JSON,
@@ -20,6 +21,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    String,
     Text,
     UniqueConstraint,
 )
@@ -33,6 +35,9 @@ __all__ = [
     "CreditEntry",
     "CreditHold",
     "IdempotencyKey",
+    "JobItemRow",
+    "JobRow",
+    "KnownAddress",
     "PoolStat",
     "Prospect",
     "ProspectTag",
@@ -212,3 +217,82 @@ class IdempotencyKey(Base):
     status: Mapped[int | None] = mapped_column(Integer)
     headers: Mapped[str | None] = mapped_column(Text)
     body: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+
+# --- durable jobs (revision 0002) ----------------------------------------------------------
+
+JOB_STATES = "'queued', 'running', 'cancel_requested', 'succeeded', 'failed', 'cancelled'"
+ITEM_STATES = "'pending', 'running', 'done', 'failed', 'skipped'"
+
+
+class JobRow(Base):
+    """One background job (server.jobs): owner, kind, bounded JSON payload, state and counts.
+
+    Times are epoch seconds (floats) so lease arithmetic is the same SQL on both backends.
+    ``lease_owner``/``lease_expires`` hold the worker running the job (or, once the job is
+    terminal, delivering its terminal hook); ``hooked_at`` is set when that hook returned.
+    """
+
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    owner_id: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[Any] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(20))
+    total: Mapped[int] = mapped_column(Integer)
+    done: Mapped[int] = mapped_column(Integer)
+    failed: Mapped[int] = mapped_column(Integer)
+    skipped: Mapped[int] = mapped_column(Integer)
+    result: Mapped[Any | None] = mapped_column(JSON)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+    finished_at: Mapped[float | None] = mapped_column(Float)
+    lease_owner: Mapped[str | None] = mapped_column(String(200))
+    lease_expires: Mapped[float | None] = mapped_column(Float)
+    attempts: Mapped[int] = mapped_column(Integer)
+    hooked_at: Mapped[float | None] = mapped_column(Float)
+
+    __table_args__ = (
+        CheckConstraint(f"state IN ({JOB_STATES})", name="ck_jobs_state"),
+        Index("ix_jobs_owner_id_id", "owner_id", "id"),
+        Index("ix_jobs_state_lease_expires", "state", "lease_expires"),
+        Index("ix_jobs_hooked_at_state", "hooked_at", "state"),
+    )
+
+
+class JobItemRow(Base):
+    """One input row of a bulk job; (job_id, idx) is unique, so a row is completed once."""
+
+    __tablename__ = "job_items"
+
+    job_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
+    )
+    idx: Mapped[int] = mapped_column(Integer, primary_key=True)
+    input: Mapped[Any] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(16))
+    result: Mapped[Any | None] = mapped_column(JSON)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    attempts: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (
+        CheckConstraint(f"state IN ({ITEM_STATES})", name="ck_job_items_state"),
+        Index("ix_job_items_job_id_state", "job_id", "state"),
+    )
+
+
+class KnownAddress(Base):
+    """A confirmed address and its owner's name: the evidence learned patterns come from
+    (revision 0004). Shared knowledge: pattern shares are computed over every tenant's finds."""
+
+    __tablename__ = "known_addresses"
+
+    email: Mapped[str] = mapped_column(Text, primary_key=True)
+    domain: Mapped[str] = mapped_column(Text, index=True)
+    owner_name: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(Text)
+    confirmed_at: Mapped[float] = mapped_column(Float)

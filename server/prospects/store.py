@@ -6,7 +6,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import func, select
+
 from server.db.engine import Database
+from server.db.models import Prospect
 from server.db.queries import for_dialect
 from server.db.queries.common import SearchPlan, load_weights, pool_size
 from server.prospects.models import (
@@ -76,6 +79,52 @@ class ProspectStore:
             domain=filters.domain.lower() if filters and filters.domain else None,
             title_key=casefold_key(filters.title) if filters else None,
             location_key=casefold_key(filters.location) if filters else None,
+        )
+
+    async def domain_for_company(self, company: str) -> str | None:
+        """The domain most of the pool's rows at ``company`` (case-folded) carry, if any."""
+        key = casefold_key(company)
+        async with self.db.engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(Prospect.domain, func.count())
+                    .where(Prospect.company_key == key, Prospect.domain.is_not(None))
+                    .group_by(Prospect.domain)
+                    .order_by(func.count().desc(), Prospect.domain)
+                    .limit(1)
+                )
+            ).first()
+        return row[0] if row else None
+
+    async def person(self, name: str, domain: str) -> ProspectOut | None:
+        """A pool row for ``name`` (case-insensitive) at ``domain`` that has an email."""
+        query = (
+            select(*Prospect.__table__.columns)
+            .where(
+                Prospect.domain == domain,
+                func.lower(Prospect.name) == name.lower(),
+                Prospect.email.is_not(None),
+            )
+            .order_by(Prospect.id)
+            .limit(1)
+        )
+        async with self.db.engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        if row is None:
+            return None
+        tags = self.queries.decode_tags(row.tags)
+        return ProspectOut(
+            id=row.id,
+            name=row.name,
+            title=row.title,
+            company=row.company,
+            domain=row.domain,
+            linkedin_url=row.linkedin_url,
+            email=row.email,
+            location=row.location,
+            tags=tags,
+            score=0.0,
+            matched_tags=[],
         )
 
     async def search(self, request: SearchRequest) -> SearchResponse:

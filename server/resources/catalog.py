@@ -5,7 +5,15 @@ from __future__ import annotations
 from server.billing.pricing import PURCHASE_KEY
 from server.billing.purchases import PURCHASE_PATH
 from server.errors import ErrorEnvelope
-from server.resources import account, api_keys, credits, email_verification, purchase, system
+from server.resources import (
+    account,
+    api_keys,
+    credits,
+    email_finder,
+    email_verification,
+    purchase,
+    system,
+)
 from server.routes import Operation, QueryParam
 from server.usecases.email import ValidateRequest, ValidateResponse
 
@@ -187,5 +195,62 @@ def keyed_operations() -> tuple[Operation, ...]:
             scope="email-verification",
             price_key="email.validate",
             responses={402: ErrorEnvelope, 503: ErrorEnvelope},
+        ),
+        Operation(
+            "POST",
+            f"{V1}/email-finder/search",
+            email_finder.search,
+            "email_finder_search",
+            "A person's address from the database, or predicted with confidences (0 credits)",
+            email_finder.SearchResult,
+            email_finder.SearchPerson,
+            tag="email-finder",
+            access="api_key",
+            scope="email-finder",
+        ),
+        Operation(
+            "GET",
+            f"{V1}/email-finder/company/{{domain}}",
+            email_finder.company,
+            "email_finder_company",
+            "A domain's email pattern shares, learned from confirmed finds",
+            email_finder.CompanyPatterns,
+            tag="email-finder",
+            path_params=(
+                QueryParam(
+                    "domain",
+                    {
+                        "type": "string",
+                        "pattern": r"^([a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?\.){1,3}[a-z]{2,10}$",
+                    },
+                    "A mail domain such as acme.com.",
+                ),
+            ),
+            access="api_key",
+            scope="email-finder",
+            responses={404: ErrorEnvelope},
+        ),
+        Operation(
+            "GET",
+            f"{V1}/email-finder/stats",
+            email_finder.stats,
+            "email_finder_stats",
+            "What the finder has learned",
+            email_finder.FinderStats,
+            tag="email-finder",
+            access="api_key",
+            scope="email-finder",
+        ),
+        Operation(
+            "GET",
+            f"{V1}/email-finder/health",
+            email_finder.health,
+            "email_finder_health",
+            "The finder's dependencies",
+            email_finder.FinderHealth,
+            tag="email-finder",
+            access="api_key",
+            scope="email-finder",
+            responses={503: ErrorEnvelope},
         ),
     )

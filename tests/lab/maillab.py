@@ -120,6 +120,7 @@ class MailLab(Service):
     listeners: Sequence[Listener] = field(default_factory=list)
     domains: Sequence[MailDomain] = field(default_factory=list)
     greylist_delay: int = 2
+    greylist_text: str | None = None  # postgrey's --greylist-text (%s: seconds left); None: default
     tarpit_seconds: int = 3
     strict: StrictLimits = field(default_factory=StrictLimits)
     in_flow_delay: str = "1s"
@@ -309,6 +310,7 @@ class MailLab(Service):
                     self.postgrey,
                     f"--inet=127.0.0.1:{self.postgrey_port}",
                     f"--delay={self.greylist_delay}",
+                    *([f"--greylist-text={self.greylist_text}"] if self.greylist_text else []),
                     "--auto-whitelist-clients=0",
                     f"--dbdir={db}",
                     "--hostname=mail-lab.test",

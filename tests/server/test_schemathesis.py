@@ -30,6 +30,7 @@ from emailintel.smtp.prober import Prober
 from emailintel.smtp.session import Timeouts
 from server.app import create_app
 from server.auth.sessions import issue_session_jwt
+from server.cli import main
 from server.http.idempotency_rules import valid_key
 from server.payments import gate_factory
 from server.settings import load_settings
@@ -61,6 +62,19 @@ def free_server(dns_lab: DnsLab, tmp_path_factory: pytest.TempPathFactory) -> It
             search=engine_from_env(search.env("duckduckgo"), backoff=Backoff(retries=1, base=0.0)),
         )
         with UvicornThread(_FreshIdempotencyKeys(app)) as server:
+            # the signed-in user exists after its first call; give it credits for every call
+            me = httpx.get(server.url + "/api/v1/auth/me", headers={"Authorization": SESSION})
+            config = work / "bavlio.toml"
+            config.write_text(f'database_url = "sqlite:///{work / "bavlio.sqlite3"}"\n')
+            grant = [
+                "credits",
+                "grant",
+                me.json()["user_id"],
+                "1000000000",
+                "--config",
+                str(config),
+            ]
+            assert main(grant) == 0
             yield server.url
 
 

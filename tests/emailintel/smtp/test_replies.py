@@ -198,6 +198,53 @@ def test_parse_helpers() -> None:
     assert parse_retry_after("try again later") is None
 
 
+# Greylisting and deferral texts as servers send them, and the delay each asks for (None: none).
+# fmt: off
+RETRY_HINTS: list[tuple[str, str, float | None]] = [
+    ("postgrey default", "4.2.0 <info@greylist.test>: Recipient address rejected: Greylisted, see http://postgrey.schweikert.ch/help/greylist.test.html", None),
+    ("postgrey %s text", "4.7.1 <info@greylist2.test>: Recipient address rejected: Greylisted, please try again in 15 seconds", 15.0),
+    ("postgrey %s text", "4.7.1 Greylisted, please try again in 300 seconds", 300.0),
+    ("sqlgrey", "4.7.1 <a@b.test>: Recipient address rejected: Greylisted for 5 minutes (1)", 300.0),
+    ("milter-greylist", "4.7.1 Greylisting in action, please come back in 00:05:00", 300.0),
+    ("milter-greylist", "4.7.1 Greylisting in action, please come back in 04:30", 270.0),
+    ("exim acl", "Deferred: greylisted, try again in 5 minutes", 300.0),
+    ("postfix policy", "4.7.1 Client host rejected: Greylisted, retry in 5 minutes", 300.0),
+    ("short unit", "4.7.1 Greylisted: please retry in 15s", 15.0),
+    ("after", "4.7.1 greylisted, come back after 120 seconds", 120.0),
+    ("hours", "4.7.1 Please retry after 1 hour", 3600.0),
+    ("at least", "4.7.1 Greylisted - try again at least 60 seconds later", 60.0),
+    ("wait", "4.7.0 Please wait 2 minutes before retrying", 120.0),
+    ("rspamd", "4.7.1 Try again later", None),
+    ("gmail", "4.7.28 Our system has detected an unusual rate of unsolicited mail. Try again later", None),
+    ("rate window", "4.7.1 You have exceeded 100 messages in 10 minutes", None),
+    ("quota", "4.2.2 Mailbox full", None),
+    ("code only", "4.7.1 Greylisted: 4.7.1", None),
+    ("silly", "Greylisted, please try again in 999999 hours", 86_400.0),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize(("source", "message", "expected"), RETRY_HINTS)
+def test_retry_hints_of_real_servers(source: str, message: str, expected: float | None) -> None:
+    assert parse_retry_after(message) == expected, source
+
+
+@given(st.text(max_size=300))
+def test_retry_hint_is_bounded_for_any_text(message: str) -> None:
+    hint = parse_retry_after(message)
+    assert hint is None or 0 <= hint <= 86_400.0
+
+
+@given(
+    st.integers(min_value=0, max_value=999_999),
+    st.sampled_from(["s", "seconds", "min", "minutes", "h", "hours"]),
+)
+def test_retry_hint_reads_any_number_and_unit(number: int, unit: str) -> None:
+    per = {"s": 1, "m": 60, "h": 3600}[unit[0]]
+    hint = parse_retry_after(f"Greylisted, please try again in {number} {unit}")
+    assert hint == min(number * per, 86_400.0)
+
+
 @pytest.mark.parametrize("code", [0, 199, 600, 1000, -250, True])
 def test_bad_code_raises(code: int) -> None:
     with pytest.raises(ReplyCodeError):
