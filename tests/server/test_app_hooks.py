@@ -102,6 +102,29 @@ async def test_payment_hook_wraps_only_paid_routes(gated: httpx.AsyncClient) -> 
     assert gate.statuses == [200, 400]  # the gate sees handler errors as responses
 
 
+def test_one_gate_instance_prices_everything(
+    settings: Settings, stub_resolver: DnsResolver
+) -> None:
+    """The paid mount and the keyed purchase share one gate (two would run two settlers with
+    the same operator key, racing on its chain nonce)."""
+    from starlette.routing import Mount, Route
+
+    from server.http.wallet import WalletEntry
+
+    built: list[GateMiddleware] = []
+
+    def factory(app: ASGIApp, routes: tuple[PaidRoute, ...]) -> GateMiddleware:
+        built.append(GateMiddleware(app, routes))
+        return built[-1]
+
+    app = create_app(settings, resolver=stub_resolver, payment_middleware=factory)
+    assert len(built) == 1
+    [mount] = [r for r in app.routes if isinstance(r, Mount)]
+    [entry] = [r.app for r in app.routes if isinstance(r, Route) and isinstance(r.app, WalletEntry)]
+    assert entry.gate is built[0]
+    assert mount.app.app is built[0]  # behind the filter that hides the purchase path
+
+
 async def test_other_http_exceptions_keep_their_status(gated: httpx.AsyncClient) -> None:
     response = await gated.post("/api/x402/v1/prospects/search", headers={"X-Teapot": "1"})
     error = assert_envelope(response, 418, "invalid_request_error", "http_418")
