@@ -35,7 +35,7 @@ from server.db.engine import Database
 from server.db.models import CreditAccount, CreditEntry
 from server.payclient import choose_offer, sign_offer
 from server.payments import gate_factory
-from server.settings import Settings
+from server.settings import Settings, load_settings
 from x402gw.ledger import Ledger, State
 from x402gw.wire import (
     PAYMENT_RESPONSE,
@@ -492,3 +492,34 @@ async def test_buying_under_a_root_path_or_a_mount(
     assert shop.funds(payer) == 4 * PRICE
     records = await shop.gate_records()
     assert [r.resource.split("?")[0] for r in records] == [f"POST /svc{PURCHASE}"]
+
+
+async def test_one_payment_sent_to_two_servers_books_once(
+    pg_schema: tuple[str, str], tmp_path: Path, anvil: AnvilChain, token: str
+) -> None:
+    """Two servers (two gates, as two processes would have) on one PostgreSQL: the same
+    payment submitted to both at once settles once and books once."""
+    url, schema = pg_schema
+    base = load_settings(env_file=None, database_url=url, database_schema=schema)
+    settings = _settings(base, tmp_path, anvil, token)
+    shop = Shop("", settings, anvil, token, settings.pay_to or "")
+    auth = shop.session()
+    payer = shop.payer()
+    with UvicornThread(_app(settings)) as one, UvicornThread(_app(settings)) as two:
+        async with (
+            httpx.AsyncClient(base_url=one.url, timeout=60) as first,
+            httpx.AsyncClient(base_url=two.url, timeout=60) as second,
+        ):
+            user = await _user(first, auth)
+            header = await shop.payment(first, auth, payer)
+            headers = {**auth, "PAYMENT-SIGNATURE": header}
+            answers = await asyncio.gather(
+                *(c.post(PURCHASE, json={}, headers=headers) for c in (first, second) * 3)
+            )
+            statuses = sorted(a.status_code for a in answers)
+            assert 200 in statuses, [a.text for a in answers]
+            assert set(statuses) <= {200, 402, 409}, [a.text for a in answers]
+            assert await _balance(second, auth) == await _balance(first, auth)
+    assert len(await shop.entries(user)) == 1
+    assert shop.funds(payer) == 4 * PRICE
+    assert len([r for r in await shop.gate_records() if r.state is State.SETTLED]) == 1
