@@ -233,12 +233,17 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        from server.jobs.setup import build_worker, embedded
+
         await svc.db.migrate()
         try:
             for gate in gates:
                 await gate.startup()
                 await _recover(gate, svc)
-            yield
+            async with contextlib.AsyncExitStack() as stack:
+                if embedded(settings):  # SQLite: jobs run here, no extra process
+                    await stack.enter_async_context(build_worker(svc.jobs, settings))
+                yield
         finally:
             for gate in gates:
                 await gate.aclose()

@@ -1,5 +1,6 @@
 """``bavlio dev``: a local chain (anvil) with our EIP-3009 token, a funded demo wallet, and the
-server with payments settling on that chain, all on 127.0.0.1 and stopped together.
+server with payments settling on that chain, all on 127.0.0.1 and stopped together; plus a demo
+keyed-API user with a key and credits and a small prospect pool (:mod:`server.devseed`).
 
 The chain itself (anvil, contracts, dev accounts) is :mod:`x402gw.devchain`, which the test labs
 use too.
@@ -22,6 +23,7 @@ from typing import TextIO
 
 from eth_account.signers.local import LocalAccount
 
+from server.devseed import DEMO_TAG, KEYED_EXAMPLE_BODY, KEYED_EXAMPLE_PATH, DemoAccount
 from x402gw.devchain import CHAIN_ID, AnvilChain, DevChainError, dev_account
 
 __all__ = [
@@ -35,7 +37,8 @@ __all__ = [
 DEMO_FUNDS = 100_000_000  # 100 tokens at 6 decimals
 DEFAULT_PORT = 8402
 CHECK_PATH = "/api/x402/v1/prospects/search"
-CHECK_BODY = {"tags": ["demo"]}
+CHECK_BODY = {"tags": [DEMO_TAG]}
+PAY_EXAMPLE_BODY = {"email": "jane@example.com"}
 
 
 class DevStackError(RuntimeError):
@@ -76,12 +79,13 @@ class DevStack:
             "BAVLIO_PAYER_KEY": self.payer_key,
         }
 
-    def pay_command(self) -> str:
-        """One shell command that pays for a validate call (runnable without an activated venv)."""
+    def pay_command(
+        self, path: str = "/api/x402/v1/email/validate", body: object = PAY_EXAMPLE_BODY
+    ) -> str:
+        """One shell command that pays for a call (runnable without an activated venv)."""
         return (
             f"BAVLIO_PAYER_KEY={self.payer_key} {_bavlio_program()} pay POST "
-            f"{self.url}/api/x402/v1/email/validate "
-            '\'{"email": "jane@example.com"}\''
+            f"{self.url}{path} {shlex.quote(json.dumps(body))}"
         )
 
 
@@ -133,7 +137,7 @@ def _prepare(chain: AnvilChain, port: int, state_dir: Path) -> DevStack:
     return stack
 
 
-def _banner(stack: DevStack, out: TextIO, *, smtp: bool = True) -> None:
+def _banner(stack: DevStack, demo: DemoAccount, out: TextIO, *, smtp: bool = True) -> None:
     if not smtp:
         from server.services import SMTP_ROUTES_LEFT_OUT
 
@@ -146,6 +150,11 @@ def _banner(stack: DevStack, out: TextIO, *, smtp: bool = True) -> None:
         f"  server       {stack.url}  (OpenAPI: {stack.url}/openapi.json)\n"
         f"  settings     {stack.state_dir / 'env'}\n"
         f"Pay for a call:\n  {stack.pay_command()}\n"
+        f"Keyed API (demo user {demo.email}, paid plan, {demo.credits} credits, 1 per call):\n"
+        f"  {demo.keyed_command(stack.url)}\n"
+        f"Search the demo prospect pool ({demo.prospects} people tagged {DEMO_TAG}, "
+        "paid through x402):\n"
+        f"  {stack.pay_command(CHECK_PATH, CHECK_BODY)}\n"
         "Ctrl-C stops everything.",
         file=out,
         flush=True,
@@ -156,6 +165,7 @@ async def _serve(stack: DevStack, port: int, check: bool, out: TextIO) -> int:
     import uvicorn
 
     from server.app import create_app
+    from server.devseed import seed_demo
     from server.payments import gate_factory
     from server.services import configured_prober
     from server.settings import load_settings
@@ -167,6 +177,7 @@ async def _serve(stack: DevStack, port: int, check: bool, out: TextIO) -> int:
     }
     overrides.update(facilitator_url=None, database_schema=None)  # whatever the shell exports
     settings = load_settings(None, env_file=None, host="127.0.0.1", port=port, **overrides)
+    demo = await seed_demo(settings)  # before the app starts: its prospect index sees the pool
     prober = configured_prober()
     app = create_app(
         settings,
@@ -182,18 +193,21 @@ async def _serve(stack: DevStack, port: int, check: bool, out: TextIO) -> int:
             await task
             raise DevStackError("the server did not start")
         await asyncio.sleep(0.02)
-    _banner(stack, out, smtp=prober is not None)
+    _banner(stack, demo, out, smtp=prober is not None)
     if not check:
         await task
         return 0
     try:
-        return await _self_test(stack, out)
+        return await _self_test(stack, demo, out)
     finally:
         server.should_exit = True
         await task
 
 
-async def _self_test(stack: DevStack, out: TextIO) -> int:
+async def _self_test(stack: DevStack, demo: DemoAccount, out: TextIO) -> int:
+    """Pay for a demo prospect search (rows expected), then make the printed keyed call."""
+    import httpx
+
     from server.payclient import PayError, pay, receipt
 
     url = stack.url + CHECK_PATH
@@ -202,9 +216,29 @@ async def _self_test(stack: DevStack, out: TextIO) -> int:
     except PayError as exc:
         print(f"bavlio dev --check: {exc}", file=sys.stderr)
         return 1
-    print(f"POST {url} -> {paid.status}", file=out)
+    rows = _rows(paid.body)
+    print(f"POST {url} -> {paid.status}, {rows} prospects", file=out)
     print(json.dumps(receipt(paid)), file=out, flush=True)
-    return 0 if paid.status == 200 and paid.settlement and paid.settlement.success else 1
+    settled = paid.status == 200 and paid.settlement is not None and paid.settlement.success
+    keyed_url = stack.url + KEYED_EXAMPLE_PATH
+    async with httpx.AsyncClient(timeout=30) as http:  # what the printed curl sends
+        keyed = await http.post(
+            keyed_url,
+            json=KEYED_EXAMPLE_BODY,
+            headers={"Authorization": f"Bearer {demo.api_key}"},
+        )
+    print(f"POST {keyed_url} -> {keyed.status_code}", file=out)
+    print(keyed.text.rstrip("\n"), file=out, flush=True)
+    return 0 if settled and rows > 0 and keyed.status_code == 200 else 1
+
+
+def _rows(body: bytes) -> int:
+    """How many prospects a search answer holds (0 when it is not one)."""
+    try:
+        data = json.loads(body).get("data")
+    except (ValueError, AttributeError):
+        return 0
+    return len(data) if isinstance(data, list) else 0
 
 
 def run_dev(

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from server.billing.credits import CreditStore
     from server.finder.known import KnownAddresses
     from server.http.idempotency import IdempotencyStore
+    from server.jobs.queue import JobQueue
     from server.ratelimit import KeyRateLimiter
 
 __all__ = [
@@ -144,6 +145,7 @@ class Services:
     _search: SearchEngine | None = None
     _owned_search: HttpSearchEngine | None = None
     _keyed: KeyedServices | None = None
+    _jobs: JobQueue | None = None
     ready_cache: SharedTtlCache[CheckResult] = field(default_factory=SharedTtlCache)
 
     @classmethod
@@ -193,6 +195,18 @@ class Services:
             self._owned_search = engine_from_env()
             self._search = self._owned_search
         return self._search
+
+    @property
+    def jobs(self) -> JobQueue:
+        """The job queue, with every kind registered on these services."""
+        if self._jobs is None:
+            from server.jobs.kinds import register_with
+            from server.jobs.queue import JobQueue
+
+            queue = JobQueue(self.db)
+            register_with(queue, self)
+            self._jobs = queue
+        return self._jobs
 
     @property
     def known(self) -> KnownAddresses:

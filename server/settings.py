@@ -140,6 +140,9 @@ class Settings(BaseSettings):
     long before another worker resumes them)."""
     job_poll_seconds: float = Field(default=1.0, gt=0, le=60)
     """How often an idle worker looks for new jobs."""
+    embedded_worker: bool | None = None
+    """Run jobs inside ``bavlio serve`` (default: yes on SQLite, no on PostgreSQL, where
+    ``bavlio worker`` processes run them)."""
     job_handlers: str = "server.jobs.kinds:register"
     """Comma-separated ``module:function`` that register the job kinds a worker runs."""
     rate_limit_ip: str = "300/minute"

@@ -1,16 +1,124 @@
-"""The job kinds this deployment runs: ``register(queue, settings)`` is the default
-``BAVLIO_JOB_HANDLERS`` entry, called by ``bavlio worker`` (and by ``bavlio serve`` for the
-embedded worker). Each resource package adds its kinds here (find, verify, bulk find, dataset
-verification, lead finding) together with the terminal hook that settles credit reservations.
+"""The job kinds this deployment runs and the terminal hook that settles their credits.
+
+``register(queue, settings)`` is the default ``BAVLIO_JOB_HANDLERS`` entry (``bavlio worker``
+builds its own services from settings); ``bavlio serve`` calls :func:`register_with` with the
+app's services, so an embedded worker probes with the app's resolver and prober.
+
+Credits: the route reserves the job's price before enqueueing (the hold's id rides in the
+payload); when the job ends the hook captures what was delivered (single jobs: all when they
+succeeded; bulk jobs: the rows answered, at the volume discount) and returns the rest. Skipped
+and failed rows cost nothing. A hold settles once, so a hook delivered twice charges once.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+from server.billing.credits import CreditStore
+from server.billing.pricing import credits_for
+from server.errors import ApiError
+from server.jobs.errors import JobError, SkipItem
+from server.jobs.models import Job, JobItem
 from server.jobs.queue import JobQueue
+from server.jobs.rules import JobState
+from server.services import Services
 from server.settings import Settings
 
-__all__ = ["register"]
+__all__ = ["BILLING", "KINDS", "register", "register_with"]
+
+BILLING = "_billing"
+"""Payload key of ``{"hold_id", "price_key"}``: the reservation a job settles when it ends."""
+
+KINDS = {
+    "email.find": "email.find",
+    "email.verify": "email.verify",
+    "email.bulk_find": "email.bulk_find",
+    "leads.batch": "leads.batch",
+}
+"""Job kind -> its price key."""
 
 
 def register(queue: JobQueue, settings: Settings) -> None:
-    """Register every job kind and terminal hook (none yet: the resource packages add theirs)."""
+    """Every kind and the credit hook, on services built from ``settings`` (``bavlio worker``)."""
+    from server.services import configured_prober
+
+    register_with(queue, Services.build(settings, prober=configured_prober()))
+
+
+def _job_error(exc: ApiError) -> JobError:
+    """An envelope error as a job's public error (code and message are already safe)."""
+    return JobError(exc.code, exc.message)
+
+
+def register_with(queue: JobQueue, svc: Services) -> None:
+    """Register the kinds with handlers running on ``svc`` and the credit-settling hook."""
+    from server.usecases import email as email_cases
+    from server.usecases import find as find_cases
+    from server.usecases import linkedin as linkedin_cases
+
+    async def find(ctx: Any) -> Any:
+        body = find_cases.FindRequest.model_validate(
+            {k: v for k, v in ctx.payload.items() if k != BILLING}
+        )
+        try:
+            return (await find_cases.find(svc, body)).model_dump(mode="json")
+        except ApiError as exc:
+            raise _job_error(exc) from None
+
+    async def verify(ctx: Any) -> Any:
+        try:
+            return (await email_cases.verify(svc, ctx.payload["email"])).model_dump(mode="json")
+        except ApiError as exc:
+            raise _job_error(exc) from None
+
+    async def bulk_row(ctx: Any, item: JobItem) -> Any:
+        row = dict(item.input)
+        if row.get("domain") is None:
+            domain = await svc.prospects.domain_for_company(row.get("company") or "")
+            if domain is None:
+                raise SkipItem("unresolved")
+            row["domain"] = domain
+        body = find_cases.FindRequest.model_validate(
+            {k: row[k] for k in ("first_name", "last_name", "domain")}
+        )
+        try:
+            result = await find_cases.find(svc, body)
+        except ApiError as exc:
+            raise _job_error(exc) from None
+        return {"domain": row["domain"], **result.model_dump(mode="json")}
+
+    async def lead(ctx: Any, item: JobItem) -> Any:
+        body = linkedin_cases.LinkedInRequest.model_validate(item.input)
+        try:
+            return (await linkedin_cases.find_linkedin_url(svc, body)).model_dump(mode="json")
+        except ApiError as exc:
+            raise _job_error(exc) from None
+
+    queue.register("email.find", find)
+    queue.register("email.verify", verify)
+    queue.register("email.bulk_find", item_handler=bulk_row, item_concurrency=4)
+    queue.register("leads.batch", item_handler=lead, item_concurrency=4)
+    queue.on_terminal(_settle(svc))
+
+
+def _settle(svc: Services) -> Any:
+    async def settle(job: Job) -> None:
+        billing = job.payload.get(BILLING) if isinstance(job.payload, dict) else None
+        if not isinstance(billing, dict):
+            return
+        credits = CreditStore(svc.db.engine)
+        hold_id = str(billing.get("hold_id"))
+        price = svc.settings.price_table()[str(billing.get("price_key"))]
+        if job.counts.total:  # a bulk job: the rows answered
+            delivered = credits_for(price, job.counts.done).total if job.counts.done else 0
+        else:
+            delivered = price.credits if job.state is JobState.SUCCEEDED else 0
+        hold = await credits.hold(job.owner_id, hold_id)
+        if hold is None:
+            return
+        if delivered > 0:
+            await credits.capture(job.owner_id, hold_id, min(delivered, hold.amount))
+        else:
+            await credits.release(job.owner_id, hold_id)
+
+    return settle

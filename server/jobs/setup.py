@@ -59,5 +59,8 @@ def build_worker(queue: JobQueue, settings: Settings) -> Worker:
 
 def embedded(settings: Settings) -> bool:
     """Whether ``bavlio serve`` should run a worker itself: yes on SQLite (the embedded
-    default), no on PostgreSQL, where ``bavlio worker`` processes run the jobs."""
+    default), no on PostgreSQL, where ``bavlio worker`` processes run the jobs; the
+    ``embedded_worker`` setting decides when set."""
+    if settings.embedded_worker is not None:
+        return settings.embedded_worker
     return settings.database_url.startswith("sqlite")

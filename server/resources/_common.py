@@ -21,7 +21,9 @@ T = TypeVar("T", bound=BaseModel)
 R = TypeVar("R")
 
 
-def json_response(model: BaseModel, status_code: int = 200, **headers: str) -> JSONResponse:
+def json_response(
+    model: BaseModel, status_code: int = 200, headers: dict[str, str] | None = None
+) -> JSONResponse:
     """A model as JSON (None fields kept, so the shape is stable)."""
     return JSONResponse(model.model_dump(mode="json"), status_code=status_code, headers=headers)
 

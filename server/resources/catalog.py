@@ -2,24 +2,35 @@
 
 from __future__ import annotations
 
+from pydantic import BaseModel
+
 from server.billing.pricing import PURCHASE_KEY
 from server.billing.purchases import PURCHASE_PATH
 from server.errors import ErrorEnvelope
+from server.jobs.kinds import KINDS
 from server.resources import (
     account,
     api_keys,
     credits,
     email_finder,
     email_verification,
+    jobs,
+    lead_finder,
     purchase,
     system,
 )
 from server.routes import Operation, QueryParam
 from server.usecases.email import ValidateRequest, ValidateResponse
+from server.usecases.find import FindRequest
 
 __all__ = ["keyed_operations"]
 
 V1 = "/api/v1"
+_JOB_ID = {"type": "string", "pattern": r"^job_[0-9a-f]{27}$"}
+_ACCEPTED: dict[int, type[BaseModel]] = {402: ErrorEnvelope, 413: ErrorEnvelope}
+_INCLUDE_ROWS = QueryParam(
+    "include_rows", {"type": "boolean"}, "false: counts only (default true: rows too)."
+)
 _PAGING = (
     QueryParam("limit", {"type": "integer", "minimum": 1, "maximum": 100}, "Rows per page (20)."),
     QueryParam("offset", {"type": "integer", "minimum": 0, "maximum": 100000}, "Rows to skip."),
@@ -252,5 +263,155 @@ def keyed_operations() -> tuple[Operation, ...]:
             access="api_key",
             scope="email-finder",
             responses={503: ErrorEnvelope},
+        ),
+        Operation(
+            "POST",
+            f"{V1}/email-finder/find",
+            email_finder.find,
+            "email_finder_find",
+            "Find a person's address (a job; 3 credits)",
+            jobs.JobAccepted,
+            FindRequest,
+            tag="email-finder",
+            access="api_key",
+            scope="email-finder",
+            price_key="email.find",
+            status_code=202,
+            smtp=True,
+            responses=_ACCEPTED,
+        ),
+        Operation(
+            "POST",
+            f"{V1}/email-finder/verify",
+            email_finder.verify,
+            "email_finder_verify",
+            "Verify an address over SMTP (a job; 1 credit)",
+            jobs.JobAccepted,
+            ValidateRequest,
+            tag="email-finder",
+            access="api_key",
+            scope="email-finder",
+            price_key="email.verify",
+            status_code=202,
+            smtp=True,
+            responses=_ACCEPTED,
+        ),
+        Operation(
+            "GET",
+            f"{V1}/email-finder/verify/{{job_id}}",
+            email_finder.verify_status,
+            "email_finder_verify_status",
+            "Status and result of a find or verify job",
+            jobs.JobView,
+            tag="email-finder",
+            access="api_key",
+            scope="email-finder",
+            path_params=(QueryParam("job_id", _JOB_ID, "The job id the 202 returned."),),
+            responses={404: ErrorEnvelope},
+        ),
+        Operation(
+            "POST",
+            f"{V1}/email-finder/bulk",
+            email_finder.bulk,
+            "email_finder_bulk",
+            "Find addresses for many people (a job; 3 credits per usable row)",
+            jobs.JobAccepted,
+            email_finder.BulkFindRequest,
+            tag="email-finder",
+            access="api_key",
+            scope="email-finder",
+            price_key="email.bulk_find",
+            status_code=202,
+            smtp=True,
+            responses=_ACCEPTED,
+        ),
+        Operation(
+            "GET",
+            f"{V1}/email-finder/bulk/{{job_id}}/status",
+            email_finder.bulk_status,
+            "email_finder_bulk_status",
+            "Progress of a bulk find and its rows",
+            jobs.BulkStatus,
+            tag="email-finder",
+            access="api_key",
+            scope="email-finder",
+            query=(_INCLUDE_ROWS,),
+            path_params=(QueryParam("job_id", _JOB_ID, "The job id the 202 returned."),),
+            responses={404: ErrorEnvelope},
+        ),
+        Operation(
+            "POST",
+            f"{V1}/lead-finder/batch",
+            lead_finder.batch,
+            "lead_finder_batch",
+            "LinkedIn profile URLs for many people (a job; 3 credits per name)",
+            jobs.JobAccepted,
+            lead_finder.BatchRequest,
+            tag="lead-finder",
+            access="api_key",
+            scope="lead-finder",
+            price_key="leads.batch",
+            status_code=202,
+            responses=_ACCEPTED,
+        ),
+        Operation(
+            "GET",
+            f"{V1}/lead-finder/batch/{{session_id}}/status",
+            lead_finder.batch_status,
+            "lead_finder_batch_status",
+            "Progress of a lead batch and each name's profiles",
+            jobs.BulkStatus,
+            tag="lead-finder",
+            access="api_key",
+            scope="lead-finder",
+            query=(_INCLUDE_ROWS,),
+            path_params=(QueryParam("session_id", _JOB_ID, "The job id the 202 returned."),),
+            responses={404: ErrorEnvelope},
+        ),
+        Operation(
+            "GET",
+            f"{V1}/jobs",
+            jobs.list_jobs,
+            "jobs_list",
+            "The caller's jobs, newest first",
+            jobs.JobList,
+            tag="jobs",
+            access="api_key",
+            scope="jobs",
+            query=(
+                QueryParam("limit", {"type": "integer", "minimum": 1, "maximum": 100}, "Rows."),
+                QueryParam("cursor", _JOB_ID, "next_cursor of the last page."),
+                QueryParam(
+                    "kind",
+                    {"type": "string", "enum": list(KINDS)},
+                    "Only jobs of this kind.",
+                ),
+            ),
+        ),
+        Operation(
+            "GET",
+            f"{V1}/jobs/{{job_id}}",
+            jobs.get_job,
+            "jobs_get",
+            "One of the caller's jobs",
+            jobs.JobView,
+            tag="jobs",
+            access="api_key",
+            scope="jobs",
+            path_params=(QueryParam("job_id", _JOB_ID, "A job id."),),
+            responses={404: ErrorEnvelope},
+        ),
+        Operation(
+            "POST",
+            f"{V1}/jobs/{{job_id}}/cancel",
+            jobs.cancel,
+            "jobs_cancel",
+            "Cancel a job (its unused credits return)",
+            jobs.JobView,
+            tag="jobs",
+            access="api_key",
+            scope="jobs",
+            path_params=(QueryParam("job_id", _JOB_ID, "A job id."),),
+            responses={404: ErrorEnvelope, 409: ErrorEnvelope},
         ),
     )

@@ -20,7 +20,10 @@ from server.errors import NotFound, RateLimited, ServiceUnavailable
 from server.http.keyed import KeyedContext
 from server.jsontypes import NONBLANK, JsonInt
 from server.prospects.models import ProspectOut
+from server.resources import jobs
 from server.resources._common import json_response
+from server.usecases.email import ValidateRequest
+from server.usecases.find import FindRequest
 
 __all__ = ["SearchPerson", "SearchResult", "company", "health", "search", "stats"]
 
@@ -205,3 +208,100 @@ async def health(request: Request, ctx: KeyedContext) -> Response:
         raise ServiceUnavailable("database_unavailable", "The database is unreachable.") from None
     smtp = any(op.smtp for op in request.app.state.operations)
     return json_response(FinderHealth(status="ok", database="ok", smtp_probing=smtp))
+
+
+# --- job routes: find, verify, bulk (charged at enqueue, settled when the job ends) -----------
+
+FIND_STATUS = "/api/v1/email-finder/verify/{job_id}"
+BULK_STATUS = "/api/v1/email-finder/bulk/{job_id}/status"
+MAX_BULK_ROWS = 10_000
+MAX_STATUS_ROWS = 1000
+
+
+async def find(request: Request, ctx: KeyedContext) -> Response:
+    """Queue a find: 3 credits, captured when the job answers (found or not), returned when it
+    fails (mail server unreachable); poll ``/email-finder/verify/{job_id}``."""
+    body = await read_json(request, FindRequest)
+    return await jobs.enqueue_charged(
+        ctx, "email.find", body.model_dump(exclude_none=True), status_url=FIND_STATUS
+    )
+
+
+async def verify(request: Request, ctx: KeyedContext) -> Response:
+    """Queue an SMTP verification (1 credit, returned if the mail server cannot be reached)."""
+    body = await read_json(request, ValidateRequest)
+    return await jobs.enqueue_charged(
+        ctx, "email.verify", {"email": body.email}, status_url=FIND_STATUS
+    )
+
+
+async def verify_status(request: Request, ctx: KeyedContext) -> Response:
+    """A find or verify job: status, and the result once it succeeded."""
+    job = await jobs.job_of(ctx, str(request.path_params["job_id"]), ("email.find", "email.verify"))
+    return await jobs.get_job_response(job)
+
+
+class BulkRow(BaseModel):
+    """A person: ``first_name`` + ``last_name`` (or ``name``), and ``domain`` or ``company``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    first_name: str | None = Field(default=None, max_length=100)
+    last_name: str | None = Field(default=None, max_length=100)
+    name: str | None = Field(default=None, max_length=200)
+    domain: str | None = Field(default=None, max_length=253)
+    company: str | None = Field(default=None, max_length=200)
+
+
+class BulkFindRequest(BaseModel):
+    """Rows to find addresses for (at most 10,000)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    rows: list[BulkRow] = Field(min_length=1, max_length=MAX_BULK_ROWS)
+
+
+def _usable(row: BulkRow) -> dict[str, str] | None:
+    """The row as a find job item, or None when it has no name or no domain/company."""
+    first, last = (row.first_name or "").strip(), (row.last_name or "").strip()
+    if not (first and last) and row.name:
+        parts = row.name.split()
+        if len(parts) >= 2:
+            first, last = parts[0], parts[-1]
+    domain, company = (row.domain or "").strip(), (row.company or "").strip()
+    if not (first and last) or not (domain or company):
+        return None
+    item = {"first_name": first, "last_name": last}
+    if domain:
+        item["domain"] = domain
+    else:
+        item["company"] = company
+    return item
+
+
+async def bulk(request: Request, ctx: KeyedContext) -> Response:
+    """Queue a bulk find: 3 credits per usable row reserved; rows without a name, or without a
+    domain or company, are skipped uncharged (``skipped_invalid``); company-only rows whose
+    domain cannot be resolved are skipped uncharged when the job runs (``skipped_unresolved``)."""
+    body = await read_json(request, BulkFindRequest)
+    items, invalid = [], []
+    for index, row in enumerate(body.rows):
+        usable = _usable(row)
+        if usable is None:
+            invalid.append(index)
+        else:
+            items.append({**usable, "row": index})
+    return await jobs.enqueue_charged(
+        ctx,
+        "email.bulk_find",
+        {"skipped_invalid": invalid[:MAX_STATUS_ROWS], "skipped_invalid_count": len(invalid)},
+        units=len(items),
+        items=items,
+        status_url=BULK_STATUS,
+    )
+
+
+async def bulk_status(request: Request, ctx: KeyedContext) -> Response:
+    """Counts of a bulk find, and its rows unless ``include_rows=false``."""
+    job = await jobs.job_of(ctx, str(request.path_params["job_id"]), ("email.bulk_find",))
+    return await jobs.rows_response(ctx, request, job)

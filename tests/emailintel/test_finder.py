@@ -7,8 +7,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from lab.dnslab import DnsLab, LabError
-from lab.maillab import Listener, MailDomain, MailLab, MailLabError
+from lab.dnslab import DnsLab
+from lab.maillab import Listener, MailDomain, MailLab
+from lab.mailstack import mail_stack
 
 from emailintel.dns import DnsResolver
 from emailintel.errors import ConfigError, PersonNameError
@@ -29,19 +30,8 @@ def finder_lab() -> Iterator[tuple[MailLab, DnsLab]]:
         ],
         in_flow_delay="0",
     )
-    try:
-        lab.start()
-    except MailLabError as exc:
-        pytest.fail(f"mail lab unavailable: {exc}", pytrace=False)
-    dns = DnsLab(lab.dns_zones())
-    try:
-        dns.start()
-    except LabError as exc:
-        lab.stop()
-        pytest.fail(f"DNS lab unavailable: {exc}", pytrace=False)
-    yield lab, dns
-    dns.stop()
-    lab.stop()
+    with mail_stack(lab) as started:
+        yield started
 
 
 def make_finder(dns: DnsLab, **overrides: Any) -> Finder:

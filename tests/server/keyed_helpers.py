@@ -27,6 +27,8 @@ def keyed_settings(base: Settings, tmp_path: Path, **overrides: Any) -> Settings
         "database_schema": base.database_schema,
         "jwt_secret": JWT_SECRET,
         "secret_file": tmp_path / "bavlio.secret",
+        "embedded_worker": True,  # jobs run in the app on PostgreSQL too
+        "job_poll_seconds": 0.05,
     }
     values.update(overrides)
     return load_settings(env_file=None, **values)
@@ -85,3 +87,21 @@ async def keyed_app(settings: Settings, **app_kwargs: Any) -> AsyncIterator[Keye
         httpx.AsyncClient(transport=transport, base_url="http://bavlio.test") as client,
     ):
         yield Keyed(client, app.state.services, settings)
+
+
+async def wait_for_job(
+    client: httpx.AsyncClient, url: str, headers: dict[str, str], *, seconds: float = 60.0
+) -> dict[str, Any]:
+    """Poll a job's status URL until it is terminal (a bound, not a timing assertion)."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while True:
+        response = await client.get(url, headers=headers)
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        if body["status"] in ("succeeded", "failed", "cancelled"):
+            return body
+        assert loop.time() < deadline, f"job still {body['status']} after {seconds} s"
+        await asyncio.sleep(0.05)

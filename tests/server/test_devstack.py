@@ -20,8 +20,41 @@ import pytest
 from lab.anvil import free_port
 from lab.dnslab import DnsLab
 
+from server.devseed import DEMO_CREDITS, DEMO_PROSPECTS
+
 BIN = Path(sys.executable).parent
 READY = "Ctrl-C stops everything."
+DEMO_NAMES = {p["name"] for p in DEMO_PROSPECTS}
+
+
+def _after(banner: str, heading: str) -> str:
+    """The command printed on the line after the line starting with ``heading``."""
+    lines = banner.splitlines()
+    index = next(i for i, line in enumerate(lines) if line.startswith(heading))
+    return lines[index + 1].strip()
+
+
+def _curl(command: str) -> httpx.Response:
+    """Send what a ``curl -sS -X M URL -H .. -d ..`` command line sends, with httpx."""
+    words = shlex.split(command)
+    assert words[0] == "curl"
+    method, url, headers, body = "GET", None, {}, None
+    rest = iter(words[1:])
+    for word in rest:
+        if word == "-X":
+            method = next(rest)
+        elif word == "-H":
+            name, _, value = next(rest).partition(":")
+            headers[name.strip()] = value.strip()
+        elif word == "-d":
+            body = next(rest).encode()
+        elif word == "-sS":
+            continue
+        else:
+            assert url is None, f"unexpected curl word {word!r}"
+            url = word
+    assert url is not None
+    return httpx.request(method, url, headers=headers, content=body, timeout=30)
 
 
 def _env(dns_lab: DnsLab) -> dict[str, str]:
@@ -101,6 +134,30 @@ def test_dev_serves_a_paid_call_and_stops_on_a_signal(
     ).json()["result"]
     assert int(mined["status"], 16) == 1
 
+    # the keyed example, as printed: a demo key with credits, charged 1 credit
+    keyed = _after(banner, "Keyed API (demo user demo@example.com, paid plan, ")
+    assert keyed.startswith("curl ")
+    answer = _curl(keyed)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["risk_level"] == "invalid"  # example.com: NXDOMAIN in the lab
+    key = re.search(r"Bearer (bav_live_\S+?)'", keyed)
+    assert key is not None
+    balance = httpx.get(
+        words[4].split("/api/", 1)[0] + "/api/v1/credits/balance",
+        headers={"Authorization": f"Bearer {key.group(1)}"},
+    ).json()
+    assert (balance["used_credits"], balance["available_credits"]) == (1, DEMO_CREDITS - 1)
+
+    # the demo prospect pool, paid through x402 with the printed command
+    search = _after(banner, "Search the demo prospect pool (5 people tagged demo")
+    assert shlex.split(search)[4].endswith("/api/x402/v1/prospects/search")
+    found = subprocess.run(
+        ["bash", "-c", search], env=_env(dns_lab), capture_output=True, text=True, timeout=60
+    )
+    assert found.returncode == 0, found.stderr
+    assert {p["name"] for p in json.loads(found.stdout)["data"]} == DEMO_NAMES
+    assert json.loads(found.stderr.strip().splitlines()[-1])["paid"] is True
+
     proc.send_signal(stop)
     assert proc.wait(timeout=20) == 0
     server = words[4].split("/api/", 1)[0]
@@ -120,10 +177,15 @@ def test_dev_check_pays_one_call_and_exits(tmp_path: Path, dns_lab: DnsLab) -> N
         timeout=90,
     )
     assert done.returncode == 0, done.stderr
-    receipt = json.loads(done.stdout.strip().splitlines()[-1])
+    out = done.stdout.strip().splitlines()
+    searched = next(i for i, line in enumerate(out) if "/api/x402/v1/prospects/search ->" in line)
+    assert out[searched].endswith(f"-> 200, {len(DEMO_PROSPECTS)} prospects")
+    receipt = json.loads(out[searched + 1])
     assert receipt["paid"] is True
     assert receipt["status"] == 200
     assert re.fullmatch(r"0x[0-9a-f]{64}", receipt["transaction"])
+    assert out[searched + 2].endswith("/api/v1/email-verification/validate -> 200")
+    assert json.loads(out[searched + 3])["risk_level"] == "invalid"  # NXDOMAIN in the lab
 
 
 def test_dev_refuses_a_taken_port(tmp_path: Path, dns_lab: DnsLab) -> None:

@@ -9,8 +9,9 @@ from collections.abc import Iterator, Mapping
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from lab.dnslab import DnsLab, LabError
-from lab.maillab import Listener, MailDomain, MailLab, MailLabError
+from lab.dnslab import DnsLab
+from lab.maillab import Listener, MailDomain, MailLab
+from lab.mailstack import mail_stack
 from lab.probers import lab_prober
 
 from emailintel.dns import DnsResolver
@@ -195,19 +196,8 @@ def hinting_lab() -> Iterator[tuple[MailLab, DnsLab]]:
         greylist_text="Greylisted, please try again in %s seconds",
         tls=False,
     )
-    try:
-        lab.start()
-    except MailLabError as exc:
-        pytest.fail(f"mail lab unavailable: {exc}", pytrace=False)
-    dns = DnsLab(lab.dns_zones())
-    try:
-        dns.start()
-    except LabError as exc:
-        lab.stop()
-        pytest.fail(f"DNS lab unavailable: {exc}", pytrace=False)
-    yield lab, dns
-    dns.stop()
-    lab.stop()
+    with mail_stack(lab) as started:
+        yield started
 
 
 @pytest.mark.lab

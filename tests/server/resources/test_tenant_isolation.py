@@ -8,10 +8,14 @@ resource group must teach the walk how to create one (``FACTORIES``).
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
-from keyed_helpers import Keyed
+import pytest_asyncio
+from keyed_helpers import Keyed, keyed_app, keyed_settings
 from tests_server_helpers import assert_envelope
+
+from server.settings import Settings
 
 Headers = dict[str, str]
 Factory = Callable[[Keyed, Headers], Awaitable[str]]
@@ -24,7 +28,27 @@ async def _api_key(keyed: Keyed, session: Headers) -> str:
     return key_id
 
 
-FACTORIES: dict[str, Factory] = {"key_id": _api_key}
+async def _job(keyed: Keyed, session: Headers) -> str:
+    made = await keyed.client.post(
+        "/api/v1/email-finder/verify", json={"email": "ann@acme.test"}, headers=session
+    )
+    assert made.status_code == 202, made.text
+    job_id: str = made.json()["job_id"]
+    return job_id
+
+
+async def _lead_batch(keyed: Keyed, session: Headers) -> str:
+    made = await keyed.client.post(
+        "/api/v1/lead-finder/batch",
+        json={"names": [{"name": "Ann Lee", "company": "Acme"}]},
+        headers=session,
+    )
+    assert made.status_code == 202, made.text
+    job_id: str = made.json()["job_id"]
+    return job_id
+
+
+FACTORIES: dict[str, Factory] = {"key_id": _api_key, "job_id": _job, "session_id": _lead_batch}
 """Path parameter -> how to create such a resource as a given user (returns its id)."""
 
 SHARED = frozenset({"domain"})
@@ -34,9 +58,18 @@ shares aggregate every tenant's confirmed finds (no addresses, no owners)."""
 _PARAM = re.compile(r"{([a-z_]+)}")
 
 
-async def test_another_users_ids_are_404_on_every_keyed_route(keyed: Keyed) -> None:
+@pytest_asyncio.fixture(loop_scope="function")
+async def idle(backend_settings: Settings, tmp_path: Path) -> AsyncIterator[Keyed]:
+    """The keyed app without a worker: jobs stay queued (the walk needs ids, not results)."""
+    settings = keyed_settings(backend_settings, tmp_path, embedded_worker=False)
+    async with keyed_app(settings) as running:
+        yield running
+
+
+async def test_another_users_ids_are_404_on_every_keyed_route(idle: Keyed) -> None:
+    keyed = idle
     document = (await keyed.client.get("/openapi.json")).json()
-    _, alice = await keyed.user(credits=5)
+    _, alice = await keyed.user(credits=500)
     _, bob = await keyed.user(credits=5)
     walked = 0
     for path, item in document["paths"].items():
