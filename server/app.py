@@ -2,7 +2,9 @@
 
 Stack, outermost first: request id -> catch-all 500 -> error handlers -> router. The paid routes
 are a mount at ``/api/x402/v1`` with their own error handlers, so a payment middleware wrapped
-around that mount sees every handler outcome as a response (and settles only below 400).
+around that mount sees every handler outcome as a response (and settles only below 400). The same
+gate instance (one per app: one settler per operator key) also sits behind the keyed entry of
+``POST /api/v1/credits/purchase``, which authenticates before anything is paid.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route, Router
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from emailintel.dns import DnsResolver
+from server.billing.purchases import recover_purchases
 from server.errors import ApiError, MethodNotAllowed, NotFound, error_response
 from server.middleware import CatchAllMiddleware, RequestIdMiddleware
 from server.openapi import PaidRoute, openapi_document, paid_routes
@@ -29,6 +32,7 @@ from server.redact import redact_client_logs
 from server.routes import PAID_PREFIX, Operation, operations
 from server.services import EmailValidator, Services
 from server.settings import Settings, load_settings
+from x402gw.ledger import Ledger
 
 if TYPE_CHECKING:
     from emailintel.search.engines import SearchEngine
@@ -118,6 +122,35 @@ def _path_routes(ops: list[Operation]) -> list[Route]:
     return routes
 
 
+class _Hidden:
+    """The paid mount without the wallet-paid paths: those reach the gate only through their
+    keyed entry (authenticated first), never as ``/api/x402/v1/<path>``."""
+
+    def __init__(self, app: ASGIApp, hidden: frozenset[str]) -> None:
+        self.app = app
+        self.hidden = hidden
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path, root = str(scope.get("path", "")), str(scope.get("root_path", ""))
+        if root and path.startswith(root):
+            path = path[len(root) :]  # the path the mount's router matches on
+        if scope["type"] == "http" and path in self.hidden:
+            raise NotFound("route_not_found", f"No route for {scope.get('path', '')}.")
+        await self.app(scope, receive, send)
+
+
+def _gated_routes(ops: tuple[Operation, ...]) -> list[BaseRoute]:
+    """What the gate wraps: the paid routes (matched below the mount) and the handlers of the
+    wallet-paid ones (matched at their own path, behind their keyed entry)."""
+    routes: list[BaseRoute] = [*_path_routes([op for op in ops if op.paid])]
+    routes += [
+        Route(op.path, op.endpoint, methods=[op.method], name=f"{op.operation_id}_settled")
+        for op in ops
+        if op.wallet
+    ]
+    return routes
+
+
 def _routes(
     settings: Settings,
     ops: tuple[Operation, ...],
@@ -131,17 +164,36 @@ def _routes(
             document.update(openapi_document(settings, ops))
         return JSONResponse(document)
 
-    routes: list[BaseRoute] = [*_path_routes([op for op in ops if not op.paid])]
+    routes: list[BaseRoute] = [*_path_routes([op for op in ops if not op.gated])]
     routes.append(Route("/openapi.json", openapi, methods=["GET"], name="openapi"))
-    paid: ASGIApp = ExceptionMiddleware(
-        Router(_path_routes([op for op in ops if op.paid])), handlers=dict(HANDLERS)
-    )
+    # ONE gate for everything x402 prices: two would settle with the same operator key in two
+    # settlers and race on the chain nonce.
+    gated: ASGIApp = ExceptionMiddleware(Router(_gated_routes(ops)), handlers=dict(HANDLERS))
+    gate: ASGIApp | None = None
     if payment_middleware is not None:
-        paid = payment_middleware(paid, paid_routes(settings, ops))
-        if isinstance(paid, ManagedGate):
-            gates.append(paid)
-    routes.append(Mount(PAID_PREFIX, app=paid))
+        gated = gate = payment_middleware(gated, paid_routes(settings, ops))
+        if isinstance(gated, ManagedGate):
+            gates.append(gated)
+    from server.http.wallet import WalletEntry
+
+    wallet = [op for op in ops if op.wallet]  # none without a gate (create_app drops them)
+    routes.append(Mount(PAID_PREFIX, app=_Hidden(gated, frozenset(op.path for op in wallet))))
+    ledger = getattr(gate, "ledger", None)
+    for op in wallet:
+        assert gate is not None
+        entry = WalletEntry(op, gate, ledger if isinstance(ledger, Ledger) else None)
+        routes.append(Route(op.path, entry, methods=[op.method], name=op.operation_id))
     return routes
+
+
+async def _recover(gate: ManagedGate, svc: Services) -> None:
+    """Book purchases a previous process settled but did not book (after the gate's start-up
+    reconciled its settlements from the chain)."""
+    from server.billing.credits import CreditStore
+
+    ledger = getattr(gate, "ledger", None)
+    if isinstance(ledger, Ledger):
+        await recover_purchases(ledger, CreditStore(svc.db.engine))
 
 
 def create_app(
@@ -160,7 +212,9 @@ def create_app(
     ``validator`` replaces emailintel's ``Validator``; ``prober`` (SMTP) and ``search`` (LinkedIn
     backend) default to emailintel's, configured from ``EMAILINTEL_*``. A payment gate with
     ``startup``/``aclose`` (:class:`ManagedGate`) follows the lifespan. ``smtp_routes=False``
-    leaves the SMTP routes (verify, find) out of the route table and the OpenAPI document.
+    leaves the SMTP routes (verify, find) out of the route table and the OpenAPI document; so
+    does the absence of a payment gate for the wallet-paid routes (credits are never sold
+    unpaid, even where ``--unpaid`` serves the x402 routes free).
 
     Lowers the interpreter's recursion limit back to CPython's default (see server.recursion).
     """
@@ -170,7 +224,11 @@ def create_app(
     svc = Services.build(
         settings, resolver=resolver, validator=validator, prober=prober, search=search
     )
-    ops = tuple(op for op in operations() if smtp_routes or not op.smtp)
+    ops = tuple(
+        op
+        for op in operations()
+        if (smtp_routes or not op.smtp) and (payment_middleware is not None or not op.wallet)
+    )
     gates: list[ManagedGate] = []
 
     @contextlib.asynccontextmanager
@@ -181,6 +239,7 @@ def create_app(
         try:
             for gate in gates:
                 await gate.startup()
+                await _recover(gate, svc)
             async with contextlib.AsyncExitStack() as stack:
                 if embedded(settings):  # SQLite: jobs run here, no extra process
                     await stack.enter_async_context(build_worker(svc.jobs, settings))

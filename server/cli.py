@@ -60,6 +60,14 @@ def _parser() -> argparse.ArgumentParser:
     pay.add_argument("url", help="the paid URL")
     pay.add_argument("json", nargs="?", help="JSON request body")
     pay.add_argument(
+        "-H",
+        "--header",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="send this header too, e.g. 'Authorization: Bearer bav_live_…' (repeatable)",
+    )
+    pay.add_argument(
         "--max-amount",
         type=int,
         default=1_000_000,
@@ -218,7 +226,7 @@ def _dev(args: argparse.Namespace) -> int:
 
 
 def _pay(args: argparse.Namespace) -> int:
-    from server.payclient import PayError, pay, payer_key, receipt
+    from server.payclient import PayError, parse_header, pay, payer_key, receipt
 
     body = None
     if args.json is not None:
@@ -232,9 +240,17 @@ def _pay(args: argparse.Namespace) -> int:
         print(f"bavlio pay: not an http(s) URL: {args.url}", file=sys.stderr)
         return 2
     try:
+        headers = dict(parse_header(text) for text in args.header)
         key = payer_key()
         paid = asyncio.run(
-            pay(args.method.upper(), args.url, body, key, max_amount=args.max_amount)
+            pay(
+                args.method.upper(),
+                args.url,
+                body,
+                key,
+                max_amount=args.max_amount,
+                headers=headers,
+            )
         )
     except PayError as exc:
         print(f"bavlio pay: {exc}", file=sys.stderr)

@@ -35,6 +35,8 @@ class PaidRoute(BaseModel):
     asset_version: str
     pay_to: str | None
     handler_timeout: float = 30.0
+    upfront: bool = False
+    """Settled before the handler runs (the wallet-paid keyed routes: buying credits)."""
 
     def extension(self) -> dict[str, Any]:
         """The ``x-x402`` object for the OpenAPI operation."""
@@ -55,12 +57,16 @@ def _amount(price: Decimal, decimals: int) -> str:
 
 
 def paid_routes(settings: Settings, ops: tuple[Operation, ...]) -> tuple[PaidRoute, ...]:
-    """Price metadata for every paid operation, from settings."""
+    """Price metadata for every operation the x402 gate prices, from settings."""
     out = []
     for op in ops:
-        if not op.paid:
+        if not op.gated:
             continue
-        price = settings.price(op.path)
+        price = (
+            settings.price_table()[op.price_key].usd
+            if op.wallet and op.price_key is not None
+            else settings.price(op.path)
+        )
         out.append(
             PaidRoute(
                 method=op.method,
@@ -73,6 +79,7 @@ def paid_routes(settings: Settings, ops: tuple[Operation, ...]) -> tuple[PaidRou
                 asset_version=settings.asset_version,
                 pay_to=settings.pay_to,
                 handler_timeout=op.deadline,
+                upfront=op.wallet,
             )
         )
     return tuple(out)
@@ -127,7 +134,7 @@ def openapi_document(settings: Settings, ops: tuple[Operation, ...]) -> dict[str
                 "content": {"application/json": {"schema": refs[(op.request_model, "validation")]}},
             }
             responses["400"] = {**error, "description": "Malformed JSON or invalid parameters"}
-        if op.paid:
+        if op.gated:
             route = prices[op.full_path]
             operation["x-x402"] = route.extension()
             responses[str(op.status_code)]["headers"] = {
@@ -201,7 +208,7 @@ def _parameters(op: Operation) -> list[dict[str, Any]]:
         }
         for q in op.query
     )
-    if op.keyed and op.method not in ("GET", "HEAD"):
+    if op.keyed and not op.wallet and op.method not in ("GET", "HEAD"):
         out.append(
             {
                 "name": "Idempotency-Key",
@@ -235,7 +242,11 @@ def _keyed(
             **error,
             "description": "Conflict (or the same Idempotency-Key in flight)",
         }
-        responses["422"] = {**error, "description": "Idempotency-Key reused with another request"}
+        if not op.wallet:  # the payment is a wallet-paid operation's idempotency key
+            responses["422"] = {
+                **error,
+                "description": "Idempotency-Key reused with another request",
+            }
 
 
 def api_version() -> str:

@@ -8,6 +8,7 @@ server asking for more than expected.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -32,7 +33,15 @@ from x402gw.wire import (
     encode_payment_payload,
 )
 
-__all__ = ["DEFAULT_MAX_AMOUNT", "PaidResponse", "PayError", "choose_offer", "pay", "sign_offer"]
+__all__ = [
+    "DEFAULT_MAX_AMOUNT",
+    "PaidResponse",
+    "PayError",
+    "choose_offer",
+    "parse_header",
+    "pay",
+    "sign_offer",
+]
 
 DEFAULT_MAX_AMOUNT = 1_000_000
 """Refuse offers above this many atomic units (1 token at 6 decimals) unless raised."""
@@ -65,6 +74,20 @@ def payer_key(env: dict[str, str] | None = None) -> str:
     except (ValueError, TypeError):
         raise PayError(f"{KEY_VARIABLE} is not a 32-byte hex private key") from None
     return value
+
+
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}")
+
+
+def parse_header(text: str) -> tuple[str, str]:
+    """``"Name: value"`` (curl's ``-H``) as (name, value); PayError when it is not one header."""
+    name, colon, value = text.partition(":")
+    value = value.strip()
+    if not colon or not _HEADER_NAME.fullmatch(name.strip()):
+        raise PayError(f"not a header (Name: value): {text[:100]!r}")
+    if any(c in value for c in "\r\n\0") or len(value) > 8192:
+        raise PayError(f"header {name.strip()} has a value no HTTP header can carry")
+    return name.strip(), value
 
 
 def choose_offer(offers: list[PaymentRequirements], max_amount: int) -> PaymentRequirements:
@@ -130,9 +153,14 @@ async def pay(
     *,
     max_amount: int = DEFAULT_MAX_AMOUNT,
     client: httpx.AsyncClient | None = None,
+    headers: dict[str, str] | None = None,
 ) -> PaidResponse:
-    """Send the request; on a 402, pay the chosen offer once and resend it."""
-    headers = {"content-type": "application/json"} if body is not None else {}
+    """Send the request (with ``headers``, e.g. an API key); on a 402, pay the chosen offer
+    once and resend it."""
+    headers = {
+        **({"content-type": "application/json"} if body is not None else {}),
+        **(headers or {}),
+    }
     own = client is None
     http = client or httpx.AsyncClient(timeout=REQUEST_TIMEOUT)
     try:

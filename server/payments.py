@@ -109,7 +109,8 @@ class PaymentGate:
         )
         asset = self.networks.default_asset(settings.network)
         # The gate wraps the paid mount, whose router matches paths below PAID_PREFIX: price
-        # those same paths, and refuse whatever reaches the mount without matching one.
+        # those same paths, and refuse whatever reaches the mount without matching one. The
+        # wallet-paid keyed routes reach it at their own paths (outside PAID_PREFIX), upfront.
         priced = [
             PricedRoute(
                 route.method,
@@ -121,6 +122,7 @@ class PaymentGate:
                 description=f"{route.method} {route.path}",
                 networks=self.networks,
                 handler_timeout=route.handler_timeout,
+                upfront=route.upfront,
             )
             for route in routes
         ]

@@ -61,11 +61,19 @@ class Operation:
     responses: dict[int, type[BaseModel]] = field(default_factory=dict)
     deadline: float = 30.0
     """Seconds a paid handler may run before the gate cancels it (504, not charged)."""
+    wallet: bool = False
+    """A keyed operation paid with x402 too (buying credits): the guard authenticates first, then
+    the one payment gate settles before ``endpoint`` (a plain ``(request)`` handler) runs."""
 
     @property
     def paid(self) -> bool:
         """Served under PAID_PREFIX behind the x402 gate."""
         return self.access == "x402"
+
+    @property
+    def gated(self) -> bool:
+        """Priced by the x402 payment gate: the paid routes and the wallet-paid keyed ones."""
+        return self.paid or self.wallet
 
     @property
     def keyed(self) -> bool:

@@ -1,6 +1,11 @@
 """The one pricing table: each priced operation has a USD price (x402, per call) and a credit
 price (keyed API, per unit). Routes name a price key; nothing else holds a price.
 
+One key sells credits instead of spending them: ``credits.purchase`` (``POST
+/api/v1/credits/purchase``, paid with x402). Its ``usd`` is what one purchase costs and its
+``credits`` how many credits one settled purchase adds to the caller's account (a pack, unit
+``purchase``): $1.00 for 100 credits by default.
+
 Overrides come from settings (``BAVLIO_PRICES`` as JSON, or ``[prices]`` in the TOML file), e.g.
 ``{"email.verify": {"usd": "0.006", "credits": 2}}``; unknown keys are refused at start.
 """
@@ -17,7 +22,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 __all__ = [
     "DEFAULT_PRICES",
     "DISCOUNT_TIERS",
+    "PURCHASE_KEY",
     "Charge",
+    "ChargedKey",
     "Price",
     "PriceKey",
     "PriceOverride",
@@ -47,7 +54,7 @@ class Price:
     unit: str = "call"
 
 
-PriceKey = Literal[
+ChargedKey = Literal[
     "email.validate",
     "email.verify",
     "email.find",
@@ -57,6 +64,12 @@ PriceKey = Literal[
     "leads.batch",
     "prospects.search",
 ]
+"""The keys whose ``credits`` are spent per unit (what estimates and charges price)."""
+
+PURCHASE_KEY: Literal["credits.purchase"] = "credits.purchase"
+"""The key whose ``credits`` are *added* per purchase (a pack bought with x402)."""
+
+PriceKey = Literal[ChargedKey, "credits.purchase"]
 """Every key of the table (overrides change prices, never add keys)."""
 
 DEFAULT_PRICES: Mapping[str, Price] = {
@@ -68,6 +81,7 @@ DEFAULT_PRICES: Mapping[str, Price] = {
     "linkedin.find_url": Price(Decimal("0.008"), 3),
     "leads.batch": Price(Decimal("0.008"), 3, "name"),
     "prospects.search": Price(Decimal("0.012"), 4),
+    "credits.purchase": Price(Decimal("1.00"), 100, "purchase"),
 }
 
 
@@ -81,7 +95,8 @@ class PriceOverride(BaseModel):
 
 
 def price_table(overrides: Mapping[str, PriceOverride]) -> dict[str, Price]:
-    """The defaults with ``overrides`` applied; ValueError naming an unknown key."""
+    """The defaults with ``overrides`` applied; ValueError naming an unknown key, or a purchase
+    that would add no credits."""
     table = dict(DEFAULT_PRICES)
     for key, override in overrides.items():
         if key not in table:
@@ -92,6 +107,8 @@ def price_table(overrides: Mapping[str, PriceOverride]) -> dict[str, Price]:
             usd=override.usd if override.usd is not None else current.usd,
             credits=override.credits if override.credits is not None else current.credits,
         )
+    if table[PURCHASE_KEY].credits < 1:
+        raise ValueError(f"{PURCHASE_KEY} must add at least 1 credit per purchase")
     return table
 
 

@@ -29,7 +29,7 @@ from server.http.idempotency_rules import Decision, fingerprint, valid_key
 from server.routes import Operation
 from server.services import KeyedServices, Services, services
 
-__all__ = ["KeyedContext", "KeyedHandler", "guarded"]
+__all__ = ["KeyedContext", "KeyedHandler", "admit", "guarded"]
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _NOT_REPLAYED = frozenset({"content-length", "x-request-id", "date", "server"})
@@ -64,19 +64,9 @@ def guarded(op: Operation) -> Callable[[Request], Awaitable[Response]]:
     handler: KeyedHandler = op.endpoint
 
     async def endpoint(request: Request) -> Response:
-        svc = services(request)
-        principal = await svc.keyed.authenticator.authenticate(request)
-        _authorise(op, principal, request.method)
-        quota = await svc.keyed.limiter.hit(principal.rate_identity, principal.plan.rate_limit)
-        limit_headers = quota.headers() if quota is not None else {}
+        principal, limit_headers = await admit(op, request)
         try:
-            if quota is not None and not quota.allowed:
-                raise RateLimited(
-                    "rate_limited",
-                    f"Too many requests: {quota.limit} per {quota.window} s on this "
-                    f"{'key' if principal.key else 'account'}.",
-                )
-            ctx = KeyedContext(principal, svc, op)
+            ctx = KeyedContext(principal, services(request), op)
             response = await _idempotent(request, ctx, handler)
         except ApiError as exc:
             exc.headers = {**limit_headers, **exc.headers}
@@ -86,6 +76,25 @@ def guarded(op: Operation) -> Callable[[Request], Awaitable[Response]]:
 
     endpoint.__doc__ = op.endpoint.__doc__
     return endpoint
+
+
+async def admit(op: Operation, request: Request) -> tuple[Principal, dict[str, str]]:
+    """Authenticate, authorise and count the request (every guard before Idempotency-Key):
+    the caller and the rate-limit headers every response carries; ApiError when refused."""
+    svc = services(request)
+    principal = await svc.keyed.authenticator.authenticate(request)
+    _authorise(op, principal, request.method)
+    quota = await svc.keyed.limiter.hit(principal.rate_identity, principal.plan.rate_limit)
+    limit_headers = quota.headers() if quota is not None else {}
+    if quota is not None and not quota.allowed:
+        error = RateLimited(
+            "rate_limited",
+            f"Too many requests: {quota.limit} per {quota.window} s on this "
+            f"{'key' if principal.key else 'account'}.",
+        )
+        error.headers = {**limit_headers, **error.headers}
+        raise error
+    return principal, limit_headers
 
 
 def _authorise(op: Operation, principal: Principal, method: str) -> None:

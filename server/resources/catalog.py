@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
+from server.billing.pricing import PURCHASE_KEY
+from server.billing.purchases import PURCHASE_PATH
 from server.errors import ErrorEnvelope
 from server.jobs.kinds import KINDS
 from server.resources import (
@@ -14,6 +16,7 @@ from server.resources import (
     email_verification,
     jobs,
     lead_finder,
+    purchase,
     system,
 )
 from server.routes import Operation, QueryParam
@@ -174,6 +177,21 @@ def keyed_operations() -> tuple[Operation, ...]:
             tag="credits",
             access="api_key",
             scope="credits",
+        ),
+        Operation(
+            "POST",
+            PURCHASE_PATH,
+            purchase.purchase_settled,
+            "credits_purchase",
+            "Buy credits with a wallet (x402): one pack per settled payment",
+            purchase.Purchase,
+            purchase.PurchaseRequest,
+            tag="credits",
+            access="api_key",
+            scope="credits",
+            price_key=PURCHASE_KEY,
+            wallet=True,
+            responses={503: ErrorEnvelope},
         ),
         Operation(
             "POST",

@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from server.api.parsing import read_json
 from server.billing.credits import Entry
-from server.billing.pricing import PriceKey, credits_for
+from server.billing.pricing import ChargedKey, credits_for
 from server.errors import InvalidRequest
 from server.http.keyed import KeyedContext
 from server.http.pagination import page_request
@@ -127,7 +127,9 @@ class EstimateRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    operation: PriceKey = Field(description="A price key of the pricing table.")
+    operation: ChargedKey = Field(
+        description="A price key of the pricing table (credits.purchase sells credits: not here)."
+    )
     count: JsonInt = Field(default=1, ge=1, le=1_000_000)
 
 

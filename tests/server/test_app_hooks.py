@@ -79,12 +79,13 @@ async def gated(settings: Settings, stub_resolver: DnsResolver) -> AsyncIterator
 
 async def test_payment_hook_wraps_only_paid_routes(gated: httpx.AsyncClient) -> None:
     gate = GateMiddleware.last
-    assert {r.path for r in gate.routes} == {
-        "/api/x402/v1/email/validate",
-        "/api/x402/v1/email/verify",
-        "/api/x402/v1/email/find",
-        "/api/x402/v1/linkedin/find-url",
-        "/api/x402/v1/prospects/search",
+    assert {(r.path, r.upfront) for r in gate.routes} == {
+        ("/api/x402/v1/email/validate", False),
+        ("/api/x402/v1/email/verify", False),
+        ("/api/x402/v1/email/find", False),
+        ("/api/x402/v1/linkedin/find-url", False),
+        ("/api/x402/v1/prospects/search", False),
+        ("/api/v1/credits/purchase", True),  # the keyed wallet top-up, through the same gate
     }
     assert (await gated.get("/health")).status_code == 200
     unpaid = await gated.post("/api/x402/v1/prospects/search", json={"tags": ["a"]})
@@ -99,6 +100,29 @@ async def test_payment_hook_wraps_only_paid_routes(gated: httpx.AsyncClient) -> 
     )
     assert_envelope(bad, 400, "invalid_request_error", "invalid_json")
     assert gate.statuses == [200, 400]  # the gate sees handler errors as responses
+
+
+def test_one_gate_instance_prices_everything(
+    settings: Settings, stub_resolver: DnsResolver
+) -> None:
+    """The paid mount and the keyed purchase share one gate (two would run two settlers with
+    the same operator key, racing on its chain nonce)."""
+    from starlette.routing import Mount, Route
+
+    from server.http.wallet import WalletEntry
+
+    built: list[GateMiddleware] = []
+
+    def factory(app: ASGIApp, routes: tuple[PaidRoute, ...]) -> GateMiddleware:
+        built.append(GateMiddleware(app, routes))
+        return built[-1]
+
+    app = create_app(settings, resolver=stub_resolver, payment_middleware=factory)
+    assert len(built) == 1
+    [mount] = [r for r in app.routes if isinstance(r, Mount)]
+    [entry] = [r.app for r in app.routes if isinstance(r, Route) and isinstance(r.app, WalletEntry)]
+    assert entry.gate is built[0]
+    assert mount.app.app is built[0]  # behind the filter that hides the purchase path
 
 
 async def test_other_http_exceptions_keep_their_status(gated: httpx.AsyncClient) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import pytest
 from conftest import serving
 from openapi_spec_validator import validate
 from openapi_spec_validator.versions import consts, get_spec_version
@@ -17,17 +18,29 @@ from server.settings import load_settings
 PAY_TO = "0x1111111111111111111111111111111111111111"
 
 
-async def _document(sqlite_url: str, resolver: DnsResolver, **changes: Any) -> dict[str, Any]:
+def _passthrough(app: Any, routes: Any) -> Any:
+    """A stand-in payment hook: with one, the wallet-paid routes are served and documented."""
+    return app
+
+
+async def _document(
+    sqlite_url: str, resolver: DnsResolver, *, gate: bool = False, **changes: Any
+) -> dict[str, Any]:
     settings = load_settings(env_file=None, database_url=sqlite_url, pay_to=PAY_TO, **changes)
-    async with serving(create_app(settings, resolver=resolver)) as c:
+    hook = _passthrough if gate else None
+    async with serving(create_app(settings, resolver=resolver, payment_middleware=hook)) as c:
         response = await c.get("/openapi.json")
     assert response.status_code == 200
     document: dict[str, Any] = response.json()
     return document
 
 
-async def test_document_is_valid_openapi_31(sqlite_url: str, stub_resolver: DnsResolver) -> None:
-    document = await _document(sqlite_url, stub_resolver)
+@pytest.mark.parametrize("gate", [False, True])
+async def test_document_is_valid_openapi_31(
+    sqlite_url: str, stub_resolver: DnsResolver, gate: bool
+) -> None:
+    document = await _document(sqlite_url, stub_resolver, gate=gate)
+    assert ("/api/v1/credits/purchase" in document["paths"]) is gate  # never sold unpaid
     validate(document)  # raises on any violation
     assert get_spec_version(document) == consts.OPENAPIV31
 
@@ -35,7 +48,7 @@ async def test_document_is_valid_openapi_31(sqlite_url: str, stub_resolver: DnsR
 async def test_every_route_is_listed_with_schemas(
     sqlite_url: str, stub_resolver: DnsResolver
 ) -> None:
-    document = await _document(sqlite_url, stub_resolver)
+    document = await _document(sqlite_url, stub_resolver, gate=True)
     schemas = document["components"]["schemas"]
     assert "ErrorEnvelope" in schemas
     listed = {(path, method.upper()) for path, ops in document["paths"].items() for method in ops}
@@ -57,7 +70,10 @@ async def test_every_route_is_listed_with_schemas(
 
 async def test_paid_routes_carry_x402_prices(sqlite_url: str, stub_resolver: DnsResolver) -> None:
     document = await _document(
-        sqlite_url, stub_resolver, prices={"prospects.search": {"usd": "0.05"}}
+        sqlite_url,
+        stub_resolver,
+        gate=True,
+        prices={"prospects.search": {"usd": "0.05"}, "credits.purchase": {"usd": "2.5"}},
     )
     validate_op = document["paths"]["/api/x402/v1/email/validate"]["post"]
     assert validate_op["x-x402"] == {
@@ -74,9 +90,33 @@ async def test_paid_routes_carry_x402_prices(sqlite_url: str, stub_resolver: Dns
     search_op = document["paths"]["/api/x402/v1/prospects/search"]["post"]
     assert search_op["x-x402"]["price"] == "$0.05"
     assert search_op["x-x402"]["amount"] == "50000"
+    wallet_paid = {"/api/v1/credits/purchase"}
     for path, ops in document["paths"].items():
         for op in ops.values():
-            assert ("x-x402" in op) == path.startswith("/api/x402/")
+            assert ("x-x402" in op) == (path.startswith("/api/x402/") or path in wallet_paid)
+
+
+async def test_buying_credits_is_both_keyed_and_paid(
+    sqlite_url: str, stub_resolver: DnsResolver
+) -> None:
+    document = await _document(
+        sqlite_url,
+        stub_resolver,
+        gate=True,
+        prices={"credits.purchase": {"usd": "2.5", "credits": 300}},
+    )
+    op = document["paths"]["/api/v1/credits/purchase"]["post"]
+    assert op["x-x402"]["price"] == "$2.5"
+    assert op["x-x402"]["amount"] == "2500000"
+    assert op["security"] == [{"bearerAuth": []}, {"apiKeyHeader": []}]
+    assert op["x-price-key"] == "credits.purchase"
+    assert op["x-scope"] == "credits:write"
+    for status in ("401", "402", "403", "429", "503"):
+        assert status in op["responses"]
+    assert "PAYMENT-RESPONSE" in op["responses"]["200"]["headers"]
+    # The payment is the idempotency key: no Idempotency-Key parameter, no 422 for reusing one.
+    assert all(p["name"] != "Idempotency-Key" for p in op.get("parameters", []))
+    assert "422" not in op["responses"]
 
 
 async def test_ready_documents_its_503(sqlite_url: str, stub_resolver: DnsResolver) -> None:

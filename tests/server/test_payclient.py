@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from server.payclient import PayError, choose_offer, pay, payer_key, sign_offer
+from server.payclient import PayError, choose_offer, parse_header, pay, payer_key, sign_offer
 from x402gw.exact_evm import Authorization, Domain, recover_signer
 from x402gw.wire import ExactEvmPayload, PaymentRequirements
 
@@ -142,3 +142,52 @@ def test_refusal_reasons_from_hostile_bodies(body: bytes, reason: str) -> None:
     from server.payclient import _reason
 
     assert _reason(httpx.Response(402, content=body)) == reason
+
+
+@pytest.mark.parametrize(
+    ("text", "parsed"),
+    [
+        ("Authorization: Bearer bav_live_x", ("Authorization", "Bearer bav_live_x")),
+        ("X-API-Key:k", ("X-API-Key", "k")),
+        (" Idempotency-Key :  a:b ", ("Idempotency-Key", "a:b")),
+    ],
+)
+def test_headers_are_taken_as_curl_takes_them(text: str, parsed: tuple[str, str]) -> None:
+    assert parse_header(text) == parsed
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("Authorization", "not a header"),
+        (": value", "not a header"),
+        ("Bad Name: v", "not a header"),
+        ("X: a\rInjected: 1", "no HTTP header can carry"),
+        ("X: " + "v" * 9000, "no HTTP header can carry"),
+    ],
+)
+def test_malformed_headers_are_refused(text: str, message: str) -> None:
+    with pytest.raises(PayError, match=message):
+        parse_header(text)
+
+
+async def test_headers_reach_the_server() -> None:
+    seen: list[str | None] = []
+
+    async def endpoint(request: Request) -> Response:
+        seen.append(request.headers.get("authorization"))
+        return JSONResponse({"ok": True})
+
+    app = Starlette(routes=[Route("/free", endpoint, methods=["POST"])])
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport) as client:
+        paid = await pay(
+            "POST",
+            "http://lab.test/free",
+            b"{}",
+            KEY,
+            client=client,
+            headers={"Authorization": "k"},
+        )
+    assert paid.status == 200
+    assert seen == ["k"]

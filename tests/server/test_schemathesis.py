@@ -190,7 +190,10 @@ def test_every_paid_route_answers_402_without_payment(
         asset=token,
         pay_to="0x" + "22" * 20,
         settler_key="0x" + "33" * 32,
+        jwt_secret=JWT_SECRET,
+        secret_file=tmp_path / "bavlio.secret",
     )
+    session = {"Authorization": f"Bearer {issue_session_jwt(JWT_SECRET.encode(), 'buyer')}"}
     app = create_app(
         paid_settings,
         payment_middleware=gate_factory(paid_settings),
@@ -204,14 +207,17 @@ def test_every_paid_route_answers_402_without_payment(
             for method, op in item.items()
             if "x-x402" in op
         ]
-        assert len(paid) == 5
+        assert len(paid) == 6  # the five under /api/x402/v1 and buying credits
         schemas = document["components"]["schemas"]
         assert {"FindRequest", "FindResponse", "LinkedInRequest", "LinkedInResponse"} <= set(
             schemas
         )
         assert len(schemas["FindRequest"]["oneOf"]) == 2
         for path, method, op in paid:
-            response = httpx.request(method, server.url + path, json={})
+            if "security" in op:  # keyed and paid: credentials come before any payment
+                anonymous = httpx.request(method, server.url + path, json={})
+                assert anonymous.status_code == 401, path
+            response = httpx.request(method, server.url + path, json={}, headers=session)
             assert response.status_code == 402, path
             required = json.loads(base64.b64decode(response.headers["payment-required"]))
             [offer] = required["accepts"]
