@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from server.auth.store import AccountStore
     from server.billing.credits import CreditStore
     from server.finder.known import KnownAddresses
+    from server.finder.verdicts import VerdictCache
     from server.http.idempotency import IdempotencyStore
     from server.jobs.queue import JobQueue
     from server.ratelimit import KeyRateLimiter
@@ -207,6 +208,13 @@ class Services:
             register_with(queue, self)
             self._jobs = queue
         return self._jobs
+
+    @property
+    def verdicts(self) -> VerdictCache:
+        """Cached SMTP verdicts (answered again free within the cache window)."""
+        from server.finder.verdicts import VerdictCache
+
+        return VerdictCache(self.db.engine, self.settings.verify_cache_seconds)
 
     @property
     def known(self) -> KnownAddresses:

@@ -140,6 +140,8 @@ class Settings(BaseSettings):
     long before another worker resumes them)."""
     job_poll_seconds: float = Field(default=1.0, gt=0, le=60)
     """How often an idle worker looks for new jobs."""
+    verify_cache_seconds: float = Field(default=86_400.0, ge=0, le=30 * 86_400)
+    """How long an SMTP verdict is answered again free (0: never)."""
     embedded_worker: bool | None = None
     """Run jobs inside ``bavlio serve`` (default: yes on SQLite, no on PostgreSQL, where
     ``bavlio worker`` processes run them)."""

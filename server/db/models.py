@@ -43,6 +43,7 @@ __all__ = [
     "ProspectTag",
     "TagStat",
     "User",
+    "Verdict",
 ]
 
 NAMING = {
@@ -296,3 +297,14 @@ class KnownAddress(Base):
     owner_name: Mapped[str] = mapped_column(Text)
     source: Mapped[str] = mapped_column(Text)
     confirmed_at: Mapped[float] = mapped_column(Float)
+
+
+class Verdict(Base):
+    """The last SMTP verification of an address (revision 0005): a repeat within the cache
+    window is answered from here, free."""
+
+    __tablename__ = "verdicts"
+
+    email: Mapped[str] = mapped_column(Text, primary_key=True)
+    result: Mapped[str] = mapped_column(Text)
+    verified_at: Mapped[float] = mapped_column(Float, index=True)

@@ -66,10 +66,13 @@ def register_with(queue: JobQueue, svc: Services) -> None:
             raise _job_error(exc) from None
 
     async def verify(ctx: Any) -> Any:
+        email = ctx.payload["email"]
         try:
-            return (await email_cases.verify(svc, ctx.payload["email"])).model_dump(mode="json")
+            result = (await email_cases.verify(svc, email)).model_dump(mode="json")
         except ApiError as exc:
             raise _job_error(exc) from None
+        await svc.verdicts.put(email, result)
+        return result
 
     async def bulk_row(ctx: Any, item: JobItem) -> Any:
         row = dict(item.input)

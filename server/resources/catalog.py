@@ -285,7 +285,7 @@ def keyed_operations() -> tuple[Operation, ...]:
             f"{V1}/email-finder/verify",
             email_finder.verify,
             "email_finder_verify",
-            "Verify an address over SMTP (a job; 1 credit)",
+            "Verify an address over SMTP (a job; 1 credit), or its cached verdict (200, free)",
             jobs.JobAccepted,
             ValidateRequest,
             tag="email-finder",
@@ -294,7 +294,7 @@ def keyed_operations() -> tuple[Operation, ...]:
             price_key="email.verify",
             status_code=202,
             smtp=True,
-            responses=_ACCEPTED,
+            responses={**_ACCEPTED, 200: email_finder.CachedVerification},
         ),
         Operation(
             "GET",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.config import JsonDict
@@ -227,9 +227,26 @@ async def find(request: Request, ctx: KeyedContext) -> Response:
     )
 
 
+class CachedVerification(BaseModel):
+    """A verdict from the cache (free): the last verification of this address."""
+
+    email: str
+    cached: bool = True
+    verified_at: float
+    result: dict[str, Any]
+
+
 async def verify(request: Request, ctx: KeyedContext) -> Response:
-    """Queue an SMTP verification (1 credit, returned if the mail server cannot be reached)."""
+    """A verdict cached within its window is answered at once (200, free); otherwise an SMTP
+    verification is queued (202, 1 credit, returned if the mail server cannot be reached)."""
     body = await read_json(request, ValidateRequest)
+    cached = await ctx.services.verdicts.get(body.email)
+    if cached is not None:
+        return json_response(
+            CachedVerification(
+                email=body.email, verified_at=cached.verified_at, result=cached.result
+            )
+        )
     return await jobs.enqueue_charged(
         ctx, "email.verify", {"email": body.email}, status_url=FIND_STATUS
     )

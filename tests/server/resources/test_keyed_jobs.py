@@ -128,6 +128,28 @@ async def test_verify_job(app: Keyed) -> None:
     assert job["status"] == "succeeded"
     assert job["result"]["smtp"]["accepted"] is True
     assert (await _settled(app, session))["used_credits"] == 1
+    # the verdict is cached: asked again (any case), it is answered at once and free
+    again = await app.client.post(
+        "/api/v1/email-finder/verify", json={"email": "BO@fake.test"}, headers=session
+    )
+    assert again.status_code == 200
+    assert again.json()["cached"] is True
+    assert again.json()["result"] == job["result"]
+    assert (await _balance(app, session))["used_credits"] == 1
+
+
+async def test_verdict_cache_off(backend_settings: Settings, tmp_path: Path, mx: Any) -> None:
+    settings = keyed_settings(backend_settings, tmp_path, verify_cache_seconds=0)
+    prober = lab_prober(port=mx.port)
+    async with keyed_app(settings, resolver=StubResolver(DOMAINS), prober=prober) as app:
+        _, session = await app.user(credits=2)
+        for _ in range(2):
+            queued = await app.client.post(
+                "/api/v1/email-finder/verify", json={"email": "bo@fake.test"}, headers=session
+            )
+            assert queued.status_code == 202
+            await wait_for_job(app.client, queued.headers["location"], session)
+        assert (await _settled(app, session))["used_credits"] == 2
 
 
 async def test_bulk_charges_only_answered_rows(app: Keyed) -> None:
