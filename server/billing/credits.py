@@ -24,6 +24,7 @@ from server.billing.credit_rules import (
     validate_amount,
 )
 from server.db.models import CreditAccount, CreditEntry, CreditHold
+from server.db.rawsql import RawStatement
 from server.db.tx import read_connection, write_transaction
 from server.ids import new_id
 
@@ -124,6 +125,27 @@ async def _entry(
             created_at=now,
         )
     )
+
+
+_AVAILABLE = RawStatement("SELECT balance - held FROM credit_accounts WHERE user_id = ?")
+_TAKE = RawStatement(
+    "UPDATE credit_accounts SET balance = balance - ? WHERE user_id = ? AND balance - held >= ? "
+    "RETURNING balance"
+)
+_BOOK_DEBIT = RawStatement(
+    "INSERT INTO credit_entries "
+    "(id, user_id, kind, amount, operation, reference, balance_after, created_at) "
+    "VALUES (?, ?, 'debit', ?, ?, ?, ?, ?)"
+)
+# PostgreSQL: the conditional UPDATE and the ledger line in one statement (atomic on its own, so
+# it runs in autocommit: one round trip). SQLite has no DML in WITH: _TAKE then _BOOK_DEBIT.
+_DEBIT_PG = RawStatement(
+    "WITH taken AS (UPDATE credit_accounts SET balance = balance - ? "
+    "WHERE user_id = ? AND balance - held >= ? RETURNING balance) "
+    "INSERT INTO credit_entries "
+    "(id, user_id, kind, amount, operation, reference, balance_after, created_at) "
+    "SELECT ?, ?, 'debit', ?, ?, ?, taken.balance, ? FROM taken RETURNING balance_after"
+)
 
 
 def _hold(row: object) -> Hold:
@@ -236,6 +258,42 @@ class CreditStore:
                 )
             )
         return Hold(hold_id, user_id, amount, 0, HoldState.HELD, operation, reference)
+
+    async def available(self, user_id: str) -> int:
+        """``balance - held`` now (0 without an account): a pre-check, not a promise."""
+        async with read_connection(self.engine) as conn:
+            row = (await _AVAILABLE.run(conn, (user_id,))).first()
+        return int(row[0]) if row is not None else 0
+
+    async def debit(
+        self, user_id: str, amount: int, *, operation: str, reference: str | None = None
+    ) -> int:
+        """Charge ``amount`` at once, without a hold; the balance after. InsufficientBalance
+        when ``balance - held`` is short (nothing booked); IntegrityError when ``reference`` was
+        already debited (the unique ledger key: a charge books once).
+
+        One conditional UPDATE and the ledger line, atomically: one statement on PostgreSQL, one
+        ``BEGIN IMMEDIATE`` transaction on SQLite.
+        """
+        validate_amount(amount)
+        now = time.time()
+        entry_id = new_id("txn", now=now)
+        reference = reference or entry_id
+        if self.engine.dialect.name == "postgresql":
+            async with self.engine.connect() as conn:
+                auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
+                params = (amount, user_id, amount, entry_id, user_id, -amount)
+                row = (await _DEBIT_PG.run(auto, (*params, operation, reference, now))).first()
+        else:
+            async with write_transaction(self.engine) as conn:
+                row = (await _TAKE.run(conn, (amount, user_id, amount))).first()
+                if row is not None:
+                    await _BOOK_DEBIT.run(
+                        conn, (entry_id, user_id, -amount, operation, reference, row[0], now)
+                    )
+        if row is None:
+            raise InsufficientBalance(await self.available(user_id), amount)
+        return int(row[0])
 
     async def capture(self, user_id: str, hold_id: str, amount: int | None = None) -> bool:
         """Charge ``amount`` (default: all) of a hold and return the rest; False if settled."""
