@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from sqlalchemy import case, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -274,10 +274,9 @@ class AccountStore:
         if not keys.looks_valid(raw):
             return None
         digest = keys.key_hash(raw, self._secret)
-        async with read_connection(self.engine) as conn:
-            found = (await _AUTHENTICATE.run(conn, (digest,))).first()
-        row: tuple[Any, ...] = tuple(found) if found is not None else ()
-        if not row or row[7] is not None:
+        async with self.engine.connect() as conn:
+            row = await _AUTHENTICATE.first(conn, (digest,))
+        if row is None or row[7] is not None:
             return None
         key_id, user_id, name, prefix, scopes, created, last_used = row[:7]
         key = KeyRecord(
@@ -287,5 +286,5 @@ class AccountStore:
         now = time.time()
         if last_used is None or now - last_used >= LAST_USED_GRANULARITY:
             async with write_transaction(self.engine) as conn:
-                await _TOUCH.run(conn, (now, key_id))
+                await conn.exec_driver_sql(_TOUCH.text(conn.dialect.name), (now, key_id))
         return KeyMatch(user, key, int(row[12] or 0))

@@ -24,7 +24,7 @@ from server.billing.credit_rules import (
     validate_amount,
 )
 from server.db.models import CreditAccount, CreditEntry, CreditHold
-from server.db.rawsql import RawStatement
+from server.db.rawsql import UNIQUE_VIOLATIONS, RawStatement, immediate
 from server.db.tx import read_connection, write_transaction
 from server.ids import new_id
 
@@ -32,6 +32,7 @@ __all__ = [
     "DEFAULT_HOLD_TTL",
     "Balance",
     "CreditStore",
+    "DuplicateCharge",
     "Entry",
     "Hold",
     "InsufficientBalance",
@@ -50,6 +51,10 @@ class InsufficientBalance(Exception):
         super().__init__(f"{available} credits available, {needed} needed")
         self.available = available
         self.needed = needed
+
+
+class DuplicateCharge(Exception):
+    """A debit with a reference already booked (refused whole: nothing taken)."""
 
 
 class UnknownAccount(Exception):
@@ -261,36 +266,39 @@ class CreditStore:
 
     async def available(self, user_id: str) -> int:
         """``balance - held`` now (0 without an account): a pre-check, not a promise."""
-        async with read_connection(self.engine) as conn:
-            row = (await _AVAILABLE.run(conn, (user_id,))).first()
+        async with self.engine.connect() as conn:
+            row = await _AVAILABLE.first(conn, (user_id,))
         return int(row[0]) if row is not None else 0
 
     async def debit(
         self, user_id: str, amount: int, *, operation: str, reference: str | None = None
     ) -> int:
         """Charge ``amount`` at once, without a hold; the balance after. InsufficientBalance
-        when ``balance - held`` is short (nothing booked); IntegrityError when ``reference`` was
-        already debited (the unique ledger key: a charge books once).
+        when ``balance - held`` is short, DuplicateCharge when ``reference`` was already debited
+        (the unique ledger key: a charge books once); either way nothing is taken.
 
         One conditional UPDATE and the ledger line, atomically: one statement on PostgreSQL, one
-        ``BEGIN IMMEDIATE`` transaction on SQLite.
+        ``BEGIN IMMEDIATE`` transaction on SQLite, sent to the driver (server.db.rawsql).
         """
         validate_amount(amount)
         now = time.time()
         entry_id = new_id("txn", now=now)
         reference = reference or entry_id
-        if self.engine.dialect.name == "postgresql":
+        try:
             async with self.engine.connect() as conn:
-                auto = await conn.execution_options(isolation_level="AUTOCOMMIT")
-                params = (amount, user_id, amount, entry_id, user_id, -amount)
-                row = (await _DEBIT_PG.run(auto, (*params, operation, reference, now))).first()
-        else:
-            async with write_transaction(self.engine) as conn:
-                row = (await _TAKE.run(conn, (amount, user_id, amount))).first()
-                if row is not None:
-                    await _BOOK_DEBIT.run(
-                        conn, (entry_id, user_id, -amount, operation, reference, row[0], now)
-                    )
+                if conn.dialect.name == "postgresql":
+                    params = (amount, user_id, amount, entry_id, user_id, -amount)
+                    row = await _DEBIT_PG.first(conn, (*params, operation, reference, now))
+                else:
+                    async with immediate(conn) as aio:
+                        row = await _TAKE.first_on(aio, "sqlite", (amount, user_id, amount))
+                        if row is not None:
+                            book = (entry_id, user_id, -amount, operation, reference, row[0], now)
+                            await _BOOK_DEBIT.first_on(aio, "sqlite", book)
+        except UNIQUE_VIOLATIONS as exc:
+            if "unique" not in str(exc).lower():
+                raise
+            raise DuplicateCharge(reference) from None
         if row is None:
             raise InsufficientBalance(await self.available(user_id), amount)
         return int(row[0])

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from sqlalchemy.exc import IntegrityError
 
 from server.auth.store import AccountStore
 from server.billing.credit_rules import CreditRuleError, EntryKind, HoldState
 from server.billing.credits import (
     CreditStore,
+    DuplicateCharge,
     InsufficientBalance,
     UnknownAccount,
     UnknownHold,
@@ -153,7 +153,7 @@ async def test_debit_books_once_per_reference_and_refuses_what_it_cannot_cover(
     credits, user = CreditStore(db.engine), await _user(db)
     await credits.add(user, 5, kind=EntryKind.GRANT, reference="g", operation=None)
     assert await credits.debit(user, 2, operation="x", reference="call-1") == 3
-    with pytest.raises(IntegrityError):  # the same charge again: refused, nothing taken
+    with pytest.raises(DuplicateCharge):  # the same charge again: refused, nothing taken
         await credits.debit(user, 2, operation="x", reference="call-1")
     with pytest.raises(InsufficientBalance) as short:
         await credits.debit(user, 4, operation="x")
