@@ -3,7 +3,9 @@
 Every change is one write transaction: a conditional UPDATE of the account row (``balance - held``
 must cover a reservation; the CHECK constraint backs it), a conditional UPDATE of the hold
 (``WHERE state = 'held'``, so it settles once) and an entry whose (user, kind, reference) is
-unique, so a grant or charge books once however often it is retried.
+unique, so a grant or charge books once however often it is retried. A synchronous call skips
+the hold: :meth:`CreditStore.debit` takes the price by the same conditional UPDATE and books its
+entry in one statement (PostgreSQL) or one ``BEGIN IMMEDIATE`` transaction (SQLite).
 """
 
 from __future__ import annotations
