@@ -10,7 +10,7 @@ import re
 import secrets
 import traceback
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.errors import ApiError, error_response
@@ -59,7 +59,11 @@ class RequestIdMiddleware:
 
 
 class CatchAllMiddleware:
-    """Turn any exception that escaped the handlers into a 500 envelope without internals."""
+    """Turn any exception that escaped the handlers into a 500 envelope without internals.
+
+    A client that went away while its body was read (``ClientDisconnect``) is no error: nobody is
+    left to answer, so it is logged in one line at debug level and nothing is sent.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -78,6 +82,10 @@ class CatchAllMiddleware:
 
         try:
             await self.app(scope, receive, tracking_send)
+        except ClientDisconnect:
+            log.debug(
+                "client disconnected (request %s)", scope.get("state", {}).get("request_id")
+            )
         except Exception as exc:
             request = Request(scope)
             log.error(  # the traceback with URLs redacted: messages may quote upstream URLs

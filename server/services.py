@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from server.auth.principal import Authenticator
     from server.auth.store import AccountStore
     from server.billing.credits import CreditStore
+    from server.billing.pricing import Price
     from server.finder.known import KnownAddresses
     from server.finder.verdicts import VerdictCache
     from server.http.idempotency import IdempotencyStore
@@ -147,6 +148,7 @@ class Services:
     _owned_search: HttpSearchEngine | None = None
     _keyed: KeyedServices | None = None
     _jobs: JobQueue | None = None
+    _prices: dict[str, Price] | None = None
     ready_cache: SharedTtlCache[CheckResult] = field(default_factory=SharedTtlCache)
 
     @classmethod
@@ -170,6 +172,13 @@ class Services:
             _prober=prober,
             _search=search,
         )
+
+    @property
+    def prices(self) -> dict[str, Price]:
+        """The pricing table with this deployment's overrides (built once: settings are fixed)."""
+        if self._prices is None:
+            self._prices = self.settings.price_table()
+        return self._prices
 
     @property
     def validator(self) -> EmailValidator:

@@ -37,6 +37,8 @@ class Principal:
     plan: Plan
     plan_name: str
     via: Literal["api_key", "jwt"]
+    available_credits: int | None = None
+    """Credits available when the key was read (a pre-check; None for session tokens)."""
 
     @property
     def rate_identity(self) -> str:
@@ -84,9 +86,9 @@ class Authenticator:
             found = await self.accounts.authenticate(credential)
             if found is None:
                 raise Unauthorized("invalid_api_key", "The API key is invalid or revoked.")
-            user, key = found
+            user, key, available = found
             name, plan = self._plan(user.plan)
-            return Principal(user, key, key.scopes, plan, name, "api_key")
+            return Principal(user, key, key.scopes, plan, name, "api_key", available)
         try:
             claims = await self.sessions.verify(credential)
         except SessionError as exc:

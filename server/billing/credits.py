@@ -3,7 +3,9 @@
 Every change is one write transaction: a conditional UPDATE of the account row (``balance - held``
 must cover a reservation; the CHECK constraint backs it), a conditional UPDATE of the hold
 (``WHERE state = 'held'``, so it settles once) and an entry whose (user, kind, reference) is
-unique, so a grant or charge books once however often it is retried.
+unique, so a grant or charge books once however often it is retried. A synchronous call skips
+the hold: :meth:`CreditStore.debit` takes the price by the same conditional UPDATE and books its
+entry in one statement (PostgreSQL) or one ``BEGIN IMMEDIATE`` transaction (SQLite).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from server.billing.credit_rules import (
     validate_amount,
 )
 from server.db.models import CreditAccount, CreditEntry, CreditHold
+from server.db.rawsql import UNIQUE_VIOLATIONS, RawStatement, immediate
 from server.db.tx import read_connection, write_transaction
 from server.ids import new_id
 
@@ -31,6 +34,7 @@ __all__ = [
     "DEFAULT_HOLD_TTL",
     "Balance",
     "CreditStore",
+    "DuplicateCharge",
     "Entry",
     "Hold",
     "InsufficientBalance",
@@ -49,6 +53,10 @@ class InsufficientBalance(Exception):
         super().__init__(f"{available} credits available, {needed} needed")
         self.available = available
         self.needed = needed
+
+
+class DuplicateCharge(Exception):
+    """A debit with a reference already booked (refused whole: nothing taken)."""
 
 
 class UnknownAccount(Exception):
@@ -124,6 +132,27 @@ async def _entry(
             created_at=now,
         )
     )
+
+
+_AVAILABLE = RawStatement("SELECT balance - held FROM credit_accounts WHERE user_id = ?")
+_TAKE = RawStatement(
+    "UPDATE credit_accounts SET balance = balance - ? WHERE user_id = ? AND balance - held >= ? "
+    "RETURNING balance"
+)
+_BOOK_DEBIT = RawStatement(
+    "INSERT INTO credit_entries "
+    "(id, user_id, kind, amount, operation, reference, balance_after, created_at) "
+    "VALUES (?, ?, 'debit', ?, ?, ?, ?, ?)"
+)
+# PostgreSQL: the conditional UPDATE and the ledger line in one statement (atomic on its own, so
+# it runs in autocommit: one round trip). SQLite has no DML in WITH: _TAKE then _BOOK_DEBIT.
+_DEBIT_PG = RawStatement(
+    "WITH taken AS (UPDATE credit_accounts SET balance = balance - ? "
+    "WHERE user_id = ? AND balance - held >= ? RETURNING balance) "
+    "INSERT INTO credit_entries "
+    "(id, user_id, kind, amount, operation, reference, balance_after, created_at) "
+    "SELECT ?, ?, 'debit', ?, ?, ?, taken.balance, ? FROM taken RETURNING balance_after"
+)
 
 
 def _hold(row: object) -> Hold:
@@ -236,6 +265,45 @@ class CreditStore:
                 )
             )
         return Hold(hold_id, user_id, amount, 0, HoldState.HELD, operation, reference)
+
+    async def available(self, user_id: str) -> int:
+        """``balance - held`` now (0 without an account): a pre-check, not a promise."""
+        async with self.engine.connect() as conn:
+            row = await _AVAILABLE.first(conn, (user_id,))
+        return int(row[0]) if row is not None else 0
+
+    async def debit(
+        self, user_id: str, amount: int, *, operation: str, reference: str | None = None
+    ) -> int:
+        """Charge ``amount`` at once, without a hold; the balance after. InsufficientBalance
+        when ``balance - held`` is short, DuplicateCharge when ``reference`` was already debited
+        (the unique ledger key: a charge books once); either way nothing is taken.
+
+        One conditional UPDATE and the ledger line, atomically: one statement on PostgreSQL, one
+        ``BEGIN IMMEDIATE`` transaction on SQLite, sent to the driver (server.db.rawsql).
+        """
+        validate_amount(amount)
+        now = time.time()
+        entry_id = new_id("txn", now=now)
+        reference = reference or entry_id
+        try:
+            async with self.engine.connect() as conn:
+                if conn.dialect.name == "postgresql":
+                    params = (amount, user_id, amount, entry_id, user_id, -amount)
+                    row = await _DEBIT_PG.first(conn, (*params, operation, reference, now))
+                else:
+                    async with immediate(conn) as aio:
+                        row = await _TAKE.first_on(aio, "sqlite", (amount, user_id, amount))
+                        if row is not None:
+                            book = (entry_id, user_id, -amount, operation, reference, row[0], now)
+                            await _BOOK_DEBIT.first_on(aio, "sqlite", book)
+        except UNIQUE_VIOLATIONS as exc:
+            if "unique" not in str(exc).lower():
+                raise
+            raise DuplicateCharge(reference) from None
+        if row is None:
+            raise InsufficientBalance(await self.available(user_id), amount)
+        return int(row[0])
 
     async def capture(self, user_id: str, hold_id: str, amount: int | None = None) -> bool:
         """Charge ``amount`` (default: all) of a hold and return the rest; False if settled."""

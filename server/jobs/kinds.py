@@ -111,7 +111,7 @@ def _settle(svc: Services) -> Any:
             return
         credits = CreditStore(svc.db.engine)
         hold_id = str(billing.get("hold_id"))
-        price = svc.settings.price_table()[str(billing.get("price_key"))]
+        price = svc.prices[str(billing.get("price_key"))]
         if job.counts.total:  # a bulk job: the rows answered
             delivered = credits_for(price, job.counts.done).total if job.counts.done else 0
         else:

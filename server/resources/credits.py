@@ -150,7 +150,7 @@ class Estimate(BaseModel):
 async def estimate(request: Request, ctx: KeyedContext) -> Response:
     """Price an operation in credits without spending any."""
     body = await read_json(request, EstimateRequest)
-    table = ctx.services.settings.price_table()
+    table = ctx.services.prices
     price = table[body.operation]
     charge = credits_for(price, body.count)
     available = (await ctx.keyed.credits.balance(ctx.user_id)).available

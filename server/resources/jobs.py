@@ -102,7 +102,7 @@ async def enqueue_charged(
     enqueue is refused. ``status_url`` has ``{job_id}`` to fill."""
     price_key = ctx.op.price_key
     assert price_key is not None
-    price = ctx.services.settings.price_table()[price_key]
+    price = ctx.services.prices[price_key]
     amount = credits_for(price, units).total
     credits = ctx.keyed.credits
     try:

@@ -7,9 +7,10 @@ import asyncio
 import pytest
 
 from server.auth.store import AccountStore
-from server.billing.credit_rules import EntryKind, HoldState
+from server.billing.credit_rules import CreditRuleError, EntryKind, HoldState
 from server.billing.credits import (
     CreditStore,
+    DuplicateCharge,
     InsufficientBalance,
     UnknownAccount,
     UnknownHold,
@@ -117,6 +118,56 @@ async def test_parallel_reservations_never_overdraw(db: Database) -> None:
     position = await credits.balance(user)
     assert (position.balance, position.held, position.used) == (0, 0, 10)
     assert len(await credits.entries(user, limit=100, operation="x")) == 10
+
+
+async def test_parallel_debits_never_overdraw(db: Database) -> None:
+    credits, user = CreditStore(db.engine), await _user(db)
+    await credits.add(user, 10, kind=EntryKind.GRANT, reference="g", operation=None)
+    hold = await credits.reserve(user, 3, operation="job")  # held credits are not debitable
+
+    async def one() -> int | InsufficientBalance:
+        try:
+            return await credits.debit(user, 1, operation="email.validate")
+        except InsufficientBalance as exc:
+            return exc
+
+    results = await asyncio.gather(*(one() for _ in range(40)))
+    assert sorted(r for r in results if isinstance(r, int)) == list(range(3, 10))
+    refused = [r for r in results if isinstance(r, InsufficientBalance)]
+    assert {(r.available, r.needed) for r in refused} == {(0, 1)}
+    assert len(refused) == 33
+    position = await credits.balance(user)
+    assert (position.balance, position.held, position.used) == (3, 3, 7)
+    lines = await credits.entries(user, limit=100, operation="email.validate")
+    assert sorted(e.balance_after for e in lines) == list(range(3, 10))
+    assert {e.kind for e in lines} == {EntryKind.DEBIT}
+    assert {e.amount for e in lines} == {-1}
+    assert await credits.available(user) == 0
+    assert await credits.release(user, hold.id)
+    assert await credits.available(user) == 3
+
+
+async def test_debit_books_once_per_reference_and_refuses_what_it_cannot_cover(
+    db: Database,
+) -> None:
+    credits, user = CreditStore(db.engine), await _user(db)
+    await credits.add(user, 5, kind=EntryKind.GRANT, reference="g", operation=None)
+    assert await credits.debit(user, 2, operation="x", reference="call-1") == 3
+    with pytest.raises(DuplicateCharge):  # the same charge again: refused, nothing taken
+        await credits.debit(user, 2, operation="x", reference="call-1")
+    with pytest.raises(InsufficientBalance) as short:
+        await credits.debit(user, 4, operation="x")
+    assert (short.value.available, short.value.needed) == (3, 4)
+    position = await credits.balance(user)
+    assert (position.balance, position.held, position.used) == (3, 0, 2)
+    assert len(await credits.entries(user, limit=10, operation="x")) == 1
+    for bad in (0, -1):
+        with pytest.raises(CreditRuleError):
+            await credits.debit(user, bad, operation="x")
+    with pytest.raises(InsufficientBalance) as nobody:  # no account: nothing to take
+        await credits.debit("usr_none", 1, operation="x")
+    assert nobody.value.available == 0
+    assert await credits.available("usr_none") == 0
 
 
 async def test_entries_paginate(db: Database) -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from keyed_helpers import Keyed, keyed_app, keyed_settings
 from lab.stubdns import STUB_DOMAINS, StubResolver
 from tests_server_helpers import assert_envelope
 
-from emailintel.models import DnsFacts
+from emailintel.models import DnsFacts, RiskResult
 from server.settings import Settings
 
 URL = "/api/v1/email-verification/validate"
@@ -96,3 +97,56 @@ async def test_scope_and_plan(keyed: Keyed) -> None:
     assert (
         await keyed.client.post(URL, json={"email": "j@acme.test"}, headers=free)
     ).status_code == 200
+
+
+class _SpendingValidator:
+    """emailintel's validator on the stub DNS, counting calls; ``during`` runs inside the work
+    (another call spending the balance meanwhile)."""
+
+    def __init__(self) -> None:
+        from emailintel.verify import Validator
+
+        self.inner = Validator(resolver=StubResolver())
+        self.calls = 0
+        self.during: Callable[[], Awaitable[object]] | None = None
+
+    async def validate(self, address: str) -> RiskResult:
+        self.calls += 1
+        if self.during is not None:
+            await self.during()
+        return await self.inner.validate(address)
+
+
+async def test_a_short_balance_is_refused_before_any_work(
+    backend_settings: Settings, tmp_path: Path
+) -> None:
+    validator = _SpendingValidator()
+    async with keyed_app(keyed_settings(backend_settings, tmp_path), validator=validator) as app:
+        _, session = await app.user(credits=1)
+        key = await app.key(session)
+        assert (await app.client.post(URL, json={"email": "a@acme.test"}, headers=key)).is_success
+        for headers in (key, session):  # the key's pre-check rides on its lookup; a session reads
+            response = await app.client.post(URL, json={"email": "a@acme.test"}, headers=headers)
+            error = assert_envelope(response, 402, "payment_required", "insufficient_credits")
+            assert "1 credits; 0 available" in error["message"]
+        assert validator.calls == 1
+
+
+async def test_a_balance_spent_during_the_work_withholds_the_result(
+    backend_settings: Settings, tmp_path: Path
+) -> None:
+    validator = _SpendingValidator()
+    async with keyed_app(keyed_settings(backend_settings, tmp_path), validator=validator) as app:
+        user_id, session = await app.user(credits=2)
+        key = await app.key(session)
+        credits = app.services.keyed.credits
+        validator.during = lambda: credits.debit(user_id, 2, operation="elsewhere")
+        response = await app.client.post(URL, json={"email": "jane@acme.test"}, headers=key)
+        error = assert_envelope(response, 402, "payment_required", "insufficient_credits")
+        assert "1 credits; 0 available" in error["message"]
+        assert "risk_level" not in response.text  # the work was done; its result is not sent
+        assert validator.calls == 1
+        balance = (await app.client.get("/api/v1/credits/balance", headers=session)).json()
+        assert (balance["available_credits"], balance["used_credits"]) == (0, 2)
+        charged = await credits.entries(user_id, limit=10, operation="email.validate")
+        assert charged == []
