@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 from conftest import serving
-from lab.dnslab import DnsLab, LabError
-from lab.maillab import Listener, MailDomain, MailLab, MailLabError
+from lab.dnslab import DnsLab
+from lab.maillab import Listener, MailDomain, MailLab
+from lab.mailstack import mail_stack
 from sqlalchemy import select
 
 from emailintel.dns import DnsResolver
@@ -41,19 +42,8 @@ def learn_lab() -> Iterator[DnsLab]:
         ],
         in_flow_delay="0",
     )
-    try:
-        lab.start()
-    except MailLabError as exc:
-        pytest.fail(f"mail lab unavailable: {exc}", pytrace=False)
-    dns = DnsLab(lab.dns_zones())
-    try:
-        dns.start()
-    except LabError as exc:
-        lab.stop()
-        pytest.fail(f"DNS lab unavailable: {exc}", pytrace=False)
-    yield dns
-    dns.stop()
-    lab.stop()
+    with mail_stack(lab) as (_, dns):
+        yield dns
 
 
 def _prober() -> Prober:
