@@ -83,9 +83,7 @@ class CatchAllMiddleware:
         try:
             await self.app(scope, receive, tracking_send)
         except ClientDisconnect:
-            log.debug(
-                "client disconnected (request %s)", scope.get("state", {}).get("request_id")
-            )
+            log.debug("client disconnected (request %s)", scope.get("state", {}).get("request_id"))
         except Exception as exc:
             request = Request(scope)
             log.error(  # the traceback with URLs redacted: messages may quote upstream URLs

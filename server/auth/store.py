@@ -236,16 +236,19 @@ class AccountStore:
             )
         return raw, record
 
-    async def keys(self, user_id: str) -> list[KeyRecord]:
-        """The user's keys, newest first, revoked ones included (they show ``revoked_at``)."""
+    async def keys(
+        self, user_id: str, *, limit: int | None = None, offset: int = 0, after: str | None = None
+    ) -> list[KeyRecord]:
+        """The user's keys, newest first, revoked ones included (they show ``revoked_at``);
+        ``limit`` rows from ``offset``, or after the key id ``after``."""
+        query = select(*_KEY_COLUMNS).where(ApiKey.user_id == user_id)
+        if after is not None:
+            query = query.where(ApiKey.id < after)
+        query = query.order_by(ApiKey.id.desc()).offset(offset)
+        if limit is not None:
+            query = query.limit(limit)
         async with read_connection(self.engine) as conn:
-            rows = (
-                await conn.execute(
-                    select(*_KEY_COLUMNS)
-                    .where(ApiKey.user_id == user_id)
-                    .order_by(ApiKey.id.desc())
-                )
-            ).all()
+            rows = (await conn.execute(query)).all()
         return [_key(row) for row in rows]
 
     async def revoke_key(self, user_id: str, key_id: str) -> KeyRecord | None:

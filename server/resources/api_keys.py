@@ -13,7 +13,8 @@ from server.auth.scopes import ALL, normalise, scope_pattern
 from server.auth.store import MAX_KEYS, KeyLimitReached, KeyRecord
 from server.errors import Conflict, InvalidRequest, NotFound
 from server.http.keyed import KeyedContext
-from server.resources._common import json_response, path_id
+from server.http.pagination import page_request
+from server.resources._common import json_response, list_response, path_id
 
 __all__ = [
     "ApiKeyCreated",
@@ -74,11 +75,13 @@ class ApiKeyCreated(ApiKeyView):
 
 
 class ApiKeyList(BaseModel):
-    """The user's keys, newest first."""
+    """A page of the user's keys, newest first."""
 
     data: list[ApiKeyView]
-    has_more: bool = False
-    next_cursor: str | None = None
+    has_more: bool
+    next_cursor: str | None
+    limit: int
+    offset: int
 
 
 async def create(request: Request, ctx: KeyedContext) -> Response:
@@ -101,9 +104,12 @@ async def create(request: Request, ctx: KeyedContext) -> Response:
 
 
 async def list_keys(request: Request, ctx: KeyedContext) -> Response:
-    """Every key of the user (active and revoked), newest first."""
-    records = await ctx.keyed.accounts.keys(ctx.user_id)
-    return json_response(ApiKeyList(data=[ApiKeyView.of(r) for r in records]))
+    """The user's keys (active and revoked), newest first; ``cursor``/``offset`` and ``limit``."""
+    page = page_request(request.query_params)
+    records = await ctx.keyed.accounts.keys(
+        ctx.user_id, limit=page.limit + 1, offset=page.offset, after=page.after
+    )
+    return list_response(records, page, ApiKeyView.of, lambda r: r.id)
 
 
 async def revoke(request: Request, ctx: KeyedContext) -> Response:

@@ -124,6 +124,7 @@ def keyed_operations() -> tuple[Operation, ...]:
             api_keys.ApiKeyList,
             tag="api-keys",
             access="jwt",
+            query=_PAGING,
         ),
         Operation(
             "DELETE",

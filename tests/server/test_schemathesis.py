@@ -143,13 +143,16 @@ def test_responses_match_the_document(api_schema: Any, mode: GenerationMode) -> 
 def test_schemathesis_run_finds_nothing(free_server: str, tmp_path: Path) -> None:
     """The command line a reviewer runs: all checks, positive and negative data, and the
     coverage phase (boundary values of every constraint), with a fixed seed."""
-    # A list's cursor is opaque: only one the server made is valid, so a generated one is a 400.
+    # A list's cursor is opaque: only one the server made is valid, so a generated one is a 400;
     (tmp_path / "schemathesis.toml").write_text(
-        '[[operations]]\ninclude-name = "GET /api/v1/credits/transactions"\n'
-        "[operations.checks.positive_data_acceptance]\n"
-        'expected-statuses = ["2xx", "400", "401", "403", "404", "429"]\n'
+        "".join(
+            f'[[operations]]\ninclude-name = "GET {path}"\n'
+            "[operations.checks.positive_data_acceptance]\n"
+            'expected-statuses = ["2xx", "400", "401", "403", "404", "429"]\n'
+            for path in ("/api/v1/credits/transactions", "/api/v1/api-keys")
+        )
         # job ids are made by the server: generated ones are (rightly) unknown, a 404
-        '[[operations]]\ninclude-path-regex = "[{](job_id|session_id)[}]"\nwarnings = false\n'
+        + '[[operations]]\ninclude-path-regex = "[{](job_id|session_id)[}]"\nwarnings = false\n'
     )
     result = subprocess.run(
         [

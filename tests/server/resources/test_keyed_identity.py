@@ -219,3 +219,27 @@ async def test_master_secret_is_created_once_with_private_mode(
 def load_default(sqlite_url: str, tmp_path: Path) -> Settings:
     """Settings with no explicit key secret: the master secret file derives it."""
     return keyed_settings(Settings(database_url=sqlite_url), tmp_path)
+
+
+async def test_key_list_pages(keyed: Keyed) -> None:
+    _, session = await keyed.user()
+    made = [
+        (
+            await keyed.client.post("/api/v1/api-keys", json={"name": f"k{i}"}, headers=session)
+        ).json()["id"]
+        for i in range(5)
+    ]
+    seen: list[str] = []
+    url = "/api/v1/api-keys?limit=2"
+    while True:
+        page = (await keyed.client.get(url, headers=session)).json()
+        assert len(page["data"]) <= 2
+        seen.extend(k["id"] for k in page["data"])
+        if not page["has_more"]:
+            break
+        url = f"/api/v1/api-keys?limit=2&cursor={page['next_cursor']}"
+    assert seen == sorted(made, reverse=True)
+    skipped = (await keyed.client.get("/api/v1/api-keys?offset=3", headers=session)).json()
+    assert [k["id"] for k in skipped["data"]] == seen[3:]
+    bad = await keyed.client.get("/api/v1/api-keys?cursor=nope", headers=session)
+    assert bad.status_code == 400
