@@ -130,3 +130,32 @@ async def test_ready_documents_its_503(sqlite_url: str, stub_resolver: DnsResolv
 async def test_openapi_wrong_method(client: httpx.AsyncClient) -> None:
     response = await client.post("/openapi.json")
     assert response.status_code == 405
+
+
+async def test_keyed_operations_document_their_access(
+    sqlite_url: str, stub_resolver: DnsResolver
+) -> None:
+    """Every keyed operation names its security, scope and error answers; the key-management
+    ones accept session tokens only; mutating ones take an Idempotency-Key."""
+    document = await _document(sqlite_url, stub_resolver, gate=True)
+    assert set(document["components"]["securitySchemes"]) == {"bearerAuth", "apiKeyHeader"}
+    keyed = 0
+    for path, item in document["paths"].items():
+        for method, op in item.items():
+            access = op.get("x-access")
+            if access not in ("api_key", "jwt"):
+                assert "security" not in op or path.endswith("/credits/purchase"), path
+                continue
+            keyed += 1
+            schemes = {name for entry in op["security"] for name in entry}
+            assert schemes == (
+                {"bearerAuth"} if access == "jwt" else {"bearerAuth", "apiKeyHeader"}
+            )
+            assert {"401", "403", "429"} <= set(op["responses"]), (method, path)
+            headers = {p["name"] for p in op.get("parameters", []) if p["in"] == "header"}
+            # a purchase is made idempotent by its payment (one authorization settles once)
+            wanted = method != "get" and not path.endswith("/credits/purchase")
+            assert ("Idempotency-Key" in headers) == wanted, (method, path)
+            if path.startswith("/api/v1/api-keys"):
+                assert access == "jwt"
+    assert keyed >= 25
