@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 
 import pytest
 from lab.dnslab import DnsLab
@@ -184,3 +185,11 @@ async def test_two_probers_on_one_redis_keep_the_mx_rate(
     assert len(rcpt_grants) == len(behaviour.received) >= 30  # every RCPT took a shared token
     assert_within_rate(rcpt_grants, rate=1.0, capacity=10.0)
     assert sum(1 for t in rcpt_grants if t == 0) == 10  # the burst at t=0 is the one bucket's
+
+
+def test_without_the_redis_package_the_store_is_a_config_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "redis.asyncio", None)  # import fails as if not installed
+    with pytest.raises(ConfigError, match="pip install redis"):
+        RedisBuckets("redis://127.0.0.1:6379/0")
