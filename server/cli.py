@@ -90,6 +90,18 @@ def _parser() -> argparse.ArgumentParser:
         help="comma-separated module:function registering job kinds "
         "(default: BAVLIO_JOB_HANDLERS or server.jobs.kinds:register)",
     )
+    worker.add_argument(
+        "--egress",
+        metavar="ADDRESS",
+        help="local address this worker's SMTP probes leave from "
+        "(default: BAVLIO_SMTP_SOURCE_ADDRESS or the system's choice)",
+    )
+    worker.add_argument(
+        "--proxy",
+        metavar="URL",
+        help="socks5:// or socks4:// proxy for this worker's SMTP probes "
+        "(default: BAVLIO_SMTP_PROXY or none)",
+    )
     worker.add_argument("--config", help="TOML settings file (default: BAVLIO_CONFIG)")
 
     prospects = commands.add_parser("prospects", help="manage the prospect pool")
@@ -138,7 +150,7 @@ def _serve(settings: Settings, *, unpaid: bool = False) -> int:
         )
         return 2
     gate = gate_factory(settings) if payments_enabled(settings) else None
-    prober = configured_prober()
+    prober = configured_prober(settings=settings)
     config = uvicorn.Config(
         create_app(
             settings, payment_middleware=gate, prober=prober, smtp_routes=prober is not None
@@ -191,12 +203,16 @@ async def _import(settings: Settings, parsed: ParsedFile) -> int:
 
 
 def _worker(settings: Settings) -> int:
+    from emailintel.errors import ConfigError
     from server.jobs.cli import WorkerSetupError, run_worker
 
     try:
         asyncio.run(run_worker(settings))
     except WorkerSetupError as exc:
         print(f"bavlio worker: {exc}", file=sys.stderr)
+        return 2
+    except ConfigError as exc:  # emailintel's own variables (EMAILINTEL_*) or the egress
+        print(f"bavlio worker: invalid emailintel setting: {exc}", file=sys.stderr)
         return 2
     return 0
 
@@ -292,7 +308,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     if args.command == "worker":
-        flags = (("worker_concurrency", args.concurrency), ("job_handlers", args.handlers))
+        flags = (
+            ("worker_concurrency", args.concurrency),
+            ("job_handlers", args.handlers),
+            ("smtp_source_address", args.egress),
+            ("smtp_proxy", args.proxy),
+        )
         overrides = {k: v for k, v in flags if v is not None}
     try:
         settings = load_settings(args.config, **overrides)

@@ -178,7 +178,7 @@ async def _serve(stack: DevStack, port: int, check: bool, out: TextIO) -> int:
     overrides.update(facilitator_url=None, database_schema=None)  # whatever the shell exports
     settings = load_settings(None, env_file=None, host="127.0.0.1", port=port, **overrides)
     demo = await seed_demo(settings)  # before the app starts: its prospect index sees the pool
-    prober = configured_prober()
+    prober = configured_prober(settings=settings)
     app = create_app(
         settings,
         payment_middleware=gate_factory(settings),

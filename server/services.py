@@ -67,18 +67,35 @@ def default_validator(resolver: DnsResolver) -> EmailValidator:
     return validator
 
 
-def configured_prober(env: Mapping[str, str] | None = None) -> Prober | None:
+def configured_prober(
+    env: Mapping[str, str] | None = None, *, settings: Settings | None = None
+) -> Prober | None:
     """emailintel's Prober from ``EMAILINTEL_*``, or None when ``EMAILINTEL_HELO`` is unset.
 
     Without a HELO name there is no SMTP identity, so the SMTP routes cannot be served; with one,
     the rest of the identity is checked now (ConfigError at start, not at the first request).
+    With ``settings``: politeness buckets in Redis when ``redis_url`` is set (every process on it
+    keeps one MX's rate together), and this process's egress (``smtp_source_address`` /
+    ``smtp_proxy``).
     """
     source = os.environ if env is None else env
     if not source.get(HELO_VARIABLE, "").strip():
         return None
     from emailintel.smtp.prober import Prober
 
-    return Prober(env=source)
+    if settings is None:
+        return Prober(env=source)
+    from emailintel.smtp.politeness import Politeness
+    from emailintel.smtp.proxies import ProxyConfig
+    from emailintel.smtp.redisbuckets import RedisBuckets
+
+    store = RedisBuckets(settings.redis_url) if settings.redis_url else None
+    return Prober(
+        env=source,
+        politeness=Politeness(store=store),
+        proxies=ProxyConfig(default=settings.smtp_proxy),
+        source_address=settings.smtp_source_address,
+    )
 
 
 @dataclass(frozen=True)

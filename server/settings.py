@@ -15,6 +15,7 @@ The emailintel library reads its own variables; they pass through untouched:
 from __future__ import annotations
 
 import contextvars
+import ipaddress
 import os
 import re
 from decimal import Decimal
@@ -147,6 +148,10 @@ class Settings(BaseSettings):
     ``bavlio worker`` processes run them)."""
     job_handlers: str = "server.jobs.kinds:register"
     """Comma-separated ``module:function`` that register the job kinds a worker runs."""
+    smtp_source_address: str | None = None
+    """Local address this process's SMTP probes leave from (pins a worker to one egress IP)."""
+    smtp_proxy: str | None = None
+    """``socks5://host:port`` (or socks4) every SMTP probe of this process goes through."""
     rate_limit_ip: str = "300/minute"
     rate_limit_payer: str = "120/minute"
 
@@ -204,6 +209,23 @@ class Settings(BaseSettings):
     def _redis_url(cls, value: str | None) -> str | None:
         if value is not None and not re.match(r"^rediss?://", value):
             raise ValueError("must be a redis:// or rediss:// URL")
+        return value
+
+    @field_validator("smtp_source_address")
+    @classmethod
+    def _smtp_source_address(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                return str(ipaddress.ip_address(value.strip()))
+            except ValueError:
+                raise ValueError("must be an IP address such as 192.0.2.10") from None
+        return value
+
+    @field_validator("smtp_proxy")
+    @classmethod
+    def _smtp_proxy(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^socks(4a?|5h?)://[^\s/:]+(:\d{1,5})?/?$", value):
+            raise ValueError("must be a socks5:// or socks4:// URL with a host")
         return value
 
     @field_validator("network")

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from emailintel.smtp.guard import classify_address, is_forbidden
 from emailintel.smtp.identity import Identity, identity_from_env
-from emailintel.smtp.politeness import Politeness, PolitenessConfig, TokenBucket
+from emailintel.smtp.politeness import (
+    BucketStore,
+    MemoryBuckets,
+    Politeness,
+    PolitenessConfig,
+    TokenBucket,
+)
 from emailintel.smtp.preflight import PreflightResult, check_port25
 from emailintel.smtp.prober import Prober, random_local_part
 from emailintel.smtp.providers import (
@@ -15,6 +21,7 @@ from emailintel.smtp.providers import (
     parse_providers,
 )
 from emailintel.smtp.proxies import ProxyConfig, SmtpProxyError
+from emailintel.smtp.redisbuckets import RedisBuckets
 from emailintel.smtp.replies import (
     DEFAULT_GREYLIST_RETRY,
     ReplyClass,
@@ -43,7 +50,9 @@ from emailintel.smtp.tlssessions import TlsSessionCache
 
 __all__ = [
     "DEFAULT_GREYLIST_RETRY",
+    "BucketStore",
     "Identity",
+    "MemoryBuckets",
     "Politeness",
     "PolitenessConfig",
     "PreflightResult",
@@ -51,6 +60,7 @@ __all__ = [
     "ProviderDataError",
     "ProviderRule",
     "ProxyConfig",
+    "RedisBuckets",
     "ReplyClass",
     "ReplyCodeError",
     "ReplyKind",

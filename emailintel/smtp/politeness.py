@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from emailintel.errors import ConfigError
 
-__all__ = ["Politeness", "PolitenessConfig", "TokenBucket"]
+__all__ = ["BucketStore", "MemoryBuckets", "Politeness", "PolitenessConfig", "TokenBucket"]
 
 _EPSILON = 1e-9
 
@@ -101,16 +102,47 @@ class PolitenessConfig:
 
 
 Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+class BucketStore(Protocol):
+    """Where the RCPT and provider-session buckets live: in this process or shared (Redis)."""
+
+    async def take(self, key: str, rate: float, capacity: float) -> float:
+        """Take one token of bucket ``key`` (created full) and return 0, or the seconds to wait."""
+        ...
+
+
+class MemoryBuckets:
+    """Token buckets in this process (what one prober shares among its own tasks)."""
+
+    def __init__(self, clock: Clock = time.monotonic) -> None:
+        self._clock = clock
+        self._buckets: dict[str, TokenBucket] = {}
+
+    async def take(self, key: str, rate: float, capacity: float) -> float:
+        """Take one token of bucket ``key``; see :class:`BucketStore`."""
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = TokenBucket(rate=rate, capacity=capacity)
+        return bucket.take(self._clock())
 
 
 class Politeness:
     """Per-run shared limiter: ``async with p.session(host, provider, per_minute): await p.rcpt(host)``."""
 
     def __init__(
-        self, config: PolitenessConfig | None = None, *, clock: Clock = time.monotonic
+        self,
+        config: PolitenessConfig | None = None,
+        *,
+        clock: Clock = time.monotonic,
+        store: BucketStore | None = None,
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
         self.config = config or PolitenessConfig()
         self._clock = clock
+        self._sleep = sleep
+        self.store = store  # None: the buckets below, in this process (back-off always is)
         self._global = asyncio.Semaphore(self.config.global_concurrency)
         self._connections: dict[str, asyncio.Semaphore] = {}
         self._rcpt: dict[str, TokenBucket] = {}
@@ -132,12 +164,17 @@ class Politeness:
             self._provider[provider] = bucket
         return bucket
 
-    async def _wait(self, bucket: TokenBucket) -> None:
+    async def _wait(self, bucket: TokenBucket, key: str) -> None:
         while True:
-            delay = bucket.take(self._clock())
+            if self.store is None:
+                delay = bucket.take(self._clock())
+            else:  # the shared store holds the tokens; the local bucket only the back-off
+                delay = max(0.0, bucket.blocked_until - self._clock())
+                if delay <= 0:
+                    delay = await self.store.take(key, bucket.rate, bucket.capacity)
             if delay <= 0:
                 return
-            await asyncio.sleep(delay)
+            await self._sleep(delay)
 
     @asynccontextmanager
     async def session(
@@ -156,9 +193,10 @@ class Politeness:
         async with self._global, semaphore:
             await self._wait_backoff(host)
             if provider is not None:
-                await self._wait(self._provider_bucket(provider, provider_per_minute))
+                bucket = self._provider_bucket(provider, provider_per_minute)
+                await self._wait(bucket, f"provider:{provider}")
             if self.config.jitter:
-                await asyncio.sleep(random.uniform(0, self.config.jitter))
+                await self._sleep(random.uniform(0, self.config.jitter))
             yield
 
     async def _wait_backoff(self, host: str) -> None:
@@ -167,11 +205,11 @@ class Politeness:
             delay = bucket.blocked_until - self._clock()
             if delay <= 0:
                 return
-            await asyncio.sleep(delay)
+            await self._sleep(delay)
 
     async def rcpt(self, host: str) -> None:
         """Wait for one RCPT token of ``host``."""
-        await self._wait(self._host_bucket(host))
+        await self._wait(self._host_bucket(host), f"rcpt:{host.lower()}")
 
     def blocked_for(self, host: str) -> float:
         """Seconds ``host`` is still being left alone after a back-off (0 if it is not)."""

@@ -42,7 +42,7 @@ def register(queue: JobQueue, settings: Settings) -> None:
     """Every kind and the credit hook, on services built from ``settings`` (``bavlio worker``)."""
     from server.services import configured_prober
 
-    register_with(queue, Services.build(settings, prober=configured_prober()))
+    register_with(queue, Services.build(settings, prober=configured_prober(settings=settings)))
 
 
 def _job_error(exc: ApiError) -> JobError:
