@@ -42,7 +42,7 @@ class BulkVerifyRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-    emails: list[Annotated[str, Field(min_length=1, max_length=1000)]] = Field(
+    emails: list[Annotated[str, Field(min_length=1, max_length=320)]] = Field(
         min_length=1, max_length=MAX_BULK_EMAILS
     )
 
