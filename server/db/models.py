@@ -279,6 +279,9 @@ class JobItemRow(Base):
     error_code: Mapped[str | None] = mapped_column(String(64))
     attempts: Mapped[int] = mapped_column(Integer)
     updated_at: Mapped[float] = mapped_column(Float)
+    # The worker running the row and until when (revision 0006): several workers share a job.
+    lease_owner: Mapped[str | None] = mapped_column(String(200))
+    lease_expires: Mapped[float | None] = mapped_column(Float)
 
     __table_args__ = (
         CheckConstraint(f"state IN ({ITEM_STATES})", name="ck_job_items_state"),

@@ -36,8 +36,11 @@ class JobContext:
         *,
         clock: Callable[[], float],
         limits: Limits,
+        lease: float = 30.0,
     ) -> None:
         self.job = job
+        self.lease = lease
+        self.poll_seconds = min(1.0, lease / 6)
         self.worker_id = worker_id
         self.store = store
         self._clock = clock
@@ -77,6 +80,12 @@ class JobContext:
     async def open_items(self, *, after: int = -1, limit: int = 100) -> list[JobItem]:
         """Items not finished yet, in index order, above index ``after``."""
         return await self.store.open_items(self.job.id, after, limit)
+
+    async def claim_items(self, limit: int) -> list[JobItem]:
+        """Lease up to ``limit`` open rows for this worker (marked running, one more attempt)."""
+        return await self.store.claim_items(
+            self.job.id, self.worker_id, self._clock(), self.lease, limit
+        )
 
     async def start_item(self, index: int) -> int | None:
         """Mark an item running; its attempts so far, or None if it is not open or the lease

@@ -33,6 +33,7 @@ KINDS = {
     "email.find": "email.find",
     "email.verify": "email.verify",
     "email.bulk_find": "email.bulk_find",
+    "email.bulk_verify": "email.dataset_verify",
     "leads.batch": "leads.batch",
 }
 """Job kind -> its price key."""
@@ -90,6 +91,15 @@ def register_with(queue: JobQueue, svc: Services) -> None:
             raise _job_error(exc) from None
         return {"domain": row["domain"], **result.model_dump(mode="json")}
 
+    async def verify_row(ctx: Any, item: JobItem) -> Any:
+        email = str(item.input)
+        try:
+            result = (await email_cases.verify(svc, email)).model_dump(mode="json")
+        except ApiError as exc:
+            raise _job_error(exc) from None
+        await svc.verdicts.put(email, result)
+        return result
+
     async def lead(ctx: Any, item: JobItem) -> Any:
         body = linkedin_cases.LinkedInRequest.model_validate(item.input)
         try:
@@ -100,6 +110,7 @@ def register_with(queue: JobQueue, svc: Services) -> None:
     queue.register("email.find", find)
     queue.register("email.verify", verify)
     queue.register("email.bulk_find", item_handler=bulk_row, item_concurrency=4)
+    queue.register("email.bulk_verify", item_handler=verify_row, item_concurrency=8)
     queue.register("leads.batch", item_handler=lead, item_concurrency=4)
     queue.on_terminal(_settle(svc))
 

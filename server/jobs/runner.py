@@ -27,7 +27,7 @@ from server.jobs.rules import (
 )
 from server.jobs.store import settle_store_calls
 
-__all__ = ["StoreUnavailable", "run_job"]
+__all__ = ["StoreUnavailable", "help_job", "run_job"]
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,9 @@ async def run_job(queue: JobQueue, job: Job, worker_id: str, *, lease: float) ->
     once so another worker resumes it, and re-raises.
     """
     registration = queue.registration(job.kind)
-    ctx = JobContext(queue.store, job, worker_id, clock=queue.clock, limits=queue.limits)
+    ctx = JobContext(
+        queue.store, job, worker_id, clock=queue.clock, limits=queue.limits, lease=lease
+    )
     if job.state is JobState.CANCEL_REQUESTED:
         outcome: Outcome = (JobEvent.ACKNOWLEDGE_CANCEL, None, None)
     elif job.attempts > registration.max_attempts:
@@ -84,6 +86,9 @@ async def _heartbeat(
             log.warning("heartbeat failed for job %s", ctx.job.id, exc_info=True)
             continue
         ctx.observe(state)
+        if state is not None:
+            with contextlib.suppress(Exception):
+                await queue.store.extend_items(ctx.job.id, ctx.worker_id, queue.clock(), lease)
         if state is None:
             log.warning("lost the lease of job %s; another worker resumes it", ctx.job.id)
             work.cancel()
@@ -138,46 +143,80 @@ async def _execute(registration: Registration, ctx: JobContext) -> Outcome:
     return JobEvent.SUCCEED, result, None
 
 
-async def _run_items(registration: Registration, ctx: JobContext) -> None:
-    """Run the open items, ``item_concurrency`` at a time, until none is left or cancelled."""
-    slots = asyncio.Semaphore(registration.item_concurrency)
-    after = -1
+async def _run_items(registration: Registration, ctx: JobContext, *, wait: bool = True) -> None:
+    """Claim open rows (row leases) and run them, ``item_concurrency`` at a time, until none is
+    left or the job is cancelled. ``wait``: rows other workers hold are waited for (the job's
+    lease holder finishes the job only once every row ended); a helper stops instead."""
+    limit = registration.item_concurrency
+    running: set[asyncio.Task[None]] = set()
     async with asyncio.TaskGroup() as group:
         while not (ctx.is_cancelled() or ctx.lease_lost):
-            batch = await ctx.open_items(after=after, limit=registration.item_concurrency * 4)
+            free = limit - len(running)
+            batch = await ctx.claim_items(free) if free else []
             if not batch:
-                break
-            for item in batch:
-                await slots.acquire()
-                if ctx.is_cancelled() or ctx.lease_lost:
-                    slots.release()
+                if running:
+                    await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                if not wait or not await ctx.open_items(limit=1):
                     break
-                group.create_task(_run_item(registration, ctx, item, slots))
-            after = batch[-1].index
+                await asyncio.sleep(ctx.poll_seconds)  # other workers hold the last rows
+                continue
+            for item in batch:
+                task = group.create_task(_run_item(registration, ctx, item))
+                running.add(task)
+                task.add_done_callback(running.discard)
 
 
-async def _run_item(
-    registration: Registration, ctx: JobContext, item: JobItem, slots: asyncio.Semaphore
-) -> None:
+async def help_job(queue: JobQueue, job: Job, worker_id: str, *, lease: float) -> None:
+    """Run rows of a job another worker holds (several workers share one bulk job); the job's
+    holder finishes the job once every row ended, so it is finished and hooked once."""
+    registration = queue.registration(job.kind)
+    if registration.item_handler is None:
+        return
+    ctx = JobContext(
+        queue.store, job, worker_id, clock=queue.clock, limits=queue.limits, lease=lease
+    )
+    work = asyncio.create_task(_run_items(registration, ctx, wait=False))
+    beat = asyncio.create_task(_beat_rows(queue, ctx, work, lease))
     try:
-        attempts = await ctx.start_item(item.index)
-        if attempts is None:
-            return
-        if attempts > registration.max_item_attempts:
-            message = f"the row was interrupted {attempts - 1} times"
-            await ctx.fail_item(item.index, "attempts_exhausted", message)
-            return
-        assert registration.item_handler is not None
-        try:
-            result = await registration.item_handler(ctx, item)
-        except SkipItem as exc:
-            await ctx.skip_item(item.index, exc.code)
-        except JobError as exc:
-            await ctx.fail_item(item.index, exc.code, exc.message)
-        except Exception:
-            log.exception("job %s item %d failed", ctx.job.id, item.index)
-            await ctx.fail_item(item.index, GENERIC_CODE)
-        else:
-            await ctx.complete_item(item.index, result)
+        await work
     finally:
-        slots.release()
+        beat.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await beat
+
+
+async def _beat_rows(
+    queue: JobQueue, ctx: JobContext, work: asyncio.Task[Any], lease: float
+) -> None:
+    """A helper's heartbeat: extend its row leases; stop once the job is no longer active."""
+    while True:
+        await asyncio.sleep(lease / 3)
+        try:
+            state = await queue.store.extend_items(ctx.job.id, ctx.worker_id, queue.clock(), lease)
+        except Exception:
+            log.warning("row heartbeat failed for job %s", ctx.job.id, exc_info=True)
+            continue
+        ctx.observe(state)
+        if state is None:
+            work.cancel()
+            return
+
+
+async def _run_item(registration: Registration, ctx: JobContext, item: JobItem) -> None:
+    if item.attempts > registration.max_item_attempts:
+        message = f"the row was interrupted {item.attempts - 1} times"
+        await ctx.fail_item(item.index, "attempts_exhausted", message)
+        return
+    assert registration.item_handler is not None
+    try:
+        result = await registration.item_handler(ctx, item)
+    except SkipItem as exc:
+        await ctx.skip_item(item.index, exc.code)
+    except JobError as exc:
+        await ctx.fail_item(item.index, exc.code, exc.message)
+    except Exception:
+        log.exception("job %s item %d failed", ctx.job.id, item.index)
+        await ctx.fail_item(item.index, GENERIC_CODE)
+    else:
+        await ctx.complete_item(item.index, result)

@@ -120,6 +120,20 @@ class JobStore(Protocol):
         Returns (item state, item attempts, job state after) or None when not applied.
         """
 
+    async def claim_items(
+        self, job_id: str, worker_id: str, now: float, lease: float, limit: int
+    ) -> list[JobItem]:
+        """Lease up to ``limit`` open rows (pending, or running with an expired row lease) of an
+        active job, marked running with one more attempt, in index order."""
+
+    async def extend_items(
+        self, job_id: str, worker_id: str, now: float, lease: float
+    ) -> JobState | None:
+        """Extend the leases of the rows ``worker_id`` runs; the job state (None: not active)."""
+
+    async def join(self, worker_id: str, now: float, kinds: Sequence[str]) -> Job | None:
+        """An active, leased job of one of ``kinds`` with rows to claim (to help with its rows)."""
+
     async def claim_hook(
         self, worker_id: str, now: float, lease: float, job_id: str | None = None
     ) -> Job | None:
@@ -418,7 +432,16 @@ class _SqlJobStore:
         error_code: str | None = None,
     ) -> tuple[ItemState, int, JobState | None] | None:
         effect = item_effect(event)
-        held = sa.exists().where(self._held(job_id, worker_id, _LEASED))
+        active = sa.exists().where(J.id == job_id, J.state.in_(_LEASED))
+        held_job = sa.exists().where(self._held(job_id, worker_id, _LEASED))
+        # A claimed row belongs to its row lease holder; an unclaimed one to the job's holder.
+        held = sa.and_(
+            active,
+            sa.or_(
+                I.lease_owner == worker_id,
+                sa.and_(I.lease_owner.is_(None), held_job),
+            ),
+        )
         values: dict[str, Any] = {"state": _case(effect, I.state), "updated_at": now}
         if event is ItemEvent.START:
             values["attempts"] = I.attempts + 1
@@ -443,6 +466,103 @@ class _SqlJobStore:
             state = ItemState(row[0])
             job_state = await self._count(conn, job_id, state, now)
         return state, row[1], job_state
+
+    @staticmethod
+    def _claimable_item(now: float) -> sa.ColumnElement[bool]:
+        return sa.or_(
+            I.state == ItemState.PENDING.value,
+            sa.and_(
+                I.state == ItemState.RUNNING.value,
+                sa.or_(I.lease_expires.is_(None), I.lease_expires < now),
+            ),
+        )
+
+    @_whole
+    async def claim_items(
+        self, job_id: str, worker_id: str, now: float, lease: float, limit: int
+    ) -> list[JobItem]:
+        if limit < 1:
+            return []
+        pick = self._lock(
+            sa.select(I.idx)
+            .where(I.job_id == job_id, self._claimable_item(now))
+            .order_by(I.idx)
+            .limit(limit)
+        )
+        async with self.engine.begin() as conn:
+            if self.skip_locked:
+                # Lock the rows first: as a sub-select of the UPDATE, PostgreSQL may run a
+                # SKIP LOCKED pick again and take more than ``limit`` rows.
+                picked: Any = list((await conn.execute(pick)).scalars())
+                if not picked:
+                    return []
+            else:  # SQLite: one UPDATE holds the write lock while its sub-select runs
+                picked = pick.scalar_subquery()
+            stmt = self._claim_rows(job_id, picked, worker_id, now, lease)
+            rows = (await conn.execute(stmt)).mappings().all()
+        return sorted((JobItem.from_row(row) for row in rows), key=lambda item: item.index)
+
+    def _claim_rows(
+        self, job_id: str, picked: Any, worker_id: str, now: float, lease: float
+    ) -> sa.Update:
+        return (
+            sa.update(items)
+            .where(
+                I.job_id == job_id,
+                I.idx.in_(picked),
+                self._claimable_item(now),
+                # no row is started once a cancel was asked
+                sa.exists().where(J.id == job_id, J.state == JobState.RUNNING.value),
+            )
+            .values(
+                state=ItemState.RUNNING.value,
+                attempts=I.attempts + 1,
+                lease_owner=worker_id,
+                lease_expires=now + lease,
+                updated_at=now,
+            )
+            .returning(*items.c)
+        )
+
+    @_whole
+    async def extend_items(
+        self, job_id: str, worker_id: str, now: float, lease: float
+    ) -> JobState | None:
+        stmt = (
+            sa.update(items)
+            .where(
+                I.job_id == job_id,
+                I.lease_owner == worker_id,
+                I.state == ItemState.RUNNING.value,
+            )
+            .values(lease_expires=now + lease)
+        )
+        async with self.engine.begin() as conn:
+            await conn.execute(stmt)
+            state = (
+                await conn.execute(sa.select(J.state).where(J.id == job_id, J.state.in_(_LEASED)))
+            ).scalar()
+        return JobState(state) if state is not None else None
+
+    @_whole
+    async def join(self, worker_id: str, now: float, kinds: Sequence[str]) -> Job | None:
+        if not kinds:
+            return None
+        open_row = sa.exists().where(I.job_id == J.id, self._claimable_item(now))
+        query = (
+            sa.select(jobs)
+            .where(
+                J.kind.in_(list(kinds)),
+                J.state == JobState.RUNNING.value,
+                J.lease_expires >= now,
+                open_row,
+            )
+            .order_by(J.id)
+            .limit(1)
+        )
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(query)).mappings().first()
+        return Job.from_row(row) if row is not None else None
 
     @staticmethod
     async def _count(

@@ -16,7 +16,7 @@ import socket
 from types import TracebackType
 
 from server.jobs.queue import JobQueue
-from server.jobs.runner import run_job
+from server.jobs.runner import help_job, run_job
 
 __all__ = ["Worker"]
 
@@ -82,7 +82,13 @@ class Worker:
             self.worker_id, self.queue.clock(), self.lease_seconds, self.queue.kinds
         )
         if job is None:
-            return False
+            helped = await self.queue.store.join(
+                self.worker_id, self.queue.clock(), self.queue.kinds
+            )
+            if helped is None:
+                return False
+            await help_job(self.queue, helped, self.worker_id, lease=self.lease_seconds)
+            return True
         await run_job(self.queue, job, self.worker_id, lease=self.lease_seconds)
         return True
 

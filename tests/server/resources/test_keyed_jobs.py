@@ -187,6 +187,60 @@ async def test_bulk_charges_only_answered_rows(app: Keyed) -> None:
     assert counts.json()["rows"] is None
 
 
+async def test_bulk_verify_charges_one_credit_per_answered_address(app: Keyed) -> None:
+    _, session = await app.user(credits=10)
+    emails = ["ann.lee@fake.test", "nobody@fake.test", "not an address", "x@down.test"]
+    accepted = await app.client.post(
+        "/api/v1/email-verification/bulk", json={"emails": emails}, headers=session
+    )
+    assert accepted.status_code == 202, accepted.text
+    assert accepted.json()["credits_reserved"] == 4
+    status = await wait_for_job(app.client, accepted.headers["location"], session)
+    assert status["status"] == "succeeded"
+    assert (status["progress"]["done"], status["progress"]["failed"]) == (3, 1)
+    rows = {row["input"]: row for row in status["rows"]}
+    assert rows["ann.lee@fake.test"]["result"]["verdict"] == "valid"
+    assert rows["ann.lee@fake.test"]["result"]["smtp"]["accepted"] is True
+    assert rows["nobody@fake.test"]["result"]["verdict"] == "invalid"
+    assert rows["nobody@fake.test"]["result"]["smtp"]["mailbox_not_found"] is True
+    assert rows["not an address"]["result"]["verdict"] == "invalid"  # answered: syntax
+    assert rows["x@down.test"]["status"] == "failed"  # unreachable: not answered, not charged
+    assert rows["x@down.test"]["error"] in ("smtp_unavailable", "smtp_timeout")
+    balance = await _settled(app, session)
+    assert (balance["used_credits"], balance["held_credits"], balance["available_credits"]) == (
+        3,
+        0,
+        7,
+    )
+    cached = await app.client.post(
+        "/api/v1/email-finder/verify", json={"email": "ann.lee@fake.test"}, headers=session
+    )
+    assert cached.status_code == 200  # the bulk run stored its verdicts
+    assert cached.json()["cached"] is True
+
+
+async def test_bulk_verify_refuses_bad_bodies_and_other_kinds(app: Keyed) -> None:
+    _, session = await app.user(credits=3)
+    for body in ({"emails": []}, {"emails": ["a@b.c"] * 10_001}, {"emails": [1]}, {"rows": []}):
+        refused = await app.client.post(
+            "/api/v1/email-verification/bulk", json=body, headers=session
+        )
+        assert refused.status_code in (400, 413, 422), refused.text
+        assert refused.json()["error"]["type"] == "invalid_request_error"
+    short = await app.client.post(
+        "/api/v1/email-verification/bulk", json={"emails": ["a@fake.test"] * 4}, headers=session
+    )
+    assert_envelope(short, 402, "payment_required", "insufficient_credits")
+    assert (await app.client.get("/api/v1/jobs", headers=session)).json()["data"] == []
+    find = await app.client.post(
+        "/api/v1/email-finder/verify", json={"email": "bo@fake.test"}, headers=session
+    )
+    wrong_kind = await app.client.get(
+        f"/api/v1/email-verification/bulk/{find.json()['job_id']}/status", headers=session
+    )
+    assert_envelope(wrong_kind, 404, "invalid_request_error", "job_not_found")
+
+
 async def test_lead_batch(app: Keyed) -> None:
     _, session = await app.user(credits=6)
     names = [
