@@ -66,14 +66,17 @@ def register_with(queue: JobQueue, svc: Services) -> None:
         except ApiError as exc:
             raise _job_error(exc) from None
 
-    async def verify(ctx: Any) -> Any:
-        email = ctx.payload["email"]
+    async def verified(email: str) -> Any:
+        """The verify use case's answer, cached as the address's verdict."""
         try:
             result = (await email_cases.verify(svc, email)).model_dump(mode="json")
         except ApiError as exc:
             raise _job_error(exc) from None
         await svc.verdicts.put(email, result)
         return result
+
+    async def verify(ctx: Any) -> Any:
+        return await verified(ctx.payload["email"])
 
     async def bulk_row(ctx: Any, item: JobItem) -> Any:
         row = dict(item.input)
@@ -92,13 +95,7 @@ def register_with(queue: JobQueue, svc: Services) -> None:
         return {"domain": row["domain"], **result.model_dump(mode="json")}
 
     async def verify_row(ctx: Any, item: JobItem) -> Any:
-        email = str(item.input)
-        try:
-            result = (await email_cases.verify(svc, email)).model_dump(mode="json")
-        except ApiError as exc:
-            raise _job_error(exc) from None
-        await svc.verdicts.put(email, result)
-        return result
+        return await verified(str(item.input))
 
     async def lead(ctx: Any, item: JobItem) -> Any:
         body = linkedin_cases.LinkedInRequest.model_validate(item.input)

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-__all__ = ["free_port", "serving_process"]
+__all__ = ["free_port", "run_cli_json", "serving_process"]
 
 
 def free_port() -> int:
@@ -71,3 +71,22 @@ def serving_process(
         finally:
             if proc.poll() is None:
                 proc.kill()
+
+
+async def run_cli_json(argv: list[str]) -> dict[str, str]:
+    """Run a bavlio command in a thread (it runs its own loop) and parse its JSON line."""
+    import asyncio
+    import io
+    import json
+
+    from server.cli import main
+
+    out = io.StringIO()
+
+    def run() -> int:
+        with contextlib.redirect_stdout(out):
+            return main(argv)
+
+    assert await asyncio.to_thread(run) == 0
+    parsed: dict[str, str] = json.loads(out.getvalue())
+    return parsed

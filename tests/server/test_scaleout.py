@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
-import json
 import os
 import signal
 import subprocess
@@ -22,7 +20,7 @@ import pytest
 from lab.dnslab import DnsLab
 from lab.maillab import Listener, MailDomain, MailLab
 from lab.mailstack import mail_stack
-from processes import serving_process
+from processes import run_cli_json, serving_process
 
 from server.billing.pricing import DEFAULT_PRICES, credits_for
 from server.cli import main
@@ -99,19 +97,6 @@ def _worker(env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]
                 proc.wait()
 
 
-async def _cli(argv: list[str]) -> dict[str, str]:
-    """Run a bavlio command in a thread (it runs its own loop) and parse its JSON line."""
-    out = io.StringIO()
-
-    def run() -> int:
-        with contextlib.redirect_stdout(out):
-            return main(argv)
-
-    assert await asyncio.to_thread(run) == 0
-    parsed: dict[str, str] = json.loads(out.getvalue())
-    return parsed
-
-
 async def _progress(
     client: httpx.AsyncClient, url: str, headers: dict[str, str]
 ) -> dict[str, object]:
@@ -143,8 +128,10 @@ async def test_two_servers_two_workers_one_killed_verify_2000_rows_once(
         _worker(env, tmp_path / "w1.log") as first,
         _worker(env, tmp_path / "w2.log") as second,
     ):
-        made = await _cli(["users", "create", "scale@x.test", "--plan", "paid", "--key"])
-        await _cli(["credits", "grant", made["user_id"], str(GRANT), "--reference", "scale"])
+        made = await run_cli_json(["users", "create", "scale@x.test", "--plan", "paid", "--key"])
+        await run_cli_json(
+            ["credits", "grant", made["user_id"], str(GRANT), "--reference", "scale"]
+        )
         headers = {"Authorization": f"Bearer {made['api_key']}"}
         async with httpx.AsyncClient(timeout=60) as client:
             accepted = await client.post(

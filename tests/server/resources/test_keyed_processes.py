@@ -4,14 +4,13 @@ ledger never overdraws, and keys made through one process work on the other."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 from pathlib import Path
 
 import httpx
 import psycopg
 import pytest
-from processes import serving_process
+from processes import run_cli_json, serving_process
 
 from server.cli import main
 
@@ -47,8 +46,10 @@ async def test_hundred_parallel_calls_on_ten_credits_across_two_processes(
         serving_process(tmp_path, config, env, tmp_path / "one.log") as (one, _),
         serving_process(tmp_path, config, env, tmp_path / "two.log") as (two, _),
     ):
-        made = await _cli(["users", "create", "race@x.test", "--plan", "paid", "--key"])
-        granted = await _cli(["credits", "grant", made["user_id"], "10", "--reference", "r"])
+        made = await run_cli_json(["users", "create", "race@x.test", "--plan", "paid", "--key"])
+        granted = await run_cli_json(
+            ["credits", "grant", made["user_id"], "10", "--reference", "r"]
+        )
         assert granted["available"] == 10
         headers = {"Authorization": f"Bearer {made['api_key']}"}
         async with httpx.AsyncClient(timeout=60) as client:
@@ -91,19 +92,3 @@ async def test_hundred_parallel_calls_on_ten_credits_across_two_processes(
         ).fetchall()
     assert rows == (10, -10)
     assert holds == []  # a synchronous call is debited once after its work, without a hold
-
-
-async def _cli(argv: list[str]) -> dict[str, str]:
-    """Run a bavlio command in a thread (it runs its own loop) and parse its JSON line."""
-    import contextlib
-    import io
-
-    out = io.StringIO()
-
-    def run() -> int:
-        with contextlib.redirect_stdout(out):
-            return main(argv)
-
-    assert await asyncio.to_thread(run) == 0
-    parsed: dict[str, str] = json.loads(out.getvalue())
-    return parsed
