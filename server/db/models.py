@@ -34,11 +34,15 @@ __all__ = [
     "CreditAccount",
     "CreditEntry",
     "CreditHold",
+    "Dataset",
+    "DatasetRow",
+    "Extraction",
     "IdempotencyKey",
     "JobItemRow",
     "JobRow",
     "KnownAddress",
     "PoolStat",
+    "ProcessingSession",
     "Prospect",
     "ProspectTag",
     "TagStat",
@@ -311,3 +315,100 @@ class Verdict(Base):
     email: Mapped[str] = mapped_column(Text, primary_key=True)
     result: Mapped[str] = mapped_column(Text)
     verified_at: Mapped[float] = mapped_column(Float, index=True)
+
+
+# --- data resources (revision 0007): datasets and their rows, processing sessions, extractions ---
+
+SESSION_STATES = "'created', 'processing', 'completed', 'failed', 'cancelled'"
+
+
+class Dataset(Base):
+    """A user's dataset: rows with their original columns (``columns``, in file order) plus the
+    columns our jobs add (``added_columns``: risk, found email, LinkedIn URL, ...)."""
+
+    __tablename__ = "datasets"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    user_id: Mapped[str] = mapped_column(Text, ForeignKey("users.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(Text)
+    source_type: Mapped[str] = mapped_column(String(32))
+    pipeline_type: Mapped[str] = mapped_column(String(32))
+    session_id: Mapped[str | None] = mapped_column(String(40))
+    columns: Mapped[Any] = mapped_column(JSON)
+    added_columns: Mapped[Any] = mapped_column(JSON)
+    mapping: Mapped[Any] = mapped_column(JSON)
+    row_count: Mapped[int] = mapped_column(Integer)
+    rejected_count: Mapped[int] = mapped_column(Integer)
+    file_key: Mapped[str | None] = mapped_column(Text)
+    download_count: Mapped[int] = mapped_column(Integer)
+    last_downloaded_at: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+    archived_at: Mapped[float | None] = mapped_column(Float)
+
+    __table_args__ = (
+        Index("ix_datasets_user_id_id", "user_id", "id"),
+        Index("ix_datasets_session_id", "session_id"),
+    )
+
+
+class DatasetRow(Base):
+    """One row of a dataset: ``idx`` is its 0-based position (contiguous; a prune re-indexes),
+    ``line`` its line in the uploaded file, ``data`` the original cells, ``added`` our columns."""
+
+    __tablename__ = "dataset_rows"
+
+    dataset_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("datasets.id", ondelete="CASCADE"), primary_key=True
+    )
+    idx: Mapped[int] = mapped_column(Integer, primary_key=True)
+    line: Mapped[int | None] = mapped_column(Integer)
+    data: Mapped[Any] = mapped_column(JSON)
+    added: Mapped[Any] = mapped_column(JSON)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class ProcessingSession(Base):
+    """A processing session: sender data, its dataset, the enrichments requested and the job
+    running them (``job_id``)."""
+
+    __tablename__ = "processing_sessions"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    user_id: Mapped[str] = mapped_column(Text, ForeignKey("users.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(Text)
+    pipeline_type: Mapped[str] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(20))
+    sender_data: Mapped[Any] = mapped_column(JSON)
+    sender_profile_id: Mapped[str | None] = mapped_column(String(40))
+    dataset_id: Mapped[str | None] = mapped_column(String(40))
+    enrichments: Mapped[Any] = mapped_column(JSON)
+    job_id: Mapped[str | None] = mapped_column(String(40))
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (
+        CheckConstraint(f"state IN ({SESSION_STATES})", name="ck_processing_sessions_state"),
+        Index("ix_processing_sessions_user_id_id", "user_id", "id"),
+    )
+
+
+class Extraction(Base):
+    """A lead list saved by the browser extension: a JSON file in storage (``storage_key``)."""
+
+    __tablename__ = "extractions"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    user_id: Mapped[str] = mapped_column(Text, ForeignKey("users.id", ondelete="CASCADE"))
+    title: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(64))
+    storage_key: Mapped[str] = mapped_column(Text)
+    lead_count: Mapped[int] = mapped_column(Integer)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    columns: Mapped[Any] = mapped_column(JSON)
+    meta: Mapped[Any] = mapped_column(JSON)
+    session_id: Mapped[str | None] = mapped_column(String(40))
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (Index("ix_extractions_user_id_id", "user_id", "id"),)
