@@ -27,6 +27,7 @@ __all__ = [
     "encode_cursor",
     "page_of",
     "page_request",
+    "paged_request",
 ]
 
 DEFAULT_LIMIT = 20
@@ -95,6 +96,21 @@ def page_request(query: Mapping[str, str]) -> PageRequest:
     if cursor is not None and offset:
         raise InvalidRequest("parameter_invalid", "Use cursor or offset, not both.", param="cursor")
     return PageRequest(limit=limit, offset=offset, after=decode_cursor(cursor) if cursor else None)
+
+
+def paged_request(query: Mapping[str, str]) -> PageRequest:
+    """:func:`page_request`, or the seed's ``page`` (1-based) and ``page_size`` (1–100) turned
+    into ``offset`` and ``limit``; mixing the two styles is a 400."""
+    if "page" not in query and "page_size" not in query:
+        return page_request(query)
+    for other in ("offset", "cursor", "limit"):
+        if other in query:
+            raise InvalidRequest(
+                "parameter_invalid", f"Use page/page_size or {other}, not both.", param=other
+            )
+    size = _int(query, "page_size", DEFAULT_LIMIT, 1, MAX_LIMIT)
+    page = _int(query, "page", 1, 1, MAX_OFFSET // MAX_LIMIT + 1)
+    return PageRequest(limit=size, offset=(page - 1) * size)
 
 
 def page_of(rows: Sequence[T], request: PageRequest, id_of: Callable[[T], str]) -> Page[T]:
