@@ -61,7 +61,14 @@ def normalise_email(raw: str) -> str:
     if len(text) > MAX_ADDRESS or text.count("@") != 1:
         raise InvalidValue("invalid_email", "Not an email address.")
     local, domain = text.split("@")
-    if not _LOCAL.match(local) or local.startswith(".") or local.endswith(".") or ".." in local:
+    if (
+        not _LOCAL.match(local)
+        or not local.isprintable()
+        or "\ufffd" in local  # an undecodable byte in an imported file
+        or local.startswith(".")
+        or local.endswith(".")
+        or ".." in local
+    ):
         raise InvalidValue("invalid_email", "Not an email address (its local part).")
     try:
         host = normalise_domain(domain)
