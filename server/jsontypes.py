@@ -9,9 +9,9 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import BeforeValidator
+from pydantic import AfterValidator, BeforeValidator
 
-__all__ = ["NONBLANK", "NONBLANK_MESSAGE", "VISIBLE", "JsonInt"]
+__all__ = ["NONBLANK", "NONBLANK_MESSAGE", "NUL_FREE", "VISIBLE", "JsonInt", "nul_free"]
 
 # Explicit escapes only: pydantic (Rust regex), JSON Schema validators (ECMA 262) and Python's
 # re read those alike, while classes such as \s differ between them.
@@ -36,3 +36,12 @@ JsonInt = Annotated[int, BeforeValidator(_integral)]
 
 Use in strict models, which reject ``10.0`` for a plain ``int``.
 """
+
+
+def nul_free(value: str) -> str:
+    """``value`` with NUL made U+FFFD: PostgreSQL text cannot hold NUL, and the schema allows it."""
+    return value.replace("\x00", "\ufffd")
+
+
+NUL_FREE = AfterValidator(nul_free)
+"""For stored strings: JSON allows ``\u0000``, so it is accepted and stored as U+FFFD."""

@@ -99,18 +99,22 @@ def page_request(query: Mapping[str, str]) -> PageRequest:
 
 
 def paged_request(query: Mapping[str, str]) -> PageRequest:
-    """:func:`page_request`, or the seed's ``page`` (1-based) and ``page_size`` (1–100) turned
-    into ``offset`` and ``limit``; mixing the two styles is a 400."""
+    """:func:`page_request`, plus the seed's ``page`` (1-based) and ``page_size`` (1–100):
+    ``page_size`` overrides ``limit``, and ``page`` skips ``(page - 1) * size`` rows more (after
+    any ``offset``); a cursor with a page past the first is a 400 like a cursor with an offset."""
     if "page" not in query and "page_size" not in query:
         return page_request(query)
-    for other in ("offset", "cursor", "limit"):
-        if other in query:
-            raise InvalidRequest(
-                "parameter_invalid", f"Use page/page_size or {other}, not both.", param=other
-            )
-    size = _int(query, "page_size", DEFAULT_LIMIT, 1, MAX_LIMIT)
+    base = page_request({k: v for k, v in query.items() if k not in ("limit", "cursor")})
+    limit = _int(query, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+    size = _int(query, "page_size", limit, 1, MAX_LIMIT)
     page = _int(query, "page", 1, 1, MAX_OFFSET // MAX_LIMIT + 1)
-    return PageRequest(limit=size, offset=(page - 1) * size)
+    offset = base.offset + (page - 1) * size
+    cursor = query.get("cursor")
+    if cursor is not None and offset:
+        raise InvalidRequest(
+            "parameter_invalid", "Use cursor or offset/page, not both.", param="cursor"
+        )
+    return PageRequest(limit=size, offset=offset, after=decode_cursor(cursor) if cursor else None)
 
 
 def page_of(rows: Sequence[T], request: PageRequest, id_of: Callable[[T], str]) -> Page[T]:

@@ -23,7 +23,7 @@ from server.api.parsing import read_json
 from server.errors import Conflict, InvalidRequest, NotFound
 from server.http.keyed import KeyedContext
 from server.http.pagination import page_request
-from server.jsontypes import NONBLANK
+from server.jsontypes import NONBLANK, NUL_FREE, nul_free
 from server.resources._common import json_response, list_response, path_id
 from server.senders.store import (
     MAX_PROFILES,
@@ -68,7 +68,7 @@ MAX_PROMPT = 20_000
 PROMPT_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 _PROMPT_NAME = re.compile(PROMPT_NAME)
 
-Name = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=NONBLANK)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=NONBLANK), NUL_FREE]
 SenderData = dict[str, JsonValue]
 
 
@@ -161,7 +161,7 @@ class SenderProfileList(BaseModel):
 
 PromptName = Annotated[str, StringConstraints(pattern=PROMPT_NAME)]
 PromptText = Annotated[
-    str, StringConstraints(min_length=1, max_length=MAX_PROMPT, pattern=NONBLANK)
+    str, StringConstraints(min_length=1, max_length=MAX_PROMPT, pattern=NONBLANK), NUL_FREE
 ]
 
 
@@ -253,6 +253,7 @@ async def search(request: Request, ctx: KeyedContext) -> Response:
     """Profiles whose name contains ``query`` (any case; all of them without one)."""
     page = page_request(request.query_params)
     query = request.query_params.get("query") or request.query_params.get("q")
+    query = nul_free(query) if query is not None else None
     if query is not None and len(query) > 100:
         raise InvalidRequest(
             "parameter_invalid", "Invalid query: at most 100 characters.", param="query"

@@ -14,6 +14,7 @@ from server.api.parsing import read_body, read_json
 from server.errors import InvalidRequest, NotFound, RequestTooLarge
 from server.http.keyed import KeyedContext
 from server.http.pagination import paged_request
+from server.jsontypes import NUL_FREE, nul_free
 from server.resources._common import json_response, list_response, path_id
 from server.suppression.csvimport import CsvProblem, file_from_body, parse_csv
 from server.suppression.normalise import InvalidValue, normalise_domain, normalise_email
@@ -33,7 +34,7 @@ __all__ = [
     "list_entries",
 ]
 
-Reason = Annotated[str, StringConstraints(max_length=500)]
+Reason = Annotated[str, StringConstraints(max_length=500), NUL_FREE]
 Source = Literal["manual", "import", "bounce", "unsubscribe"]
 
 
@@ -152,6 +153,7 @@ async def list_entries(request: Request, ctx: KeyedContext) -> Response:
     ``limit`` with ``offset`` or ``cursor``, or ``page`` and ``page_size``."""
     page = paged_request(request.query_params)
     search = request.query_params.get("search") or request.query_params.get("q")
+    search = nul_free(search) if search is not None else None
     if search is not None and len(search) > 320:
         raise InvalidRequest("parameter_invalid", "Invalid search: at most 320 characters.")
     rows = await _store(ctx).list(
@@ -191,7 +193,7 @@ async def import_csv(request: Request, ctx: KeyedContext) -> Response:
         raise InvalidRequest(
             "parameter_invalid", f"Invalid source: one of {', '.join(SOURCES)}.", param="source"
         )
-    reason = fields.get("reason") or request.query_params.get("reason") or None
+    reason = nul_free(fields.get("reason") or request.query_params.get("reason") or "") or None
     if reason is not None and len(reason) > 500:
         raise InvalidRequest("parameter_invalid", "Invalid reason: at most 500 characters.")
     added = await _store(ctx).add_many(ctx.user_id, parsed.values, reason=reason, source=source)

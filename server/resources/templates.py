@@ -14,7 +14,7 @@ from server.api.parsing import read_json
 from server.errors import Conflict, InvalidRequest, NotFound
 from server.http.keyed import KeyedContext
 from server.http.pagination import paged_request
-from server.jsontypes import NONBLANK
+from server.jsontypes import NONBLANK, NUL_FREE, nul_free
 from server.resources._common import json_response, list_response, path_id
 from server.templates import render as tr
 from server.templates.store import (
@@ -44,9 +44,9 @@ MAX_SUBJECT = 1000
 MAX_ROW_KEYS = 500
 MAX_ROW_VALUE = 10_000
 
-Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NONBLANK)]
-Subject = Annotated[str, StringConstraints(max_length=MAX_SUBJECT)]
-Body = Annotated[str, StringConstraints(max_length=tr.MAX_TEMPLATE_CHARS)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NONBLANK), NUL_FREE]
+Subject = Annotated[str, StringConstraints(max_length=MAX_SUBJECT), NUL_FREE]
+Body = Annotated[str, StringConstraints(max_length=tr.MAX_TEMPLATE_CHARS), NUL_FREE]
 
 
 class CreateTemplate(BaseModel):
@@ -213,6 +213,7 @@ async def list_templates(request: Request, ctx: KeyedContext) -> Response:
     ``limit`` with ``offset`` or ``cursor``, or the seed's ``page`` and ``page_size``."""
     page = paged_request(request.query_params)
     search = request.query_params.get("search") or request.query_params.get("q")
+    search = nul_free(search) if search is not None else None
     if search is not None and len(search) > 200:
         raise InvalidRequest("parameter_invalid", "Invalid search: at most 200 characters.")
     rows = await _store(ctx).list(

@@ -271,3 +271,39 @@ async def test_restricted_keys(keyed: Keyed) -> None:
     assert (await keyed.client.post(URL, json={"name": "x"}, headers=reader)).status_code == 403
     writer = await keyed.key(alice, ["sender-profiles:write"])
     assert (await keyed.client.post(URL, json={"name": "x"}, headers=writer)).status_code == 201
+
+
+async def test_nul_characters_never_reach_postgresql_text(keyed: Keyed) -> None:
+    _, alice = await keyed.user()
+    made = await keyed.client.post(
+        URL,
+        json={"name": "A\u0000", "sender_data": {"k\u0000": ["v\u0000"]}},
+        headers=alice,
+    )
+    assert made.status_code == 201, made.text
+    assert made.json()["name"] == "A\ufffd"
+    assert made.json()["sender_data"] == {"k\u0000": ["v\u0000"]}  # JSON keeps it escaped
+    found = await keyed.client.get(URL + "search/", params={"query": "\u0000"}, headers=alice)
+    assert found.status_code == 200
+    template = await keyed.client.post(
+        "/api/v1/templates/",
+        json={"name": "\u0000x", "subject": "\u0000", "body_text": "a\u0000{{x}}"},
+        headers=alice,
+    )
+    assert template.status_code == 201, template.text
+    assert template.json()["body_text"] == "a\ufffd{{x}}"
+    listed = await keyed.client.get("/api/v1/templates/", params={"q": "\u0000"}, headers=alice)
+    assert listed.status_code == 200
+    entry = await keyed.client.post(
+        "/api/v1/suppression/", json={"domain": "a.com", "reason": "\u0000"}, headers=alice
+    )
+    assert entry.json()["reason"] == "\ufffd"
+    assert (
+        await keyed.client.post(
+            "/api/v1/suppression/", json={"email": "a\u0000@x.com"}, headers=alice
+        )
+    ).status_code == 400
+    prompt = await keyed.client.post(
+        f"{URL}{made.json()['id']}/prompts", json={"name": "p", "content": "x\u0000"}, headers=alice
+    )
+    assert prompt.json()["content"] == "x\ufffd"

@@ -69,6 +69,11 @@ async def test_paths_with_and_without_the_trailing_slash(keyed: Keyed) -> None:
     assert [t["id"] for t in listed.json()["data"]] == [made.json()["id"]]
 
 
+async def _ids(keyed: Keyed, headers: dict[str, str]) -> list[str]:
+    listed = await keyed.client.get(URL, params={"limit": 100}, headers=headers)
+    return [t["id"] for t in listed.json()["data"]]
+
+
 async def test_list_search_and_paginations(keyed: Keyed) -> None:
     _, alice = await keyed.user()
     ids = [(await _make(keyed, alice, name=f"Campaign {n} ÉTÉ%_"))["id"] for n in range(5)]
@@ -96,6 +101,14 @@ async def test_list_search_and_paginations(keyed: Keyed) -> None:
     ).json()
     assert len(first["data"]) + len(rest["data"]) == 6
     assert rest["has_more"] is False
+    # mixed: page_size overrides limit, page adds to offset
+    mixed = (
+        await keyed.client.get(
+            URL, params={"page": 2, "page_size": 2, "limit": 50, "offset": 1}, headers=alice
+        )
+    ).json()
+    assert [t["id"] for t in mixed["data"]] == [(await _ids(keyed, alice))[i] for i in (3, 4)]
+    assert (mixed["limit"], mixed["offset"]) == (2, 3)
     # offset
     skipped = (await keyed.client.get(URL, params={"offset": 5}, headers=alice)).json()
     assert [t["id"] for t in skipped["data"]] == [ids[-1]]
@@ -107,9 +120,8 @@ async def test_list_parameter_errors(keyed: Keyed) -> None:
         {"page": 0},
         {"page_size": 101},
         {"page": "x"},
-        {"page": 1, "offset": 3},
-        {"page": 1, "cursor": "abc"},
-        {"page_size": 5, "limit": 5},
+        {"page": 2, "cursor": "abc"},
+        {"page_size": 5, "limit": 0},
         {"cursor": "not-a-cursor"},
         {"search": "x" * 201},
     ):
