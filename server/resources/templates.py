@@ -259,7 +259,14 @@ async def preview(request: Request, ctx: KeyedContext) -> Response:
     lacks, and the template's issues."""
     template = await _owned(request, ctx)
     body = await read_json(request, PreviewRequest)
-    return json_response(render_template(template, body.row))
+    return json_response(render_template(template, await _preview_row(ctx, body)))
+
+
+async def _preview_row(ctx: KeyedContext, body: PreviewRequest) -> Mapping[str, object]:
+    """The row a preview renders with. The hook for stored rows: a ``dataset_id`` and
+    ``row_index`` in :class:`PreviewRequest` would be resolved here (the caller's dataset, else
+    a 404), returning that row's column -> value mapping."""
+    return body.row
 
 
 def render_template(template: Template, row: Mapping[str, object]) -> TemplatePreview:

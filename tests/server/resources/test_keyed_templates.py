@@ -262,3 +262,15 @@ async def test_restricted_keys(keyed: Keyed) -> None:
     writer = await keyed.key(alice, ["templates:write"])
     assert (await keyed.client.post(URL, json=T, headers=writer)).status_code == 201
     assert (await keyed.client.get(URL)).status_code == 401
+
+
+async def test_idempotent_delete_replays_the_204(keyed: Keyed) -> None:
+    _, alice = await keyed.user()
+    made = await _make(keyed, alice)
+    url = f"/api/v1/templates/{made['id']}"
+    headers = {**alice, "Idempotency-Key": "del-1"}
+    first = await keyed.client.delete(url, headers=headers)
+    again = await keyed.client.delete(url, headers=headers)
+    assert (first.status_code, again.status_code) == (204, 204)
+    assert again.headers.get("idempotent-replayed") == "true"
+    assert again.content == b""
