@@ -23,7 +23,7 @@ from server.api.parsing import read_json
 from server.errors import Conflict, InvalidRequest, NotFound
 from server.http.keyed import KeyedContext
 from server.http.pagination import page_request
-from server.jsontypes import NONBLANK, NUL_FREE, nul_free
+from server.jsontypes import NONBLANK, NUL_FREE, never_null, not_null, nul_free
 from server.resources._common import json_response, list_response, path_id
 from server.senders.store import (
     MAX_PROFILES,
@@ -112,13 +112,18 @@ class CreateSenderProfile(BaseModel):
 class UpdateSenderProfile(BaseModel):
     """Fields to change; omitted ones stay. ``sender_data`` replaces the old object whole."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra=never_null("name", "sender_data", "is_default"),
+    )
 
     name: Name | None = None
     sender_data: SenderData | None = None
     is_default: bool | None = None
 
     _data = field_validator("sender_data")(_bounded)
+    _present = field_validator("name", "sender_data", "is_default", mode="before")(not_null)
 
 
 class SenderProfileView(BaseModel):
@@ -281,9 +286,6 @@ async def update(request: Request, ctx: KeyedContext) -> Response:
     """Change the given fields; ``is_default: true`` moves the default here atomically."""
     profile = await _owned(request, ctx)
     body = await read_json(request, UpdateSenderProfile)
-    for field in ("name", "sender_data", "is_default"):
-        if field in body.model_fields_set and getattr(body, field) is None:
-            raise InvalidRequest("parameter_invalid", f"Invalid {field}: not null.", param=field)
     updated = await _store(ctx).update(
         ctx.user_id,
         profile.id,

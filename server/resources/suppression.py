@@ -6,7 +6,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -14,7 +21,7 @@ from server.api.parsing import read_body, read_json
 from server.errors import InvalidRequest, NotFound, RequestTooLarge
 from server.http.keyed import KeyedContext
 from server.http.pagination import paged_request
-from server.jsontypes import NUL_FREE, nul_free
+from server.jsontypes import NUL_FREE, never_null, not_null, nul_free
 from server.resources._common import json_response, list_response, path_id
 from server.suppression.csvimport import CsvProblem, file_from_body, parse_csv
 from server.suppression.normalise import InvalidValue, normalise_domain, normalise_email
@@ -39,6 +46,7 @@ Source = Literal["manual", "import", "bounce", "unsubscribe"]
 
 
 def _one_of(schema: dict[str, Any]) -> None:
+    never_null("email", "domain")(schema)
     schema["oneOf"] = [
         {"required": ["email"], "not": {"required": ["domain"]}},
         {"required": ["domain"], "not": {"required": ["email"]}},
@@ -54,6 +62,8 @@ class AddSuppression(BaseModel):
     domain: Annotated[str, StringConstraints(min_length=3, max_length=253)] | None = None
     reason: Reason | None = None
     source: Source = "manual"
+
+    _present = field_validator("email", "domain", mode="before")(not_null)
 
     @model_validator(mode="after")
     def _one(self) -> AddSuppression:

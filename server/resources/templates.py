@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -14,7 +14,7 @@ from server.api.parsing import read_json
 from server.errors import Conflict, InvalidRequest, NotFound
 from server.http.keyed import KeyedContext
 from server.http.pagination import paged_request
-from server.jsontypes import NONBLANK, NUL_FREE, nul_free
+from server.jsontypes import NONBLANK, NUL_FREE, never_null, not_null, nul_free
 from server.resources._common import json_response, list_response, path_id
 from server.templates import render as tr
 from server.templates.store import (
@@ -65,12 +65,16 @@ class CreateTemplate(BaseModel):
 class UpdateTemplate(BaseModel):
     """Fields to change; omitted ones stay (``body_html: null`` removes the HTML body)."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(
+        extra="forbid", strict=True, json_schema_extra=never_null("name", "subject", "body_text")
+    )
 
     name: Name | None = None
     subject: Subject | None = None
     body_text: Body | None = None
     body_html: Body | None = None
+
+    _present = field_validator("name", "subject", "body_text", mode="before")(not_null)
 
 
 class IssueView(BaseModel):
@@ -228,11 +232,6 @@ async def update(request: Request, ctx: KeyedContext) -> Response:
     body = await read_json(request, UpdateTemplate)
     _check_tags(body.subject, body.body_text, body.body_html)
     given = body.model_fields_set
-    if "body_text" in given and body.body_text is None:
-        raise InvalidRequest("parameter_invalid", "Invalid body_text: not null.", param="body_text")
-    for field in ("name", "subject"):
-        if field in given and getattr(body, field) is None:
-            raise InvalidRequest("parameter_invalid", f"Invalid {field}: not null.", param=field)
     updated = await _store(ctx).update(
         ctx.user_id,
         template.id,
