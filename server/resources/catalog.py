@@ -72,8 +72,8 @@ _CSV_UPLOAD = {
             },
         }
     },
-    "text/csv": {"schema": {"type": "string"}},
 }
+"""The upload as documented; a plain ``text/csv`` body is accepted too (the handler says so)."""
 
 
 def _data_resources() -> tuple[Operation, ...]:

@@ -129,6 +129,9 @@ def test_responses_match_the_document(api_schema: Any, mode: GenerationMode) -> 
     assert "POST /api/x402/v1/linkedin/find-url" in labels
     if mode is GenerationMode.NEGATIVE:  # only request bodies can be wrong here
         operations = [op for op in operations if op.method.upper() == "POST"]
+        # a multipart file is any bytes: "wrong types" for it are still a file (the CSV import
+        # answers them with per-line errors); its other form fields are checked below
+        operations = [op for op in operations if op.label != "POST /api/v1/suppression/import"]
     for operation in operations:
 
         @given(case=operation.as_strategy(generation_mode=mode))
@@ -162,16 +165,20 @@ def test_schemathesis_run_finds_nothing(free_server: str, tmp_path: Path) -> Non
             for path in ("/api/v1/credits/transactions", "/api/v1/api-keys")
         )
         # addresses, domains and CSV layouts the schema cannot describe are (rightly) a 400
-        + "".join(
-            f'[[operations]]\ninclude-name = "POST {path}"\n'
-            "[operations.checks.positive_data_acceptance]\n"
-            'expected-statuses = ["2xx", "400", "401", "403", "404", "409", "429"]\n'
-            for path in ("/api/v1/suppression/", "/api/v1/suppression/import")
-        )
-        # job ids are made by the server: generated ones are (rightly) unknown, a 404
-        + '[[operations]]\ninclude-path-regex = "[{](job_id|session_id|template_id|entry_id|profile_id)[}]"\nwarnings = false\n'
+        + '[[operations]]\ninclude-name = "POST /api/v1/suppression/"\n'
+        "[operations.checks.positive_data_acceptance]\n"
+        'expected-statuses = ["2xx", "400", "401", "403", "404", "409", "429"]\n'
+        # ... and a multipart file is any bytes: a "wrongly typed" file is still a file to read
+         + '[[operations]]\ninclude-name = "POST /api/v1/suppression/import"\n'
+        "[operations.checks.positive_data_acceptance]\n"
+        'expected-statuses = ["2xx", "400", "401", "403", "404", "409", "413", "429"]\n'
+        "[operations.checks.negative_data_rejection]\n"
+        'expected-statuses = ["200", "400", "401", "403", "404", "406", "413", "415", "422"]\n'
+        # ids are made by the server: generated ones are (rightly) unknown, a 404
+         + '[[operations]]\ninclude-path-regex = "[{](job_id|session_id|template_id|entry_id|'
+        'profile_id)[}]"\nwarnings = false\n'
         # 10,001 long addresses exceed the 1 MiB body limit first: a documented 413 rejects them
-        + '[[operations]]\ninclude-name = "POST /api/v1/email-verification/bulk"\n'
+         + '[[operations]]\ninclude-name = "POST /api/v1/email-verification/bulk"\n'
         "[operations.checks.negative_data_rejection]\n"
         'expected-statuses = ["400", "401", "403", "404", "406", "413", "422"]\n'
     )
