@@ -1,9 +1,10 @@
 """Suppression entries in the database, and :meth:`SuppressionStore.is_suppressed`: the check
 every send path makes before mailing a batch.
 
-The check costs one indexed query per 2,000 lookup keys: each address contributes its own value
-and its domain's suffixes (:func:`lookup_keys`), all matched with ``value IN (...)`` on the
-unique ``(user_id, value)`` index; a batch of 500 addresses at three-label domains is one query.
+The check is one indexed query for a batch: each address contributes its own value and its
+domain's suffixes (:func:`lookup_keys`), all matched on the unique ``(user_id, value)`` index
+with ``value = ANY(:keys)`` on PostgreSQL (one array parameter, 50,000 keys a query) or
+``value IN (...)`` on SQLite (2,000 keys a query, under its bound-parameter limit).
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import Text, any_, bindparam, delete, func, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from server.db.models import Suppression
@@ -30,7 +32,8 @@ MAX_ENTRIES = 1_000_000
 """Entries per user (a bound; imports past it are refused)."""
 _CHUNK = 2000
 """Lookup keys per ``IN`` query (well under both backends' bound-parameter limits)."""
-_INSERT_CHUNK = 500
+_PG_CHUNK = 50_000
+"""Lookup keys per ``= ANY(array)`` query on PostgreSQL (one bound array)."""
 
 
 @dataclass(frozen=True)
@@ -59,15 +62,25 @@ def _entry(row: Any) -> Entry:
     return Entry(*row)
 
 
-def _insert_ignoring_duplicates(conn: AsyncConnection, rows: list[dict[str, Any]]) -> Any:
-    """INSERT ... ON CONFLICT (user_id, value) DO NOTHING RETURNING id (both backends)."""
+def _insert_ignoring_duplicates(conn: AsyncConnection) -> Any:
+    """INSERT ... ON CONFLICT (user_id, value) DO NOTHING RETURNING value (both backends);
+    executed with a list of rows, SQLAlchemy batches it into multi-row statements."""
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
     return (
         dialect.insert(Suppression)
-        .values(rows)
         .on_conflict_do_nothing(index_elements=["user_id", "value"])
-        .returning(Suppression.id, Suppression.value)
+        .returning(Suppression.value)
     )
+
+
+def _matching(conn: AsyncConnection, user_id: str, keys: list[str]) -> Any:
+    """The user's entries whose value is one of ``keys``: ``= ANY(array)`` on PostgreSQL (one
+    parameter), ``IN (...)`` on SQLite."""
+    query = select(*_COLUMNS).where(Suppression.user_id == user_id)
+    if conn.dialect.name == "postgresql":
+        array = bindparam("keys", value=keys, type_=ARRAY(Text()))
+        return query.where(Suppression.value == any_(array))
+    return query.where(Suppression.value.in_(keys))
 
 
 class SuppressionStore:
@@ -82,8 +95,8 @@ class SuppressionStore:
         """(entry, created): an existing entry for ``value`` is returned as it is."""
         entry = Entry(new_id("sup"), kind, value, reason, source, time.time())
         async with write_transaction(self.engine) as conn:
-            statement = _insert_ignoring_duplicates(conn, [self._row(user_id, entry)])
-            inserted = (await conn.execute(statement)).all()
+            statement = _insert_ignoring_duplicates(conn)
+            inserted = (await conn.execute(statement, [self._row(user_id, entry)])).all()
             if inserted:
                 return entry, True
             row = (
@@ -120,12 +133,12 @@ class SuppressionStore:
         now = time.time()
         added: set[str] = set()
         async with write_transaction(self.engine) as conn:
-            for start in range(0, len(values), _INSERT_CHUNK):
-                rows = [
-                    self._row(user_id, Entry(new_id("sup"), kind, value, reason, source, now))
-                    for kind, value in values[start : start + _INSERT_CHUNK]
-                ]
-                result = await conn.execute(_insert_ignoring_duplicates(conn, rows))
+            rows = [
+                self._row(user_id, Entry(new_id("sup"), kind, value, reason, source, now))
+                for kind, value in values
+            ]
+            if rows:
+                result = await conn.execute(_insert_ignoring_duplicates(conn), rows)
                 added.update(row.value for row in result.all())
         return added
 
@@ -184,19 +197,17 @@ class SuppressionStore:
 
         The most specific entry wins: the address itself, then its domain, then the nearest
         parent domain. A value that is not an address maps to None (send paths reject it on
-        their own). One query per :data:`_CHUNK` lookup keys.
+        their own). One query per batch (see the module docstring).
         """
         keys = {address: lookup_keys(address) for address in addresses}
         wanted = sorted({key for chain in keys.values() for key in chain})
         found: dict[str, Entry] = {}
         if wanted:
             async with read_connection(self.engine) as conn:
-                for start in range(0, len(wanted), _CHUNK):
-                    chunk = wanted[start : start + _CHUNK]
+                chunk = _CHUNK if conn.dialect.name == "sqlite" else _PG_CHUNK
+                for start in range(0, len(wanted), chunk):
                     rows = await conn.execute(
-                        select(*_COLUMNS).where(
-                            Suppression.user_id == user_id, Suppression.value.in_(chunk)
-                        )
+                        _matching(conn, user_id, wanted[start : start + chunk])
                     )
                     found.update((row.value, _entry(row)) for row in rows)
         return {
