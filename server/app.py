@@ -111,14 +111,19 @@ def _path_routes(ops: list[Operation]) -> list[Route]:
         if len(methods) == 1:
             ((method, endpoint),) = methods.items()
             routes.append(Route(path, endpoint, methods=[method], name=names[path]))
-            continue
+        else:
 
-        async def dispatch(request: Request, table: dict[str, Any] = methods) -> Response:
-            method = "GET" if request.method == "HEAD" else request.method
-            response: Response = await table[method](request)
-            return response
+            async def dispatch(request: Request, table: dict[str, Any] = methods) -> Response:
+                method = "GET" if request.method == "HEAD" else request.method
+                response: Response = await table[method](request)
+                return response
 
-        routes.append(Route(path, dispatch, methods=list(methods), name=names[path]))
+            routes.append(Route(path, dispatch, methods=list(methods), name=names[path]))
+        if path.endswith("/") and path.rstrip("/") not in by_path:
+            # the seed's trailing-slash paths (/templates/) answer without the slash too (no
+            # redirect: a POST keeps its body); only the seed's form is documented
+            route = routes[-1]
+            routes.append(Route(path.rstrip("/"), route.endpoint, methods=route.methods, name=None))
     return routes
 
 

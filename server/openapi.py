@@ -134,6 +134,11 @@ def openapi_document(settings: Settings, ops: tuple[Operation, ...]) -> dict[str
                 "content": {"application/json": {"schema": refs[(op.request_model, "validation")]}},
             }
             responses["400"] = {**error, "description": "Malformed JSON or invalid parameters"}
+        elif op.request_content is not None:
+            operation["requestBody"] = {"required": True, "content": op.request_content}
+            responses["400"] = {**error, "description": "Malformed body or invalid parameters"}
+        if op.status_code == 204:  # no body
+            responses["204"] = {"description": "No Content"}
         if op.gated:
             route = prices[op.full_path]
             operation["x-x402"] = route.extension()

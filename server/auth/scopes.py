@@ -17,6 +17,9 @@ GROUPS: tuple[str, ...] = (
     "lead-finder",
     "jobs",
     "datasets",
+    "templates",
+    "suppression",
+    "sender-profiles",
 )
 """Resource groups a key can be limited to (the seed's group names)."""
 

@@ -45,7 +45,11 @@ __all__ = [
     "ProcessingSession",
     "Prospect",
     "ProspectTag",
+    "SenderProfile",
+    "SenderPrompt",
+    "Suppression",
     "TagStat",
+    "TemplateRow",
     "User",
     "Verdict",
 ]
@@ -412,3 +416,78 @@ class Extraction(Base):
     updated_at: Mapped[float] = mapped_column(Float)
 
     __table_args__ = (Index("ix_extractions_user_id_id", "user_id", "id"),)
+
+
+# --- templates, suppression, sender profiles (revision 0008); times are epoch seconds -----------
+
+
+class TemplateRow(Base):
+    """An email template: subject, text body and optional HTML body with ``{{variables}}``;
+    ``name_key`` is the case-folded name the list search matches on."""
+
+    __tablename__ = "templates"
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    user_id: Mapped[str] = mapped_column(Text, ForeignKey("users.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(Text)
+    name_key: Mapped[str] = mapped_column(Text)
+    subject: Mapped[str] = mapped_column(Text)
+    body_text: Mapped[str] = mapped_column(Text)
+    body_html: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (Index("ix_templates_user_id_id", "user_id", "id"),)
+
+
+class Suppression(Base):
+    """A suppressed address or domain (normalised ``value``); (user, value) is unique, so an
+    entry is added once and a batch of addresses is checked with one indexed ``IN`` query."""
+
+    __tablename__ = "suppressions"
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    user_id: Mapped[str] = mapped_column(Text, ForeignKey("users.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(Text)
+    value: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (
+        UniqueConstraint("user_id", "value", name="uq_suppressions_user_value"),
+        CheckConstraint("kind IN ('email', 'domain')", name="ck_suppressions_kind"),
+        Index("ix_suppressions_user_id_id", "user_id", "id"),
+    )
+
+
+class SenderProfile(Base):
+    """Who a campaign writes as: a name and free-form ``sender_data``; at most one per user has
+    ``is_default``."""
+
+    __tablename__ = "sender_profiles"
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    user_id: Mapped[str] = mapped_column(Text, ForeignKey("users.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(Text)
+    name_key: Mapped[str] = mapped_column(Text)
+    sender_data: Mapped[Any] = mapped_column(JSON)
+    is_default: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (Index("ix_sender_profiles_user_id_id", "user_id", "id"),)
+
+
+class SenderPrompt(Base):
+    """A named prompt of a sender profile; (profile, name) is unique."""
+
+    __tablename__ = "sender_prompts"
+
+    profile_id: Mapped[str] = mapped_column(
+        Text, ForeignKey("sender_profiles.id", ondelete="CASCADE"), primary_key=True
+    )
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    content: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)

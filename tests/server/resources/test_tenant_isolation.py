@@ -48,7 +48,56 @@ async def _lead_batch(keyed: Keyed, session: Headers) -> str:
     return job_id
 
 
-FACTORIES: dict[str, Factory] = {"key_id": _api_key, "job_id": _job, "session_id": _lead_batch}
+async def _template(keyed: Keyed, session: Headers) -> str:
+    made = await keyed.client.post(
+        "/api/v1/templates/", json={"name": "t", "body_text": "Hi {{name}}"}, headers=session
+    )
+    assert made.status_code == 201, made.text
+    template_id: str = made.json()["id"]
+    return template_id
+
+
+async def _suppression(keyed: Keyed, session: Headers) -> str:
+    made = await keyed.client.post(
+        "/api/v1/suppression/", json={"email": "ann@acme.test"}, headers=session
+    )
+    assert made.status_code in (200, 201), made.text
+    entry_id: str = made.json()["id"]
+    return entry_id
+
+
+async def _sender_profile(keyed: Keyed, session: Headers) -> str:
+    """The user's first profile (made once: a user holds at most five)."""
+    listed = await keyed.client.get("/api/v1/sender-profiles/", headers=session)
+    if listed.json()["data"]:
+        first: str = listed.json()["data"][0]["id"]
+        return first
+    made = await keyed.client.post("/api/v1/sender-profiles/", json={"name": "p"}, headers=session)
+    assert made.status_code == 201, made.text
+    profile_id: str = made.json()["id"]
+    return profile_id
+
+
+async def _prompt(keyed: Keyed, session: Headers) -> str:
+    profile_id = await _sender_profile(keyed, session)
+    made = await keyed.client.post(
+        f"/api/v1/sender-profiles/{profile_id}/prompts",
+        json={"name": "intro", "content": "Be brief."},
+        headers=session,
+    )
+    assert made.status_code in (201, 409), made.text
+    return "intro"
+
+
+FACTORIES: dict[str, Factory] = {
+    "key_id": _api_key,
+    "job_id": _job,
+    "session_id": _lead_batch,
+    "template_id": _template,
+    "entry_id": _suppression,
+    "profile_id": _sender_profile,
+    "name": _prompt,
+}
 """Path parameter -> how to create such a resource as a given user (returns its id)."""
 
 SHARED = frozenset({"domain"})
@@ -105,6 +154,12 @@ async def test_no_list_shows_another_users_rows(keyed: Keyed) -> None:
     alice_ids = {alice_id, await _api_key(keyed, alice)}
     txn = (await keyed.client.get("/api/v1/credits/transactions", headers=alice)).json()
     alice_ids |= {t["id"] for t in txn["data"]}
+    alice_ids |= {await _template(keyed, alice), await _suppression(keyed, alice)}
+    alice_ids.add(await _sender_profile(keyed, alice))
+    made = await keyed.client.post(
+        "/api/v1/sender-profiles/", json={"name": "d", "is_default": True}, headers=alice
+    )
+    alice_ids.add(made.json()["id"])
     lists = 0
     for path, item in document["paths"].items():
         operation = item.get("get")
