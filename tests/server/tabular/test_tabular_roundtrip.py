@@ -115,3 +115,31 @@ def test_formula_cells_are_neutralised_in_csv_export() -> None:
     )
     assert data.decode() == "a,'=b\r\n'=1+1,'+41 22\r\n'-3,'@SUM(A1)\r\n\"'\tx\",ok\r\n"
     assert b"".join(csv_chunks(["a"], [], bom=True)).startswith(b"\xef\xbb\xbfa\r\n")
+
+
+async def test_async_chunks_stream_the_same_bytes() -> None:
+    import httpx
+    from starlette.applications import Starlette
+    from starlette.responses import StreamingResponse
+    from starlette.routing import Route
+
+    from server.tabular import async_chunks
+
+    rows = [[f"r{i}", "=x"] for i in range(5000)]
+    expected = b"".join(csv_chunks(["a", "b"], rows, bom=True))
+    streamed = b"".join(
+        [chunk async for chunk in async_chunks(csv_chunks(["a", "b"], rows, bom=True))]
+    )
+    assert streamed == expected
+
+    async def export(request: object) -> StreamingResponse:
+        return StreamingResponse(
+            xlsx_chunks(["a", "b"], rows), media_type="application/octet-stream"
+        )
+
+    transport = httpx.ASGITransport(app=Starlette(routes=[Route("/x", export)]))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t.test") as client:
+        body = (await client.get("/x")).content
+    assert body.startswith(b"PK\x03\x04")
+    _, got = _read(body, "x.xlsx")
+    assert got == rows
