@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 
 from server.tabular import (
     Row,
+    RowError,
+    TabularError,
     column_type,
     csv_chunks,
     json_chunks,
@@ -143,3 +145,32 @@ async def test_async_chunks_stream_the_same_bytes() -> None:
     assert body.startswith(b"PK\x03\x04")
     _, got = _read(body, "x.xlsx")
     assert got == rows
+
+
+_CSVISH = st.lists(
+    st.sampled_from(
+        [b"a", b"\xc3\xa9", b"\xe9", b",", b";", b"\t", b"|", b'"', b"\n", b"\r", b" ", b"="]
+    ),
+    max_size=200,
+).map(b"".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(_CSVISH, st.binary(max_size=300)), st.sampled_from(["f.csv", "f.xlsx", "f"]))
+def test_any_bytes_give_rows_or_a_tabular_error(data: bytes, name: str) -> None:
+    with tempfile.TemporaryDirectory() as work:
+        path = Path(work) / "upload"
+        path.write_bytes(data)
+        try:
+            with open_table(path, name) as table:
+                assert table.columns
+                assert len(set(table.columns)) == len(table.columns)
+                for item in table.rows:
+                    assert isinstance(item, (Row, RowError))
+                    if isinstance(item, Row):
+                        assert list(item.values) == table.columns
+        except TabularError as exc:
+            refused: TabularError | None = exc
+        else:
+            refused = None
+        assert refused is None or (refused.code and refused.message)
