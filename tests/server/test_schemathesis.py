@@ -163,7 +163,7 @@ def test_schemathesis_run_finds_nothing(free_server: str, tmp_path: Path) -> Non
         "[operations.checks.positive_data_acceptance]\n"
         'expected-statuses = ["2xx", "400", "401", "403", "404", "413", "429"]\n'
         # 10,001 long addresses exceed the 1 MiB body limit first: a documented 413 rejects them
-        + '[[operations]]\ninclude-name = "POST /api/v1/email-verification/bulk"\n'
+         + '[[operations]]\ninclude-name = "POST /api/v1/email-verification/bulk"\n'
         "[operations.checks.negative_data_rejection]\n"
         'expected-statuses = ["400", "401", "403", "404", "406", "413", "422"]\n'
     )
