@@ -21,6 +21,7 @@ from server.resources import (
     suppression,
     system,
     templates,
+    upload,
 )
 from server.routes import Operation, QueryParam
 from server.usecases.email import ValidateRequest, ValidateResponse
@@ -33,6 +34,10 @@ _JOB_ID = {"type": "string", "pattern": r"^job_[0-9a-f]{27}$"}
 _ACCEPTED: dict[int, type[BaseModel]] = {402: ErrorEnvelope, 413: ErrorEnvelope}
 _INCLUDE_ROWS = QueryParam(
     "include_rows", {"type": "boolean"}, "false: counts only (default true: rows too)."
+)
+_SHEET = "xlsx: the worksheet to preview (default: the first visible one)."
+_SAMPLE_ROWS = QueryParam(
+    "sample_rows", {"type": "integer", "minimum": 1, "maximum": 100}, "Sample rows (10)."
 )
 _PAGING = (
     QueryParam("limit", {"type": "integer", "minimum": 1, "maximum": 100}, "Rows per page (20)."),
@@ -203,7 +208,7 @@ def _data_resources() -> tuple[Operation, ...]:
             "suppression_import",
             "Import a CSV of addresses and domains (per-line errors)",
             suppression.ImportResult,
-            request_content=_CSV_UPLOAD,
+            request_body=_CSV_UPLOAD,
             responses={413: ErrorEnvelope},
             tag="suppression",
             access="api_key",
@@ -807,4 +812,37 @@ def keyed_operations() -> tuple[Operation, ...]:
             responses={404: ErrorEnvelope, 409: ErrorEnvelope},
         ),
         *_data_resources(),
+        Operation(
+            "POST",
+            f"{V1}/upload/preview",
+            upload.upload_preview,
+            "upload_preview",
+            "Preview a CSV or Excel file before upload",
+            upload.UploadPreview,
+            upload.UploadForm,
+            tag="file-upload",
+            access="api_key",
+            scope="datasets",
+            request_content="multipart/form-data",
+            query=(
+                QueryParam("sheet", {"type": "string", "minLength": 1, "maxLength": 31}, _SHEET),
+                _SAMPLE_ROWS,
+            ),
+            responses={413: ErrorEnvelope},
+        ),
+        Operation(
+            "POST",
+            f"{V1}/upload/excel/preview",
+            upload.excel_preview,
+            "upload_excel_preview",
+            "Preview every sheet of an Excel file",
+            upload.ExcelPreview,
+            upload.UploadForm,
+            tag="file-upload",
+            access="api_key",
+            scope="datasets",
+            request_content="multipart/form-data",
+            query=(_SAMPLE_ROWS,),
+            responses={413: ErrorEnvelope},
+        ),
     )

@@ -68,11 +68,11 @@ async def test_every_route_is_listed_with_schemas(
             "$ref": "#/components/schemas/ErrorEnvelope"
         }
         if op.request_model is not None:
-            body = entry["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+            body = entry["requestBody"]["content"][op.request_content]["schema"]["$ref"]
             assert body.rsplit("/", 1)[1] in schemas
             assert "400" in entry["responses"]
-        if op.request_content is not None:  # an upload (the suppression CSV import)
-            assert entry["requestBody"]["content"] == op.request_content
+        if op.request_body is not None:  # an upload (the suppression CSV import)
+            assert entry["requestBody"]["content"] == op.request_body
             assert "400" in entry["responses"]
 
 
