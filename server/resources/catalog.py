@@ -11,6 +11,7 @@ from server.jobs.kinds import KINDS
 from server.resources import (
     account,
     api_keys,
+    bavimail_inbound,
     credits,
     email_finder,
     email_verification,
@@ -445,4 +446,5 @@ def keyed_operations() -> tuple[Operation, ...]:
             path_params=(QueryParam("job_id", _JOB_ID, "A job id."),),
             responses={404: ErrorEnvelope, 409: ErrorEnvelope},
         ),
+        *bavimail_inbound.operations(),
     )
