@@ -145,7 +145,8 @@ class InboundHandler:
         content = envelope.original_content or envelope.content or b""
         raw = content if isinstance(content, bytes) else str(content).encode("utf-8", "replace")
         targets = [routes.by_address[a] for a in envelope.rcpt_tos if a in routes.by_address]
-        return await self.deliver(str(envelope.mail_from or ""), targets, raw)
+        mail_from = str(envelope.mail_from or "")
+        return await self.deliver("" if mail_from == "<>" else mail_from, targets, raw)
 
     async def deliver(self, mail_from: str, routes: list[Route], raw: bytes) -> str:
         """File one message for its recipients; the SMTP reply."""
