@@ -204,6 +204,8 @@ def parse_dsn(raw: bytes, limits: ParseLimits | None = None) -> DeliveryReport:
         if len(blocks) > limits.max_parts:
             raise InboundParseError("too many recipient blocks")
         head, per_recipient = blocks[0], blocks[1:]
+        if not per_recipient:
+            raise InboundParseError("a delivery-status part without a recipient")
         recipients = []
         for block in per_recipient:
             action = (_field(block, "Action", 40) or "").lower()
