@@ -116,8 +116,11 @@ class ParsedMessage:
 
 
 _PARSER = BytesParser(policy=policy.default)
-_MSGID = re.compile(r"<([^<>\s]{1,250})>")
-_BARE_MSGID = re.compile(r"^[^<>\s@]{1,200}@[^<>\s@]{1,200}$")
+_MSGID = re.compile(r"<([!-;=?-~]{1,250})>")  # printable ASCII without < >
+_BARE_MSGID = re.compile(r"^[!-;=?-~]{1,200}@[!-;=?-~]{1,200}$")
+_ADDRESS = re.compile(
+    r"^[^\x00-\x20\x7f<>\ud800-\udfff]{1,64}@[^\x00-\x20\x7f<>@\ud800-\udfff]{1,255}$"
+)
 _UNSAFE_NAME = re.compile(r"[^\w.\- ()\[\]+,=@]+", re.UNICODE)
 
 
@@ -157,7 +160,7 @@ def parse_addresses(values: Iterable[str]) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     for name, address in pairs:
         address = address.strip()
-        if "@" in address and len(address) <= 320 and not any(c.isspace() for c in address):
+        if _ADDRESS.match(address):  # no controls, spaces or undecodable bytes (safe to store)
             out.append((name.strip(), address.lower()))
     return out
 
@@ -187,7 +190,12 @@ def header_values(msg: Message, limits: ParseLimits) -> tuple[tuple[str, str], .
         raw_text = str(raw)
         if len(raw_text) > limits.max_header_length:
             raise HeaderLimitExceeded(f"a header field is over {limits.max_header_length} chars")
-        out.append((str(name)[:200], decode_header_value(raw_text, limits.max_header_length)))
+        out.append(
+            (
+                decode_header_value(str(name), 200),
+                decode_header_value(raw_text, limits.max_header_length),
+            )
+        )
     return tuple(out)
 
 
@@ -314,6 +322,13 @@ def _date(value: str | None) -> float | None:
         return None
 
 
+def _lines(text: str) -> str:
+    """Line ends as ``\n`` (mail arrives with CRLF); no NUL or undecodable characters (neither
+    can be stored in a PostgreSQL text column)."""
+    clean = text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "")
+    return clean.replace("\r\n", "\n")
+
+
 def _raw_headers(msg: Message) -> list[tuple[str, str]]:
     items = msg.raw_items() if isinstance(msg, EmailMessage) else msg.items()
     return [(str(k), re.sub(r"\r?\n[ \t]+", " ", str(v))) for k, v in items]
@@ -362,8 +377,8 @@ def _parse(raw: bytes, limits: ParseLimits) -> ParsedMessage:
         reply_to=tuple(a for _, a in _addresses(raw_headers, "Reply-To"))[:50],
         date=_date(_first(headers, "Date")),
         headers=headers,
-        text="\n".join(walk.texts) if walk.texts else None,
-        html="\n".join(walk.htmls) if walk.htmls else None,
+        text=_lines("\n".join(walk.texts)) if walk.texts else None,
+        html=_lines("\n".join(walk.htmls)) if walk.htmls else None,
         attachments=tuple(walk.attachments),
         size=len(raw),
         is_report=is_report,

@@ -74,7 +74,11 @@ def split_address(address: str) -> tuple[str, str] | None:
         return None
     local, _, domain = address.rpartition("@")
     domain = domain.lower().rstrip(".")
-    if not local or not domain or any(c.isspace() or c in "<>" for c in address):
+    if (
+        not local
+        or not domain
+        or any(c <= " " or c in "<>\x7f" or "\ud800" <= c <= "\udfff" for c in address)
+    ):
         return None
     if len(local) > 64 or not all(label for label in domain.split(".")):
         return None
@@ -152,6 +156,8 @@ class InboundHandler:
         """File one message for its recipients; the SMTP reply."""
         if len(raw) > self.config.max_bytes:
             return "552 5.3.4 Message too big"
+        mail_from = mail_from.encode("utf-8", "replace").decode("utf-8")
+        mail_from = "".join(c for c in mail_from if c > " " and c != "\x7f")
         try:
             parsed = parse_message(raw, self.limits)
         except InboundParseError as exc:

@@ -175,6 +175,40 @@ def test_arbitrary_bytes_never_raise_untyped(raw: bytes) -> None:
         parse_message(raw, ParseLimits(max_bytes=3000))
 
 
+def _storable(value: object) -> bool:
+    """No NUL and no lone surrogate anywhere (PostgreSQL text and JSON take the rest)."""
+    if isinstance(value, str):
+        return "\x00" not in value and value.encode("utf-8", "strict") is not None
+    if isinstance(value, (tuple, list)):
+        return all(_storable(v) for v in value)
+    return True
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(st.binary(max_size=1500).map(lambda b: b"From: a\x00\xff@b.test\r\nTo: x@y\r\n" + b))
+def test_parsed_fields_are_always_storable(raw: bytes) -> None:
+    try:
+        parsed = parse_message(raw)
+    except InboundParseError:
+        return
+    for name in (
+        "message_id",
+        "in_reply_to",
+        "references",
+        "subject",
+        "from_address",
+        "from_name",
+        "to",
+        "cc",
+        "reply_to",
+        "text",
+        "html",
+        "headers",
+    ):
+        assert _storable(getattr(parsed, name)), name
+    assert all(_storable(a.filename) and _storable(a.content_type) for a in parsed.attachments)
+
+
 _LINES = st.sampled_from(
     [
         b"Content-Type: multipart/mixed; boundary=B",

@@ -49,6 +49,25 @@ async def test_a_message_is_stored_raw_and_parsed(db: Database, tmp_path: Path) 
         assert stored == raw.replace(b"\n", b"\r\n")
 
 
+async def test_hostile_bytes_are_stored_safely(db: Database, tmp_path: Path) -> None:
+    (ann,) = await make_users(db, "ann")
+    raw = (
+        b"From: =?x-bogus?q?\x00?= <b\x00ob@c.test>, \xff\xfe@d.test\r\n"
+        b"X-Junk: \x00\x01\x7f\xff\r\nSubject: caf\xe9 \x00\r\n"
+        b"Message-ID: <\x00bad@x> <ok@x>\r\nIn-Reply-To: <\xff@x>\r\n"
+        b"Content-Type: text/html; charset=utf-8\r\n\r\n<p>\x00\xff\xfe</p>\r\n"
+    )
+    async with running_endpoint(db, tmp_path, {"acme.test": ann}) as ep:
+        reply = await ep.handler.deliver("b\x00@c.test", [Route("ann@acme.test", ann)], raw)
+        assert reply.startswith("250"), reply
+        (row,) = await ep.store.list_inbound(ann, after=None, offset=0, limit=10)
+        assert row.html == "<p>\ufffd\ufffd</p>\n"
+        assert row.mail_from == "b@c.test"
+        assert row.message_id == "ok@x"
+        assert row.in_reply_to == ["?@x"]  # undecodable bytes replaced, storable
+        assert row.from_address is None
+
+
 async def test_refused_recipients_get_their_codes(db: Database, tmp_path: Path) -> None:
     (ann,) = await make_users(db, "ann")
     config = InboundConfig(max_recipients=2, bounce_domains=frozenset({"rp.acme.test"}))
