@@ -57,7 +57,7 @@ BOUNCE_TABLE: tuple[tuple[str, BounceKind], ...] = (
 
 _STATUS = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})$")
 _CODE_IN_TEXT = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
-_PARSER = BytesParser(policy=policy.default)
+_PARSER = BytesParser(policy=policy.compat32)  # raw header text, decoded by us
 
 
 class NotADsn(InboundParseError):
