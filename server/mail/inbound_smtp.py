@@ -6,7 +6,8 @@ suppression, every reported recipient is recorded and linked to the sent message
 
 Replies: unknown domain 550 5.7.1 (we relay nothing); malformed recipient 550 5.1.3; too many
 recipients 452 4.5.3; over the size limit 552 5.3.4 (aiosmtpd, at MAIL SIZE= or DATA); a
-message we cannot parse 550 5.6.0; storage trouble 451 4.3.0 (the sender retries).
+message we cannot parse 550 5.6.0; storage trouble 451 4.3.0 (the sender retries); more than
+``max_sessions`` connections at once 421 4.7.0.
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ class InboundConfig:
     bounce_domains: frozenset[str] = frozenset()
     """Return-path domains whose ``bounces[+tag]@`` takes DSNs even without inbound on."""
     hostname: str = "bavlio-inbound"
+    max_sessions: int = 200
+    """Concurrent SMTP sessions; one more is told ``421 4.7.0`` and disconnected."""
 
 
 @dataclass(frozen=True)
@@ -273,6 +276,32 @@ class InboundHandler:
                 )
 
 
+@dataclass
+class _Sessions:
+    limit: int
+    active: int = 0
+
+
+class _BoundedSMTP(SMTP):
+    """aiosmtpd's SMTP with a cap on concurrent sessions."""
+
+    def __init__(self, sessions: _Sessions, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._sessions = sessions
+
+    async def _handle_client(self) -> None:
+        if self._sessions.active >= self._sessions.limit:
+            await self.push("421 4.7.0 Too many connections, try again later")
+            if self.transport is not None:
+                self.transport.close()
+            return
+        self._sessions.active += 1
+        try:
+            await super()._handle_client()
+        finally:
+            self._sessions.active -= 1
+
+
 @contextlib.asynccontextmanager
 async def inbound_server(
     handler: InboundHandler, host: str, port: int
@@ -281,8 +310,11 @@ async def inbound_server(
     loop = asyncio.get_running_loop()
     config = handler.config
 
+    sessions = _Sessions(config.max_sessions)
+
     def factory() -> SMTP:
-        return SMTP(
+        return _BoundedSMTP(
+            sessions,
             handler,
             hostname=config.hostname,
             data_size_limit=config.max_bytes,

@@ -4,6 +4,7 @@ codes, storage failures are temporary, DSNs to the bounce address reach suppress
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import aiosmtplib
@@ -294,6 +295,27 @@ async def test_delete_of_a_threaded_message_updates_its_conversation(
         assert deleted is not None
         assert await ep.store.conversation(ann, row.conversation_id or "") is None
         assert await ep.store.thread_of(ann, "m1@client.test") is None
+
+
+async def test_sessions_beyond_the_cap_get_421(db: Database, tmp_path: Path) -> None:
+    (ann,) = await make_users(db, "ann")
+    config = InboundConfig(max_sessions=1)
+    async with running_endpoint(db, tmp_path, {"acme.test": ann}, config=config) as ep:
+        first = await _client(ep.port)
+        with pytest.raises(aiosmtplib.SMTPConnectResponseError) as refused:
+            await _client(ep.port)
+        assert refused.value.code == 421
+        await first.quit()
+        for _ in range(200):  # the first session ends once the server has seen QUIT through
+            try:
+                third = await _client(ep.port)
+            except aiosmtplib.SMTPConnectResponseError:
+                await asyncio.sleep(0.05)
+                continue
+            await third.quit()
+            break
+        else:
+            pytest.fail("the session count never went down")
 
 
 def test_split_address() -> None:
