@@ -108,13 +108,14 @@ def openapi_document(settings: Settings, ops: tuple[Operation, ...]) -> dict[str
         "content": {"application/json": {"schema": refs[(ErrorEnvelope, "serialization")]}},
     }
     for op in ops:
+        binary = getattr(op.response_model, "binary_media_type", None)  # a download, not JSON
+        ok_content = (
+            {binary: {"schema": {"type": "string", "format": "binary"}}}
+            if isinstance(binary, str)
+            else {"application/json": {"schema": refs[(op.response_model, "serialization")]}}
+        )
         responses: dict[str, Any] = {
-            str(op.status_code): {
-                "description": "OK",
-                "content": {
-                    "application/json": {"schema": refs[(op.response_model, "serialization")]}
-                },
-            }
+            str(op.status_code): {"description": "OK", "content": ok_content}
         }
         for status, model in op.responses.items():
             responses[str(status)] = {

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from server.finder.verdicts import VerdictCache
     from server.http.idempotency import IdempotencyStore
     from server.jobs.queue import JobQueue
+    from server.mail.inbound_service import InboundMail
     from server.ratelimit import KeyRateLimiter
 
 __all__ = [
@@ -166,6 +167,7 @@ class Services:
     _keyed: KeyedServices | None = None
     _jobs: JobQueue | None = None
     _prices: dict[str, Price] | None = None
+    _inbound: InboundMail | None = None
     ready_cache: SharedTtlCache[CheckResult] = field(default_factory=SharedTtlCache)
 
     @classmethod
@@ -234,6 +236,15 @@ class Services:
             register_with(queue, self)
             self._jobs = queue
         return self._jobs
+
+    @property
+    def inbound(self) -> InboundMail:
+        """BaviMail inbound: stores and ports (replace ``_inbound`` to wire other ports)."""
+        if self._inbound is None:
+            from server.mail.inbound_service import InboundMail
+
+            self._inbound = InboundMail.build(self.settings, self.db.engine)
+        return self._inbound
 
     @property
     def verdicts(self) -> VerdictCache:

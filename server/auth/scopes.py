@@ -20,6 +20,7 @@ GROUPS: tuple[str, ...] = (
     "templates",
     "suppression",
     "sender-profiles",
+    "bavimail",
 )
 """Resource groups a key can be limited to (the seed's group names)."""
 

@@ -38,9 +38,13 @@ __all__ = [
     "DatasetRow",
     "Extraction",
     "IdempotencyKey",
+    "InboundEmail",
     "JobItemRow",
     "JobRow",
     "KnownAddress",
+    "MailBounce",
+    "MailConversation",
+    "MailThreadRef",
     "PoolStat",
     "ProcessingSession",
     "Prospect",
@@ -491,3 +495,100 @@ class SenderPrompt(Base):
     content: Mapped[str] = mapped_column(Text)
     created_at: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)
+
+
+class InboundEmail(Base):
+    """A message our SMTP endpoint received for a user's domain: the parsed record; the raw
+    bytes live in the raw store under ``raw_key`` (attachments are re-read from them)."""
+
+    __tablename__ = "inbound_emails"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    user_id: Mapped[str] = mapped_column(Text, ForeignKey("users.id", ondelete="CASCADE"))
+    conversation_id: Mapped[str | None] = mapped_column(String(40))
+    kind: Mapped[str] = mapped_column(String(16))
+    message_id: Mapped[str | None] = mapped_column(Text)
+    in_reply_to: Mapped[Any] = mapped_column(JSON)
+    reference_ids: Mapped[Any] = mapped_column(JSON)
+    mail_from: Mapped[str] = mapped_column(Text)
+    rcpt_to: Mapped[Any] = mapped_column(JSON)
+    from_address: Mapped[str | None] = mapped_column(Text)
+    from_name: Mapped[str | None] = mapped_column(Text)
+    to_addresses: Mapped[Any] = mapped_column(JSON)
+    cc_addresses: Mapped[Any] = mapped_column(JSON)
+    subject: Mapped[str] = mapped_column(Text)
+    text_body: Mapped[str | None] = mapped_column(Text)
+    html_body: Mapped[str | None] = mapped_column(Text)
+    headers: Mapped[Any] = mapped_column(JSON)
+    attachments: Mapped[Any] = mapped_column(JSON)
+    auto_reply: Mapped[str | None] = mapped_column(String(20))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    raw_key: Mapped[str] = mapped_column(Text)
+    sent_date: Mapped[float | None] = mapped_column(Float)
+    received_at: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (
+        CheckConstraint("kind IN ('message', 'dsn')", name="ck_inbound_emails_kind"),
+        Index("ix_inbound_emails_user_id_id", "user_id", "id"),
+        Index("ix_inbound_emails_conversation_id", "conversation_id"),
+    )
+
+
+class MailConversation(Base):
+    """A thread of inbound and outbound messages linked by their Message-ID references."""
+
+    __tablename__ = "mail_conversations"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    user_id: Mapped[str] = mapped_column(Text, ForeignKey("users.id", ondelete="CASCADE"))
+    subject: Mapped[str] = mapped_column(Text)
+    message_count: Mapped[int] = mapped_column(Integer)
+    inbound_count: Mapped[int] = mapped_column(Integer)
+    last_message_at: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (Index("ix_mail_conversations_user_id_id", "user_id", "id"),)
+
+
+class MailThreadRef(Base):
+    """A Message-ID of a user's thread: which conversation it is in and which message it is
+    (``source`` inbound: an ``inbound_emails`` id; outbound: the sent message's id)."""
+
+    __tablename__ = "mail_thread_refs"
+
+    user_id: Mapped[str] = mapped_column(
+        Text, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    message_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    conversation_id: Mapped[str] = mapped_column(String(40))
+    source: Mapped[str] = mapped_column(String(16))
+    ref_id: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (
+        CheckConstraint("source IN ('inbound', 'outbound')", name="ck_mail_thread_refs_source"),
+        Index("ix_mail_thread_refs_conversation_id", "conversation_id"),
+    )
+
+
+class MailBounce(Base):
+    """One recipient of a delivery status notification: its bounce kind (hard, soft, policy)
+    and the sent message it returns, when known."""
+
+    __tablename__ = "mail_bounces"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(Text, ForeignKey("users.id", ondelete="CASCADE"))
+    inbound_email_id: Mapped[str | None] = mapped_column(String(40))
+    sent_message_id: Mapped[str | None] = mapped_column(String(40))
+    recipient: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str | None] = mapped_column(String(16))
+    diagnostic: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (
+        CheckConstraint("kind IN ('hard', 'soft', 'policy', 'none')", name="ck_mail_bounces_kind"),
+        Index("ix_mail_bounces_user_id_recipient", "user_id", "recipient"),
+        Index("ix_mail_bounces_sent_message_id", "sent_message_id"),
+    )

@@ -11,6 +11,7 @@ from server.jobs.kinds import KINDS
 from server.resources import (
     account,
     api_keys,
+    bavimail_inbound,
     credits,
     email_finder,
     email_verification,
@@ -845,4 +846,5 @@ def keyed_operations() -> tuple[Operation, ...]:
             query=(_SAMPLE_ROWS,),
             responses={413: ErrorEnvelope},
         ),
+        *bavimail_inbound.operations(),
     )

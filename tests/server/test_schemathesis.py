@@ -166,7 +166,12 @@ def test_schemathesis_run_finds_nothing(free_server: str, tmp_path: Path) -> Non
             f'[[operations]]\ninclude-name = "GET {path}"\n'
             "[operations.checks.positive_data_acceptance]\n"
             'expected-statuses = ["2xx", "400", "401", "403", "404", "429"]\n'
-            for path in ("/api/v1/credits/transactions", "/api/v1/api-keys")
+            for path in (
+                "/api/v1/credits/transactions",
+                "/api/v1/api-keys",
+                "/api/v1/bavimail/inbound-emails",
+                "/api/v1/bavimail/conversations",
+            )
         )
         # addresses, domains and CSV layouts the schema cannot describe are (rightly) a 400
         + '[[operations]]\ninclude-name = "POST /api/v1/suppression/"\n'
@@ -180,7 +185,7 @@ def test_schemathesis_run_finds_nothing(free_server: str, tmp_path: Path) -> Non
         'expected-statuses = ["200", "400", "401", "403", "404", "406", "413", "415", "422"]\n'
         # ids are made by the server: generated ones are (rightly) unknown, a 404
          + '[[operations]]\ninclude-path-regex = "[{](job_id|session_id|template_id|entry_id|'
-        'profile_id)[}]"\nwarnings = false\n'
+        'profile_id|email_id|conversation_id)[}]"\nwarnings = false\n'
         # an uploaded file is any bytes to the schema; most are refused with a precise 400 (so
         # no "mostly rejected" warning either)
          + '[[operations]]\ninclude-path-regex = "/upload/"\nwarnings = false\n'
