@@ -8,7 +8,11 @@ import asyncio
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from lab.dnslab import DnsLab
+from lab.fakesmtp import Behaviour, fake_smtp
+from lab.probers import lab_prober
 
+from emailintel.dns import DnsResolver
 from emailintel.smtp.politeness import (
     SLOT_POLL,
     MemorySlots,
@@ -16,6 +20,8 @@ from emailintel.smtp.politeness import (
     PolitenessConfig,
     SlotTable,
 )
+from emailintel.smtp.session import Timeouts
+from emailintel.verify import Validator, verify_many
 
 HOSTS = ("mx1.test", "mx2.test")
 # (kind, host index, lease index, time step): acquire, release or renew, time moving on.
@@ -142,3 +148,42 @@ def test_a_back_off_outside_a_loop_stays_in_this_process() -> None:
     limiter = Politeness(PolitenessConfig(), clock=clock, slots=MemorySlots(clock))
     limiter.backoff("mx.d.test", 10)
     assert limiter.blocked_for("mx.d.test") == 10
+
+
+@pytest.mark.parametrize("shared", [True, False])
+async def test_two_probers_on_one_slot_store_keep_the_mx_connection_cap(
+    mail_dns: DnsLab, shared: bool
+) -> None:
+    """Two workers verify 12 addresses each at one slow fake MX: sharing a slot store they never
+    hold more connections than one worker's cap; without it, each opens that many."""
+    config = PolitenessConfig(
+        connections_per_host=1, rcpt_per_minute_per_host=1e9, jitter=0, backoff=0
+    )
+    behaviour = Behaviour(rcpt_delay=0.05, max_recipients=2)  # slow, short transactions
+    validator = Validator(resolver=DnsResolver([mail_dns.nameserver]))
+    slots = MemorySlots()
+    with fake_smtp(behaviour) as fake:
+        probers = [
+            lab_prober(
+                port=fake.port,
+                timeouts=Timeouts(connect=2, banner=3, command=3),
+                politeness=Politeness(config, slots=slots if shared else None),
+            )
+            for _ in range(2)
+        ]
+
+        async def run(worker: int) -> int:
+            addresses = [f"w{worker}u{i}@fake.test" for i in range(12)]
+            return len(
+                [
+                    r
+                    async for r in verify_many(
+                        addresses, prober=probers[worker], validator=validator
+                    )
+                ]
+            )
+
+        counts = await asyncio.wait_for(asyncio.gather(run(0), run(1)), 60)
+    assert counts == [12, 12]
+    assert behaviour.peak_connections == (1 if shared else 2)
+    assert slots.table.live("mx.fake.test", float("inf")) == {}
