@@ -75,8 +75,9 @@ def configured_prober(
 
     Without a HELO name there is no SMTP identity, so the SMTP routes cannot be served; with one,
     the rest of the identity is checked now (ConfigError at start, not at the first request).
-    With ``settings``: politeness buckets in Redis when ``redis_url`` is set (every process on it
-    keeps one MX's rate together), and this process's egress (``smtp_source_address`` /
+    With ``settings``: politeness buckets, per-MX connection slots and back-offs in Redis when
+    ``redis_url`` is set (every process on it keeps one MX's rate and cap together), and this
+    process's egress (``smtp_source_address`` /
     ``smtp_proxy``).
     """
     source = os.environ if env is None else env
@@ -90,10 +91,15 @@ def configured_prober(
     from emailintel.smtp.proxies import ProxyConfig
     from emailintel.smtp.redisbuckets import RedisBuckets
 
-    store = RedisBuckets(settings.redis_url) if settings.redis_url else None
+    store = slots = None
+    if settings.redis_url:
+        from server.hostslots import RedisHostSlots
+
+        store = RedisBuckets(settings.redis_url)
+        slots = RedisHostSlots(store.client)
     return Prober(
         env=source,
-        politeness=Politeness(store=store),
+        politeness=Politeness(store=store, slots=slots),
         proxies=ProxyConfig(default=settings.smtp_proxy),
         source_address=settings.smtp_source_address,
     )
