@@ -243,6 +243,8 @@ def create_app(
             async with contextlib.AsyncExitStack() as stack:
                 if embedded(settings):  # SQLite: jobs run here, no extra process
                     await stack.enter_async_context(build_worker(svc.jobs, settings))
+                if settings.webhooks_dispatch:
+                    await stack.enter_async_context(svc.webhook_dispatcher().running())
                 yield
         finally:
             for gate in gates:

@@ -154,6 +154,12 @@ class Settings(BaseSettings):
     """``socks5://host:port`` (or socks4) every SMTP probe of this process goes through."""
     rate_limit_ip: str = "300/minute"
     rate_limit_payer: str = "120/minute"
+    webhooks_dispatch: bool = True
+    """Deliver customer webhooks from this process (every process may: deliveries are leased)."""
+    webhooks_allow_private: bool = False
+    """Let webhooks go to private and loopback addresses (labs and tests only)."""
+    webhooks_allow_http: bool = False
+    """Accept ``http://`` webhook URLs (labs and tests only; production receivers use https)."""
 
     @field_validator("rate_limit_ip", "rate_limit_payer")
     @classmethod
