@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -46,7 +46,11 @@ __all__ = [
     "update",
 ]
 
-EventType = Annotated[str, Field(max_length=64)]
+EventType = Annotated[
+    str,
+    Field(max_length=64),
+    WithJsonSchema({"type": "string", "enum": sorted(EVENT_TYPES)}),
+]
 
 
 def _known_types(values: list[str]) -> list[str]:

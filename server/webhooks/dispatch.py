@@ -43,6 +43,7 @@ class Dispatcher:
         lease_seconds: float = 60.0,
         batch: int = 20,
         poll_seconds: float = 1.0,
+        timeout: float = REQUEST_TIMEOUT,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
@@ -55,6 +56,7 @@ class Dispatcher:
         self.lease_seconds = lease_seconds
         self.batch = batch
         self.poll_seconds = poll_seconds
+        self.timeout = timeout
         self.clock = clock
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
 
@@ -128,7 +130,7 @@ class Dispatcher:
                     content=delivery.body,
                     headers=headers,
                     extensions=extensions,
-                    timeout=REQUEST_TIMEOUT,
+                    timeout=self.timeout,
                 ) as response,
             ):
                 read = 0

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import and_, delete, insert, or_, select, update
+from sqlalchemy import and_, delete, insert, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -477,30 +477,40 @@ class WebhookStore:
             )
             if done.rowcount != 1:
                 return None
-            failures = (
-                await conn.execute(
-                    select(WebhookEndpoint.consecutive_failures).where(
-                        WebhookEndpoint.id == delivery.endpoint_id
-                    )
-                )
-            ).scalar_one_or_none()
-            if failures is None:
-                return state
-            count, disable = endpoint_after(failures, state)
-            health: dict[str, Any] = {"consecutive_failures": count}
+            # One atomic UPDATE per outcome (concurrent attempts on one endpoint must not lose
+            # counts); the pure rule then decides on the count the database returned.
+            failures = {
+                DeliveryState.DELIVERED: literal(0),
+                DeliveryState.FAILED: WebhookEndpoint.consecutive_failures + 1,
+            }.get(state, WebhookEndpoint.consecutive_failures)
+            health: dict[str, Any] = {"consecutive_failures": failures}
             if state is DeliveryState.DELIVERED:
                 health["last_success_at"] = now
-            elif status is None or not is_success(status):
+            else:
                 health["last_failure_at"] = now
-            if disable:
-                health.update(
-                    enabled=False,
-                    disabled_at=now,
-                    disabled_reason=f"{count} deliveries in a row failed every attempt",
+            count = (
+                await conn.execute(
+                    update(WebhookEndpoint)
+                    .where(WebhookEndpoint.id == delivery.endpoint_id)
+                    .values(**health)
+                    .returning(WebhookEndpoint.consecutive_failures)
                 )
-            await conn.execute(
-                update(WebhookEndpoint)
-                .where(WebhookEndpoint.id == delivery.endpoint_id)
-                .values(**health)
-            )
+            ).scalar_one_or_none()
+            if count is None:
+                return state
+            disable = state is DeliveryState.FAILED and endpoint_after(count - 1, state)[1]
+            if disable:
+                await conn.execute(
+                    update(WebhookEndpoint)
+                    .where(
+                        WebhookEndpoint.id == delivery.endpoint_id,
+                        WebhookEndpoint.enabled.is_(True),
+                    )
+                    .values(
+                        enabled=False,
+                        disabled_at=now,
+                        disabled_reason=f"{count} deliveries in a row failed every attempt",
+                    )
+                )
+        return state
         return state

@@ -48,7 +48,21 @@ async def _lead_batch(keyed: Keyed, session: Headers) -> str:
     return job_id
 
 
-FACTORIES: dict[str, Factory] = {"key_id": _api_key, "job_id": _job, "session_id": _lead_batch}
+async def _webhook(keyed: Keyed, session: Headers) -> str:
+    made = await keyed.client.post(
+        "/api/v1/webhooks", json={"url": "https://hooks.example.com/in"}, headers=session
+    )
+    assert made.status_code == 201, made.text
+    webhook_id: str = made.json()["id"]
+    return webhook_id
+
+
+FACTORIES: dict[str, Factory] = {
+    "key_id": _api_key,
+    "job_id": _job,
+    "session_id": _lead_batch,
+    "webhook_id": _webhook,
+}
 """Path parameter -> how to create such a resource as a given user (returns its id)."""
 
 SHARED = frozenset({"domain"})
