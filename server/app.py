@@ -256,6 +256,8 @@ def create_app(
                             svc.inbound.handler(), settings.inbound_host, settings.inbound_port
                         )
                     )
+                if settings.webhooks_dispatch:
+                    await stack.enter_async_context(svc.webhook_dispatcher().running())
                 yield
         finally:
             for gate in gates:

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from server.jobs.queue import JobQueue
     from server.mail.inbound_service import InboundMail
     from server.ratelimit import KeyRateLimiter
+    from server.webhooks.dispatch import Dispatcher
+    from server.webhooks.store import WebhookStore
 
 __all__ = [
     "HELO_VARIABLE",
@@ -114,6 +116,7 @@ class KeyedServices:
     idempotency: IdempotencyStore
     authenticator: Authenticator
     limiter: KeyRateLimiter
+    webhook_seal_key: bytes
 
     @classmethod
     def build(cls, settings: Settings, db: Database, http: httpx.AsyncClient) -> KeyedServices:
@@ -153,6 +156,7 @@ class KeyedServices:
                 accounts, credits, sessions, settings.plan_table(), settings.default_plan
             ),
             limiter=KeyRateLimiter(settings.redis_url),
+            webhook_seal_key=secret(None, "webhook-secrets"),
         )
 
 
@@ -251,6 +255,24 @@ class Services:
 
             self._inbound = InboundMail.build(self.settings, self.db.engine)
         return self._inbound
+
+    @property
+    def webhooks(self) -> WebhookStore:
+        """Customer webhook endpoints and deliveries (secrets sealed with a derived key)."""
+        from server.webhooks.store import WebhookStore
+
+        return WebhookStore(self.db.engine, lambda: self.keyed.webhook_seal_key)
+
+    def webhook_dispatcher(self) -> Dispatcher:
+        """A dispatcher delivering this deployment's webhooks (settings decide what it may
+        reach)."""
+        from server.webhooks.dispatch import Dispatcher
+
+        return Dispatcher(
+            self.webhooks,
+            allow_private=self.settings.webhooks_allow_private,
+            allow_http=self.settings.webhooks_allow_http,
+        )
 
     @property
     def verdicts(self) -> VerdictCache:

@@ -180,6 +180,12 @@ class Settings(BaseSettings):
     """Return-path domains whose ``bounces[+tag]@`` address receives DSNs."""
     rate_limit_ip: str = "300/minute"
     rate_limit_payer: str = "120/minute"
+    webhooks_dispatch: bool = True
+    """Deliver customer webhooks from this process (every process may: deliveries are leased)."""
+    webhooks_allow_private: bool = False
+    """Let webhooks go to private and loopback addresses (labs and tests only)."""
+    webhooks_allow_http: bool = False
+    """Accept ``http://`` webhook URLs (labs and tests only; production receivers use https)."""
 
     @field_validator("rate_limit_ip", "rate_limit_payer")
     @classmethod

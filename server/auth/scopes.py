@@ -21,6 +21,7 @@ GROUPS: tuple[str, ...] = (
     "suppression",
     "sender-profiles",
     "bavimail",
+    "webhooks",
 )
 """Resource groups a key can be limited to (the seed's group names)."""
 

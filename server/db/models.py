@@ -56,6 +56,8 @@ __all__ = [
     "TemplateRow",
     "User",
     "Verdict",
+    "WebhookDelivery",
+    "WebhookEndpoint",
 ]
 
 NAMING = {
@@ -591,4 +593,65 @@ class MailBounce(Base):
         CheckConstraint("kind IN ('hard', 'soft', 'policy', 'none')", name="ck_mail_bounces_kind"),
         Index("ix_mail_bounces_user_id_recipient", "user_id", "recipient"),
         Index("ix_mail_bounces_sent_message_id", "sent_message_id"),
+    )
+
+
+# --- customer webhooks (revision 0012) -------------------------------------------------------
+
+DELIVERY_STATES = "'pending', 'delivering', 'delivered', 'failed'"
+
+
+class WebhookEndpoint(Base):
+    """A customer's webhook URL: the event types it takes (empty: all), its sealed signing
+    secret, and its health (``consecutive_failures``; disabled once dead)."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    user_id: Mapped[str] = mapped_column(Text, ForeignKey("users.id", ondelete="CASCADE"))
+    url: Mapped[str] = mapped_column(Text)
+    description: Mapped[str] = mapped_column(Text)
+    event_types: Mapped[Any] = mapped_column(JSON)
+    secret_sealed: Mapped[str] = mapped_column(Text)
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    disabled_at: Mapped[float | None] = mapped_column(Float)
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
+    consecutive_failures: Mapped[int] = mapped_column(Integer)
+    last_success_at: Mapped[float | None] = mapped_column(Float)
+    last_failure_at: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (Index("ix_webhook_endpoints_user_id_id", "user_id", "id"),)
+
+
+class WebhookDelivery(Base):
+    """One event for one endpoint: the exact body sent, its state (server.webhooks.rules) and
+    attempts; ``id`` is the ``webhook-id`` every attempt carries."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    endpoint_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("webhook_endpoints.id", ondelete="CASCADE")
+    )
+    user_id: Mapped[str] = mapped_column(Text)
+    event_id: Mapped[str] = mapped_column(String(40))
+    event_type: Mapped[str] = mapped_column(String(64))
+    body: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer)
+    next_attempt_at: Mapped[float] = mapped_column(Float)
+    lease_owner: Mapped[str | None] = mapped_column(String(200))
+    lease_expires: Mapped[float | None] = mapped_column(Float)
+    last_status: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[float] = mapped_column(Float)
+    delivered_at: Mapped[float | None] = mapped_column(Float)
+
+    __table_args__ = (
+        CheckConstraint(f"state IN ({DELIVERY_STATES})", name="ck_webhook_deliveries_state"),
+        Index("ix_webhook_deliveries_state_next_attempt_at", "state", "next_attempt_at"),
+        Index("ix_webhook_deliveries_endpoint_id_id", "endpoint_id", "id"),
+        UniqueConstraint("endpoint_id", "event_id", name="uq_webhook_deliveries_event"),
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel
 
 from server.billing.pricing import PURCHASE_KEY
@@ -23,6 +25,7 @@ from server.resources import (
     system,
     templates,
     upload,
+    webhooks,
 )
 from server.routes import Operation, QueryParam
 from server.usecases.email import ValidateRequest, ValidateResponse
@@ -401,6 +404,116 @@ def _data_resources() -> tuple[Operation, ...]:
             tag="sender-profiles",
             access="api_key",
             scope="sender-profiles",
+        ),
+    )
+
+
+_WEBHOOK_ID = {"type": "string", "pattern": r"^whk_[0-9A-HJKMNP-TV-Z]{26}$"}
+
+
+def webhook_operations() -> tuple[Operation, ...]:
+    """Customer webhooks (``/api/v1/webhooks``) and the seed's BaviMail re-register."""
+    base = f"{V1}/webhooks"
+    one = f"{base}/{{webhook_id}}"
+    ident = (QueryParam("webhook_id", _WEBHOOK_ID, "A webhook id."),)
+    missing: dict[int, type[BaseModel]] = {404: ErrorEnvelope}
+
+    def op(*args: Any, **options: Any) -> Operation:
+        options = {"tag": "webhooks", "access": "api_key", "scope": "webhooks", **options}
+        return Operation(*args, **options)
+
+    return (
+        op(
+            "POST",
+            base,
+            webhooks.create,
+            "webhooks_create",
+            "Register a webhook endpoint (its signing secret is shown once)",
+            webhooks.WebhookCreated,
+            request_model=webhooks.CreateWebhook,
+            status_code=201,
+            responses={409: ErrorEnvelope},
+        ),
+        op(
+            "GET",
+            base,
+            webhooks.list_webhooks,
+            "webhooks_list",
+            "List webhook endpoints",
+            webhooks.WebhookList,
+            query=_PAGING,
+        ),
+        op(
+            "GET",
+            one,
+            webhooks.get,
+            "webhooks_get",
+            "Get a webhook endpoint",
+            webhooks.WebhookView,
+            path_params=ident,
+            responses=missing,
+        ),
+        op(
+            "PATCH",
+            one,
+            webhooks.update,
+            "webhooks_update",
+            "Update a webhook endpoint (enable it again after it was disabled)",
+            webhooks.WebhookView,
+            request_model=webhooks.UpdateWebhook,
+            path_params=ident,
+            responses=missing,
+        ),
+        op(
+            "DELETE",
+            one,
+            webhooks.remove,
+            "webhooks_delete",
+            "Delete a webhook endpoint and its pending deliveries",
+            webhooks.WebhookView,
+            path_params=ident,
+            responses=missing,
+        ),
+        op(
+            "POST",
+            f"{one}/rotate-secret",
+            webhooks.rotate_secret,
+            "webhooks_rotate_secret",
+            "Rotate an endpoint's signing secret",
+            webhooks.SecretRotated,
+            path_params=ident,
+            responses=missing,
+        ),
+        op(
+            "POST",
+            f"{one}/test",
+            webhooks.send_test,
+            "webhooks_test",
+            "Queue a webhook.test event for this endpoint",
+            webhooks.TestQueued,
+            path_params=ident,
+            status_code=202,
+            responses=missing,
+        ),
+        op(
+            "GET",
+            f"{one}/deliveries",
+            webhooks.deliveries,
+            "webhooks_deliveries",
+            "An endpoint's deliveries and their attempts",
+            webhooks.DeliveryList,
+            path_params=ident,
+            query=_PAGING,
+            responses=missing,
+        ),
+        op(
+            "POST",
+            f"{V1}/bavimail/webhooks/re-register",
+            webhooks.re_register,
+            "bavimail_webhooks_re_register",
+            "Re-register the caller's webhooks: revive dead endpoints, keep healthy ones",
+            webhooks.ReRegistered,
+            tag="bavimail-self-service",
         ),
     )
 
@@ -847,4 +960,5 @@ def keyed_operations() -> tuple[Operation, ...]:
             responses={413: ErrorEnvelope},
         ),
         *bavimail_inbound.operations(),
+        *webhook_operations(),
     )

@@ -126,6 +126,15 @@ async def _attachment_index(keyed: Keyed, session: Headers) -> str:
     return "0"
 
 
+async def _webhook(keyed: Keyed, session: Headers) -> str:
+    made = await keyed.client.post(
+        "/api/v1/webhooks", json={"url": "https://hooks.example.com/in"}, headers=session
+    )
+    assert made.status_code == 201, made.text
+    webhook_id: str = made.json()["id"]
+    return webhook_id
+
+
 FACTORIES: dict[str, Factory] = {
     "key_id": _api_key,
     "job_id": _job,
@@ -137,6 +146,7 @@ FACTORIES: dict[str, Factory] = {
     "email_id": _inbound_email,
     "conversation_id": _conversation,
     "index": _attachment_index,
+    "webhook_id": _webhook,
 }
 """Path parameter -> how to create such a resource as a given user (returns its id)."""
 
