@@ -212,7 +212,10 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _mail(self) -> Settings:
-        self.mail_config()
+        try:
+            self.mail_config()
+        except ValueError as exc:
+            raise ValueError(f"mail_{exc}") from None
         return self
 
     def mail_config(self) -> MailConfig:

@@ -92,21 +92,29 @@ class MailConfig:
     selector_prefix: str = "bavlio"
 
     def __post_init__(self) -> None:
+        """Check every value; the ValueError's message starts with the field's name."""
         for ip in self.relay_ips:
-            ipaddress.ip_address(ip)  # ValueError for a bad one: a configuration error
+            try:
+                ipaddress.ip_address(ip)
+            except ValueError:
+                raise ValueError(f"relay_ips: invalid IP address {ip!r}") from None
         if not _LABEL.match(self.return_path_subdomain):
-            raise ValueError(f"invalid return-path subdomain {self.return_path_subdomain!r}")
+            raise ValueError(f"return_path_subdomain: invalid label {self.return_path_subdomain!r}")
         if not _SELECTOR.match(self.selector_prefix) or len(self.selector_prefix) > 40:
-            raise ValueError(f"invalid DKIM selector prefix {self.selector_prefix!r}")
-        for host in (self.relay_host, self.spf_include, self.return_path_host):
+            raise ValueError(f"selector_prefix: invalid DKIM selector {self.selector_prefix!r}")
+        hosts = {
+            "relay_host": self.relay_host,
+            "spf_include": self.spf_include,
+            "return_path_host": self.return_path_host,
+            "inbound_mx_host": self.inbound_mx_host,
+        }
+        for field_name, host in hosts.items():
             if host is not None and normalise_domain(host) != host.lower():
-                raise ValueError(f"invalid host name {host!r}")
-        if self.inbound_mx_host is not None and normalise_domain(self.inbound_mx_host) is None:
-            raise ValueError(f"invalid inbound MX host {self.inbound_mx_host!r}")
+                raise ValueError(f"{field_name}: invalid host name {host!r}")
         if self.dmarc_rua is not None and not re.fullmatch(
             r"[^@\s,;!]+@[^@\s,;!]+", self.dmarc_rua
         ):
-            raise ValueError(f"invalid DMARC report address {self.dmarc_rua!r}")
+            raise ValueError(f"dmarc_rua: invalid address {self.dmarc_rua!r}")
 
     @property
     def bounce_mx_host(self) -> str | None:

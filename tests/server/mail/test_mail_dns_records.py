@@ -18,6 +18,7 @@ from server.mail.dns_records import (
     records_for,
     spf_mechanisms,
 )
+from server.settings import SettingsError, load_settings
 
 KEYS = (
     DkimKey("new", "NEWKEY", "active", 1.0),
@@ -85,8 +86,15 @@ def test_own_return_path_mx_and_spf_without_a_cname_target() -> None:
     ],
 )
 def test_config_is_checked(bad: dict[str, object]) -> None:
-    with pytest.raises(ValueError, match=r"invalid|does not appear"):
+    field_name = next(iter(bad))
+    with pytest.raises(ValueError, match=f"^{field_name}: invalid"):
         MailConfig(**bad)  # type: ignore[arg-type]
+    with pytest.raises(SettingsError, match=f"BAVLIO_MAIL_{field_name.upper()}"):
+        load_settings(env_file=None, **{f"mail_{field_name}": _setting(bad[field_name])})
+
+
+def _setting(value: object) -> object:
+    return list(value) if isinstance(value, tuple) else value
 
 
 def test_generated_keys_and_selectors() -> None:
