@@ -219,6 +219,19 @@ class MailStore:
         self, user_id: str, name: str, *, tracking: bool, inbound: bool
     ) -> DomainRecord:
         """A new domain with a fresh active DKIM key; DomainExists / DomainLimitReached."""
+        async with read_connection(self.engine) as conn:  # refuse before the costly key
+            names = (
+                await conn.execute(
+                    select(MailDomain.name)
+                    .where(MailDomain.user_id == user_id)
+                    .limit(MAX_DOMAINS + 1)
+                )
+            ).scalars()
+            taken = set(names)
+        if name in taken:
+            raise DomainExists
+        if len(taken) >= MAX_DOMAINS:
+            raise DomainLimitReached
         now = time.time()
         domain_id = new_id("dom", now=now)
         entry = await _new_key(self.seal_key, domain_id, self.selector_prefix, "active", now)

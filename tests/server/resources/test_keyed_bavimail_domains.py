@@ -529,3 +529,21 @@ async def test_ownership_scopes_and_bad_input(mail: Keyed) -> None:
         f"{BASE}/aliases", params={"domain_id": "d" * 41}, headers=alice
     )
     assert too_long.status_code == 400
+
+
+async def test_domain_and_alias_limits(mail: Keyed, monkeypatch: pytest.MonkeyPatch) -> None:
+    user_id, headers = await caller(mail)
+    monkeypatch.setattr(mail_store, "MAX_DOMAINS", 1)
+    monkeypatch.setattr(mail_store, "MAX_ALIASES", 1)
+    domain_id = await verified_domain(mail, user_id, headers, "limit.test")
+    more = await mail.client.post(f"{BASE}/domains", json={"name": "more.test"}, headers=headers)
+    assert_envelope(more, 409, "invalid_request_error", "too_many_domains")
+    url = f"{BASE}/aliases"
+    first = await mail.client.post(
+        url, json={"domain_id": domain_id, "local_part": "a"}, headers=headers
+    )
+    assert first.status_code == 201
+    second = await mail.client.post(
+        url, json={"domain_id": domain_id, "local_part": "b"}, headers=headers
+    )
+    assert_envelope(second, 409, "invalid_request_error", "too_many_aliases")
