@@ -13,6 +13,7 @@ from server.api.parsing import read_json
 from server.errors import Conflict, InvalidRequest, NotFound
 from server.http.keyed import KeyedContext
 from server.http.pagination import page_request
+from server.ids import is_id
 from server.mail.dns_check import RecordCheck, check_records, verdict
 from server.mail.dns_records import DnsRecord, normalise_domain, records_for
 from server.mail.lookup import look_up
@@ -484,8 +485,10 @@ async def list_aliases(request: Request, ctx: KeyedContext) -> Response:
     """The caller's aliases (``domain_id`` narrows to one domain), newest first."""
     page = page_request(request.query_params)
     domain_id = request.query_params.get("domain_id")
-    if domain_id is not None and len(domain_id) > 40:
-        raise InvalidRequest("parameter_invalid", "domain_id is too long.", param="domain_id")
+    if domain_id is not None and not is_id(domain_id, "dom"):
+        raise InvalidRequest(
+            "parameter_invalid", "domain_id must be a domain id (dom_…).", param="domain_id"
+        )
     rows = await _store(ctx).aliases(
         ctx.user_id,
         limit=page.limit + 1,

@@ -435,7 +435,7 @@ async def test_alias_crud_and_header_injection(mail: Keyed) -> None:
 
     listed = await mail.client.get(url, params={"domain_id": domain_id}, headers=headers)
     assert [a["id"] for a in listed.json()["data"]] == [alias["id"]]
-    other = await mail.client.get(url, params={"domain_id": "dom_x"}, headers=headers)
+    other = await mail.client.get(url, params={"domain_id": "dom_" + "0" * 26}, headers=headers)
     assert other.json()["data"] == []
     assert (await mail.client.get(one, headers=headers)).json()["address"] == "sales@alias.test"
     deleted = await mail.client.delete(one, headers=headers)
@@ -529,6 +529,11 @@ async def test_ownership_scopes_and_bad_input(mail: Keyed) -> None:
         f"{BASE}/aliases", params={"domain_id": "d" * 41}, headers=alice
     )
     assert too_long.status_code == 400
+    for value in ["", "dom_x", "alias_" + "0" * 26]:
+        malformed = await mail.client.get(
+            f"{BASE}/aliases", params={"domain_id": value}, headers=alice
+        )
+        assert_envelope(malformed, 400, "invalid_request_error", "parameter_invalid")
 
 
 async def test_domain_and_alias_limits(mail: Keyed, monkeypatch: pytest.MonkeyPatch) -> None:
