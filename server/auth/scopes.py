@@ -17,7 +17,11 @@ GROUPS: tuple[str, ...] = (
     "lead-finder",
     "jobs",
     "datasets",
+    "templates",
+    "suppression",
+    "sender-profiles",
     "bavimail",
+    "webhooks",
 )
 """Resource groups a key can be limited to (the seed's group names)."""
 

@@ -2,7 +2,7 @@
 addresses (display name, reply-to, forwarding) on them.
 
 Revision ID: 0009
-Revises: 0006
+Revises: 0012
 Create Date: 2026-12-07
 """
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0009"
-down_revision = "0006"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 
