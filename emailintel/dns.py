@@ -28,9 +28,11 @@ import idna
 
 from emailintel._dnscache import SingleFlight, TtlCache
 from emailintel.errors import AddressError, ConfigError, DnsError
-from emailintel.models import DnsFacts, MxRecord
+from emailintel.models import DnsFacts, MxRecord, RecordFacts
 
 __all__ = [
+    "MAX_RECORDS",
+    "MAX_RECORD_CHARS",
     "NAMESERVERS_ENV",
     "TIMEOUT_ENV",
     "DnsResolver",
@@ -47,6 +49,11 @@ DEFAULT_PORT = 53
 _LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
 _BRACKETED = re.compile(r"\[([^\]]+)\](?::([0-9]+))?")
 
+MAX_RECORDS = 32
+"""TXT/CNAME values kept per name; more are dropped and the answer marked truncated."""
+MAX_RECORD_CHARS = 4096
+"""Characters kept per TXT value (its strings joined); a longer one is cut and marked truncated."""
+
 _Kind = Literal["records", "nxdomain", "nodata", "timeout", "error"]
 _QueryKey = tuple[dns.name.Name, dns.rdatatype.RdataType]
 
@@ -58,6 +65,8 @@ class _Outcome:
     kind: _Kind
     mx: tuple[tuple[int, dns.name.Name], ...] = ()
     addresses: tuple[str, ...] = ()
+    texts: tuple[str, ...] = ()
+    truncated: bool = False
     error: str | None = None
 
 
@@ -258,6 +267,27 @@ class DnsResolver:
             raise DnsError(f"address lookup for {host!r} failed: {failures[0].error}")
         return addresses
 
+    async def lookup_txt(self, name: str) -> RecordFacts:
+        """The TXT records at ``name`` (each record's strings joined), bounded."""
+        return await self._record_facts(name, dns.rdatatype.TXT)
+
+    async def lookup_cname(self, name: str) -> RecordFacts:
+        """The CNAME target at ``name`` (lower case, without the final dot), if any."""
+        return await self._record_facts(name, dns.rdatatype.CNAME)
+
+    async def _record_facts(self, name: str, rdtype: dns.rdatatype.RdataType) -> RecordFacts:
+        query_name, ascii_name = to_query_name(name)
+        outcome = await self._query(query_name, rdtype)
+        kind = "ok" if outcome.kind == "records" else outcome.kind
+        return RecordFacts(
+            name=ascii_name,
+            rdtype="TXT" if rdtype == dns.rdatatype.TXT else "CNAME",
+            status=kind,
+            values=outcome.texts,
+            truncated=outcome.truncated,
+            error=outcome.error,
+        )
+
     async def _mx_facts(
         self, name: dns.name.Name, domain: str, resolve_addresses: bool
     ) -> DnsFacts:
@@ -364,7 +394,26 @@ def _nxdomain_ttl(exc: dns.resolver.NXDOMAIN, name: dns.name.Name) -> int:
 def _records(rrset: dns.rrset.RRset) -> _Outcome:
     if rrset.rdtype == dns.rdatatype.MX:
         return _Outcome("records", mx=tuple((rd.preference, rd.exchange) for rd in rrset))
+    if rrset.rdtype in (dns.rdatatype.TXT, dns.rdatatype.CNAME):
+        return _texts(rrset)
     return _Outcome("records", addresses=_sorted_addresses([rd.address for rd in rrset]))
+
+
+def _texts(rrset: dns.rrset.RRset) -> _Outcome:
+    """TXT values (strings joined, undecodable bytes replaced) or CNAME targets, bounded."""
+    texts: list[str] = []
+    truncated = len(rrset) > MAX_RECORDS
+    for index, rd in enumerate(rrset):
+        if index >= MAX_RECORDS:
+            break
+        if rrset.rdtype == dns.rdatatype.TXT:
+            text = b"".join(rd.strings).decode("utf-8", "replace")
+        else:
+            text = _host_text(rd.target)
+        if len(text) > MAX_RECORD_CHARS:
+            text, truncated = text[:MAX_RECORD_CHARS], True
+        texts.append(text)
+    return _Outcome("records", texts=tuple(texts), truncated=truncated)
 
 
 _default_resolver: DnsResolver | None = None

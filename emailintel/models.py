@@ -76,6 +76,23 @@ class MxRecord(BaseModel):
 DnsStatus = Literal["ok", "nxdomain", "no_mx", "null_mx", "mx_unresolvable", "timeout", "error"]
 
 
+RecordStatus = Literal["ok", "nxdomain", "nodata", "timeout", "error"]
+
+
+class RecordFacts(BaseModel):
+    """The TXT or CNAME records at one name, bounded (hostile DNS): at most
+    ``MAX_RECORDS`` values of at most ``MAX_RECORD_CHARS`` characters; ``truncated`` says so."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    rdtype: Literal["TXT", "CNAME"]
+    status: RecordStatus
+    values: tuple[str, ...] = ()
+    truncated: bool = False
+    error: str | None = None
+
+
 class DnsFacts(BaseModel):
     """What DNS said about a domain. ``status`` keeps NXDOMAIN, no answer and timeout apart.
 

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from server.http.idempotency import IdempotencyStore
     from server.jobs.queue import JobQueue
     from server.mail.inbound_service import InboundMail
+    from server.mail.store import MailStore
     from server.ratelimit import KeyRateLimiter
     from server.webhooks.dispatch import Dispatcher
     from server.webhooks.store import WebhookStore
@@ -116,6 +117,7 @@ class KeyedServices:
     idempotency: IdempotencyStore
     authenticator: Authenticator
     limiter: KeyRateLimiter
+    mail_seal_key: bytes
     webhook_seal_key: bytes
 
     @classmethod
@@ -139,7 +141,10 @@ class KeyedServices:
                 master = load_or_create(settings.master_secret_path())
             return derive(master, purpose)
 
+        from server.mail.sealing import PURPOSE as MAIL_SEAL_PURPOSE
+
         accounts = AccountStore(db.engine, secret(settings.key_secret, "api-key-hash"))
+        mail_seal_key = derive(secret(settings.mail_key_secret, MAIL_SEAL_PURPOSE), "seal")
         credits = CreditStore(db.engine)
         sessions = SessionVerifier(
             secret=secret(settings.jwt_secret, "session-jwt"),
@@ -156,6 +161,7 @@ class KeyedServices:
                 accounts, credits, sessions, settings.plan_table(), settings.default_plan
             ),
             limiter=KeyRateLimiter(settings.redis_url),
+            mail_seal_key=mail_seal_key,
             webhook_seal_key=secret(None, "webhook-secrets"),
         )
 
@@ -246,6 +252,15 @@ class Services:
             register_with(queue, self)
             self._jobs = queue
         return self._jobs
+
+    @property
+    def mail(self) -> MailStore:
+        """Sending domains and aliases (DKIM keys sealed with the keyed services' seal key)."""
+        from server.mail.store import MailStore
+
+        return MailStore(
+            self.db.engine, self.keyed.mail_seal_key, self.settings.mail_selector_prefix
+        )
 
     @property
     def inbound(self) -> InboundMail:

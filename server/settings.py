@@ -20,7 +20,7 @@ import os
 import re
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -39,6 +39,9 @@ from pydantic_settings import (
 
 from server.auth.plans import DEFAULT_PLANS, Plan
 from server.billing.pricing import Price, PriceOverride, price_table
+
+if TYPE_CHECKING:
+    from server.mail.dns_records import MailConfig
 
 __all__ = ["ENV_PREFIX", "PRICE_KEYS", "Settings", "SettingsError", "load_settings"]
 
@@ -180,6 +183,23 @@ class Settings(BaseSettings):
     """Return-path domains whose ``bounces[+tag]@`` address receives DSNs."""
     rate_limit_ip: str = "300/minute"
     rate_limit_payer: str = "120/minute"
+    mail_relay_host: str | None = None
+    """Host name of the relay that sends BaviMail's mail (SPF ``a:``)."""
+    mail_relay_ips: list[str] = Field(default_factory=list, max_length=10)
+    """The relay's public addresses (SPF ``ip4:``/``ip6:``), as JSON."""
+    mail_spf_include: str | None = None
+    """A domain whose SPF record customers include (``include:``)."""
+    mail_return_path_host: str | None = None
+    """CNAME target of each domain's bounce subdomain (Postal's ``rp.<host>``); unset: the
+    subdomain gets its own MX (``mail_inbound_mx_host``, else ``mail_relay_host``) and SPF."""
+    mail_return_path_subdomain: str = "bounces"
+    mail_dmarc_rua: str | None = None
+    """DMARC aggregate-report address (default ``dmarc-reports@<domain>``)."""
+    mail_inbound_mx_host: str | None = None
+    """The MX host of domains that receive mail."""
+    mail_selector_prefix: str = "bavlio"
+    mail_key_secret: SecretStr | None = None
+    """Seals DKIM private keys at rest (default: derived from the master secret)."""
     webhooks_dispatch: bool = True
     """Deliver customer webhooks from this process (every process may: deliveries are leased)."""
     webhooks_allow_private: bool = False
@@ -230,7 +250,30 @@ class Settings(BaseSettings):
             raise ValueError(f"default_plan {self.default_plan!r} is not a known plan")
         return self
 
-    @field_validator("key_secret", "jwt_secret")
+    @model_validator(mode="after")
+    def _mail(self) -> Settings:
+        try:
+            self.mail_config()
+        except ValueError as exc:
+            raise ValueError(f"mail_{exc}") from None
+        return self
+
+    def mail_config(self) -> MailConfig:
+        """The records' view of the mail settings (ValueError names a bad one)."""
+        from server.mail.dns_records import MailConfig
+
+        return MailConfig(
+            relay_host=self.mail_relay_host,
+            relay_ips=tuple(self.mail_relay_ips),
+            spf_include=self.mail_spf_include,
+            return_path_host=self.mail_return_path_host,
+            return_path_subdomain=self.mail_return_path_subdomain,
+            dmarc_rua=self.mail_dmarc_rua,
+            inbound_mx_host=self.mail_inbound_mx_host,
+            selector_prefix=self.mail_selector_prefix,
+        )
+
+    @field_validator("key_secret", "jwt_secret", "mail_key_secret")
     @classmethod
     def _long_secret(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value()) < 32:

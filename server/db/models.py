@@ -42,8 +42,10 @@ __all__ = [
     "JobItemRow",
     "JobRow",
     "KnownAddress",
+    "MailAlias",
     "MailBounce",
     "MailConversation",
+    "MailDomain",
     "MailThreadRef",
     "PoolStat",
     "ProcessingSession",
@@ -654,4 +656,56 @@ class WebhookDelivery(Base):
         Index("ix_webhook_deliveries_state_next_attempt_at", "state", "next_attempt_at"),
         Index("ix_webhook_deliveries_endpoint_id_id", "endpoint_id", "id"),
         UniqueConstraint("endpoint_id", "event_id", name="uq_webhook_deliveries_event"),
+    )
+
+
+class MailDomain(Base):
+    """A user's sending domain (revision 0009): its DKIM keys (JSON list of selector, public key,
+    state and the private key sealed with a key derived from the master secret), switches, and
+    the last DNS check per record."""
+
+    __tablename__ = "mail_domains"
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    user_id: Mapped[str] = mapped_column(Text, ForeignKey("users.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(Text)
+    dkim_keys: Mapped[Any] = mapped_column(JSON)
+    tracking: Mapped[bool] = mapped_column(Boolean)
+    inbound: Mapped[bool] = mapped_column(Boolean)
+    status: Mapped[str] = mapped_column(Text)
+    checks: Mapped[Any | None] = mapped_column(JSON)
+    checked_at: Mapped[float | None] = mapped_column(Float)
+    verified_at: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (
+        UniqueConstraint("user_id", "name", name="uq_mail_domains_user_id_name"),
+        CheckConstraint(
+            "status IN ('not_started', 'pending', 'verified')", name="ck_mail_domains_status"
+        ),
+    )
+
+
+class MailAlias(Base):
+    """A sending address on a verified domain (revision 0009): display name, reply-to and
+    forwarding rules (JSON)."""
+
+    __tablename__ = "mail_aliases"
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    user_id: Mapped[str] = mapped_column(Text, ForeignKey("users.id", ondelete="CASCADE"))
+    domain_id: Mapped[str] = mapped_column(
+        Text, ForeignKey("mail_domains.id", ondelete="CASCADE"), index=True
+    )
+    local_part: Mapped[str] = mapped_column(Text)
+    display_name: Mapped[str | None] = mapped_column(Text)
+    reply_to: Mapped[str | None] = mapped_column(Text)
+    forwarding: Mapped[Any] = mapped_column(JSON)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (
+        UniqueConstraint("domain_id", "local_part", name="uq_mail_aliases_domain_id_local_part"),
+        Index("ix_mail_aliases_user_id_id", "user_id", "id"),
     )

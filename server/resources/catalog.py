@@ -13,6 +13,7 @@ from server.jobs.kinds import KINDS
 from server.resources import (
     account,
     api_keys,
+    bavimail_domains,
     bavimail_inbound,
     credits,
     email_finder,
@@ -38,6 +39,12 @@ _JOB_ID = {"type": "string", "pattern": r"^job_[0-9a-f]{27}$"}
 _ACCEPTED: dict[int, type[BaseModel]] = {402: ErrorEnvelope, 413: ErrorEnvelope}
 _INCLUDE_ROWS = QueryParam(
     "include_rows", {"type": "boolean"}, "false: counts only (default true: rows too)."
+)
+_DOMAIN_ID = QueryParam(
+    "domain_id", {"type": "string", "pattern": r"^dom_[0-9A-HJKMNP-TV-Z]{26}$"}, "A domain id."
+)
+_ALIAS_ID = QueryParam(
+    "alias_id", {"type": "string", "pattern": r"^alias_[0-9A-HJKMNP-TV-Z]{26}$"}, "An alias id."
 )
 _SHEET = "xlsx: the worksheet to preview (default: the first visible one)."
 _SAMPLE_ROWS = QueryParam(
@@ -925,6 +932,7 @@ def keyed_operations() -> tuple[Operation, ...]:
             path_params=(QueryParam("job_id", _JOB_ID, "A job id."),),
             responses={404: ErrorEnvelope, 409: ErrorEnvelope},
         ),
+        *_bavimail_operations(),
         *_data_resources(),
         Operation(
             "POST",
@@ -962,3 +970,80 @@ def keyed_operations() -> tuple[Operation, ...]:
         *bavimail_inbound.operations(),
         *webhook_operations(),
     )
+
+
+def _bavimail_operations() -> tuple[Operation, ...]:
+    """BaviMail's domains and aliases (scope ``bavimail``)."""
+    d = bavimail_domains
+    base = f"{V1}/bavimail/domains"
+    one = f"{base}/{{domain_id}}"
+    not_found = {404: ErrorEnvelope}
+
+    def op(
+        method: str,
+        path: str,
+        handler: object,
+        operation_id: str,
+        summary: str,
+        response: type[BaseModel],
+        request: type[BaseModel] | None = None,
+        **extra: object,
+    ) -> Operation:
+        return Operation(
+            method,
+            path,
+            handler,  # type: ignore[arg-type]
+            operation_id,
+            summary,
+            response,
+            request,
+            tag="bavimail",
+            access="api_key",
+            scope="bavimail",
+            **extra,  # type: ignore[arg-type]
+        )
+
+    aliases = f"{V1}/bavimail/aliases"
+    alias = f"{aliases}/{{alias_id}}"
+    return (
+        op("POST", base, d.create_domain, "bavimail_add_domain",
+           "Add a sending domain (its DNS records to publish)", d.DomainView, d.CreateDomain,
+           status_code=201, responses={409: ErrorEnvelope}),
+        op("GET", base, d.list_domains, "bavimail_list_domains", "List sending domains",
+           d.DomainList, query=_PAGING),
+        op("GET", one, d.get_domain, "bavimail_get_domain", "One sending domain", d.DomainView,
+           path_params=(_DOMAIN_ID,), responses=not_found),
+        op("PUT", one, d.update_domain, "bavimail_update_domain",
+           "Switch tracking or inbound mail", d.DomainView, d.UpdateDomain,
+           path_params=(_DOMAIN_ID,), responses=not_found),
+        op("DELETE", one, d.delete_domain, "bavimail_delete_domain",
+           "Delete a domain and its aliases (refused while in use)", d.Deleted,
+           path_params=(_DOMAIN_ID,), responses={404: ErrorEnvelope, 409: ErrorEnvelope}),
+        op("GET", f"{one}/setup", d.domain_setup, "bavimail_domain_setup",
+           "The DNS records to publish", d.DomainSetup, path_params=(_DOMAIN_ID,),
+           responses=not_found),
+        op("GET", f"{one}/dns-status", d.dns_status, "bavimail_dns_status",
+           "Look the records up now, record by record", d.DnsStatus,
+           path_params=(_DOMAIN_ID,), responses=not_found),
+        op("POST", f"{one}/verify", d.verify_domain, "bavimail_verify_domain",
+           "Look the records up, store the result, mark the domain verified", d.DomainView,
+           path_params=(_DOMAIN_ID,), responses=not_found),
+        op("POST", f"{one}/dkim/rotate", d.rotate_dkim, "bavimail_rotate_dkim",
+           "Start a DKIM key rotation (a pending key under a new selector)", d.DomainView,
+           path_params=(_DOMAIN_ID,), responses={404: ErrorEnvelope, 409: ErrorEnvelope}),
+        op("POST", f"{one}/dkim/retire", d.retire_dkim, "bavimail_retire_dkim",
+           "Forget the retiring DKIM keys", d.DomainView, path_params=(_DOMAIN_ID,),
+           responses=not_found),
+        op("POST", aliases, d.create_alias, "bavimail_create_alias",
+           "Add an address on a verified domain", d.AliasView, d.CreateAlias,
+           status_code=201, responses={404: ErrorEnvelope, 409: ErrorEnvelope}),
+        op("GET", aliases, d.list_aliases, "bavimail_list_aliases", "List aliases",
+           d.AliasList, query=(*_PAGING, _DOMAIN_ID)),
+        op("GET", alias, d.get_alias, "bavimail_get_alias", "One alias", d.AliasView,
+           path_params=(_ALIAS_ID,), responses=not_found),
+        op("PUT", alias, d.update_alias, "bavimail_update_alias",
+           "Change an alias's display name, reply-to or forwarding", d.AliasView,
+           d.UpdateAlias, path_params=(_ALIAS_ID,), responses=not_found),
+        op("DELETE", alias, d.delete_alias, "bavimail_delete_alias", "Delete an alias",
+           d.Deleted, path_params=(_ALIAS_ID,), responses=not_found),
+    )  # fmt: skip

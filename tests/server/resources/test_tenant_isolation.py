@@ -48,6 +48,40 @@ async def _lead_batch(keyed: Keyed, session: Headers) -> str:
     return job_id
 
 
+async def _mail_domain(keyed: Keyed, session: Headers) -> str:
+    made = await keyed.client.post(
+        "/api/v1/bavimail/domains", json={"name": "tenant.test"}, headers=session
+    )
+    if made.status_code == 409:  # made for an earlier route of the walk
+        listed = await keyed.client.get("/api/v1/bavimail/domains", headers=session)
+        found: str = listed.json()["data"][0]["id"]
+        return found
+    assert made.status_code == 201, made.text
+    domain_id: str = made.json()["id"]
+    return domain_id
+
+
+async def _mail_alias(keyed: Keyed, session: Headers) -> str:
+    """An alias on a domain marked verified through the store (the walk needs ids, not DNS)."""
+    domain_id = await _mail_domain(keyed, session)
+    me = (await keyed.client.get("/api/v1/auth/me", headers=session)).json()
+    await keyed.services.mail.record_check(
+        me["user_id"], domain_id, [], "verified", pending_ok=False
+    )
+    made = await keyed.client.post(
+        "/api/v1/bavimail/aliases",
+        json={"domain_id": domain_id, "local_part": "walk"},
+        headers=session,
+    )
+    if made.status_code == 409:
+        listed = await keyed.client.get("/api/v1/bavimail/aliases", headers=session)
+        found: str = listed.json()["data"][0]["id"]
+        return found
+    assert made.status_code == 201, made.text
+    alias_id: str = made.json()["id"]
+    return alias_id
+
+
 async def _template(keyed: Keyed, session: Headers) -> str:
     made = await keyed.client.post(
         "/api/v1/templates/", json={"name": "t", "body_text": "Hi {{name}}"}, headers=session
@@ -139,6 +173,8 @@ FACTORIES: dict[str, Factory] = {
     "key_id": _api_key,
     "job_id": _job,
     "session_id": _lead_batch,
+    "domain_id": _mail_domain,
+    "alias_id": _mail_alias,
     "template_id": _template,
     "entry_id": _suppression,
     "profile_id": _sender_profile,
