@@ -12,15 +12,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from server.mail.inbound_ports import (
     InboundRouting,
     LocalRawStore,
-    NoSuppression,
     OutboundLookup,
     RawStore,
-    StaticRouting,
     SuppressionSink,
 )
 from server.mail.inbound_smtp import InboundConfig, InboundHandler
 from server.mail.inbound_store import InboundStore, ThreadRefOutboundLookup
+from server.mail.inbound_wiring import DomainRouting, SuppressionListSink
 from server.settings import Settings
+from server.suppression.store import SuppressionStore
 
 __all__ = ["InboundMail", "storage_dir"]
 
@@ -44,14 +44,15 @@ class InboundMail:
 
     @classmethod
     def build(cls, settings: Settings, engine: AsyncEngine) -> InboundMail:
-        """Defaults: files under the storage directory; no domain routed until the domain
-        module is wired; outbound messages known through the thread references."""
+        """Files under the storage directory; recipients routed to verified domains with
+        inbound on; hard bounces into the suppression list; outbound messages known through
+        the thread references."""
         return cls(
             store=InboundStore(engine),
             raw=LocalRawStore(storage_dir(settings)),
-            routing=StaticRouting({}),
+            routing=DomainRouting(engine),
             outbound=ThreadRefOutboundLookup(engine),
-            suppression=NoSuppression(),
+            suppression=SuppressionListSink(SuppressionStore(engine)),
             config=InboundConfig(
                 max_bytes=settings.inbound_max_bytes,
                 bounce_domains=frozenset(

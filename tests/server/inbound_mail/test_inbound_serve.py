@@ -10,8 +10,8 @@ import pytest
 from inbound_helpers import free_port
 from keyed_helpers import keyed_app, keyed_settings
 
-from server.mail.inbound_ports import StaticRouting
 from server.mail.inbound_service import storage_dir
+from server.mail.inbound_wiring import DomainRouting
 from server.settings import Settings, load_settings
 
 
@@ -29,7 +29,7 @@ async def test_serve_starts_and_stops_the_endpoint(settings: Settings, tmp_path:
             await client.rcpt("ann@acme.test")
         assert refused.value.code == 550
         await client.quit()
-        assert isinstance(keyed.services.inbound.routing, StaticRouting)
+        assert isinstance(keyed.services.inbound.routing, DomainRouting)
     with pytest.raises(aiosmtplib.SMTPConnectError):
         await aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=5).connect()
 
