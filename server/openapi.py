@@ -112,7 +112,12 @@ def openapi_document(settings: Settings, ops: tuple[Operation, ...]) -> dict[str
             str(op.status_code): {
                 "description": "OK",
                 "content": {
-                    "application/json": {"schema": refs[(op.response_model, "serialization")]}
+                    media: {
+                        "schema": refs[(op.response_model, "serialization")]
+                        if media == "application/json"
+                        else {"type": "string", "format": "binary"}
+                    }
+                    for media in op.media_types
                 },
             }
         }
