@@ -156,7 +156,8 @@ def test_download_names_are_safe_ascii(name: str, extension: str) -> None:
     assert filename.isascii()
     assert filename.endswith("." + extension)
     stem = filename[: -len(extension) - 1]
-    assert stem and not stem.startswith(".")
+    assert stem
+    assert not stem.startswith(".")
     assert len(stem) <= 100
     assert not set(stem) - set(string.ascii_letters + string.digits + "._ -")
 

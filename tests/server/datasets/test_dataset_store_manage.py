@@ -50,15 +50,18 @@ async def test_list_filters_order_and_archive(db: Database) -> None:
     ]
     assert [r.id for r in await store.list_datasets(ann, limit=1, offset=3)] == [ids[0]]
     first = await store.archive(ann, ids[0])
-    assert first is not None and first.archived_at is not None
+    assert first is not None
+    assert first.archived_at is not None
     again = await store.archive(ann, ids[0])
-    assert again is not None and again.archived_at == first.archived_at  # idempotent
+    assert again is not None
+    assert again.archived_at == first.archived_at
     assert ids[0] not in [r.id for r in await store.list_datasets(ann, limit=10)]
     assert [r.id for r in await store.list_datasets(ann, limit=10, archived=True)] == [ids[0]]
     assert len(await store.list_datasets(ann, limit=10, archived=None)) == 4
     assert await store.archive(bob, ids[0]) is None
     restored = await store.restore(ann, ids[0])
-    assert restored is not None and not restored.archived
+    assert restored is not None
+    assert not restored.archived
     assert (await store.restore(ann, ids[0])) is not None
     assert await store.restore(bob, ids[0]) is None
 
@@ -68,16 +71,18 @@ async def test_rename_and_downloads(db: Database) -> None:
     store = DatasetStore(db.engine)
     made = await _dataset(store, ann, "Old")
     renamed = await store.rename(ann, made, "New name")
-    assert renamed is not None and renamed.name == "New name"
+    assert renamed is not None
+    assert renamed.name == "New name"
     assert await store.rename(bob, made, "Stolen") is None
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="dataset name"):
         await store.rename(ann, made, "x" * 201)
     await store.record_download(ann, made)
     await store.record_download(ann, made)
     await store.record_download(bob, made)
     record = await store.get(ann, made)
     assert record is not None
-    assert record.download_count == 2 and record.last_downloaded_at is not None
+    assert record.download_count == 2
+    assert record.last_downloaded_at is not None
 
 
 def _risk(i: int) -> dict[str, Any]:
@@ -108,7 +113,8 @@ async def test_prune_deletes_above_the_threshold_and_reindexes(db: Database) -> 
     assert [r.data["Email"] for r in rows] == [f"p{i}@x.test" for i in survivors]
     assert [r.line for r in rows] == [i + 2 for i in survivors]
     record = await store.get(ann, made)
-    assert record is not None and record.row_count == total - high
+    assert record is not None
+    assert record.row_count == total - high
 
     by_score = await store.prune(made, lambda a: above(a, 20))
     assert by_score.deleted == sum(1 for i in survivors if i % 4 == 1)

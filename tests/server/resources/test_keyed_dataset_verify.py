@@ -137,7 +137,8 @@ async def test_verify_writes_risk_into_rows_and_charges_answered_rows(app: Keyed
 
     rows = await _rows(app, session, made)
     added = {row["data"]["Name"]: row["added"] for row in rows}
-    assert added["Ann"]["risk"] == "low" and added["Ann"]["verdict"] == "valid"
+    assert added["Ann"]["risk"] == "low"
+    assert added["Ann"]["verdict"] == "valid"
     assert added["Ann"]["smtp_status"] == "accepted"
     assert 0 <= added["Ann"]["risk_score"] < 50
     assert added["Nobody"]["risk"] == "high"
@@ -207,7 +208,8 @@ async def test_prune_by_level_and_score_reindexes(app: Keyed) -> None:
     )
     assert [row["Name"] for row in download.json()["data"]] == [r["data"]["Name"] for r in rows]
     as_float = await app.client.post(url, json={"max_risk": 100.0}, headers=session)
-    assert as_float.status_code == 200 and as_float.json()["deleted"] == 0
+    assert as_float.status_code == 200
+    assert as_float.json()["deleted"] == 0
 
 
 async def test_the_email_column_mapped_named_or_detected(app: Keyed) -> None:
@@ -318,7 +320,8 @@ async def test_archived_and_busy_datasets_are_409(idle: Keyed) -> None:
     dry = await app.client.post(
         f"{url}/prune", json={"max_risk": "low", "dry_run": True}, headers=session
     )
-    assert dry.status_code == 200 and dry.json()["deleted"] == 0
+    assert dry.status_code == 200
+    assert dry.json()["deleted"] == 0
     other = await _dataset(app, session, ROWS[:1])
     assert (
         await app.client.post(
