@@ -22,7 +22,7 @@ from server.api.parsing import read_json
 from server.datasets.export import FORMATS
 from server.datasets.rules import download_filename, export_columns
 from server.datasets.store import MAX_NAME, DatasetRecord, DatasetStore, StoredRow
-from server.errors import InvalidRequest, NotFound
+from server.errors import Conflict, InvalidRequest, NotFound
 from server.http.keyed import KeyedContext
 from server.http.pagination import page_request
 from server.jsontypes import NONBLANK
@@ -40,6 +40,7 @@ __all__ = [
     "list_datasets",
     "owned",
     "rename",
+    "require_active",
     "restore",
     "rows",
     "store_of",
@@ -180,6 +181,13 @@ async def owned(request: Request, ctx: KeyedContext) -> DatasetRecord:
     if record is None:
         raise NotFound("dataset_not_found", f"No dataset {dataset_id!r}.")
     return record
+
+
+def require_active(record: DatasetRecord) -> None:
+    """Refuse (409 ``dataset_archived``) to run a job on, or change the rows of, an archived
+    dataset."""
+    if record.archived:
+        raise Conflict("dataset_archived", f"Dataset {record.id!r} is archived: restore it first.")
 
 
 def _flag(query: Mapping[str, str], name: str) -> bool | None:

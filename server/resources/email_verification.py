@@ -157,11 +157,6 @@ async def _verifying(ctx: KeyedContext, dataset_id: str) -> bool:
     return any(isinstance(p, dict) and p.get("dataset_id") == dataset_id for p in payloads)
 
 
-def _writable(record: DatasetRecord) -> None:
-    if record.archived:
-        raise Conflict("dataset_archived", f"Dataset {record.id!r} is archived: restore it first.")
-
-
 async def _email_column(ctx: KeyedContext, record: DatasetRecord, asked: str | None) -> str:
     if asked is not None:
         if asked not in record.columns:
@@ -193,7 +188,7 @@ async def verify_dataset(request: Request, ctx: KeyedContext) -> Response:
     being verified."""
     record = await datasets.owned(request, ctx)
     body = await _optional_json(request, VerifyDatasetRequest)
-    _writable(record)
+    datasets.require_active(record)
     column = await _email_column(ctx, record, body.email_column)
     if await _verifying(ctx, record.id):
         raise Conflict("dataset_busy", f"Dataset {record.id!r} is being verified already.")
@@ -237,7 +232,7 @@ async def prune_dataset(request: Request, ctx: KeyedContext) -> Response:
     is being verified, or when it is archived."""
     record = await datasets.owned(request, ctx)
     body = await read_json(request, PruneRequest)
-    _writable(record)
+    datasets.require_active(record)
     if not body.dry_run and await _verifying(ctx, record.id):
         raise Conflict(
             "dataset_busy", f"Dataset {record.id!r} is being verified: prune once it finished."
