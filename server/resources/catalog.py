@@ -50,8 +50,16 @@ _DATASET_LIST = (
     QueryParam("archived", _BOOL, "true: archived datasets only; false: active only."),
 )
 _ROW_PAGING = (
-    QueryParam("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "Rows (100)."),
-    QueryParam("offset", {"type": "integer", "minimum": 0}, "Rows to skip."),
+    QueryParam(
+        "limit",
+        {"type": "integer", "minimum": 1, "maximum": datasets.MAX_ROWS_PAGE},
+        "Rows (100).",
+    ),
+    QueryParam(
+        "offset",
+        {"type": "integer", "minimum": 0, "maximum": datasets.MAX_ROW_OFFSET},
+        "Rows to skip.",
+    ),
     QueryParam("cursor", {"type": "string", "maxLength": 40}, "next_cursor of the last page."),
 )
 _FORMAT = QueryParam(

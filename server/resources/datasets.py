@@ -29,6 +29,8 @@ from server.jsontypes import NONBLANK
 from server.resources._common import json_response, list_response, path_id
 
 __all__ = [
+    "MAX_ROWS_PAGE",
+    "MAX_ROW_OFFSET",
     "DatasetList",
     "DatasetRows",
     "DatasetView",
@@ -48,6 +50,7 @@ __all__ = [
 
 MAX_SEARCH = 200
 MAX_ROWS_PAGE = 1000
+MAX_ROW_OFFSET = 10**12
 _PIPELINE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
 _ROW_CURSOR = "r1:"
 
@@ -137,20 +140,30 @@ class DatasetRows(BaseModel):
 DatasetName = Annotated[str, Field(min_length=1, max_length=MAX_NAME, pattern=NONBLANK)]
 
 
-class RenameDataset(BaseModel):
-    """New metadata: the name, as ``dataset_name`` (the seed's field) or ``name``."""
+def _one_of_the_names(schema: dict[str, Any]) -> None:
+    """The documented schema says what the validator enforces: exactly one name, a string."""
+    for field in ("dataset_name", "name"):
+        prop = schema["properties"][field]
+        options = [o for o in prop.pop("anyOf", []) if o.get("type") != "null"]
+        prop.update(options[0])
+        prop.pop("default", None)
+    schema["oneOf"] = [{"required": ["dataset_name"]}, {"required": ["name"]}]
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+class RenameDataset(BaseModel):
+    """New metadata: the name, as ``dataset_name`` (the seed's field) or ``name`` (one of them)."""
+
+    model_config = ConfigDict(
+        extra="forbid", strict=True, frozen=True, json_schema_extra=_one_of_the_names
+    )
 
     dataset_name: DatasetName | None = None
     name: DatasetName | None = None
 
     @model_validator(mode="after")
     def _one_name(self) -> RenameDataset:
-        if self.dataset_name is None and self.name is None:
-            raise ValueError("give dataset_name (or name)")
-        if None not in (self.dataset_name, self.name) and self.dataset_name != self.name:
-            raise ValueError("dataset_name and name differ")
+        if (self.dataset_name is None) == (self.name is None):
+            raise ValueError("give one of dataset_name and name")
         return self
 
     @property
@@ -268,7 +281,7 @@ def _bounded(query: Mapping[str, str], name: str, default: int, low: int, high: 
     raw = query.get(name)
     if raw is None:
         return default
-    if not raw.isascii() or not raw.isdigit() or len(raw) > 12 or not low <= int(raw) <= high:
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 15 or not low <= int(raw) <= high:
         raise InvalidRequest(
             "parameter_invalid",
             f"Invalid {name}: must be an integer from {low} to {high}.",
@@ -282,7 +295,7 @@ async def rows(request: Request, ctx: KeyedContext) -> Response:
     record = await owned(request, ctx)
     query = request.query_params
     limit = _bounded(query, "limit", 100, 1, MAX_ROWS_PAGE)
-    offset = _bounded(query, "offset", 0, 0, 10**12)
+    offset = _bounded(query, "offset", 0, 0, MAX_ROW_OFFSET)
     cursor = query.get("cursor")
     if cursor is not None and offset:
         raise InvalidRequest("parameter_invalid", "Use cursor or offset, not both.", param="cursor")

@@ -149,12 +149,18 @@ def test_schemathesis_run_finds_nothing(free_server: str, tmp_path: Path) -> Non
             f'[[operations]]\ninclude-name = "GET {path}"\n'
             "[operations.checks.positive_data_acceptance]\n"
             'expected-statuses = ["2xx", "400", "401", "403", "404", "429"]\n'
-            for path in ("/api/v1/credits/transactions", "/api/v1/api-keys")
+            for path in (
+                "/api/v1/credits/transactions",
+                "/api/v1/api-keys",
+                "/api/v1/datasets/list",
+                "/api/v1/datasets/{dataset_id}/rows",
+            )
         )
-        # job ids are made by the server: generated ones are (rightly) unknown, a 404
-        + '[[operations]]\ninclude-path-regex = "[{](job_id|session_id)[}]"\nwarnings = false\n'
+        # job and dataset ids are made by the server: generated ones are (rightly) unknown, a 404
+        + '[[operations]]\ninclude-path-regex = "[{](job_id|session_id|dataset_id)[}]"\n'
+        "warnings = false\n"
         # 10,001 long addresses exceed the 1 MiB body limit first: a documented 413 rejects them
-        + '[[operations]]\ninclude-name = "POST /api/v1/email-verification/bulk"\n'
+         + '[[operations]]\ninclude-name = "POST /api/v1/email-verification/bulk"\n'
         "[operations.checks.negative_data_rejection]\n"
         'expected-statuses = ["400", "401", "403", "404", "406", "413", "422"]\n'
     )
