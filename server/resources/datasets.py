@@ -19,10 +19,10 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from server.api.parsing import read_json
-from server.datasets.export import FORMATS
+from server.datasets.export import FORMATS, XLSX_MAX_ROWS
 from server.datasets.rules import download_filename, export_columns
 from server.datasets.store import MAX_NAME, DatasetRecord, DatasetStore, StoredRow
-from server.errors import Conflict, InvalidRequest, NotFound
+from server.errors import Conflict, InvalidRequest, NotFound, RequestTooLarge
 from server.http.keyed import KeyedContext
 from server.http.pagination import page_request
 from server.jsontypes import NONBLANK
@@ -360,6 +360,12 @@ async def download(request: Request, ctx: KeyedContext) -> Response:
     if fmt is None:
         raise InvalidRequest(
             "parameter_invalid", "Invalid format: csv, excel or json.", param="format"
+        )
+    if fmt.extension == "xlsx" and record.row_count >= XLSX_MAX_ROWS:
+        raise RequestTooLarge(
+            "too_many_rows",
+            f"An Excel sheet holds at most {XLSX_MAX_ROWS - 1} rows: download it as csv or json.",
+            param="format",
         )
     store = store_of(ctx)
     await store.record_download(ctx.user_id, record.id)

@@ -212,7 +212,7 @@ async def test_downloads_round_trip_and_are_counted(keyed: Keyed) -> None:
             .to_python()
         )
         assert sheet[0] == header
-        assert sheet[1] == ["ann@acme.test", "Ann Lee", "Acme, Inc.", "low", 10.0]
+        assert sheet[1] == ["ann@acme.test", "Ann Lee", "Acme, Inc.", "low", "10"]  # text cells
         assert sheet[2][:3] == [ROWS[1]["Email"], ROWS[1]["Name"], ROWS[1]["Company"]]
         assert sheet[4][:3] == ["'=cmd|' /C calc'!A0", "'@evil", "'-1"]
 
