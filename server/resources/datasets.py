@@ -217,8 +217,8 @@ def _flag(query: Mapping[str, str], name: str) -> bool | None:
 
 async def list_datasets(request: Request, ctx: KeyedContext) -> Response:
     """The caller's datasets, newest first: ``search`` (in the name), ``pipeline_type``,
-    ``include_archived=true`` (all) or ``archived=true|false`` (only those); archived ones are
-    hidden by default. ``cursor``/``offset`` and ``limit``."""
+    ``include_archived=true`` (all) or ``archived=true|false`` (only those; it wins over
+    ``include_archived``); archived ones are hidden by default. ``cursor``/``offset``, ``limit``."""
     query = request.query_params
     page = page_request(query)
     search = query.get("search")
@@ -235,11 +235,7 @@ async def list_datasets(request: Request, ctx: KeyedContext) -> Response:
         )
     include = _flag(query, "include_archived")
     only = _flag(query, "archived")
-    if include is not None and only is not None:
-        raise InvalidRequest(
-            "parameter_invalid", "Use include_archived or archived, not both.", param="archived"
-        )
-    archived = None if include else (only if only is not None else False)
+    archived = only if only is not None else (None if include else False)
     records = await store_of(ctx).list_datasets(
         ctx.user_id,
         limit=page.limit + 1,
