@@ -22,7 +22,13 @@ from server.api.parsing import read_json
 from server.datasets.export import FORMATS, XLSX_MAX_ROWS
 from server.datasets.rules import download_filename, export_columns
 from server.datasets.store import MAX_NAME, DatasetRecord, DatasetStore, StoredRow
-from server.errors import Conflict, InvalidRequest, NotFound, RequestTooLarge
+from server.errors import (
+    Conflict,
+    InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
+    RequestTooLarge,
+)
 from server.http.keyed import KeyedContext
 from server.http.pagination import page_request
 from server.jsontypes import NONBLANK
@@ -49,6 +55,7 @@ __all__ = [
 ]
 
 MAX_SEARCH = 200
+LIST_PATH = "/datasets/list"
 MAX_ROWS_PAGE = 1000
 MAX_ROW_OFFSET = 10**12
 _PIPELINE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
@@ -188,7 +195,14 @@ def store_of(ctx: KeyedContext) -> DatasetStore:
 
 
 async def owned(request: Request, ctx: KeyedContext) -> DatasetRecord:
-    """The caller's dataset named by the ``dataset_id`` path parameter, else a 404."""
+    """The caller's dataset named by the ``dataset_id`` path parameter, else a 404 (a 405 for
+    ``/datasets/list``, the list's own path, under another method than GET)."""
+    if request.path_params.get("dataset_id") == "list" and request.url.path.endswith(LIST_PATH):
+        raise MethodNotAllowed(
+            "method_not_allowed",
+            f"{request.method} is not allowed on {request.url.path}.",
+            headers={"Allow": "GET"},
+        )
     dataset_id = path_id(request, "dataset_id", "ds", "dataset")
     record = await store_of(ctx).get(ctx.user_id, dataset_id)
     if record is None:

@@ -285,6 +285,9 @@ async def test_refusals(keyed: Keyed) -> None:
             INVALID,
             "dataset_not_found",
         )
+    patched = await keyed.client.patch(f"{V1}/list", json={"name": "x"}, headers=session)
+    assert_envelope(patched, 405, INVALID, "method_not_allowed")  # the list's path, not an id
+    assert patched.headers["allow"] == "GET"
     reader = await keyed.key(session, ["datasets:read"])
     refused = await keyed.client.post(f"{V1}/{made}/archive", headers=reader)
     assert refused.status_code == 403
