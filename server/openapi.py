@@ -109,10 +109,18 @@ def openapi_document(settings: Settings, ops: tuple[Operation, ...]) -> dict[str
     }
     for op in ops:
         binary = getattr(op.response_model, "binary_media_type", None)  # a download, not JSON
+        file_schema = {"type": "string", "format": "binary"}
         ok_content = (
-            {binary: {"schema": {"type": "string", "format": "binary"}}}
+            {binary: {"schema": file_schema}}
             if isinstance(binary, str)
-            else {"application/json": {"schema": refs[(op.response_model, "serialization")]}}
+            else {  # JSON, or a download in several formats (a dataset as CSV, Excel, JSON)
+                media: {
+                    "schema": refs[(op.response_model, "serialization")]
+                    if media == "application/json"
+                    else file_schema
+                }
+                for media in op.media_types
+            }
         )
         responses: dict[str, Any] = {
             str(op.status_code): {"description": "OK", "content": ok_content}

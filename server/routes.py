@@ -65,6 +65,8 @@ class Operation:
     responses: dict[int, type[BaseModel]] = field(default_factory=dict)
     deadline: float = 30.0
     """Seconds a paid handler may run before the gate cancels it (504, not charged)."""
+    media_types: tuple[str, ...] = ("application/json",)
+    """Media types of the success response (others than JSON are documented as files)."""
     wallet: bool = False
     """A keyed operation paid with x402 too (buying credits): the guard authenticates first, then
     the one payment gate settles before ``endpoint`` (a plain ``(request)`` handler) runs."""

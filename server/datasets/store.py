@@ -9,11 +9,11 @@ download can give both and a re-upload never loses a user's column to ours.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from server.db.models import Dataset, DatasetRow
@@ -22,14 +22,33 @@ from server.ids import new_id
 
 __all__ = [
     "APPEND_BATCH",
+    "MAX_NAME",
     "DatasetRecord",
     "DatasetStore",
     "NewRow",
+    "PruneCounts",
     "StoredRow",
 ]
 
 APPEND_BATCH = 1000
 """Rows written per INSERT while appending (bounded memory whatever the file's size)."""
+
+MAX_NAME = 200
+"""Longest dataset name (characters)."""
+
+Archived = bool | None
+"""Which datasets a list shows: False active only (the default), True archived only, None all."""
+
+
+@dataclass(frozen=True)
+class PruneCounts:
+    """What a prune did (or, dry run, would do): rows deleted, rows kept, of which never
+    verified, and the rows left."""
+
+    deleted: int
+    kept: int
+    unverified: int
+    row_count: int
 
 
 @dataclass(frozen=True)
@@ -285,6 +304,157 @@ class DatasetStore:
                     .values(added_columns=known, updated_at=now)
                 )
 
+    async def list_datasets(
+        self,
+        user_id: str,
+        *,
+        limit: int,
+        offset: int = 0,
+        after: str | None = None,
+        search: str | None = None,
+        pipeline_type: str | None = None,
+        archived: Archived = False,
+    ) -> list[DatasetRecord]:
+        """The user's datasets, newest first: ``limit`` from ``offset``, after the id ``after``
+        (a cursor), whose name contains ``search`` (case-insensitive), of ``pipeline_type``."""
+        query = select(*_COLUMNS).where(Dataset.user_id == user_id)
+        if after is not None:
+            query = query.where(Dataset.id < after)
+        if search:
+            pattern = "%" + _escape_like(search.lower()) + "%"
+            query = query.where(func.lower(Dataset.name).like(pattern, escape="\\"))
+        if pipeline_type is not None:
+            query = query.where(Dataset.pipeline_type == pipeline_type)
+        if archived is True:
+            query = query.where(Dataset.archived_at.is_not(None))
+        elif archived is False:
+            query = query.where(Dataset.archived_at.is_(None))
+        query = query.order_by(Dataset.id.desc()).offset(offset).limit(limit)
+        async with read_connection(self.engine) as conn:
+            return [record_of(row) for row in await conn.execute(query)]
+
+    async def _update(
+        self, user_id: str, dataset_id: str, values: Mapping[str, Any], *extra: Any
+    ) -> DatasetRecord | None:
+        async with write_transaction(self.engine) as conn:
+            await conn.execute(
+                update(Dataset)
+                .where(Dataset.id == dataset_id, Dataset.user_id == user_id, *extra)
+                .values(**values)
+            )
+            row = (
+                await conn.execute(
+                    select(*_COLUMNS).where(Dataset.id == dataset_id, Dataset.user_id == user_id)
+                )
+            ).first()
+        return record_of(row) if row else None
+
+    async def rename(self, user_id: str, dataset_id: str, name: str) -> DatasetRecord | None:
+        """Rename the user's dataset; the updated record, or None when it is not theirs."""
+        if not name or len(name) > MAX_NAME:
+            raise ValueError(f"a dataset name has 1 to {MAX_NAME} characters")
+        return await self._update(user_id, dataset_id, {"name": name, "updated_at": time.time()})
+
+    async def archive(self, user_id: str, dataset_id: str) -> DatasetRecord | None:
+        """Archive the user's dataset (hidden from lists, refused by jobs); archiving an archived
+        one keeps its first ``archived_at``. None when it is not theirs."""
+        now = time.time()
+        return await self._update(
+            user_id,
+            dataset_id,
+            {"archived_at": now, "updated_at": now},
+            Dataset.archived_at.is_(None),
+        )
+
+    async def restore(self, user_id: str, dataset_id: str) -> DatasetRecord | None:
+        """Un-archive the user's dataset (a no-op when it is not archived). None when it is not
+        theirs."""
+        return await self._update(
+            user_id,
+            dataset_id,
+            {"archived_at": None, "updated_at": time.time()},
+            Dataset.archived_at.is_not(None),
+        )
+
+    async def record_download(self, user_id: str, dataset_id: str) -> None:
+        """Count one download of the user's dataset and note when it happened."""
+        async with write_transaction(self.engine) as conn:
+            await conn.execute(
+                update(Dataset)
+                .where(Dataset.id == dataset_id, Dataset.user_id == user_id)
+                .values(download_count=Dataset.download_count + 1, last_downloaded_at=time.time())
+            )
+
+    async def prune(
+        self,
+        dataset_id: str,
+        remove: Callable[[Mapping[str, Any]], bool | None],
+        *,
+        dry_run: bool = False,
+    ) -> PruneCounts:
+        """Delete the rows for which ``remove(added)`` is true and number the rest 0..n-1 in
+        their order; rows it answers None for (never verified) are kept and counted. One
+        transaction; ``dry_run`` only counts. The caller checked ownership.
+
+        PostgreSQL checks the ``(dataset_id, idx)`` key at every row, so the survivors first move
+        to negative positions, then to their new ones (no two rows ever share a position).
+        """
+        doomed: list[int] = []
+        kept = unverified = 0
+        async with write_transaction(self.engine) as conn:
+            after = -1
+            while True:
+                page = (
+                    await conn.execute(
+                        select(DatasetRow.idx, DatasetRow.added)
+                        .where(DatasetRow.dataset_id == dataset_id, DatasetRow.idx > after)
+                        .order_by(DatasetRow.idx)
+                        .limit(APPEND_BATCH)
+                    )
+                ).all()
+                for row in page:
+                    verdict = remove(dict(row.added or {}))
+                    if verdict:
+                        doomed.append(row.idx)
+                    else:
+                        kept += 1
+                        unverified += verdict is None
+                if len(page) < APPEND_BATCH:
+                    break
+                after = page[-1].idx
+            counts = PruneCounts(len(doomed), kept, unverified, kept)
+            if dry_run or not doomed:
+                if not dry_run:
+                    await _set_count(conn, dataset_id, kept)
+                return counts
+            for start in range(0, len(doomed), APPEND_BATCH):
+                await conn.execute(
+                    delete(DatasetRow).where(
+                        DatasetRow.dataset_id == dataset_id,
+                        DatasetRow.idx.in_(doomed[start : start + APPEND_BATCH]),
+                    )
+                )
+            await conn.execute(
+                update(DatasetRow)
+                .where(DatasetRow.dataset_id == dataset_id)
+                .values(idx=-DatasetRow.idx - 1)
+            )
+            order = (
+                select(
+                    DatasetRow.idx.label("old"),
+                    (func.row_number().over(order_by=DatasetRow.idx.desc()) - 1).label("new"),
+                )
+                .where(DatasetRow.dataset_id == dataset_id)
+                .subquery()
+            )
+            await conn.execute(
+                update(DatasetRow)
+                .where(DatasetRow.dataset_id == dataset_id, DatasetRow.idx == order.c.old)
+                .values(idx=order.c.new)
+            )
+            await _set_count(conn, dataset_id, kept)
+        return counts
+
     async def delete(self, user_id: str, dataset_id: str) -> bool:
         """Delete the user's dataset; its rows go with it (foreign key cascade). Whether it
         existed."""
@@ -302,6 +472,19 @@ async def _row_count(conn: AsyncConnection, dataset_id: str) -> int:
     if count is None:
         raise LookupError(f"no dataset {dataset_id!r}")
     return int(count)
+
+
+async def _set_count(conn: AsyncConnection, dataset_id: str, count: int) -> None:
+    await conn.execute(
+        update(Dataset)
+        .where(Dataset.id == dataset_id)
+        .values(row_count=count, updated_at=time.time())
+    )
+
+
+def _escape_like(text: str) -> str:
+    """``text`` matched literally by LIKE (with ``escape="\\"``)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 class _Values:

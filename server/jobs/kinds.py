@@ -34,6 +34,7 @@ KINDS = {
     "email.verify": "email.verify",
     "email.bulk_find": "email.bulk_find",
     "email.bulk_verify": "email.dataset_verify",
+    "email.dataset_verify": "email.dataset_verify",
     "leads.batch": "leads.batch",
 }
 """Job kind -> its price key."""
@@ -97,6 +98,28 @@ def register_with(queue: JobQueue, svc: Services) -> None:
     async def verify_row(ctx: Any, item: JobItem) -> Any:
         return await verified(str(item.input))
 
+    async def dataset_row(ctx: Any, item: JobItem) -> Any:
+        """Verify one row's address and write its risk columns into the dataset row; a verdict
+        cached within its window is used free (the row is skipped as ``cached``)."""
+        from server.datasets.rules import failure_cells, risk_cells
+        from server.datasets.store import DatasetStore
+
+        store = DatasetStore(svc.db.engine)
+        dataset_id = str(ctx.payload["dataset_id"])
+        row, email = int(item.input["row"]), str(item.input["email"])
+        cached = await svc.verdicts.get(email)
+        if cached is not None:
+            await store.annotate(dataset_id, {row: risk_cells(cached.result)})
+            raise SkipItem("cached")
+        try:
+            result = await verified(email)
+        except JobError as exc:
+            await store.annotate(dataset_id, {row: failure_cells(exc.code)})
+            raise
+        cells = risk_cells(result)
+        await store.annotate(dataset_id, {row: cells})
+        return {"row": row, **cells}
+
     async def lead(ctx: Any, item: JobItem) -> Any:
         body = linkedin_cases.LinkedInRequest.model_validate(item.input)
         try:
@@ -108,6 +131,7 @@ def register_with(queue: JobQueue, svc: Services) -> None:
     queue.register("email.verify", verify)
     queue.register("email.bulk_find", item_handler=bulk_row, item_concurrency=4)
     queue.register("email.bulk_verify", item_handler=verify_row, item_concurrency=8)
+    queue.register("email.dataset_verify", item_handler=dataset_row, item_concurrency=8)
     queue.register("leads.batch", item_handler=lead, item_concurrency=4)
     queue.on_terminal(_settle(svc))
     queue.on_terminal(_notify(svc))

@@ -3,7 +3,7 @@ the caller's job list, and cancel. Another user's job id is a 404 like an unknow
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -97,9 +97,11 @@ async def enqueue_charged(
     units: int = 1,
     items: Sequence[Any] | None = None,
     status_url: str,
+    extra: Mapping[str, Any] | None = None,
 ) -> Response:
     """Reserve ``units`` of the kind's price, enqueue, answer 202; nothing is held when the
-    enqueue is refused. ``status_url`` has ``{job_id}`` to fill."""
+    enqueue is refused. ``status_url`` has ``{job_id}`` to fill; ``extra`` fields join the
+    answer (a route's own counts)."""
     price_key = ctx.op.price_key
     assert price_key is not None
     price = ctx.services.prices[price_key]
@@ -129,7 +131,7 @@ async def enqueue_charged(
     url = status_url.format(job_id=job.id)
     body = JobAccepted(job_id=job.id, status=job.status, status_url=url, credits_reserved=amount)
     return JSONResponse(
-        body.model_dump(mode="json"),
+        {**body.model_dump(mode="json"), **(extra or {})},
         status_code=202,
         headers={"Location": url, "Retry-After": RETRY_AFTER},
     )

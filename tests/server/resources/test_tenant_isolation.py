@@ -15,6 +15,7 @@ import pytest_asyncio
 from keyed_helpers import Keyed, keyed_app, keyed_settings
 from tests_server_helpers import assert_envelope
 
+from server.datasets.store import DatasetStore, NewRow
 from server.settings import Settings
 
 Headers = dict[str, str]
@@ -169,6 +170,22 @@ async def _webhook(keyed: Keyed, session: Headers) -> str:
     return webhook_id
 
 
+async def _dataset(keyed: Keyed, session: Headers) -> str:
+    """A dataset of one row, made through the store (uploads build them over HTTP)."""
+    me = await keyed.client.get("/api/v1/auth/me", headers=session)
+    store = DatasetStore(keyed.services.db.engine)
+    made = await store.create(
+        me.json()["user_id"],
+        name="alice's leads",
+        source_type="upload_csv",
+        pipeline_type="enrichment",
+        columns=["Email"],
+        mapping={"email": "Email"},
+    )
+    await store.append(made.id, [NewRow(line=2, data={"Email": "ann@acme.test"})])
+    return made.id
+
+
 FACTORIES: dict[str, Factory] = {
     "key_id": _api_key,
     "job_id": _job,
@@ -183,6 +200,7 @@ FACTORIES: dict[str, Factory] = {
     "conversation_id": _conversation,
     "index": _attachment_index,
     "webhook_id": _webhook,
+    "dataset_id": _dataset,
 }
 """Path parameter -> how to create such a resource as a given user (returns its id)."""
 
@@ -237,7 +255,7 @@ async def test_no_list_shows_another_users_rows(keyed: Keyed) -> None:
     document = (await keyed.client.get("/openapi.json")).json()
     alice_id, alice = await keyed.user(credits=7)
     _, bob = await keyed.user(credits=3)
-    alice_ids = {alice_id, await _api_key(keyed, alice)}
+    alice_ids = {alice_id, await _api_key(keyed, alice), await _dataset(keyed, alice)}
     txn = (await keyed.client.get("/api/v1/credits/transactions", headers=alice)).json()
     alice_ids |= {t["id"] for t in txn["data"]}
     alice_ids |= {await _template(keyed, alice), await _suppression(keyed, alice)}
