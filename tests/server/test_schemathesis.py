@@ -220,7 +220,7 @@ def test_schemathesis_run_finds_nothing(free_server: str, tmp_path: Path) -> Non
         cwd=tmp_path,  # its reports and caches
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=1200,  # about 45 operations, each through every phase
         check=False,
     )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
