@@ -248,6 +248,16 @@ def create_app(
             async with contextlib.AsyncExitStack() as stack:
                 if embedded(settings):  # SQLite: jobs run here, no extra process
                     await stack.enter_async_context(build_worker(svc.jobs, settings))
+                if settings.inbound_enabled:  # BaviMail's inbound SMTP endpoint
+                    from server.mail.inbound_smtp import inbound_server
+
+                    await stack.enter_async_context(
+                        inbound_server(
+                            svc.inbound.handler(), settings.inbound_host, settings.inbound_port
+                        )
+                    )
+                if settings.webhooks_dispatch:
+                    await stack.enter_async_context(svc.webhook_dispatcher().running())
                 yield
         finally:
             for gate in gates:

@@ -49,7 +49,7 @@ class Operation:
     summary: str
     response_model: type[BaseModel]
     request_model: type[BaseModel] | None = None
-    request_content: dict[str, Any] | None = None
+    request_body: dict[str, Any] | None = None
     """An OpenAPI request-body ``content`` map for a body that is no JSON model (a CSV upload)."""
     tag: str = "system"
     access: Access = "public"
@@ -60,6 +60,8 @@ class Operation:
     path_params: tuple[QueryParam, ...] = ()
     """Schemas of path parameters (default: a plain string)."""
     smtp: bool = False
+    request_content: str = "application/json"
+    """Media type of the request body (``multipart/form-data`` for file uploads)."""
     responses: dict[int, type[BaseModel]] = field(default_factory=dict)
     deadline: float = 30.0
     """Seconds a paid handler may run before the gate cancels it (504, not charged)."""

@@ -152,8 +152,40 @@ class Settings(BaseSettings):
     """Local address this process's SMTP probes leave from (pins a worker to one egress IP)."""
     smtp_proxy: str | None = None
     """``socks5://host:port`` (or socks4) every SMTP probe of this process goes through."""
+    storage_dir: Path | None = None
+    """Where uploaded and exported files are kept (default: ``bavlio-files`` beside a SQLite
+    database, or ``./bavlio-files``); unused when ``s3_bucket`` is set."""
+    s3_bucket: str | None = None
+    """Keep files in this S3-compatible bucket instead (needs the access key and secret)."""
+    s3_endpoint: str | None = None
+    """The S3 endpoint URL (MinIO, SeaweedFS, Garage, R2...; default: AWS for the region)."""
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    s3_prefix: str = ""
+    """A folder inside the bucket every key goes under."""
+    upload_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1024, le=2 * 1024**3)
+    """The largest file an upload route accepts."""
+
+    inbound_enabled: bool = False
+    """Run the inbound SMTP endpoint inside ``bavlio serve`` (BaviMail inbound mail)."""
+    inbound_host: str = "127.0.0.1"
+    inbound_port: int = Field(default=2525, ge=1, le=65535)
+    inbound_max_bytes: int = Field(default=10_240_000, ge=1024, le=200 * 1024 * 1024)
+    """Largest message the endpoint accepts (552 above; Postfix's default limit)."""
+    inbound_hostname: str = "bavlio-inbound"
+    mail_storage_dir: Path | None = None
+    """Raw inbound messages (default: ``bavlio-storage`` beside the master secret)."""
+    mail_bounce_domains: list[str] = Field(default_factory=list)
+    """Return-path domains whose ``bounces[+tag]@`` address receives DSNs."""
     rate_limit_ip: str = "300/minute"
     rate_limit_payer: str = "120/minute"
+    webhooks_dispatch: bool = True
+    """Deliver customer webhooks from this process (every process may: deliveries are leased)."""
+    webhooks_allow_private: bool = False
+    """Let webhooks go to private and loopback addresses (labs and tests only)."""
+    webhooks_allow_http: bool = False
+    """Accept ``http://`` webhook URLs (labs and tests only; production receivers use https)."""
 
     @field_validator("rate_limit_ip", "rate_limit_payer")
     @classmethod
@@ -183,6 +215,14 @@ class Settings(BaseSettings):
     def _prices(cls, value: dict[str, PriceOverride]) -> dict[str, PriceOverride]:
         price_table(value)
         return value
+
+    @model_validator(mode="after")
+    def _s3_complete(self) -> Settings:
+        if self.s3_bucket and not (self.s3_access_key_id and self.s3_secret_access_key):
+            raise ValueError("s3_bucket requires s3_access_key_id and s3_secret_access_key")
+        if self.s3_endpoint and not re.match(r"^https?://[^\s/]+(/[^\s]*)?$", self.s3_endpoint):
+            raise ValueError("s3_endpoint must be an http(s) URL")
+        return self
 
     @model_validator(mode="after")
     def _known_default_plan(self) -> Settings:
@@ -280,6 +320,16 @@ class Settings(BaseSettings):
         if scheme.startswith("sqlite") and rest and not rest.startswith(":memory:"):
             return Path(rest.split("?")[0]).with_suffix(".secret")
         return Path("bavlio.secret")
+
+    def storage_path(self) -> Path:
+        """The local storage directory (``storage_dir``, else ``bavlio-files`` beside the SQLite
+        file, else ``./bavlio-files``)."""
+        if self.storage_dir is not None:
+            return self.storage_dir
+        scheme, _, rest = self.database_url.partition(":///")
+        if scheme.startswith("sqlite") and rest and not rest.startswith(":memory:"):
+            return Path(rest.split("?")[0]).parent / "bavlio-files"
+        return Path("bavlio-files")
 
     @classmethod
     def settings_customise_sources(

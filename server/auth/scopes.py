@@ -20,6 +20,8 @@ GROUPS: tuple[str, ...] = (
     "templates",
     "suppression",
     "sender-profiles",
+    "bavimail",
+    "webhooks",
 )
 """Resource groups a key can be limited to (the seed's group names)."""
 

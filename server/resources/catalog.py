@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel
 
 from server.billing.pricing import PURCHASE_KEY
@@ -11,6 +13,7 @@ from server.jobs.kinds import KINDS
 from server.resources import (
     account,
     api_keys,
+    bavimail_inbound,
     credits,
     email_finder,
     email_verification,
@@ -21,6 +24,8 @@ from server.resources import (
     suppression,
     system,
     templates,
+    upload,
+    webhooks,
 )
 from server.routes import Operation, QueryParam
 from server.usecases.email import ValidateRequest, ValidateResponse
@@ -33,6 +38,10 @@ _JOB_ID = {"type": "string", "pattern": r"^job_[0-9a-f]{27}$"}
 _ACCEPTED: dict[int, type[BaseModel]] = {402: ErrorEnvelope, 413: ErrorEnvelope}
 _INCLUDE_ROWS = QueryParam(
     "include_rows", {"type": "boolean"}, "false: counts only (default true: rows too)."
+)
+_SHEET = "xlsx: the worksheet to preview (default: the first visible one)."
+_SAMPLE_ROWS = QueryParam(
+    "sample_rows", {"type": "integer", "minimum": 1, "maximum": 100}, "Sample rows (10)."
 )
 _PAGING = (
     QueryParam("limit", {"type": "integer", "minimum": 1, "maximum": 100}, "Rows per page (20)."),
@@ -205,7 +214,7 @@ def _data_resources() -> tuple[Operation, ...]:
             "suppression_import",
             "Import a CSV of addresses and domains (per-line errors)",
             suppression.ImportResult,
-            request_content=_CSV_UPLOAD,
+            request_body=_CSV_UPLOAD,
             responses={413: ErrorEnvelope},
             tag="suppression",
             access="api_key",
@@ -397,6 +406,116 @@ def _data_resources() -> tuple[Operation, ...]:
             tag="sender-profiles",
             access="api_key",
             scope="sender-profiles",
+        ),
+    )
+
+
+_WEBHOOK_ID = {"type": "string", "pattern": r"^whk_[0-9A-HJKMNP-TV-Z]{26}$"}
+
+
+def webhook_operations() -> tuple[Operation, ...]:
+    """Customer webhooks (``/api/v1/webhooks``) and the seed's BaviMail re-register."""
+    base = f"{V1}/webhooks"
+    one = f"{base}/{{webhook_id}}"
+    ident = (QueryParam("webhook_id", _WEBHOOK_ID, "A webhook id."),)
+    missing: dict[int, type[BaseModel]] = {404: ErrorEnvelope}
+
+    def op(*args: Any, **options: Any) -> Operation:
+        options = {"tag": "webhooks", "access": "api_key", "scope": "webhooks", **options}
+        return Operation(*args, **options)
+
+    return (
+        op(
+            "POST",
+            base,
+            webhooks.create,
+            "webhooks_create",
+            "Register a webhook endpoint (its signing secret is shown once)",
+            webhooks.WebhookCreated,
+            request_model=webhooks.CreateWebhook,
+            status_code=201,
+            responses={409: ErrorEnvelope},
+        ),
+        op(
+            "GET",
+            base,
+            webhooks.list_webhooks,
+            "webhooks_list",
+            "List webhook endpoints",
+            webhooks.WebhookList,
+            query=_PAGING,
+        ),
+        op(
+            "GET",
+            one,
+            webhooks.get,
+            "webhooks_get",
+            "Get a webhook endpoint",
+            webhooks.WebhookView,
+            path_params=ident,
+            responses=missing,
+        ),
+        op(
+            "PATCH",
+            one,
+            webhooks.update,
+            "webhooks_update",
+            "Update a webhook endpoint (enable it again after it was disabled)",
+            webhooks.WebhookView,
+            request_model=webhooks.UpdateWebhook,
+            path_params=ident,
+            responses=missing,
+        ),
+        op(
+            "DELETE",
+            one,
+            webhooks.remove,
+            "webhooks_delete",
+            "Delete a webhook endpoint and its pending deliveries",
+            webhooks.WebhookView,
+            path_params=ident,
+            responses=missing,
+        ),
+        op(
+            "POST",
+            f"{one}/rotate-secret",
+            webhooks.rotate_secret,
+            "webhooks_rotate_secret",
+            "Rotate an endpoint's signing secret",
+            webhooks.SecretRotated,
+            path_params=ident,
+            responses=missing,
+        ),
+        op(
+            "POST",
+            f"{one}/test",
+            webhooks.send_test,
+            "webhooks_test",
+            "Queue a webhook.test event for this endpoint",
+            webhooks.TestQueued,
+            path_params=ident,
+            status_code=202,
+            responses=missing,
+        ),
+        op(
+            "GET",
+            f"{one}/deliveries",
+            webhooks.deliveries,
+            "webhooks_deliveries",
+            "An endpoint's deliveries and their attempts",
+            webhooks.DeliveryList,
+            path_params=ident,
+            query=_PAGING,
+            responses=missing,
+        ),
+        op(
+            "POST",
+            f"{V1}/bavimail/webhooks/re-register",
+            webhooks.re_register,
+            "bavimail_webhooks_re_register",
+            "Re-register the caller's webhooks: revive dead endpoints, keep healthy ones",
+            webhooks.ReRegistered,
+            tag="bavimail-self-service",
         ),
     )
 
@@ -809,4 +928,39 @@ def keyed_operations() -> tuple[Operation, ...]:
             responses={404: ErrorEnvelope, 409: ErrorEnvelope},
         ),
         *_data_resources(),
+        Operation(
+            "POST",
+            f"{V1}/upload/preview",
+            upload.upload_preview,
+            "upload_preview",
+            "Preview a CSV or Excel file before upload",
+            upload.UploadPreview,
+            upload.UploadForm,
+            tag="file-upload",
+            access="api_key",
+            scope="datasets",
+            request_content="multipart/form-data",
+            query=(
+                QueryParam("sheet", {"type": "string", "minLength": 1, "maxLength": 31}, _SHEET),
+                _SAMPLE_ROWS,
+            ),
+            responses={413: ErrorEnvelope},
+        ),
+        Operation(
+            "POST",
+            f"{V1}/upload/excel/preview",
+            upload.excel_preview,
+            "upload_excel_preview",
+            "Preview every sheet of an Excel file",
+            upload.ExcelPreview,
+            upload.UploadForm,
+            tag="file-upload",
+            access="api_key",
+            scope="datasets",
+            request_content="multipart/form-data",
+            query=(_SAMPLE_ROWS,),
+            responses={413: ErrorEnvelope},
+        ),
+        *bavimail_inbound.operations(),
+        *webhook_operations(),
     )

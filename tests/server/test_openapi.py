@@ -58,21 +58,24 @@ async def test_every_route_is_listed_with_schemas(
         if op.status_code == 204:  # no body
             assert "content" not in entry["responses"]["204"]
         else:
-            ref = entry["responses"][str(op.status_code)]["content"]["application/json"]["schema"][
-                "$ref"
-            ]
-            schema = schemas[ref.rsplit("/", 1)[1]]
-            # an object, or a nullable one (the default sender profile: null when none is set)
-            assert schema.get("type") == "object" or {"type": "null"} in schema["anyOf"]
+            content = entry["responses"][str(op.status_code)]["content"]
+            binary = getattr(op.response_model, "binary_media_type", None)
+            if binary is not None:  # a download (raw message, attachment)
+                assert content == {binary: {"schema": {"type": "string", "format": "binary"}}}
+            else:
+                ref = content["application/json"]["schema"]["$ref"]
+                schema = schemas[ref.rsplit("/", 1)[1]]
+                # an object, or a nullable one (the default sender profile: null when none)
+                assert schema.get("type") == "object" or {"type": "null"} in schema["anyOf"]
         assert entry["responses"]["default"]["content"]["application/json"]["schema"] == {
             "$ref": "#/components/schemas/ErrorEnvelope"
         }
         if op.request_model is not None:
-            body = entry["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+            body = entry["requestBody"]["content"][op.request_content]["schema"]["$ref"]
             assert body.rsplit("/", 1)[1] in schemas
             assert "400" in entry["responses"]
-        if op.request_content is not None:  # an upload (the suppression CSV import)
-            assert entry["requestBody"]["content"] == op.request_content
+        if op.request_body is not None:  # an upload (the suppression CSV import)
+            assert entry["requestBody"]["content"] == op.request_body
             assert "400" in entry["responses"]
 
 

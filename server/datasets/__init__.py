@@ -1,0 +1,1 @@
+"""Datasets: uploaded or generated tables of leads, their rows, and the columns our jobs add."""
