@@ -112,6 +112,7 @@ _PAGES = (
 )
 _SEARCH = QueryParam("search", {"type": "string", "maxLength": 200}, "Part of the name, any case.")
 _NOT_FOUND: dict[int, type[BaseModel]] = {404: ErrorEnvelope}
+_NOT_FOUND_TOO_LARGE: dict[int, type[BaseModel]] = {404: ErrorEnvelope, 413: ErrorEnvelope}
 _CSV_UPLOAD = {
     "multipart/form-data": {
         "schema": {
@@ -141,6 +142,7 @@ def _data_resources() -> tuple[Operation, ...]:
             templates.TemplateView,
             templates.CreateTemplate,
             status_code=201,
+            responses={413: ErrorEnvelope},
             tag="templates",
             access="api_key",
             scope="templates",
@@ -179,7 +181,7 @@ def _data_resources() -> tuple[Operation, ...]:
             templates.TemplateView,
             templates.UpdateTemplate,
             path_params=(_TEMPLATE_ID,),
-            responses=_NOT_FOUND,
+            responses=_NOT_FOUND_TOO_LARGE,
             tag="templates",
             access="api_key",
             scope="templates",
@@ -207,7 +209,7 @@ def _data_resources() -> tuple[Operation, ...]:
             templates.TemplatePreview,
             templates.PreviewRequest,
             path_params=(_TEMPLATE_ID,),
-            responses=_NOT_FOUND,
+            responses=_NOT_FOUND_TOO_LARGE,
             tag="templates",
             access="api_key",
             scope="templates",

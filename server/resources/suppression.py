@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from server.api.parsing import read_body, read_json
-from server.errors import InvalidRequest, NotFound, RequestTooLarge
+from server.errors import InvalidRequest, MethodNotAllowed, NotFound, RequestTooLarge
 from server.http.keyed import KeyedContext
 from server.http.pagination import paged_request
 from server.jsontypes import NUL_FREE, never_null, not_null, nul_free
@@ -180,6 +180,12 @@ async def list_entries(request: Request, ctx: KeyedContext) -> Response:
 
 async def delete(request: Request, ctx: KeyedContext) -> Response:
     """Remove an entry (204): the address or domain may be mailed again."""
+    if request.path_params.get("entry_id") in ("check", "import"):  # POST-only siblings
+        raise MethodNotAllowed(
+            "method_not_allowed",
+            f"DELETE is not allowed on {request.url.path}.",
+            headers={"Allow": "POST"},
+        )
     entry_id = path_id(request, "entry_id", "sup", "suppression")
     if not await _store(ctx).delete(ctx.user_id, entry_id):
         raise NotFound("suppression_not_found", f"No suppression entry {entry_id!r}.")

@@ -131,6 +131,10 @@ async def test_delete(keyed: Keyed) -> None:
     assert (await keyed.client.delete("/api/v1/suppression/sup_x", headers=alice)).status_code == (
         404
     )
+    for sibling in ("check", "import"):  # POST-only paths next to {entry_id}
+        response = await keyed.client.delete(f"/api/v1/suppression/{sibling}", headers=alice)
+        assert_envelope(response, 405, "invalid_request_error", "method_not_allowed")
+        assert response.headers["allow"] == "POST"
     again = await keyed.client.post(URL, json={"email": "ann@acme.com"}, headers=alice)
     assert again.status_code == 201  # re-added after the delete
 
