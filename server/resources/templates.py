@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from server.api.parsing import read_json
+from server.datasets.store import DatasetStore
 from server.errors import Conflict, InvalidRequest, NotFound
 from server.http.keyed import KeyedContext
 from server.http.pagination import paged_request
@@ -137,12 +138,16 @@ RowValue = Annotated[str, StringConstraints(max_length=MAX_ROW_VALUE)] | int | f
 
 
 class PreviewRequest(BaseModel):
-    """The lead row to render with (column -> value). A stored dataset row (``dataset_id`` and
-    ``row_index``) is the planned alternative."""
+    """The lead row to render with: inline (``row``: column -> value), or a stored one
+    (``dataset_id`` and ``row_index``: its original columns, then the columns our jobs added)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    row: dict[RowKey, RowValue] = Field(max_length=MAX_ROW_KEYS)
+    row: dict[RowKey, RowValue] | None = Field(default=None, max_length=MAX_ROW_KEYS)
+    dataset_id: str | None = Field(
+        default=None, pattern=r"^ds_[0-9A-HJKMNP-TV-Z]{26}$", description="A dataset of yours."
+    )
+    row_index: int | None = Field(default=None, ge=0, le=10_000_000)
 
 
 class TemplatePreview(BaseModel):
@@ -262,10 +267,22 @@ async def preview(request: Request, ctx: KeyedContext) -> Response:
 
 
 async def _preview_row(ctx: KeyedContext, body: PreviewRequest) -> Mapping[str, object]:
-    """The row a preview renders with. The hook for stored rows: a ``dataset_id`` and
-    ``row_index`` in :class:`PreviewRequest` would be resolved here (the caller's dataset, else
-    a 404), returning that row's column -> value mapping."""
-    return body.row
+    """The row a preview renders with: the inline one, or the caller's dataset row (another
+    user's dataset, or a row past the end, is a 404)."""
+    if body.row is not None and body.dataset_id is None and body.row_index is None:
+        return body.row
+    dataset_id, row_index = body.dataset_id, body.row_index
+    if body.row is not None or dataset_id is None or row_index is None:
+        raise InvalidRequest(
+            "parameter_invalid", "Give either row, or dataset_id with row_index.", param="row"
+        )
+    store = DatasetStore(ctx.services.db.engine)
+    if await store.get(ctx.user_id, dataset_id) is None:
+        raise NotFound("dataset_not_found", f"No dataset {dataset_id!r}.")
+    rows = await store.rows(dataset_id, offset=row_index, limit=1)
+    if not rows or rows[0].idx != row_index:
+        raise NotFound("row_not_found", f"The dataset has no row {row_index}.")
+    return {**rows[0].data, **rows[0].added}
 
 
 def render_template(template: Template, row: Mapping[str, object]) -> TemplatePreview:

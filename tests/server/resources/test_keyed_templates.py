@@ -274,3 +274,58 @@ async def test_idempotent_delete_replays_the_204(keyed: Keyed) -> None:
     assert (first.status_code, again.status_code) == (204, 204)
     assert again.headers.get("idempotent-replayed") == "true"
     assert again.content == b""
+
+
+async def test_preview_with_a_stored_dataset_row(keyed: Keyed) -> None:
+    from server.datasets.store import DatasetStore, NewRow
+
+    alice_id, alice = await keyed.user()
+    _, bob = await keyed.user()
+    made = await _make(
+        keyed, alice, subject="Hi {{First Name}}", body_text="{{company}} / {{risk|unknown}}"
+    )
+    store = DatasetStore(keyed.services.db.engine)
+    dataset = await store.create(
+        alice_id,
+        name="leads",
+        source_type="api",
+        pipeline_type="enrichment",
+        columns=["first_name", "company"],
+    )
+    await store.append(
+        dataset.id,
+        [
+            NewRow(line=2, data={"first_name": "Ann", "company": "Acme"}),
+            NewRow(line=3, data={"first_name": "Bo", "company": "Beta"}),
+        ],
+    )
+    await store.annotate(dataset.id, {1: {"risk": "low"}})
+    url = f"/api/v1/templates/{made['id']}/preview"
+    first = await keyed.client.post(
+        url, json={"dataset_id": dataset.id, "row_index": 0}, headers=alice
+    )
+    assert first.status_code == 200, first.text
+    assert (first.json()["subject"], first.json()["body_text"]) == ("Hi Ann", "Acme / unknown")
+    second = await keyed.client.post(
+        url, json={"dataset_id": dataset.id, "row_index": 1}, headers=alice
+    )
+    assert second.json()["body_text"] == "Beta / low"  # the columns our jobs added count too
+    past = await keyed.client.post(
+        url, json={"dataset_id": dataset.id, "row_index": 2}, headers=alice
+    )
+    assert_envelope(past, 404, "invalid_request_error", "row_not_found")
+    theirs = await keyed.client.post(
+        f"/api/v1/templates/{(await _make(keyed, bob))['id']}/preview",
+        json={"dataset_id": dataset.id, "row_index": 0},
+        headers=bob,
+    )
+    assert_envelope(theirs, 404, "invalid_request_error", "dataset_not_found")
+    for body in (
+        {"dataset_id": dataset.id},
+        {"row_index": 0},
+        {"row": {}, "dataset_id": dataset.id, "row_index": 0},
+        {"dataset_id": "ds_nope", "row_index": 0},
+        {"dataset_id": dataset.id, "row_index": -1},
+    ):
+        response = await keyed.client.post(url, json=body, headers=alice)
+        assert response.status_code == 400, (body, response.text)
