@@ -17,6 +17,8 @@ GROUPS: tuple[str, ...] = (
     "lead-finder",
     "jobs",
     "datasets",
+    "sessions",
+    "extractions",
 )
 """Resource groups a key can be limited to (the seed's group names)."""
 

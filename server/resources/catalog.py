@@ -17,6 +17,7 @@ from server.resources import (
     jobs,
     lead_finder,
     purchase,
+    sessions,
     system,
 )
 from server.routes import Operation, QueryParam
@@ -30,6 +31,14 @@ _JOB_ID = {"type": "string", "pattern": r"^job_[0-9a-f]{27}$"}
 _ACCEPTED: dict[int, type[BaseModel]] = {402: ErrorEnvelope, 413: ErrorEnvelope}
 _INCLUDE_ROWS = QueryParam(
     "include_rows", {"type": "boolean"}, "false: counts only (default true: rows too)."
+)
+_SESSION_ID = QueryParam(
+    "session_id",
+    {"type": "string", "pattern": r"^sess_[0-9A-HJKMNP-TV-Z]{26}$"},
+    "A session id.",
+)
+_DATASET_ID = QueryParam(
+    "dataset_id", {"type": "string", "pattern": r"^ds_[0-9A-HJKMNP-TV-Z]{26}$"}, "A dataset id."
 )
 _PAGING = (
     QueryParam("limit", {"type": "integer", "minimum": 1, "maximum": 100}, "Rows per page (20)."),
@@ -399,6 +408,7 @@ def keyed_operations() -> tuple[Operation, ...]:
             path_params=(QueryParam("session_id", _JOB_ID, "The job id the 202 returned."),),
             responses={404: ErrorEnvelope},
         ),
+        *_session_operations(),
         Operation(
             "GET",
             f"{V1}/jobs",
@@ -444,5 +454,159 @@ def keyed_operations() -> tuple[Operation, ...]:
             scope="jobs",
             path_params=(QueryParam("job_id", _JOB_ID, "A job id."),),
             responses={404: ErrorEnvelope, 409: ErrorEnvelope},
+        ),
+    )
+
+
+def _session_operations() -> tuple[Operation, ...]:
+    """The processing-session groups (``sessions`` scope)."""
+    one = (_SESSION_ID,)
+    missing: dict[int, type[BaseModel]] = {404: ErrorEnvelope}
+    return (
+        Operation(
+            "POST",
+            f"{V1}/sessions/create",
+            sessions.create,
+            "sessions_create",
+            "Create a processing session with its sender data",
+            sessions.SessionView,
+            sessions.CreateSession,
+            tag="session-management",
+            access="api_key",
+            scope="sessions",
+            status_code=201,
+        ),
+        Operation(
+            "POST",
+            f"{V1}/sessions/datasets/{{dataset_id}}/new-session",
+            sessions.from_dataset,
+            "sessions_from_dataset",
+            "Create a session over an existing dataset (re-enrichment)",
+            sessions.SessionView,
+            sessions.FromDataset,
+            tag="session-management",
+            access="api_key",
+            scope="sessions",
+            status_code=201,
+            path_params=(_DATASET_ID,),
+            responses=missing,
+        ),
+        Operation(
+            "POST",
+            f"{V1}/sessions/{{session_id}}/leads",
+            sessions.add_leads,
+            "sessions_add_leads",
+            "Append leads (JSON objects) to the session's dataset; rejected ones are listed",
+            sessions.LeadsAdded,
+            sessions.AddLeads,
+            tag="session-management",
+            access="api_key",
+            scope="sessions",
+            path_params=one,
+            responses=missing,
+        ),
+        Operation(
+            "POST",
+            f"{V1}/sessions/{{session_id}}/sender-data",
+            sessions.sender_data,
+            "sessions_sender_data",
+            "Merge into (or replace) the session's sender data",
+            sessions.SessionView,
+            sessions.SenderDataUpdate,
+            tag="session-management",
+            access="api_key",
+            scope="sessions",
+            path_params=one,
+            responses=missing,
+        ),
+        Operation(
+            "POST",
+            f"{V1}/sessions/{{session_id}}/sender-data/bulk",
+            sessions.sender_data_bulk,
+            "sessions_sender_data_bulk",
+            "Apply several sender data objects in order (later keys win)",
+            sessions.SessionView,
+            sessions.SenderDataBulk,
+            tag="session-management",
+            access="api_key",
+            scope="sessions",
+            path_params=one,
+            responses=missing,
+        ),
+        Operation(
+            "POST",
+            f"{V1}/sessions/{{session_id}}/process",
+            sessions.process,
+            "sessions_process",
+            "Run enrichments (validate, verify, find, linkedin) over every row as a job",
+            sessions.ProcessAccepted,
+            sessions.ProcessRequest,
+            tag="session-processing",
+            access="api_key",
+            scope="sessions",
+            status_code=202,
+            path_params=one,
+            responses={**_ACCEPTED, 404: ErrorEnvelope, 409: ErrorEnvelope, 403: ErrorEnvelope},
+        ),
+        Operation(
+            "GET",
+            f"{V1}/sessions/{{session_id}}/status",
+            sessions.status,
+            "sessions_status",
+            "The session's state and its job's progress",
+            sessions.SessionStatus,
+            tag="session-management",
+            access="api_key",
+            scope="sessions",
+            path_params=one,
+            responses=missing,
+        ),
+        Operation(
+            "GET",
+            f"{V1}/sessions/{{session_id}}/results",
+            sessions.results,
+            "sessions_results",
+            "A page of the session's rows with the columns processing added",
+            sessions.SessionResults,
+            tag="session-management",
+            access="api_key",
+            scope="sessions",
+            path_params=one,
+            query=(
+                QueryParam(
+                    "limit", {"type": "integer", "minimum": 1, "maximum": 100}, "Rows (50)."
+                ),
+                QueryParam(
+                    "offset", {"type": "integer", "minimum": 0, "maximum": 100_000_000}, "Skip."
+                ),
+            ),
+            responses=missing,
+        ),
+        Operation(
+            "GET",
+            f"{V1}/sessions/{{session_id}}/jobs/{{job_id}}/status",
+            sessions.job_status,
+            "sessions_job_status",
+            "A job of the session: progress and its rows",
+            jobs.BulkStatus,
+            tag="session-management",
+            access="api_key",
+            scope="sessions",
+            path_params=(_SESSION_ID, QueryParam("job_id", _JOB_ID, "A job id.")),
+            query=(_INCLUDE_ROWS,),
+            responses=missing,
+        ),
+        Operation(
+            "DELETE",
+            f"{V1}/sessions/{{session_id}}",
+            sessions.delete,
+            "sessions_delete",
+            "Delete a session: its job cancelled, its own dataset, rows and files removed",
+            sessions.SessionDeleted,
+            tag="session-management",
+            access="api_key",
+            scope="sessions",
+            path_params=one,
+            responses=missing,
         ),
     )

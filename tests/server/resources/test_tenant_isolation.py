@@ -48,8 +48,38 @@ async def _lead_batch(keyed: Keyed, session: Headers) -> str:
     return job_id
 
 
-FACTORIES: dict[str, Factory] = {"key_id": _api_key, "job_id": _job, "session_id": _lead_batch}
+async def _session(keyed: Keyed, session: Headers) -> str:
+    made = await keyed.client.post("/api/v1/sessions/create", json={}, headers=session)
+    assert made.status_code == 201, made.text
+    session_id: str = made.json()["id"]
+    return session_id
+
+
+async def _dataset(keyed: Keyed, session: Headers) -> str:
+    session_id = await _session(keyed, session)
+    added = await keyed.client.post(
+        f"/api/v1/sessions/{session_id}/leads",
+        json={"leads": [{"email": "ann@acme.test"}]},
+        headers=session,
+    )
+    assert added.status_code == 200, added.text
+    dataset_id: str = added.json()["dataset_id"]
+    return dataset_id
+
+
+FACTORIES: dict[str, Factory] = {
+    "key_id": _api_key,
+    "job_id": _job,
+    "session_id": _session,
+    "dataset_id": _dataset,
+}
 """Path parameter -> how to create such a resource as a given user (returns its id)."""
+
+PATH_FACTORIES: dict[tuple[str, str], Factory] = {
+    ("/api/v1/lead-finder/batch/{session_id}/status", "session_id"): _lead_batch,
+}
+"""(path, parameter) -> a factory where a parameter's name means another resource there (the
+seed calls a lead batch's job id ``session_id``)."""
 
 SHARED = frozenset({"domain"})
 """Path parameters naming shared knowledge, not a user's resource: a domain's learned pattern
@@ -83,7 +113,8 @@ async def test_another_users_ids_are_404_on_every_keyed_route(idle: Keyed) -> No
             assert not missing, f"{method.upper()} {path}: teach the walk to make {missing}"
             concrete = path
             for name in params:
-                concrete = concrete.replace("{" + name + "}", await FACTORIES[name](keyed, alice))
+                factory = PATH_FACTORIES.get((path, name), FACTORIES[name])
+                concrete = concrete.replace("{" + name + "}", await factory(keyed, alice))
             body = {} if "requestBody" in operation else None  # ownership is checked first
             response = await keyed.client.request(method.upper(), concrete, json=body, headers=bob)
             assert response.status_code == 404, (method, path, response.text)
