@@ -131,9 +131,9 @@ def openapi_document(settings: Settings, ops: tuple[Operation, ...]) -> dict[str
         if op.request_model is not None:
             operation["requestBody"] = {
                 "required": True,
-                "content": {"application/json": {"schema": refs[(op.request_model, "validation")]}},
+                "content": {op.request_content: {"schema": refs[(op.request_model, "validation")]}},
             }
-            responses["400"] = {**error, "description": "Malformed JSON or invalid parameters"}
+            responses["400"] = {**error, "description": "Malformed body or invalid parameters"}
         if op.gated:
             route = prices[op.full_path]
             operation["x-x402"] = route.extension()

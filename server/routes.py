@@ -58,6 +58,8 @@ class Operation:
     path_params: tuple[QueryParam, ...] = ()
     """Schemas of path parameters (default: a plain string)."""
     smtp: bool = False
+    request_content: str = "application/json"
+    """Media type of the request body (``multipart/form-data`` for file uploads)."""
     responses: dict[int, type[BaseModel]] = field(default_factory=dict)
     deadline: float = 30.0
     """Seconds a paid handler may run before the gate cancels it (504, not charged)."""

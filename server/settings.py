@@ -152,6 +152,20 @@ class Settings(BaseSettings):
     """Local address this process's SMTP probes leave from (pins a worker to one egress IP)."""
     smtp_proxy: str | None = None
     """``socks5://host:port`` (or socks4) every SMTP probe of this process goes through."""
+    storage_dir: Path | None = None
+    """Where uploaded and exported files are kept (default: ``bavlio-files`` beside a SQLite
+    database, or ``./bavlio-files``); unused when ``s3_bucket`` is set."""
+    s3_bucket: str | None = None
+    """Keep files in this S3-compatible bucket instead (needs the access key and secret)."""
+    s3_endpoint: str | None = None
+    """The S3 endpoint URL (MinIO, SeaweedFS, Garage, R2...; default: AWS for the region)."""
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    s3_prefix: str = ""
+    """A folder inside the bucket every key goes under."""
+    upload_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1024, le=2 * 1024**3)
+    """The largest file an upload route accepts."""
     rate_limit_ip: str = "300/minute"
     rate_limit_payer: str = "120/minute"
 
@@ -183,6 +197,14 @@ class Settings(BaseSettings):
     def _prices(cls, value: dict[str, PriceOverride]) -> dict[str, PriceOverride]:
         price_table(value)
         return value
+
+    @model_validator(mode="after")
+    def _s3_complete(self) -> Settings:
+        if self.s3_bucket and not (self.s3_access_key_id and self.s3_secret_access_key):
+            raise ValueError("s3_bucket requires s3_access_key_id and s3_secret_access_key")
+        if self.s3_endpoint and not re.match(r"^https?://[^\s/]+(/[^\s]*)?$", self.s3_endpoint):
+            raise ValueError("s3_endpoint must be an http(s) URL")
+        return self
 
     @model_validator(mode="after")
     def _known_default_plan(self) -> Settings:
@@ -280,6 +302,16 @@ class Settings(BaseSettings):
         if scheme.startswith("sqlite") and rest and not rest.startswith(":memory:"):
             return Path(rest.split("?")[0]).with_suffix(".secret")
         return Path("bavlio.secret")
+
+    def storage_path(self) -> Path:
+        """The local storage directory (``storage_dir``, else ``bavlio-files`` beside the SQLite
+        file, else ``./bavlio-files``)."""
+        if self.storage_dir is not None:
+            return self.storage_dir
+        scheme, _, rest = self.database_url.partition(":///")
+        if scheme.startswith("sqlite") and rest and not rest.startswith(":memory:"):
+            return Path(rest.split("?")[0]).parent / "bavlio-files"
+        return Path("bavlio-files")
 
     @classmethod
     def settings_customise_sources(

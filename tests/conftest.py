@@ -28,6 +28,7 @@ LAB_FIXTURES = frozenset(
         "pg_database",  # PostgreSQL (tests/server/conftest.py)
         "pg_schema",  # PostgreSQL (ditto)
         "pg_db",  # PostgreSQL (tests/lab/ledgerdb.py)
+        "s3_server",  # SeaweedFS (tests/server/tabular/test_file_store.py)
         "redis_client",  # Redis (ditto)
         "clean_redis",  # Redis (ditto)
     }

@@ -19,6 +19,7 @@ from server.resources import (
     purchase,
     sessions,
     system,
+    upload,
 )
 from server.routes import Operation, QueryParam
 from server.usecases.email import ValidateRequest, ValidateResponse
@@ -39,6 +40,10 @@ _SESSION_ID = QueryParam(
 )
 _DATASET_ID = QueryParam(
     "dataset_id", {"type": "string", "pattern": r"^ds_[0-9A-HJKMNP-TV-Z]{26}$"}, "A dataset id."
+)
+_SHEET = "xlsx: the worksheet to preview (default: the first visible one)."
+_SAMPLE_ROWS = QueryParam(
+    "sample_rows", {"type": "integer", "minimum": 1, "maximum": 100}, "Sample rows (10)."
 )
 _PAGING = (
     QueryParam("limit", {"type": "integer", "minimum": 1, "maximum": 100}, "Rows per page (20)."),
@@ -454,6 +459,39 @@ def keyed_operations() -> tuple[Operation, ...]:
             scope="jobs",
             path_params=(QueryParam("job_id", _JOB_ID, "A job id."),),
             responses={404: ErrorEnvelope, 409: ErrorEnvelope},
+        ),
+        Operation(
+            "POST",
+            f"{V1}/upload/preview",
+            upload.upload_preview,
+            "upload_preview",
+            "Preview a CSV or Excel file before upload",
+            upload.UploadPreview,
+            upload.UploadForm,
+            tag="file-upload",
+            access="api_key",
+            scope="datasets",
+            request_content="multipart/form-data",
+            query=(
+                QueryParam("sheet", {"type": "string", "minLength": 1, "maxLength": 31}, _SHEET),
+                _SAMPLE_ROWS,
+            ),
+            responses={413: ErrorEnvelope},
+        ),
+        Operation(
+            "POST",
+            f"{V1}/upload/excel/preview",
+            upload.excel_preview,
+            "upload_excel_preview",
+            "Preview every sheet of an Excel file",
+            upload.ExcelPreview,
+            upload.UploadForm,
+            tag="file-upload",
+            access="api_key",
+            scope="datasets",
+            request_content="multipart/form-data",
+            query=(_SAMPLE_ROWS,),
+            responses={413: ErrorEnvelope},
         ),
     )
 

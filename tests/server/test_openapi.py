@@ -63,7 +63,7 @@ async def test_every_route_is_listed_with_schemas(
             "$ref": "#/components/schemas/ErrorEnvelope"
         }
         if op.request_model is not None:
-            body = entry["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+            body = entry["requestBody"]["content"][op.request_content]["schema"]["$ref"]
             assert body.rsplit("/", 1)[1] in schemas
             assert "400" in entry["responses"]
 
