@@ -8,7 +8,7 @@ applies several objects in order the same way (later objects win), in one write.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -266,15 +266,13 @@ def _not_found(session_id: str) -> NotFound:
     return NotFound("session_not_found", f"No session {session_id[:80]!r}.")
 
 
-def _check_sender(data: Mapping[str, Any]) -> None:
+def check_sender(data: Mapping[str, Any], field: str = "sender_data") -> None:
     """Bound the encoded size and depth (the model bounds the shape)."""
     try:
-        check_json(data, limit=MAX_SENDER_BYTES, depth=MAX_SENDER_DEPTH, field="sender_data")
+        check_json(data, limit=MAX_SENDER_BYTES, depth=MAX_SENDER_DEPTH, field=field)
     except JobInputError as exc:
         error = RequestTooLarge if exc.too_large else InvalidRequest
-        raise error(
-            "parameter_invalid", f"Invalid sender_data: {exc}.", param="sender_data"
-        ) from None
+        raise error("parameter_invalid", f"Invalid {field}: {exc}.", param=field) from None
 
 
 async def session_of(ctx: KeyedContext, session_id: str) -> SessionRecord:
@@ -294,7 +292,7 @@ def _session_id(request: Request) -> str:
     return path_id(request, "session_id", "sess", "session")
 
 
-async def _dataset_of(ctx: KeyedContext, record: SessionRecord) -> DatasetRecord | None:
+async def dataset_of(ctx: KeyedContext, record: SessionRecord) -> DatasetRecord | None:
     if record.dataset_id is None:
         return None
     return await _datasets(ctx).get(ctx.user_id, record.dataset_id)
@@ -302,7 +300,7 @@ async def _dataset_of(ctx: KeyedContext, record: SessionRecord) -> DatasetRecord
 
 async def view(ctx: KeyedContext, record: SessionRecord, status_code: int = 200) -> Response:
     """The session document."""
-    return json_response(SessionView.of(record, await _dataset_of(ctx, record)), status_code)
+    return json_response(SessionView.of(record, await dataset_of(ctx, record)), status_code)
 
 
 async def new_session(
@@ -315,7 +313,7 @@ async def new_session(
     dataset_id: str | None = None,
 ) -> SessionRecord:
     """A new session of the caller's."""
-    _check_sender(sender_data)
+    check_sender(sender_data)
     return await _sessions(ctx).create(
         ctx.user_id,
         name=name,
@@ -329,7 +327,7 @@ async def new_session(
 async def append_leads(
     ctx: KeyedContext,
     record: SessionRecord,
-    leads: list[Mapping[str, Any]],
+    leads: Sequence[Mapping[str, Any]],
     *,
     source_type: str = "api",
 ) -> LeadsAdded:
@@ -350,7 +348,7 @@ async def append_leads(
                 seen.add(name)
                 columns.append(name)
     store = _datasets(ctx)
-    dataset = await _dataset_of(ctx, record)
+    dataset = await dataset_of(ctx, record)
     if dataset is None:
         dataset = await store.create(
             ctx.user_id,
@@ -363,7 +361,7 @@ async def append_leads(
         if not await _sessions(ctx).set_dataset(ctx.user_id, record.id, dataset.id):
             await store.delete(ctx.user_id, dataset.id)  # another call linked one first
             fresh = await session_of(ctx, record.id)
-            dataset = await _dataset_of(ctx, fresh)
+            dataset = await dataset_of(ctx, fresh)
             if dataset is None:
                 raise _not_found(record.id)
     if len(set(dataset.columns) | seen) > MAX_COLUMNS:
@@ -398,7 +396,7 @@ async def start(
                 "plan_forbidden",
                 f"The {ctx.principal.plan_name} plan does not include {enrichment}; upgrade.",
             )
-    dataset = await _dataset_of(ctx, record)
+    dataset = await dataset_of(ctx, record)
     if dataset is None or dataset.row_count == 0:
         raise Conflict("session_empty", "The session has no leads to process; add some first.")
     sessions = _sessions(ctx)
@@ -504,7 +502,7 @@ async def _update_sender(
     merged = merge_sender_data(
         record.sender_data, updates, "replace" if mode == "replace" else "merge"
     )
-    _check_sender(merged)
+    check_sender(merged)
     updated = await _sessions(ctx).set_sender_data(ctx.user_id, record.id, merged)
     if updated is None:
         raise _not_found(session_id)
@@ -545,7 +543,7 @@ async def _job(ctx: KeyedContext, record: SessionRecord) -> Job | None:
 async def status(request: Request, ctx: KeyedContext) -> Response:
     """The session's state and its job's progress."""
     record = await session_of(ctx, _session_id(request))
-    dataset = await _dataset_of(ctx, record)
+    dataset = await dataset_of(ctx, record)
     job = await _job(ctx, record)
     view_ = jobs.JobView.of(job) if job else None
     return json_response(
@@ -577,7 +575,7 @@ async def results(request: Request, ctx: KeyedContext) -> Response:
     record = await session_of(ctx, _session_id(request))
     limit = _int(request, "limit", 50, 100, low=1)
     offset = _int(request, "offset", 0, 100_000_000)
-    dataset = await _dataset_of(ctx, record)
+    dataset = await dataset_of(ctx, record)
     rows = await _datasets(ctx).rows(dataset.id, offset=offset, limit=limit + 1) if dataset else []
     return json_response(
         SessionResults(
@@ -616,7 +614,7 @@ async def delete_session(ctx: KeyedContext, record: SessionRecord) -> SessionDel
         except (JobNotFound, JobFinished):
             pass
     dataset_deleted = False
-    dataset = await _dataset_of(ctx, record)
+    dataset = await dataset_of(ctx, record)
     if dataset is not None and dataset.session_id == record.id:
         users = await _sessions(ctx).sessions_of_dataset(ctx.user_id, dataset.id)
         if set(users) <= {record.id}:

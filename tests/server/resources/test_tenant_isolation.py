@@ -67,11 +67,23 @@ async def _dataset(keyed: Keyed, session: Headers) -> str:
     return dataset_id
 
 
+async def _extraction(keyed: Keyed, session: Headers) -> str:
+    made = await keyed.client.post(
+        "/api/v1/user-extractions/",
+        json={"title": "t", "source": "LinkedIn", "leads": [{"email": "ann@acme.test"}]},
+        headers=session,
+    )
+    assert made.status_code == 201, made.text
+    extraction_id: str = made.json()["extraction"]["id"]
+    return extraction_id
+
+
 FACTORIES: dict[str, Factory] = {
     "key_id": _api_key,
     "job_id": _job,
     "session_id": _session,
     "dataset_id": _dataset,
+    "extraction_id": _extraction,
 }
 """Path parameter -> how to create such a resource as a given user (returns its id)."""
 
