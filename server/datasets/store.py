@@ -317,6 +317,15 @@ class DatasetStore:
                 )
         return tuple(known)
 
+    async def set_mapping(self, dataset_id: str, mapping: Mapping[str, Any]) -> None:
+        """Replace the dataset's mapping (lead field -> column, and what uploads record)."""
+        async with write_transaction(self.engine) as conn:
+            await conn.execute(
+                update(Dataset)
+                .where(Dataset.id == dataset_id)
+                .values(mapping=dict(mapping), updated_at=time.time())
+            )
+
 
 async def _row_count(conn: AsyncConnection, dataset_id: str) -> int:
     count = (

@@ -28,6 +28,7 @@ from server.resources import jobs
 from server.resources._common import json_response, path_id
 from server.sessions import processing
 from server.sessions.rules import (
+    FIELDS,
     MAX_COLUMNS,
     PRICE_KEYS,
     Enrichment,
@@ -57,6 +58,8 @@ MAX_LEADS = 1000
 """Leads per call (more: call again; rows append after the last)."""
 MAX_SENDER_BYTES = 64 * 1024
 MAX_SENDER_DEPTH = 4
+GUESS_SAMPLE = 1000
+"""Rows whose values help guess which column holds which lead field."""
 JOB_STATUS = "/api/v1/sessions/{session_id}/jobs/{job_id}/status"
 
 Key = Annotated[str, Field(min_length=1, max_length=100)]
@@ -288,6 +291,16 @@ async def session_of(ctx: KeyedContext, session_id: str) -> SessionRecord:
     return record
 
 
+def datasets_store(ctx: KeyedContext) -> DatasetStore:
+    """The dataset store on the caller's services."""
+    return _datasets(ctx)
+
+
+def session_id_of(request: Request) -> str:
+    """The ``session_id`` path parameter (a malformed one is a 404)."""
+    return _session_id(request)
+
+
 def _session_id(request: Request) -> str:
     return path_id(request, "session_id", "sess", "session")
 
@@ -324,6 +337,28 @@ async def new_session(
     )
 
 
+async def dataset_for(
+    ctx: KeyedContext, record: SessionRecord, *, source_type: str, name: str
+) -> DatasetRecord:
+    """The session's dataset, made (empty) and linked if it has none yet."""
+    store = _datasets(ctx)
+    dataset = await store.create(
+        ctx.user_id,
+        name=name,
+        source_type=source_type,
+        pipeline_type=record.pipeline_type,
+        columns=[],
+        session_id=record.id,
+    )
+    if not await _sessions(ctx).set_dataset(ctx.user_id, record.id, dataset.id):
+        await store.delete(ctx.user_id, dataset.id)  # another call linked one first
+        fresh = await dataset_of(ctx, await session_of(ctx, record.id))
+        if fresh is None:
+            raise _not_found(record.id)
+        return fresh
+    return dataset
+
+
 async def append_leads(
     ctx: KeyedContext,
     record: SessionRecord,
@@ -350,20 +385,7 @@ async def append_leads(
     store = _datasets(ctx)
     dataset = await dataset_of(ctx, record)
     if dataset is None:
-        dataset = await store.create(
-            ctx.user_id,
-            name=record.name,
-            source_type=source_type,
-            pipeline_type=record.pipeline_type,
-            columns=[],
-            session_id=record.id,
-        )
-        if not await _sessions(ctx).set_dataset(ctx.user_id, record.id, dataset.id):
-            await store.delete(ctx.user_id, dataset.id)  # another call linked one first
-            fresh = await session_of(ctx, record.id)
-            dataset = await dataset_of(ctx, fresh)
-            if dataset is None:
-                raise _not_found(record.id)
+        dataset = await dataset_for(ctx, record, source_type=source_type, name=record.name)
     if len(set(dataset.columns) | seen) > MAX_COLUMNS:
         raise InvalidRequest(
             "too_many_columns",
@@ -406,12 +428,15 @@ async def start(
             "session_busy", f"The session is {record.state.value}; it cannot start processing now."
         )
     try:
-        columns = (
-            mapping
-            if mapping is not None
-            else {**guess_mapping(dataset.columns), **dataset.mapping}
-        )
         rows = [(row.idx, row.data) async for row in _datasets(ctx).iter_rows(dataset.id)]
+        if mapping is not None:
+            columns = mapping
+        else:
+            sample = (data for _, data in rows[:GUESS_SAMPLE])
+            chosen = {
+                k: v for k, v in dataset.mapping.items() if k in FIELDS and isinstance(v, str)
+            }
+            columns = {**guess_mapping(dataset.columns, sample), **chosen}
         plan = processing.plan_items(rows, columns, wanted)
         if not plan.items:
             raise InvalidRequest(
@@ -622,6 +647,10 @@ async def delete_session(ctx: KeyedContext, record: SessionRecord) -> SessionDel
                 await documents_for(ctx.services).delete(dataset.file_key)
             dataset_deleted = await _datasets(ctx).delete(ctx.user_id, dataset.id)
     from server.extractions.store import ExtractionStore
+    from server.resources.session_uploads import uploads_prefix
+    from server.storage import store_from_settings
+
+    await store_from_settings(ctx.services.settings).delete_prefix(uploads_prefix(record.id))
 
     await ExtractionStore(ctx.services.db.engine).unlink_session(ctx.user_id, record.id)
     if not await _sessions(ctx).delete(ctx.user_id, record.id):

@@ -13,8 +13,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal
 
+from server.tabular.guess import column_type, guess_fields
+
 __all__ = [
     "ENRICHMENTS",
+    "FIELDS",
     "MAX_CELL",
     "MAX_COLUMNS",
     "PRICE_KEYS",
@@ -189,29 +192,31 @@ PRICE_KEYS: Mapping[str, str] = {
 """Enrichment -> the price key charged per row it answers (the bulk routes' prices)."""
 
 FIELDS = ("email", "first_name", "last_name", "name", "company", "domain", "title", "location")
-_ALIASES: Mapping[str, tuple[str, ...]] = {
-    "email": ("email", "emailaddress", "workemail", "mail", "businessemail"),
-    "first_name": ("firstname", "first", "givenname", "forename"),
-    "last_name": ("lastname", "last", "surname", "familyname"),
-    "name": ("name", "fullname", "person", "contactname", "leadname"),
-    "company": ("company", "companyname", "organization", "organisation", "account", "employer"),
-    "domain": ("domain", "website", "companydomain", "companywebsite", "url", "site"),
+"""The lead fields a mapping names (column per field)."""
+_EXTRA_ALIASES: Mapping[str, tuple[str, ...]] = {
     "title": ("title", "jobtitle", "position", "role", "headline"),
     "location": ("location", "city", "country", "region"),
 }
+"""Fields the upload guesser does not look for (it maps contact fields only)."""
 _SQUASH = re.compile(r"[^a-z0-9]")
 
 
-def guess_mapping(columns: Iterable[str]) -> dict[str, str]:
-    """Lead field -> the column holding it, by name (``Work Email`` -> email); the first column
-    matching a field's earliest alias wins, so the guess is deterministic."""
-    squashed = [(_SQUASH.sub("", column.lower()), column) for column in columns]
-    mapping: dict[str, str] = {}
-    for field in FIELDS:
-        for alias in _ALIASES[field]:
-            match = next((column for key, column in squashed if key == alias), None)
-            if match is not None:
-                mapping[field] = match
+def guess_mapping(columns: Sequence[str], sample: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """Lead field -> the column holding it: the upload preview's guess (header names and the
+    sampled values agreeing), its ``full_name`` as ``name``, plus title and location by name."""
+    rows = list(sample)
+    types = {c: column_type(str(row.get(c, "") or "") for row in rows) for c in columns}
+    mapping = {
+        ("name" if g.field == "full_name" else g.field): g.column
+        for g in guess_fields(list(columns), types)
+        if g.field != "linkedin"
+    }
+    taken = set(mapping.values())
+    for field, aliases in _EXTRA_ALIASES.items():
+        for column in columns:
+            if column not in taken and _SQUASH.sub("", column.lower()) in aliases:
+                mapping[field] = column
+                taken.add(column)
                 break
     return mapping
 

@@ -164,6 +164,15 @@ class SessionStore:
             )
         return await self.get(user_id, session_id) if result.rowcount else None
 
+    async def set_sender_profile(self, user_id: str, session_id: str, profile_id: str) -> None:
+        """Use a saved sender profile for the session."""
+        async with write_transaction(self.engine) as conn:
+            await conn.execute(
+                update(ProcessingSession)
+                .where(ProcessingSession.id == session_id, ProcessingSession.user_id == user_id)
+                .values(sender_profile_id=profile_id, updated_at=time.time())
+            )
+
     async def start(
         self, user_id: str, session_id: str, enrichments: list[str]
     ) -> SessionState | None:

@@ -143,7 +143,10 @@ def test_flatten_is_total_on_flat_objects(lead: dict[str, Any]) -> None:
 
 def test_guess_mapping_and_fields() -> None:
     columns = ["Work Email", "First Name", "Last Name", "Company Name", "Website", "Job Title"]
-    mapping = guess_mapping(columns)
+    sample = [
+        dict(zip(columns, ["a@b.test", "Ann", "Lee", "Acme", "acme.test", "CTO"], strict=True))
+    ]
+    mapping = guess_mapping(columns, sample)
     assert mapping == {
         "email": "Work Email",
         "first_name": "First Name",
