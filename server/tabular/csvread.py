@@ -23,7 +23,7 @@ __all__ = ["DELIMITERS", "detect_encoding", "records", "sniff_delimiter"]
 
 DELIMITERS = (",", ";", "\t", "|")
 SAMPLE_BYTES = 64 * 1024
-_CHUNK = 1024 * 1024
+_CHUNK = 256 * 1024
 _CONTROL = frozenset(chr(c) for c in range(32)) - {"\t", "\n", "\r", "\f"}
 
 
