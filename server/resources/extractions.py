@@ -27,7 +27,7 @@ from server.ids import new_id
 from server.jsontypes import NONBLANK
 from server.resources import sessions
 from server.resources._common import json_response, path_id
-from server.sessions.rules import MAX_COLUMNS, Enrichment, SessionState, flatten_lead
+from server.sessions.rules import ColumnSet, Enrichment, SessionState, flatten_lead
 from server.sessions.store import SessionRecord
 from server.tabular.writers import csv_chunks, json_chunks, xlsx_chunks
 
@@ -238,23 +238,15 @@ async def save(request: Request, ctx: KeyedContext) -> Response:
     body = await read_json(request, SaveExtraction)
     kept: list[dict[str, Any]] = []
     rejected: list[sessions.RejectedLead] = []
-    columns: dict[str, None] = {}
+    columns = ColumnSet(())
     for index, lead in enumerate(body.leads):
         cells, reason = flatten_lead(lead)
+        if reason is None:
+            reason = columns.admit(cells)
         if reason is not None:
             rejected.append(sessions.RejectedLead(index=index, reason=reason))
             continue
         kept.append(dict(lead))
-        columns.update(dict.fromkeys(cells))
-    if not kept:
-        raise InvalidRequest(
-            "no_usable_leads", f"No lead can be a row (first: {rejected[0].reason}).", param="leads"
-        )
-    if len(columns) > MAX_COLUMNS:
-        raise InvalidRequest(
-            "too_many_columns", f"The leads have over {MAX_COLUMNS} columns.", param="leads"
-        )
-    sessions.check_sender(body.metadata, "metadata")
     extraction_id = new_id("ext")
     key = f"extractions/{extraction_id}.json"
     document = json.dumps(kept, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
@@ -267,7 +259,7 @@ async def save(request: Request, ctx: KeyedContext) -> Response:
         storage_key=key,
         lead_count=len(kept),
         size_bytes=len(document),
-        columns=list(columns),
+        columns=columns.added,
         meta={"metadata": dict(body.metadata), "rejected_count": len(rejected)},
     )
     return json_response(

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from server.api.parsing import read_json
+from server.api.parsing import MAX_BODY, read_json
 from server.datasets.store import DatasetRecord, DatasetStore, NewRow, StoredRow
 from server.errors import Conflict, Forbidden, InvalidRequest, NotFound, RequestTooLarge
 from server.extractions.documents import documents_for
@@ -29,8 +29,8 @@ from server.resources._common import json_response, path_id
 from server.sessions import processing
 from server.sessions.rules import (
     FIELDS,
-    MAX_COLUMNS,
     PRICE_KEYS,
+    ColumnSet,
     Enrichment,
     SessionState,
     flatten_lead,
@@ -56,7 +56,8 @@ __all__ = [
 
 MAX_LEADS = 1000
 """Leads per call (more: call again; rows append after the last)."""
-MAX_SENDER_BYTES = 64 * 1024
+MAX_SENDER_BYTES = MAX_BODY
+"""Sender data a session keeps (one body's worth; a bigger merge is a 409)."""
 MAX_SENDER_DEPTH = 4
 GUESS_SAMPLE = 1000
 """Rows whose values help guess which column holds which lead field."""
@@ -270,12 +271,25 @@ def _not_found(session_id: str) -> NotFound:
 
 
 def check_sender(data: Mapping[str, Any], field: str = "sender_data") -> None:
-    """Bound the encoded size and depth (the model bounds the shape)."""
+    """Bound sender data sent outside a JSON body (an upload's form field): depth and size."""
     try:
         check_json(data, limit=MAX_SENDER_BYTES, depth=MAX_SENDER_DEPTH, field=field)
     except JobInputError as exc:
         error = RequestTooLarge if exc.too_large else InvalidRequest
         raise error("parameter_invalid", f"Invalid {field}: {exc}.", param=field) from None
+
+
+def check_merged(data: Mapping[str, Any]) -> None:
+    """A merge that would grow the session's sender data over the bound is a 409 (each body
+    is bounded by its schema and the body limit; merges add up)."""
+    try:
+        check_json(data, limit=MAX_SENDER_BYTES, depth=MAX_SENDER_DEPTH, field="sender_data")
+    except JobInputError:
+        raise Conflict(
+            "sender_data_too_large",
+            f"The merged sender data would exceed {MAX_SENDER_BYTES} bytes; replace it instead.",
+            param="sender_data",
+        ) from None
 
 
 async def session_of(ctx: KeyedContext, session_id: str) -> SessionRecord:
@@ -325,8 +339,7 @@ async def new_session(
     sender_profile_id: str | None = None,
     dataset_id: str | None = None,
 ) -> SessionRecord:
-    """A new session of the caller's."""
-    check_sender(sender_data)
+    """A new session of the caller's (sender data bounded by the request's schema)."""
     return await _sessions(ctx).create(
         ctx.user_id,
         name=name,
@@ -368,32 +381,23 @@ async def append_leads(
 ) -> LeadsAdded:
     """Flatten and append leads to the session's dataset (made on first use); a lead that
     cannot be a row is reported with its index and reason, and counted as rejected."""
-    rows: list[NewRow] = []
-    rejected: list[RejectedLead] = []
-    columns: list[str] = []
-    seen: set[str] = set()
-    for index, lead in enumerate(leads):
-        cells, reason = flatten_lead(lead)
-        if reason is not None:
-            rejected.append(RejectedLead(index=index, reason=reason))
-            continue
-        rows.append(NewRow(line=None, data=cells))
-        for name in cells:
-            if name not in seen:
-                seen.add(name)
-                columns.append(name)
     store = _datasets(ctx)
     dataset = await dataset_of(ctx, record)
     if dataset is None:
         dataset = await dataset_for(ctx, record, source_type=source_type, name=record.name)
-    if len(set(dataset.columns) | seen) > MAX_COLUMNS:
-        raise InvalidRequest(
-            "too_many_columns",
-            f"A dataset has at most {MAX_COLUMNS} columns; these leads would add more.",
-            param="leads",
-        )
-    if columns:
-        await store.extend_columns(dataset.id, columns)
+    rows: list[NewRow] = []
+    rejected: list[RejectedLead] = []
+    columns = ColumnSet(dataset.columns)
+    for index, lead in enumerate(leads):
+        cells, reason = flatten_lead(lead)
+        if reason is None:
+            reason = columns.admit(cells)
+        if reason is not None:
+            rejected.append(RejectedLead(index=index, reason=reason))
+            continue
+        rows.append(NewRow(line=None, data=cells))
+    if columns.added:
+        await store.extend_columns(dataset.id, columns.added)
     added = await store.append(dataset.id, rows, rejected=len(rejected))
     return LeadsAdded(
         session_id=record.id,
@@ -439,7 +443,7 @@ async def start(
             columns = {**guess_mapping(dataset.columns, sample), **chosen}
         plan = processing.plan_items(rows, columns, wanted)
         if not plan.items:
-            raise InvalidRequest(
+            raise Conflict(
                 "nothing_to_process",
                 "No row has the fields these enrichments need (see mapping).",
                 param="mapping",
@@ -527,7 +531,7 @@ async def _update_sender(
     merged = merge_sender_data(
         record.sender_data, updates, "replace" if mode == "replace" else "merge"
     )
-    check_sender(merged)
+    check_merged(merged)
     updated = await _sessions(ctx).set_sender_data(ctx.user_id, record.id, merged)
     if updated is None:
         raise _not_found(session_id)

@@ -21,6 +21,7 @@ __all__ = [
     "MAX_CELL",
     "MAX_COLUMNS",
     "PRICE_KEYS",
+    "ColumnSet",
     "Enrichment",
     "InvalidSessionTransition",
     "LeadFields",
@@ -177,6 +178,24 @@ def flatten_lead(lead: Mapping[str, Any]) -> tuple[dict[str, str], str | None]:
     if not any(value.strip() for value in cells.values()):
         return {}, "the lead has no values"
     return cells, None
+
+
+class ColumnSet:
+    """A dataset's columns as leads are added: a lead whose new fields would take the dataset
+    over :data:`MAX_COLUMNS` is refused (its reason), the others' new names kept in order."""
+
+    def __init__(self, existing: Iterable[str]) -> None:
+        self.known = set(existing)
+        self.added: list[str] = []
+
+    def admit(self, cells: Mapping[str, str]) -> str | None:
+        """Take the lead's new column names, or the reason it is refused."""
+        new = [name for name in cells if name not in self.known]
+        if len(self.known) + len(new) > MAX_COLUMNS:
+            return f"its fields would take the dataset over {MAX_COLUMNS} columns"
+        self.known.update(new)
+        self.added.extend(new)
+        return None
 
 
 # --- what each enrichment needs ---------------------------------------------------------------

@@ -160,7 +160,7 @@ async def test_processing_conflicts_credits_and_delete_cascade(idle: Keyed) -> N
         json={"enrichments": ["linkedin"]},
         headers=alice,
     )
-    assert_envelope(nothing, 400, "invalid_request_error", "nothing_to_process")
+    assert_envelope(nothing, 409, "invalid_request_error", "nothing_to_process")
     started = await idle.client.post(
         f"{V1}/sessions/{sid}/process", json={"enrichments": ["verify"]}, headers=alice
     )
@@ -273,16 +273,34 @@ async def test_bad_bodies_and_plans(keyed: Keyed) -> None:
             path,
             response.text,
         )
-    # too many columns: one lead adding 501 distinct fields over three calls
+    # too many columns: the lead that would take the dataset over 500 is refused, alone
     for part in range(2):
         lead = {f"c{part}_{i}": "x" for i in range(200)}
         await _leads(keyed, alice, sid, [lead])
-    wide = await keyed.client.post(
-        f"{V1}/sessions/{sid}/leads",
-        json={"leads": [{f"c9_{i}": "x" for i in range(200)}]},
+    wide = await _leads(
+        keyed, alice, sid, [{f"c9_{i}": "x" for i in range(200)}, {"c0_1": "y", "c9_0": "z"}]
+    )
+    assert wide["rejected"] == [
+        {"index": 0, "reason": "its fields would take the dataset over 500 columns"}
+    ]
+    assert wide["added"] == 1
+    # merges add up: sender data past the bound is a 409, replacing works
+    big = {f"k{i}": "v" * 10_000 for i in range(60)}
+    first = await keyed.client.post(
+        f"{V1}/sessions/{sid}/sender-data", json={"sender_data": big}, headers=alice
+    )
+    assert first.status_code == 200, first.text
+    more = {f"m{i}": "v" * 10_000 for i in range(60)}
+    grown = await keyed.client.post(
+        f"{V1}/sessions/{sid}/sender-data", json={"sender_data": more}, headers=alice
+    )
+    assert_envelope(grown, 409, "invalid_request_error", "sender_data_too_large")
+    swapped = await keyed.client.post(
+        f"{V1}/sessions/{sid}/sender-data",
+        json={"sender_data": more, "mode": "replace"},
         headers=alice,
     )
-    assert_envelope(wide, 400, "invalid_request_error", "too_many_columns")
+    assert swapped.status_code == 200
     for name in ("results?limit=0", "results?limit=101", "results?offset=-1", "results?offset=x"):
         response = await keyed.client.get(f"{V1}/sessions/{sid}/{name}", headers=alice)
         assert_envelope(response, 400, "invalid_request_error", "parameter_invalid")
