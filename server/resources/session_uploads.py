@@ -34,7 +34,14 @@ from server.sessions.store import SessionRecord, SessionStore
 from server.storage import store_from_settings
 from server.tabular import Limits, Row, Table, TabularError, check_xlsx, open_table, workbook_sheets
 
-__all__ = ["SessionUploadForm", "Uploaded", "upload_csv", "upload_excel", "uploads_prefix"]
+__all__ = [
+    "SessionUploadForm",
+    "Uploaded",
+    "table_rows",
+    "upload_csv",
+    "upload_excel",
+    "uploads_prefix",
+]
 
 _ID = re.compile(r"^[a-z]{2,8}_[0-9A-HJKMNP-TV-Z]{26}$")
 MAX_SHEETS = 20
@@ -128,7 +135,7 @@ async def _apply_sender(ctx: KeyedContext, record: SessionRecord, upload: Upload
         await store.set_sender_profile(ctx.user_id, record.id, profile)
 
 
-def _rows(table: Table, sheet: str | None, rejected: list[RejectedRow]) -> Iterator[NewRow]:
+def table_rows(table: Table, sheet: str | None, rejected: list[RejectedRow]) -> Iterator[NewRow]:
     """The table's rows as dataset rows; row errors go to ``rejected``."""
     for item in table.rows:
         if isinstance(item, Row):
@@ -154,7 +161,7 @@ async def _import(
     datasets = sessions.datasets_store(ctx)
     await datasets.extend_columns(dataset.id, table.columns)
     mine: list[RejectedRow] = []
-    added = await datasets.append(dataset.id, _rows(table, sheet, mine))
+    added = await datasets.append(dataset.id, table_rows(table, sheet, mine))
     if mine:  # counted once the stream is read (the reader finds them as it goes)
         await datasets.append(dataset.id, (), rejected=len(mine))
     rejected.extend(mine)
