@@ -322,3 +322,23 @@ async def test_bad_bodies_and_plans(keyed: Keyed) -> None:
     ).status_code == 200
     write = await keyed.client.post(f"{V1}/sessions/create", json={}, headers=reader)
     assert_envelope(write, 403, "permission_error", "insufficient_scope")
+
+
+async def test_a_cancelled_job_cancels_its_session(idle: Keyed) -> None:
+    _, alice = await idle.user(credits=5)
+    sid = (await _session(idle, alice))["id"]
+    await _leads(idle, alice, sid, [{"email": "a@acme.test"}, {"email": "b@acme.test"}])
+    started = await idle.client.post(
+        f"{V1}/sessions/{sid}/process", json={"enrichments": ["validate"]}, headers=alice
+    )
+    job_id = started.json()["job_id"]
+    cancelled = await idle.client.post(f"{V1}/jobs/{job_id}/cancel", headers=alice)
+    assert cancelled.status_code == 200, cancelled.text
+    status = (await idle.client.get(f"{V1}/sessions/{sid}/status", headers=alice)).json()
+    assert status["state"] == "cancelled"
+    assert status["job"]["status"] == "cancelled"
+    assert await _balance(idle, alice) == (5, 0, 0)
+    again = await idle.client.post(
+        f"{V1}/sessions/{sid}/process", json={"enrichments": ["validate"]}, headers=alice
+    )
+    assert_envelope(again, 409, "invalid_request_error", "session_busy")
