@@ -111,14 +111,19 @@ def _path_routes(ops: list[Operation]) -> list[Route]:
         if len(methods) == 1:
             ((method, endpoint),) = methods.items()
             routes.append(Route(path, endpoint, methods=[method], name=names[path]))
-            continue
+        else:
 
-        async def dispatch(request: Request, table: dict[str, Any] = methods) -> Response:
-            method = "GET" if request.method == "HEAD" else request.method
-            response: Response = await table[method](request)
-            return response
+            async def dispatch(request: Request, table: dict[str, Any] = methods) -> Response:
+                method = "GET" if request.method == "HEAD" else request.method
+                response: Response = await table[method](request)
+                return response
 
-        routes.append(Route(path, dispatch, methods=list(methods), name=names[path]))
+            routes.append(Route(path, dispatch, methods=list(methods), name=names[path]))
+        if path.endswith("/") and path.rstrip("/") not in by_path:
+            # the seed's trailing-slash paths (/templates/) answer without the slash too (no
+            # redirect: a POST keeps its body); only the seed's form is documented
+            route = routes[-1]
+            routes.append(Route(path.rstrip("/"), route.endpoint, methods=route.methods, name=None))
     return routes
 
 
@@ -243,6 +248,16 @@ def create_app(
             async with contextlib.AsyncExitStack() as stack:
                 if embedded(settings):  # SQLite: jobs run here, no extra process
                     await stack.enter_async_context(build_worker(svc.jobs, settings))
+                if settings.inbound_enabled:  # BaviMail's inbound SMTP endpoint
+                    from server.mail.inbound_smtp import inbound_server
+
+                    await stack.enter_async_context(
+                        inbound_server(
+                            svc.inbound.handler(), settings.inbound_host, settings.inbound_port
+                        )
+                    )
+                if settings.webhooks_dispatch:
+                    await stack.enter_async_context(svc.webhook_dispatcher().running())
                 yield
         finally:
             for gate in gates:

@@ -7,11 +7,21 @@ sends what the schema allows must never get a 400, and the reverse.
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
-from pydantic import BeforeValidator
+from pydantic import AfterValidator, BeforeValidator
 
-__all__ = ["NONBLANK", "NONBLANK_MESSAGE", "VISIBLE", "JsonInt"]
+__all__ = [
+    "NONBLANK",
+    "NONBLANK_MESSAGE",
+    "NUL_FREE",
+    "VISIBLE",
+    "JsonInt",
+    "never_null",
+    "not_null",
+    "nul_free",
+]
 
 # Explicit escapes only: pydantic (Rust regex), JSON Schema validators (ECMA 262) and Python's
 # re read those alike, while classes such as \s differ between them.
@@ -36,3 +46,33 @@ JsonInt = Annotated[int, BeforeValidator(_integral)]
 
 Use in strict models, which reject ``10.0`` for a plain ``int``.
 """
+
+
+def nul_free(value: str) -> str:
+    """``value`` with NUL made U+FFFD: PostgreSQL text cannot hold NUL, and the schema allows it."""
+    return value.replace("\x00", "\ufffd")
+
+
+NUL_FREE = AfterValidator(nul_free)
+"""For stored strings: JSON allows ``\u0000``, so it is accepted and stored as U+FFFD."""
+
+
+def never_null(*names: str) -> Callable[[dict[str, Any]], None]:
+    """A ``json_schema_extra`` for fields that may be left out but are never null: their
+    ``anyOf [..., null]`` becomes the one non-null branch (pair it with :func:`not_null`)."""
+
+    def edit(schema: dict[str, Any]) -> None:
+        for name in names:
+            field = schema["properties"][name]
+            [kept] = [branch for branch in field.pop("anyOf") if branch != {"type": "null"}]
+            field.pop("default", None)
+            field.update(kept)
+
+    return edit
+
+
+def not_null(value: object) -> object:
+    """A before-validator: null is refused (leave the field out instead)."""
+    if value is None:
+        raise ValueError("must not be null; leave the field out instead")
+    return value

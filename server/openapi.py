@@ -108,13 +108,14 @@ def openapi_document(settings: Settings, ops: tuple[Operation, ...]) -> dict[str
         "content": {"application/json": {"schema": refs[(ErrorEnvelope, "serialization")]}},
     }
     for op in ops:
+        binary = getattr(op.response_model, "binary_media_type", None)  # a download, not JSON
+        ok_content = (
+            {binary: {"schema": {"type": "string", "format": "binary"}}}
+            if isinstance(binary, str)
+            else {"application/json": {"schema": refs[(op.response_model, "serialization")]}}
+        )
         responses: dict[str, Any] = {
-            str(op.status_code): {
-                "description": "OK",
-                "content": {
-                    "application/json": {"schema": refs[(op.response_model, "serialization")]}
-                },
-            }
+            str(op.status_code): {"description": "OK", "content": ok_content}
         }
         for status, model in op.responses.items():
             responses[str(status)] = {
@@ -134,6 +135,11 @@ def openapi_document(settings: Settings, ops: tuple[Operation, ...]) -> dict[str
                 "content": {op.request_content: {"schema": refs[(op.request_model, "validation")]}},
             }
             responses["400"] = {**error, "description": "Malformed body or invalid parameters"}
+        elif op.request_body is not None:
+            operation["requestBody"] = {"required": True, "content": op.request_body}
+            responses["400"] = {**error, "description": "Malformed body or invalid parameters"}
+        if op.status_code == 204:  # no body
+            responses["204"] = {"description": "No Content"}
         if op.gated:
             route = prices[op.full_path]
             operation["x-x402"] = route.extension()

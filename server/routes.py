@@ -49,6 +49,8 @@ class Operation:
     summary: str
     response_model: type[BaseModel]
     request_model: type[BaseModel] | None = None
+    request_body: dict[str, Any] | None = None
+    """An OpenAPI request-body ``content`` map for a body that is no JSON model (a CSV upload)."""
     tag: str = "system"
     access: Access = "public"
     scope: str | None = None

@@ -30,7 +30,10 @@ if TYPE_CHECKING:
     from server.finder.verdicts import VerdictCache
     from server.http.idempotency import IdempotencyStore
     from server.jobs.queue import JobQueue
+    from server.mail.inbound_service import InboundMail
     from server.ratelimit import KeyRateLimiter
+    from server.webhooks.dispatch import Dispatcher
+    from server.webhooks.store import WebhookStore
 
 __all__ = [
     "HELO_VARIABLE",
@@ -74,8 +77,9 @@ def configured_prober(
 
     Without a HELO name there is no SMTP identity, so the SMTP routes cannot be served; with one,
     the rest of the identity is checked now (ConfigError at start, not at the first request).
-    With ``settings``: politeness buckets in Redis when ``redis_url`` is set (every process on it
-    keeps one MX's rate together), and this process's egress (``smtp_source_address`` /
+    With ``settings``: politeness buckets, per-MX connection slots and back-offs in Redis when
+    ``redis_url`` is set (every process on it keeps one MX's rate and cap together), and this
+    process's egress (``smtp_source_address`` /
     ``smtp_proxy``).
     """
     source = os.environ if env is None else env
@@ -89,10 +93,15 @@ def configured_prober(
     from emailintel.smtp.proxies import ProxyConfig
     from emailintel.smtp.redisbuckets import RedisBuckets
 
-    store = RedisBuckets(settings.redis_url) if settings.redis_url else None
+    store = slots = None
+    if settings.redis_url:
+        from server.hostslots import RedisHostSlots
+
+        store = RedisBuckets(settings.redis_url)
+        slots = RedisHostSlots(store.client)
     return Prober(
         env=source,
-        politeness=Politeness(store=store),
+        politeness=Politeness(store=store, slots=slots),
         proxies=ProxyConfig(default=settings.smtp_proxy),
         source_address=settings.smtp_source_address,
     )
@@ -107,6 +116,7 @@ class KeyedServices:
     idempotency: IdempotencyStore
     authenticator: Authenticator
     limiter: KeyRateLimiter
+    webhook_seal_key: bytes
 
     @classmethod
     def build(cls, settings: Settings, db: Database, http: httpx.AsyncClient) -> KeyedServices:
@@ -146,6 +156,7 @@ class KeyedServices:
                 accounts, credits, sessions, settings.plan_table(), settings.default_plan
             ),
             limiter=KeyRateLimiter(settings.redis_url),
+            webhook_seal_key=secret(None, "webhook-secrets"),
         )
 
 
@@ -166,6 +177,7 @@ class Services:
     _keyed: KeyedServices | None = None
     _jobs: JobQueue | None = None
     _prices: dict[str, Price] | None = None
+    _inbound: InboundMail | None = None
     ready_cache: SharedTtlCache[CheckResult] = field(default_factory=SharedTtlCache)
 
     @classmethod
@@ -234,6 +246,33 @@ class Services:
             register_with(queue, self)
             self._jobs = queue
         return self._jobs
+
+    @property
+    def inbound(self) -> InboundMail:
+        """BaviMail inbound: stores and ports (replace ``_inbound`` to wire other ports)."""
+        if self._inbound is None:
+            from server.mail.inbound_service import InboundMail
+
+            self._inbound = InboundMail.build(self.settings, self.db.engine)
+        return self._inbound
+
+    @property
+    def webhooks(self) -> WebhookStore:
+        """Customer webhook endpoints and deliveries (secrets sealed with a derived key)."""
+        from server.webhooks.store import WebhookStore
+
+        return WebhookStore(self.db.engine, lambda: self.keyed.webhook_seal_key)
+
+    def webhook_dispatcher(self) -> Dispatcher:
+        """A dispatcher delivering this deployment's webhooks (settings decide what it may
+        reach)."""
+        from server.webhooks.dispatch import Dispatcher
+
+        return Dispatcher(
+            self.webhooks,
+            allow_private=self.settings.webhooks_allow_private,
+            allow_http=self.settings.webhooks_allow_http,
+        )
 
     @property
     def verdicts(self) -> VerdictCache:

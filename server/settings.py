@@ -166,8 +166,26 @@ class Settings(BaseSettings):
     """A folder inside the bucket every key goes under."""
     upload_max_bytes: int = Field(default=50 * 1024 * 1024, ge=1024, le=2 * 1024**3)
     """The largest file an upload route accepts."""
+
+    inbound_enabled: bool = False
+    """Run the inbound SMTP endpoint inside ``bavlio serve`` (BaviMail inbound mail)."""
+    inbound_host: str = "127.0.0.1"
+    inbound_port: int = Field(default=2525, ge=1, le=65535)
+    inbound_max_bytes: int = Field(default=10_240_000, ge=1024, le=200 * 1024 * 1024)
+    """Largest message the endpoint accepts (552 above; Postfix's default limit)."""
+    inbound_hostname: str = "bavlio-inbound"
+    mail_storage_dir: Path | None = None
+    """Raw inbound messages (default: ``bavlio-storage`` beside the master secret)."""
+    mail_bounce_domains: list[str] = Field(default_factory=list)
+    """Return-path domains whose ``bounces[+tag]@`` address receives DSNs."""
     rate_limit_ip: str = "300/minute"
     rate_limit_payer: str = "120/minute"
+    webhooks_dispatch: bool = True
+    """Deliver customer webhooks from this process (every process may: deliveries are leased)."""
+    webhooks_allow_private: bool = False
+    """Let webhooks go to private and loopback addresses (labs and tests only)."""
+    webhooks_allow_http: bool = False
+    """Accept ``http://`` webhook URLs (labs and tests only; production receivers use https)."""
 
     @field_validator("rate_limit_ip", "rate_limit_payer")
     @classmethod

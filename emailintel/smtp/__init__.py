@@ -6,9 +6,12 @@ from emailintel.smtp.guard import classify_address, is_forbidden
 from emailintel.smtp.identity import Identity, identity_from_env
 from emailintel.smtp.politeness import (
     BucketStore,
+    HostSlots,
     MemoryBuckets,
+    MemorySlots,
     Politeness,
     PolitenessConfig,
+    SlotTable,
     TokenBucket,
 )
 from emailintel.smtp.preflight import PreflightResult, check_port25
@@ -51,8 +54,10 @@ from emailintel.smtp.tlssessions import TlsSessionCache
 __all__ = [
     "DEFAULT_GREYLIST_RETRY",
     "BucketStore",
+    "HostSlots",
     "Identity",
     "MemoryBuckets",
+    "MemorySlots",
     "Politeness",
     "PolitenessConfig",
     "PreflightResult",
@@ -64,6 +69,7 @@ __all__ = [
     "ReplyClass",
     "ReplyCodeError",
     "ReplyKind",
+    "SlotTable",
     "SmtpConnectError",
     "SmtpDisconnectedError",
     "SmtpProtocolError",

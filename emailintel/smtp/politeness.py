@@ -1,13 +1,18 @@
 """Politeness: token buckets per MX host and per provider, a global cap, jitter and back-off.
 
 What the prober may send is decided here, so a batch never hammers one MX. :class:`TokenBucket`
-is pure (time is passed in); :class:`Politeness` wraps buckets and semaphores for asyncio.
+and :class:`SlotTable` are pure (time is passed in); :class:`Politeness` wraps buckets and
+semaphores for asyncio. Several probers (workers) can share the buckets (:class:`BucketStore`)
+and the per-MX connection slots and back-off (:class:`HostSlots`, leases that expire unless
+renewed, so a worker that dies frees its slots).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
+import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -16,9 +21,24 @@ from typing import Protocol
 
 from emailintel.errors import ConfigError
 
-__all__ = ["BucketStore", "MemoryBuckets", "Politeness", "PolitenessConfig", "TokenBucket"]
+__all__ = [
+    "BucketStore",
+    "HostSlots",
+    "MemoryBuckets",
+    "MemorySlots",
+    "Politeness",
+    "PolitenessConfig",
+    "SlotTable",
+    "TokenBucket",
+]
+
+log = logging.getLogger("emailintel.smtp.politeness")
 
 _EPSILON = 1e-9
+SLOT_POLL = 0.1
+"""Longest wait before asking a full host for a slot again (a slot is usually released early)."""
+LEASE_TTL = 30.0
+"""Seconds a shared connection slot lasts unless renewed (renewed every third of it)."""
 
 
 @dataclass(slots=True)
@@ -101,8 +121,112 @@ class PolitenessConfig:
         )
 
 
+@dataclass
+class SlotTable:
+    """Connection slots per host as leases with an expiry, and each host's back-off. Pure: the
+    caller passes the clock. The rules the shared (Redis) store runs in its script, too."""
+
+    leases: dict[str, dict[str, float]] = field(default_factory=dict)
+    blocked: dict[str, float] = field(default_factory=dict)
+
+    def live(self, host: str, now: float) -> dict[str, float]:
+        """The unexpired leases of ``host`` (expired ones are dropped)."""
+        held = self.leases.setdefault(host, {})
+        for lease in [lease for lease, until in held.items() if until <= now]:
+            del held[lease]
+        return held
+
+    def acquire(self, host: str, lease: str, limit: int, ttl: float, now: float) -> float:
+        """Take one of ``limit`` slots of ``host`` for ``ttl`` seconds (again: a renewal) and
+        return 0; else take none and return the seconds to wait: the back-off left, or until the
+        first lease may end (at most :data:`SLOT_POLL`)."""
+        blocked = self.blocked.get(host, 0.0) - now
+        if blocked > 0:
+            return blocked
+        held = self.live(host, now)
+        if lease in held or len(held) < limit:
+            held[lease] = now + ttl
+            return 0.0
+        return max(_EPSILON, min(min(held.values()) - now, SLOT_POLL))
+
+    def renew(self, host: str, lease: str, ttl: float, now: float) -> bool:
+        """Extend a live lease; False when it has expired (its slot may be someone else's)."""
+        held = self.live(host, now)
+        if lease not in held:
+            return False
+        held[lease] = now + ttl
+        return True
+
+    def release(self, host: str, lease: str) -> None:
+        """Give a slot back (nothing when it already expired)."""
+        self.leases.get(host, {}).pop(lease, None)
+
+    def back_off(self, host: str, seconds: float, now: float) -> None:
+        """Keep ``host`` closed for ``seconds`` (a longer back-off already set stays)."""
+        self.blocked[host] = max(self.blocked.get(host, 0.0), now + seconds)
+
+    def blocked_for(self, host: str, now: float) -> float:
+        """Seconds ``host`` is still closed (0 if it is not)."""
+        return max(0.0, self.blocked.get(host, 0.0) - now)
+
+
+class HostSlots(Protocol):
+    """Where per-MX connection slots and back-offs live: in this process or shared (Redis), so
+    several workers together hold no more than a host's cap and all leave a host alone after
+    one of them is told to back off."""
+
+    async def acquire(self, host: str, lease: str, limit: int, ttl: float) -> float:
+        """:meth:`SlotTable.acquire` (0: taken; else the seconds before asking again)."""
+        ...
+
+    async def renew(self, host: str, lease: str, ttl: float) -> bool:
+        """:meth:`SlotTable.renew`."""
+        ...
+
+    async def release(self, host: str, lease: str) -> None:
+        """:meth:`SlotTable.release`."""
+        ...
+
+    async def back_off(self, host: str, seconds: float) -> None:
+        """:meth:`SlotTable.back_off`."""
+        ...
+
+    async def blocked_for(self, host: str) -> float:
+        """:meth:`SlotTable.blocked_for`."""
+        ...
+
+
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
+
+
+class MemorySlots:
+    """:class:`HostSlots` in this process (several probers of one process, or the fallback
+    when the shared store is down)."""
+
+    def __init__(self, clock: Clock = time.monotonic) -> None:
+        self._clock = clock
+        self.table = SlotTable()
+
+    async def acquire(self, host: str, lease: str, limit: int, ttl: float) -> float:
+        """See :class:`HostSlots`."""
+        return self.table.acquire(host, lease, limit, ttl, self._clock())
+
+    async def renew(self, host: str, lease: str, ttl: float) -> bool:
+        """See :class:`HostSlots`."""
+        return self.table.renew(host, lease, ttl, self._clock())
+
+    async def release(self, host: str, lease: str) -> None:
+        """See :class:`HostSlots`."""
+        self.table.release(host, lease)
+
+    async def back_off(self, host: str, seconds: float) -> None:
+        """See :class:`HostSlots`."""
+        self.table.back_off(host, seconds, self._clock())
+
+    async def blocked_for(self, host: str) -> float:
+        """See :class:`HostSlots`."""
+        return self.table.blocked_for(host, self._clock())
 
 
 class BucketStore(Protocol):
@@ -137,12 +261,18 @@ class Politeness:
         *,
         clock: Clock = time.monotonic,
         store: BucketStore | None = None,
+        slots: HostSlots | None = None,
         sleep: Sleep = asyncio.sleep,
+        lease_ttl: float = LEASE_TTL,
     ) -> None:
         self.config = config or PolitenessConfig()
         self._clock = clock
         self._sleep = sleep
         self.store = store  # None: the buckets below, in this process (back-off always is)
+        self.slots = slots  # None: connection caps and back-off in this process only
+        self.lease_ttl = lease_ttl
+        self._pending: set[asyncio.Task[None]] = set()
+        self._shared_checked: dict[str, float] = {}
         self._global = asyncio.Semaphore(self.config.global_concurrency)
         self._connections: dict[str, asyncio.Semaphore] = {}
         self._rcpt: dict[str, TokenBucket] = {}
@@ -192,12 +322,45 @@ class Politeness:
         semaphore = self._connections.setdefault(host, asyncio.Semaphore(limit))
         async with self._global, semaphore:
             await self._wait_backoff(host)
-            if provider is not None:
-                bucket = self._provider_bucket(provider, provider_per_minute)
-                await self._wait(bucket, f"provider:{provider}")
-            if self.config.jitter:
-                await self._sleep(random.uniform(0, self.config.jitter))
-            yield
+            held = await self._take_slot(host, limit) if self.slots is not None else None
+            try:
+                if provider is not None:
+                    bucket = self._provider_bucket(provider, provider_per_minute)
+                    await self._wait(bucket, f"provider:{provider}")
+                if self.config.jitter:
+                    await self._sleep(random.uniform(0, self.config.jitter))
+                yield
+            finally:
+                if held is not None:
+                    await self._free_slot(host, *held)
+
+    async def _take_slot(self, host: str, limit: int) -> tuple[str, asyncio.Task[None]]:
+        """A shared slot of ``host`` (waiting out a shared back-off or a full host) and the task
+        that renews its lease while the connection lives."""
+        assert self.slots is not None
+        lease = secrets.token_hex(8)
+        while True:
+            await self._wait_backoff(host)
+            wait = await self.slots.acquire(host.lower(), lease, limit, self.lease_ttl)
+            if wait <= 0:
+                break
+            await self._sleep(wait)
+        keeper = asyncio.get_running_loop().create_task(self._keep(host.lower(), lease))
+        return lease, keeper
+
+    async def _keep(self, key: str, lease: str) -> None:
+        assert self.slots is not None
+        while True:
+            await asyncio.sleep(self.lease_ttl / 3)  # real time, as the lease's expiry
+            if not await self.slots.renew(key, lease, self.lease_ttl):
+                log.warning("connection slot lease for %s expired before its renewal", key)
+                return
+
+    async def _free_slot(self, host: str, lease: str, keeper: asyncio.Task[None]) -> None:
+        assert self.slots is not None
+        keeper.cancel()
+        # shielded: a cancelled session still gives its slot back (else it waits for expiry)
+        await asyncio.shield(self.slots.release(host.lower(), lease))
 
     async def _wait_backoff(self, host: str) -> None:
         bucket = self._host_bucket(host)
@@ -208,8 +371,22 @@ class Politeness:
             await self._sleep(delay)
 
     async def rcpt(self, host: str) -> None:
-        """Wait for one RCPT token of ``host``."""
+        """Wait for one RCPT token of ``host`` (and a back-off another worker set for it)."""
+        if self.slots is not None:
+            await self._shared_backoff(host)
         await self._wait(self._host_bucket(host), f"rcpt:{host.lower()}")
+
+    async def _shared_backoff(self, host: str) -> None:
+        """Adopt a back-off of ``host`` set by another worker (asked at most once a second)."""
+        assert self.slots is not None
+        now = self._clock()
+        last = self._shared_checked.get(host)
+        if last is not None and 0 <= now - last < 1.0:
+            return
+        self._shared_checked[host] = now
+        wait = await self.slots.blocked_for(host.lower())
+        if wait > 0:
+            self._host_bucket(host).block_until(now + wait)
 
     def blocked_for(self, host: str) -> float:
         """Seconds ``host`` is still being left alone after a back-off (0 if it is not)."""
@@ -220,3 +397,11 @@ class Politeness:
         wait = self.config.backoff if seconds is None else seconds
         if wait > 0:
             self._host_bucket(host).block_until(self._clock() + wait)
+            if self.slots is not None:  # tell the other workers, without waiting for the store
+                try:
+                    loop = asyncio.get_running_loop()
+                except RuntimeError:  # no loop (a synchronous caller): this process only
+                    return
+                task = loop.create_task(self.slots.back_off(host.lower(), wait))
+                self._pending.add(task)
+                task.add_done_callback(self._pending.discard)

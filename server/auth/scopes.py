@@ -19,6 +19,11 @@ GROUPS: tuple[str, ...] = (
     "datasets",
     "sessions",
     "extractions",
+    "templates",
+    "suppression",
+    "sender-profiles",
+    "bavimail",
+    "webhooks",
 )
 """Resource groups a key can be limited to (the seed's group names)."""
 

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.auth import keys
 from server.db.models import ApiKey, CreditAccount, User
-from server.db.rawsql import RawStatement
+from server.db.rawsql import Busy, RawStatement, inline_sqlite
 from server.db.tx import read_connection, write_transaction
 from server.ids import new_id
 
@@ -277,8 +277,15 @@ class AccountStore:
         if not keys.looks_valid(raw):
             return None
         digest = keys.key_hash(raw, self._secret)
-        async with self.engine.connect() as conn:
-            row = await _AUTHENTICATE.first(conn, (digest,))
+        row = None
+        inline = inline_sqlite(self.engine)
+        try:
+            if inline is None:
+                raise Busy
+            row = inline.first(_AUTHENTICATE, (digest,))
+        except Busy:
+            async with self.engine.connect() as conn:
+                row = await _AUTHENTICATE.first(conn, (digest,))
         if row is None or row[7] is not None:
             return None
         key_id, user_id, name, prefix, scopes, created, last_used = row[:7]

@@ -19,6 +19,11 @@ SQLITE_PRAGMAS = (
     "PRAGMA busy_timeout=30000",
     "PRAGMA foreign_keys=ON",
     "PRAGMA journal_mode=WAL",
+    # Under WAL, NORMAL syncs the log at checkpoints instead of at every commit: a committed
+    # transaction survives a crash of the process (it is in the WAL file), but the last few may be
+    # lost on power loss or an OS crash (the database stays consistent: the ledger and balances
+    # agree). The payment ledger (x402gw) makes the same trade; PostgreSQL is the durable choice.
+    "PRAGMA synchronous=NORMAL",
 )
 
 

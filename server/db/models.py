@@ -38,16 +38,26 @@ __all__ = [
     "DatasetRow",
     "Extraction",
     "IdempotencyKey",
+    "InboundEmail",
     "JobItemRow",
     "JobRow",
     "KnownAddress",
+    "MailBounce",
+    "MailConversation",
+    "MailThreadRef",
     "PoolStat",
     "ProcessingSession",
     "Prospect",
     "ProspectTag",
+    "SenderProfile",
+    "SenderPrompt",
+    "Suppression",
     "TagStat",
+    "TemplateRow",
     "User",
     "Verdict",
+    "WebhookDelivery",
+    "WebhookEndpoint",
 ]
 
 NAMING = {
@@ -412,3 +422,236 @@ class Extraction(Base):
     updated_at: Mapped[float] = mapped_column(Float)
 
     __table_args__ = (Index("ix_extractions_user_id_id", "user_id", "id"),)
+
+
+# --- templates, suppression, sender profiles (revision 0008); times are epoch seconds -----------
+
+
+class TemplateRow(Base):
+    """An email template: subject, text body and optional HTML body with ``{{variables}}``;
+    ``name_key`` is the case-folded name the list search matches on."""
+
+    __tablename__ = "templates"
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    user_id: Mapped[str] = mapped_column(Text, ForeignKey("users.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(Text)
+    name_key: Mapped[str] = mapped_column(Text)
+    subject: Mapped[str] = mapped_column(Text)
+    body_text: Mapped[str] = mapped_column(Text)
+    body_html: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (Index("ix_templates_user_id_id", "user_id", "id"),)
+
+
+class Suppression(Base):
+    """A suppressed address or domain (normalised ``value``); (user, value) is unique, so an
+    entry is added once and a batch of addresses is checked with one indexed ``IN`` query."""
+
+    __tablename__ = "suppressions"
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    user_id: Mapped[str] = mapped_column(Text, ForeignKey("users.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(Text)
+    value: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (
+        UniqueConstraint("user_id", "value", name="uq_suppressions_user_value"),
+        CheckConstraint("kind IN ('email', 'domain')", name="ck_suppressions_kind"),
+        Index("ix_suppressions_user_id_id", "user_id", "id"),
+    )
+
+
+class SenderProfile(Base):
+    """Who a campaign writes as: a name and free-form ``sender_data``; at most one per user has
+    ``is_default``."""
+
+    __tablename__ = "sender_profiles"
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    user_id: Mapped[str] = mapped_column(Text, ForeignKey("users.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(Text)
+    name_key: Mapped[str] = mapped_column(Text)
+    sender_data: Mapped[Any] = mapped_column(JSON)
+    is_default: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (Index("ix_sender_profiles_user_id_id", "user_id", "id"),)
+
+
+class SenderPrompt(Base):
+    """A named prompt of a sender profile; (profile, name) is unique."""
+
+    __tablename__ = "sender_prompts"
+
+    profile_id: Mapped[str] = mapped_column(
+        Text, ForeignKey("sender_profiles.id", ondelete="CASCADE"), primary_key=True
+    )
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    content: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class InboundEmail(Base):
+    """A message our SMTP endpoint received for a user's domain: the parsed record; the raw
+    bytes live in the raw store under ``raw_key`` (attachments are re-read from them)."""
+
+    __tablename__ = "inbound_emails"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    user_id: Mapped[str] = mapped_column(Text, ForeignKey("users.id", ondelete="CASCADE"))
+    conversation_id: Mapped[str | None] = mapped_column(String(40))
+    kind: Mapped[str] = mapped_column(String(16))
+    message_id: Mapped[str | None] = mapped_column(Text)
+    in_reply_to: Mapped[Any] = mapped_column(JSON)
+    reference_ids: Mapped[Any] = mapped_column(JSON)
+    mail_from: Mapped[str] = mapped_column(Text)
+    rcpt_to: Mapped[Any] = mapped_column(JSON)
+    from_address: Mapped[str | None] = mapped_column(Text)
+    from_name: Mapped[str | None] = mapped_column(Text)
+    to_addresses: Mapped[Any] = mapped_column(JSON)
+    cc_addresses: Mapped[Any] = mapped_column(JSON)
+    subject: Mapped[str] = mapped_column(Text)
+    text_body: Mapped[str | None] = mapped_column(Text)
+    html_body: Mapped[str | None] = mapped_column(Text)
+    headers: Mapped[Any] = mapped_column(JSON)
+    attachments: Mapped[Any] = mapped_column(JSON)
+    auto_reply: Mapped[str | None] = mapped_column(String(20))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    raw_key: Mapped[str] = mapped_column(Text)
+    sent_date: Mapped[float | None] = mapped_column(Float)
+    received_at: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (
+        CheckConstraint("kind IN ('message', 'dsn')", name="ck_inbound_emails_kind"),
+        Index("ix_inbound_emails_user_id_id", "user_id", "id"),
+        Index("ix_inbound_emails_conversation_id", "conversation_id"),
+    )
+
+
+class MailConversation(Base):
+    """A thread of inbound and outbound messages linked by their Message-ID references."""
+
+    __tablename__ = "mail_conversations"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    user_id: Mapped[str] = mapped_column(Text, ForeignKey("users.id", ondelete="CASCADE"))
+    subject: Mapped[str] = mapped_column(Text)
+    message_count: Mapped[int] = mapped_column(Integer)
+    inbound_count: Mapped[int] = mapped_column(Integer)
+    last_message_at: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (Index("ix_mail_conversations_user_id_id", "user_id", "id"),)
+
+
+class MailThreadRef(Base):
+    """A Message-ID of a user's thread: which conversation it is in and which message it is
+    (``source`` inbound: an ``inbound_emails`` id; outbound: the sent message's id)."""
+
+    __tablename__ = "mail_thread_refs"
+
+    user_id: Mapped[str] = mapped_column(
+        Text, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    message_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    conversation_id: Mapped[str] = mapped_column(String(40))
+    source: Mapped[str] = mapped_column(String(16))
+    ref_id: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (
+        CheckConstraint("source IN ('inbound', 'outbound')", name="ck_mail_thread_refs_source"),
+        Index("ix_mail_thread_refs_conversation_id", "conversation_id"),
+    )
+
+
+class MailBounce(Base):
+    """One recipient of a delivery status notification: its bounce kind (hard, soft, policy)
+    and the sent message it returns, when known."""
+
+    __tablename__ = "mail_bounces"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    user_id: Mapped[str] = mapped_column(Text, ForeignKey("users.id", ondelete="CASCADE"))
+    inbound_email_id: Mapped[str | None] = mapped_column(String(40))
+    sent_message_id: Mapped[str | None] = mapped_column(String(40))
+    recipient: Mapped[str] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str | None] = mapped_column(String(16))
+    diagnostic: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (
+        CheckConstraint("kind IN ('hard', 'soft', 'policy', 'none')", name="ck_mail_bounces_kind"),
+        Index("ix_mail_bounces_user_id_recipient", "user_id", "recipient"),
+        Index("ix_mail_bounces_sent_message_id", "sent_message_id"),
+    )
+
+
+# --- customer webhooks (revision 0012) -------------------------------------------------------
+
+DELIVERY_STATES = "'pending', 'delivering', 'delivered', 'failed'"
+
+
+class WebhookEndpoint(Base):
+    """A customer's webhook URL: the event types it takes (empty: all), its sealed signing
+    secret, and its health (``consecutive_failures``; disabled once dead)."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    user_id: Mapped[str] = mapped_column(Text, ForeignKey("users.id", ondelete="CASCADE"))
+    url: Mapped[str] = mapped_column(Text)
+    description: Mapped[str] = mapped_column(Text)
+    event_types: Mapped[Any] = mapped_column(JSON)
+    secret_sealed: Mapped[str] = mapped_column(Text)
+    enabled: Mapped[bool] = mapped_column(Boolean)
+    disabled_at: Mapped[float | None] = mapped_column(Float)
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
+    consecutive_failures: Mapped[int] = mapped_column(Integer)
+    last_success_at: Mapped[float | None] = mapped_column(Float)
+    last_failure_at: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (Index("ix_webhook_endpoints_user_id_id", "user_id", "id"),)
+
+
+class WebhookDelivery(Base):
+    """One event for one endpoint: the exact body sent, its state (server.webhooks.rules) and
+    attempts; ``id`` is the ``webhook-id`` every attempt carries."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    endpoint_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("webhook_endpoints.id", ondelete="CASCADE")
+    )
+    user_id: Mapped[str] = mapped_column(Text)
+    event_id: Mapped[str] = mapped_column(String(40))
+    event_type: Mapped[str] = mapped_column(String(64))
+    body: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer)
+    next_attempt_at: Mapped[float] = mapped_column(Float)
+    lease_owner: Mapped[str | None] = mapped_column(String(200))
+    lease_expires: Mapped[float | None] = mapped_column(Float)
+    last_status: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[float] = mapped_column(Float)
+    delivered_at: Mapped[float | None] = mapped_column(Float)
+
+    __table_args__ = (
+        CheckConstraint(f"state IN ({DELIVERY_STATES})", name="ck_webhook_deliveries_state"),
+        Index("ix_webhook_deliveries_state_next_attempt_at", "state", "next_attempt_at"),
+        Index("ix_webhook_deliveries_endpoint_id_id", "endpoint_id", "id"),
+        UniqueConstraint("endpoint_id", "event_id", name="uq_webhook_deliveries_event"),
+    )

@@ -11,16 +11,32 @@ A lone PostgreSQL statement runs in autocommit (atomic on its own); SQLite write
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Sequence
+import threading
+import time
+import weakref
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-__all__ = ["UNIQUE_VIOLATIONS", "RawStatement", "driver", "immediate", "numbered"]
+__all__ = [
+    "UNIQUE_VIOLATIONS",
+    "Busy",
+    "InlineSqlite",
+    "RawStatement",
+    "driver",
+    "immediate",
+    "inline_sqlite",
+    "numbered",
+]
+
+log = logging.getLogger("server.db.rawsql")
 
 _MARK = re.compile(r"\?")
 
@@ -100,3 +116,150 @@ class RawStatement:
         for row in await drv.execute_fetchall(self.sql, tuple(params)):
             return tuple(row)
         return None
+
+
+class Busy(Exception):
+    """The inline connection would have to wait for a lock: take the pooled path instead."""
+
+
+_BUSY_CODES = frozenset({5, 6})  # SQLITE_BUSY, SQLITE_LOCKED (and their extended codes & 0xFF)
+CHECKPOINT_EVERY = 200
+"""Inline commits between two passive WAL checkpoints (run in a thread, never on the loop)."""
+_INLINE_PRAGMAS = (
+    "PRAGMA busy_timeout=0",  # never wait on the event loop: Busy, and the caller goes pooled
+    "PRAGMA foreign_keys=ON",
+    "PRAGMA synchronous=NORMAL",  # a commit writes the WAL, no fsync (see server.db.engine)
+    "PRAGMA wal_autocheckpoint=0",  # a checkpoint fsyncs: done in a thread instead
+)
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return (code & 0xFF) in _BUSY_CODES
+    return "locked" in str(exc).lower()  # pragma: no cover - Python < 3.11
+
+
+class InlineSqlite:
+    """One SQLite connection run on the event loop's own thread, for the keyed API's few
+    statements of microseconds (key lookup, sync-call debit): each thread hop to aiosqlite and
+    back cost more than the statement, several times over under load.
+
+    It never blocks the loop: no busy wait (a lock held elsewhere raises :class:`Busy` and the
+    caller runs the same statements on the pooled connection), no fsync at commit
+    (``synchronous=NORMAL`` in WAL mode) and no checkpoint on the loop (a passive checkpoint runs
+    in a thread every :data:`CHECKPOINT_EVERY` commits). Only for a database in WAL mode.
+    """
+
+    checkpoint_every = CHECKPOINT_EVERY
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.checkpoints = 0
+        self._conn: sqlite3.Connection | None = None
+        self._commits = 0
+        self._checkpointing: asyncio.Task[None] | None = None
+        self._not_before = 0.0  # after a failed open: when to try again (pooled until then)
+
+    def _connection(self) -> sqlite3.Connection:
+        conn = self._conn
+        if conn is None:
+            if time.monotonic() < self._not_before:
+                raise Busy
+            self._not_before = time.monotonic() + 1.0
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            try:
+                for pragma in _INLINE_PRAGMAS:
+                    conn.execute(pragma)
+                mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+            except sqlite3.OperationalError as exc:
+                conn.close()
+                if _busy(exc):
+                    raise Busy from None
+                raise
+            if str(mode).lower() != "wal":  # a reader could then wait on a writer
+                conn.close()
+                raise Busy
+            self._conn = conn
+        return conn
+
+    def first(self, statement: RawStatement, params: Sequence[Any]) -> tuple[Any, ...] | None:
+        """The first row of a read (None without one); Busy when it would wait."""
+        try:
+            rows = self._connection().execute(statement.sql, tuple(params)).fetchmany(1)
+        except sqlite3.OperationalError as exc:
+            if _busy(exc):
+                raise Busy from None
+            raise
+        return tuple(rows[0]) if rows else None
+
+    @contextlib.contextmanager
+    def immediate(self) -> Iterator[sqlite3.Connection]:
+        """The connection inside ``BEGIN IMMEDIATE`` (Busy when another holds the write lock),
+        committed, or rolled back on any exception."""
+        conn = self._connection()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if _busy(exc):
+                raise Busy from None
+            raise
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        self._committed()
+
+    def _committed(self) -> None:
+        self._commits += 1
+        if self._commits % self.checkpoint_every == 0 and (
+            self._checkpointing is None or self._checkpointing.done()
+        ):
+            self._checkpointing = asyncio.get_running_loop().create_task(self._checkpoint())
+
+    async def _checkpoint(self) -> None:
+        def run() -> None:
+            conn = sqlite3.connect(self.path, isolation_level=None)
+            try:
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            finally:
+                conn.close()
+
+        try:
+            await asyncio.to_thread(run)
+            self.checkpoints += 1
+        except sqlite3.Error as exc:  # the next one tries again; a busy WAL only grows a while
+            log.warning("WAL checkpoint failed (%s)", exc)
+
+    def close(self) -> None:
+        """Close the connection (reopened on next use)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+
+_INLINE: weakref.WeakKeyDictionary[Any, dict[int, InlineSqlite | None]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def inline_sqlite(engine: AsyncEngine) -> InlineSqlite | None:
+    """The engine's inline connection for this thread (None: not a SQLite file database)."""
+    per_thread = _INLINE.get(engine.sync_engine)
+    if per_thread is None:
+        per_thread = _INLINE[engine.sync_engine] = {}
+    ident = threading.get_ident()
+    if ident not in per_thread:
+        url = engine.url
+        path = url.database or ""
+        usable = (
+            engine.dialect.name == "sqlite"
+            and bool(path)
+            and path != ":memory:"
+            and not path.startswith("file:")
+            and not url.query
+        )
+        per_thread[ident] = InlineSqlite(path) if usable else None
+    return per_thread[ident]

@@ -27,6 +27,7 @@ __all__ = [
     "encode_cursor",
     "page_of",
     "page_request",
+    "paged_request",
 ]
 
 DEFAULT_LIMIT = 20
@@ -95,6 +96,25 @@ def page_request(query: Mapping[str, str]) -> PageRequest:
     if cursor is not None and offset:
         raise InvalidRequest("parameter_invalid", "Use cursor or offset, not both.", param="cursor")
     return PageRequest(limit=limit, offset=offset, after=decode_cursor(cursor) if cursor else None)
+
+
+def paged_request(query: Mapping[str, str]) -> PageRequest:
+    """:func:`page_request`, plus the seed's ``page`` (1-based) and ``page_size`` (1–100):
+    ``page_size`` overrides ``limit``, and ``page`` skips ``(page - 1) * size`` rows more (after
+    any ``offset``); a cursor with a page past the first is a 400 like a cursor with an offset."""
+    if "page" not in query and "page_size" not in query:
+        return page_request(query)
+    base = page_request({k: v for k, v in query.items() if k not in ("limit", "cursor")})
+    limit = _int(query, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+    size = _int(query, "page_size", limit, 1, MAX_LIMIT)
+    page = _int(query, "page", 1, 1, MAX_OFFSET // MAX_LIMIT + 1)
+    offset = base.offset + (page - 1) * size
+    cursor = query.get("cursor")
+    if cursor is not None and offset:
+        raise InvalidRequest(
+            "parameter_invalid", "Use cursor or offset/page, not both.", param="cursor"
+        )
+    return PageRequest(limit=size, offset=offset, after=decode_cursor(cursor) if cursor else None)
 
 
 def page_of(rows: Sequence[T], request: PageRequest, id_of: Callable[[T], str]) -> Page[T]:

@@ -154,6 +154,28 @@ def register_with(queue: JobQueue, svc: Services) -> None:
     queue.register(session_processing.KIND, item_handler=session_row, item_concurrency=4)
     queue.on_terminal(_settle(svc))
     queue.on_terminal(_session_ended(svc))
+    queue.on_terminal(_notify(svc))
+
+
+_JOB_EVENTS = {
+    JobState.SUCCEEDED: "job.succeeded",
+    JobState.FAILED: "job.failed",
+    JobState.CANCELLED: "job.cancelled",
+}
+
+
+def _notify(svc: Services) -> Any:
+    """Raise ``job.*`` webhook events (once per job: the event id is the job's)."""
+
+    async def notify(job: Job) -> None:
+        event = _JOB_EVENTS.get(job.state)
+        if event is None:
+            return
+        summary = job.as_json()
+        summary.pop("result", None)  # receivers fetch the result; events stay small
+        await svc.webhooks.emit(job.owner_id, event, summary, event_id=f"evt_{job.id}")
+
+    return notify
 
 
 def _settle(svc: Services) -> Any:

@@ -217,6 +217,12 @@ class JobQueue:
             raise JobNotFound(job_id)
         return await self.store.list_items(job_id, after, limit)
 
+    async def count_items(self, owner_id: str, job_id: str, error_code: str) -> int:
+        """How many of the owner's job's items ended with ``error_code``."""
+        if await self.get(owner_id, job_id) is None:
+            raise JobNotFound(job_id)
+        return await self.store.count_items(job_id, error_code)
+
     async def cancel(self, owner_id: str, job_id: str) -> Job:
         """Cancel: a queued job ends now, a running one is asked to stop (``cancel_requested``
         until its worker does). Again on a job being cancelled: unchanged. Raises

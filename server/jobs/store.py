@@ -71,6 +71,9 @@ class JobStore(Protocol):
     async def open_items(self, job_id: str, after: int, limit: int) -> list[JobItem]:
         """Unfinished items (pending, or left running by a crashed worker) above ``after``."""
 
+    async def count_items(self, job_id: str, error_code: str) -> int:
+        """How many of the job's items ended with ``error_code`` (one COUNT, no rows read)."""
+
     async def cancel(self, owner_id: str, job_id: str, now: float) -> Job:
         """Apply CANCEL; :class:`JobNotFound` or :class:`JobFinished` otherwise."""
 
@@ -259,6 +262,16 @@ class _SqlJobStore:
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).mappings().all()
         return [JobItem.from_row(row) for row in rows]
+
+    @_whole
+    async def count_items(self, job_id: str, error_code: str) -> int:
+        query = (
+            sa.select(sa.func.count())
+            .select_from(items)
+            .where(I.job_id == job_id, I.error_code == error_code)
+        )
+        async with self.engine.connect() as conn:
+            return int((await conn.execute(query)).scalar_one())
 
     @_whole
     async def open_items(self, job_id: str, after: int, limit: int) -> list[JobItem]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel
 
 from server.billing.pricing import PURCHASE_KEY
@@ -11,6 +13,7 @@ from server.jobs.kinds import KINDS
 from server.resources import (
     account,
     api_keys,
+    bavimail_inbound,
     credits,
     email_finder,
     email_verification,
@@ -18,10 +21,14 @@ from server.resources import (
     jobs,
     lead_finder,
     purchase,
+    sender_profiles,
     session_uploads,
     sessions,
+    suppression,
     system,
+    templates,
     upload,
+    webhooks,
 )
 from server.routes import Operation, QueryParam
 from server.usecases.email import ValidateRequest, ValidateResponse
@@ -52,6 +59,474 @@ _PAGING = (
     QueryParam("offset", {"type": "integer", "minimum": 0, "maximum": 100000}, "Rows to skip."),
     QueryParam("cursor", {"type": "string", "maxLength": 200}, "next_cursor of the last page."),
 )
+
+
+_CROCKFORD_ID = "[0-9A-HJKMNP-TV-Z]{26}"
+_TEMPLATE_ID = QueryParam(
+    "template_id", {"type": "string", "pattern": rf"^tpl_{_CROCKFORD_ID}$"}, "A template id."
+)
+_ENTRY_ID = QueryParam(
+    "entry_id", {"type": "string", "pattern": rf"^sup_{_CROCKFORD_ID}$"}, "A suppression entry id."
+)
+_PROFILE_ID = QueryParam(
+    "profile_id", {"type": "string", "pattern": rf"^spf_{_CROCKFORD_ID}$"}, "A sender profile id."
+)
+_PROMPT_NAME = QueryParam(
+    "name", {"type": "string", "pattern": sender_profiles.PROMPT_NAME}, "A prompt's name."
+)
+_PAGES = (
+    QueryParam("page", {"type": "integer", "minimum": 1, "maximum": 1001}, "Page (1-based)."),
+    QueryParam("page_size", {"type": "integer", "minimum": 1, "maximum": 100}, "Rows per page."),
+)
+_SEARCH = QueryParam("search", {"type": "string", "maxLength": 200}, "Part of the name, any case.")
+_NOT_FOUND: dict[int, type[BaseModel]] = {404: ErrorEnvelope}
+_CSV_UPLOAD = {
+    "multipart/form-data": {
+        "schema": {
+            "type": "object",
+            "required": ["file"],
+            "properties": {
+                "file": {"type": "string", "format": "binary", "description": "The CSV file."},
+                "source": {"type": "string", "enum": ["manual", "import", "bounce", "unsubscribe"]},
+                "reason": {"type": "string", "maxLength": 500},
+            },
+        }
+    },
+}
+"""The upload as documented; a plain ``text/csv`` body is accepted too (the handler says so)."""
+
+
+def _data_resources() -> tuple[Operation, ...]:
+    """Templates, the suppression list and sender profiles (the seed's paths, trailing slashes
+    included; each also answers without the slash)."""
+    return (
+        Operation(
+            "POST",
+            f"{V1}/templates/",
+            templates.create,
+            "templates_create",
+            "Create an email template",
+            templates.TemplateView,
+            templates.CreateTemplate,
+            status_code=201,
+            tag="templates",
+            access="api_key",
+            scope="templates",
+        ),
+        Operation(
+            "GET",
+            f"{V1}/templates/",
+            templates.list_templates,
+            "templates_list",
+            "List templates, newest first",
+            templates.TemplateList,
+            query=(*_PAGING, *_PAGES, _SEARCH),
+            tag="templates",
+            access="api_key",
+            scope="templates",
+        ),
+        Operation(
+            "GET",
+            f"{V1}/templates/{{template_id}}",
+            templates.get,
+            "templates_get",
+            "Get a template",
+            templates.TemplateView,
+            path_params=(_TEMPLATE_ID,),
+            responses=_NOT_FOUND,
+            tag="templates",
+            access="api_key",
+            scope="templates",
+        ),
+        Operation(
+            "PATCH",
+            f"{V1}/templates/{{template_id}}",
+            templates.update,
+            "templates_update",
+            "Update a template",
+            templates.TemplateView,
+            templates.UpdateTemplate,
+            path_params=(_TEMPLATE_ID,),
+            responses=_NOT_FOUND,
+            tag="templates",
+            access="api_key",
+            scope="templates",
+        ),
+        Operation(
+            "DELETE",
+            f"{V1}/templates/{{template_id}}",
+            templates.delete,
+            "templates_delete",
+            "Delete a template",
+            templates.TemplateView,
+            status_code=204,
+            path_params=(_TEMPLATE_ID,),
+            responses=_NOT_FOUND,
+            tag="templates",
+            access="api_key",
+            scope="templates",
+        ),
+        Operation(
+            "POST",
+            f"{V1}/templates/{{template_id}}/preview",
+            templates.preview,
+            "templates_preview",
+            "Render a template against a lead row (no sending)",
+            templates.TemplatePreview,
+            templates.PreviewRequest,
+            path_params=(_TEMPLATE_ID,),
+            responses=_NOT_FOUND,
+            tag="templates",
+            access="api_key",
+            scope="templates",
+        ),
+        Operation(
+            "POST",
+            f"{V1}/suppression/",
+            suppression.add,
+            "suppression_add",
+            "Suppress an address or a domain (an existing entry: 200)",
+            suppression.SuppressionEntry,
+            suppression.AddSuppression,
+            status_code=201,
+            responses={200: suppression.SuppressionEntry},
+            tag="suppression",
+            access="api_key",
+            scope="suppression",
+        ),
+        Operation(
+            "GET",
+            f"{V1}/suppression/",
+            suppression.list_entries,
+            "suppression_list",
+            "List suppression entries, newest first",
+            suppression.SuppressionList,
+            query=(
+                *_PAGING,
+                *_PAGES,
+                QueryParam("search", {"type": "string", "maxLength": 320}, "Part of the value."),
+                QueryParam("kind", {"type": "string", "enum": ["email", "domain"]}, "Kind."),
+                QueryParam(
+                    "source",
+                    {"type": "string", "enum": ["manual", "import", "bounce", "unsubscribe"]},
+                    "Source.",
+                ),
+            ),
+            tag="suppression",
+            access="api_key",
+            scope="suppression",
+        ),
+        Operation(
+            "POST",
+            f"{V1}/suppression/import",
+            suppression.import_csv,
+            "suppression_import",
+            "Import a CSV of addresses and domains (per-line errors)",
+            suppression.ImportResult,
+            request_body=_CSV_UPLOAD,
+            responses={413: ErrorEnvelope},
+            tag="suppression",
+            access="api_key",
+            scope="suppression",
+        ),
+        Operation(
+            "POST",
+            f"{V1}/suppression/check",
+            suppression.check,
+            "suppression_check",
+            "Which addresses the list suppresses",
+            suppression.CheckResult,
+            suppression.CheckRequest,
+            tag="suppression",
+            access="api_key",
+            scope="suppression",
+        ),
+        Operation(
+            "DELETE",
+            f"{V1}/suppression/{{entry_id}}",
+            suppression.delete,
+            "suppression_delete",
+            "Remove a suppression entry",
+            suppression.SuppressionEntry,
+            status_code=204,
+            path_params=(_ENTRY_ID,),
+            responses=_NOT_FOUND,
+            tag="suppression",
+            access="api_key",
+            scope="suppression",
+        ),
+        Operation(
+            "POST",
+            f"{V1}/sender-profiles/",
+            sender_profiles.create,
+            "sender_profiles_create",
+            "Create a sender profile (five per user)",
+            sender_profiles.SenderProfileView,
+            sender_profiles.CreateSenderProfile,
+            status_code=201,
+            tag="sender-profiles",
+            access="api_key",
+            scope="sender-profiles",
+        ),
+        Operation(
+            "GET",
+            f"{V1}/sender-profiles/",
+            sender_profiles.list_profiles,
+            "sender_profiles_list",
+            "List sender profiles, newest first",
+            sender_profiles.SenderProfileList,
+            query=_PAGING,
+            tag="sender-profiles",
+            access="api_key",
+            scope="sender-profiles",
+        ),
+        Operation(
+            "GET",
+            f"{V1}/sender-profiles/default/",
+            sender_profiles.default,
+            "sender_profiles_default",
+            "The default sender profile (null when none)",
+            sender_profiles.DefaultSenderProfile,
+            tag="sender-profiles",
+            access="api_key",
+            scope="sender-profiles",
+        ),
+        Operation(
+            "GET",
+            f"{V1}/sender-profiles/search/",
+            sender_profiles.search,
+            "sender_profiles_search",
+            "Search sender profiles by name",
+            sender_profiles.SenderProfileList,
+            query=(
+                QueryParam("query", {"type": "string", "maxLength": 100}, "Part of the name."),
+                *_PAGING,
+            ),
+            tag="sender-profiles",
+            access="api_key",
+            scope="sender-profiles",
+        ),
+        Operation(
+            "GET",
+            f"{V1}/sender-profiles/{{profile_id}}",
+            sender_profiles.get,
+            "sender_profiles_get",
+            "Get a sender profile",
+            sender_profiles.SenderProfileView,
+            path_params=(_PROFILE_ID,),
+            responses=_NOT_FOUND,
+            tag="sender-profiles",
+            access="api_key",
+            scope="sender-profiles",
+        ),
+        Operation(
+            "PUT",
+            f"{V1}/sender-profiles/{{profile_id}}",
+            sender_profiles.update,
+            "sender_profiles_update",
+            "Update a sender profile (the given fields)",
+            sender_profiles.SenderProfileView,
+            sender_profiles.UpdateSenderProfile,
+            path_params=(_PROFILE_ID,),
+            responses=_NOT_FOUND,
+            tag="sender-profiles",
+            access="api_key",
+            scope="sender-profiles",
+        ),
+        Operation(
+            "DELETE",
+            f"{V1}/sender-profiles/{{profile_id}}",
+            sender_profiles.delete,
+            "sender_profiles_delete",
+            "Delete a sender profile",
+            sender_profiles.SenderProfileView,
+            status_code=204,
+            path_params=(_PROFILE_ID,),
+            responses=_NOT_FOUND,
+            tag="sender-profiles",
+            access="api_key",
+            scope="sender-profiles",
+        ),
+        Operation(
+            "GET",
+            f"{V1}/sender-profiles/{{profile_id}}/prompts",
+            sender_profiles.list_prompts,
+            "sender_prompts_list",
+            "List a profile's named prompts",
+            sender_profiles.PromptList,
+            path_params=(_PROFILE_ID,),
+            responses=_NOT_FOUND,
+            tag="sender-profiles",
+            access="api_key",
+            scope="sender-profiles",
+        ),
+        Operation(
+            "POST",
+            f"{V1}/sender-profiles/{{profile_id}}/prompts",
+            sender_profiles.create_prompt,
+            "sender_prompts_create",
+            "Create a named prompt",
+            sender_profiles.PromptView,
+            sender_profiles.CreatePrompt,
+            status_code=201,
+            path_params=(_PROFILE_ID,),
+            responses=_NOT_FOUND,
+            tag="sender-profiles",
+            access="api_key",
+            scope="sender-profiles",
+        ),
+        Operation(
+            "GET",
+            f"{V1}/sender-profiles/{{profile_id}}/prompts/{{name}}",
+            sender_profiles.get_prompt,
+            "sender_prompts_get",
+            "Get a named prompt",
+            sender_profiles.PromptView,
+            path_params=(_PROFILE_ID, _PROMPT_NAME),
+            responses=_NOT_FOUND,
+            tag="sender-profiles",
+            access="api_key",
+            scope="sender-profiles",
+        ),
+        Operation(
+            "PATCH",
+            f"{V1}/sender-profiles/{{profile_id}}/prompts/{{name}}",
+            sender_profiles.update_prompt,
+            "sender_prompts_update",
+            "Update a named prompt",
+            sender_profiles.PromptView,
+            sender_profiles.UpdatePrompt,
+            path_params=(_PROFILE_ID, _PROMPT_NAME),
+            responses=_NOT_FOUND,
+            tag="sender-profiles",
+            access="api_key",
+            scope="sender-profiles",
+        ),
+        Operation(
+            "DELETE",
+            f"{V1}/sender-profiles/{{profile_id}}/prompts/{{name}}",
+            sender_profiles.delete_prompt,
+            "sender_prompts_delete",
+            "Delete a named prompt",
+            sender_profiles.PromptView,
+            status_code=204,
+            path_params=(_PROFILE_ID, _PROMPT_NAME),
+            responses=_NOT_FOUND,
+            tag="sender-profiles",
+            access="api_key",
+            scope="sender-profiles",
+        ),
+    )
+
+
+_WEBHOOK_ID = {"type": "string", "pattern": r"^whk_[0-9A-HJKMNP-TV-Z]{26}$"}
+
+
+def webhook_operations() -> tuple[Operation, ...]:
+    """Customer webhooks (``/api/v1/webhooks``) and the seed's BaviMail re-register."""
+    base = f"{V1}/webhooks"
+    one = f"{base}/{{webhook_id}}"
+    ident = (QueryParam("webhook_id", _WEBHOOK_ID, "A webhook id."),)
+    missing: dict[int, type[BaseModel]] = {404: ErrorEnvelope}
+
+    def op(*args: Any, **options: Any) -> Operation:
+        options = {"tag": "webhooks", "access": "api_key", "scope": "webhooks", **options}
+        return Operation(*args, **options)
+
+    return (
+        op(
+            "POST",
+            base,
+            webhooks.create,
+            "webhooks_create",
+            "Register a webhook endpoint (its signing secret is shown once)",
+            webhooks.WebhookCreated,
+            request_model=webhooks.CreateWebhook,
+            status_code=201,
+            responses={409: ErrorEnvelope},
+        ),
+        op(
+            "GET",
+            base,
+            webhooks.list_webhooks,
+            "webhooks_list",
+            "List webhook endpoints",
+            webhooks.WebhookList,
+            query=_PAGING,
+        ),
+        op(
+            "GET",
+            one,
+            webhooks.get,
+            "webhooks_get",
+            "Get a webhook endpoint",
+            webhooks.WebhookView,
+            path_params=ident,
+            responses=missing,
+        ),
+        op(
+            "PATCH",
+            one,
+            webhooks.update,
+            "webhooks_update",
+            "Update a webhook endpoint (enable it again after it was disabled)",
+            webhooks.WebhookView,
+            request_model=webhooks.UpdateWebhook,
+            path_params=ident,
+            responses=missing,
+        ),
+        op(
+            "DELETE",
+            one,
+            webhooks.remove,
+            "webhooks_delete",
+            "Delete a webhook endpoint and its pending deliveries",
+            webhooks.WebhookView,
+            path_params=ident,
+            responses=missing,
+        ),
+        op(
+            "POST",
+            f"{one}/rotate-secret",
+            webhooks.rotate_secret,
+            "webhooks_rotate_secret",
+            "Rotate an endpoint's signing secret",
+            webhooks.SecretRotated,
+            path_params=ident,
+            responses=missing,
+        ),
+        op(
+            "POST",
+            f"{one}/test",
+            webhooks.send_test,
+            "webhooks_test",
+            "Queue a webhook.test event for this endpoint",
+            webhooks.TestQueued,
+            path_params=ident,
+            status_code=202,
+            responses=missing,
+        ),
+        op(
+            "GET",
+            f"{one}/deliveries",
+            webhooks.deliveries,
+            "webhooks_deliveries",
+            "An endpoint's deliveries and their attempts",
+            webhooks.DeliveryList,
+            path_params=ident,
+            query=_PAGING,
+            responses=missing,
+        ),
+        op(
+            "POST",
+            f"{V1}/bavimail/webhooks/re-register",
+            webhooks.re_register,
+            "bavimail_webhooks_re_register",
+            "Re-register the caller's webhooks: revive dead endpoints, keep healthy ones",
+            webhooks.ReRegistered,
+            tag="bavimail-self-service",
+        ),
+    )
 
 
 def keyed_operations() -> tuple[Operation, ...]:
@@ -463,6 +938,7 @@ def keyed_operations() -> tuple[Operation, ...]:
             path_params=(QueryParam("job_id", _JOB_ID, "A job id."),),
             responses={404: ErrorEnvelope, 409: ErrorEnvelope},
         ),
+        *_data_resources(),
         Operation(
             "POST",
             f"{V1}/upload/preview",
@@ -496,6 +972,8 @@ def keyed_operations() -> tuple[Operation, ...]:
             query=(_SAMPLE_ROWS,),
             responses={413: ErrorEnvelope},
         ),
+        *bavimail_inbound.operations(),
+        *webhook_operations(),
     )
 
 

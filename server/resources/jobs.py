@@ -17,7 +17,7 @@ from server.http.keyed import KeyedContext
 from server.http.pagination import MAX_LIMIT
 from server.jobs.errors import JobFinished, JobInputError, JobNotFound
 from server.jobs.kinds import BILLING, KINDS
-from server.jobs.models import Job, JobItem
+from server.jobs.models import Job
 from server.resources._common import json_response
 
 __all__ = [
@@ -233,16 +233,11 @@ async def rows_response(ctx: KeyedContext, request: Request, job: Job) -> Respon
         raise InvalidRequest(
             "parameter_invalid", "include_rows is true or false.", param="include_rows"
         )
-    items: list[JobItem] = []
-    while True:  # at most MAX_BULK_ROWS / 1000 pages
-        after = items[-1].index if items else -1
-        page = await ctx.services.jobs.items(ctx.user_id, job.id, after=after, limit=1000)
-        items.extend(page)
-        if len(page) < 1000:
-            break
-    unresolved = sum(1 for item in items if item.error_code == "unresolved")
+    unresolved = await ctx.services.jobs.count_items(ctx.user_id, job.id, "unresolved")
+    wanted = include in ("true", "1")
+    items = await ctx.services.jobs.items(ctx.user_id, job.id, limit=1000) if wanted else []
     payload = job.payload if isinstance(job.payload, dict) else {}
-    rows = [item.as_json() for item in items[:1000]] if include in ("true", "1") else None
+    rows = [item.as_json() for item in items] if wanted else None
     view = BulkStatus(
         **JobView.of(job).model_dump(),
         skipped_invalid=int(payload.get("skipped_invalid_count", 0)),

@@ -39,6 +39,8 @@ class Behaviour:
     disconnect_after_rcpts: int | None = None  # 421 and hang up at RCPT number N+1
     hostname: str = "mx.fake.test"
     received: list[str] = field(default_factory=list)  # every RCPT address seen
+    connections: int = 0  # open now
+    peak_connections: int = 0  # the most open at once
 
 
 class _Handler:
@@ -102,6 +104,15 @@ class _FakeSMTP(SMTP):
         self.behaviour = behaviour
 
     async def _handle_client(self) -> None:
+        behaviour = self.behaviour
+        behaviour.connections += 1
+        behaviour.peak_connections = max(behaviour.peak_connections, behaviour.connections)
+        try:
+            await self._serve_client()
+        finally:
+            behaviour.connections -= 1
+
+    async def _serve_client(self) -> None:
         if self.behaviour.banner_delay:
             await asyncio.sleep(self.behaviour.banner_delay)
         if self.behaviour.hangup_at_banner:

@@ -78,12 +78,107 @@ async def _extraction(keyed: Keyed, session: Headers) -> str:
     return extraction_id
 
 
+async def _template(keyed: Keyed, session: Headers) -> str:
+    made = await keyed.client.post(
+        "/api/v1/templates/", json={"name": "t", "body_text": "Hi {{name}}"}, headers=session
+    )
+    assert made.status_code == 201, made.text
+    template_id: str = made.json()["id"]
+    return template_id
+
+
+async def _suppression(keyed: Keyed, session: Headers) -> str:
+    made = await keyed.client.post(
+        "/api/v1/suppression/", json={"email": "ann@acme.test"}, headers=session
+    )
+    assert made.status_code in (200, 201), made.text
+    entry_id: str = made.json()["id"]
+    return entry_id
+
+
+async def _sender_profile(keyed: Keyed, session: Headers) -> str:
+    """The user's first profile (made once: a user holds at most five)."""
+    listed = await keyed.client.get("/api/v1/sender-profiles/", headers=session)
+    if listed.json()["data"]:
+        first: str = listed.json()["data"][0]["id"]
+        return first
+    made = await keyed.client.post("/api/v1/sender-profiles/", json={"name": "p"}, headers=session)
+    assert made.status_code == 201, made.text
+    profile_id: str = made.json()["id"]
+    return profile_id
+
+
+async def _prompt(keyed: Keyed, session: Headers) -> str:
+    profile_id = await _sender_profile(keyed, session)
+    made = await keyed.client.post(
+        f"/api/v1/sender-profiles/{profile_id}/prompts",
+        json={"name": "intro", "content": "Be brief."},
+        headers=session,
+    )
+    assert made.status_code in (201, 409), made.text
+    return "intro"
+
+
+async def _inbound_email(keyed: Keyed, session: Headers) -> str:
+    from email.message import EmailMessage
+
+    from server.mail.inbound_smtp import Route
+
+    user_id = (await keyed.client.get("/api/v1/auth/me", headers=session)).json()["user_id"]
+    mid = f"<{user_id[-12:]}.{len(await _inbound_ids(keyed, user_id))}@client.test>"
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"], msg["Message-ID"] = "b@c.test", "a@acme.test", "x", mid
+    msg.set_content("hello")
+    msg.add_attachment(b"%PDF", maintype="application", subtype="pdf", filename="a.pdf")
+    raw = msg.as_bytes()
+    reply = await keyed.services.inbound.handler().deliver(
+        "bob@client.test", [Route("alice@acme.test", user_id)], raw
+    )
+    assert reply.startswith("250"), reply
+    return (await _inbound_ids(keyed, user_id))[0]
+
+
+async def _inbound_ids(keyed: Keyed, user_id: str) -> list[str]:
+    rows = await keyed.services.inbound.store.list_inbound(user_id, after=None, offset=0, limit=99)
+    return [row.id for row in rows]
+
+
+async def _conversation(keyed: Keyed, session: Headers) -> str:
+    email_id = await _inbound_email(keyed, session)
+    user_id = (await keyed.client.get("/api/v1/auth/me", headers=session)).json()["user_id"]
+    row = await keyed.services.inbound.store.get(user_id, email_id)
+    assert row is not None
+    assert row.conversation_id is not None
+    return row.conversation_id
+
+
+async def _attachment_index(keyed: Keyed, session: Headers) -> str:
+    return "0"
+
+
+async def _webhook(keyed: Keyed, session: Headers) -> str:
+    made = await keyed.client.post(
+        "/api/v1/webhooks", json={"url": "https://hooks.example.com/in"}, headers=session
+    )
+    assert made.status_code == 201, made.text
+    webhook_id: str = made.json()["id"]
+    return webhook_id
+
+
 FACTORIES: dict[str, Factory] = {
     "key_id": _api_key,
     "job_id": _job,
     "session_id": _session,
     "dataset_id": _dataset,
     "extraction_id": _extraction,
+    "template_id": _template,
+    "entry_id": _suppression,
+    "profile_id": _sender_profile,
+    "name": _prompt,
+    "email_id": _inbound_email,
+    "conversation_id": _conversation,
+    "index": _attachment_index,
+    "webhook_id": _webhook,
 }
 """Path parameter -> how to create such a resource as a given user (returns its id)."""
 
@@ -148,6 +243,12 @@ async def test_no_list_shows_another_users_rows(keyed: Keyed) -> None:
     alice_ids = {alice_id, await _api_key(keyed, alice)}
     txn = (await keyed.client.get("/api/v1/credits/transactions", headers=alice)).json()
     alice_ids |= {t["id"] for t in txn["data"]}
+    alice_ids |= {await _template(keyed, alice), await _suppression(keyed, alice)}
+    alice_ids.add(await _sender_profile(keyed, alice))
+    made = await keyed.client.post(
+        "/api/v1/sender-profiles/", json={"name": "d", "is_default": True}, headers=alice
+    )
+    alice_ids.add(made.json()["id"])
     lists = 0
     for path, item in document["paths"].items():
         operation = item.get("get")

@@ -53,9 +53,7 @@ def test_100k_rows_stream_in_constant_memory(tmp_path: Path) -> None:
     assert (rows_small, rows_large) == (30_000, 100_000)
     assert written > large.stat().st_size * 0.9  # everything went through
     assert peak_large < CEILING
-    assert (
-        peak_large < peak_small * 1.5 + 512 * 1024
-    )  # 3.3 times the rows, the same memory
+    assert peak_large < peak_small * 1.5 + 512 * 1024  # 3.3 times the rows, the same memory
 
 
 def test_json_writer_streams_too(tmp_path: Path) -> None:

@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 
 from server.tabular import (
     Row,
+    RowError,
+    TabularError,
     column_type,
     csv_chunks,
     json_chunks,
@@ -115,3 +117,60 @@ def test_formula_cells_are_neutralised_in_csv_export() -> None:
     )
     assert data.decode() == "a,'=b\r\n'=1+1,'+41 22\r\n'-3,'@SUM(A1)\r\n\"'\tx\",ok\r\n"
     assert b"".join(csv_chunks(["a"], [], bom=True)).startswith(b"\xef\xbb\xbfa\r\n")
+
+
+async def test_async_chunks_stream_the_same_bytes() -> None:
+    import httpx
+    from starlette.applications import Starlette
+    from starlette.responses import StreamingResponse
+    from starlette.routing import Route
+
+    from server.tabular import async_chunks
+
+    rows = [[f"r{i}", "=x"] for i in range(5000)]
+    expected = b"".join(csv_chunks(["a", "b"], rows, bom=True))
+    streamed = b"".join(
+        [chunk async for chunk in async_chunks(csv_chunks(["a", "b"], rows, bom=True))]
+    )
+    assert streamed == expected
+
+    async def export(request: object) -> StreamingResponse:
+        return StreamingResponse(
+            xlsx_chunks(["a", "b"], rows), media_type="application/octet-stream"
+        )
+
+    transport = httpx.ASGITransport(app=Starlette(routes=[Route("/x", export)]))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t.test") as client:
+        body = (await client.get("/x")).content
+    assert body.startswith(b"PK\x03\x04")
+    _, got = _read(body, "x.xlsx")
+    assert got == rows
+
+
+_CSVISH = st.lists(
+    st.sampled_from(
+        [b"a", b"\xc3\xa9", b"\xe9", b",", b";", b"\t", b"|", b'"', b"\n", b"\r", b" ", b"="]
+    ),
+    max_size=200,
+).map(b"".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(_CSVISH, st.binary(max_size=300)), st.sampled_from(["f.csv", "f.xlsx", "f"]))
+def test_any_bytes_give_rows_or_a_tabular_error(data: bytes, name: str) -> None:
+    with tempfile.TemporaryDirectory() as work:
+        path = Path(work) / "upload"
+        path.write_bytes(data)
+        try:
+            with open_table(path, name) as table:
+                assert table.columns
+                assert len(set(table.columns)) == len(table.columns)
+                for item in table.rows:
+                    assert isinstance(item, (Row, RowError))
+                    if isinstance(item, Row):
+                        assert list(item.values) == table.columns
+        except TabularError as exc:
+            refused: TabularError | None = exc
+        else:
+            refused = None
+        assert refused is None or (refused.code and refused.message)

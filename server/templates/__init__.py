@@ -1,0 +1,1 @@
+"""Email templates: a pure ``{{variable}}`` renderer and the template store."""
