@@ -125,6 +125,8 @@ async def _apply_sender(ctx: KeyedContext, record: SessionRecord, upload: Upload
         raise InvalidRequest(
             "parameter_invalid", "sender_profile_id is not an id.", param="sender_profile_id"
         )
+    if profile is not None:
+        await sessions.check_profile(ctx, profile)
     data = _sender_data(upload)
     store = SessionStore(ctx.services.db.engine)
     if data is not None:

@@ -279,6 +279,18 @@ def check_sender(data: Mapping[str, Any], field: str = "sender_data") -> None:
         raise error("parameter_invalid", f"Invalid {field}: {exc}.", param=field) from None
 
 
+async def check_profile(ctx: KeyedContext, profile_id: str) -> None:
+    """The caller's sender profile must exist (another user's is not found)."""
+    from server.senders.store import SenderStore
+
+    if await SenderStore(ctx.services.db.engine).get(ctx.user_id, profile_id) is None:
+        raise NotFound(
+            "sender_profile_not_found",
+            f"No sender profile {profile_id[:80]!r}.",
+            param="sender_profile_id",
+        )
+
+
 def check_merged(data: Mapping[str, Any]) -> None:
     """A merge that would grow the session's sender data over the bound is a 409 (each body
     is bounded by its schema and the body limit; merges add up)."""
@@ -340,6 +352,8 @@ async def new_session(
     dataset_id: str | None = None,
 ) -> SessionRecord:
     """A new session of the caller's (sender data bounded by the request's schema)."""
+    if sender_profile_id is not None:
+        await check_profile(ctx, sender_profile_id)
     return await _sessions(ctx).create(
         ctx.user_id,
         name=name,

@@ -43,6 +43,9 @@ async def _upload(
 async def test_csv_upload_with_rejections_and_sender_fields(keyed: Keyed, tmp_path: Path) -> None:
     _, alice = await keyed.user(credits=10)
     sid = await _session(keyed, alice)
+    made = await keyed.client.post("/api/v1/sender-profiles/", json={"name": "p"}, headers=alice)
+    assert made.status_code == 201, made.text
+    profile = made.json()["id"]
     text = "Email;Name;Société\r\nann@acme.test;Ann Lee;Café\r\nbo@acme.test;Bo;X;extra\r\n"
     text += "cy@acme.test;Cy Doe;Z\r\n"
     response = await _upload(
@@ -54,7 +57,7 @@ async def test_csv_upload_with_rejections_and_sender_fields(keyed: Keyed, tmp_pa
         text.encode("cp1252"),
         {
             "sender_data": '{"b": 2}',
-            "sender_profile_id": "sp_01J0000000000000000000000A",
+            "sender_profile_id": profile,
             "sender_columns": "Société",
         },
     )
@@ -74,7 +77,7 @@ async def test_csv_upload_with_rejections_and_sender_fields(keyed: Keyed, tmp_pa
         f"{V1}/{sid}/sender-data", json={"sender_data": {}}, headers=alice
     )
     assert view.json()["sender_data"] == {"a": 1, "b": 2}
-    assert view.json()["sender_profile_id"] == "sp_01J0000000000000000000000A"
+    assert view.json()["sender_profile_id"] == profile
     stored = list((tmp_path / "files" / "uploads" / sid).iterdir())
     assert len(stored) == 1
     # a second upload appends; processing guesses the Email column
@@ -147,5 +150,11 @@ async def test_upload_refusals_and_ownership(keyed: Keyed) -> None:
     for kind in ("csv", "excel"):
         other = await _upload(keyed, bob, sid, kind, "a.csv", b"Email\na@b.test\n")
         assert_envelope(other, 404, "invalid_request_error", "session_not_found")
+    foreign = await keyed.client.post("/api/v1/sender-profiles/", json={"name": "b"}, headers=bob)
+    theirs = {"sender_profile_id": foreign.json()["id"]}
+    refused = await _upload(keyed, alice, sid, "csv", "a.csv", b"Email\na@b.test\n", theirs)
+    assert_envelope(refused, 404, "invalid_request_error", "sender_profile_not_found")
+    created = await keyed.client.post(f"{V1}/create", json=theirs, headers=alice)
+    assert_envelope(created, 404, "invalid_request_error", "sender_profile_not_found")
     status = (await keyed.client.get(f"{V1}/{sid}/status", headers=alice)).json()
     assert status["row_count"] == 0
