@@ -1238,7 +1238,7 @@ def _extraction_operations() -> tuple[Operation, ...]:
             extractions.download,
             "extractions_download",
             "The leads flattened (columnValues.* without the prefix) as CSV, Excel or JSON",
-            extractions.ExtractionView,
+            extractions.ExtractionFile,
             tag="user-extractions",
             access="api_key",
             scope="extractions",

@@ -11,14 +11,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator, Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from server.api.parsing import read_json
-from server.errors import Conflict, InvalidRequest, NotFound, ServiceUnavailable
+from server.errors import Conflict, InvalidRequest, MethodNotAllowed, NotFound, ServiceUnavailable
 from server.extractions.documents import DocumentMissing, documents_for
 from server.extractions.store import ExtractionRecord, ExtractionStore
 from server.http.keyed import KeyedContext
@@ -93,6 +93,12 @@ class ExtractionView(BaseModel):
             created=record.created_at,
             updated=record.updated_at,
         )
+
+
+class ExtractionFile(BaseModel):
+    """The flattened leads as a file: CSV, Excel (xlsx) or JSON, per ``format``."""
+
+    binary_media_type: ClassVar[str] = "*/*"
 
 
 class ExtractionSaved(BaseModel):
@@ -357,6 +363,10 @@ async def _delete_one(ctx: KeyedContext, extraction_id: str) -> bool:
 
 async def delete(request: Request, ctx: KeyedContext) -> Response:
     """Delete the extraction and its file (a session made from it stays)."""
+    if request.path_params.get("extraction_id") == "bulk-delete":  # the POST route's path
+        raise MethodNotAllowed(
+            "method_not_allowed", "Use POST for bulk-delete.", headers={"Allow": "POST"}
+        )
     extraction_id = _extraction_id(request)
     if not await _delete_one(ctx, extraction_id):
         raise NotFound("extraction_not_found", f"No extraction {extraction_id!r}.")

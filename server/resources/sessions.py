@@ -17,7 +17,14 @@ from starlette.responses import JSONResponse, Response
 
 from server.api.parsing import MAX_BODY, read_json
 from server.datasets.store import DatasetRecord, DatasetStore, NewRow, StoredRow
-from server.errors import Conflict, Forbidden, InvalidRequest, NotFound, RequestTooLarge
+from server.errors import (
+    Conflict,
+    Forbidden,
+    InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
+    RequestTooLarge,
+)
 from server.extractions.documents import documents_for
 from server.http.keyed import KeyedContext
 from server.jobs.errors import JobFinished, JobInputError, JobNotFound
@@ -678,5 +685,9 @@ async def delete_session(ctx: KeyedContext, record: SessionRecord) -> SessionDel
 
 async def delete(request: Request, ctx: KeyedContext) -> Response:
     """Delete the session and what only it used (job cancelled, dataset, rows, files)."""
+    if request.path_params.get("session_id") == "create":  # the POST route's path
+        raise MethodNotAllowed(
+            "method_not_allowed", "Use POST to create a session.", headers={"Allow": "POST"}
+        )
     record = await session_of(ctx, _session_id(request))
     return json_response(await delete_session(ctx, record))

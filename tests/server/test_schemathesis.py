@@ -183,6 +183,7 @@ def test_schemathesis_run_finds_nothing(free_server: str, tmp_path: Path) -> Non
                 "/api/v1/api-keys",
                 "/api/v1/bavimail/inbound-emails",
                 "/api/v1/bavimail/conversations",
+                "/api/v1/user-extractions/",
             )
         )
         # addresses, domains and CSV layouts the schema cannot describe are (rightly) a 400
@@ -197,7 +198,8 @@ def test_schemathesis_run_finds_nothing(free_server: str, tmp_path: Path) -> Non
         'expected-statuses = ["200", "400", "401", "403", "404", "406", "413", "415", "422"]\n'
         # ids are made by the server: generated ones are (rightly) unknown, a 404
          + '[[operations]]\ninclude-path-regex = "[{](job_id|session_id|template_id|entry_id|'
-        'profile_id|email_id|conversation_id|webhook_id)[}]"\nwarnings = false\n'
+        'profile_id|email_id|conversation_id|webhook_id|extraction_id|dataset_id)[}]"\n'
+        "warnings = false\n"
         # an uploaded file is any bytes to the schema; most are refused with a precise 400 (so
         # no "mostly rejected" warning either)
          + '[[operations]]\ninclude-path-regex = "/upload/"\nwarnings = false\n'

@@ -267,3 +267,15 @@ async def test_save_refusals(keyed: Keyed) -> None:
         {"index": 2, "reason": "its fields would take the dataset over 500 columns"}
     ]
     assert len(saved["extraction"]["columns"]) == 400
+
+
+async def test_literal_siblings_are_405_and_downloads_are_documented(keyed: Keyed) -> None:
+    _, alice = await keyed.user()
+    for path in ("/api/v1/sessions/create", f"{V1}/bulk-delete"):
+        response = await keyed.client.delete(path, headers=alice)
+        error = assert_envelope(response, 405, "invalid_request_error", "method_not_allowed")
+        assert error["message"]
+        assert response.headers["allow"] == "POST"
+    document = (await keyed.client.get("/openapi.json")).json()
+    ok = document["paths"][f"{V1}/{{extraction_id}}/download"]["get"]["responses"]["200"]
+    assert list(ok["content"]) == ["*/*"]
