@@ -17,6 +17,8 @@ GROUPS: tuple[str, ...] = (
     "lead-finder",
     "jobs",
     "datasets",
+    "sessions",
+    "extractions",
     "templates",
     "suppression",
     "sender-profiles",

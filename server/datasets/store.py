@@ -464,6 +464,38 @@ class DatasetStore:
             )
         return bool(result.rowcount)
 
+    async def extend_columns(self, dataset_id: str, names: Sequence[str]) -> tuple[str, ...]:
+        """Add original columns not seen yet (leads appended with new fields), in order;
+        the dataset's columns afterwards."""
+        async with write_transaction(self.engine) as conn:
+            current = (
+                await conn.execute(select(Dataset.columns).where(Dataset.id == dataset_id))
+            ).scalar_one_or_none()
+            if current is None:
+                raise LookupError(f"no dataset {dataset_id!r}")
+            known = list(current)
+            seen = set(known)
+            for name in names:
+                if name not in seen:
+                    known.append(name)
+                    seen.add(name)
+            if len(known) != len(current):
+                await conn.execute(
+                    update(Dataset)
+                    .where(Dataset.id == dataset_id)
+                    .values(columns=known, updated_at=time.time())
+                )
+        return tuple(known)
+
+    async def set_mapping(self, dataset_id: str, mapping: Mapping[str, Any]) -> None:
+        """Replace the dataset's mapping (lead field -> column, and what uploads record)."""
+        async with write_transaction(self.engine) as conn:
+            await conn.execute(
+                update(Dataset)
+                .where(Dataset.id == dataset_id)
+                .values(mapping=dict(mapping), updated_at=time.time())
+            )
+
 
 async def _row_count(conn: AsyncConnection, dataset_id: str) -> int:
     count = (

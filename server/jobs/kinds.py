@@ -16,12 +16,16 @@ from typing import Any
 
 from server.billing.credits import CreditStore
 from server.billing.pricing import credits_for
+from server.datasets.store import DatasetStore
 from server.errors import ApiError
 from server.jobs.errors import JobError, SkipItem
 from server.jobs.models import Job, JobItem
 from server.jobs.queue import JobQueue
 from server.jobs.rules import JobState
 from server.services import Services
+from server.sessions import processing as session_processing
+from server.sessions.rules import LeadFields
+from server.sessions.store import SessionStore
 from server.settings import Settings
 
 __all__ = ["BILLING", "KINDS", "register", "register_with"]
@@ -36,8 +40,9 @@ KINDS = {
     "email.bulk_verify": "email.dataset_verify",
     "email.dataset_verify": "email.dataset_verify",
     "leads.batch": "leads.batch",
+    "session.process": "session.process",
 }
-"""Job kind -> its price key."""
+"""Job kind -> its price key (a session job reserves several: see server.sessions)."""
 
 
 def register(queue: JobQueue, settings: Settings) -> None:
@@ -79,8 +84,8 @@ def register_with(queue: JobQueue, svc: Services) -> None:
     async def verify(ctx: Any) -> Any:
         return await verified(ctx.payload["email"])
 
-    async def bulk_row(ctx: Any, item: JobItem) -> Any:
-        row = dict(item.input)
+    async def found(row: dict[str, Any]) -> Any:
+        """The find use case for a person at a domain, or at a company resolved to one."""
         if row.get("domain") is None:
             domain = await svc.prospects.domain_for_company(row.get("company") or "")
             if domain is None:
@@ -94,6 +99,9 @@ def register_with(queue: JobQueue, svc: Services) -> None:
         except ApiError as exc:
             raise _job_error(exc) from None
         return {"domain": row["domain"], **result.model_dump(mode="json")}
+
+    async def bulk_row(ctx: Any, item: JobItem) -> Any:
+        return await found(dict(item.input))
 
     async def verify_row(ctx: Any, item: JobItem) -> Any:
         return await verified(str(item.input))
@@ -120,12 +128,46 @@ def register_with(queue: JobQueue, svc: Services) -> None:
         await store.annotate(dataset_id, {row: cells})
         return {"row": row, **cells}
 
-    async def lead(ctx: Any, item: JobItem) -> Any:
-        body = linkedin_cases.LinkedInRequest.model_validate(item.input)
+    async def linkedin(person: Any) -> Any:
+        """The LinkedIn use case for a name at a company."""
+        body = linkedin_cases.LinkedInRequest.model_validate(person)
         try:
             return (await linkedin_cases.find_linkedin_url(svc, body)).model_dump(mode="json")
         except ApiError as exc:
             raise _job_error(exc) from None
+
+    async def lead(ctx: Any, item: JobItem) -> Any:
+        return await linkedin(item.input)
+
+    async def validated(email: str) -> Any:
+        """The validate use case (syntax, lists, typo, MX)."""
+        try:
+            return (await email_cases.validate(svc, email)).model_dump(mode="json")
+        except ApiError as exc:
+            raise _job_error(exc) from None
+
+    def person(lead: LeadFields) -> dict[str, Any]:
+        named = {"first_name": lead.first_name, "last_name": lead.last_name}
+        where = {"domain": lead.domain} if lead.domain else {"company": lead.company}
+        return {**named, **where}
+
+    def profile(lead: LeadFields) -> dict[str, Any]:
+        extra = {"title": lead.title, "location": lead.location}
+        base = {"name": lead.full_name, "company": lead.company}
+        return {**base, **{k: v for k, v in extra.items() if v is not None}}
+
+    steps = session_processing.Steps(
+        validate=lambda lead: validated(str(lead.email)),
+        verify=lambda lead: verified(str(lead.email)),
+        find=lambda lead: found(person(lead)),
+        linkedin=lambda lead: linkedin(profile(lead)),
+    )
+    datasets = DatasetStore(svc.db.engine)
+
+    async def session_row(ctx: Any, item: JobItem) -> Any:
+        return await session_processing.run_row(
+            steps, datasets, str(ctx.payload["dataset_id"]), item
+        )
 
     queue.register("email.find", find)
     queue.register("email.verify", verify)
@@ -133,7 +175,9 @@ def register_with(queue: JobQueue, svc: Services) -> None:
     queue.register("email.bulk_verify", item_handler=verify_row, item_concurrency=8)
     queue.register("email.dataset_verify", item_handler=dataset_row, item_concurrency=8)
     queue.register("leads.batch", item_handler=lead, item_concurrency=4)
+    queue.register(session_processing.KIND, item_handler=session_row, item_concurrency=4)
     queue.on_terminal(_settle(svc))
+    queue.on_terminal(_session_ended(svc))
     queue.on_terminal(_notify(svc))
 
 
@@ -165,10 +209,15 @@ def _settle(svc: Services) -> Any:
             return
         credits = CreditStore(svc.db.engine)
         hold_id = str(billing.get("hold_id"))
-        price = svc.prices[str(billing.get("price_key"))]
-        if job.counts.total:  # a bulk job: the rows answered
+        parts = billing.get("parts")
+        if isinstance(parts, dict):  # several prices: the rows each one answered
+            items = await _all_items(svc, job)
+            delivered = session_processing.delivered_credits(parts, svc.prices, items)
+        elif job.counts.total:  # a bulk job: the rows answered
+            price = svc.prices[str(billing.get("price_key"))]
             delivered = credits_for(price, job.counts.done).total if job.counts.done else 0
         else:
+            price = svc.prices[str(billing.get("price_key"))]
             delivered = price.credits if job.state is JobState.SUCCEEDED else 0
         hold = await credits.hold(job.owner_id, hold_id)
         if hold is None:
@@ -179,3 +228,24 @@ def _settle(svc: Services) -> Any:
             await credits.release(job.owner_id, hold_id)
 
     return settle
+
+
+async def _all_items(svc: Services, job: Job) -> list[JobItem]:
+    """Every item of a job, a page at a time (bounded by the job layer's item limit)."""
+    items: list[JobItem] = []
+    while True:
+        after = items[-1].index if items else -1
+        page = await svc.jobs.store.list_items(job.id, after, 1000)
+        items.extend(page)
+        if len(page) < 1000:
+            return items
+
+
+def _session_ended(svc: Services) -> Any:
+    sessions = SessionStore(svc.db.engine)
+
+    async def ended(job: Job) -> None:
+        if job.kind == session_processing.KIND:
+            await session_processing.job_ended(sessions, job)
+
+    return ended

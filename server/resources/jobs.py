@@ -29,6 +29,7 @@ __all__ = [
     "get_job",
     "job_of",
     "list_jobs",
+    "reserve_and_enqueue",
 ]
 
 RETRY_AFTER = "2"
@@ -106,17 +107,42 @@ async def enqueue_charged(
     assert price_key is not None
     price = ctx.services.prices[price_key]
     amount = credits_for(price, units).total
+    job = await reserve_and_enqueue(
+        ctx, kind, payload, amount, {"price_key": price_key}, items, operation=price_key
+    )
+    url = status_url.format(job_id=job.id)
+    body = JobAccepted(job_id=job.id, status=job.status, status_url=url, credits_reserved=amount)
+    return JSONResponse(
+        {**body.model_dump(mode="json"), **(extra or {})},
+        status_code=202,
+        headers={"Location": url, "Retry-After": RETRY_AFTER},
+    )
+
+
+async def reserve_and_enqueue(
+    ctx: KeyedContext,
+    kind: str,
+    payload: dict[str, Any],
+    amount: int,
+    pricing: dict[str, Any],
+    items: Sequence[Any] | None,
+    *,
+    operation: str,
+) -> Job:
+    """Hold ``amount`` credits (402 when the balance cannot cover it), then enqueue with the
+    hold (and ``pricing``: how the terminal hook prices what was delivered) in the payload;
+    the hold is released when the enqueue is refused."""
     credits = ctx.keyed.credits
     try:
-        hold = await credits.reserve(ctx.user_id, amount, operation=price_key) if amount else None
+        hold = await credits.reserve(ctx.user_id, amount, operation=operation) if amount else None
     except InsufficientBalance as exc:
         raise InsufficientCredits(
             "insufficient_credits",
             f"This costs {amount} credits; {exc.available} available. Top up to continue.",
         ) from None
-    billing = {"hold_id": hold.id, "price_key": price_key} if hold else None
+    billing = {"hold_id": hold.id, **pricing} if hold else None
     try:
-        job = await ctx.services.jobs.enqueue(
+        return await ctx.services.jobs.enqueue(
             ctx.user_id, kind, {**payload, BILLING: billing}, items
         )
     except JobInputError as exc:
@@ -128,13 +154,6 @@ async def enqueue_charged(
         if hold is not None:
             await credits.release(ctx.user_id, hold.id)
         raise
-    url = status_url.format(job_id=job.id)
-    body = JobAccepted(job_id=job.id, status=job.status, status_url=url, credits_reserved=amount)
-    return JSONResponse(
-        {**body.model_dump(mode="json"), **(extra or {})},
-        status_code=202,
-        headers={"Location": url, "Retry-After": RETRY_AFTER},
-    )
 
 
 async def job_of(ctx: KeyedContext, job_id: str, kinds: tuple[str, ...] = ()) -> Job:

@@ -27,6 +27,7 @@ def keyed_settings(base: Settings, tmp_path: Path, **overrides: Any) -> Settings
         "database_schema": base.database_schema,
         "jwt_secret": JWT_SECRET,
         "secret_file": tmp_path / "bavlio.secret",
+        "storage_dir": tmp_path / "files",  # stored files stay in the test's directory
         "embedded_worker": True,  # jobs run in the app on PostgreSQL too
         "job_poll_seconds": 0.05,
     }

@@ -74,7 +74,7 @@ def test_the_default_worker_runs_every_kind_and_stops_on_sigterm(tmp_path: Path)
     assert line.startswith("bavlio worker ")
     assert line.rstrip().endswith(
         ": running email.find, email.verify, email.bulk_find, email.bulk_verify, "
-        "email.dataset_verify, leads.batch"
+        "email.dataset_verify, leads.batch, session.process"
     )
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)

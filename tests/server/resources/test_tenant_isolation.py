@@ -83,6 +83,24 @@ async def _mail_alias(keyed: Keyed, session: Headers) -> str:
     return alias_id
 
 
+async def _session(keyed: Keyed, session: Headers) -> str:
+    made = await keyed.client.post("/api/v1/sessions/create", json={}, headers=session)
+    assert made.status_code == 201, made.text
+    session_id: str = made.json()["id"]
+    return session_id
+
+
+async def _extraction(keyed: Keyed, session: Headers) -> str:
+    made = await keyed.client.post(
+        "/api/v1/user-extractions/",
+        json={"title": "t", "source": "LinkedIn", "leads": [{"email": "ann@acme.test"}]},
+        headers=session,
+    )
+    assert made.status_code == 201, made.text
+    extraction_id: str = made.json()["extraction"]["id"]
+    return extraction_id
+
+
 async def _template(keyed: Keyed, session: Headers) -> str:
     made = await keyed.client.post(
         "/api/v1/templates/", json={"name": "t", "body_text": "Hi {{name}}"}, headers=session
@@ -189,9 +207,10 @@ async def _dataset(keyed: Keyed, session: Headers) -> str:
 FACTORIES: dict[str, Factory] = {
     "key_id": _api_key,
     "job_id": _job,
-    "session_id": _lead_batch,
+    "session_id": _session,
     "domain_id": _mail_domain,
     "alias_id": _mail_alias,
+    "extraction_id": _extraction,
     "template_id": _template,
     "entry_id": _suppression,
     "profile_id": _sender_profile,
@@ -203,6 +222,12 @@ FACTORIES: dict[str, Factory] = {
     "dataset_id": _dataset,
 }
 """Path parameter -> how to create such a resource as a given user (returns its id)."""
+
+PATH_FACTORIES: dict[tuple[str, str], Factory] = {
+    ("/api/v1/lead-finder/batch/{session_id}/status", "session_id"): _lead_batch,
+}
+"""(path, parameter) -> a factory where a parameter's name means another resource there (the
+seed calls a lead batch's job id ``session_id``)."""
 
 SHARED = frozenset({"domain"})
 """Path parameters naming shared knowledge, not a user's resource: a domain's learned pattern
@@ -236,7 +261,8 @@ async def test_another_users_ids_are_404_on_every_keyed_route(idle: Keyed) -> No
             assert not missing, f"{method.upper()} {path}: teach the walk to make {missing}"
             concrete = path
             for name in params:
-                concrete = concrete.replace("{" + name + "}", await FACTORIES[name](keyed, alice))
+                factory = PATH_FACTORIES.get((path, name), FACTORIES[name])
+                concrete = concrete.replace("{" + name + "}", await factory(keyed, alice))
             body = {} if "requestBody" in operation else None  # ownership is checked first
             response = await keyed.client.request(method.upper(), concrete, json=body, headers=bob)
             assert response.status_code == 404, (method, path, response.text)

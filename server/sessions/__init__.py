@@ -1,0 +1,1 @@
+"""Processing sessions: sender data, a dataset of leads, and the enrichment job run over it."""
