@@ -1,0 +1,1 @@
+"""BaviMail: our own mail platform (sending domains, the outbox, delivery through the relay)."""
