@@ -16,6 +16,7 @@ from mail_support import SELECTOR, dkim_dns, signing_key
 
 from server.mail.message import (
     Attachment,
+    Built,
     Draft,
     Limits,
     MessageError,
@@ -59,8 +60,10 @@ def test_a_plain_message_has_the_fixed_headers_and_verifies() -> None:
     assert "List-Unsubscribe" not in msg
     assert dkim.verify(built.raw, dnsfunc=dkim_dns)
     signature = msg["DKIM-Signature"]
-    assert "a=rsa-sha256" in signature and "c=relaxed/relaxed" in signature
-    assert f"s={SELECTOR}" in signature and "d=acme.test" in signature
+    assert "a=rsa-sha256" in signature
+    assert "c=relaxed/relaxed" in signature
+    assert f"s={SELECTOR}" in signature
+    assert "d=acme.test" in signature
 
 
 def test_text_html_and_attachments_nest_alternative_in_mixed() -> None:
@@ -133,7 +136,8 @@ def test_extra_headers_tags_and_envelope() -> None:
         "email_01JABG",
     )
     msg = parse(built.raw)
-    assert msg["X-Campaign"] == "q4" and msg["In-Reply-To"] == "<x@y.test>"
+    assert msg["X-Campaign"] == "q4"
+    assert msg["In-Reply-To"] == "<x@y.test>"
     assert "Bcc" not in msg  # never on the wire
     assert built.recipients == (
         "a@company.test",
@@ -230,6 +234,17 @@ def test_the_message_id_is_fixed_by_the_row() -> None:
     assert parse(one.raw)["Message-ID"] == parse(two.raw)["Message-ID"]
 
 
+def _built_or_error(subject: str, name: str, value: str) -> Built | MessageError:
+    try:
+        return build_message(
+            draft(subject=subject, from_=f'"{name}" <ann@acme.test>', headers={"X-V": value}),
+            SENDER,
+            "email_01JABK",
+        )
+    except MessageError as exc:
+        return exc
+
+
 _TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=80)
 
 
@@ -238,16 +253,21 @@ _TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_si
 def test_no_user_text_ever_adds_a_header(subject: str, name: str, value: str) -> None:
     """Whatever the subject, display name and an X- header hold: refused, or exactly one of each
     header and the subject reads back unchanged."""
-    try:
-        built = build_message(
-            draft(subject=subject, from_=f'"{name}" <ann@acme.test>', headers={"X-V": value}),
-            SENDER,
-            "email_01JABK",
-        )
-    except MessageError as exc:
-        bad = "\x7f\x85\u2028\u2029"
-        controls = [c for s in (subject, name, value) for c in s if ord(c) < 32 or c in bad]
-        assert controls or exc.field == "from", exc  # a quote or backslash breaks the name
+    bad = "\x7f\x85\u2028\u2029"
+    controls = [
+        c for s in (subject, name, value) for c in s if (ord(c) < 32 and c != "\t") or c in bad
+    ]
+    if controls:
+        with pytest.raises(MessageError):
+            build_message(
+                draft(subject=subject, from_=f'"{name}" <ann@acme.test>', headers={"X-V": value}),
+                SENDER,
+                "email_01JABK",
+            )
+        return
+    built = _built_or_error(subject, name, value)
+    if isinstance(built, MessageError):
+        assert built.field == "from"  # a quoted name parseaddr cannot take back
         return
     msg = parse(built.raw)
     head = built.raw.split(b"\r\n\r\n", 1)[0]
@@ -260,4 +280,4 @@ def test_no_user_text_ever_adds_a_header(subject: str, name: str, value: str) ->
         [b"dkim-signature", b"from", b"to", b"subject", b"date", b"message-id",
          b"mime-version", b"x-v", b"content-type", b"content-transfer-encoding"]
     )  # fmt: skip
-    assert msg["Subject"] == subject.strip() or msg["Subject"] == subject
+    assert msg["Subject"].split() == subject.split()  # folding may only move whitespace

@@ -119,7 +119,7 @@ def test_bucket_never_exceeds_rate_plus_burst(rate: float, burst: int, gaps: lis
         if wait == 0:
             taken += 1
         else:
-            later, again = bucket.take(now + wait + 1e-9)
+            _later, again = bucket.take(now + wait + 1e-9)
             assert again == 0
         assert 0 <= bucket.tokens <= burst
     assert taken <= burst + rate * now + 1e-6

@@ -38,12 +38,16 @@ async def test_claim_hand_off_accept(db: Database) -> None:
     token = await box.advance("w1", 1001.0, None, one.id)
     assert token is not None
     got = await box.get("usr_a", one.id)
-    assert got is not None and got.state is State.SENDING and got.attempts == 1
+    assert got is not None
+    assert got.state is State.SENDING
+    assert got.attempts == 1
     done = Outcome(one.id, token, Event.ACCEPTED, queue_id="4Xq", reply="250 queued as 4Xq")
     token2 = await box.advance("w1", 1002.0, done, two.id)
     assert token2 is not None
     got = await box.get("usr_a", one.id)
-    assert got is not None and got.state is State.SENT and got.relay_queue_id == "4Xq"
+    assert got is not None
+    assert got.state is State.SENT
+    assert got.relay_queue_id == "4Xq"
     assert await box.finish("w1", 1003.0, Outcome(two.id, token2, Event.ACCEPTED, queue_id="5"))
     assert await box.count_by_state() == {"sent": 2}
 
@@ -68,7 +72,8 @@ async def test_cancel_wins_over_a_later_hand_off_and_409_after(db: Database) -> 
     box = mail.outbox
     await box.claim("w1", 1000.0, 60, 10)
     cancelled = await box.cancel("usr_a", rec.id, 1000.5)
-    assert cancelled is not None and cancelled.state is State.CANCELLED
+    assert cancelled is not None
+    assert cancelled.state is State.CANCELLED
     assert await box.advance("w1", 1001.0, None, rec.id) is None  # never handed off
     assert await box.advance("w1", 1001.0, None, other.id) is not None
     assert await box.cancel("usr_a", other.id, 1002.0) is None  # sending: too late
@@ -104,7 +109,8 @@ async def test_recover_takes_over_sending_messages_after_their_lease(db: Databas
     assert not await box.finish("w1", 1062.0, Outcome(rec.id, token or "", Event.ACCEPTED))
     assert await box.finish("w2", 1062.0, Outcome(rec.id, token or "", Event.REQUEUE))
     got = await box.get("usr_a", rec.id)
-    assert got is not None and got.state is State.QUEUED
+    assert got is not None
+    assert got.state is State.QUEUED
 
 
 async def test_scheduled_messages_wait_and_lists_filter(db: Database) -> None:
@@ -132,10 +138,12 @@ async def test_suppressed_recipients_are_left_out_and_shown(db: Database) -> Non
             from_="ann@acme.test", to=["bad@company.test", "ok@company.test"], subject="s", text="t"
         ),
     )
-    assert some.state is State.QUEUED and some.recipients == ["ok@company.test"]
+    assert some.state is State.QUEUED
+    assert some.recipients == ["ok@company.test"]
     assert some.suppressed == [{"address": "bad@company.test", "reason": "hard_bounce"}]
     none = await mail.submit("usr_a", draft(to="bad@company.test"))
-    assert none.state is State.FAILED and none.error_code == "all_recipients_suppressed"
+    assert none.state is State.FAILED
+    assert none.error_code == "all_recipients_suppressed"
     assert [c.id for c in await mail.outbox.claim("w", 1000.0, 60, 10)] == [some.id]
 
 
