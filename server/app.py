@@ -234,6 +234,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         from server.jobs.setup import build_worker, embedded
+        from server.mail.setup import build_mail_worker, embedded_mail
 
         await svc.db.migrate()
         try:
@@ -243,6 +244,10 @@ def create_app(
             async with contextlib.AsyncExitStack() as stack:
                 if embedded(settings):  # SQLite: jobs run here, no extra process
                     await stack.enter_async_context(build_worker(svc.jobs, settings))
+                if embedded_mail(settings):  # a relay on SQLite: mail is sent from here too
+                    mail = svc.mail
+                    worker = build_mail_worker(svc.db, settings, mail.suppression)
+                    await stack.enter_async_context(worker)
                 yield
         finally:
             for gate in gates:

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from server.finder.verdicts import VerdictCache
     from server.http.idempotency import IdempotencyStore
     from server.jobs.queue import JobQueue
+    from server.mail.service import MailService
     from server.ratelimit import KeyRateLimiter
 
 __all__ = [
@@ -165,6 +166,7 @@ class Services:
     _owned_search: HttpSearchEngine | None = None
     _keyed: KeyedServices | None = None
     _jobs: JobQueue | None = None
+    _mail: MailService | None = None
     _prices: dict[str, Price] | None = None
     ready_cache: SharedTtlCache[CheckResult] = field(default_factory=SharedTtlCache)
 
@@ -234,6 +236,20 @@ class Services:
             register_with(queue, self)
             self._jobs = queue
         return self._jobs
+
+    @property
+    def mail(self) -> MailService:
+        """BaviMail's sending service (identity and suppression as wired; see server.mail.ports)."""
+        if self._mail is None:
+            from server.mail.outbox import Outbox
+            from server.mail.outbox_rules import DailyCaps
+            from server.mail.service import MailService
+
+            caps = DailyCaps(
+                self.settings.mail_daily_cap_domain, self.settings.mail_daily_cap_alias
+            )
+            self._mail = MailService(Outbox(self.db), caps=caps)
+        return self._mail
 
     @property
     def verdicts(self) -> VerdictCache:

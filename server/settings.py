@@ -152,6 +152,32 @@ class Settings(BaseSettings):
     """Local address this process's SMTP probes leave from (pins a worker to one egress IP)."""
     smtp_proxy: str | None = None
     """``socks5://host:port`` (or socks4) every SMTP probe of this process goes through."""
+    mail_relay_host: str | None = None
+    """The SMTP relay BaviMail hands outgoing mail to (a local Postfix); unset: no sending."""
+    mail_relay_port: int = Field(default=25, ge=1, le=65535)
+    mail_relay_starttls: bool | None = None
+    """STARTTLS to the relay: true required, false never, unset when offered."""
+    mail_relay_username: str | None = None
+    mail_relay_password: SecretStr | None = None
+    mail_relay_cert_bundle: str | None = None
+    """CA file that verifies the relay's certificate (default: the system's)."""
+    mail_relay_log: Path | None = None
+    """The relay's Postfix ``maillog_file``: outbox recovery reads it to learn whether a message
+    a dead worker was handing off was queued (exactly once instead of the policy below)."""
+    mail_ambiguity_policy: Literal["fail", "resend"] = "fail"
+    """A message whose hand-off nobody can confirm: ``fail`` (at most once) or ``resend``."""
+    mail_worker_concurrency: int = Field(default=2, ge=1, le=64)
+    """SMTP connections (each with its own batch) one mail worker keeps to the relay."""
+    mail_batch: int = Field(default=100, ge=1, le=10_000)
+    mail_lease_seconds: float = Field(default=60.0, gt=0, le=3600)
+    mail_rate_per_domain: float = Field(default=0.0, ge=0)
+    """Messages a second per sending domain and worker (0: no limit)."""
+    mail_daily_cap_domain: int = Field(default=0, ge=0)
+    """Messages a UTC day per sending domain (0: no cap)."""
+    mail_daily_cap_alias: int = Field(default=0, ge=0)
+    """Messages a UTC day per sending address (0: no cap)."""
+    embedded_mail_worker: bool | None = None
+    """Send mail inside ``bavlio serve`` (default: when a relay is set, on SQLite)."""
     rate_limit_ip: str = "300/minute"
     rate_limit_payer: str = "120/minute"
 

@@ -17,6 +17,7 @@ GROUPS: tuple[str, ...] = (
     "lead-finder",
     "jobs",
     "datasets",
+    "bavimail",
 )
 """Resource groups a key can be limited to (the seed's group names)."""
 

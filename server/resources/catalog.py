@@ -11,6 +11,7 @@ from server.jobs.kinds import KINDS
 from server.resources import (
     account,
     api_keys,
+    bavimail_emails,
     credits,
     email_finder,
     email_verification,
@@ -28,6 +29,7 @@ __all__ = ["keyed_operations"]
 V1 = "/api/v1"
 _JOB_ID = {"type": "string", "pattern": r"^job_[0-9a-f]{27}$"}
 _ACCEPTED: dict[int, type[BaseModel]] = {402: ErrorEnvelope, 413: ErrorEnvelope}
+_EMAIL_ID = {"type": "string", "pattern": r"^email_[0-9A-HJKMNP-TV-Z]{26}$"}
 _INCLUDE_ROWS = QueryParam(
     "include_rows", {"type": "boolean"}, "false: counts only (default true: rows too)."
 )
@@ -443,6 +445,73 @@ def keyed_operations() -> tuple[Operation, ...]:
             access="api_key",
             scope="jobs",
             path_params=(QueryParam("job_id", _JOB_ID, "A job id."),),
+            responses={404: ErrorEnvelope, 409: ErrorEnvelope},
+        ),
+        Operation(
+            "POST",
+            f"{V1}/bavimail/emails",
+            bavimail_emails.send,
+            "bavimail_emails_send",
+            "Send an email from a verified domain (queued; DKIM-signed; Idempotency-Key honoured)",
+            bavimail_emails.EmailView,
+            bavimail_emails.SendEmail,
+            tag="bavimail",
+            access="api_key",
+            scope="bavimail",
+            status_code=202,
+            responses={413: ErrorEnvelope, 422: ErrorEnvelope, 429: ErrorEnvelope},
+        ),
+        Operation(
+            "GET",
+            f"{V1}/bavimail/emails",
+            bavimail_emails.list_emails,
+            "bavimail_emails_list",
+            "The caller's emails, newest first",
+            bavimail_emails.EmailList,
+            tag="bavimail",
+            access="api_key",
+            scope="bavimail",
+            query=(
+                *_PAGING,
+                QueryParam(
+                    "status",
+                    {
+                        "type": "string",
+                        "enum": ["queued", "sending", "sent", "failed", "cancelled"],
+                    },
+                    "Only emails in this state.",
+                ),
+                QueryParam(
+                    "tag",
+                    {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+                    "Only emails with this tag.",
+                ),
+            ),
+        ),
+        Operation(
+            "GET",
+            f"{V1}/bavimail/emails/{{email_id}}",
+            bavimail_emails.get_email,
+            "bavimail_emails_get",
+            "One email: status, events, relay queue id, why it failed or was suppressed",
+            bavimail_emails.EmailView,
+            tag="bavimail",
+            access="api_key",
+            scope="bavimail",
+            path_params=(QueryParam("email_id", _EMAIL_ID, "An email id."),),
+            responses={404: ErrorEnvelope},
+        ),
+        Operation(
+            "POST",
+            f"{V1}/bavimail/emails/{{email_id}}/cancel",
+            bavimail_emails.cancel,
+            "bavimail_emails_cancel",
+            "Cancel a queued or scheduled email (409 once handed to the relay)",
+            bavimail_emails.EmailView,
+            tag="bavimail",
+            access="api_key",
+            scope="bavimail",
+            path_params=(QueryParam("email_id", _EMAIL_ID, "An email id."),),
             responses={404: ErrorEnvelope, 409: ErrorEnvelope},
         ),
     )

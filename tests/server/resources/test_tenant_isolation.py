@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest_asyncio
 from keyed_helpers import Keyed, keyed_app, keyed_settings
+from mail_support import install
 from tests_server_helpers import assert_envelope
 
 from server.settings import Settings
@@ -48,7 +49,24 @@ async def _lead_batch(keyed: Keyed, session: Headers) -> str:
     return job_id
 
 
-FACTORIES: dict[str, Factory] = {"key_id": _api_key, "job_id": _job, "session_id": _lead_batch}
+async def _email(keyed: Keyed, session: Headers) -> str:
+    install(keyed.services)  # a test sending identity for acme.test (server.mail.ports)
+    made = await keyed.client.post(
+        "/api/v1/bavimail/emails",
+        json={"from": "ann@acme.test", "to": "bo@company.test", "subject": "s", "text": "t"},
+        headers=session,
+    )
+    assert made.status_code == 202, made.text
+    email_id: str = made.json()["id"]
+    return email_id
+
+
+FACTORIES: dict[str, Factory] = {
+    "key_id": _api_key,
+    "job_id": _job,
+    "session_id": _lead_batch,
+    "email_id": _email,
+}
 """Path parameter -> how to create such a resource as a given user (returns its id)."""
 
 SHARED = frozenset({"domain"})
