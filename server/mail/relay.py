@@ -33,6 +33,7 @@ class RelayConfig:
     timeout: float = 30.0
     cert_bundle: str | None = None
     validate_certs: bool = True
+    check_hostname: bool = True  # False: verify the chain only (a relay reached by address)
     local_hostname: str | None = None
 
 
@@ -60,6 +61,7 @@ class Relay:
         context = None
         if c.cert_bundle is not None:
             context = ssl.create_default_context(cafile=c.cert_bundle)
+            context.check_hostname = c.check_hostname
         smtp = aiosmtplib.SMTP(
             hostname=c.host,
             port=c.port,
