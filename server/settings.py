@@ -169,6 +169,8 @@ class Settings(BaseSettings):
     mail_worker_concurrency: int = Field(default=2, ge=1, le=64)
     """SMTP connections (each with its own batch) one mail worker keeps to the relay."""
     mail_batch: int = Field(default=100, ge=1, le=10_000)
+    mail_handoff_group: int = Field(default=1, ge=1, le=100)
+    """Messages handed to the relay per commit (1: the narrowest ambiguity window)."""
     mail_lease_seconds: float = Field(default=60.0, gt=0, le=3600)
     mail_rate_per_domain: float = Field(default=0.0, ge=0)
     """Messages a second per sending domain and worker (0: no limit)."""

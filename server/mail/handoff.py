@@ -12,6 +12,8 @@ import asyncio
 import re
 from pathlib import Path
 
+from server.mail.ports import HandoffAnswer
+
 __all__ = ["PostfixLogProbe"]
 
 _CLEANUP = re.compile(rb"postfix/cleanup\[\d+\]: ([0-9A-Za-z]+): message-id=(<[^>\s]*>)")
@@ -26,8 +28,8 @@ class PostfixLogProbe:
         self.settle_seconds = settle_seconds
         self.tail_bytes = tail_bytes
 
-    def _scan(self, message_id: str) -> tuple[bool, bool]:
-        """(seen by cleanup, queued)."""
+    def _scan(self, message_id: str) -> tuple[bool, str | None]:
+        """(seen by cleanup, the queue id it was committed under)."""
         try:
             with self.path.open("rb") as log:
                 log.seek(0, 2)
@@ -35,22 +37,22 @@ class PostfixLogProbe:
                 log.seek(max(0, size - self.tail_bytes))
                 text = log.read()
         except OSError:
-            return False, False
+            return False, None
         wanted = message_id.encode("ascii", "replace")
         ids = {m.group(1) for m in _CLEANUP.finditer(text) if m.group(2) == wanted}
-        queued = any(m.group(1) in ids for m in _QMGR.finditer(text))
-        return bool(ids), queued
+        queued = next((m.group(1) for m in _QMGR.finditer(text) if m.group(1) in ids), None)
+        return bool(ids), queued.decode("ascii") if queued is not None else None
 
-    async def __call__(self, message_id: str) -> bool | None:
-        """True: queued; False: not (or never seen); None: the log cannot be read."""
+    async def __call__(self, message_id: str) -> HandoffAnswer:
+        """Queued (with its queue id), not queued (or never seen), or unknown (no log)."""
         if not self.path.exists():
-            return None
+            return HandoffAnswer(None)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settle_seconds
         while True:
             seen, queued = await asyncio.to_thread(self._scan, message_id)
-            if queued:
-                return True
+            if queued is not None:
+                return HandoffAnswer(True, queued)
             if not seen or loop.time() >= deadline:
-                return False
+                return HandoffAnswer(False)
             await asyncio.sleep(0.2)  # the queue manager logs a moment after cleanup

@@ -18,8 +18,11 @@ from email import policy
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
+from typing import Any
 
 import dkim
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 
 __all__ = [
     "ALLOWED_HEADERS",
@@ -323,6 +326,39 @@ def build_message(
         subject=subject,
         tags=tuple(draft.tags),
     )
+
+
+_HASHES: dict[str, type[hashes.HashAlgorithm]] = {"sha256": hashes.SHA256, "sha1": hashes.SHA1}
+_KEYS: dict[int, rsa.RSAPrivateKey] = {}
+_pure_python_sign = dkim.RSASSA_PKCS1_v1_5_sign
+
+
+def _openssl_sign(digest: Any, key: dict[str, int]) -> bytes:
+    """dkimpy's RSASSA-PKCS1-v1_5 step, done by OpenSSL (``cryptography``) instead of Python's
+    big integers: the same deterministic bytes, about 50 times faster (dkimpy still parses the
+    key, canonicalises and builds the header)."""
+    algorithm = _HASHES.get(getattr(digest, "name", ""))
+    if algorithm is None:  # pragma: no cover - we only sign rsa-sha256
+        return bytes(_pure_python_sign(digest, key))
+    private = _KEYS.get(key["modulus"])
+    if private is None:
+        public = rsa.RSAPublicNumbers(key["publicExponent"], key["modulus"])
+        private = rsa.RSAPrivateNumbers(
+            key["prime1"],
+            key["prime2"],
+            key["privateExponent"],
+            key["exponent1"],
+            key["exponent2"],
+            key["coefficient"],
+            public,
+        ).private_key()
+        if len(_KEYS) > 1024:
+            _KEYS.clear()
+        _KEYS[key["modulus"]] = private
+    return private.sign(digest.digest(), padding.PKCS1v15(), utils.Prehashed(algorithm()))
+
+
+dkim.RSASSA_PKCS1_v1_5_sign = _openssl_sign
 
 
 def dkim_sign(message: bytes, sender: Sender) -> bytes:

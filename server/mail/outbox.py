@@ -254,37 +254,54 @@ class Outbox:
         done: Outcome | None,
         hand_off: str | None,
     ) -> str | None:
-        """In one transaction: record ``done`` (the last hand-off's outcome) and mark the
-        message ``hand_off`` as ``sending`` with a fresh attempt token.
+        """One message: :meth:`advance_many` with at most one outcome and one hand-off."""
+        tokens = await self.advance_many(
+            worker_id, now, [done] if done else [], [hand_off] if hand_off else []
+        )
+        return tokens.get(hand_off) if hand_off else None
 
-        Returns that token, or None when the hand-off did not apply (cancelled meanwhile, or the
-        lease was lost): then the message must not be sent. One commit per message, and at most
-        one ``sending`` message per worker connection at any moment.
+    async def advance_many(
+        self,
+        worker_id: str,
+        now: float,
+        done: Sequence[Outcome],
+        hand_off: Sequence[str],
+    ) -> dict[str, str]:
+        """In one transaction: record ``done`` (the last hand-offs' outcomes) and mark the
+        messages ``hand_off`` as ``sending``, each with a fresh attempt token.
+
+        Returns ``{id: token}`` for the hand-offs that applied; one that did not (cancelled
+        meanwhile, or the lease was lost) must not be sent. One commit per group of messages,
+        and at most one group ``sending`` per worker connection at any moment.
         """
+        tokens: dict[str, str] = {}
+        sources, target = _case(Event.HAND_OFF)
         async with write_transaction(self.engine) as conn:
-            if done is not None:
-                await self._record_outcome(conn, worker_id, now, done)
-            if hand_off is None:
-                return None
-            token = secrets.token_hex(8)
-            sources, target = _case(Event.HAND_OFF)
-            stmt = (
-                sa.update(messages)
-                .where(
-                    M.id == hand_off,
-                    M.lease_owner == worker_id,
-                    M.state.in_(sources),
+            for outcome in done:
+                await self._record_outcome(conn, worker_id, now, outcome)
+            for email_id in hand_off:
+                token = secrets.token_hex(8)
+                stmt = (
+                    sa.update(messages)
+                    .where(M.id == email_id, M.lease_owner == worker_id, M.state.in_(sources))
+                    .values(
+                        state=target,
+                        attempt_token=token,
+                        attempts=M.attempts + 1,
+                        handed_off_at=now,
+                        updated_at=now,
+                    )
                 )
-                .values(
-                    state=target,
-                    attempt_token=token,
-                    attempts=M.attempts + 1,
-                    handed_off_at=now,
-                    updated_at=now,
-                )
-            )
-            applied = (await conn.execute(stmt)).rowcount == 1
-        return token if applied else None
+                if (await conn.execute(stmt)).rowcount == 1:
+                    tokens[email_id] = token
+        return tokens
+
+    async def finish_many(self, worker_id: str, now: float, outcomes: Sequence[Outcome]) -> None:
+        """Record outcomes in one transaction (the end of a batch)."""
+        if outcomes:
+            async with write_transaction(self.engine) as conn:
+                for outcome in outcomes:
+                    await self._record_outcome(conn, worker_id, now, outcome)
 
     async def finish(self, worker_id: str, now: float, outcome: Outcome) -> bool:
         """Record one outcome on its own (the last message of a batch, recovery)."""

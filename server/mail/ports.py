@@ -8,9 +8,11 @@ The defaults refuse every sender and suppress nobody until the real modules are 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 __all__ = [
+    "HandoffAnswer",
     "HandoffProbe",
     "IdentityLookup",
     "SenderNotAllowed",
@@ -53,8 +55,17 @@ IdentityLookup = Callable[[str, str], Awaitable[SendingIdentityView]]
 SuppressionCheck = Callable[[str, Sequence[str]], Awaitable[Mapping[str, str]]]
 """``(user_id, addresses) -> {suppressed address: reason}`` (one batch call per message)."""
 
-HandoffProbe = Callable[[str], Awaitable[bool | None]]
-"""``message_id -> accepted?``: whether the relay queued a message (None: cannot tell)."""
+
+@dataclass(frozen=True, slots=True)
+class HandoffAnswer:
+    """Whether the relay queued a message (None: cannot tell) and its queue id if known."""
+
+    accepted: bool | None
+    queue_id: str | None = None
+
+
+HandoffProbe = Callable[[str], Awaitable[HandoffAnswer]]
+"""``message_id -> answer``: asked for a message whose hand-off nobody saw end."""
 
 
 async def no_identities(user_id: str, from_address: str) -> SendingIdentityView:

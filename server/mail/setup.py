@@ -50,6 +50,7 @@ def build_mail_worker(
         concurrency=settings.mail_worker_concurrency,
         batch=settings.mail_batch,
         lease_seconds=settings.mail_lease_seconds,
+        handoff_group=settings.mail_handoff_group,
         rate_per_domain=settings.mail_rate_per_domain,
     )
 

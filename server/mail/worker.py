@@ -14,7 +14,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import TracebackType
 
 from server.mail.outbox import Claimed, Outbox, Outcome
@@ -26,7 +26,7 @@ from server.mail.outbox_rules import (
     recovery_event,
     retry_delay,
 )
-from server.mail.ports import HandoffProbe, SuppressionCheck, nothing_suppressed
+from server.mail.ports import HandoffAnswer, HandoffProbe, SuppressionCheck, nothing_suppressed
 from server.mail.relay import Relay, RelayResult
 
 __all__ = ["MailWorker"]
@@ -56,6 +56,7 @@ class MailWorker:
         lease_seconds: float = 60.0,
         poll_seconds: float = 1.0,
         max_attempts: int = 8,
+        handoff_group: int = 1,
         rate_per_domain: float = 0.0,
         burst: float = 10.0,
         clock: Callable[[], float] = time.time,
@@ -73,6 +74,10 @@ class MailWorker:
         self.lease_seconds = lease_seconds
         self.poll_seconds = poll_seconds
         self.max_attempts = max_attempts
+        self.handoff_group = max(1, handoff_group)
+        """Messages handed off per commit: 1 keeps the ambiguity window at one message per
+        connection; more trade a wider window (resolved by the probe, else by the policy)
+        for fewer commits."""
         self.rate_per_domain = rate_per_domain
         self.burst = burst
         self.clock = clock
@@ -128,18 +133,24 @@ class MailWorker:
             self.worker_id, self.clock(), self.lease_seconds, self.batch
         )
         for msg in found:
-            accepted = await self.probe(msg.message_id) if self.probe is not None else None
-            event = recovery_event(accepted, self.policy)
+            answer = await self._ask(msg.message_id)
+            event = recovery_event(answer.accepted, self.policy)
             outcome = Outcome(
                 msg.id,
                 msg.attempt_token or "",
                 event,
-                reply="recovered: the relay's log shows it queued" if accepted else None,
+                queue_id=answer.queue_id,
+                reply="recovered: the relay shows it queued" if answer.accepted else None,
                 error=_UNKNOWN if event is Event.FAIL else None,
             )
             await self.outbox.finish(self.worker_id, self.clock(), outcome)
             log.warning("mail worker %s: recovered %s as %s", self.worker_id, msg.id, event)
         return len(found)
+
+    async def _ask(self, message_id: str) -> HandoffAnswer:
+        if self.probe is None:
+            return HandoffAnswer(None)
+        return await self.probe(message_id)
 
     async def _wait_for_rate(self, domain: str) -> bool:
         """Take a token of ``domain``'s bucket, waiting up to a lease third; False: give up."""
@@ -159,63 +170,67 @@ class MailWorker:
         return await self._wait_for_rate(domain)
 
     async def _send_batch(self, relay: Relay, claimed: list[Claimed]) -> int:
-        pending: Outcome | None = None
+        """Send ``claimed`` in groups of ``handoff_group``: one commit records the previous
+        group's outcomes and hands the next group off; then each message goes to the relay."""
+        pending: list[Outcome] = []
         handled = 0
         last_extend = self.clock()
-        for index, msg in enumerate(claimed):
-            if self._stopping.is_set() or not await self._wait_for_rate(msg.domain):
-                await self._flush(pending)
-                pending = None
-                await self.outbox.release(
-                    self.worker_id, [m.id for m in claimed[index:]], self.clock()
-                )
+        index = 0
+        while index < len(claimed):
+            if self._stopping.is_set():
                 break
             if self.clock() - last_extend > self.lease_seconds / 3:
                 await self.outbox.extend(self.worker_id, self.clock(), self.lease_seconds)
                 last_extend = self.clock()
-            suppressed = await self.suppression(msg.user_id, msg.recipients)
-            recipients = [r for r in msg.recipients if r not in suppressed]
-            if not recipients:
-                await self._flush(pending)
-                pending = None
+            group: list[tuple[Claimed, list[str], Mapping[str, str]]] = []
+            limited = False
+            while index < len(claimed) and len(group) < self.handoff_group:
+                msg = claimed[index]
+                if not await self._wait_for_rate(msg.domain):
+                    limited = True
+                    break
+                index += 1
+                suppressed = await self.suppression(msg.user_id, msg.recipients)
+                recipients = [r for r in msg.recipients if r not in suppressed]
+                if recipients:
+                    group.append((msg, recipients, suppressed))
+                    continue
                 reasons = [{"address": a, "reason": r} for a, r in suppressed.items()]
-                await self.outbox.finish(
-                    self.worker_id,
-                    self.clock(),
+                pending.append(
                     Outcome(
                         msg.id,
                         "",
                         Event.FAIL,
                         error=("all_recipients_suppressed", "Every recipient is suppressed."),
                         suppressed=reasons,
-                    ),
+                    )
                 )
                 handled += 1
-                continue
-            token = await self.outbox.advance(self.worker_id, self.clock(), pending, msg.id)
-            pending = None
-            if token is None:  # cancelled meanwhile, or the lease was lost
-                continue
-            result = await relay.send(msg.envelope_from, recipients, msg.raw)
-            pending = await self._outcome(msg, token, result, suppressed)
-            handled += 1
-            if pending.event is Event.ACCEPTED:
-                self.sent += 1
-        await self._flush(pending)
+            tokens = await self.outbox.advance_many(
+                self.worker_id, self.clock(), pending, [m.id for m, _, _ in group]
+            )
+            pending = []
+            for msg, recipients, suppressed in group:
+                token = tokens.get(msg.id)
+                if token is None:  # cancelled meanwhile, or the lease was lost
+                    continue
+                result = await relay.send(msg.envelope_from, recipients, msg.raw)
+                outcome = await self._outcome(msg, token, result, suppressed)
+                pending.append(outcome)
+                handled += 1
+                if outcome.event is Event.ACCEPTED:
+                    self.sent += 1
+            if limited:
+                break  # over the send rate: the rest goes back
+        await self.outbox.finish_many(self.worker_id, self.clock(), pending)
+        if index < len(claimed):
+            await self.outbox.release(self.worker_id, [m.id for m in claimed[index:]], self.clock())
         return handled
 
-    async def _flush(self, pending: Outcome | None) -> None:
-        if pending is not None:
-            await self.outbox.finish(self.worker_id, self.clock(), pending)
-
     async def _outcome(
-        self, msg: Claimed, token: str, result: RelayResult, suppressed: object
+        self, msg: Claimed, token: str, result: RelayResult, suppressed: Mapping[str, str]
     ) -> Outcome:
-        reasons = (
-            [{"address": a, "reason": r} for a, r in suppressed.items()]
-            if isinstance(suppressed, dict) and suppressed
-            else None
-        )
+        reasons = [{"address": a, "reason": r} for a, r in suppressed.items()] or None
         refused = (
             "; ".join(f"{a}: {r}" for a, r in result.refused.items()) if result.refused else None
         )
@@ -231,14 +246,15 @@ class MailWorker:
                 suppressed=reasons,
             )
         if result.ambiguous:
-            accepted = await self.probe(msg.message_id) if self.probe is not None else None
-            event = recovery_event(accepted, self.policy)
+            answer = await self._ask(msg.message_id)
+            event = recovery_event(answer.accepted, self.policy)
             if event is Event.REQUEUE:
                 event = Event.DEFER
             return Outcome(
                 msg.id,
                 token,
                 event,
+                queue_id=answer.queue_id,
                 reply=result.reply,
                 error=_UNKNOWN if event is Event.FAIL else None,
                 retry_at=self.clock() + retry_delay(msg.attempts + 1),

@@ -11,7 +11,16 @@ from pathlib import Path
 
 from lab.maillab import Listener, MailDomain, MailLab
 
-USERS = ("john.smith", "jane.doe", "kill", "nopr", "tls", "reuse", "bench", "part")
+USERS = (
+    "john.smith",
+    "jane.doe",
+    "nopr",
+    "tls",
+    "reuse",
+    "bench",
+    "part",
+    *(f"kill_{db}_{probe}" for db in ("sqlite", "postgresql") for probe in ("log", "none")),
+)
 
 
 def new_relay_lab() -> MailLab:

@@ -4,12 +4,11 @@ with the DKIM key and carry the headers and bodies sent; refusals, STARTTLS, con
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
 
 import dkim
 import pytest
-from lab.maillab import MailLab, MailLabError
-from mail_lab_support import delivered, new_relay_lab, parse, wait_delivered
+from lab.maillab import MailLab
+from mail_lab_support import delivered, parse, wait_delivered
 from mail_support import dkim_dns, identities
 
 from server.db.engine import Database
@@ -19,20 +18,6 @@ from server.mail.outbox_rules import State
 from server.mail.relay import Relay, RelayConfig
 from server.mail.service import MailService
 from server.mail.worker import MailWorker
-
-
-@pytest.fixture(scope="module")
-def relay_lab() -> Iterator[MailLab]:
-    """Postfix as the relay, shared by the module (tests use their own mailboxes)."""
-    lab = new_relay_lab()
-    try:
-        lab.start()
-    except MailLabError as exc:
-        pytest.fail(f"mail lab unavailable: {exc}", pytrace=False)
-    try:
-        yield lab
-    finally:
-        lab.stop()
 
 
 def plain(lab: MailLab) -> RelayConfig:

@@ -1,0 +1,24 @@
+"""The mail lab's Postfix as BaviMail's relay, one per test module."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from mail_lab_support import new_relay_lab
+
+from lab.maillab import MailLab, MailLabError
+
+
+@pytest.fixture(scope="module")
+def relay_lab() -> Iterator[MailLab]:
+    """Postfix as the relay, shared by a module (tests use their own mailboxes)."""
+    lab = new_relay_lab()
+    try:
+        lab.start()
+    except MailLabError as exc:
+        pytest.fail(f"mail lab unavailable: {exc}", pytrace=False)
+    try:
+        yield lab
+    finally:
+        lab.stop()
