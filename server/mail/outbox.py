@@ -210,7 +210,9 @@ class Outbox:
     async def recover(self, worker_id: str, now: float, lease: float, limit: int) -> list[Claimed]:
         """Take over ``sending`` messages whose worker's lease expired (RECOVER)."""
         sources, target = _case(Event.RECOVER)
-        where = sa.and_(M.state.in_(sources), M.lease_expires < now)
+        # Never our own: this worker knows what it has in flight, even past a stalled lease.
+        mine = sa.and_(M.lease_owner.is_not(None), M.lease_owner == worker_id)
+        where = sa.and_(M.state.in_(sources), M.lease_expires < now, sa.not_(mine))
         stmt = (
             sa.update(messages)
             .where(M.id.in_(self._pick(where, limit)), where)

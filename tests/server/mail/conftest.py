@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from mail_lab_support import new_relay_lab
-
 from lab.maillab import MailLab, MailLabError
+from mail_lab_support import new_relay_lab
 
 
 @pytest.fixture(scope="module")

@@ -4,12 +4,13 @@ with the DKIM key and carry the headers and bodies sent; refusals, STARTTLS, con
 from __future__ import annotations
 
 import base64
+import time
 
 import dkim
 import pytest
 from lab.maillab import MailLab
 from mail_lab_support import delivered, parse, wait_delivered
-from mail_support import dkim_dns, identities
+from mail_support import dkim_dns, identities, suppressing
 
 from server.db.engine import Database
 from server.mail.message import Attachment, Draft
@@ -203,3 +204,71 @@ async def test_an_unreachable_relay_defers(db: Database) -> None:
     assert got.state is State.QUEUED
     assert got.attempts == 1
     assert got.next_attempt_at >= got.created_at + 60
+
+
+async def test_hand_off_groups_deliver_each_message_once(db: Database, relay_lab: MailLab) -> None:
+    if db.dialect != "sqlite":
+        pytest.skip("one backend is enough for the worker's grouping")
+    mail = MailService(Outbox(db), identity=identities({"acme.test"}))
+    before = len(delivered(relay_lab, "bench"))
+    ids = set()
+    for i in range(12):
+        rec = await mail.submit(
+            "usr_a", Draft(from_="ann@acme.test", to=["bench@inbox.test"], subject=f"{i}", text="t")
+        )
+        ids.add(rec.message_id)
+    relay = Relay(plain(relay_lab))
+    await drain(MailWorker(mail.outbox, lambda: relay, handoff_group=5, batch=7), relay)
+    assert await mail.outbox.count_by_state() == {"sent": 12}
+    got = [parse(m)["Message-ID"] for m in wait_delivered(relay_lab, "bench", before + 12)[before:]]
+    assert sorted(got) == sorted(ids)
+
+
+async def test_suppression_is_checked_again_at_send_time(db: Database, relay_lab: MailLab) -> None:
+    mail = MailService(Outbox(db), identity=identities({"acme.test"}))
+    gone = await mail.submit(
+        "usr_a", Draft(from_="ann@acme.test", to=["nopr@inbox.test"], subject="g", text="t")
+    )
+    half = await mail.submit(
+        "usr_a",
+        Draft(
+            from_="ann@acme.test", to=["nopr@inbox.test", "part@inbox.test"], subject="h", text="t"
+        ),
+    )
+    relay = Relay(plain(relay_lab))
+    check = suppressing({"nopr@inbox.test": "unsubscribed"})
+    await drain(MailWorker(mail.outbox, lambda: relay, suppression=check), relay)
+    failed = await mail.outbox.get("usr_a", gone.id)
+    assert failed is not None
+    assert failed.state is State.FAILED
+    assert failed.error_code == "all_recipients_suppressed"
+    assert failed.attempts == 0  # never handed to the relay
+    assert failed.suppressed == [{"address": "nopr@inbox.test", "reason": "unsubscribed"}]
+    sent = await mail.outbox.get("usr_a", half.id)
+    assert sent is not None
+    assert sent.state is State.SENT
+    assert sent.suppressed == [{"address": "nopr@inbox.test", "reason": "unsubscribed"}]
+
+
+async def test_the_send_rate_gives_messages_back(db: Database, relay_lab: MailLab) -> None:
+    if db.dialect != "sqlite":
+        pytest.skip("one backend is enough for the worker's rate")
+    mail = MailService(Outbox(db), identity=identities({"acme.test"}))
+    for i in range(5):
+        await mail.submit(
+            "usr_a", Draft(from_="ann@acme.test", to=["part@inbox.test"], subject=f"{i}", text="t")
+        )
+    relay = Relay(plain(relay_lab))
+    frozen = [time.time() + 1]
+    worker = MailWorker(
+        mail.outbox,
+        lambda: relay,
+        rate_per_domain=0.001,
+        burst=2,
+        lease_seconds=30,
+        clock=lambda: frozen[0],
+    )
+    assert await worker.run_once(relay) == 2  # the burst; the rest would wait too long
+    await relay.close()
+    assert await mail.outbox.count_by_state() == {"sent": 2, "queued": 3}
+    assert len(await mail.outbox.claim("other", frozen[0], 30, 10)) == 3  # given back, not leased

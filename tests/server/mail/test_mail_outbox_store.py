@@ -104,6 +104,7 @@ async def test_recover_takes_over_sending_messages_after_their_lease(db: Databas
     await box.claim("w1", 1000.0, 60, 1)
     token = await box.advance("w1", 1000.0, None, rec.id)
     assert await box.recover("w2", 1030.0, 60, 10) == []
+    assert await box.recover("w1", 1061.0, 60, 10) == []  # never its own in-flight message
     found = await box.recover("w2", 1061.0, 60, 10)
     assert [(c.id, c.attempt_token) for c in found] == [(rec.id, token)]
     assert not await box.finish("w1", 1062.0, Outcome(rec.id, token or "", Event.ACCEPTED))
