@@ -223,14 +223,15 @@ class Outbox:
             rows = (await conn.execute(stmt)).mappings().all()
         return sorted((_claimed(r) for r in rows), key=lambda c: c.id)
 
-    async def extend(self, worker_id: str, now: float, lease: float) -> None:
-        """Extend the leases of every active message ``worker_id`` holds."""
+    async def extend(self, worker_id: str, ids: Sequence[str], now: float, lease: float) -> None:
+        """Extend the leases ``worker_id`` holds on ``ids`` (its own batch only: touching a
+        sibling's rows could deadlock against the sibling's own updates on PostgreSQL)."""
+        if not ids:
+            return
+        active = [s.value for s in State if s not in TERMINAL]
         stmt = (
             sa.update(messages)
-            .where(
-                M.lease_owner == worker_id,
-                M.state.in_([s.value for s in State if s not in TERMINAL]),
-            )
+            .where(M.id.in_(sorted(ids)), M.lease_owner == worker_id, M.state.in_(active))
             .values(lease_expires=now + lease)
         )
         async with write_transaction(self.engine) as conn:

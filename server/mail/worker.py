@@ -95,23 +95,30 @@ class MailWorker:
 
     async def run(self) -> None:
         """Run the slots until :meth:`stop` (or cancellation)."""
-        slots = [asyncio.create_task(self._slot()) for _ in range(self.concurrency)]
+        slots = [asyncio.create_task(self._slot(n)) for n in range(self.concurrency)]
         try:
             await self._stopping.wait()
         finally:
             self._stopping.set()
             await asyncio.gather(*slots, return_exceptions=True)
 
-    async def _slot(self) -> None:
+    async def _slot(self, number: int) -> None:
+        """One connection's loop. Each slot leases under its own id, and takes a new one after
+        an error, so the message it may have left ``sending`` is recovered like a dead
+        worker's (never while the slot that holds it is still sending it)."""
         relay = self.relay()
+        generation = 0
         try:
             while not self._stopping.is_set():
+                slot_id = f"{self.worker_id}/{number}.{generation}"
                 try:
-                    worked = await self.run_once(relay)
+                    worked = await self.run_once(relay, slot_id)
                 except asyncio.CancelledError:
                     raise
                 except Exception:  # the database is away: log, wait, try again
-                    log.exception("mail worker %s: a batch failed", self.worker_id)
+                    log.exception("mail worker %s: a batch failed", slot_id)
+                    generation += 1
+                    await relay.close()
                     worked = 0
                 if not worked:
                     with contextlib.suppress(TimeoutError):
@@ -119,19 +126,17 @@ class MailWorker:
         finally:
             await relay.close()
 
-    async def run_once(self, relay: Relay) -> int:
+    async def run_once(self, relay: Relay, slot_id: str | None = None) -> int:
         """Recover what dead workers left, then claim and send one batch; messages handled."""
-        handled = await self.recover()
-        claimed = await self.outbox.claim(
-            self.worker_id, self.clock(), self.lease_seconds, self.batch
-        )
-        return handled + await self._send_batch(relay, claimed)
+        holder = slot_id or self.worker_id
+        handled = await self.recover(holder)
+        claimed = await self.outbox.claim(holder, self.clock(), self.lease_seconds, self.batch)
+        return handled + await self._send_batch(relay, claimed, holder)
 
-    async def recover(self) -> int:
+    async def recover(self, holder: str | None = None) -> int:
         """Settle ``sending`` messages whose worker died (see outbox_rules' recovery rule)."""
-        found = await self.outbox.recover(
-            self.worker_id, self.clock(), self.lease_seconds, self.batch
-        )
+        holder = holder or self.worker_id
+        found = await self.outbox.recover(holder, self.clock(), self.lease_seconds, self.batch)
         for msg in found:
             answer = await self._ask(msg.message_id)
             event = recovery_event(answer.accepted, self.policy)
@@ -143,8 +148,8 @@ class MailWorker:
                 reply="recovered: the relay shows it queued" if answer.accepted else None,
                 error=_UNKNOWN if event is Event.FAIL else None,
             )
-            await self.outbox.finish(self.worker_id, self.clock(), outcome)
-            log.warning("mail worker %s: recovered %s as %s", self.worker_id, msg.id, event)
+            await self.outbox.finish(holder, self.clock(), outcome)
+            log.warning("mail worker %s: recovered %s as %s", holder, msg.id, event)
         return len(found)
 
     async def _ask(self, message_id: str) -> HandoffAnswer:
@@ -169,7 +174,7 @@ class MailWorker:
         await asyncio.sleep(wait)
         return await self._wait_for_rate(domain)
 
-    async def _send_batch(self, relay: Relay, claimed: list[Claimed]) -> int:
+    async def _send_batch(self, relay: Relay, claimed: list[Claimed], holder: str) -> int:
         """Send ``claimed`` in groups of ``handoff_group``: one commit records the previous
         group's outcomes and hands the next group off; then each message goes to the relay."""
         pending: list[Outcome] = []
@@ -180,7 +185,9 @@ class MailWorker:
             if self._stopping.is_set():
                 break
             if self.clock() - last_extend > self.lease_seconds / 3:
-                await self.outbox.extend(self.worker_id, self.clock(), self.lease_seconds)
+                await self.outbox.extend(
+                    holder, [m.id for m in claimed[index:]], self.clock(), self.lease_seconds
+                )
                 last_extend = self.clock()
             group: list[tuple[Claimed, list[str], Mapping[str, str]]] = []
             limited = False
@@ -207,7 +214,7 @@ class MailWorker:
                 )
                 handled += 1
             tokens = await self.outbox.advance_many(
-                self.worker_id, self.clock(), pending, [m.id for m, _, _ in group]
+                holder, self.clock(), pending, [m.id for m, _, _ in group]
             )
             pending = []
             for msg, recipients, suppressed in group:
@@ -222,9 +229,9 @@ class MailWorker:
                     self.sent += 1
             if limited:
                 break  # over the send rate: the rest goes back
-        await self.outbox.finish_many(self.worker_id, self.clock(), pending)
+        await self.outbox.finish_many(holder, self.clock(), pending)
         if index < len(claimed):
-            await self.outbox.release(self.worker_id, [m.id for m in claimed[index:]], self.clock())
+            await self.outbox.release(holder, [m.id for m in claimed[index:]], self.clock())
         return handled
 
     async def _outcome(
