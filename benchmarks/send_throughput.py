@@ -128,7 +128,7 @@ async def raw_loop(rows: Sequence[dict[str, Any]], host: str, connections: int) 
 def database(backend: str, work: Path) -> Iterator[tuple[str, str | None]]:
     """A fresh database URL for ``backend`` (a PostgreSQL database is dropped afterwards)."""
     if backend == "sqlite":
-        yield f"sqlite+aiosqlite:///{work / 'bench.sqlite3'}", None
+        yield f"sqlite+aiosqlite:///{work / ('bench-' + secrets.token_hex(4) + '.sqlite3')}", None
         return
     import psycopg
 
