@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import email
 import time
+from collections.abc import Iterator
 from email import policy
 from email.message import EmailMessage
 from pathlib import Path
 
-from lab.maillab import Listener, MailDomain, MailLab
+import pytest
+from lab.maillab import Listener, MailDomain, MailLab, MailLabError
 
 USERS = (
     "john.smith",
@@ -57,3 +59,17 @@ def parse(raw: bytes) -> EmailMessage:
     msg = email.message_from_bytes(raw, policy=policy.default)
     assert isinstance(msg, EmailMessage)
     return msg
+
+
+def started_relay_lab() -> Iterator[MailLab]:
+    """A started relay lab for a module fixture (``yield from``), stopped afterwards; a conftest
+    here would shadow tests/server/conftest.py's module for ``from conftest import``."""
+    lab = new_relay_lab()
+    try:
+        lab.start()
+    except MailLabError as exc:
+        pytest.fail(f"mail lab unavailable: {exc}", pytrace=False)
+    try:
+        yield lab
+    finally:
+        lab.stop()

@@ -16,11 +16,12 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from lab.maillab import MailLab
-from mail_lab_support import delivered, parse
+from mail_lab_support import delivered, parse, started_relay_lab
 from mail_support import identities
 
 from server.db.engine import Database
@@ -32,6 +33,12 @@ from server.settings import Settings
 MESSAGES = 1000
 KILL_AT = (200, 450, 700)
 GUARD = 300.0  # seconds: a hang guard, not a timing assertion
+
+
+@pytest.fixture(scope="module")
+def relay_lab() -> Iterator[MailLab]:
+    """Postfix as the relay, shared by the module (tests use their own mailboxes)."""
+    yield from started_relay_lab()
 
 
 def _worker(

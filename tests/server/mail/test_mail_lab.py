@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import base64
 import time
+from collections.abc import Iterator
 
 import dkim
 import pytest
 from lab.maillab import MailLab
-from mail_lab_support import delivered, parse, wait_delivered
+from mail_lab_support import delivered, parse, started_relay_lab, wait_delivered
 from mail_support import dkim_dns, identities, suppressing
 
 from server.db.engine import Database
@@ -19,6 +20,12 @@ from server.mail.outbox_rules import State
 from server.mail.relay import Relay, RelayConfig
 from server.mail.service import MailService
 from server.mail.worker import MailWorker
+
+
+@pytest.fixture(scope="module")
+def relay_lab() -> Iterator[MailLab]:
+    """Postfix as the relay, shared by the module (tests use their own mailboxes)."""
+    yield from started_relay_lab()
 
 
 def plain(lab: MailLab) -> RelayConfig:
