@@ -239,6 +239,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         from server.jobs.setup import build_worker, embedded
+        from server.mail.setup import build_mail_worker, embedded_mail
 
         await svc.db.migrate()
         try:
@@ -258,6 +259,10 @@ def create_app(
                     )
                 if settings.webhooks_dispatch:
                     await stack.enter_async_context(svc.webhook_dispatcher().running())
+                if embedded_mail(settings):  # a relay on SQLite: mail is sent from here too
+                    mail = svc.sending
+                    worker = build_mail_worker(svc.db, settings, mail.suppression)
+                    await stack.enter_async_context(worker)
                 yield
         finally:
             for gate in gates:

@@ -104,6 +104,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     worker.add_argument("--config", help="TOML settings file (default: BAVLIO_CONFIG)")
 
+    mail_worker = commands.add_parser(
+        "mail-worker", help="send BaviMail's queued messages through the relay until SIGTERM"
+    )
+    mail_worker.add_argument("--config", help="TOML settings file (default: BAVLIO_CONFIG)")
+
     prospects = commands.add_parser("prospects", help="manage the prospect pool")
     sub = prospects.add_subparsers(dest="action", required=True)
     importer = sub.add_parser("import", help="import prospects from CSV, JSON or JSON Lines")
@@ -213,6 +218,17 @@ def _worker(settings: Settings) -> int:
         return 2
     except ConfigError as exc:  # emailintel's own variables (EMAILINTEL_*) or the egress
         print(f"bavlio worker: invalid emailintel setting: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _mail_worker(settings: Settings) -> int:
+    from server.mail.setup import run_mail_worker
+
+    try:
+        asyncio.run(run_mail_worker(settings))
+    except ValueError as exc:  # no relay configured
+        print(f"bavlio mail-worker: {exc}", file=sys.stderr)
         return 2
     return 0
 
@@ -335,6 +351,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _accounts(settings, args)
     if args.command == "worker":
         return _worker(settings)
+    if args.command == "mail-worker":
+        return _mail_worker(settings)
     if args.command == "migrate":
         asyncio.run(_migrate(settings))
         print("database is at the latest revision (server tables and payment ledger)")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -30,7 +30,9 @@ if TYPE_CHECKING:
     from server.finder.verdicts import VerdictCache
     from server.http.idempotency import IdempotencyStore
     from server.jobs.queue import JobQueue
+    from server.mail.identity import SendingIdentity
     from server.mail.inbound_service import InboundMail
+    from server.mail.service import MailService
     from server.mail.store import MailStore
     from server.ratelimit import KeyRateLimiter
     from server.webhooks.dispatch import Dispatcher
@@ -182,6 +184,7 @@ class Services:
     _owned_search: HttpSearchEngine | None = None
     _keyed: KeyedServices | None = None
     _jobs: JobQueue | None = None
+    _mail: MailService | None = None
     _prices: dict[str, Price] | None = None
     _inbound: InboundMail | None = None
     ready_cache: SharedTtlCache[CheckResult] = field(default_factory=SharedTtlCache)
@@ -288,6 +291,50 @@ class Services:
             allow_private=self.settings.webhooks_allow_private,
             allow_http=self.settings.webhooks_allow_http,
         )
+
+    @property
+    def sending(self) -> MailService:
+        """BaviMail's sending service (identity and suppression as wired; see server.mail.ports)."""
+        if self._mail is None:
+            from server.mail.outbox import Outbox
+            from server.mail.outbox_rules import DailyCaps
+            from server.mail.service import MailService
+
+            caps = DailyCaps(
+                self.settings.mail_daily_cap_domain, self.settings.mail_daily_cap_alias
+            )
+            self._mail = MailService(
+                Outbox(self.db),
+                caps=caps,
+                identity=self._sending_identity,
+                suppression=self._suppressed,
+            )
+        return self._mail
+
+    async def _sending_identity(self, user_id: str, from_address: str) -> SendingIdentity:
+        """The From address's verified domain and DKIM key (SenderNotAllowed otherwise)."""
+        from server.mail.identity import DomainNotVerified, sending_identity
+        from server.mail.ports import SenderNotAllowed
+
+        try:
+            return await sending_identity(
+                self.db.engine, self.keyed.mail_seal_key, user_id, from_address
+            )
+        except DomainNotVerified:
+            raise SenderNotAllowed(
+                "domain_not_verified", "The From address is not on a verified sending domain."
+            ) from None
+
+    async def _suppressed(self, user_id: str, addresses: Sequence[str]) -> dict[str, str]:
+        """Each suppressed address and why (one query for the batch)."""
+        from server.suppression.store import SuppressionStore
+
+        found = await SuppressionStore(self.db.engine).is_suppressed(user_id, addresses)
+        return {
+            address: f"suppressed: {entry.kind} {entry.value} ({entry.source})"
+            for address, entry in found.items()
+            if entry is not None
+        }
 
     @property
     def verdicts(self) -> VerdictCache:

@@ -181,17 +181,46 @@ class Settings(BaseSettings):
     """Raw inbound messages (default: ``bavlio-storage`` beside the master secret)."""
     mail_bounce_domains: list[str] = Field(default_factory=list)
     """Return-path domains whose ``bounces[+tag]@`` address receives DSNs."""
+    mail_relay_host: str | None = None
+    """The SMTP relay BaviMail hands outgoing mail to (a local Postfix); unset: no sending."""
+    mail_relay_port: int = Field(default=25, ge=1, le=65535)
+    mail_relay_starttls: bool | None = None
+    """STARTTLS to the relay: true required, false never, unset when offered."""
+    mail_relay_username: str | None = None
+    mail_relay_password: SecretStr | None = None
+    mail_relay_cert_bundle: str | None = None
+    """CA file that verifies the relay's certificate (default: the system's)."""
+    mail_relay_log: Path | None = None
+    """The relay's Postfix ``maillog_file``: outbox recovery reads it to learn whether a message
+    a dead worker was handing off was queued (exactly once instead of the policy below)."""
+    mail_ambiguity_policy: Literal["fail", "resend"] = "fail"
+    """A message whose hand-off nobody can confirm: ``fail`` (at most once) or ``resend``."""
+    mail_worker_concurrency: int = Field(default=2, ge=1, le=64)
+    """SMTP connections (each with its own batch) one mail worker keeps to the relay."""
+    mail_batch: int = Field(default=100, ge=1, le=10_000)
+    mail_handoff_group: int = Field(default=1, ge=1, le=100)
+    """Messages handed to the relay per commit (1: the narrowest ambiguity window)."""
+    mail_lease_seconds: float = Field(default=60.0, gt=0, le=3600)
+    mail_rate_per_domain: float = Field(default=0.0, ge=0)
+    """Messages a second per sending domain and worker (0: no limit)."""
+    mail_daily_cap_domain: int = Field(default=0, ge=0)
+    """Messages a UTC day per sending domain (0: no cap)."""
+    mail_daily_cap_alias: int = Field(default=0, ge=0)
+    """Messages a UTC day per sending address (0: no cap)."""
+    embedded_mail_worker: bool | None = None
+    """Send mail inside ``bavlio serve`` (default: when a relay is set, on SQLite)."""
     rate_limit_ip: str = "300/minute"
     rate_limit_payer: str = "120/minute"
-    mail_relay_host: str | None = None
-    """Host name of the relay that sends BaviMail's mail (SPF ``a:``)."""
+    mail_public_relay_host: str | None = None
+    """The public host name our relay sends from, as customers' SPF records name it (``a:``);
+    ``mail_relay_host`` is where the outbox hands mail over (often a local Postfix)."""
     mail_relay_ips: list[str] = Field(default_factory=list, max_length=10)
     """The relay's public addresses (SPF ``ip4:``/``ip6:``), as JSON."""
     mail_spf_include: str | None = None
     """A domain whose SPF record customers include (``include:``)."""
     mail_return_path_host: str | None = None
     """CNAME target of each domain's bounce subdomain (Postal's ``rp.<host>``); unset: the
-    subdomain gets its own MX (``mail_inbound_mx_host``, else ``mail_relay_host``) and SPF."""
+    subdomain gets its own MX (``mail_inbound_mx_host``, else ``mail_public_relay_host``) and SPF."""
     mail_return_path_subdomain: str = "bounces"
     mail_dmarc_rua: str | None = None
     """DMARC aggregate-report address (default ``dmarc-reports@<domain>``)."""
@@ -263,7 +292,7 @@ class Settings(BaseSettings):
         from server.mail.dns_records import MailConfig
 
         return MailConfig(
-            relay_host=self.mail_relay_host,
+            relay_host=self.mail_public_relay_host,
             relay_ips=tuple(self.mail_relay_ips),
             spf_include=self.mail_spf_include,
             return_path_host=self.mail_return_path_host,

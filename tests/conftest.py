@@ -18,6 +18,7 @@ LAB_FIXTURES = frozenset(
         "dns_lab",  # NSD (tests/conftest.py)
         "mail_lab",  # Postfix + postgrey (tests/emailintel/smtp/conftest.py)
         "mail_dns",  # NSD for the mail lab (ditto)
+        "relay_lab",  # Postfix as BaviMail's relay (tests/server/mail/test_mail_lab.py)
         "finder_lab",  # Postfix + NSD (tests/emailintel/test_finder.py)
         "route_lab",  # NSD (tests/emailintel/test_dns.py)
         "paid_dns",  # NSD (tests/server/test_paid_routes_e2e.py)

@@ -46,6 +46,7 @@ __all__ = [
     "MailBounce",
     "MailConversation",
     "MailDomain",
+    "MailMessage",
     "MailThreadRef",
     "PoolStat",
     "ProcessingSession",
@@ -708,4 +709,56 @@ class MailAlias(Base):
     __table_args__ = (
         UniqueConstraint("domain_id", "local_part", name="uq_mail_aliases_domain_id_local_part"),
         Index("ix_mail_aliases_user_id_id", "user_id", "id"),
+    )
+
+
+# --- the BaviMail outbox (revision 0010) -------------------------------------------------------
+
+MAIL_STATES = "'queued', 'sending', 'sent', 'failed', 'cancelled'"
+
+
+class MailMessage(Base):
+    """One outgoing message (server.mail.outbox): its signed bytes, envelope and state.
+
+    ``next_attempt_at`` is when a worker may take it (``scheduled_at``, or later after a deferral);
+    ``attempt_token`` marks the hand-off in flight, ``relay_queue_id`` the relay's ``queued as``.
+    """
+
+    __tablename__ = "mail_messages"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    user_id: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16))
+    from_address: Mapped[str] = mapped_column(Text)
+    domain: Mapped[str] = mapped_column(Text)
+    envelope_from: Mapped[str] = mapped_column(Text)
+    recipients: Mapped[Any] = mapped_column(JSON)
+    headers_view: Mapped[Any] = mapped_column(JSON)
+    subject: Mapped[str] = mapped_column(Text)
+    tags_key: Mapped[str] = mapped_column(Text)
+    message_id: Mapped[str] = mapped_column(Text, unique=True)
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    size: Mapped[int] = mapped_column(Integer)
+    scheduled_at: Mapped[float | None] = mapped_column(Float)
+    next_attempt_at: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+    handed_off_at: Mapped[float | None] = mapped_column(Float)
+    finished_at: Mapped[float | None] = mapped_column(Float)
+    lease_owner: Mapped[str | None] = mapped_column(String(200))
+    lease_expires: Mapped[float | None] = mapped_column(Float)
+    attempt_token: Mapped[str | None] = mapped_column(String(64))
+    attempts: Mapped[int] = mapped_column(Integer)
+    relay_queue_id: Mapped[str | None] = mapped_column(Text)
+    relay_reply: Mapped[str | None] = mapped_column(Text)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    suppressed: Mapped[Any | None] = mapped_column(JSON)
+
+    __table_args__ = (
+        CheckConstraint(f"state IN ({MAIL_STATES})", name="ck_mail_messages_state"),
+        Index("ix_mail_messages_user_id_id", "user_id", "id"),
+        Index("ix_mail_messages_state_next_attempt_at", "state", "next_attempt_at"),
+        Index("ix_mail_messages_domain_created_at", "domain", "created_at"),
+        Index("ix_mail_messages_from_address_created_at", "from_address", "created_at"),
     )

@@ -14,6 +14,7 @@ from server.resources import (
     account,
     api_keys,
     bavimail_domains,
+    bavimail_emails,
     bavimail_inbound,
     credits,
     datasets,
@@ -1145,6 +1146,7 @@ def keyed_operations() -> tuple[Operation, ...]:
             responses={413: ErrorEnvelope},
         ),
         *bavimail_inbound.operations(),
+        *_email_operations(),
         *webhook_operations(),
     )
 
@@ -1555,5 +1557,81 @@ def _extraction_operations() -> tuple[Operation, ...]:
             status_code=202,
             path_params=one,
             responses={**_ACCEPTED, 403: ErrorEnvelope, 404: ErrorEnvelope, 409: ErrorEnvelope},
+        ),
+    )
+
+
+_EMAIL_ID = {"type": "string", "pattern": r"^email_[0-9A-HJKMNP-TV-Z]{26}$"}
+
+
+def _email_operations() -> tuple[Operation, ...]:
+    """BaviMail's outbound emails: send (queued), list, get, cancel (scope ``bavimail``)."""
+    return (
+        Operation(
+            "POST",
+            f"{V1}/bavimail/emails",
+            bavimail_emails.send,
+            "bavimail_emails_send",
+            "Send an email from a verified domain (queued; DKIM-signed; Idempotency-Key honoured)",
+            bavimail_emails.EmailView,
+            bavimail_emails.SendEmail,
+            tag="bavimail",
+            access="api_key",
+            scope="bavimail",
+            status_code=202,
+            responses={413: ErrorEnvelope, 422: ErrorEnvelope, 429: ErrorEnvelope},
+        ),
+        Operation(
+            "GET",
+            f"{V1}/bavimail/emails",
+            bavimail_emails.list_emails,
+            "bavimail_emails_list",
+            "The caller's emails, newest first",
+            bavimail_emails.EmailList,
+            tag="bavimail",
+            access="api_key",
+            scope="bavimail",
+            query=(
+                *_PAGING,
+                QueryParam(
+                    "status",
+                    {
+                        "type": "string",
+                        "enum": ["queued", "sending", "sent", "failed", "cancelled"],
+                    },
+                    "Only emails in this state.",
+                ),
+                QueryParam(
+                    "tag",
+                    {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
+                    "Only emails with this tag.",
+                ),
+            ),
+        ),
+        Operation(
+            "GET",
+            f"{V1}/bavimail/emails/{{email_id}}",
+            bavimail_emails.get_email,
+            "bavimail_emails_get",
+            "One email: status, events, relay queue id, why it failed or was suppressed",
+            bavimail_emails.EmailView,
+            tag="bavimail",
+            access="api_key",
+            scope="bavimail",
+            path_params=(QueryParam("email_id", _EMAIL_ID, "An email id."),),
+            responses={404: ErrorEnvelope},
+        ),
+        Operation(
+            "POST",
+            f"{V1}/bavimail/emails/{{email_id}}/cancel",
+            bavimail_emails.cancel,
+            "bavimail_emails_cancel",
+            "Cancel a queued or scheduled email (409 once handed to the relay)",
+            bavimail_emails.EmailView,
+            tag="bavimail",
+            access="api_key",
+            scope="bavimail",
+            path_params=(QueryParam("email_id", _EMAIL_ID, "An email id."),),
+            responses={404: ErrorEnvelope, 409: ErrorEnvelope},
         ),
     )

@@ -28,7 +28,7 @@ Headers = dict[str, str]
 Record = dict[str, Any]
 BASE = "/api/v1/bavimail"
 MAIL = {
-    "mail_relay_host": "relay.bavlio.test",
+    "mail_public_relay_host": "relay.bavlio.test",
     "mail_relay_ips": ["192.0.2.10"],
     "mail_return_path_host": "rp.bavlio.test",
     "mail_inbound_mx_host": "mx.bavlio.test",

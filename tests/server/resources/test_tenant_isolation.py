@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest_asyncio
 from keyed_helpers import Keyed, keyed_app, keyed_settings
+from mail_support import install
 from tests_server_helpers import assert_envelope
 
 from server.datasets.store import DatasetStore, NewRow
@@ -204,6 +205,18 @@ async def _dataset(keyed: Keyed, session: Headers) -> str:
     return made.id
 
 
+async def _email(keyed: Keyed, session: Headers) -> str:
+    install(keyed.services)  # a test sending identity for acme.test (server.mail.ports)
+    made = await keyed.client.post(
+        "/api/v1/bavimail/emails",
+        json={"from": "ann@acme.test", "to": "bo@company.test", "subject": "s", "text": "t"},
+        headers=session,
+    )
+    assert made.status_code == 202, made.text
+    email_id: str = made.json()["id"]
+    return email_id
+
+
 FACTORIES: dict[str, Factory] = {
     "key_id": _api_key,
     "job_id": _job,
@@ -225,6 +238,8 @@ FACTORIES: dict[str, Factory] = {
 
 PATH_FACTORIES: dict[tuple[str, str], Factory] = {
     ("/api/v1/lead-finder/batch/{session_id}/status", "session_id"): _lead_batch,
+    ("/api/v1/bavimail/emails/{email_id}", "email_id"): _email,
+    ("/api/v1/bavimail/emails/{email_id}/cancel", "email_id"): _email,
 }
 """(path, parameter) -> a factory where a parameter's name means another resource there (the
 seed calls a lead batch's job id ``session_id``)."""

@@ -1,0 +1,383 @@
+"""The outbox store: every read and write of ``mail_messages``, on SQLite and PostgreSQL.
+
+Each state change is one conditional UPDATE built from :mod:`server.mail.outbox_rules`: it
+applies only in the states the event allows, only for the lease holder where the event needs the
+lease, and only with the current attempt token once a message is handed off, so a worker whose
+lease moved on can never record an outcome for someone else's attempt.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from server.db.engine import Database
+from server.db.models import MailMessage
+from server.db.tx import write_transaction
+from server.mail.outbox_rules import TERMINAL, Event, State, effect
+
+__all__ = ["Claimed", "MailRecord", "Outbox", "Outcome"]
+
+messages: sa.Table = MailMessage.__table__  # type: ignore[assignment]
+M = messages.c
+_TERMINAL = [s.value for s in TERMINAL]
+
+
+@dataclass(frozen=True, slots=True)
+class MailRecord:
+    """A message as the API shows it (never its raw bytes)."""
+
+    id: str
+    user_id: str
+    state: State
+    from_address: str
+    domain: str
+    recipients: list[str]
+    headers_view: dict[str, Any]
+    subject: str
+    message_id: str
+    size: int
+    scheduled_at: float | None
+    created_at: float
+    updated_at: float
+    handed_off_at: float | None
+    finished_at: float | None
+    attempts: int
+    next_attempt_at: float
+    relay_queue_id: str | None
+    relay_reply: str | None
+    error_code: str | None
+    error_message: str | None
+    suppressed: list[dict[str, str]] | None
+
+
+_RECORD_FIELDS = tuple(f for f in MailRecord.__dataclass_fields__ if f != "state")
+_RECORD_COLUMNS = [M.state, *(M[f] for f in _RECORD_FIELDS)]
+
+
+def _record(row: Any) -> MailRecord:
+    values = {name: row[name] for name in _RECORD_FIELDS}
+    return MailRecord(state=State(row["state"]), **values)
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A message a worker holds: what it needs to hand it to the relay."""
+
+    id: str
+    user_id: str
+    domain: str
+    from_address: str
+    envelope_from: str
+    recipients: tuple[str, ...]
+    message_id: str
+    raw: bytes
+    attempts: int
+    attempt_token: str | None  # set for a recovered (sending) message
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What became of one hand-off: the event (ACCEPTED, DEFER or FAIL) and its details."""
+
+    id: str
+    token: str
+    event: Event
+    queue_id: str | None = None
+    reply: str | None = None
+    error: tuple[str, str] | None = None
+    retry_at: float | None = None
+    suppressed: list[dict[str, str]] | None = None
+
+
+def _case(event: Event) -> tuple[list[str], sa.Case[Any]]:
+    moves = effect(event)
+    return [s.value for s in moves], sa.case(
+        {s.value: t.value for s, t in moves.items()}, value=M.state
+    )
+
+
+class Outbox:
+    """The outbox on one database (claims lock rows with SKIP LOCKED on PostgreSQL)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.engine = db.engine
+        self.skip_locked = db.dialect == "postgresql"
+
+    # --- owners ---------------------------------------------------------------------------
+
+    async def insert(self, row: Mapping[str, Any]) -> MailRecord:
+        """Store a new message (``queued``, or already ``failed`` when every recipient was
+        suppressed)."""
+        async with write_transaction(self.engine) as conn:
+            await conn.execute(sa.insert(messages).values(**row))
+        return _record(row)
+
+    async def get(self, user_id: str, email_id: str) -> MailRecord | None:
+        """The owner's message, if it exists."""
+        query = sa.select(*_RECORD_COLUMNS).where(M.id == email_id, M.user_id == user_id)
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(query)).mappings().first()
+        return _record(row) if row is not None else None
+
+    async def list_emails(
+        self,
+        user_id: str,
+        *,
+        limit: int,
+        offset: int = 0,
+        before: str | None = None,
+        state: State | None = None,
+        tag: str | None = None,
+    ) -> list[MailRecord]:
+        """The owner's messages, newest first (``limit`` rows; ids below ``before``)."""
+        query = sa.select(*_RECORD_COLUMNS).where(M.user_id == user_id)
+        if state is not None:
+            query = query.where(M.state == state.value)
+        if tag is not None:
+            query = query.where(M.tags_key.contains(f",{tag.lower()},", autoescape=True))
+        if before is not None:
+            query = query.where(M.id < before)
+        query = query.order_by(M.id.desc()).limit(limit).offset(offset)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return [_record(r) for r in rows]
+
+    async def cancel(self, user_id: str, email_id: str, now: float) -> MailRecord | None:
+        """Apply CANCEL (queued only, even while a worker holds its lease: the hand-off then
+        does not apply); the message after, or None when it was not queued."""
+        sources, target = _case(Event.CANCEL)
+        stmt = (
+            sa.update(messages)
+            .where(M.id == email_id, M.user_id == user_id, M.state.in_(sources))
+            .values(state=target, updated_at=now, finished_at=now, error_code="cancelled")
+            .returning(*_RECORD_COLUMNS)
+        )
+        async with write_transaction(self.engine) as conn:
+            row = (await conn.execute(stmt)).mappings().first()
+        return _record(row) if row is not None else None
+
+    async def counts_since(self, domain: str, from_address: str, since: float) -> tuple[int, int]:
+        """Messages created since ``since`` (not cancelled) from ``domain`` and ``from_address``."""
+        live = M.state != State.CANCELLED.value
+        by_domain = sa.select(sa.func.count()).where(
+            M.domain == domain, M.created_at >= since, live
+        )
+        by_alias = sa.select(sa.func.count()).where(
+            M.from_address == from_address, M.created_at >= since, live
+        )
+        async with self.engine.connect() as conn:
+            d = (await conn.execute(by_domain)).scalar_one()
+            a = (await conn.execute(by_alias)).scalar_one()
+        return int(d), int(a)
+
+    # --- workers --------------------------------------------------------------------------
+
+    def _pick(self, where: sa.ColumnElement[bool], limit: int) -> sa.ScalarSelect[Any]:
+        pick = sa.select(M.id).where(where).order_by(M.next_attempt_at, M.id).limit(limit)
+        if self.skip_locked:
+            pick = pick.with_for_update(skip_locked=True)
+        return pick.scalar_subquery()
+
+    @staticmethod
+    def _claimable(now: float) -> sa.ColumnElement[bool]:
+        return sa.and_(
+            M.state == State.QUEUED.value,
+            M.next_attempt_at <= now,
+            sa.or_(M.lease_owner.is_(None), M.lease_expires < now),
+        )
+
+    async def claim(self, worker_id: str, now: float, lease: float, limit: int) -> list[Claimed]:
+        """Lease up to ``limit`` due queued messages (oldest due first)."""
+        sources, target = _case(Event.CLAIM)
+        where = sa.and_(self._claimable(now), M.state.in_(sources))
+        stmt = (
+            sa.update(messages)
+            .where(M.id.in_(self._pick(where, limit)), where)
+            .values(state=target, lease_owner=worker_id, lease_expires=now + lease)
+            .returning(*_CLAIMED)
+        )
+        async with write_transaction(self.engine) as conn:
+            rows = (await conn.execute(stmt)).mappings().all()
+        return sorted((_claimed(r) for r in rows), key=lambda c: c.id)
+
+    async def recover(self, worker_id: str, now: float, lease: float, limit: int) -> list[Claimed]:
+        """Take over ``sending`` messages whose worker's lease expired (RECOVER)."""
+        sources, target = _case(Event.RECOVER)
+        # Never our own: this worker knows what it has in flight, even past a stalled lease.
+        mine = sa.and_(M.lease_owner.is_not(None), M.lease_owner == worker_id)
+        where = sa.and_(M.state.in_(sources), M.lease_expires < now, sa.not_(mine))
+        stmt = (
+            sa.update(messages)
+            .where(M.id.in_(self._pick(where, limit)), where)
+            .values(state=target, lease_owner=worker_id, lease_expires=now + lease)
+            .returning(*_CLAIMED)
+        )
+        async with write_transaction(self.engine) as conn:
+            rows = (await conn.execute(stmt)).mappings().all()
+        return sorted((_claimed(r) for r in rows), key=lambda c: c.id)
+
+    async def extend(self, worker_id: str, ids: Sequence[str], now: float, lease: float) -> None:
+        """Extend the leases ``worker_id`` holds on ``ids`` (its own batch only: touching a
+        sibling's rows could deadlock against the sibling's own updates on PostgreSQL)."""
+        if not ids:
+            return
+        active = [s.value for s in State if s not in TERMINAL]
+        stmt = (
+            sa.update(messages)
+            .where(M.id.in_(sorted(ids)), M.lease_owner == worker_id, M.state.in_(active))
+            .values(lease_expires=now + lease)
+        )
+        async with write_transaction(self.engine) as conn:
+            await conn.execute(stmt)
+
+    async def release(self, worker_id: str, ids: Sequence[str], now: float) -> None:
+        """Give claimed (still queued) messages back at once."""
+        if not ids:
+            return
+        sources, target = _case(Event.RELEASE)
+        stmt = (
+            sa.update(messages)
+            .where(M.id.in_(list(ids)), M.lease_owner == worker_id, M.state.in_(sources))
+            .values(state=target, lease_owner=None, lease_expires=None)
+        )
+        async with write_transaction(self.engine) as conn:
+            await conn.execute(stmt)
+
+    async def advance(
+        self,
+        worker_id: str,
+        now: float,
+        done: Outcome | None,
+        hand_off: str | None,
+    ) -> str | None:
+        """One message: :meth:`advance_many` with at most one outcome and one hand-off."""
+        tokens = await self.advance_many(
+            worker_id, now, [done] if done else [], [hand_off] if hand_off else []
+        )
+        return tokens.get(hand_off) if hand_off else None
+
+    async def advance_many(
+        self,
+        worker_id: str,
+        now: float,
+        done: Sequence[Outcome],
+        hand_off: Sequence[str],
+    ) -> dict[str, str]:
+        """In one transaction: record ``done`` (the last hand-offs' outcomes) and mark the
+        messages ``hand_off`` as ``sending``, each with a fresh attempt token.
+
+        Returns ``{id: token}`` for the hand-offs that applied; one that did not (cancelled
+        meanwhile, or the lease was lost) must not be sent. One commit per group of messages,
+        and at most one group ``sending`` per worker connection at any moment.
+        """
+        tokens: dict[str, str] = {}
+        sources, target = _case(Event.HAND_OFF)
+        async with write_transaction(self.engine) as conn:
+            for outcome in done:
+                await self._record_outcome(conn, worker_id, now, outcome)
+            for email_id in hand_off:
+                token = secrets.token_hex(8)
+                stmt = (
+                    sa.update(messages)
+                    .where(M.id == email_id, M.lease_owner == worker_id, M.state.in_(sources))
+                    .values(
+                        state=target,
+                        attempt_token=token,
+                        attempts=M.attempts + 1,
+                        handed_off_at=now,
+                        updated_at=now,
+                    )
+                )
+                if (await conn.execute(stmt)).rowcount == 1:
+                    tokens[email_id] = token
+        return tokens
+
+    async def finish_many(self, worker_id: str, now: float, outcomes: Sequence[Outcome]) -> None:
+        """Record outcomes in one transaction (the end of a batch)."""
+        if outcomes:
+            async with write_transaction(self.engine) as conn:
+                for outcome in outcomes:
+                    await self._record_outcome(conn, worker_id, now, outcome)
+
+    async def finish(self, worker_id: str, now: float, outcome: Outcome) -> bool:
+        """Record one outcome on its own (the last message of a batch, recovery)."""
+        async with write_transaction(self.engine) as conn:
+            return await self._record_outcome(conn, worker_id, now, outcome)
+
+    async def _record_outcome(
+        self, conn: AsyncConnection, worker_id: str, now: float, outcome: Outcome
+    ) -> bool:
+        sources, target = _case(outcome.event)
+        values: dict[str, Any] = {"state": target, "updated_at": now}
+        if outcome.event in (Event.ACCEPTED, Event.FAIL):
+            values.update(finished_at=now, lease_owner=None, lease_expires=None)
+        if outcome.event in (Event.DEFER, Event.REQUEUE):
+            values.update(
+                next_attempt_at=outcome.retry_at if outcome.retry_at is not None else now,
+                lease_owner=None,
+                lease_expires=None,
+                attempt_token=None,
+            )
+        if outcome.queue_id is not None:
+            values["relay_queue_id"] = outcome.queue_id
+        if outcome.reply is not None:
+            values["relay_reply"] = outcome.reply[:500]
+        if outcome.error is not None:
+            values.update(error_code=outcome.error[0], error_message=outcome.error[1][:500])
+        if outcome.suppressed is not None:
+            values["suppressed"] = outcome.suppressed
+        token_guard = M.attempt_token == outcome.token if outcome.token else sa.true()
+        stmt = (
+            sa.update(messages)
+            .where(
+                M.id == outcome.id,
+                M.lease_owner == worker_id,
+                M.state.in_(sources),
+                token_guard,
+            )
+            .values(**values)
+        )
+        return (await conn.execute(stmt)).rowcount == 1
+
+    async def count_by_state(self) -> dict[str, int]:
+        """Messages per state (for tests, benchmarks and operators)."""
+        query = sa.select(M.state, sa.func.count()).group_by(M.state)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return {str(s): int(n) for s, n in rows}
+
+
+_CLAIMED = [
+    M.id,
+    M.user_id,
+    M.domain,
+    M.from_address,
+    M.envelope_from,
+    M.recipients,
+    M.message_id,
+    M.raw,
+    M.attempts,
+    M.attempt_token,
+]
+
+
+def _claimed(row: Any) -> Claimed:
+    return Claimed(
+        id=row["id"],
+        user_id=row["user_id"],
+        domain=row["domain"],
+        from_address=row["from_address"],
+        envelope_from=row["envelope_from"],
+        recipients=tuple(row["recipients"]),
+        message_id=row["message_id"],
+        raw=bytes(row["raw"]),
+        attempts=row["attempts"],
+        attempt_token=row["attempt_token"],
+    )

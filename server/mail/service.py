@@ -1,0 +1,109 @@
+"""Accepting a message for sending: the From address's identity, the daily caps, the build and
+DKIM signature (at submission, so a retry sends the same bytes), suppression, the outbox row."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from server.ids import new_id
+from server.mail.message import Draft, Limits, Sender, build_message, check_address
+from server.mail.outbox import MailRecord, Outbox
+from server.mail.outbox_rules import DailyCaps, State, utc_day_start
+from server.mail.ports import (
+    IdentityLookup,
+    SuppressionCheck,
+    no_identities,
+    nothing_suppressed,
+)
+
+__all__ = ["CapReached", "MailService"]
+
+
+class CapReached(Exception):
+    """A daily cap (``domain`` or ``alias``) is reached."""
+
+    def __init__(self, which: str, cap: int) -> None:
+        super().__init__(f"the {which} daily cap of {cap} messages is reached")
+        self.which = which
+        self.cap = cap
+
+
+@dataclass
+class MailService:
+    """What the sending routes use; identity and suppression are injected (see ports)."""
+
+    outbox: Outbox
+    identity: IdentityLookup = no_identities
+    suppression: SuppressionCheck = nothing_suppressed
+    caps: DailyCaps = field(default_factory=DailyCaps)
+    limits: Limits = field(default_factory=Limits)
+    clock: Callable[[], float] = time.time
+
+    async def submit(
+        self, user_id: str, draft: Draft, scheduled_at: float | None = None
+    ) -> MailRecord:
+        """Check, build, sign and queue one message (MessageError, SenderNotAllowed,
+        CapReached); a message whose every recipient is suppressed is stored as failed."""
+        from email.utils import parseaddr
+
+        from_address = check_address(parseaddr(draft.from_)[1] or draft.from_, "from")
+        identity = await self.identity(user_id, from_address)
+        now = self.clock()
+        domain = identity.domain.lower()
+        if self.caps.per_domain or self.caps.per_alias:
+            counts = await self.outbox.counts_since(domain, from_address, utc_day_start(now))
+            which = self.caps.refusal(*counts)
+            if which is not None:
+                cap = self.caps.per_domain if which == "domain" else self.caps.per_alias
+                raise CapReached(which, cap)
+        email_id = new_id("email", now=now)
+        sender = Sender(
+            domain=domain,
+            selector=identity.selector,
+            private_key_pem=identity.private_key_pem,
+            display_name=identity.alias_display_name,
+            reply_to=identity.reply_to,
+        )
+        built = build_message(draft, sender, email_id, limits=self.limits)
+        suppressed = await self.suppression(user_id, built.recipients)
+        remaining = [r for r in built.recipients if r not in suppressed]
+        reasons = [{"address": a, "reason": r} for a, r in suppressed.items()] or None
+        state = State.QUEUED if remaining else State.FAILED
+        row = {
+            "id": email_id,
+            "user_id": user_id,
+            "state": state.value,
+            "from_address": built.from_address,
+            "domain": domain,
+            "envelope_from": built.envelope_from,
+            "recipients": remaining or list(built.recipients),
+            "headers_view": {
+                "to": list(built.to),
+                "cc": list(built.cc),
+                "bcc": list(built.bcc),
+                "tags": list(built.tags),
+            },
+            "subject": built.subject,
+            "tags_key": "," + ",".join(t.lower() for t in built.tags) + ",",
+            "message_id": built.message_id,
+            "raw": built.raw,
+            "size": len(built.raw),
+            "scheduled_at": scheduled_at,
+            "next_attempt_at": max(now, scheduled_at or now),
+            "created_at": now,
+            "updated_at": now,
+            "handed_off_at": None,
+            "finished_at": None if remaining else now,
+            "lease_owner": None,
+            "lease_expires": None,
+            "attempt_token": None,
+            "attempts": 0,
+            "relay_queue_id": None,
+            "relay_reply": None,
+            "error_code": None if remaining else "all_recipients_suppressed",
+            "error_message": None if remaining else "Every recipient is suppressed.",
+            "suppressed": reasons,
+        }
+        return await self.outbox.insert(row)
