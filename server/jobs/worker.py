@@ -13,8 +13,8 @@ import logging
 import os
 import secrets
 import socket
-from types import TracebackType
 
+from server.background import BackgroundLoop
 from server.jobs.queue import JobQueue
 from server.jobs.runner import help_job, run_job
 
@@ -23,7 +23,7 @@ __all__ = ["Worker"]
 log = logging.getLogger(__name__)
 
 
-class Worker:
+class Worker(BackgroundLoop):
     """Runs jobs of the queue's registered kinds until :meth:`stop`."""
 
     def __init__(
@@ -124,17 +124,3 @@ class Worker:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-
-    async def __aenter__(self) -> Worker:
-        self._task = asyncio.create_task(self.run())
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-        if self._task is not None:
-            await self._task

@@ -15,8 +15,8 @@ import secrets
 import socket
 import time
 from collections.abc import Callable, Mapping
-from types import TracebackType
 
+from server.background import BackgroundLoop
 from server.mail.outbox import Claimed, Outbox, Outcome
 from server.mail.outbox_rules import (
     AmbiguityPolicy,
@@ -40,7 +40,7 @@ _UNKNOWN = (
 )
 
 
-class MailWorker:
+class MailWorker(BackgroundLoop):
     """Sends queued messages until :meth:`stop`."""
 
     def __init__(
@@ -290,17 +290,3 @@ class MailWorker:
             reply=f"{result.code or ''} {result.reply}".strip(),
             retry_at=self.clock() + retry_delay(msg.attempts + 1),
         )
-
-    async def __aenter__(self) -> MailWorker:
-        self._task = asyncio.create_task(self.run())
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-        if self._task is not None:
-            await self._task

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from server.api.parsing import MAX_BODY, read_json
-from server.datasets.store import DatasetRecord, DatasetStore, NewRow, StoredRow
+from server.datasets.store import DatasetRecord, DatasetStore, NewRow
 from server.errors import (
     Conflict,
     Forbidden,
@@ -33,6 +33,7 @@ from server.jobs.rules import check_json
 from server.jsontypes import NONBLANK
 from server.resources import jobs
 from server.resources._common import json_response, path_id
+from server.resources.datasets import RowView
 from server.sessions import processing
 from server.sessions.rules import (
     FIELDS,
@@ -222,20 +223,6 @@ class SessionStatus(BaseModel):
     enrichments: list[str]
     job: jobs.JobView | None
     progress: jobs.Progress | None
-
-
-class RowView(BaseModel):
-    """A dataset row: original cells and the columns processing added."""
-
-    idx: int
-    line: int | None
-    data: dict[str, Any]
-    added: dict[str, Any]
-
-    @classmethod
-    def of(cls, row: StoredRow) -> RowView:
-        """From the dataset store."""
-        return cls(idx=row.idx, line=row.line, data=row.data, added=row.added)
 
 
 class SessionResults(BaseModel):
