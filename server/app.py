@@ -171,6 +171,9 @@ def _routes(
 
     routes: list[BaseRoute] = [*_path_routes([op for op in ops if not op.gated])]
     routes.append(Route("/openapi.json", openapi, methods=["GET"], name="openapi"))
+    from server.api.tracking import tracking_routes
+
+    routes.extend(tracking_routes())  # public, outside the API document: links in emails
     # ONE gate for everything x402 prices: two would settle with the same operator key in two
     # settlers and race on the chain nonce.
     gated: ASGIApp = ExceptionMiddleware(Router(_gated_routes(ops)), handlers=dict(HANDLERS))

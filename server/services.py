@@ -121,6 +121,7 @@ class KeyedServices:
     limiter: KeyRateLimiter
     mail_seal_key: bytes
     webhook_seal_key: bytes
+    tracking_key: bytes
 
     @classmethod
     def build(cls, settings: Settings, db: Database, http: httpx.AsyncClient) -> KeyedServices:
@@ -165,6 +166,7 @@ class KeyedServices:
             limiter=KeyRateLimiter(settings.redis_url),
             mail_seal_key=mail_seal_key,
             webhook_seal_key=secret(None, "webhook-secrets"),
+            tracking_key=secret(None, "mail-tracking"),
         )
 
 
@@ -298,14 +300,18 @@ class Services:
         if self._mail is None:
             from server.mail.outbox import Outbox
             from server.mail.outbox_rules import DailyCaps
-            from server.mail.service import MailService
+            from server.mail.service import MailService, Tracking
 
             caps = DailyCaps(
                 self.settings.mail_daily_cap_domain, self.settings.mail_daily_cap_alias
             )
+            tracking = None
+            if self.settings.public_url:
+                tracking = Tracking(self.settings.public_url, self.keyed.tracking_key)
             self._mail = MailService(
                 Outbox(self.db),
                 caps=caps,
+                tracking=tracking,
                 identity=self._sending_identity,
                 suppression=self._suppressed,
             )

@@ -211,6 +211,9 @@ class Settings(BaseSettings):
     """Send mail inside ``bavlio serve`` (default: when a relay is set, on SQLite)."""
     rate_limit_ip: str = "300/minute"
     rate_limit_payer: str = "120/minute"
+    public_url: str | None = None
+    """This deployment's public https address: tracked links and the open pixel point here
+    (unset: no tracking, whatever a domain asks)."""
     mail_public_relay_host: str | None = None
     """The public host name our relay sends from, as customers' SPF records name it (``a:``);
     ``mail_relay_host`` is where the outbox hands mail over (often a local Postfix)."""
@@ -309,7 +312,7 @@ class Settings(BaseSettings):
             raise ValueError("must be at least 32 characters")
         return value
 
-    @field_validator("rpc_url", "facilitator_url", "jwks_url")
+    @field_validator("rpc_url", "facilitator_url", "jwks_url", "public_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
         if value is not None and not re.match(r"^https?://[^\s/]+", value):

@@ -46,6 +46,8 @@ __all__ = [
     "MailBounce",
     "MailConversation",
     "MailDomain",
+    "MailEvent",
+    "MailLink",
     "MailMessage",
     "MailThreadRef",
     "PoolStat",
@@ -761,4 +763,42 @@ class MailMessage(Base):
         Index("ix_mail_messages_state_next_attempt_at", "state", "next_attempt_at"),
         Index("ix_mail_messages_domain_created_at", "domain", "created_at"),
         Index("ix_mail_messages_from_address_created_at", "from_address", "created_at"),
+    )
+
+
+# --- tracking (revision 0013) --------------------------------------------------------------------
+
+
+class MailLink(Base):
+    """A tracked link of a sent message: the click redirect reads the URL from here (never from
+    the token), so a tracking link cannot be pointed anywhere else."""
+
+    __tablename__ = "mail_links"
+
+    email_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("mail_messages.id", ondelete="CASCADE"), primary_key=True
+    )
+    idx: Mapped[int] = mapped_column(Integer, primary_key=True)
+    url: Mapped[str] = mapped_column(Text)
+
+
+class MailEvent(Base):
+    """An open or a click of a tracked message, with who made it (server.mail.tracking.Actor):
+    machine opens and scanner clicks are kept and flagged, never counted as people."""
+
+    __tablename__ = "mail_events"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    email_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("mail_messages.id", ondelete="CASCADE")
+    )
+    kind: Mapped[str] = mapped_column(String(8))
+    link_idx: Mapped[int | None] = mapped_column(Integer)
+    actor: Mapped[str] = mapped_column(String(16))
+    user_agent: Mapped[str | None] = mapped_column(Text)
+    at: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (
+        CheckConstraint("kind IN ('open', 'click')", name="ck_mail_events_kind"),
+        Index("ix_mail_events_email_id_at", "email_id", "at"),
     )

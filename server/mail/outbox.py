@@ -112,11 +112,14 @@ class Outbox:
 
     # --- owners ---------------------------------------------------------------------------
 
-    async def insert(self, row: Mapping[str, Any]) -> MailRecord:
+    async def insert(self, row: Mapping[str, Any], links: Sequence[str] = ()) -> MailRecord:
         """Store a new message (``queued``, or already ``failed`` when every recipient was
-        suppressed)."""
+        suppressed) and its tracked links, together."""
+        from server.mail.tracking_store import save_links
+
         async with write_transaction(self.engine) as conn:
             await conn.execute(sa.insert(messages).values(**row))
+            await save_links(conn, str(row["id"]), links)
         return _record(row)
 
     async def get(self, user_id: str, email_id: str) -> MailRecord | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from server.ids import new_id
 from server.mail.message import Draft, Limits, Sender, build_message, check_address
@@ -17,8 +17,28 @@ from server.mail.ports import (
     no_identities,
     nothing_suppressed,
 )
+from server.mail.tracking import Rewritten, make_token, rewrite_html
 
 __all__ = ["CapReached", "MailService"]
+
+
+@dataclass(frozen=True)
+class Tracking:
+    """Open and click tracking for domains that turn it on: tokens signed with ``key``, served
+    under ``base_url`` (the deployment's public address)."""
+
+    base_url: str
+    key: bytes
+
+    def rewrite(self, email_id: str, html: str, unsubscribe: str | None) -> Rewritten:
+        """The HTML with tracked links and the pixel (the unsubscribe link left alone)."""
+        base = self.base_url.rstrip("/")
+        return rewrite_html(
+            html,
+            lambda index: f"{base}/t/c/{make_token(self.key, 'c', email_id, index)}",
+            f"{base}/t/o/{make_token(self.key, 'o', email_id)}.gif",
+            skip=lambda url: url == unsubscribe,
+        )
 
 
 class CapReached(Exception):
@@ -38,6 +58,7 @@ class MailService:
     identity: IdentityLookup = no_identities
     suppression: SuppressionCheck = nothing_suppressed
     caps: DailyCaps = field(default_factory=DailyCaps)
+    tracking: Tracking | None = None
     limits: Limits = field(default_factory=Limits)
     clock: Callable[[], float] = time.time
 
@@ -59,6 +80,10 @@ class MailService:
                 cap = self.caps.per_domain if which == "domain" else self.caps.per_alias
                 raise CapReached(which, cap)
         email_id = new_id("email", now=now)
+        links: tuple[str, ...] = ()
+        if self.tracking is not None and identity.tracking and draft.html:
+            rewritten = self.tracking.rewrite(email_id, draft.html, draft.list_unsubscribe)
+            draft, links = replace(draft, html=rewritten.html), rewritten.links
         sender = Sender(
             domain=domain,
             selector=identity.selector,
@@ -106,4 +131,4 @@ class MailService:
             "error_message": None if remaining else "Every recipient is suppressed.",
             "suppressed": reasons,
         }
-        return await self.outbox.insert(row)
+        return await self.outbox.insert(row, links)

@@ -24,6 +24,7 @@ from html.parser import HTMLParser
 from typing import Final
 
 __all__ = [
+    "HUMAN",
     "MAX_LINKS",
     "PIXEL_GIF",
     "Actor",
@@ -168,6 +169,9 @@ class Actor(StrEnum):
     SCANNER = "scanner"
     """A security gateway or link scanner."""
 
+
+HUMAN: Final = frozenset({Actor.PERSON, Actor.IMAGE_PROXY})
+"""Actors counted as people (a webmail image proxy fetches when its reader opens)."""
 
 _SCANNER_AGENTS: Final = re.compile(
     r"barracuda|mimecast|proofpoint|safelinks|bingpreview|symantec|forcepoint|cisco|ironport|"

@@ -20,6 +20,7 @@ from server.mail.outbox import MailRecord
 from server.mail.outbox_rules import State
 from server.mail.ports import SenderNotAllowed
 from server.mail.service import CapReached
+from server.mail.tracking_store import TrackingStore
 from server.resources._common import json_response, list_response, path_id
 
 __all__ = ["EmailList", "EmailView", "SendEmail", "cancel", "get_email", "list_emails", "send"]
@@ -252,4 +253,72 @@ async def cancel(request: Request, ctx: KeyedContext) -> Response:
         raise NotFound("email_not_found", f"No email {email_id!r}.")
     raise Conflict(
         "email_not_cancellable", f"The email is {current.state.value}; only queued ones cancel."
+    )
+
+
+class LinkView(BaseModel):
+    """A tracked link and its clicks: people, and machines (scanners) kept apart."""
+
+    index: int
+    url: str
+    clicks: int
+    machine_clicks: int
+
+
+class LinkList(BaseModel):
+    """An email's tracked links, in the order they appear (empty without tracking)."""
+
+    data: list[LinkView]
+    opens: int = Field(description="Opens by people (webmail image proxies count as people).")
+    machine_opens: int = Field(description="Prefetches: Apple Mail Privacy Protection, scanners.")
+
+
+class ClickView(BaseModel):
+    """One click: the link, who made it (``person``, ``scanner``...), when."""
+
+    id: str
+    index: int | None
+    url: str | None
+    actor: str
+    user_agent: str | None
+    at: float
+
+
+class ClickList(BaseModel):
+    """An email's clicks, oldest first (``offset``/``limit``)."""
+
+    data: list[ClickView]
+    has_more: bool
+    limit: int
+    offset: int
+
+
+def _tracking(ctx: KeyedContext) -> TrackingStore:
+    return TrackingStore(ctx.services.db.engine)
+
+
+async def links(request: Request, ctx: KeyedContext) -> Response:
+    """The email's tracked links with click counts, and its opens."""
+    email_id = path_id(request, "email_id", "email", "email")
+    store = _tracking(ctx)
+    found = await store.links(ctx.user_id, email_id)
+    if found is None:
+        raise NotFound("email_not_found", f"No email {email_id!r}.")
+    people, machines = await store.opens(email_id)
+    data = [LinkView(**item.__dict__) for item in found]
+    return json_response(LinkList(data=data, opens=people, machine_opens=machines))
+
+
+async def clicks(request: Request, ctx: KeyedContext) -> Response:
+    """The email's clicks, oldest first."""
+    email_id = path_id(request, "email_id", "email", "email")
+    page = page_request(request.query_params)
+    found = await _tracking(ctx).clicks(
+        ctx.user_id, email_id, limit=page.limit + 1, offset=page.offset
+    )
+    if found is None:
+        raise NotFound("email_not_found", f"No email {email_id!r}.")
+    data = [ClickView(**item.__dict__) for item in found[: page.limit]]
+    return json_response(
+        ClickList(data=data, has_more=len(found) > page.limit, limit=page.limit, offset=page.offset)
     )

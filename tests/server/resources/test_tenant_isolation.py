@@ -240,6 +240,8 @@ PATH_FACTORIES: dict[tuple[str, str], Factory] = {
     ("/api/v1/lead-finder/batch/{session_id}/status", "session_id"): _lead_batch,
     ("/api/v1/bavimail/emails/{email_id}", "email_id"): _email,
     ("/api/v1/bavimail/emails/{email_id}/cancel", "email_id"): _email,
+    ("/api/v1/bavimail/emails/{email_id}/links", "email_id"): _email,
+    ("/api/v1/bavimail/emails/{email_id}/clicks", "email_id"): _email,
 }
 """(path, parameter) -> a factory where a parameter's name means another resource there (the
 seed calls a lead batch's job id ``session_id``)."""
