@@ -15,6 +15,7 @@ from server.api.parsing import read_json
 from server.errors import Conflict, InvalidRequest, NotFound, RateLimited, Unprocessable
 from server.http.keyed import KeyedContext
 from server.http.pagination import page_request
+from server.mail.inbound_parse import parse_message_ids
 from server.mail.message import Attachment, Draft, MessageError
 from server.mail.outbox import MailRecord
 from server.mail.outbox_rules import State
@@ -209,7 +210,22 @@ async def send(request: Request, ctx: KeyedContext) -> Response:
         raise RateLimited(
             "daily_cap_reached", f"The {exc.which} daily cap ({exc.cap}) is reached."
         ) from None
+    await _thread(ctx, record, body.headers or {})
     return json_response(EmailView.of(record), status_code=202)
+
+
+async def _thread(ctx: KeyedContext, record: MailRecord, headers: dict[str, str]) -> None:
+    """File the message in its conversation (by its Message-ID and the ones it answers), so
+    replies to it land in the same thread."""
+    by_name = {name.lower(): value for name, value in headers.items()}
+    await ctx.services.inbound.store.link_outbound(
+        ctx.user_id,
+        sent_message_id=record.id,
+        message_id=record.message_id.strip("<>"),
+        in_reply_to=parse_message_ids(by_name.get("in-reply-to")),
+        references=parse_message_ids(by_name.get("references")),
+        subject=record.subject,
+    )
 
 
 async def list_emails(request: Request, ctx: KeyedContext) -> Response:

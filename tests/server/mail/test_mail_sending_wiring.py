@@ -66,3 +66,38 @@ async def test_suppressed_recipients_are_not_sent_and_say_why(keyed: Keyed) -> N
     assert everyone.status_code == 202, everyone.text  # stored, never handed over
     assert everyone.json()["status"] == "failed"
     assert everyone.json()["error"]["code"] == "all_recipients_suppressed"
+
+
+async def test_a_reply_lands_in_the_sent_emails_conversation(keyed: Keyed) -> None:
+    from email.message import EmailMessage
+
+    from server.mail.inbound_smtp import Route
+
+    user_id, ann = await keyed.user()
+    await _verified_domain(keyed, ann, "acme.test")
+    sent = await keyed.client.post(SEND, json=_mail("ann@acme.test", "bo@client.test"), headers=ann)
+    assert sent.status_code == 202, sent.text
+    listed = (await keyed.client.get("/api/v1/bavimail/conversations", headers=ann)).json()
+    [thread] = listed["data"]
+    assert (thread["subject"], thread["message_count"], thread["inbound_count"]) == (
+        "Hello",
+        1,
+        0,
+    )
+    reply = EmailMessage()
+    reply["From"], reply["To"], reply["Subject"] = "bo@client.test", "ann@acme.test", "Re: Hello"
+    reply["Message-ID"] = "<reply-1@client.test>"
+    reply["In-Reply-To"] = sent.json()["message_id"]
+    reply.set_content("Sounds good")
+    answer = await keyed.services.inbound.handler().deliver(
+        "bo@client.test", [Route("ann@acme.test", user_id)], reply.as_bytes()
+    )
+    assert answer.startswith("250"), answer
+    detail = await keyed.client.get(f"/api/v1/bavimail/conversations/{thread['id']}", headers=ann)
+    assert detail.status_code == 200, detail.text
+    messages = detail.json()["messages"]
+    assert [(m["direction"], m["id"]) for m in messages] == [
+        ("outbound", sent.json()["id"]),
+        ("inbound", messages[1]["id"]),
+    ]
+    assert messages[1]["message_id"] == "reply-1@client.test"
