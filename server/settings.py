@@ -286,8 +286,10 @@ class Settings(BaseSettings):
     def _mail(self) -> Settings:
         try:
             self.mail_config()
-        except ValueError as exc:
-            raise ValueError(f"mail_{exc}") from None
+        except ValueError as exc:  # "<MailConfig field>: why" -> the setting's name
+            name, _, why = str(exc).partition(":")
+            setting = "mail_public_relay_host" if name == "relay_host" else f"mail_{name}"
+            raise ValueError(f"{setting}:{why}") from None
         return self
 
     def mail_config(self) -> MailConfig:

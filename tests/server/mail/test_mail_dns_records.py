@@ -89,8 +89,9 @@ def test_config_is_checked(bad: dict[str, object]) -> None:
     field_name = next(iter(bad))
     with pytest.raises(ValueError, match=f"^{field_name}: invalid"):
         MailConfig(**bad)  # type: ignore[arg-type]
-    with pytest.raises(SettingsError, match=f"BAVLIO_MAIL_{field_name.upper()}"):
-        load_settings(env_file=None, **{f"mail_{field_name}": _setting(bad[field_name])})
+    setting = "public_relay_host" if field_name == "relay_host" else field_name
+    with pytest.raises(SettingsError, match=f"BAVLIO_MAIL_{setting.upper()}"):
+        load_settings(env_file=None, **{f"mail_{setting}": _setting(bad[field_name])})
 
 
 def _setting(value: object) -> object:
