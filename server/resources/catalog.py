@@ -1499,6 +1499,11 @@ def _extraction_operations() -> tuple[Operation, ...]:
                     "format", {"type": "string", "enum": ["csv", "excel", "json"]}, "csv (default)."
                 ),
             ),
+            media_types=(
+                "text/csv",
+                "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+                "application/json",
+            ),
             responses={**missing, 503: ErrorEnvelope},
         ),
         Operation(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 from sqlalchemy import select
 from starlette.requests import Request
 from starlette.responses import Response
@@ -122,7 +122,14 @@ class PruneRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-    max_risk: Literal["low", "medium", "high"] | Annotated[JsonInt, Field(ge=0, le=100)]
+    max_risk: (
+        Literal["low", "medium", "high"]
+        | Annotated[
+            JsonInt,
+            Field(ge=0, le=100),
+            WithJsonSchema({"type": "integer", "minimum": 0, "maximum": 100}),
+        ]
+    )
     dry_run: bool = False
 
 

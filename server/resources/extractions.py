@@ -8,10 +8,11 @@ fields lose their prefix; a top-level field of the same name is kept as ``<name>
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections.abc import Iterator, Mapping
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
@@ -96,9 +97,12 @@ class ExtractionView(BaseModel):
 
 
 class ExtractionFile(BaseModel):
-    """The flattened leads as a file: CSV, Excel (xlsx) or JSON, per ``format``."""
+    """The flattened leads: as JSON, the column headers in order and one object per lead keyed
+    by header (the same shape as a dataset's JSON download); as CSV or Excel, a file with the
+    same header row."""
 
-    binary_media_type: ClassVar[str] = "*/*"
+    columns: list[str]
+    data: list[dict[str, str]]
 
 
 class ExtractionSaved(BaseModel):
@@ -331,8 +335,9 @@ async def download(request: Request, ctx: KeyedContext) -> Response:
         chunks = csv_chunks(columns, rows)
     elif fmt == "excel":
         chunks = xlsx_chunks(columns, rows, sheet=record.title[:31])
-    else:
-        chunks = json_chunks(columns, rows)
+    else:  # {"columns": [...], "data": [...]}, streamed
+        head = b'{"columns":' + json.dumps(columns, ensure_ascii=False).encode() + b',"data":'
+        chunks = itertools.chain((head,), json_chunks(columns, rows), (b"}",))
     media, extension = _FORMATS[fmt]
     name = _filename(record.title, extension)
     return StreamingResponse(

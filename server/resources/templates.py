@@ -269,8 +269,8 @@ async def preview(request: Request, ctx: KeyedContext) -> Response:
 async def _preview_row(ctx: KeyedContext, body: PreviewRequest) -> Mapping[str, object]:
     """The row a preview renders with: the inline one, or the caller's dataset row (another
     user's dataset, or a row past the end, is a 404)."""
-    if body.row is not None and body.dataset_id is None and body.row_index is None:
-        return body.row
+    if body.dataset_id is None and body.row_index is None:
+        return body.row or {}  # no row at all: every variable shows as missing
     dataset_id, row_index = body.dataset_id, body.row_index
     if body.row is not None or dataset_id is None or row_index is None:
         raise InvalidRequest(

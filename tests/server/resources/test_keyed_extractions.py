@@ -81,7 +81,9 @@ async def test_save_list_info_download_rename(keyed: Keyed, tmp_path: Path) -> N
     assert table[3] == ["", "", "cy@acme.test", "", "", "https://example.test"]
 
     as_json = await keyed.client.get(f"{V1}/{ext['id']}/download?format=json", headers=alice)
-    rows = json.loads(as_json.content)
+    document = json.loads(as_json.content)
+    assert document["columns"] == table[0]
+    rows = document["data"]
     assert rows[1]["email"] == "=cmd|' /C calc'!A0"
     assert rows[2] == {
         "name (lead)": "",
@@ -278,4 +280,9 @@ async def test_literal_siblings_are_405_and_downloads_are_documented(keyed: Keye
         assert response.headers["allow"] == "POST"
     document = (await keyed.client.get("/openapi.json")).json()
     ok = document["paths"][f"{V1}/{{extraction_id}}/download"]["get"]["responses"]["200"]
-    assert list(ok["content"]) == ["*/*"]
+    assert list(ok["content"]) == [
+        "text/csv",
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        "application/json",
+    ]
+    assert "$ref" in ok["content"]["application/json"]["schema"]  # the JSON shape is documented
