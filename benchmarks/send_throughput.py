@@ -58,7 +58,7 @@ class _Capture(Outbox):
     def __init__(self) -> None:
         self.rows: list[dict[str, Any]] = []
 
-    async def insert(self, row: Any) -> MailRecord:  # type: ignore[override]
+    async def insert(self, row: Any, links: Any = ()) -> MailRecord:  # type: ignore[override]
         self.rows.append(dict(row))
         return None  # type: ignore[return-value]
 
