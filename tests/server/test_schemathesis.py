@@ -207,6 +207,7 @@ def test_schemathesis_run_finds_nothing(free_server: str, tmp_path: Path) -> Non
                 "/api/v1/datasets/list",
                 "/api/v1/datasets/{dataset_id}/rows",
                 "/api/v1/webhooks",
+                "/api/v1/webhooks/{webhook_id}/deliveries",
                 "/api/v1/user-extractions/",
                 "/api/v1/bavimail/emails",
             )
