@@ -802,3 +802,184 @@ class MailEvent(Base):
         CheckConstraint("kind IN ('open', 'click')", name="ck_mail_events_kind"),
         Index("ix_mail_events_email_id_at", "email_id", "at"),
     )
+
+
+# --- campaigns (revision 0014) -------------------------------------------------------------------
+
+CAMPAIGN_STATES = "'draft', 'active', 'paused', 'completed', 'cancelled'"
+CAMPAIGN_LEAD_STATES = "'pending', 'active', 'waiting_approval', 'stopped', 'completed', 'failed'"
+
+
+class Campaign(Base):
+    """A multi-step outreach campaign (server.campaigns).
+
+    ``status`` is the user's own state (server.campaigns.rules); ``holds`` (JSON list of
+    ``{code, detail, since}``) are system holds (domain failing DNS, bounce rate, daily cap) kept
+    apart from it and lifted when their cause clears. ``schedule`` is ``{timezone, days, start,
+    end, min_gap_seconds, jitter_seconds}``; ``sender_alias_ids`` the aliases sends rotate over.
+    ``version`` grows on every change (optimistic concurrency for lifecycle transitions).
+    """
+
+    __tablename__ = "campaigns"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    user_id: Mapped[str] = mapped_column(Text, ForeignKey("users.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))
+    holds: Mapped[Any] = mapped_column(JSON)
+    dataset_id: Mapped[str | None] = mapped_column(Text)
+    email_column: Mapped[str | None] = mapped_column(Text)
+    sender_alias_ids: Mapped[Any] = mapped_column(JSON)
+    schedule: Mapped[Any] = mapped_column(JSON)
+    daily_cap: Mapped[int | None] = mapped_column(Integer)
+    alias_daily_cap: Mapped[int | None] = mapped_column(Integer)
+    requires_approval: Mapped[bool] = mapped_column(Boolean)
+    stop_on_reply: Mapped[bool] = mapped_column(Boolean)
+    track_opens: Mapped[bool] = mapped_column(Boolean)
+    track_clicks: Mapped[bool] = mapped_column(Boolean)
+    settings: Mapped[Any] = mapped_column(JSON)
+    version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+    launched_at: Mapped[float | None] = mapped_column(Float)
+    finished_at: Mapped[float | None] = mapped_column(Float)
+
+    __table_args__ = (
+        CheckConstraint(f"status IN ({CAMPAIGN_STATES})", name="ck_campaigns_status"),
+        Index("ix_campaigns_user_id_id", "user_id", "id"),
+        Index("ix_campaigns_status", "status"),
+    )
+
+
+class CampaignStep(Base):
+    """One step of a campaign's sequence: sent ``delay_seconds`` after the previous step (the
+    first after launch). ``variants`` is a JSON list of ``{label, weight, template_id, subject,
+    text, html}``; a lead's variant is a deterministic function of lead id and step."""
+
+    __tablename__ = "campaign_steps"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    campaign_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("campaigns.id", ondelete="CASCADE")
+    )
+    position: Mapped[int] = mapped_column(Integer)
+    delay_seconds: Mapped[int] = mapped_column(Integer)
+    variants: Mapped[Any] = mapped_column(JSON)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "position", name="uq_campaign_steps_campaign_id_position"),
+    )
+
+
+class CampaignLead(Base):
+    """A lead of a campaign and where it stands in the sequence.
+
+    ``next_position`` is the step to send next and ``due_at`` when it may go (NULL when nothing is
+    due); ``stop_reason`` says why a stopped lead stopped (replied, bounced, unsubscribed, manual,
+    suppressed); ``alias_id`` is the sticky sending alias, ``thread_message_id`` the first step's
+    Message-ID (later steps reply in that thread; inbound replies match it).
+    """
+
+    __tablename__ = "campaign_leads"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    campaign_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("campaigns.id", ondelete="CASCADE")
+    )
+    user_id: Mapped[str] = mapped_column(Text)
+    email: Mapped[str] = mapped_column(Text)
+    data: Mapped[Any] = mapped_column(JSON)
+    row_index: Mapped[int | None] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(24))
+    stop_reason: Mapped[str | None] = mapped_column(String(24))
+    next_position: Mapped[int] = mapped_column(Integer)
+    due_at: Mapped[float | None] = mapped_column(Float)
+    alias_id: Mapped[str | None] = mapped_column(Text)
+    thread_message_id: Mapped[str | None] = mapped_column(Text)
+    last_sent_at: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (
+        CheckConstraint(f"status IN ({CAMPAIGN_LEAD_STATES})", name="ck_campaign_leads_status"),
+        UniqueConstraint("campaign_id", "email", name="uq_campaign_leads_campaign_id_email"),
+        Index("ix_campaign_leads_campaign_id_id", "campaign_id", "id"),
+        Index("ix_campaign_leads_status_due_at", "status", "due_at"),
+        Index("ix_campaign_leads_thread_message_id", "thread_message_id"),
+    )
+
+
+class CampaignDraft(Base):
+    """A lead's rendered email for one step, awaiting or holding approval (the playground):
+    ``state`` is draft or approved; the scheduler sends an approval-gated step only when
+    approved, and sends exactly these bytes' subject and bodies."""
+
+    __tablename__ = "campaign_drafts"
+
+    lead_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("campaign_leads.id", ondelete="CASCADE"), primary_key=True
+    )
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign_id: Mapped[str] = mapped_column(String(40), index=True)
+    variant: Mapped[str] = mapped_column(String(16))
+    subject: Mapped[str] = mapped_column(Text)
+    text: Mapped[str | None] = mapped_column(Text)
+    html: Mapped[str | None] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16))
+    approved_at: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (
+        CheckConstraint("state IN ('draft', 'approved')", name="ck_campaign_drafts_state"),
+    )
+
+
+class CampaignSend(Base):
+    """The exactly-once record of a lead's step: the primary key (lead, position) is claimed in
+    the same transaction that queues the message in the outbox, so a step can never be queued
+    twice, whatever races or crashes."""
+
+    __tablename__ = "campaign_sends"
+
+    lead_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("campaign_leads.id", ondelete="CASCADE"), primary_key=True
+    )
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    campaign_id: Mapped[str] = mapped_column(String(40))
+    variant: Mapped[str] = mapped_column(String(16))
+    alias_id: Mapped[str | None] = mapped_column(Text)
+    email_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    queued_at: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (
+        Index("ix_campaign_sends_campaign_id_queued_at", "campaign_id", "queued_at"),
+        Index("ix_campaign_sends_alias_id_queued_at", "alias_id", "queued_at"),
+    )
+
+
+class CampaignEvent(Base):
+    """A lead-level event that the mail tables do not hold themselves: replied, unsubscribed,
+    stopped (manual), skipped (suppressed at send time). Sent, bounced, opened and clicked are
+    read from the outbox, bounces and tracking tables through ``campaign_sends``."""
+
+    __tablename__ = "campaign_events"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    campaign_id: Mapped[str] = mapped_column(String(40))
+    lead_id: Mapped[str] = mapped_column(
+        String(40), ForeignKey("campaign_leads.id", ondelete="CASCADE")
+    )
+    position: Mapped[int | None] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(24))
+    email_id: Mapped[str | None] = mapped_column(String(40))
+    detail: Mapped[Any | None] = mapped_column(JSON)
+    at: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (
+        Index("ix_campaign_events_campaign_id_kind", "campaign_id", "kind"),
+        Index("ix_campaign_events_lead_id_at", "lead_id", "at"),
+        UniqueConstraint("lead_id", "kind", "email_id", name="uq_campaign_events_lead_kind_email"),
+    )
