@@ -21,8 +21,9 @@ from emailintel.smtp.session import SmtpSession
 class Watched(Prober):
     """A lab prober that records every write of RCPTs and how many sessions are open at once."""
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, *, mx_delay: float = 0.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.mx_delay = mx_delay  # seconds added to each RCPT write: a distant MX
         self.writes: list[list[str]] = []
         self.open_now = 0
         self.most_open = 0
@@ -37,10 +38,12 @@ class Watched(Prober):
             sender: str, addresses: Sequence[str], **kw: Any
         ) -> tuple[list[SmtpReply], list[SmtpReply]]:
             self.writes.append(list(addresses))
+            await asyncio.sleep(self.mx_delay)
             return await transaction(sender, addresses, **kw)
 
         async def watched_rcpt_many(addresses: Sequence[str]) -> list[SmtpReply]:
             self.writes.append(list(addresses))
+            await asyncio.sleep(self.mx_delay)
             return await rcpt_many(addresses)
 
         async def watched_close() -> None:
@@ -113,8 +116,11 @@ async def test_more_connections_for_a_surplus_within_politeness(mail_dns: DnsLab
     config = PolitenessConfig(
         connections_per_host=3, rcpt_per_minute_per_host=1e9, global_concurrency=64, jitter=0
     )
-    # Loopback answers in well under 10 ms; parallel_from=0 treats it as the internet.
-    prober = watched(politeness=config, max_rejections_per_connection=8)
+    # Loopback answers in well under 10 ms; parallel_from=0 treats it as the internet, and the
+    # added delay per RCPT write makes it as slow as one, so the first connection is still busy
+    # when the others open even on a loaded machine (a fast first connection could otherwise
+    # carry the whole queue alone before a second one finished its greeting).
+    prober = watched(politeness=config, max_rejections_per_connection=8, mx_delay=0.2)
     sharing = SharedSessions(prober, total=64, parallel_from=0.0)
     try:
         answers = await asyncio.gather(*(sharing.probe(d, a, dns[d]) for d, a in domains.items()))
