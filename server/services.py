@@ -371,7 +371,13 @@ class Services:
         return self._http
 
     async def close(self) -> None:
-        """Release connections (database pool, HTTP clients)."""
+        """Release connections (database pool, HTTP clients, the prober's shared politeness
+        store: the services own the prober they were built with)."""
+        if self._prober is not None:
+            store = self._prober.politeness.store
+            closing = getattr(store, "aclose", None)
+            if closing is not None:
+                await closing()
         if self._owned_search is not None:
             await self._owned_search.aclose()
         if self._http is not None:

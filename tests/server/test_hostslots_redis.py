@@ -11,7 +11,10 @@ import pytest
 from redis.asyncio import Redis
 
 from emailintel.smtp.politeness import Politeness, PolitenessConfig
+from emailintel.smtp.redisbuckets import RedisBuckets
 from server.hostslots import RedisHostSlots
+from server.services import HELO_VARIABLE, Services, configured_prober
+from server.settings import Settings
 
 HOST = "mx.shared.test"
 
@@ -145,3 +148,20 @@ async def test_redis_down_falls_back_to_this_workers_slots(
         await store.client.aclose()
     assert store.failures >= 5
     assert "politeness store failed" in caplog.text
+
+
+async def test_services_close_the_shared_politeness_client(settings: Settings) -> None:
+    """The prober built for a worker with Redis shares one client; closing the services closes it
+    (no connection left open at shutdown)."""
+    settings = settings.model_copy(update={"redis_url": "redis://127.0.0.1:6379"})
+    env = {HELO_VARIABLE: "probe.bavlio.test", "EMAILINTEL_MAIL_FROM": "probe@bavlio.test"}
+    prober = configured_prober(settings=settings, env=env)
+    assert prober is not None
+    store = prober.politeness.store
+    assert isinstance(store, RedisBuckets)
+    await store.client.ping()
+    pool = store.client.connection_pool
+    assert any(c.is_connected for c in pool._available_connections)
+    services = Services.build(settings, prober=prober)
+    await services.close()
+    assert not any(c.is_connected for c in pool._available_connections)
