@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -242,6 +243,8 @@ class IdempotencyKey(Base):
 # --- durable jobs (revision 0002) ----------------------------------------------------------
 
 JOB_STATES = "'queued', 'running', 'cancel_requested', 'succeeded', 'failed', 'cancelled'"
+ACTIVE_JOB_STATES_SQL = "state IN ('queued', 'running', 'cancel_requested')"
+"""Jobs not finished yet: at most one of them holds a given ``exclusive_key`` (revision 0015)."""
 ITEM_STATES = "'pending', 'running', 'done', 'failed', 'skipped'"
 
 
@@ -274,9 +277,17 @@ class JobRow(Base):
     lease_expires: Mapped[float | None] = mapped_column(Float)
     attempts: Mapped[int] = mapped_column(Integer)
     hooked_at: Mapped[float | None] = mapped_column(Float)
+    exclusive_key: Mapped[str | None] = mapped_column(String(200))
 
     __table_args__ = (
         CheckConstraint(f"state IN ({JOB_STATES})", name="ck_jobs_state"),
+        Index(
+            "uq_jobs_exclusive_key_active",
+            "exclusive_key",
+            unique=True,
+            sqlite_where=text(ACTIVE_JOB_STATES_SQL),
+            postgresql_where=text(ACTIVE_JOB_STATES_SQL),
+        ),
         Index("ix_jobs_owner_id_id", "owner_id", "id"),
         Index("ix_jobs_state_lease_expires", "state", "lease_expires"),
         Index("ix_jobs_hooked_at_state", "hooked_at", "state"),

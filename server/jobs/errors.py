@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "InvalidTransition",
+    "JobBusy",
     "JobCancelled",
     "JobError",
     "JobFinished",
@@ -38,6 +39,14 @@ class JobInputError(JobsError, ValueError):
         super().__init__(f"{param} {message}")
         self.param = param
         self.too_large = too_large
+
+
+class JobBusy(JobsError):
+    """Another unfinished job holds the same exclusive key (e.g. the dataset is being verified)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"an unfinished job holds {key!r}")
+        self.key = key
 
 
 class UnknownKind(JobsError, ValueError):

@@ -130,12 +130,19 @@ class JobQueue:
     # --- the API routes call --------------------------------------------------------------
 
     async def enqueue(
-        self, owner_id: str, kind: str, payload: Any, items: Sequence[Any] | None = None
+        self,
+        owner_id: str,
+        kind: str,
+        payload: Any,
+        items: Sequence[Any] | None = None,
+        *,
+        exclusive_key: str | None = None,
     ) -> Job:
         """Store a queued job (and its items, numbered from 0); workers pick it up.
 
         Raises :class:`UnknownKind`, or :class:`JobInputError` for a bad owner id, a payload or
-        item that is not bounded JSON (``too_large`` when over a size limit), too many items.
+        item that is not bounded JSON (``too_large`` when over a size limit), too many items;
+        :class:`JobBusy` while another unfinished job holds ``exclusive_key``.
         """
         check_owner(owner_id)
         registration = self.registration(check_kind(kind))
@@ -184,6 +191,7 @@ class JobQueue:
             "lease_expires": None,
             "attempts": 0,
             "hooked_at": None,
+            "exclusive_key": exclusive_key,
         }
         job = await self.store.insert(row, inputs)
         self._wakeup.set()

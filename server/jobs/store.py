@@ -19,11 +19,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mappi
 from typing import Any, ParamSpec, Protocol, TypeVar
 
 import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from server.db.engine import Database
 from server.db.models import JobItemRow, JobRow
-from server.jobs.errors import JobFinished, JobNotFound
+from server.jobs.errors import JobBusy, JobFinished, JobNotFound
 from server.jobs.models import Job, JobItem, Page
 from server.jobs.rules import (
     TERMINAL,
@@ -55,7 +56,8 @@ class JobStore(Protocol):
     """What the queue, the worker and the handler context need from a backend."""
 
     async def insert(self, row: Mapping[str, Any], inputs: Sequence[Any]) -> Job:
-        """Store a new job and its items in one transaction."""
+        """Store a new job and its items in one transaction (:class:`JobBusy` when an unfinished
+        job holds the row's ``exclusive_key``)."""
 
     async def get(self, job_id: str, owner_id: str | None = None) -> Job | None:
         """The job, if it exists (and belongs to ``owner_id`` when given)."""
@@ -208,7 +210,13 @@ class _SqlJobStore:
     @_whole
     async def insert(self, row: Mapping[str, Any], inputs: Sequence[Any]) -> Job:
         async with self.engine.begin() as conn:
-            await conn.execute(sa.insert(jobs).values(**row))
+            try:
+                await conn.execute(sa.insert(jobs).values(**row))
+            except IntegrityError as exc:
+                key = row.get("exclusive_key")
+                if key is None or "exclusive_key" not in str(exc.orig):
+                    raise
+                raise JobBusy(key) from None
             for start in range(0, len(inputs), _INSERT_CHUNK):
                 chunk = inputs[start : start + _INSERT_CHUNK]
                 await conn.execute(

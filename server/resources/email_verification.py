@@ -18,6 +18,7 @@ from server.db.models import JobRow
 from server.db.tx import read_connection
 from server.errors import Conflict, InvalidRequest, RequestTooLarge
 from server.http.keyed import KeyedContext
+from server.jobs.errors import JobBusy
 from server.jobs.rules import ACTIVE
 from server.jsontypes import JsonInt
 from server.resources import datasets, jobs
@@ -217,20 +218,26 @@ async def verify_dataset(request: Request, ctx: KeyedContext) -> Response:
                     f"At most {limit} addresses are verified in one job.",
                 )
     counts = {"skipped_no_email": empty, "skipped_invalid": invalid}
-    return await jobs.enqueue_charged(
-        ctx,
-        DATASET_VERIFY,
-        {"dataset_id": record.id, "email_column": column, **counts},
-        units=len(items),
-        items=items,
-        status_url=JOB_STATUS,
-        extra={
-            "dataset_id": record.id,
-            "email_column": column,
-            "rows_to_verify": len(items),
-            **counts,
-        },
-    )
+    try:
+        return await jobs.enqueue_charged(
+            ctx,
+            DATASET_VERIFY,
+            {"dataset_id": record.id, "email_column": column, **counts},
+            units=len(items),
+            items=items,
+            status_url=JOB_STATUS,
+            extra={
+                "dataset_id": record.id,
+                "email_column": column,
+                "rows_to_verify": len(items),
+                **counts,
+            },
+            exclusive_key=f"{DATASET_VERIFY}:{record.id}",
+        )
+    except JobBusy:  # a request racing this one enqueued first (its credits were released)
+        raise Conflict(
+            "dataset_busy", f"Dataset {record.id!r} is being verified already."
+        ) from None
 
 
 async def prune_dataset(request: Request, ctx: KeyedContext) -> Response:

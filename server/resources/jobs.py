@@ -99,16 +99,24 @@ async def enqueue_charged(
     items: Sequence[Any] | None = None,
     status_url: str,
     extra: Mapping[str, Any] | None = None,
+    exclusive_key: str | None = None,
 ) -> Response:
     """Reserve ``units`` of the kind's price, enqueue, answer 202; nothing is held when the
     enqueue is refused. ``status_url`` has ``{job_id}`` to fill; ``extra`` fields join the
-    answer (a route's own counts)."""
+    answer (a route's own counts); ``exclusive_key``: see :meth:`JobQueue.enqueue`."""
     price_key = ctx.op.price_key
     assert price_key is not None
     price = ctx.services.prices[price_key]
     amount = credits_for(price, units).total
     job = await reserve_and_enqueue(
-        ctx, kind, payload, amount, {"price_key": price_key}, items, operation=price_key
+        ctx,
+        kind,
+        payload,
+        amount,
+        {"price_key": price_key},
+        items,
+        operation=price_key,
+        exclusive_key=exclusive_key,
     )
     url = status_url.format(job_id=job.id)
     body = JobAccepted(job_id=job.id, status=job.status, status_url=url, credits_reserved=amount)
@@ -128,6 +136,7 @@ async def reserve_and_enqueue(
     items: Sequence[Any] | None,
     *,
     operation: str,
+    exclusive_key: str | None = None,
 ) -> Job:
     """Hold ``amount`` credits (402 when the balance cannot cover it), then enqueue with the
     hold (and ``pricing``: how the terminal hook prices what was delivered) in the payload;
@@ -143,7 +152,7 @@ async def reserve_and_enqueue(
     billing = {"hold_id": hold.id, **pricing} if hold else None
     try:
         return await ctx.services.jobs.enqueue(
-            ctx.user_id, kind, {**payload, BILLING: billing}, items
+            ctx.user_id, kind, {**payload, BILLING: billing}, items, exclusive_key=exclusive_key
         )
     except JobInputError as exc:
         if hold is not None:

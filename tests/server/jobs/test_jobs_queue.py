@@ -20,6 +20,7 @@ from server.jobs import (
     UnknownKind,
     Worker,
 )
+from server.jobs.errors import JobBusy
 from server.jobs.rules import ItemEvent, ItemState, JobEvent
 
 
@@ -105,6 +106,32 @@ async def test_payload_and_items_are_bounded(db: Any, clock: Clock) -> None:
     with pytest.raises(JobInputError, match="must be a list"):
         await q.enqueue("alice", "echo", {}, "abc")
     assert (await q.list("alice")).data == []  # nothing was stored
+
+
+async def test_an_exclusive_key_is_held_by_one_unfinished_job(queue: JobQueue) -> None:
+    key = "dataset:ds_1"
+    first = await queue.enqueue("alice", "echo", {}, exclusive_key=key)
+    with pytest.raises(JobBusy) as busy:
+        await queue.enqueue("alice", "echo", {}, exclusive_key=key)
+    assert busy.value.key == key
+    other = await queue.enqueue("alice", "echo", {}, exclusive_key="dataset:ds_2")
+    plain = [await queue.enqueue("alice", "echo", {}) for _ in range(2)]  # no key: no limit
+    assert len({first.id, other.id, *(job.id for job in plain)}) == 4
+    await queue.cancel("alice", first.id)  # finished: the key is free again
+    again = await queue.enqueue("alice", "echo", {}, exclusive_key=key)
+    assert again.id != first.id
+
+
+async def test_racing_enqueues_with_one_exclusive_key_store_one_job(queue: JobQueue) -> None:
+    async def attempt() -> str | None:
+        try:
+            return (await queue.enqueue("alice", "echo", {}, exclusive_key="race")).id
+        except JobBusy:
+            return None
+
+    ids = await asyncio.gather(*(attempt() for _ in range(8)))
+    assert len([job_id for job_id in ids if job_id is not None]) == 1
+    assert len((await queue.list("alice")).data) == 1
 
 
 async def test_cancel_a_queued_job_ends_it_and_a_finished_one_conflicts(queue: JobQueue) -> None:

@@ -294,6 +294,25 @@ async def test_refusals_hold_nothing(app: Keyed) -> None:
     assert forbidden.status_code == 403, forbidden.text
 
 
+async def test_racing_verifications_of_one_dataset_start_one_job(idle: Keyed) -> None:
+    """Requests that all pass the busy check before any job exists: the database lets one
+    enqueue through; the others get 409 and hold nothing."""
+    app = idle
+    _, session = await app.user(credits=100)
+    made = await _dataset(app, session, ROWS)
+    url = f"/api/v1/email-verification/dataset/{made}"
+    answers = await asyncio.gather(*(app.client.post(url, headers=session) for _ in range(6)))
+    codes = sorted(answer.status_code for answer in answers)
+    assert codes == [202, 409, 409, 409, 409, 409], [a.text for a in answers]
+    for answer in answers:
+        if answer.status_code == 409:
+            assert_envelope(answer, 409, INVALID, "dataset_busy")
+    accepted = next(a.json() for a in answers if a.status_code == 202)
+    body = (await app.client.get("/api/v1/credits/balance", headers=session)).json()
+    assert body["held_credits"] == accepted["credits_reserved"] > 0
+    assert body["available_credits"] == 100 - accepted["credits_reserved"]
+
+
 async def test_archived_and_busy_datasets_are_409(idle: Keyed) -> None:
     app = idle
     _, session = await app.user(credits=20)
