@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -19,7 +20,7 @@ from pydantic import (
 from server.campaigns.lead_store import DraftRecord, LeadRecord
 from server.campaigns.preflight import Finding
 from server.campaigns.store import CampaignRecord
-from server.jsontypes import NONBLANK, NUL_FREE, JsonInt, never_null, not_null
+from server.jsontypes import NONBLANK, NUL_FREE, never_null, not_null
 from server.templates import render as tr
 
 ZONES: tuple[str, ...] = tuple(sorted(zoneinfo.available_timezones()))
@@ -31,6 +32,17 @@ MAX_ALIASES = 50
 MAX_INLINE_LEADS = 1000
 MAX_LEAD_KEYS = 200
 CROCKFORD = "[0-9A-HJKMNP-TV-Z]{26}"
+
+
+def _integral(value: object) -> object:
+    """JSON Schema's integer: 10.0 counts as 10 (the bounds stay in the schema, placed before
+    this validator)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+_INTEGRAL = BeforeValidator(_integral)
 
 
 def _zone(value: str) -> str:
@@ -60,13 +72,13 @@ Timezone = Annotated[
     AfterValidator(_zone),
     WithJsonSchema({"type": "string", "enum": list(ZONES), "description": "An IANA time zone."}),
 ]
-Day = Annotated[JsonInt, Field(ge=0, le=6)]
+Day = Annotated[int, Field(ge=0, le=6), _INTEGRAL]
 Days = Annotated[
     list[Day],
     Field(max_length=7, json_schema_extra={"uniqueItems": True}),
     AfterValidator(_unique),
 ]
-Cap = Annotated[JsonInt, Field(ge=1, le=100_000)]
+Cap = Annotated[int, Field(ge=1, le=100_000), _INTEGRAL]
 
 
 class Variant(BaseModel):
@@ -76,7 +88,7 @@ class Variant(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     label: Label = "A"
-    weight: Annotated[JsonInt, Field(ge=1, le=1000)] = 1
+    weight: Annotated[int, Field(ge=1, le=1000), _INTEGRAL] = 1
     template_id: TemplateId | None = None
     subject: Subject | None = None
     text: Body | None = None
@@ -88,7 +100,7 @@ class Step(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    delay_seconds: Annotated[JsonInt, Field(ge=0, le=366 * 86400)] = 0
+    delay_seconds: Annotated[int, Field(ge=0, le=366 * 86400), _INTEGRAL] = 0
     variants: list[Variant] = Field(min_length=1, max_length=MAX_VARIANTS)
 
 
@@ -102,8 +114,8 @@ class Schedule(BaseModel):
     days: Days = Field(default_factory=lambda: [0, 1, 2, 3, 4])
     start: HHMM = "09:00"
     end: HHMM = "17:00"
-    min_gap_seconds: Annotated[JsonInt, Field(ge=0, le=86_400)] = 0
-    jitter_seconds: Annotated[JsonInt, Field(ge=0, le=3_600)] = 0
+    min_gap_seconds: Annotated[int, Field(ge=0, le=86_400), _INTEGRAL] = 0
+    jitter_seconds: Annotated[int, Field(ge=0, le=3_600), _INTEGRAL] = 0
 
 
 class CreateCampaign(BaseModel):
@@ -160,7 +172,7 @@ class UpdateCampaign(BaseModel):
     track_clicks: bool | None = None
     dataset_id: DatasetId | None = None
     email_column: Column | None = None
-    version: Annotated[JsonInt, Field(ge=1, le=2**31 - 1)] | None = None
+    version: Annotated[int, Field(ge=1, le=2**31 - 1), _INTEGRAL] | None = None
 
     _present = field_validator(*_NEVER_NULL, mode="before")(not_null)
 
@@ -440,7 +452,7 @@ class DraftList(BaseModel):
     offset: int
 
 
-StepIndex = Annotated[JsonInt, Field(ge=0, le=MAX_STEPS - 1)]
+StepIndex = Annotated[int, Field(ge=0, le=MAX_STEPS - 1), _INTEGRAL]
 
 
 class Approve(BaseModel):
