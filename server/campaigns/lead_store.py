@@ -125,7 +125,7 @@ class LeadStore:
 
     async def add(self, user_id: str, campaign_id: str, leads: Sequence[NewLead]) -> int:
         """Add leads not yet in the campaign (an address already there is skipped); returns how
-        many were added. In a draft they wait (pending); in a launched campaign they start now."""
+        many were added (LookupError: no such campaign of the user). In a draft they wait (pending); in a launched campaign they start now."""
         now = time.time()
         async with write_transaction(self.engine) as conn:
             state = (
@@ -134,7 +134,9 @@ class LeadStore:
                         Campaign.id == campaign_id, Campaign.user_id == user_id
                     )
                 )
-            ).scalar_one()
+            ).scalar_one_or_none()
+            if state is None:
+                raise LookupError(campaign_id)  # deleted since the caller read it
             if state in ("completed", "cancelled"):
                 raise LeadsClosed
             held = (

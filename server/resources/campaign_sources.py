@@ -48,6 +48,8 @@ async def add_collected(ctx: KeyedContext, campaign_id: str, collected: Collecte
         return await LeadStore(ctx.services.db.engine).add(
             ctx.user_id, campaign_id, collected.leads
         )
+    except LookupError:
+        raise NotFound("campaign_not_found", f"No campaign {campaign_id!r}.") from None
     except LeadsClosed:
         raise Conflict(
             "campaign_closed", f"Campaign {campaign_id!r} has ended: it takes no more leads."
