@@ -3,6 +3,7 @@ normalised address (lower case); addresses emailintel finds invalid offline are 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -85,4 +86,4 @@ async def dataset_leads(
         rows.append((values.get(column), values, row.idx))
         if len(rows) > MAX_LEADS:
             break
-    return collect(validator, rows, into)
+    return await asyncio.to_thread(collect, validator, rows, into)  # CPU: off the loop

@@ -4,6 +4,9 @@ steps use and the sending aliases with their domains' status."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
+
 from emailintel.models import Reason, Verdict
 from emailintel.verify import Validator
 from server.campaigns import preflight as pf
@@ -41,6 +44,10 @@ def offline_verdict(validator: Validator, address: str) -> tuple[str, list[str]]
     return ("risky", risky) if risky else ("ok", [])
 
 
+def _verdicts(validator: Validator, emails: Sequence[str]) -> dict[str, tuple[str, list[str]]]:
+    return {email: offline_verdict(validator, email) for email in emails}
+
+
 async def gather(svc: Services, user_id: str, campaign: CampaignRecord) -> pf.Facts:
     """The facts about ``campaign`` as stored now."""
     engine = svc.db.engine
@@ -49,7 +56,7 @@ async def gather(svc: Services, user_id: str, campaign: CampaignRecord) -> pf.Fa
     found = await SuppressionStore(engine).is_suppressed(user_id, emails)
     suppressed = {email: entry.value for email, entry in found.items() if entry is not None}
     validator = _validator(svc)
-    verdicts = {email: offline_verdict(validator, email) for email in emails}
+    verdicts = await asyncio.to_thread(_verdicts, validator, emails)  # CPU: off the loop
     templates: dict[str, pf.TemplateFact | None] = {}
     store = TemplateStore(engine)
     for step in campaign.steps:
