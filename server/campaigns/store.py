@@ -325,7 +325,7 @@ class CampaignStore:
                     .where(_mine(user_id, campaign_id), _T.c.status == state)
                     .values(**values, version=_T.c.version + 1)
                 )
-                if not done.rowcount:  # pragma: no cover - the write lock makes this a race guard
+                if not done.rowcount:  # another transaction moved it first (PostgreSQL races)
                     raise Refused(str(state))
                 if action == "launch":
                     await conn.execute(

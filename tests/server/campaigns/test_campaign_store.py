@@ -3,9 +3,12 @@ an injected clock, stale versions, transitions and adds on campaigns that are go
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from factory import make_campaign, make_user
 
+from server.campaigns import rules
 from server.campaigns.lead_store import LeadStore, NewLead
 from server.campaigns.store import CampaignStore, Refused, StaleVersion
 from server.db.engine import Database
@@ -75,3 +78,39 @@ async def test_stale_versions_and_vanished_campaigns(db: Database) -> None:
         await LeadStore(db.engine).add(ids.user_id, ids.campaign_id, [NewLead("a@x.test", {})])
     other = await make_user(db)
     assert await store.get(other, ids.campaign_id) is None
+
+
+async def test_the_store_follows_the_rules_table_in_every_state(db: Database) -> None:
+    store = CampaignStore(db.engine)
+    user_id = await make_user(db)
+    for state in rules.STATES:
+        for action in rules.ACTIONS:
+            ids = await make_campaign(db, user_id=user_id, status=state)
+            expected = rules.apply(state, action)
+            if expected is None:
+                with pytest.raises(Refused):
+                    await store.transition(user_id, ids.campaign_id, action)
+                continue
+            done = await store.transition(user_id, ids.campaign_id, action)
+            assert done is not None
+            campaign, changed = done
+            assert (campaign.status, changed) == (expected.state, expected.changed), (state, action)
+            assert campaign.version == (2 if changed else 1)
+            assert (campaign.finished_at is not None) == (
+                changed and expected.state in rules.TERMINAL
+            )
+
+
+async def test_racing_launches_start_the_campaign_once(db: Database) -> None:
+    ids = await make_campaign(db, leads=[{"email": "a@x.test"}])
+    store = CampaignStore(db.engine)
+    results = await asyncio.gather(
+        *(store.transition(ids.user_id, ids.campaign_id, "launch") for _ in range(4)),
+        return_exceptions=True,
+    )
+    launched = [r for r in results if isinstance(r, tuple)]
+    assert len(launched) == 1
+    assert all(isinstance(r, Refused) for r in results if not isinstance(r, tuple))
+    final = await store.get(ids.user_id, ids.campaign_id)
+    assert final is not None
+    assert final.version == 2
