@@ -178,10 +178,10 @@ class UpdateCampaign(BaseModel):
 
 
 class Hold(BaseModel):
-    """A system hold (set and lifted by the sequencer)."""
+    """A system hold (set and lifted by the sequencer): why, and since when."""
 
     code: str
-    detail: str | None = None
+    detail: Any = None
     since: float | None = None
 
 

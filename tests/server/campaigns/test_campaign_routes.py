@@ -274,3 +274,17 @@ async def test_restricted_keys_need_the_campaigns_scope(keyed: Keyed) -> None:
     assert (await keyed.client.post(f"{URL}{made['id']}/pause", headers=writer)).status_code == 409
     added = await add_leads(keyed, writer, made["id"], [{"email": "ee@client.test"}])
     assert added["added"] == 1
+
+
+async def test_system_holds_show_apart_from_the_state(keyed: Keyed) -> None:
+    from factory import make_campaign
+
+    user_id, alice = await keyed.user()
+    hold = {"code": "daily_cap", "detail": {"sent": 50, "cap": 50}, "since": 1000.0}
+    ids = await make_campaign(keyed.services.db, user_id=user_id, status="active", holds=[hold])
+    got = (await keyed.client.get(f"{URL}{ids.campaign_id}", headers=alice)).json()
+    assert got["status"] == "active"
+    assert got["holds"] == [hold]
+    assert got["sending"] is False
+    paused = await keyed.client.post(f"{URL}{ids.campaign_id}/pause", headers=alice)
+    assert paused.json()["holds"] == [hold]  # the user's move leaves the system's holds alone
