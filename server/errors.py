@@ -63,6 +63,11 @@ class ErrorBody(BaseModel):
     message: str = Field(description="Human-readable explanation; may change.")
     param: str | None = Field(default=None, description="The offending field, dotted, if any.")
     request_id: str | None = Field(default=None, description="Also sent as X-Request-Id.")
+    detail: list[dict[str, Any]] | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="Structured reasons, when the error has them (a refused launch's findings).",
+    )
 
 
 class ErrorEnvelope(BaseModel):
@@ -88,11 +93,13 @@ class ApiError(Exception):
         status: int | None = None,
         type: str | None = None,
         headers: dict[str, str] | None = None,
+        detail: list[dict[str, Any]] | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.param = param
+        self.detail = detail
         if status is not None:
             self.status = status
         if type is not None:
@@ -223,6 +230,7 @@ def error_response(exc: ApiError, request: Request | None = None) -> JSONRespons
             message=exc.message,
             param=exc.param,
             request_id=request_id,
+            detail=exc.detail,
         )
     )
     headers = dict(exc.headers)

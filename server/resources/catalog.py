@@ -33,6 +33,7 @@ from server.resources import (
     upload,
     webhooks,
 )
+from server.resources.campaign_operations import operations as campaign_operations
 from server.routes import Operation, QueryParam
 from server.usecases.email import ValidateRequest, ValidateResponse
 from server.usecases.find import FindRequest
@@ -1148,6 +1149,7 @@ def keyed_operations() -> tuple[Operation, ...]:
         *bavimail_inbound.operations(),
         *_email_operations(),
         *webhook_operations(),
+        *campaign_operations(),
     )
 
 

@@ -104,10 +104,17 @@ class _FreshIdempotencyKeys:
 
 
 SEMANTIC = frozenset(
-    {"invalid_email", "invalid_domain", "csv_column_unknown", "too_many_variables"}
+    {
+        "invalid_email",
+        "invalid_domain",
+        "csv_column_unknown",
+        "too_many_variables",
+        "duplicate_variant_label",
+    }
 )
 """400s for values the schema cannot describe: an address or domain that is not one (IDNA and
-label rules), a CSV file's column layout, more variables in a template part than it renders."""
+label rules), a CSV file's column layout, more variables in a template part than it renders, two
+variants of a campaign step with one label."""
 
 SESSION = "Bearer " + issue_session_jwt(JWT_SECRET.encode(), "schemathesis-user")
 """Keyed routes are called as a signed-in (paid plan) user, so their handlers run."""
@@ -210,6 +217,9 @@ def test_schemathesis_run_finds_nothing(free_server: str, tmp_path: Path) -> Non
                 "/api/v1/webhooks/{webhook_id}/deliveries",
                 "/api/v1/user-extractions/",
                 "/api/v1/bavimail/emails",
+                "/api/v1/campaigns/",
+                "/api/v1/campaigns/{campaign_id}/leads",
+                "/api/v1/campaigns/{campaign_id}/playground/drafts",
             )
         )
         # addresses, domains and CSV layouts the schema cannot describe are (rightly) a 400
@@ -225,7 +235,7 @@ def test_schemathesis_run_finds_nothing(free_server: str, tmp_path: Path) -> Non
         'expected-statuses = ["200", "400", "401", "403", "404", "406", "413", "415", "422"]\n'
         # ids are made by the server: generated ones are (rightly) unknown, a 404
          + '[[operations]]\ninclude-path-regex = "[{](job_id|session_id|template_id|entry_id|'
-        'profile_id|email_id|conversation_id|webhook_id|domain_id|alias_id|dataset_id|extraction_id)[}]"\nwarnings = false\n'
+        'profile_id|email_id|conversation_id|webhook_id|domain_id|alias_id|dataset_id|extraction_id|campaign_id|campaign_lead_id)[}]"\nwarnings = false\n'
         # an alias needs a verified domain (DNS published): a generated domain id is a 404
         + '[[operations]]\ninclude-name = "POST /api/v1/bavimail/aliases"\nwarnings = false\n'
         # an uploaded file is any bytes to the schema; most are refused with a precise 400 (so
@@ -242,6 +252,15 @@ def test_schemathesis_run_finds_nothing(free_server: str, tmp_path: Path) -> Non
             "[operations.checks.positive_data_acceptance]\n"
             'expected-statuses = ["2xx", "400", "401", "403", "404", "409", "429"]\n'
             for name in ("POST /api/v1/webhooks", "PATCH /api/v1/webhooks/{webhook_id}")
+        )
+        # two variants of a campaign step with one label (see SEMANTIC)
+        + "".join(
+            f'[[operations]]\ninclude-name = "{name}"\nwarnings = false\n'
+            "[operations.checks.positive_data_acceptance]\n"
+            'expected-statuses = ["2xx", "400", "401", "403", "404", "409", "429"]\n'
+            "[operations.checks.negative_data_rejection]\n"
+            'expected-statuses = ["400", "401", "403", "404", "406", "413", "422"]\n'
+            for name in ("POST /api/v1/campaigns/", "PATCH /api/v1/campaigns/{campaign_id}")
         )
         # 10,001 long addresses exceed the 1 MiB body limit first: a documented 413 rejects them
         # (so do over-long escaped template parts and preview rows)

@@ -217,6 +217,26 @@ async def _email(keyed: Keyed, session: Headers) -> str:
     return email_id
 
 
+async def _campaign(keyed: Keyed, session: Headers) -> str:
+    made = await keyed.client.post("/api/v1/campaigns/", json={"name": "c"}, headers=session)
+    assert made.status_code == 201, made.text
+    campaign_id: str = made.json()["id"]
+    return campaign_id
+
+
+async def _campaign_lead(keyed: Keyed, session: Headers) -> str:
+    campaign_id = await _campaign(keyed, session)
+    added = await keyed.client.post(
+        f"/api/v1/campaigns/{campaign_id}/leads",
+        json={"leads": [{"email": "ann@acme.test"}]},
+        headers=session,
+    )
+    assert added.status_code == 201, added.text
+    leads = await keyed.client.get(f"/api/v1/campaigns/{campaign_id}/leads", headers=session)
+    lead_id: str = leads.json()["data"][0]["id"]
+    return lead_id
+
+
 FACTORIES: dict[str, Factory] = {
     "key_id": _api_key,
     "job_id": _job,
@@ -233,6 +253,8 @@ FACTORIES: dict[str, Factory] = {
     "index": _attachment_index,
     "webhook_id": _webhook,
     "dataset_id": _dataset,
+    "campaign_id": _campaign,
+    "campaign_lead_id": _campaign_lead,
 }
 """Path parameter -> how to create such a resource as a given user (returns its id)."""
 
@@ -303,6 +325,7 @@ async def test_no_list_shows_another_users_rows(keyed: Keyed) -> None:
     alice_ids |= {t["id"] for t in txn["data"]}
     alice_ids |= {await _template(keyed, alice), await _suppression(keyed, alice)}
     alice_ids.add(await _sender_profile(keyed, alice))
+    alice_ids.add(await _campaign(keyed, alice))
     made = await keyed.client.post(
         "/api/v1/sender-profiles/", json={"name": "d", "is_default": True}, headers=alice
     )

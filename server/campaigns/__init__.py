@@ -1,0 +1,1 @@
+"""Campaigns: multi-step outreach sequences sent through the mail platform's outbox."""
