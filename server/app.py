@@ -243,7 +243,7 @@ def create_app(
     from server.mcp.server import McpTools, build_server, http_app
     from server.mcp.tools import tools as mcp_tools
 
-    mcp = McpTools(ops, mcp_tools())
+    mcp = McpTools(ops, mcp_tools(), paid=payment_middleware is not None)
     mcp_server = build_server(mcp)
     mcp_http = http_app(mcp_server)
 

@@ -136,8 +136,13 @@ def _bind(tool: Tool, by_id: Mapping[str, Operation]) -> Bound | None:
 class McpTools:
     """The tools an app serves, and how each call runs against that app."""
 
-    def __init__(self, operations: tuple[Operation, ...], table: tuple[Tool, ...]) -> None:
+    def __init__(
+        self, operations: tuple[Operation, ...], table: tuple[Tool, ...], *, paid: bool
+    ) -> None:
+        """``paid``: a payment gate guards the x402 operations (without one, as with
+        ``bavlio serve --unpaid``, the wallet-paid tools are left out: never served free)."""
         by_id = {op.operation_id: op for op in operations}
+        table = tuple(t for t in table if paid or not isinstance(t, PaidTool))
         bound = [_bind(tool, by_id) for tool in table]
         smtp = any(op.smtp for op in operations)
         self.bound = {
