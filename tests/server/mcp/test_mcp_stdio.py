@@ -79,12 +79,12 @@ async def test_stdio_without_a_key_answers_missing_credentials(
     settings: Settings, tmp_path: Path
 ) -> None:
     config = keyed_settings(settings, tmp_path)
-    async with keyed_app(config):
-        async with (
-            _log(tmp_path) as errlog,
-            stdio_client(_server(config, "", tmp_path), errlog=errlog) as (read, write),
-            ClientSession(read, write) as mcp,
-        ):
-            await mcp.initialize()
-            failed = await mcp.call_tool("get_credit_balance", {})
-            assert error_code(failed) == "missing_credentials"
+    async with (
+        keyed_app(config),
+        _log(tmp_path) as errlog,
+        stdio_client(_server(config, "", tmp_path), errlog=errlog) as (read, write),
+        ClientSession(read, write) as mcp,
+    ):
+        await mcp.initialize()
+        failed = await mcp.call_tool("get_credit_balance", {})
+        assert error_code(failed) == "missing_credentials"
