@@ -4,6 +4,7 @@ payment gate as the REST call it stands for. Nothing here goes over a socket."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -75,7 +76,9 @@ def fill_path(template: str, params: Mapping[str, Any]) -> str:
     return path
 
 
-def _body_receiver(body: bytes) -> Any:
+def _body_receiver(body: bytes, answered: asyncio.Event | None = None) -> Any:
+    """The body, then (as a connected client) nothing until ``answered`` is set: a disconnect
+    before the answer would tell the payment gate the client left (and it would not answer)."""
     sent = False
 
     async def receive() -> Message:
@@ -83,6 +86,8 @@ def _body_receiver(body: bytes) -> Any:
         if not sent:
             sent = True
             return {"type": "http.request", "body": body, "more_body": False}
+        if answered is not None:
+            await answered.wait()
         return {"type": "http.disconnect"}
 
     return receive
@@ -113,5 +118,15 @@ async def call_app(app: ASGIApp, scope: dict[str, Any], body: bytes) -> Captured
                 raise ValueError("response too large for a tool result")
             chunks.append(chunk)
 
-    await app(scope, _body_receiver(body), send)
+    answered = asyncio.Event()
+
+    async def sending(message: Message) -> None:
+        await send(message)
+        if message["type"] == "http.response.body" and not message.get("more_body", False):
+            answered.set()
+
+    try:
+        await app(scope, _body_receiver(body, answered), sending)
+    finally:
+        answered.set()
     return Captured(status, headers, b"".join(chunks))
