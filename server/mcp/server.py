@@ -13,6 +13,7 @@ carries the settlement in ``_meta["x402/payment-response"]``.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -392,16 +393,32 @@ class HttpMount:
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        """Run a session manager (inside the app's lifespan)."""
+        """Run a session manager while the block runs (inside the app's lifespan). The manager
+        runs in a task of its own, which enters and leaves its task group: a lifespan may be
+        entered and left by different tasks (test fixtures do)."""
         # stateless with JSON answers: every POST stands alone (and carries its own
         # credentials), so any process of a scaled-out deployment can answer it
         manager = StreamableHTTPSessionManager(app=self.server, stateless=True, json_response=True)
-        async with manager.run():
-            self.manager = manager
-            try:
-                yield
-            finally:
-                self.manager = None
+        started, stop = asyncio.Event(), asyncio.Event()
+
+        async def run() -> None:
+            async with manager.run():
+                started.set()
+                await stop.wait()
+
+        task = asyncio.create_task(run(), name="mcp-session-manager")
+        waiter = asyncio.create_task(started.wait())
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            waiter.cancel()
+            task.result()  # raises what stopped it
+        self.manager = manager
+        try:
+            yield
+        finally:
+            self.manager = None
+            stop.set()
+            await task
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The ASGI endpoint at ``/mcp``."""
