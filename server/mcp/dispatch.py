@@ -49,7 +49,9 @@ def asgi_scope(
     headers: Headers = (),
     client: tuple[str, int] | None = None,
 ) -> dict[str, Any]:
-    """An HTTP scope for ``path`` (already quoted) on ``app``."""
+    """An HTTP scope for ``path`` on ``app``; ``path`` stays percent-quoted in ``scope["path"]``
+    too, so a quoted ``/`` in a parameter never becomes a segment (the route sees the id whole
+    and refuses it)."""
     return {
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": "2.3"},

@@ -178,6 +178,11 @@ class McpTools:
             return await self._route(bound, args, meta, credentials, client)
         except ApiError as exc:
             return _failed(exc)
+        except Exception:  # as the REST catch-all: logged, never shown
+            log.exception("tool %s failed", name)
+            return _failed(
+                ApiError("internal_error", "An internal error occurred; it has been logged.")
+            )
 
     def _app(self) -> ASGIApp:
         if self.app is None:
