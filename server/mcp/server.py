@@ -69,6 +69,8 @@ PAYMENT_META = "x402/payment"
 PAYMENT_RESPONSE_META = "x402/payment-response"
 IDEMPOTENCY_META = "io.bavlio/idempotency-key"
 """A ``_meta`` key whose string is sent as the call's ``Idempotency-Key`` (keyed tools)."""
+RATE_META = "io.bavlio/rate-limit"
+"""Result ``_meta`` key: the per-key rate limit as REST sends it in headers."""
 MAX_ARGUMENTS = 1024 * 1024
 MAX_PAYMENT = 16 * 1024
 _FORWARDED = (b"authorization", b"x-api-key")
@@ -223,7 +225,7 @@ class McpTools:
             client=client,
         )
         captured = await call_app(self._app(), scope, body)
-        return _answer(captured, bound.tool.untrusted)
+        return _with_rate(_answer(captured, bound.tool.untrusted), captured.headers)
 
     async def _use_case(
         self,
@@ -242,17 +244,18 @@ class McpTools:
             self._app(), "POST", bound.op.path, headers=[*credentials, _JSON], client=client
         )
         request = synthetic_request(scope, json.dumps(args).encode())
+        limits: dict[str, str] = {}
         try:
-            principal, _ = await admit(bound.op, request)
+            principal, limits = await admit(bound.op, request)
             svc = services(request)
             body = await read_json(request, tool.request_model)
             price = svc.prices[tool.price_key]
             async with charged(svc.keyed.credits, principal.user.id, tool.price_key, price):
                 result: BaseModel = await tool.run(svc, body)
         except ApiError as exc:
-            return _failed(exc, request)
+            return _with_rate(_failed(exc, request), {**limits, **exc.headers})
         data = result.model_dump(mode="json")
-        return _success(enveloped(data) if tool.untrusted else data)
+        return _with_rate(_success(enveloped(data) if tool.untrusted else data), limits)
 
     async def _paid(
         self,
@@ -292,6 +295,26 @@ class McpTools:
             if isinstance(receipt, dict):
                 result.meta = {PAYMENT_RESPONSE_META: receipt}
         return result
+
+
+_RATE_HEADERS = {
+    "x-ratelimit-limit": "limit",
+    "x-ratelimit-remaining": "remaining",
+    "x-ratelimit-reset": "reset",
+    "retry-after": "retry_after",
+}
+
+
+def _with_rate(result: types.CallToolResult, headers: Mapping[str, str]) -> types.CallToolResult:
+    """The REST rate-limit headers as ``_meta["io.bavlio/rate-limit"]`` (integers)."""
+    rate = {}
+    for name, value in headers.items():
+        key = _RATE_HEADERS.get(name.lower())
+        if key is not None and value.isdigit():
+            rate[key] = int(value)
+    if rate:
+        result.meta = {**(result.meta or {}), RATE_META: rate}
+    return result
 
 
 def _needs_smtp(tool: Tool) -> bool:

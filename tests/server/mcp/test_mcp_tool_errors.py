@@ -14,7 +14,7 @@ from mcp_support import error_code, ok
 from pydantic import BaseModel
 
 from server.mcp.registry import Hints, RouteTool, UseCaseTool
-from server.mcp.server import IDEMPOTENCY_META, McpTools
+from server.mcp.server import IDEMPOTENCY_META, RATE_META, McpTools
 from server.services import Services
 from server.settings import Settings
 
@@ -88,3 +88,30 @@ async def test_idempotency_key_in_meta_reaches_the_route(runner: tuple[McpTools,
     assert again == first
     reused = await tools.call("estimate", {**args, "count": 4}, meta, creds, None)
     assert error_code(reused) == "idempotency_key_reused"
+
+
+async def test_rate_limits_and_plans_apply_as_on_rest(tmp_path: Path, settings: Settings) -> None:
+    from server.mcp.tools import TOOLS
+
+    plans = {"paid": {"rate_limit": "3/minute", "denied": ["prospects.search"]}}
+    async with keyed_app(keyed_settings(settings, tmp_path, plans=plans)) as keyed:
+        app = keyed.client._transport.app  # type: ignore[attr-defined]
+        tools = McpTools(app.state.operations, TOOLS, paid=False)
+        tools.app = app
+        creds = await _key(keyed, credits=10)
+        first = await tools.call("get_credit_balance", {}, {}, creds, None)
+        ok(first)
+        assert first.meta is not None
+        assert first.meta[RATE_META]["limit"] == 3
+        assert first.meta[RATE_META]["remaining"] == 2
+        denied = await tools.call("search_leads", {"tags": ["ai"]}, {}, creds, None)
+        assert error_code(denied) == "plan_forbidden"
+        for _ in range(2):  # a refusal by the plan comes before the count, as on REST
+            ok(await tools.call("get_credit_balance", {}, {}, creds, None))
+        limited = await tools.call("get_credit_balance", {}, {}, creds, None)
+        assert error_code(limited) == "rate_limited"
+        assert limited.meta is not None
+        assert limited.meta[RATE_META]["remaining"] == 0
+        assert limited.meta[RATE_META]["retry_after"] >= 1
+        also = await tools.call("verify_email", {"email": "a@b.test"}, {}, creds, None)
+        assert error_code(also) == "rate_limited"  # one limit per key, REST and MCP alike
