@@ -14,7 +14,7 @@ from urllib.parse import quote, urlencode
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message
 
-__all__ = ["Captured", "asgi_scope", "call_app", "synthetic_request"]
+__all__ = ["Captured", "Peer", "asgi_scope", "call_app", "fill_path", "synthetic_request"]
 
 MAX_RESPONSE = 16 * 1024 * 1024
 """A response larger than this is not buffered for a tool result (no tool answers that much)."""
@@ -40,6 +40,17 @@ class Captured:
             return None
 
 
+@dataclass(frozen=True)
+class Peer:
+    """Who called and where: the MCP request's client address, scheme, server and Host, so
+    the operation sees the caller (per-address limits) and its own public URL."""
+
+    client: tuple[str, int] | None = None
+    scheme: str = "http"
+    server: tuple[str, int] | None = None
+    host: bytes | None = None
+
+
 def asgi_scope(
     app: ASGIApp,
     method: str,
@@ -47,24 +58,26 @@ def asgi_scope(
     *,
     query: Mapping[str, str] | None = None,
     headers: Headers = (),
-    client: tuple[str, int] | None = None,
+    peer: Peer | None = None,
 ) -> dict[str, Any]:
     """An HTTP scope for ``path`` on ``app``; ``path`` stays percent-quoted in ``scope["path"]``
     too, so a quoted ``/`` in a parameter never becomes a segment (the route sees the id whole
     and refuses it)."""
+    peer = peer or Peer()
+    host = [(b"host", peer.host)] if peer.host else []
     return {
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": "2.3"},
         "http_version": "1.1",
         "method": method,
-        "scheme": "http",
-        "server": ("mcp.internal", 80),
-        "client": client or ("127.0.0.1", 0),
+        "scheme": peer.scheme,
+        "server": peer.server or ("mcp.internal", 80),
+        "client": peer.client or ("127.0.0.1", 0),
         "root_path": "",
         "path": path,
         "raw_path": path.encode("ascii"),
         "query_string": urlencode(dict(query or {})).encode("ascii"),
-        "headers": [(k.lower(), v) for k, v in headers],
+        "headers": [*host, *((k.lower(), v) for k, v in headers if k.lower() != b"host")],
         "app": app,
         "state": {},
     }

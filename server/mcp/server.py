@@ -41,6 +41,7 @@ from server.errors import (
 )
 from server.mcp.dispatch import (
     Captured,
+    Peer,
     asgi_scope,
     call_app,
     fill_path,
@@ -163,7 +164,7 @@ class McpTools:
         arguments: Mapping[str, Any] | None,
         meta: Mapping[str, Any],
         credentials: list[tuple[bytes, bytes]],
-        client: tuple[str, int] | None,
+        peer: Peer | None,
     ) -> types.CallToolResult:
         """Run one tool call; every failure is a tool error carrying the REST envelope."""
         bound = self.bound.get(name)
@@ -174,10 +175,10 @@ class McpTools:
             if len(json.dumps(args)) > MAX_ARGUMENTS:
                 raise InvalidRequest("arguments_too_large", "Tool arguments are too large.")
             if isinstance(bound.tool, PaidTool):
-                return await self._paid(bound, args, meta, client)
+                return await self._paid(bound, args, meta, peer)
             if isinstance(bound.tool, UseCaseTool):
-                return await self._use_case(bound, bound.tool, args, credentials, client)
-            return await self._route(bound, args, meta, credentials, client)
+                return await self._use_case(bound, bound.tool, args, credentials, peer)
+            return await self._route(bound, args, meta, credentials, peer)
         except ApiError as exc:
             return _failed(exc)
         except Exception:  # as the REST catch-all: logged, never shown
@@ -197,7 +198,7 @@ class McpTools:
         args: dict[str, Any],
         meta: Mapping[str, Any],
         credentials: list[tuple[bytes, bytes]],
-        client: tuple[str, int] | None,
+        peer: Peer | None,
     ) -> types.CallToolResult:
         op = bound.op
         split = split_arguments(
@@ -222,7 +223,7 @@ class McpTools:
             fill_path(op.path, split.path),
             query=split.query,
             headers=headers,
-            client=client,
+            peer=peer,
         )
         captured = await call_app(self._app(), scope, body)
         return _with_rate(_answer(captured, bound.tool.untrusted), captured.headers)
@@ -233,7 +234,7 @@ class McpTools:
         tool: UseCaseTool,
         args: dict[str, Any],
         credentials: list[tuple[bytes, bytes]],
-        client: tuple[str, int] | None,
+        peer: Peer | None,
     ) -> types.CallToolResult:
         from server.api.parsing import read_json
         from server.billing.charge import charged
@@ -241,7 +242,7 @@ class McpTools:
         from server.services import services
 
         scope = asgi_scope(
-            self._app(), "POST", bound.op.path, headers=[*credentials, _JSON], client=client
+            self._app(), "POST", bound.op.path, headers=[*credentials, _JSON], peer=peer
         )
         request = synthetic_request(scope, json.dumps(args).encode())
         limits: dict[str, str] = {}
@@ -262,7 +263,7 @@ class McpTools:
         bound: Bound,
         args: dict[str, Any],
         meta: Mapping[str, Any],
-        client: tuple[str, int] | None,
+        peer: Peer | None,
     ) -> types.CallToolResult:
         headers = [_JSON]
         payment = meta.get(PAYMENT_META)
@@ -275,7 +276,7 @@ class McpTools:
             headers.append((b"payment-signature", base64.b64encode(encoded)))
         op = bound.op
         scope = asgi_scope(
-            self._app(), op.method, PAID_PREFIX + op.path, headers=headers, client=client
+            self._app(), op.method, PAID_PREFIX + op.path, headers=headers, peer=peer
         )
         captured = await call_app(self._app(), scope, json.dumps(args).encode())
         required = captured.headers.get("payment-required")
@@ -369,11 +370,21 @@ def _credentials(ctx: ServerRequestContext[Any, Any]) -> list[tuple[bytes, bytes
     return [(b"authorization", f"Bearer {key}".encode())] if key else []
 
 
-def _client(ctx: ServerRequestContext[Any, Any]) -> tuple[str, int] | None:
+def _peer(ctx: ServerRequestContext[Any, Any]) -> Peer | None:
+    """The MCP HTTP request's caller and address (None on stdio)."""
     request = ctx.request
-    if isinstance(request, Request) and request.client is not None:
-        return (request.client.host, request.client.port)
-    return None
+    if not isinstance(request, Request):
+        return None
+    scope = request.scope
+    client = (request.client.host, request.client.port) if request.client else None
+    server = scope.get("server")
+    host = next((v for k, v in scope.get("headers", []) if k == b"host"), None)
+    return Peer(
+        client,
+        str(scope.get("scheme", "http")),
+        (str(server[0]), int(server[1] or 0)) if server else None,
+        host,
+    )
 
 
 def build_server(tools: McpTools) -> Server[Any]:
@@ -394,7 +405,7 @@ def build_server(tools: McpTools) -> Server[Any]:
             params.arguments,
             meta if isinstance(meta, Mapping) else {},
             _credentials(ctx),
-            _client(ctx),
+            _peer(ctx),
         )
 
     return Server(

@@ -120,6 +120,8 @@ async def test_wallet_tools_are_listed_and_paid_per_call(paid: Chain) -> None:
         challenge = refused.structured_content
         assert isinstance(challenge, dict)
         assert challenge["x402Version"] == 2
+        # the resource is the operation's public URL, as a REST client would be told
+        assert challenge["resource"]["url"] == paid.url + "/api/x402/v1/email/validate"
         [accept] = challenge["accepts"]
         assert (accept["network"], accept["asset"], accept["amount"]) == (
             "eip155:31337",
