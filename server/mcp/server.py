@@ -126,6 +126,8 @@ def _bind(tool: Tool, by_id: Mapping[str, Operation]) -> Bound | None:
         if found is None:  # not served by this app (no SMTP identity, no payment gate)
             return None
         op = found
+        if op.media_types != ("application/json",) or op.request_content != "application/json":
+            raise ValueError(f"tool {tool.name!r}: {op.operation_id} is not a JSON operation")
         path, query = operation_parameters(op)
     spec = types.Tool(
         name=tool.name,

@@ -97,3 +97,44 @@ def test_tool_names_are_unique_and_portable() -> None:
     names = [tool.name for tool in TOOLS]
     assert len(names) == len(set(names))
     assert all(name.isascii() and name.replace("_", "").isalnum() for name in names)
+
+
+def test_every_keyed_json_operation_can_be_a_route_tool() -> None:
+    """A new tool over any keyed JSON operation (campaigns next) is one RouteTool line: its
+    parameters and body merge without clashes into valid schemas."""
+    from server.mcp.registry import Hints, RouteTool
+    from server.mcp.server import _bind
+    from server.routes import operations
+
+    ops = operations()
+    by_id = {op.operation_id: op for op in ops}
+    hints = Hints(read_only=True, destructive=False, idempotent=True)
+    bound = 0
+    for op in ops:
+        json_only = op.request_content == "application/json" and op.media_types == (
+            "application/json",
+        )
+        if not op.keyed or not json_only or op.request_body:
+            continue
+        tool = _bind(RouteTool(op.operation_id, op.operation_id, op.summary, hints), by_id)
+        assert tool is not None
+        for schema in (tool.spec.input_schema, tool.spec.output_schema):
+            assert schema is not None
+            assert schema["type"] == "object", op.operation_id
+            Draft202012Validator.check_schema(schema)
+        bound += 1
+    assert bound > 50
+
+
+def test_a_file_operation_cannot_be_a_route_tool() -> None:
+    from server.mcp.registry import Hints, RouteTool
+    from server.mcp.server import _bind
+    from server.routes import operations
+
+    by_id = {op.operation_id: op for op in operations()}
+    [files] = [op for op in by_id.values() if op.keyed and op.media_types != ("application/json",)][
+        :1
+    ]
+    hints = Hints(read_only=True, destructive=False, idempotent=True)
+    with pytest.raises(ValueError, match="not a JSON operation"):
+        _bind(RouteTool("x", files.operation_id, "x", hints), by_id)
