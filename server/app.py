@@ -38,7 +38,9 @@ if TYPE_CHECKING:
     from emailintel.search.engines import SearchEngine
     from emailintel.smtp.prober import Prober
 
-__all__ = ["ManagedGate", "PaymentMiddlewareFactory", "create_app"]
+__all__ = ["MCP_PATH", "ManagedGate", "PaymentMiddlewareFactory", "create_app"]
+
+MCP_PATH = "/mcp"
 
 PaymentMiddlewareFactory = Callable[[ASGIApp, tuple[PaidRoute, ...]], ASGIApp]
 """Wraps the paid sub-application; receives the price metadata of every paid route."""
@@ -238,6 +240,12 @@ def create_app(
         if (smtp_routes or not op.smtp) and (payment_middleware is not None or not op.wallet)
     )
     gates: list[ManagedGate] = []
+    from server.mcp.server import McpTools, build_server, http_app
+    from server.mcp.tools import tools as mcp_tools
+
+    mcp = McpTools(ops, mcp_tools(), paid=payment_middleware is not None)
+    mcp_server = build_server(mcp)
+    mcp_http = http_app(mcp_server)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -250,6 +258,7 @@ def create_app(
                 await gate.startup()
                 await _recover(gate, svc)
             async with contextlib.AsyncExitStack() as stack:
+                await stack.enter_async_context(mcp_http.running())
                 if embedded(settings):  # SQLite: jobs run here, no extra process
                     await stack.enter_async_context(build_worker(svc.jobs, settings))
                 if settings.inbound_enabled:  # BaviMail's inbound SMTP endpoint
@@ -272,8 +281,11 @@ def create_app(
                 await gate.aclose()
             await svc.close()
 
+    routes = _routes(settings, ops, payment_middleware, gates)
+    # the API-action MCP server (Streamable HTTP); its tools call back into this app
+    routes.append(Route(MCP_PATH, mcp_http, methods=["GET", "POST", "DELETE"]))
     app = Starlette(
-        routes=_routes(settings, ops, payment_middleware, gates),
+        routes=routes,
         middleware=[Middleware(RequestIdMiddleware), Middleware(CatchAllMiddleware)],
         exception_handlers=dict(HANDLERS),
         lifespan=lifespan,
@@ -281,4 +293,6 @@ def create_app(
     app.state.services = svc
     app.state.settings = settings
     app.state.operations = ops
+    mcp.app = app
+    app.state.mcp_server = mcp_server
     return app

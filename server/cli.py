@@ -44,6 +44,12 @@ def _parser() -> argparse.ArgumentParser:
         "unless BAVLIO_SETTLER_KEY or BAVLIO_FACILITATOR_URL is set)",
     )
 
+    mcp = commands.add_parser(
+        "mcp",
+        help="serve the API-action MCP tools on stdio (the key comes from BAVLIO_API_KEY)",
+    )
+    mcp.add_argument("--config", help="TOML settings file (default: BAVLIO_CONFIG)")
+
     dev = commands.add_parser(
         "dev", help="run a local stack: anvil, a demo token and wallet, the server with payments"
     )
@@ -176,6 +182,33 @@ def _serve(settings: Settings, *, unpaid: bool = False) -> int:
     server = uvicorn.Server(config)
     server.run()
     return 0 if server.started else 1
+
+
+def _mcp(settings: Settings) -> int:
+    """The MCP server on stdin/stdout over the app (its lifespan runs: migrations, workers);
+    logs go to stderr, stdout carries only MCP messages."""
+    import logging
+
+    from mcp.server.stdio import stdio_server
+
+    from server.app import create_app
+    from server.payments import gate_factory, payments_enabled
+    from server.services import configured_prober
+
+    logging.basicConfig(stream=sys.stderr, level=settings.log_level.upper())
+    gate = gate_factory(settings) if payments_enabled(settings) else None
+    prober = configured_prober(settings=settings)
+    app = create_app(
+        settings, payment_middleware=gate, prober=prober, smtp_routes=prober is not None
+    )
+
+    async def run() -> None:
+        server = app.state.mcp_server
+        async with app.router.lifespan_context(app), stdio_server() as (read, write):
+            await server.run(read, write, server.create_initialization_options())
+
+    asyncio.run(run())
+    return 0
 
 
 async def _migrate(settings: Settings) -> None:
@@ -347,6 +380,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         except SettingsError as exc:  # a payment setting that is missing for the chosen mode
             print(f"bavlio: {exc}", file=sys.stderr)
             return 2
+    if args.command == "mcp":
+        return _mcp(settings)
     if args.command in ("users", "credits"):
         return _accounts(settings, args)
     if args.command == "worker":
