@@ -253,10 +253,18 @@ async def test_restricted_keys_scopes_apply_to_tools(stack: Stack) -> None:
             ("verify_email", {"email": MAILBOX}),
             ("search_leads", {"tags": ["ai"]}),
             ("list_replies", {}),
+            ("list_campaigns", {}),
+            ("create_campaign", {"name": "x"}),
         ):
             assert error_code(await session.call_tool(name, args)) == "insufficient_scope", name
         balance = ok(await session.call_tool("get_credit_balance", {}))
         assert balance["available_credits"] == 10  # refused calls cost nothing
+    reader, _ = await stack.key(scopes=["campaigns:read"])
+    async with mcp_session(stack.url, reader) as session:
+        assert ok(await session.call_tool("list_campaigns", {}))["data"] == []
+        refused = await session.call_tool("create_campaign", {"name": "x"})
+        assert error_code(refused) == "insufficient_scope"
+        assert ok(await session.call_tool("list_campaigns", {}))["data"] == []  # none made
 
 
 async def test_errors_are_tool_errors_with_the_rest_code(stack: Stack) -> None:
