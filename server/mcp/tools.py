@@ -21,6 +21,9 @@ __all__ = ["TOOLS", "tools"]
 READ = Hints(read_only=True, destructive=False, idempotent=True)
 PROBE = Hints(read_only=True, destructive=False, idempotent=True, open_world=True)
 SEND = Hints(read_only=False, destructive=False, idempotent=False, open_world=True)
+CREATE = Hints(read_only=False, destructive=False, idempotent=False)
+MOVE = Hints(read_only=False, destructive=False, idempotent=True)
+LAUNCH = Hints(read_only=False, destructive=False, idempotent=True, open_world=True)
 
 
 async def _verify(svc: Services, body: ValidateRequest) -> ValidateResponse:
@@ -107,6 +110,77 @@ TOOLS: tuple[Tool, ...] = (
         READ,
         untrusted=True,
     ),
+    # --- campaigns: answers quoting imported lead rows (addresses, variables, drafts rendered
+    # from them, findings naming them) are untrusted; the campaign itself is the user's own ---
+    RouteTool(
+        "list_campaigns",
+        "campaigns_list",
+        "Your campaigns, newest first, with an optional status filter (draft, active, paused, "
+        "completed, cancelled) and name search; paged with limit/offset or cursor.",
+        READ,
+    ),
+    RouteTool(
+        "create_campaign",
+        "campaigns_create",
+        "Create a campaign in the draft state: steps with A/B variants ({{variables}} from the "
+        "lead rows), sender alias ids, sending schedule and caps; dataset_id imports that "
+        "dataset's rows as leads. Not idempotent: each call creates a campaign.",
+        CREATE,
+    ),
+    RouteTool(
+        "preflight_campaign",
+        "campaigns_launch_preflight",
+        "Check whether a campaign can launch, changing nothing: blocking findings (no verified "
+        "sender, no leads, missing variables, invalid addresses...) and warnings, each naming "
+        "up to 100 leads. Lead addresses are third-party content.",
+        READ,
+        untrusted=True,
+    ),
+    RouteTool(
+        "launch_campaign",
+        "campaigns_launch",
+        "Launch a draft campaign: refused (launch_blocked, findings in error.detail) unless "
+        "preflight passes; else it turns active and its leads are due now, to be emailed in "
+        "the sending window. Launching it again is refused, never a second launch.",
+        LAUNCH,
+        untrusted=True,
+    ),
+    RouteTool(
+        "pause_campaign",
+        "campaigns_pause",
+        "Pause an active campaign (no more sends until resumed); pausing a paused campaign "
+        "changes nothing.",
+        MOVE,
+    ),
+    RouteTool(
+        "add_leads_to_campaign",
+        "campaigns_leads_add",
+        "Add leads to a campaign: inline JSON rows ({email, data}, up to 1,000) and/or every "
+        "row of one of your datasets. Addresses already in the campaign are skipped, invalid "
+        "ones counted. Rejected addresses are third-party content.",
+        CREATE,
+        untrusted=True,
+    ),
+    RouteTool(
+        "list_campaign_leads",
+        "campaigns_leads_list",
+        "A campaign's leads, newest first, with an optional status filter: address, row "
+        "variables, status and next step due. Lead rows are third-party content.",
+        READ,
+        untrusted=True,
+    ),
+    RouteTool(
+        "approve_lead_email",
+        "campaigns_lead_approve",
+        "Approve a lead's drafted email for a step (default: its next step), optionally "
+        "editing subject/text/html first, in a campaign that requires approval; the lead is "
+        "then due. Drafts are rendered from lead rows: third-party content.",
+        MOVE,
+        untrusted=True,
+    ),
+    # search_leads stays the lead-pool search (tags, 4 credits; also sold as x402_search_leads):
+    # a campaign's leads route has no name or company search, only a status filter, so the
+    # campaign-scoped read is list_campaign_leads above.
     UseCaseTool(
         "search_leads",
         "Search the lead pool by tags (ranked by weighted tag overlap), with optional filters "

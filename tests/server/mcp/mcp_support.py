@@ -30,6 +30,14 @@ SEED_HINTS: dict[str, tuple[bool, bool, bool]] = {
     "find_email": (True, False, True),
     "find_linkedin_url": (True, False, True),
     "get_credit_balance": (True, False, True),
+    "list_campaigns": (True, False, True),
+    "create_campaign": (False, False, False),
+    "launch_campaign": (False, False, True),
+    "pause_campaign": (False, False, True),
+    "add_leads_to_campaign": (False, False, False),
+    "list_campaign_leads": (True, False, True),
+    "preflight_campaign": (True, False, True),
+    "approve_lead_email": (False, False, True),
     "x402_validate_email": (True, False, True),
     "x402_verify_email": (True, False, True),
     "x402_find_email": (True, False, True),
@@ -38,7 +46,18 @@ SEED_HINTS: dict[str, tuple[bool, bool, bool]] = {
 }
 KEYED_TOOLS = frozenset(n for n in SEED_HINTS if not n.startswith("x402_"))
 PAID_TOOLS = frozenset(n for n in SEED_HINTS if n.startswith("x402_"))
-ENVELOPED = frozenset({"list_replies", "find_linkedin_url", "search_leads"})
+ENVELOPED = frozenset(
+    {
+        "list_replies",
+        "find_linkedin_url",
+        "search_leads",
+        "preflight_campaign",
+        "launch_campaign",
+        "add_leads_to_campaign",
+        "list_campaign_leads",
+        "approve_lead_email",
+    }
+)
 
 
 def free_port() -> int:
