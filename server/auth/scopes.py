@@ -24,6 +24,7 @@ GROUPS: tuple[str, ...] = (
     "sender-profiles",
     "bavimail",
     "webhooks",
+    "campaigns",
 )
 """Resource groups a key can be limited to (the seed's group names)."""
 

@@ -1,0 +1,1 @@
+"""Multi-step outreach campaigns on the mail platform (issue 14)."""
