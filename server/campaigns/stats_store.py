@@ -441,9 +441,12 @@ def _event(
     variant: str | None,
     email_id: str | None,
     detail: dict[str, Any] | None = None,
+    *,
+    lead_event: bool = False,
 ) -> TimelineEvent:
+    rank_kind = "lead" if lead_event else kind  # lead events after the mail facts they follow
     return TimelineEvent(
-        timeline_id(at, kind, source), at, kind, position, variant, email_id, detail or {}
+        timeline_id(at, rank_kind, source), at, kind, position, variant, email_id, detail or {}
     )
 
 
@@ -527,4 +530,8 @@ async def _lead_events_into(conn: AsyncConnection, lead_id: str, out: list[Timel
     )
     for r in rows:
         detail = dict(r.detail) if isinstance(r.detail, dict) else {}
-        out.append(_event(f"lead:{r.id}", r.at, r.kind, r.position, None, r.email_id, detail))
+        out.append(
+            _event(
+                f"lead:{r.id}", r.at, r.kind, r.position, None, r.email_id, detail, lead_event=True
+            )
+        )

@@ -225,7 +225,7 @@ def test_schemathesis_run_finds_nothing(free_server: str, tmp_path: Path) -> Non
         'expected-statuses = ["200", "400", "401", "403", "404", "406", "413", "415", "422"]\n'
         # ids are made by the server: generated ones are (rightly) unknown, a 404
          + '[[operations]]\ninclude-path-regex = "[{](job_id|session_id|template_id|entry_id|'
-        'profile_id|email_id|conversation_id|webhook_id|domain_id|alias_id|dataset_id|extraction_id)[}]"\nwarnings = false\n'
+        'profile_id|email_id|conversation_id|webhook_id|domain_id|alias_id|dataset_id|extraction_id|campaign_id|campaign_lead_id)[}]"\nwarnings = false\n'
         # an alias needs a verified domain (DNS published): a generated domain id is a 404
         + '[[operations]]\ninclude-name = "POST /api/v1/bavimail/aliases"\nwarnings = false\n'
         # an uploaded file is any bytes to the schema; most are refused with a precise 400 (so

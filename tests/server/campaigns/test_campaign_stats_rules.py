@@ -78,7 +78,7 @@ def test_the_aggregate_is_the_sum_of_campaigns(campaigns: list[Counts]) -> None:
 def test_rates_are_ratios_in_range(c: Counts) -> None:
     r = rates(c)
     for value in r.__dict__.values():
-        assert 0.0 <= value
+        assert value >= 0.0
     assert 0.0 <= r.delivered_rate <= 1.0
     assert 0.0 <= r.bounce_rate <= 1.0
     if c.sent:

@@ -8,15 +8,20 @@ resource group must teach the walk how to create one (``FACTORIES``).
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest_asyncio
+import sqlalchemy as sa
 from keyed_helpers import Keyed, keyed_app, keyed_settings
 from mail_support import install
 from tests_server_helpers import assert_envelope
 
 from server.datasets.store import DatasetStore, NewRow
+from server.db.models import Campaign, CampaignLead
+from server.db.tx import write_transaction
+from server.ids import new_id
 from server.settings import Settings
 
 Headers = dict[str, str]
@@ -217,6 +222,62 @@ async def _email(keyed: Keyed, session: Headers) -> str:
     return email_id
 
 
+async def _campaign(keyed: Keyed, session: Headers) -> str:
+    """A draft campaign with one lead, written as rows (the walk needs ids, not a launch)."""
+    me = (await keyed.client.get("/api/v1/auth/me", headers=session)).json()
+    now = time.time()
+    campaign_id, lead_id = new_id("cmp"), new_id("cld")
+    async with write_transaction(keyed.services.db.engine) as conn:
+        await conn.execute(
+            sa.insert(Campaign).values(
+                id=campaign_id,
+                user_id=me["user_id"],
+                name="walk",
+                status="draft",
+                holds=[],
+                sender_alias_ids=[],
+                schedule={},
+                requires_approval=False,
+                stop_on_reply=True,
+                track_opens=False,
+                track_clicks=False,
+                settings={},
+                version=1,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        await conn.execute(
+            sa.insert(CampaignLead).values(
+                id=lead_id,
+                campaign_id=campaign_id,
+                user_id=me["user_id"],
+                email="ann@acme.test",
+                data={},
+                status="pending",
+                next_position=0,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+    return campaign_id
+
+
+async def _campaign_lead(keyed: Keyed, session: Headers) -> str:
+    """The lead of the user's newest campaign (the walk makes the campaign first)."""
+    me = (await keyed.client.get("/api/v1/auth/me", headers=session)).json()
+    async with keyed.services.db.engine.connect() as conn:
+        lead = (
+            await conn.execute(
+                sa.select(CampaignLead.id)
+                .where(CampaignLead.user_id == me["user_id"])
+                .order_by(CampaignLead.id.desc())
+                .limit(1)
+            )
+        ).scalar_one()
+    return str(lead)
+
+
 FACTORIES: dict[str, Factory] = {
     "key_id": _api_key,
     "job_id": _job,
@@ -233,6 +294,8 @@ FACTORIES: dict[str, Factory] = {
     "index": _attachment_index,
     "webhook_id": _webhook,
     "dataset_id": _dataset,
+    "campaign_id": _campaign,
+    "campaign_lead_id": _campaign_lead,
 }
 """Path parameter -> how to create such a resource as a given user (returns its id)."""
 
