@@ -101,40 +101,46 @@ class TimelineEvent:
     detail: dict[str, Any]
 
 
-def _bounce_exists(email: Any, *, hard: bool = False, deferred: bool = False) -> Any:
-    """EXISTS a bounce of ``email``: a failure report (or only hard, or only a delay)."""
-    query = sa.select(sa.literal(1)).where(B.sent_message_id == email)
-    if hard:
-        query = query.where(B.kind == "hard")
-    elif deferred:
-        query = query.where(B.kind.in_(_FAILED_BOUNCE), B.status.like("4.%"))
-    else:
-        query = query.where(
-            B.kind.in_(_FAILED_BOUNCE), sa.or_(B.status.is_(None), sa.not_(B.status.like("4.%")))
-        )
-    return query.exists()
-
-
-def _events(email: Any, kind: str, people: bool) -> Any:
-    actor = E.actor.in_(_PEOPLE) if people else E.actor.not_in(_PEOPLE)
-    return (
-        sa.select(sa.func.count())
-        .where(E.email_id == email, E.kind == kind, actor)
-        .scalar_subquery()
-    )
-
-
 def _flag(condition: Any) -> Any:
     return sa.case((condition, 1), else_=0)
 
 
 def _send_facts(campaigns: Any) -> Any:
     """One row per send of ``campaigns`` (a subquery of campaign ids) with its facts as 0/1
-    flags and event counts."""
-    email = S.email_id
+    flags and event counts: tracking events and bounces are aggregated per message once, then
+    joined (one pass over each table, not a subquery per send)."""
+    emails = sa.select(S.email_id).where(S.campaign_id.in_(campaigns), S.email_id.is_not(None))
+    person = E.actor.in_(_PEOPLE)
+    events = (
+        sa.select(
+            E.email_id.label("email_id"),
+            sa.func.sum(_flag(sa.and_(E.kind == "open", person))).label("opens"),
+            sa.func.sum(_flag(sa.and_(E.kind == "open", sa.not_(person)))).label("m_opens"),
+            sa.func.sum(_flag(sa.and_(E.kind == "click", person))).label("clicks"),
+            sa.func.sum(_flag(sa.and_(E.kind == "click", sa.not_(person)))).label("m_clicks"),
+        )
+        .where(E.email_id.in_(emails))
+        .group_by(E.email_id)
+        .subquery()
+    )
+    failing = B.kind.in_(_FAILED_BOUNCE)
+    delay = sa.and_(failing, B.status.is_not(None), B.status.like("4.%"))
+    bounces = (
+        sa.select(
+            B.sent_message_id.label("email_id"),
+            sa.func.max(_flag(sa.and_(failing, sa.not_(delay)))).label("failed"),
+            sa.func.max(_flag(B.kind == "hard")).label("hard"),
+            sa.func.max(_flag(delay)).label("delayed"),
+        )
+        .where(B.sent_message_id.in_(emails))
+        .group_by(B.sent_message_id)
+        .subquery()
+    )
     sent = M.state == "sent"
     state = sa.func.coalesce(M.state, "failed")  # a send with no message: nothing went out
-    bounced = sa.and_(sent, _bounce_exists(email))
+    bounced = sa.and_(sent, bounces.c.failed == 1)
+    opens = sa.func.coalesce(events.c.opens, 0)
+    clicks = sa.func.coalesce(events.c.clicks, 0)
     return (
         sa.select(
             S.campaign_id,
@@ -146,18 +152,20 @@ def _send_facts(campaigns: Any) -> Any:
             _flag(state == "failed").label("failed"),
             _flag(state == "cancelled").label("cancelled"),
             _flag(bounced).label("bounced"),
-            _flag(sa.and_(sent, _bounce_exists(email, hard=True))).label("hard_bounced"),
-            _flag(sa.and_(sent, sa.not_(bounced), _bounce_exists(email, deferred=True))).label(
-                "deferred"
-            ),
-            _flag(sa.and_(sent, _events(email, "open", True) > 0)).label("opened"),
-            _flag(sa.and_(sent, _events(email, "click", True) > 0)).label("clicked"),
-            sa.func.coalesce(_events(email, "open", True), 0).label("opens"),
-            sa.func.coalesce(_events(email, "open", False), 0).label("machine_opens"),
-            sa.func.coalesce(_events(email, "click", True), 0).label("clicks"),
-            sa.func.coalesce(_events(email, "click", False), 0).label("machine_clicks"),
+            _flag(sa.and_(sent, bounces.c.hard == 1)).label("hard_bounced"),
+            _flag(sa.and_(sent, sa.not_(bounced), bounces.c.delayed == 1)).label("deferred"),
+            _flag(sa.and_(sent, opens > 0)).label("opened"),
+            _flag(sa.and_(sent, clicks > 0)).label("clicked"),
+            opens.label("opens"),
+            sa.func.coalesce(events.c.m_opens, 0).label("machine_opens"),
+            clicks.label("clicks"),
+            sa.func.coalesce(events.c.m_clicks, 0).label("machine_clicks"),
         )
-        .select_from(CampaignSend.__table__.outerjoin(MailMessage.__table__, M.id == email))
+        .select_from(
+            CampaignSend.__table__.outerjoin(MailMessage.__table__, M.id == S.email_id)
+            .outerjoin(events, events.c.email_id == S.email_id)
+            .outerjoin(bounces, bounces.c.email_id == S.email_id)
+        )
         .where(S.campaign_id.in_(campaigns))
         .subquery()
     )
