@@ -241,6 +241,25 @@ async def test_an_endpoint_gets_only_the_types_it_took(
     await relay.close()
     payloads = await _deliver(store, receiver, secret)
     assert [p["type"] for p in payloads] == ["email.failed"]
+    assert payloads[0]["data"]["email_id"] == sent.json()["id"]
+    # every recipient suppressed: failed when submitted, raised in that same transaction
+    added = await app.client.post(
+        "/api/v1/suppression/", json={"email": "gone@company.test"}, headers=ann
+    )
+    assert added.status_code in (200, 201), added.text
+    gone = await app.client.post(
+        "/api/v1/bavimail/emails",
+        json={"from": "ann@acme.test", "to": "gone@company.test", "subject": "S", "text": "t"},
+        headers=ann,
+    )
+    assert gone.status_code == 202, gone.text
+    assert gone.json()["status"] == "failed"
+    [suppressed] = await _deliver(store, receiver, secret)
+    assert suppressed["type"] == "email.failed"
+    assert suppressed["data"]["email_id"] == gone.json()["id"]
+    assert suppressed["data"]["suppressed"] == [
+        {"address": "gone@company.test", "reason": gone.json()["suppressed"][0]["reason"]}
+    ]
 
 
 async def test_received_and_bounced_from_the_inbound_endpoint(
