@@ -22,6 +22,7 @@ from server.mail.dsn import RecipientStatus
 from server.mail.inbound_parse import ParsedMessage
 from server.mail.inbound_ports import SentMessage
 from server.mail.threads import candidate_ids, thread_for
+from server.webhooks.mail_events import bounce_events, inbound_event
 
 __all__ = ["ConversationRow", "InboundRow", "InboundStore", "ThreadRefOutboundLookup"]
 
@@ -312,6 +313,8 @@ class InboundStore:
                 )
             )
             row = (await conn.execute(sa.select(_IN).where(_IN.c.id == inbound_id))).one()
+            if kind == "message":  # a DSN raises email.bounced instead (add_bounces)
+                await inbound_event(conn, user_id, dict(row._mapping))
         return _inbound(row)
 
     async def get(self, user_id: str, inbound_id: str) -> InboundRow | None:
@@ -437,6 +440,13 @@ class InboundStore:
         if rows:
             async with write_transaction(self.engine) as conn:
                 await conn.execute(_BOUNCE.insert(), rows)
+                await bounce_events(
+                    conn,
+                    user_id,
+                    inbound_id=inbound_id,
+                    sent_message_id=sent_message_id,
+                    bounces=rows,
+                )
 
     async def bounce_counts(self, user_id: str, recipient: str) -> dict[str, int]:
         """How many bounces of each kind an address had (soft ones are counted here)."""

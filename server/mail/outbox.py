@@ -20,6 +20,7 @@ from server.db.engine import Database
 from server.db.models import MailMessage
 from server.db.tx import write_transaction
 from server.mail.outbox_rules import TERMINAL, Event, State, effect
+from server.webhooks.mail_events import email_outcome_event
 
 __all__ = ["Claimed", "MailRecord", "Outbox", "Outcome"]
 
@@ -120,6 +121,7 @@ class Outbox:
         async with write_transaction(self.engine) as conn:
             await conn.execute(sa.insert(messages).values(**row))
             await save_links(conn, str(row["id"]), links)
+            await email_outcome_event(conn, row)  # every recipient suppressed: email.failed
         return _record(row)
 
     async def get(self, user_id: str, email_id: str) -> MailRecord | None:
@@ -346,8 +348,13 @@ class Outbox:
                 token_guard,
             )
             .values(**values)
+            .returning(*_EVENT_COLUMNS)
         )
-        return (await conn.execute(stmt)).rowcount == 1
+        row = (await conn.execute(stmt)).mappings().first()
+        if row is None:
+            return False
+        await email_outcome_event(conn, dict(row))  # sent / failed: in this same transaction
+        return True
 
     async def count_by_state(self) -> dict[str, int]:
         """Messages per state (for tests, benchmarks and operators)."""
@@ -356,6 +363,20 @@ class Outbox:
             rows = (await conn.execute(query)).all()
         return {str(s): int(n) for s, n in rows}
 
+
+_EVENT_COLUMNS = [
+    M.id,
+    M.user_id,
+    M.state,
+    M.message_id,
+    M.from_address,
+    M.recipients,
+    M.subject,
+    M.relay_queue_id,
+    M.error_code,
+    M.suppressed,
+]
+"""What an ``email.*`` event shows of a message (never its bytes)."""
 
 _CLAIMED = [
     M.id,

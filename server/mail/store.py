@@ -23,6 +23,7 @@ from server.ids import new_id
 from server.mail.dns_check import DomainVerdict
 from server.mail.dns_records import DkimKey, generate_dkim_key, new_selector
 from server.mail.sealing import open_sealed, seal
+from server.webhooks.mail_events import domain_check_event
 
 __all__ = [
     "IN_USE_CHECKS",
@@ -408,6 +409,16 @@ class MailStore:
                     verified_at=verified_at,
                     updated_at=now,
                 )
+            )
+            await domain_check_event(
+                conn,
+                user_id,
+                domain_id=domain_id,
+                name=str(row["name"]),
+                before=str(row["status"]),
+                after=status,
+                checks=checks,
+                at=now,
             )
         return await self.domain(user_id, domain_id)
 

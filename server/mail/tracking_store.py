@@ -15,6 +15,7 @@ from server.db.models import MailEvent, MailLink, MailMessage
 from server.db.tx import read_connection, write_transaction
 from server.ids import new_id
 from server.mail.tracking import HUMAN, Actor, classify_click, classify_open
+from server.webhooks.mail_events import tracking_event
 
 __all__ = ["ClickEvent", "LinkStats", "TrackingStore", "save_links"]
 
@@ -63,13 +64,23 @@ class TrackingStore:
     ) -> Actor | None:
         """Record an open of ``email_id`` (None when no such message)."""
         actor = classify_open(user_agent, address)
+        at = time.time() if now is None else now
         async with write_transaction(self.engine) as conn:
-            exists = (
-                await conn.execute(sa.select(MailMessage.id).where(MailMessage.id == email_id))
+            owner = (
+                await conn.execute(sa.select(MailMessage.user_id).where(MailMessage.id == email_id))
             ).first()
-            if exists is None:
+            if owner is None:
                 return None
-            await self._event(conn, email_id, "open", None, actor, user_agent, now)
+            event_id = await self._event(conn, email_id, "open", None, actor, user_agent, at)
+            await tracking_event(
+                conn,
+                str(owner.user_id),
+                event_id=event_id,
+                email_id=email_id,
+                kind="open",
+                actor=actor.value,
+                at=at,
+            )
         return actor
 
     async def clicked(
@@ -86,7 +97,7 @@ class TrackingStore:
         async with write_transaction(self.engine) as conn:
             row = (
                 await conn.execute(
-                    sa.select(MailLink.url, MailMessage.handed_off_at)
+                    sa.select(MailLink.url, MailMessage.handed_off_at, MailMessage.user_id)
                     .join(MailMessage, MailMessage.id == MailLink.email_id)
                     .where(MailLink.email_id == email_id, MailLink.idx == index)
                 )
@@ -106,7 +117,18 @@ class TrackingStore:
             ).first()
             since = at - row.handed_off_at if row.handed_off_at is not None else None
             actor = classify_click(user_agent, method, since, opened is not None)
-            await self._event(conn, email_id, "click", index, actor, user_agent, at)
+            event_id = await self._event(conn, email_id, "click", index, actor, user_agent, at)
+            await tracking_event(
+                conn,
+                str(row.user_id),
+                event_id=event_id,
+                email_id=email_id,
+                kind="click",
+                actor=actor.value,
+                at=at,
+                link_index=index,
+                url=str(row.url),
+            )
         return str(row.url), actor
 
     @staticmethod
@@ -118,10 +140,11 @@ class TrackingStore:
         actor: Actor,
         user_agent: str,
         now: float | None,
-    ) -> None:
+    ) -> str:
+        event_id = new_id("evt")
         await conn.execute(
             sa.insert(MailEvent).values(
-                id=new_id("evt"),
+                id=event_id,
                 email_id=email_id,
                 kind=kind,
                 link_idx=index,
@@ -130,6 +153,7 @@ class TrackingStore:
                 at=time.time() if now is None else now,
             )
         )
+        return event_id
 
     async def _owned(self, conn: AsyncConnection, user_id: str, email_id: str) -> bool:
         found = await conn.execute(

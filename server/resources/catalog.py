@@ -16,6 +16,7 @@ from server.resources import (
     bavimail_domains,
     bavimail_emails,
     bavimail_inbound,
+    campaign_stats,
     credits,
     datasets,
     email_finder,
@@ -573,6 +574,99 @@ def webhook_operations() -> tuple[Operation, ...]:
     )
 
 
+_CAMPAIGN_ID = QueryParam(
+    "campaign_id", {"type": "string", "pattern": rf"^cmp_{_CROCKFORD_ID}$"}, "A campaign id."
+)
+_CAMPAIGN_LEAD_ID = QueryParam(
+    "campaign_lead_id",
+    {"type": "string", "pattern": rf"^cld_{_CROCKFORD_ID}$"},
+    "A campaign lead id.",
+)
+
+
+def campaign_stats_operations() -> tuple[Operation, ...]:
+    """The campaign read side (stats, step performance, clicks, a lead's timeline, the
+    aggregate). Listed before the campaign routes: ``aggregate-stats`` must match before
+    ``{campaign_id}`` does."""
+    base = f"{V1}/campaigns"
+    one = (_CAMPAIGN_ID,)
+    missing: dict[int, type[BaseModel]] = {404: ErrorEnvelope}
+
+    def op(*args: Any, **options: Any) -> Operation:
+        options = {"tag": "campaigns", "access": "api_key", "scope": "campaigns", **options}
+        return Operation(*args, **options)
+
+    return (
+        op(
+            "GET",
+            f"{base}/aggregate-stats",
+            campaign_stats.aggregate_stats,
+            "campaigns_aggregate_stats",
+            "Totals and rates across the caller's campaigns (status and creation-date filters)",
+            campaign_stats.AggregateStats,
+            query=(
+                QueryParam(
+                    "status",
+                    {"type": "string", "enum": list(campaign_stats.STATUSES)},
+                    "Only campaigns in this status.",
+                ),
+                QueryParam(
+                    "start_date",
+                    {"type": "string", "format": "date"},
+                    "Only campaigns created on or after this UTC day (YYYY-MM-DD).",
+                ),
+                QueryParam(
+                    "end_date",
+                    {"type": "string", "format": "date"},
+                    "Only campaigns created on or before this UTC day (YYYY-MM-DD).",
+                ),
+            ),
+        ),
+        op(
+            "GET",
+            f"{base}/{{campaign_id}}/stats",
+            campaign_stats.campaign_stats,
+            "campaigns_stats",
+            "A campaign's sent, delivered, bounced, opened (people), clicked, replied, "
+            "unsubscribed, with rates",
+            campaign_stats.CampaignStats,
+            path_params=one,
+            responses=missing,
+        ),
+        op(
+            "GET",
+            f"{base}/{{campaign_id}}/stats/step-performance",
+            campaign_stats.step_performance,
+            "campaigns_step_performance",
+            "Counts and rates per step and per A/B variant",
+            campaign_stats.StepPerformance,
+            path_params=one,
+            responses=missing,
+        ),
+        op(
+            "GET",
+            f"{base}/{{campaign_id}}/click-stats",
+            campaign_stats.click_stats,
+            "campaigns_click_stats",
+            "Clicks per link URL: by people, unique (leads), by machines",
+            campaign_stats.ClickStats,
+            path_params=one,
+            responses=missing,
+        ),
+        op(
+            "GET",
+            f"{base}/{{campaign_id}}/leads/{{campaign_lead_id}}/events",
+            campaign_stats.lead_events,
+            "campaigns_lead_events",
+            "A lead's timeline (sends, outcomes, bounces, opens, clicks, replies...), oldest first",
+            campaign_stats.LeadEventList,
+            path_params=(_CAMPAIGN_ID, _CAMPAIGN_LEAD_ID),
+            query=_PAGING,
+            responses=missing,
+        ),
+    )
+
+
 def keyed_operations() -> tuple[Operation, ...]:
     """Every ``/api/v1`` operation beyond health and readiness, in documentation order."""
     return (
@@ -1111,6 +1205,7 @@ def keyed_operations() -> tuple[Operation, ...]:
             path_params=(QueryParam("job_id", _JOB_ID, "A job id."),),
             responses={404: ErrorEnvelope, 409: ErrorEnvelope},
         ),
+        *campaign_stats_operations(),
         *_bavimail_operations(),
         *_data_resources(),
         Operation(

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import and_, delete, insert, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from server.db.models import WebhookDelivery, WebhookEndpoint
 from server.db.tx import read_connection, write_transaction
@@ -34,6 +34,7 @@ __all__ = [
     "EndpointLimitReached",
     "EndpointRecord",
     "WebhookStore",
+    "queue_event",
 ]
 
 MAX_ENDPOINTS = 20
@@ -310,53 +311,8 @@ class WebhookStore:
         endpoint ``only`` when given); how many deliveries were queued. With ``event_id``
         (at most 40 characters, e.g. derived from a job id) the event is queued once however
         often it is emitted: a retried hook does not deliver twice."""
-        now = time.time()
-        event_id = event_id or new_id("evt")
-        body = event_body(event_id, event_type, data, now)
         async with write_transaction(self.engine) as conn:
-            query = select(WebhookEndpoint.id, WebhookEndpoint.event_types).where(
-                WebhookEndpoint.user_id == user_id, WebhookEndpoint.enabled.is_(True)
-            )
-            if only is not None:
-                query = query.where(WebhookEndpoint.id == only)
-            rows = [
-                {
-                    "id": new_id("msg"),
-                    "endpoint_id": row.id,
-                    "user_id": user_id,
-                    "event_id": event_id,
-                    "event_type": event_type,
-                    "body": body,
-                    "state": DeliveryState.PENDING.value,
-                    "attempts": 0,
-                    "next_attempt_at": now,
-                    "lease_owner": None,
-                    "lease_expires": None,
-                    "last_status": None,
-                    "last_error": None,
-                    "created_at": now,
-                    "delivered_at": None,
-                }
-                for row in await conn.execute(query)
-                if not row.event_types or event_type in row.event_types
-            ]
-            if rows:
-                seen = await conn.execute(
-                    select(WebhookDelivery.endpoint_id).where(
-                        WebhookDelivery.user_id == user_id, WebhookDelivery.event_id == event_id
-                    )
-                )
-                queued = {row.endpoint_id for row in seen}
-                rows = [row for row in rows if row["endpoint_id"] not in queued]
-            if rows:  # a race with another process emitting the same event: the unique key wins
-                dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-                await conn.execute(
-                    dialect_insert(WebhookDelivery).on_conflict_do_nothing(
-                        index_elements=["endpoint_id", "event_id"]
-                    ),
-                    rows,
-                )
-        return len(rows)
+            return await queue_event(conn, user_id, event_type, data, only=only, event_id=event_id)
 
     async def deliveries(
         self,
@@ -514,3 +470,72 @@ class WebhookStore:
                 )
         return state
         return state
+
+
+async def queue_event(
+    conn: AsyncConnection,
+    user_id: str,
+    event_type: str,
+    data: Mapping[str, Any],
+    *,
+    only: str | None = None,
+    event_id: str | None = None,
+    now: float | None = None,
+) -> int:
+    """Queue ``event_type`` for the user's enabled endpoints that take it, on ``conn`` (inside
+    the caller's transaction: the event is queued exactly when the caller's change commits).
+    With ``event_id`` an event is queued once per endpoint however often it is raised (the
+    unique (endpoint, event) key); how many deliveries were queued."""
+    now = time.time() if now is None else now
+    event_id = event_id or new_id("evt")
+    query = select(WebhookEndpoint.id, WebhookEndpoint.event_types).where(
+        WebhookEndpoint.user_id == user_id, WebhookEndpoint.enabled.is_(True)
+    )
+    if only is not None:
+        query = query.where(WebhookEndpoint.id == only)
+    takers = [
+        row.id
+        for row in await conn.execute(query)
+        if not row.event_types or event_type in row.event_types
+    ]
+    if not takers:
+        return 0
+    seen = await conn.execute(
+        select(WebhookDelivery.endpoint_id).where(
+            WebhookDelivery.user_id == user_id, WebhookDelivery.event_id == event_id
+        )
+    )
+    queued = {row.endpoint_id for row in seen}
+    takers = [endpoint for endpoint in takers if endpoint not in queued]
+    if not takers:
+        return 0
+    body = event_body(event_id, event_type, data, now)
+    rows = [
+        {
+            "id": new_id("msg"),
+            "endpoint_id": endpoint,
+            "user_id": user_id,
+            "event_id": event_id,
+            "event_type": event_type,
+            "body": body,
+            "state": DeliveryState.PENDING.value,
+            "attempts": 0,
+            "next_attempt_at": now,
+            "lease_owner": None,
+            "lease_expires": None,
+            "last_status": None,
+            "last_error": None,
+            "created_at": now,
+            "delivered_at": None,
+        }
+        for endpoint in takers
+    ]
+    # a race with another process emitting the same event: the unique key wins
+    dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    await conn.execute(
+        dialect_insert(WebhookDelivery).on_conflict_do_nothing(
+            index_elements=["endpoint_id", "event_id"]
+        ),
+        rows,
+    )
+    return len(rows)
