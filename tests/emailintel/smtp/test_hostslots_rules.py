@@ -185,5 +185,8 @@ async def test_two_probers_on_one_slot_store_keep_the_mx_connection_cap(
 
         counts = await asyncio.wait_for(asyncio.gather(run(0), run(1)), 60)
     assert counts == [12, 12]
-    assert behaviour.peak_connections == (1 if shared else 2)
+    if shared:
+        assert behaviour.peak_connections == 1
+    else:  # each holds its own; the fake MX may still count a closing one as it sees the next
+        assert behaviour.peak_connections >= 2
     assert slots.table.live("mx.fake.test", float("inf")) == {}
