@@ -112,14 +112,24 @@ class Outbox:
 
     # --- owners ---------------------------------------------------------------------------
 
-    async def insert(self, row: Mapping[str, Any], links: Sequence[str] = ()) -> MailRecord:
+    async def insert(
+        self,
+        row: Mapping[str, Any],
+        links: Sequence[str] = (),
+        conn: AsyncConnection | None = None,
+    ) -> MailRecord:
         """Store a new message (``queued``, or already ``failed`` when every recipient was
-        suppressed) and its tracked links, together."""
+        suppressed) and its tracked links, together; inside the caller's transaction when
+        ``conn`` is given (so a campaign's exactly-once claim commits with the message)."""
         from server.mail.tracking_store import save_links
 
-        async with write_transaction(self.engine) as conn:
+        if conn is not None:
             await conn.execute(sa.insert(messages).values(**row))
             await save_links(conn, str(row["id"]), links)
+            return _record(row)
+        async with write_transaction(self.engine) as own:
+            await own.execute(sa.insert(messages).values(**row))
+            await save_links(own, str(row["id"]), links)
         return _record(row)
 
     async def get(self, user_id: str, email_id: str) -> MailRecord | None:

@@ -1,0 +1,1 @@
+"""Campaigns: multi-step outreach sent through BaviMail's outbox (issue 14)."""
