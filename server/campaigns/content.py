@@ -61,7 +61,9 @@ def render_step(
         parts = template
     else:
         parts = TemplateParts(
-            str(variant.get("subject") or ""), _text(variant.get("text")), _text(variant.get("html"))
+            str(variant.get("subject") or ""),
+            _text(variant.get("text")),
+            _text(variant.get("html")),
         )
     if not parts.subject.strip() or (parts.text is None and parts.html is None):
         raise ContentError("no_content", f"variant {label} has no subject or no body")
@@ -85,8 +87,7 @@ def render_step(
 
 
 _HTML_FOOTER = (
-    '<p style="font-size:12px;color:#888">'
-    '<a href="{url}">Unsubscribe</a> from these emails.</p>'
+    '<p style="font-size:12px;color:#888"><a href="{url}">Unsubscribe</a> from these emails.</p>'
 )
 
 

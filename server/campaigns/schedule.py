@@ -150,7 +150,9 @@ def next_send_time(
     (seeded by the mailbox and its last send) after ``last_send``, inside the window."""
     earliest = now
     if last_send is not None:
-        spacing = schedule.min_gap_seconds + jitter(f"{mailbox}:{last_send!r}", schedule.jitter_seconds)
+        spacing = schedule.min_gap_seconds + jitter(
+            f"{mailbox}:{last_send!r}", schedule.jitter_seconds
+        )
         earliest = max(earliest, last_send + spacing)
     return next_window_start(schedule, earliest)
 
