@@ -127,11 +127,19 @@ def next_window_start(schedule: Schedule, at: float) -> float | None:
         day = today + timedelta(days=offset)
         if day.weekday() not in schedule.days:
             continue
-        begin = max(_at(schedule, day, schedule.start), at)
-        # Walk the window's start past a DST gap or a window cut short by one.
-        for candidate in (begin, begin + 3600.0):
-            if candidate >= at and window_open(schedule, candidate):
-                return candidate
+        begin = _at(schedule, day, schedule.start)
+        if _at(schedule, day, schedule.end) <= at and begin <= at:
+            continue  # today's window is over
+        candidate = max(begin, at)
+        if window_open(schedule, candidate):
+            return candidate
+        # A DST change moved the window's edges: walk the minutes around its start.
+        probe = max(at, begin - 3600.0)
+        probe = max(at, probe - probe % 60.0)
+        while probe < begin + 7200.0:
+            if window_open(schedule, probe):
+                return probe
+            probe = probe - probe % 60.0 + 60.0
     return None
 
 
