@@ -4,7 +4,8 @@ drafts awaiting approval; holds; lead stops and campaign events; campaign comple
 
 Exactly once: :meth:`SequencerStore.claim_and_queue` advances the lead only from the step it
 was read at (a conditional UPDATE), inserts the ``campaign_sends`` primary key (lead, step) and
-the ``mail_messages`` row in ONE transaction. A racing sequencer either finds the lead moved on
+the ``mail_messages`` row (and its thread reference, so replies and bounces find it) in ONE
+transaction. A racing sequencer either finds the lead moved on
 or hits the primary key; both roll back its whole transaction, message included.
 """
 
@@ -34,6 +35,7 @@ from server.db.models import (
 )
 from server.db.tx import read_connection, write_transaction
 from server.ids import new_id
+from server.mail.inbound_store import InboundStore
 from server.mail.outbox import Outbox
 
 __all__ = [
@@ -434,6 +436,18 @@ class SequencerStore:
                     )
                 )
                 await outbox.insert(row, links, conn=conn)
+                # Threaded like the API's sends, so replies and bounces find the message.
+                refs = [lead.thread_message_id.strip("<>")] if lead.thread_message_id else []
+                await InboundStore(self.engine).link_outbound(
+                    str(row["user_id"]),
+                    sent_message_id=str(row["id"]),
+                    message_id=str(row["message_id"]).strip("<>"),
+                    in_reply_to=refs,
+                    references=refs,
+                    subject=str(row["subject"]),
+                    now=now,
+                    conn=conn,
+                )
         except (_Lost, IntegrityError):
             return False
         return True
