@@ -18,7 +18,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from server.background import BackgroundLoop
@@ -50,7 +50,7 @@ from server.campaigns.unsubscribe import unsubscribe_url
 from server.campaigns.variants import pick
 from server.db.engine import Database
 from server.mail.message import Draft, MessageError
-from server.mail.ports import SenderNotAllowed
+from server.mail.ports import IdentityLookup, SenderNotAllowed, SendingIdentityView
 from server.mail.service import CapReached, MailService
 
 if TYPE_CHECKING:
@@ -106,11 +106,17 @@ class Sequencer:
     async def tick(self) -> TickReport:
         """One pass over the sending campaigns."""
         report = TickReport()
-        for campaign in await self.store.sending_campaigns():
-            try:
-                await self._campaign(campaign, report)
-            except Exception:
-                log.exception("campaign %s: tick failed", campaign.id)
+        service = self.mail
+        # Sending identities (a DKIM key unsealed per lookup) are looked up once per tick.
+        self.mail = replace(service, identity=_cached(service.identity))
+        try:
+            for campaign in await self.store.sending_campaigns():
+                try:
+                    await self._campaign(campaign, report)
+                except Exception:
+                    log.exception("campaign %s: tick failed", campaign.id)
+        finally:
+            self.mail = service
         return report
 
     async def _campaign(self, campaign: CampaignRow, report: TickReport) -> None:
@@ -332,6 +338,25 @@ class Sequencer:
         else:
             report.lost += 1
         return queued
+
+
+def _cached(lookup: IdentityLookup) -> IdentityLookup:
+    """``lookup`` remembering its answers (and refusals) for the life of the wrapper."""
+    known: dict[tuple[str, str], SendingIdentityView | SenderNotAllowed] = {}
+
+    async def cached(user_id: str, from_address: str) -> SendingIdentityView:
+        key = (user_id, from_address)
+        if key not in known:
+            try:
+                known[key] = await lookup(user_id, from_address)
+            except SenderNotAllowed as exc:
+                known[key] = exc
+        found = known[key]
+        if isinstance(found, SenderNotAllowed):
+            raise found
+        return found
+
+    return cached
 
 
 class SequencerLoop(BackgroundLoop):
