@@ -49,6 +49,7 @@ from server.campaigns.sequencer_store import (
 from server.campaigns.unsubscribe import unsubscribe_url
 from server.campaigns.variants import pick
 from server.db.engine import Database
+from server.mail.inbound_smtp import InboundConfig
 from server.mail.message import Draft, MessageError
 from server.mail.ports import IdentityLookup, SenderNotAllowed, SendingIdentityView
 from server.mail.service import CapReached, MailService
@@ -59,6 +60,10 @@ if TYPE_CHECKING:
 __all__ = ["Sequencer", "SequencerLoop", "TickReport", "sequencer_loop"]
 
 log = logging.getLogger(__name__)
+
+_BOUNCE_LOCAL = InboundConfig().bounce_local_part
+"""Campaign messages' return path is the sending domain's bounce address: delivery reports
+then reach the inbound bounce pipeline (mail_bounces, suppression, the lead's stop)."""
 
 
 @dataclass
@@ -314,6 +319,7 @@ class Sequencer:
                 draft,
                 track_opens=campaign.track_opens,
                 track_clicks=campaign.track_clicks,
+                envelope_from=f"{_BOUNCE_LOCAL}@{alias.domain}",
             )
         except (CapReached, SenderNotAllowed):
             return False  # the mail platform's own caps or a domain gone bad: try next tick

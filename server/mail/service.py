@@ -9,7 +9,14 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from server.ids import new_id
-from server.mail.message import Draft, Limits, Sender, build_message, check_address
+from server.mail.message import (
+    Draft,
+    Limits,
+    MessageError,
+    Sender,
+    build_message,
+    check_address,
+)
 from server.mail.outbox import MailRecord, Outbox
 from server.mail.outbox_rules import DailyCaps, State, utc_day_start
 from server.mail.ports import (
@@ -96,10 +103,13 @@ class MailService:
         *,
         track_opens: bool | None = None,
         track_clicks: bool | None = None,
+        envelope_from: str | None = None,
     ) -> Prepared:
         """Everything :meth:`submit` does short of the insert: the outbox row and tracked
         links, for a caller that inserts them in its own transaction (campaigns). Tracking
-        follows the domain's switch unless ``track_opens``/``track_clicks`` say otherwise."""
+        follows the domain's switch unless ``track_opens``/``track_clicks`` say otherwise;
+        ``envelope_from`` (an address on the sending domain) replaces the From address as the
+        return path, so delivery reports reach a bounce address."""
         from email.utils import parseaddr
 
         from_address = check_address(parseaddr(draft.from_)[1] or draft.from_, "from")
@@ -128,7 +138,13 @@ class MailService:
             display_name=identity.alias_display_name,
             reply_to=identity.reply_to,
         )
-        built = build_message(draft, sender, email_id, limits=self.limits)
+        if envelope_from is not None:
+            envelope_from = check_address(envelope_from, "envelope_from")
+            if envelope_from.rpartition("@")[2] != domain:
+                raise MessageError("envelope_from", f"must be an address on {domain}")
+        built = build_message(
+            draft, sender, email_id, envelope_from=envelope_from, limits=self.limits
+        )
         suppressed = await self.suppression(user_id, built.recipients)
         remaining = [r for r in built.recipients if r not in suppressed]
         reasons = [{"address": a, "reason": r} for a, r in suppressed.items()] or None

@@ -108,6 +108,7 @@ async def test_three_steps_threaded_signed_and_complete(db: Database) -> None:
         assert lead["thread_message_id"] == chain[0]["message_id"]
         for k, row in enumerate(chain):
             raw = bytes(row["raw"])
+            assert row["envelope_from"] == "bounces@acme.test"  # reports reach the bounce pipeline
             assert dkim.verify(raw, dnsfunc=dkim_dns)
             msg = message_from_bytes(raw, policy=policy.default)
             url = msg["List-Unsubscribe"].strip("<>")
