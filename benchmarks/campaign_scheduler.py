@@ -117,13 +117,15 @@ async def run(backend: str, url: str, schema: str | None, leads: int, batch: int
         seq = sequencer(db, clock, batch=batch)
         decisions = queued = 0
         started = time.perf_counter()
-        for _ in STEPS:
+        for k in range(len(STEPS)):
             while True:
                 report = await seq.tick()
                 decisions += report.decisions
                 queued += report.queued
                 if report.queued == 0:
                     break
+            took = time.perf_counter() - started
+            print(f"{backend:<10} step {k}: {queued} queued so far, {took:.1f} s", flush=True)
             clock.advance(86400)
         out.append(Result(backend, "queue", decisions, queued, time.perf_counter() - started))
         if queued != leads * len(STEPS):

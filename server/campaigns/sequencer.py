@@ -42,6 +42,7 @@ from server.campaigns.schedule import (
 from server.campaigns.sequencer_store import (
     AliasRow,
     CampaignRow,
+    Claim,
     LeadRow,
     SequencerStore,
     StepRow,
@@ -102,6 +103,8 @@ class Sequencer:
     thresholds: holds_rules.Thresholds = field(default_factory=holds_rules.Thresholds)
     batch: int = 500
     """Due leads read per campaign per tick."""
+    group: int = 50
+    """Claims committed per transaction (each in its own savepoint)."""
 
     def __post_init__(self) -> None:
         if not self.base_url.startswith("https://"):
@@ -164,6 +167,7 @@ class Sequencer:
         suppressed = await self.mail.suppression(campaign.user_id, [lead.email for lead in leads])
         left = cap_left(campaign.daily_cap, today)
         templates: dict[str, TemplateParts | None] = {}
+        pending: list[Claim] = []
         for lead in leads:
             if left is not None and left <= 0:
                 break
@@ -191,13 +195,17 @@ class Sequencer:
             content = await self._content(campaign, lead, step, templates, report, now)
             if content is None:
                 continue
-            queued = await self._queue(campaign, lead, steps, alias, content, now, report)
-            if queued:
+            claim = await self._build(campaign, lead, steps, alias, content, now, report)
+            if claim is not None:  # counted as sent now: a lost claim only errs on the safe side
+                pending.append(claim)
                 used = usage.setdefault(alias.id, _Usage(0, None))
                 used.today += 1
                 used.last = now
                 if left is not None:
                     left -= 1
+            if len(pending) >= self.group:
+                await self._flush(pending, report)
+        await self._flush(pending, report)
         if len(leads) < self.batch and await self.store.complete_if_done(campaign.id, now):
             report.completed += 1
 
@@ -287,7 +295,7 @@ class Sequencer:
             report.failed += 1
             return None
 
-    async def _queue(
+    async def _build(
         self,
         campaign: CampaignRow,
         lead: LeadRow,
@@ -296,8 +304,9 @@ class Sequencer:
         content: Content,
         now: float,
         report: TickReport,
-    ) -> bool:
-        """Build the message and claim-and-queue it; whether it was queued by this call."""
+    ) -> Claim | None:
+        """Build and sign the lead's message: the claim to make, or None (try again later,
+        or the lead failed)."""
         url = unsubscribe_url(self.base_url, self.key, lead.id)
         content = with_unsubscribe(content, url)
         headers: dict[str, str] = {}
@@ -322,28 +331,30 @@ class Sequencer:
                 envelope_from=f"{_BOUNCE_LOCAL}@{alias.domain}",
             )
         except (CapReached, SenderNotAllowed):
-            return False  # the mail platform's own caps or a domain gone bad: try next tick
+            return None  # the mail platform's own caps or a domain gone bad: try next tick
         except MessageError as exc:
             await self.store.fail(lead, "message_error", exc.message, now)
             report.failed += 1
-            return False
+            return None
         following = steps.get(lead.next_position + 1)
-        next_due = now + following.delay_seconds if following is not None else None
-        queued = await self.store.claim_and_queue(
-            self.mail.outbox,
+        return Claim(
             lead=lead,
             variant=content.variant,
             alias_id=alias.id,
             row=prepared.row,
             links=prepared.links,
-            next_due=next_due,
+            next_due=now + following.delay_seconds if following is not None else None,
             now=now,
         )
-        if queued:
-            report.queued += 1
-        else:
-            report.lost += 1
-        return queued
+
+    async def _flush(self, pending: list[Claim], report: TickReport) -> None:
+        """Claim-and-queue the built messages (one transaction) and empty ``pending``."""
+        if not pending:
+            return
+        results = await self.store.claim_and_queue(self.mail.outbox, pending)
+        report.queued += sum(results)
+        report.lost += len(results) - sum(results)
+        pending.clear()
 
 
 def _cached(lookup: IdentityLookup) -> IdentityLookup:

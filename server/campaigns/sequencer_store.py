@@ -5,8 +5,8 @@ drafts awaiting approval; holds; lead stops and campaign events; campaign comple
 Exactly once: :meth:`SequencerStore.claim_and_queue` advances the lead only from the step it
 was read at (a conditional UPDATE), inserts the ``campaign_sends`` primary key (lead, step) and
 the ``mail_messages`` row (and its thread reference, so replies and bounces find it) in ONE
-transaction. A racing sequencer either finds the lead moved on
-or hits the primary key; both roll back its whole transaction, message included.
+transaction (a savepoint within a group's transaction). A racing sequencer either finds the
+lead moved on or hits the primary key; both roll back that claim, message included.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ __all__ = [
     "RUNNING",
     "AliasRow",
     "CampaignRow",
+    "Claim",
     "DraftRow",
     "LeadRow",
     "SequencerStore",
@@ -106,6 +107,19 @@ class LeadRow:
     due_at: float
     alias_id: str | None
     thread_message_id: str | None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One (lead, step) to claim with its built message (outbox row and tracked links)."""
+
+    lead: LeadRow
+    variant: str
+    alias_id: str
+    row: Mapping[str, Any]
+    links: Sequence[str]
+    next_due: float | None
+    now: float
 
 
 @dataclass(frozen=True)
@@ -388,69 +402,68 @@ class SequencerStore:
                 .values(status="waiting_approval", updated_at=now)
             )
 
-    async def claim_and_queue(
-        self,
-        outbox: Outbox,
-        *,
-        lead: LeadRow,
-        variant: str,
-        alias_id: str,
-        row: Mapping[str, Any],
-        links: Sequence[str],
-        next_due: float | None,
-        now: float,
-    ) -> bool:
-        """Claim (lead, step), queue the message and advance the lead, all in one transaction;
-        False (nothing written) when another sequencer got there first or the lead changed."""
+    async def claim_and_queue(self, outbox: Outbox, claims: Sequence[Claim]) -> list[bool]:
+        """Claim each (lead, step), queue its message and advance its lead: one transaction
+        for the group (one commit), one savepoint per claim, so a claim another sequencer got
+        first (or whose lead changed) writes nothing and the others still apply. Whether each
+        was queued by this call."""
+        results: list[bool] = []
+        async with write_transaction(self.engine) as conn:
+            for claim in claims:
+                try:
+                    async with conn.begin_nested():
+                        await self._claim(conn, outbox, claim)
+                except (_Lost, IntegrityError):
+                    results.append(False)
+                else:
+                    results.append(True)
+        return results
+
+    async def _claim(self, conn: AsyncConnection, outbox: Outbox, claim: Claim) -> None:
+        lead, row, now = claim.lead, claim.row, claim.now
         position = lead.next_position
-        thread = lead.thread_message_id or str(row["message_id"])
         values: dict[str, Any] = {
             "next_position": position + 1,
             "last_sent_at": now,
-            "alias_id": alias_id,
-            "thread_message_id": thread,
+            "alias_id": claim.alias_id,
+            "thread_message_id": lead.thread_message_id or str(row["message_id"]),
             "updated_at": now,
         }
-        if next_due is None:
+        if claim.next_due is None:
             values.update(status="completed", due_at=None)
         else:
-            values["due_at"] = next_due
-        try:
-            async with write_transaction(self.engine) as conn:
-                moved = await conn.execute(
-                    sa.update(CampaignLead)
-                    .where(L.id == lead.id, L.status == "active", L.next_position == position)
-                    .values(**values)
-                )
-                if moved.rowcount != 1:
-                    raise _Lost
-                await conn.execute(
-                    sa.insert(CampaignSend).values(
-                        lead_id=lead.id,
-                        position=position,
-                        campaign_id=lead.campaign_id,
-                        variant=variant,
-                        alias_id=alias_id,
-                        email_id=row["id"],
-                        queued_at=now,
-                    )
-                )
-                await outbox.insert(row, links, conn=conn)
-                # Threaded like the API's sends, so replies and bounces find the message.
-                refs = [lead.thread_message_id.strip("<>")] if lead.thread_message_id else []
-                await InboundStore(self.engine).link_outbound(
-                    str(row["user_id"]),
-                    sent_message_id=str(row["id"]),
-                    message_id=str(row["message_id"]).strip("<>"),
-                    in_reply_to=refs,
-                    references=refs,
-                    subject=str(row["subject"]),
-                    now=now,
-                    conn=conn,
-                )
-        except (_Lost, IntegrityError):
-            return False
-        return True
+            values["due_at"] = claim.next_due
+        moved = await conn.execute(
+            sa.update(CampaignLead)
+            .where(L.id == lead.id, L.status == "active", L.next_position == position)
+            .values(**values)
+        )
+        if moved.rowcount != 1:
+            raise _Lost
+        await conn.execute(
+            sa.insert(CampaignSend).values(
+                lead_id=lead.id,
+                position=position,
+                campaign_id=lead.campaign_id,
+                variant=claim.variant,
+                alias_id=claim.alias_id,
+                email_id=row["id"],
+                queued_at=now,
+            )
+        )
+        await outbox.insert(row, claim.links, conn=conn)
+        # Threaded like the API's sends, so replies and bounces find the message.
+        refs = [lead.thread_message_id.strip("<>")] if lead.thread_message_id else []
+        await InboundStore(self.engine).link_outbound(
+            str(row["user_id"]),
+            sent_message_id=str(row["id"]),
+            message_id=str(row["message_id"]).strip("<>"),
+            in_reply_to=refs,
+            references=refs,
+            subject=str(row["subject"]),
+            now=now,
+            conn=conn,
+        )
 
     async def stop(
         self,
