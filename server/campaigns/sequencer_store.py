@@ -511,16 +511,16 @@ class SequencerStore:
                 )
 
     async def complete_if_done(self, campaign_id: str, now: float) -> bool:
-        """Mark an active campaign ``completed`` when no lead is running any more."""
-        running = (
-            sa.select(L.id).where(L.campaign_id == campaign_id, L.status.in_(RUNNING)).limit(1)
-        )
-        async with write_transaction(self.engine) as conn:
-            if (await conn.execute(running)).first() is not None:
+        """Mark an active campaign ``completed`` when no lead is running any more (read first,
+        so a campaign still running costs no write lock; the UPDATE re-checks atomically)."""
+        running = sa.exists().where(L.campaign_id == campaign_id, L.status.in_(RUNNING))
+        async with read_connection(self.engine) as conn:
+            if (await conn.execute(sa.select(running))).scalar():
                 return False
+        async with write_transaction(self.engine) as conn:
             done = await conn.execute(
                 sa.update(Campaign)
-                .where(C.id == campaign_id, C.status == "active")
+                .where(C.id == campaign_id, C.status == "active", ~running)
                 .values(
                     status="completed",
                     holds=[],

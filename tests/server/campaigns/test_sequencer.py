@@ -9,6 +9,7 @@ from email import message_from_bytes, policy
 from typing import Any
 
 import dkim
+import pytest
 import sqlalchemy as sa
 from factory import StepSpec, make_campaign, make_user
 from mail_support import dkim_dns
@@ -325,3 +326,55 @@ async def test_paused_campaign_does_not_send(db: Database) -> None:
         )
     assert (await sequencer(db, clock).tick()).queued == 0
     assert {lead["due_at"] for lead in await _rows(db, CampaignLead)} == {clock.now}
+
+
+async def test_unusable_schedule_sends_nothing(db: Database) -> None:
+    """A stored schedule the sequencer cannot read (unknown zone) holds every send back."""
+    clock = Clock()
+    await _launch(db, clock, schedule={"timezone": "Mars/Olympus"})
+    report = await sequencer(db, clock).tick()
+    assert (report.queued, report.decisions) == (0, 0)
+    assert {lead["status"] for lead in await _rows(db, CampaignLead)} == {"active"}
+
+
+async def test_envelope_from_must_be_on_the_sending_domain(db: Database) -> None:
+    """MailService.prepare refuses a return path off the From address's domain."""
+    from mail_support import identities
+
+    from server.mail.message import Draft, MessageError
+    from server.mail.outbox import Outbox
+    from server.mail.service import MailService
+
+    mail = MailService(Outbox(db), identity=identities({"acme.test"}))
+    draft = Draft(from_="sales@acme.test", to=["x@dest.test"], subject="s", text="t")
+    with pytest.raises(MessageError) as refused:
+        await mail.prepare("usr_x", draft, envelope_from="bounces@other.test")
+    assert refused.value.field == "envelope_from"
+    prepared = await mail.prepare("usr_x", draft, envelope_from="bounces@acme.test")
+    assert prepared.row["envelope_from"] == "bounces@acme.test"
+    assert prepared.row["from_address"] == "sales@acme.test"
+
+
+async def test_the_loop_runs_ticks_until_stopped(db: Database) -> None:
+    """SequencerLoop ticks in the background and stops when its context exits; the
+    deployment wiring only starts it with an https public URL."""
+    import asyncio
+
+    from server.campaigns.sequencer import SequencerLoop, sequencer_loop
+    from server.services import Services
+    from server.settings import load_settings
+
+    clock = Clock()
+    await _launch(db, clock, steps=THREE_STEPS[:1])
+    async with SequencerLoop(sequencer(db, clock), poll_seconds=0.01):
+        for _ in range(2000):  # a hang guard: each pass yields to the loop's ticks
+            if len(await _rows(db, CampaignSend)) == 5:
+                break
+            await asyncio.sleep(0.01)
+    assert len(await _rows(db, CampaignSend)) == 5
+    plain = load_settings(env_file=None, database_url="sqlite+aiosqlite:///:memory:")
+    assert sequencer_loop(Services.build(plain)) is None
+    http = plain.model_copy(update={"public_url": "http://bavlio.test"})
+    assert sequencer_loop(Services.build(http)) is None
+    off = plain.model_copy(update={"public_url": BASE_URL, "campaign_sequencer": False})
+    assert sequencer_loop(Services.build(off)) is None
