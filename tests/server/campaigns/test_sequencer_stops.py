@@ -4,6 +4,7 @@ in a lead's thread stops it ``replied``, an out-of-office does not, a hard-bounc
 
 from __future__ import annotations
 
+import time
 from email import message_from_bytes, policy
 from pathlib import Path
 from typing import Any
@@ -204,3 +205,36 @@ async def test_one_click_unsubscribe(settings: Settings, stub_resolver: Any) -> 
         clock.advance(3600)
         assert (await seq.tick()).queued == 1  # only the other lead
         assert isinstance(client, httpx.AsyncClient)
+
+
+async def test_serve_runs_the_sequencer_beside_its_mail_worker(
+    settings: Settings, stub_resolver: Any
+) -> None:
+    """``bavlio serve`` with an embedded mail worker and an https public URL runs the
+    sequencer in its lifespan: a launched campaign's first step reaches the outbox."""
+    import asyncio
+
+    from mail_support import install
+
+    configured = settings.model_copy(
+        update={
+            "public_url": BASE_URL,
+            "mail_relay_host": "127.0.0.1",
+            "mail_relay_port": 2,  # nothing listens: messages stay queued, which is enough
+            "embedded_mail_worker": True,
+            "campaign_poll_seconds": 0.05,
+        }
+    )
+    app = create_app(configured, resolver=stub_resolver)
+    svc = app.state.services
+    await svc.db.migrate()
+    user = await _user(svc.db)
+    ids = await _started(svc.db, Clock(time.time()), user, 3)
+    install(svc, domains=("acme.test",))
+    async with serving(app):
+        for _ in range(3000):  # a hang guard: the loop ticks every 0.05 s
+            if len(await _rows(svc.db, CampaignSend)) == 3:
+                break
+            await asyncio.sleep(0.01)
+    sends = await _rows(svc.db, CampaignSend)
+    assert sorted(s["lead_id"] for s in sends) == sorted(ids.lead_ids)
