@@ -241,8 +241,14 @@ class Sequencer:
         self, user_id: str, template_id: str, cache: dict[str, TemplateParts | None]
     ) -> TemplateParts | None:
         if template_id not in cache:
-            found = await self.store.template(user_id, template_id)
-            cache[template_id] = TemplateParts(*found) if found else None
+            from server.templates.store import TemplateStore
+
+            found = await TemplateStore(self.db.engine).get(user_id, template_id[:64])
+            cache[template_id] = (
+                TemplateParts(found.subject, found.body_text or None, found.body_html)
+                if found is not None
+                else None
+            )
         return cache[template_id]
 
     async def _render(

@@ -31,7 +31,6 @@ from server.db.models import (
     MailBounce,
     MailDomain,
     MailMessage,
-    TemplateRow,
 )
 from server.db.tx import read_connection, write_transaction
 from server.ids import new_id
@@ -317,15 +316,6 @@ class SequencerStore:
         async with read_connection(self.engine) as conn:
             row = (await conn.execute(query)).first()
         return DraftRow(row.variant, row.subject, row.text, row.html, row.state) if row else None
-
-    async def template(self, user_id: str, template_id: str) -> tuple[str, str, str | None] | None:
-        """(subject, text, html) of the user's template."""
-        query = sa.select(TemplateRow.subject, TemplateRow.body_text, TemplateRow.body_html).where(
-            TemplateRow.user_id == user_id, TemplateRow.id == template_id
-        )
-        async with read_connection(self.engine) as conn:
-            row = (await conn.execute(query)).first()
-        return (row.subject, row.body_text, row.body_html) if row else None
 
     # --- writes ---------------------------------------------------------------------------
 

@@ -378,3 +378,34 @@ async def test_the_loop_runs_ticks_until_stopped(db: Database) -> None:
     assert sequencer_loop(Services.build(http)) is None
     off = plain.model_copy(update={"public_url": BASE_URL, "campaign_sequencer": False})
     assert sequencer_loop(Services.build(off)) is None
+
+
+async def test_template_variants_and_a_deleted_template(db: Database) -> None:
+    """A variant naming a stored template renders it for the lead; one naming a template
+    that is gone (or another user's) fails the lead with ``template_not_found``."""
+    from server.templates.store import TemplateStore
+
+    clock = Clock()
+    user = await make_user(db)
+    template = await TemplateStore(db.engine).create(
+        user, name="t", subject="For {{name}}", body_text="Body {{name}}", body_html=None
+    )
+    steps = (StepSpec(0, ({"label": "T", "template_id": template.id},)),)
+    aliases = await make_aliases(db, user)
+    ids = await _launch(db, clock, user_id=user, aliases=aliases, steps=steps, leads=_leads(1))
+    other = await make_user(db)
+    theirs = await TemplateStore(db.engine).create(
+        other, name="x", subject="x", body_text="x", body_html=None
+    )
+    gone = (StepSpec(0, ({"label": "T", "template_id": theirs.id},)),)
+    await _launch(
+        db, clock, user_id=user, aliases=aliases, steps=gone, leads=[{"email": "z@dest.test"}]
+    )
+    report = await sequencer(db, clock).tick()
+    assert (report.queued, report.failed) == (1, 1)
+    (send,) = await _rows(db, CampaignSend)
+    assert (send["lead_id"], send["variant"]) == (ids.lead_ids[0], "T")
+    (message,) = await _rows(db, MailMessage)
+    assert message["subject"] == "For Lead 0"
+    (event,) = await _rows(db, CampaignEvent)
+    assert event["detail"]["code"] == "template_not_found"
