@@ -176,6 +176,9 @@ def _routes(
     from server.api.tracking import tracking_routes
 
     routes.extend(tracking_routes())  # public, outside the API document: links in emails
+    from server.campaigns.unsubscribe import unsubscribe_routes
+
+    routes.extend(unsubscribe_routes())  # public too: campaign one-click unsubscribe links
     # ONE gate for everything x402 prices: two would settle with the same operator key in two
     # settlers and race on the chain nonce.
     gated: ASGIApp = ExceptionMiddleware(Router(_gated_routes(ops)), handlers=dict(HANDLERS))
@@ -275,6 +278,11 @@ def create_app(
                     mail = svc.sending
                     worker = build_mail_worker(svc.db, settings, mail.suppression)
                     await stack.enter_async_context(worker)
+                    from server.campaigns.sequencer import sequencer_loop
+
+                    campaigns = sequencer_loop(svc)  # and campaigns queue their messages here
+                    if campaigns is not None:
+                        await stack.enter_async_context(campaigns)
                 yield
         finally:
             for gate in gates:

@@ -207,6 +207,11 @@ class Settings(BaseSettings):
     """Messages a UTC day per sending domain (0: no cap)."""
     mail_daily_cap_alias: int = Field(default=0, ge=0)
     """Messages a UTC day per sending address (0: no cap)."""
+    campaign_sequencer: bool = True
+    """Run the campaign sequencer beside the mail worker (it needs an https ``public_url``
+    for the unsubscribe links every campaign message carries)."""
+    campaign_poll_seconds: float = Field(default=5.0, gt=0, le=3600)
+    """Seconds between two campaign sequencer ticks."""
     embedded_mail_worker: bool | None = None
     """Send mail inside ``bavlio serve`` (default: when a relay is set, on SQLite)."""
     rate_limit_ip: str = "300/minute"

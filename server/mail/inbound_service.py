@@ -46,13 +46,16 @@ class InboundMail:
     def build(cls, settings: Settings, engine: AsyncEngine) -> InboundMail:
         """Files under the storage directory; recipients routed to verified domains with
         inbound on; hard bounces into the suppression list; outbound messages known through
-        the thread references."""
+        the thread references; replies and hard bounces stop campaign leads
+        (server.campaigns.stops)."""
+        from server.campaigns.stops import CampaignBounceSink, CampaignInboundStore
+
         return cls(
-            store=InboundStore(engine),
+            store=CampaignInboundStore(engine),
             raw=LocalRawStore(storage_dir(settings)),
             routing=DomainRouting(engine),
             outbound=ThreadRefOutboundLookup(engine),
-            suppression=SuppressionListSink(SuppressionStore(engine)),
+            suppression=CampaignBounceSink(SuppressionListSink(SuppressionStore(engine)), engine),
             config=InboundConfig(
                 max_bytes=settings.inbound_max_bytes,
                 bounce_domains=frozenset(

@@ -227,20 +227,23 @@ class InboundStore:
         references: Sequence[str] = (),
         subject: str = "",
         now: float | None = None,
+        conn: AsyncConnection | None = None,
     ) -> str:
-        """Thread a message we sent (the outbox calls this at hand-off); its conversation id."""
-        async with write_transaction(self.engine) as conn:
-            return await self._attach(
-                conn,
-                user_id,
-                message_id=message_id,
-                in_reply_to=in_reply_to,
-                references=references,
-                subject=subject,
-                source="outbound",
-                ref_id=sent_message_id,
-                now=time.time() if now is None else now,
-            )
+        """Thread a message we sent (the outbox calls this at hand-off); its conversation id.
+        Inside the caller's transaction when ``conn`` is given (campaign sends)."""
+        values: dict[str, Any] = {
+            "message_id": message_id,
+            "in_reply_to": in_reply_to,
+            "references": references,
+            "subject": subject,
+            "source": "outbound",
+            "ref_id": sent_message_id,
+            "now": time.time() if now is None else now,
+        }
+        if conn is not None:
+            return await self._attach(conn, user_id, **values)
+        async with write_transaction(self.engine) as own:
+            return await self._attach(own, user_id, **values)
 
     # --- inbound messages --------------------------------------------------------------------------
 

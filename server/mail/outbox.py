@@ -103,6 +103,16 @@ def _case(event: Event) -> tuple[list[str], sa.Case[Any]]:
     )
 
 
+async def _store_new(conn: AsyncConnection, row: Mapping[str, Any], links: Sequence[str]) -> None:
+    """The new message row, its tracked links and (every recipient suppressed) its
+    ``email.failed`` webhook event, on the caller's transaction."""
+    from server.mail.tracking_store import save_links
+
+    await conn.execute(sa.insert(messages).values(**row))
+    await save_links(conn, str(row["id"]), links)
+    await email_outcome_event(conn, row)
+
+
 class Outbox:
     """The outbox on one database (claims lock rows with SKIP LOCKED on PostgreSQL)."""
 
@@ -113,15 +123,20 @@ class Outbox:
 
     # --- owners ---------------------------------------------------------------------------
 
-    async def insert(self, row: Mapping[str, Any], links: Sequence[str] = ()) -> MailRecord:
+    async def insert(
+        self,
+        row: Mapping[str, Any],
+        links: Sequence[str] = (),
+        conn: AsyncConnection | None = None,
+    ) -> MailRecord:
         """Store a new message (``queued``, or already ``failed`` when every recipient was
-        suppressed) and its tracked links, together."""
-        from server.mail.tracking_store import save_links
-
-        async with write_transaction(self.engine) as conn:
-            await conn.execute(sa.insert(messages).values(**row))
-            await save_links(conn, str(row["id"]), links)
-            await email_outcome_event(conn, row)  # every recipient suppressed: email.failed
+        suppressed) and its tracked links, together; inside the caller's transaction when
+        ``conn`` is given (so a campaign's exactly-once claim commits with the message)."""
+        if conn is not None:
+            await _store_new(conn, row, links)
+        else:
+            async with write_transaction(self.engine) as own:
+                await _store_new(own, row, links)
         return _record(row)
 
     async def get(self, user_id: str, email_id: str) -> MailRecord | None:

@@ -6,9 +6,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from server.ids import new_id
-from server.mail.message import Draft, Limits, Sender, build_message, check_address
+from server.mail.message import (
+    Draft,
+    Limits,
+    MessageError,
+    Sender,
+    build_message,
+    check_address,
+)
 from server.mail.outbox import MailRecord, Outbox
 from server.mail.outbox_rules import DailyCaps, State, utc_day_start
 from server.mail.ports import (
@@ -19,7 +27,7 @@ from server.mail.ports import (
 )
 from server.mail.tracking import Rewritten, make_token, rewrite_html
 
-__all__ = ["CapReached", "MailService"]
+__all__ = ["CapReached", "MailService", "Prepared"]
 
 
 @dataclass(frozen=True)
@@ -30,15 +38,32 @@ class Tracking:
     base_url: str
     key: bytes
 
-    def rewrite(self, email_id: str, html: str, unsubscribe: str | None) -> Rewritten:
-        """The HTML with tracked links and the pixel (the unsubscribe link left alone)."""
+    def rewrite(
+        self,
+        email_id: str,
+        html: str,
+        unsubscribe: str | None,
+        *,
+        opens: bool = True,
+        clicks: bool = True,
+    ) -> Rewritten:
+        """The HTML with tracked links and the pixel (the unsubscribe link left alone; no
+        pixel without ``opens``, links as they are without ``clicks``)."""
         base = self.base_url.rstrip("/")
         return rewrite_html(
             html,
             lambda index: f"{base}/t/c/{make_token(self.key, 'c', email_id, index)}",
-            f"{base}/t/o/{make_token(self.key, 'o', email_id)}.gif",
-            skip=lambda url: url == unsubscribe,
+            f"{base}/t/o/{make_token(self.key, 'o', email_id)}.gif" if opens else None,
+            skip=lambda url: url == unsubscribe or not clicks,
         )
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A built, signed message as its outbox row, and its tracked links (by index)."""
+
+    row: dict[str, Any]
+    links: tuple[str, ...]
 
 
 class CapReached(Exception):
@@ -67,6 +92,24 @@ class MailService:
     ) -> MailRecord:
         """Check, build, sign and queue one message (MessageError, SenderNotAllowed,
         CapReached); a message whose every recipient is suppressed is stored as failed."""
+        prepared = await self.prepare(user_id, draft, scheduled_at)
+        return await self.outbox.insert(prepared.row, prepared.links)
+
+    async def prepare(
+        self,
+        user_id: str,
+        draft: Draft,
+        scheduled_at: float | None = None,
+        *,
+        track_opens: bool | None = None,
+        track_clicks: bool | None = None,
+        envelope_from: str | None = None,
+    ) -> Prepared:
+        """Everything :meth:`submit` does short of the insert: the outbox row and tracked
+        links, for a caller that inserts them in its own transaction (campaigns). Tracking
+        follows the domain's switch unless ``track_opens``/``track_clicks`` say otherwise;
+        ``envelope_from`` (an address on the sending domain) replaces the From address as the
+        return path, so delivery reports reach a bounce address."""
         from email.utils import parseaddr
 
         from_address = check_address(parseaddr(draft.from_)[1] or draft.from_, "from")
@@ -81,8 +124,12 @@ class MailService:
                 raise CapReached(which, cap)
         email_id = new_id("email", now=now)
         links: tuple[str, ...] = ()
-        if self.tracking is not None and identity.tracking and draft.html:
-            rewritten = self.tracking.rewrite(email_id, draft.html, draft.list_unsubscribe)
+        opens = identity.tracking if track_opens is None else track_opens
+        clicks = identity.tracking if track_clicks is None else track_clicks
+        if self.tracking is not None and (opens or clicks) and draft.html:
+            rewritten = self.tracking.rewrite(
+                email_id, draft.html, draft.list_unsubscribe, opens=opens, clicks=clicks
+            )
             draft, links = replace(draft, html=rewritten.html), rewritten.links
         sender = Sender(
             domain=domain,
@@ -91,7 +138,13 @@ class MailService:
             display_name=identity.alias_display_name,
             reply_to=identity.reply_to,
         )
-        built = build_message(draft, sender, email_id, limits=self.limits)
+        if envelope_from is not None:
+            envelope_from = check_address(envelope_from, "envelope_from")
+            if envelope_from.rpartition("@")[2] != domain:
+                raise MessageError("envelope_from", f"must be an address on {domain}")
+        built = build_message(
+            draft, sender, email_id, envelope_from=envelope_from, limits=self.limits
+        )
         suppressed = await self.suppression(user_id, built.recipients)
         remaining = [r for r in built.recipients if r not in suppressed]
         reasons = [{"address": a, "reason": r} for a, r in suppressed.items()] or None
@@ -131,4 +184,4 @@ class MailService:
             "error_message": None if remaining else "Every recipient is suppressed.",
             "suppressed": reasons,
         }
-        return await self.outbox.insert(row, links)
+        return Prepared(row, links)

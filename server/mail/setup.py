@@ -7,7 +7,9 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Callable
 
+from server.background import BackgroundLoop
 from server.db.engine import Database
 from server.mail.handoff import PostfixLogProbe
 from server.mail.outbox import Outbox
@@ -69,18 +71,36 @@ async def run_mail_worker(settings: Settings) -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    from server.campaigns.sequencer import sequencer_loop
+    from server.services import Services
+
     config = relay_config(settings)  # a missing relay fails before the database is touched
-    db = Database(settings.database_url, schema=settings.database_schema)
+    svc = Services.build(settings)
     try:
-        await db.migrate()
-        worker = build_mail_worker(db, settings)
+        await svc.db.migrate()
+        worker = build_mail_worker(svc.db, settings)
+        campaigns = sequencer_loop(svc)  # campaigns' messages join the outbox from here too
         loop = asyncio.get_running_loop()
+        stop = worker.stop if campaigns is None else _stop_both(worker, campaigns)
         for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, worker.stop)
+            loop.add_signal_handler(signum, stop)
         print(
-            f"bavlio mail-worker {worker.worker_id}: relay {config.host}:{config.port}",
+            f"bavlio mail-worker {worker.worker_id}: relay {config.host}:{config.port}"
+            + (", campaign sequencer on" if campaigns is not None else ""),
             flush=True,
         )
-        await worker.run()
+        if campaigns is None:
+            await worker.run()
+        else:
+            async with campaigns:
+                await worker.run()
     finally:
-        await db.dispose()
+        await svc.close()
+
+
+def _stop_both(worker: MailWorker, campaigns: BackgroundLoop) -> Callable[[], None]:
+    def stop() -> None:
+        worker.stop()
+        campaigns.stop()
+
+    return stop

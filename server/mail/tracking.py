@@ -42,7 +42,8 @@ MAX_LINKS: Final = 200
 PIXEL_GIF: Final = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 """A transparent 1x1 GIF (43 bytes)."""
 _TAG_BYTES: Final = 16
-_KINDS: Final = {"o": 0, "c": 1}
+_KINDS: Final = {"o": 0, "c": 1, "u": 2}
+"""Token kinds: an open, a click, a campaign unsubscribe (server.campaigns.unsubscribe)."""
 
 
 class TokenError(ValueError):
@@ -50,7 +51,8 @@ class TokenError(ValueError):
 
 
 def make_token(key: bytes, kind: str, message_id: str, link: int = 0) -> str:
-    """A URL-safe token for an open (``kind="o"``) or a click on link ``link`` (``"c"``)."""
+    """A URL-safe token for an open (``kind="o"``), a click on link ``link`` (``"c"``) or an
+    unsubscribe (``"u"``, ``message_id`` then names a campaign lead)."""
     if kind not in _KINDS or not 0 <= link < 65536 or not message_id.isascii():
         raise ValueError("bad token fields")
     body = struct.pack(">BH", _KINDS[kind], link) + message_id.encode("ascii")

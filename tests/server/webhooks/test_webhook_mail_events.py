@@ -26,6 +26,7 @@ from sqlalchemy import select
 from standardwebhooks.webhooks import Webhook
 from webhook_receiver import Receiver, running_receiver
 
+from server.campaigns.sequencer_store import stop_lead
 from server.db.engine import Database
 from server.db.models import MailMessage, WebhookDelivery
 from server.db.tx import read_connection, write_transaction
@@ -45,6 +46,8 @@ for _shared in ("mail", "inbound_mail"):  # their helper modules (these folders 
 
 from inbound_helpers import dsn, make_users, message, running_endpoint  # noqa: E402
 from mail_lab_support import started_relay_lab, wait_delivered  # noqa: E402
+
+from tests.server.campaigns.factory import make_campaign  # noqa: E402
 
 PUBLIC = "https://t.bavlio.test"
 BROWSER = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/131.0 Safari/537.36"
@@ -377,3 +380,31 @@ def test_derived_event_ids_are_stable_ids() -> None:
     assert first == derived_event_id("email.sent", "email_01")
     assert first != derived_event_id("email.failed", "email_01")
     assert re.fullmatch(r"evt_[0-9A-HJKMNP-TV-Z]{26}", first)
+
+
+async def test_a_stopped_lead_raises_its_webhook_once(db: Database, receiver: Receiver) -> None:
+    """The sequencer's stop path (reply, unsubscribe) queues the customer event with the lead's
+    address, once however often the stop is recorded; a manual stop raises nothing."""
+    (ann,) = await make_users(db, "ann")
+    made = await make_campaign(
+        db,
+        user_id=ann,
+        status="active",
+        leads=[{"email": "lead@far.test"}, {"email": "b@far.test"}],
+        lead_status="active",
+        due_at=0.0,
+    )
+    store = WebhookStore(db.engine, lambda: b"s" * 32)
+    _, secret = await store.create(ann, url=f"{receiver.url}/s", description="", event_types=[])
+    first, second = made.lead_ids
+    for _ in range(2):
+        async with write_transaction(db.engine) as conn:
+            await stop_lead(
+                conn, first, made.campaign_id, reason="replied", now=1.0, email_id="inb_1"
+            )
+    async with write_transaction(db.engine) as conn:
+        await stop_lead(conn, second, made.campaign_id, reason="manual", kind="stopped", now=2.0)
+    payloads = await _deliver(store, receiver, secret)
+    assert [(p["type"], p["data"]["lead_id"], p["data"]["email"]) for p in payloads] == [
+        ("campaign.lead_replied", first, "lead@far.test")
+    ]
