@@ -24,7 +24,7 @@ from aiosmtpd.smtp import SMTP
 
 from server.ids import new_id
 from server.mail.autoreply import detect_auto_reply
-from server.mail.dsn import NotADsn, parse_dsn
+from server.mail.dsn import DeliveryReport, NotADsn, RecipientStatus, parse_dsn
 from server.mail.inbound_parse import InboundParseError, ParsedMessage, ParseLimits, parse_message
 from server.mail.inbound_ports import (
     InboundRouting,
@@ -35,6 +35,7 @@ from server.mail.inbound_ports import (
 )
 from server.mail.inbound_store import INBOUND_PREFIX, InboundStore
 from server.mail.threads import candidate_ids
+from server.mail.verp import verp_email_id
 
 __all__ = ["InboundConfig", "InboundHandler", "Route", "inbound_server", "split_address"]
 
@@ -53,6 +54,9 @@ class InboundConfig:
     bounce_local_part: str = "bounces"
     bounce_domains: frozenset[str] = frozenset()
     """Return-path domains whose ``bounces[+tag]@`` takes DSNs even without inbound on."""
+    return_path_subdomain: str | None = None
+    """Sending domains' bounce subdomain (``bounces`` -> ``bounces.<domain>``): its VERP
+    addresses (``bounces+<email id>@``, :mod:`server.mail.verp`) take DSNs."""
     hostname: str = "bavlio-inbound"
     max_sessions: int = 200
     """Concurrent SMTP sessions; one more is told ``421 4.7.0`` and disconnected."""
@@ -112,7 +116,9 @@ class InboundHandler:
     def _is_bounce(self, local: str, domain: str, owned: bool) -> bool:
         base = self.config.bounce_local_part
         is_local = local == base or local.startswith(base + "+")
-        return is_local and (owned or domain in self.config.bounce_domains)
+        sub = self.config.return_path_subdomain
+        verp = bool(sub) and domain.startswith(f"{sub}.") and verp_email_id(local) is not None
+        return is_local and (owned or domain in self.config.bounce_domains or verp)
 
     async def route(self, address: str) -> tuple[Route | None, str]:
         """The route of a recipient, or None and the SMTP reply refusing it."""
@@ -254,26 +260,63 @@ class InboundHandler:
         except InboundParseError:
             log.info("inbound: dropped a malformed report to a bounce address")
             return
-        sent = None
-        if report.original_message_id:
-            sent = await self.outbound.find(report.original_message_id)
+        sent, how = await self._sent_of_report(rcpt_to, report)
         if sent is None:
             log.info("inbound: a DSN for no message of ours (%s)", report.original_message_id)
+            return
+        recipients = _reported_recipients(report, sent)
+        if not recipients:
+            log.info("inbound: a DSN (by %s) naming none of %s's recipients", how, sent.id)
             return
         inbound_id = await self._file(sent.user_id, mail_from, rcpt_to, raw, parsed, kind="dsn")
         await self.store.add_bounces(
             sent.user_id,
             inbound_id=inbound_id,
             sent_message_id=sent.id,
-            recipients=report.recipients,
+            recipients=recipients,
             now=time.time(),
         )
-        for recipient in report.hard_bounces:
+        for recipient in recipients:
             address = recipient.final_recipient or recipient.original_recipient
-            if address:
+            if recipient.kind == "hard" and address:
                 await self.suppression.add_hard_bounce(
                     sent.user_id, address, status=recipient.status, sent_message_id=sent.id
                 )
+
+    async def _sent_of_report(
+        self, rcpt_to: list[str], report: DeliveryReport
+    ) -> tuple[SentMessage | None, str]:
+        """The sent message a DSN returns: by the VERP address it came to, the returned copy's
+        Message-ID, or the relay's queue id (then only with a recipient of that message)."""
+        for address in rcpt_to[:20]:
+            parts = split_address(address)
+            email_id = verp_email_id(parts[0]) if parts else None
+            if email_id is not None:
+                sent = await self.outbound.by_id(email_id)
+                if sent is not None:
+                    return sent, "return path"
+        if report.original_message_id:
+            sent = await self.outbound.find(report.original_message_id)
+            if sent is not None:
+                return sent, "message id"
+        if report.queue_id:
+            sent = await self.outbound.by_queue_id(report.queue_id)
+            if sent is not None and sent.recipients is not None:
+                return sent, "queue id"
+        return None, ""
+
+
+def _reported_recipients(report: DeliveryReport, sent: SentMessage) -> list[RecipientStatus]:
+    """The report's recipients that ``sent`` really had (all, when its recipients are unknown):
+    a forged report cannot mark, count or suppress anyone else."""
+    if sent.recipients is None:
+        return list(report.recipients)
+    ours = set(sent.recipients)
+    return [
+        r
+        for r in report.recipients
+        if (r.final_recipient or "") in ours or (r.original_recipient or "") in ours
+    ]
 
 
 @dataclass

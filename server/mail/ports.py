@@ -47,6 +47,10 @@ class SendingIdentityView(Protocol):
     def reply_to(self) -> str | None: ...
     @property
     def tracking(self) -> bool: ...
+    @property
+    def return_path(self) -> str | None:
+        """The bounce domain (``bounces.<domain>``) once its record checked out, else None."""
+        ...
 
 
 IdentityLookup = Callable[[str, str], Awaitable[SendingIdentityView]]

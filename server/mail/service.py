@@ -18,6 +18,7 @@ from server.mail.ports import (
     nothing_suppressed,
 )
 from server.mail.tracking import Rewritten, make_token, rewrite_html
+from server.mail.verp import verp_address
 
 __all__ = ["CapReached", "MailService"]
 
@@ -91,7 +92,12 @@ class MailService:
             display_name=identity.alias_display_name,
             reply_to=identity.reply_to,
         )
-        built = build_message(draft, sender, email_id, limits=self.limits)
+        envelope_from = (
+            verp_address(email_id, identity.return_path) if identity.return_path else None
+        )
+        built = build_message(
+            draft, sender, email_id, envelope_from=envelope_from, limits=self.limits
+        )
         suppressed = await self.suppression(user_id, built.recipients)
         remaining = [r for r in built.recipients if r not in suppressed]
         reasons = [{"address": a, "reason": r} for a, r in suppressed.items()] or None

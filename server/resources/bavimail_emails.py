@@ -88,8 +88,20 @@ class Suppressed(BaseModel):
     reason: str
 
 
+class EmailBounce(BaseModel):
+    """A delivery status notification about one recipient of the message: ``hard`` (the
+    address cannot work; it is suppressed), ``soft`` (counted), ``policy`` (the receiver
+    refused us), ``none`` (a delivery report)."""
+
+    recipient: str
+    kind: Literal["hard", "soft", "policy", "none"]
+    status: str | None
+    diagnostic: str | None
+    at: float
+
+
 class EmailView(BaseModel):
-    """A message in the outbox."""
+    """A message in the outbox (``bounces`` only when one message is read)."""
 
     model_config = ConfigDict(serialize_by_alias=True)
 
@@ -113,9 +125,10 @@ class EmailView(BaseModel):
     error: EmailError | None
     suppressed: list[Suppressed]
     events: list[EmailEvent]
+    bounces: list[EmailBounce] | None = None
 
     @classmethod
-    def of(cls, r: MailRecord) -> EmailView:
+    def of(cls, r: MailRecord, bounces: list[dict[str, Any]] | None = None) -> EmailView:
         """From an outbox record."""
         view: dict[str, Any] = r.headers_view
         events = [EmailEvent(type="queued", at=r.created_at)]
@@ -125,6 +138,8 @@ class EmailView(BaseModel):
             events.append(EmailEvent(type="handed_off", at=r.handed_off_at))
         if r.finished_at is not None and r.state in (State.SENT, State.FAILED, State.CANCELLED):
             events.append(EmailEvent(type=r.state.value, at=r.finished_at))
+        for b in bounces or []:
+            events.append(EmailEvent(type="bounced", at=float(b["created_at"])))
         error = None
         if r.error_code is not None:
             error = EmailError(code=r.error_code or "", message=r.error_message)
@@ -148,6 +163,18 @@ class EmailView(BaseModel):
             error=error,
             suppressed=[Suppressed(**s) for s in r.suppressed or []],
             events=events,
+            bounces=None
+            if bounces is None
+            else [
+                EmailBounce(
+                    recipient=b["recipient"],
+                    kind=b["kind"],
+                    status=b["status"],
+                    diagnostic=b["diagnostic"],
+                    at=float(b["created_at"]),
+                )
+                for b in bounces
+            ],
         )
 
 
@@ -254,7 +281,8 @@ async def get_email(request: Request, ctx: KeyedContext) -> Response:
     record = await ctx.services.sending.outbox.get(ctx.user_id, email_id)
     if record is None:
         raise NotFound("email_not_found", f"No email {email_id!r}.")
-    return json_response(EmailView.of(record))
+    bounces = await ctx.services.inbound.store.bounces_of(record.id, ctx.user_id, limit=100)
+    return json_response(EmailView.of(record, bounces))
 
 
 async def cancel(request: Request, ctx: KeyedContext) -> Response:
