@@ -238,7 +238,7 @@ async def send(request: Request, ctx: KeyedContext) -> Response:
             "daily_cap_reached", f"The {exc.which} daily cap ({exc.cap}) is reached."
         ) from None
     await _thread(ctx, record, body.headers or {})
-    return json_response(EmailView.of(record), status_code=202)
+    return json_response(EmailView.of(record, []), status_code=202)
 
 
 async def _thread(ctx: KeyedContext, record: MailRecord, headers: dict[str, str]) -> None:
