@@ -60,6 +60,14 @@ class InboundConfig:
     hostname: str = "bavlio-inbound"
     max_sessions: int = 200
     """Concurrent SMTP sessions; one more is told ``421 4.7.0`` and disconnected."""
+    max_sessions_per_peer: int = 20
+    """Concurrent sessions from one client address (one host cannot take every session)."""
+    max_session_seconds: float = 600.0
+    """A session's whole life: aiosmtpd's idle timeout restarts at every line, so a client
+    trickling NOOPs or data lines would otherwise hold its session for ever."""
+    max_refused_recipients: int = 20
+    """Refused RCPTs in one session before ``421 4.7.0`` and the end of it (every RCPT is a
+    routing lookup; a dictionary attack gets a few)."""
 
 
 @dataclass(frozen=True)
@@ -139,6 +147,10 @@ class InboundHandler:
         """Accept a recipient we serve (and remember whose it is), refuse the rest."""
         routes: _Routes = getattr(envelope, "bavlio_routes", None) or _Routes()
         envelope.bavlio_routes = routes
+        refused: int = getattr(session, "bavlio_refused", 0)
+        if refused >= self.config.max_refused_recipients:
+            _close_soon(server)
+            return "421 4.7.0 Too many refused recipients, closing connection"
         if len(envelope.rcpt_tos) >= self.config.max_recipients:
             return "452 4.5.3 Too many recipients"
         try:
@@ -147,6 +159,7 @@ class InboundHandler:
             log.exception("inbound routing failed")
             return "451 4.3.0 Temporary failure, try again later"
         if route is None:
+            session.bavlio_refused = refused + 1
             return reply
         routes.by_address[address] = route
         envelope.rcpt_tos.append(address)
@@ -319,30 +332,71 @@ def _reported_recipients(report: DeliveryReport, sent: SentMessage) -> list[Reci
     ]
 
 
+def _close_soon(server: Any) -> None:
+    """Close the session's connection once the reply being written has gone."""
+    transport = getattr(server, "transport", None)
+    if transport is not None:
+        asyncio.get_running_loop().call_soon(transport.close)
+
+
 @dataclass
 class _Sessions:
     limit: int
+    per_peer_limit: int
+    lifetime: float
     active: int = 0
+    by_peer: dict[str, int] = field(default_factory=dict)
 
 
 class _BoundedSMTP(SMTP):
-    """aiosmtpd's SMTP with a cap on concurrent sessions."""
+    """aiosmtpd's SMTP with caps on concurrent sessions (in all, and per client address) and
+    on a session's lifetime."""
 
     def __init__(self, sessions: _Sessions, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._sessions = sessions
 
     async def _handle_client(self) -> None:
-        if self._sessions.active >= self._sessions.limit:
+        sessions = self._sessions
+        peer = _peer_host(self.session.peer if self.session is not None else None)
+        if (
+            sessions.active >= sessions.limit
+            or sessions.by_peer.get(peer, 0) >= sessions.per_peer_limit
+        ):
             await self.push("421 4.7.0 Too many connections, try again later")
             if self.transport is not None:
                 self.transport.close()
             return
-        self._sessions.active += 1
+        sessions.active += 1
+        sessions.by_peer[peer] = sessions.by_peer.get(peer, 0) + 1
+        ends = self.loop.call_later(sessions.lifetime, self._session_too_long)
         try:
             await super()._handle_client()
         finally:
-            self._sessions.active -= 1
+            ends.cancel()
+            sessions.active -= 1
+            left = sessions.by_peer.get(peer, 1) - 1
+            if left > 0:
+                sessions.by_peer[peer] = left
+            else:
+                sessions.by_peer.pop(peer, None)
+
+    def _session_too_long(self) -> None:
+        log.info(
+            "inbound: %r session over its lifetime, closed", self.session and self.session.peer
+        )
+        transport = self.transport
+        if isinstance(transport, asyncio.WriteTransport):
+            transport.write(b"421 4.4.2 Session too long, closing connection\r\n")
+        if transport is not None:
+            transport.close()
+
+
+def _peer_host(peer: Any) -> str:
+    """The client address of a peername (``(host, port, ...)``), whatever its shape."""
+    if isinstance(peer, tuple) and peer:
+        return str(peer[0])
+    return str(peer)
 
 
 @contextlib.asynccontextmanager
@@ -353,7 +407,9 @@ async def inbound_server(
     loop = asyncio.get_running_loop()
     config = handler.config
 
-    sessions = _Sessions(config.max_sessions)
+    sessions = _Sessions(
+        config.max_sessions, config.max_sessions_per_peer, config.max_session_seconds
+    )
 
     def factory() -> SMTP:
         return _BoundedSMTP(
