@@ -16,9 +16,12 @@ from server.db.tx import read_connection, write_transaction
 from server.ids import new_id
 from server.mail.tracking import HUMAN, Actor, classify_click, classify_open
 
-__all__ = ["ClickEvent", "LinkStats", "TrackingStore", "save_links"]
+__all__ = ["MAX_EVENTS_PER_EMAIL", "ClickEvent", "LinkStats", "TrackingStore", "save_links"]
 
 _MAX_AGENT = 512
+MAX_EVENTS_PER_EMAIL = 1000
+"""Opens (and, apart, clicks) stored per message: the pixel and the links are public, so one
+copy of a message could otherwise write rows without end; later ones are answered, not kept."""
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,18 @@ class TrackingStore:
         user_agent: str,
         now: float | None,
     ) -> None:
+        stored = (
+            await conn.execute(
+                sa.select(sa.func.count()).select_from(
+                    sa.select(MailEvent.id)
+                    .where(MailEvent.email_id == email_id, MailEvent.kind == kind)
+                    .limit(MAX_EVENTS_PER_EMAIL)
+                    .subquery()
+                )
+            )
+        ).scalar_one()
+        if stored >= MAX_EVENTS_PER_EMAIL:
+            return
         await conn.execute(
             sa.insert(MailEvent).values(
                 id=new_id("evt"),
