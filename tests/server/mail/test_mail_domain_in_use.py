@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest_asyncio
 import sqlalchemy as sa
+from campaigns.factory import make_campaign
 from keyed_helpers import Keyed, keyed_app, keyed_settings
 from tests_server_helpers import assert_envelope
 
 from server.db.models import Campaign
 from server.mail import store as mail_store
 from server.settings import Settings
-from tests.server.campaigns.factory import make_campaign
 
 BASE = "/api/v1/bavimail"
 MAIL = {"mail_public_relay_host": "relay.bavlio.test", "mail_relay_ips": ["192.0.2.10"]}
