@@ -43,6 +43,8 @@ class SentMessage:
     id: str
     user_id: str
     recipients: tuple[str, ...] | None = None
+    domain: str | None = None
+    """The sending domain, when the outbox knows it."""
 
 
 class OutboundLookup(Protocol):

@@ -124,9 +124,16 @@ class InboundHandler:
     def _is_bounce(self, local: str, domain: str, owned: bool) -> bool:
         base = self.config.bounce_local_part
         is_local = local == base or local.startswith(base + "+")
+        return is_local and (owned or domain in self.config.bounce_domains)
+
+    async def _is_verp(self, local: str, domain: str) -> bool:
+        """A VERP address on a bounce subdomain naming a message we sent from that domain."""
         sub = self.config.return_path_subdomain
-        verp = bool(sub) and domain.startswith(f"{sub}.") and verp_email_id(local) is not None
-        return is_local and (owned or domain in self.config.bounce_domains or verp)
+        email_id = verp_email_id(local)
+        if not sub or email_id is None or not domain.startswith(f"{sub}."):
+            return False
+        sent = await self.outbound.by_id(email_id)
+        return sent is not None and sent.domain in (None, domain.removeprefix(f"{sub}."))
 
     async def route(self, address: str) -> tuple[Route | None, str]:
         """The route of a recipient, or None and the SMTP reply refusing it."""
@@ -135,7 +142,9 @@ class InboundHandler:
             return None, "550 5.1.3 Bad recipient address syntax"
         local, domain = parts
         owner = await self.routing.owner(domain)
-        if self._is_bounce(local, domain, owner is not None):
+        if self._is_bounce(local, domain, owner is not None) or (
+            owner is None and await self._is_verp(local, domain)
+        ):
             return Route(f"{local}@{domain}", BOUNCE), "250 2.1.5 OK"
         if owner is None:
             return None, f"550 5.7.1 <{address[:100]}>: relay access denied, no mail accepted here"

@@ -482,7 +482,9 @@ class ThreadRefOutboundLookup:
         async with read_connection(self.engine) as conn:
             row = (
                 await conn.execute(
-                    sa.select(_OUT.c.id, _OUT.c.user_id, _OUT.c.recipients).where(where).limit(1)
+                    sa.select(_OUT.c.id, _OUT.c.user_id, _OUT.c.recipients, _OUT.c.domain)
+                    .where(where)
+                    .limit(1)
                 )
             ).first()
         if row is None:
@@ -492,6 +494,7 @@ class ThreadRefOutboundLookup:
             id=row.id,
             user_id=row.user_id,
             recipients=tuple(str(r).lower() for r in recipients),
+            domain=str(row.domain).lower(),
         )
 
     async def find(self, message_id: str) -> SentMessage | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import aiosmtplib
+import pytest
 import sqlalchemy as sa
 from hypothesis import given
 from hypothesis import strategies as st
@@ -125,9 +126,14 @@ async def test_forged_reports_touch_no_one_else(db: Database, tmp_path: Path) ->
         # A queue id of another user's message, naming our recipient: no link.
         raw = report([("real@far.test", "5.1.1")], message_id=None, queue_id="4QX1AbC11")
         await _send(ep.port, "bounces@rp.acme.test", raw)
-        # A VERP id in the right shape that is no message of ours: accepted, dropped.
-        ghost = verp_address(new_id("email"), "bounces.acme.test")
-        await _send(ep.port, ghost, report([("real@far.test", "5.1.1")], message_id=None))
+        # A VERP id in the right shape that is no message of ours, or one of ours on another
+        # domain's bounce subdomain: refused at RCPT.
+        for ghost in (
+            verp_address(new_id("email"), "bounces.acme.test"),
+            verp_address(sent.id, "bounces.other.test"),
+        ):
+            with pytest.raises(aiosmtplib.SMTPRecipientsRefused):
+                await _send(ep.port, ghost, report([("real@far.test", "5.1.1")], message_id=None))
 
         rows = await ep.store.bounces_of(sent.id)
         assert [b["recipient"] for b in rows] == ["co@far.test"]
@@ -149,7 +155,12 @@ async def test_the_bounce_subdomain_takes_only_verp_addresses(db: Database, tmp_
             route, reply = await handler.route(address)
             assert route is None, address
             assert reply.startswith("550"), reply
-        route, reply = await handler.route(verp_address(new_id("email"), "bounces.other.test"))
+        unknown = verp_address(new_id("email"), "bounces.other.test")
+        route, reply = await handler.route(unknown)
+        assert route is None
+        assert reply.startswith("550")
+        sent = await _sent(db, ann, ["a@far.test"], queue_id="4QX1AbC20")
+        route, reply = await handler.route(verp_address(sent.id, "bounces.acme.test"))
         assert route is not None
         assert reply.startswith("250")
 
