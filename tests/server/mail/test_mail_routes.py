@@ -131,6 +131,12 @@ async def test_list_filters_and_pages(mailer: Keyed) -> None:
     assert [e["id"] for e in cancelled["data"]] == [ids[0]]
     bad = await mailer.client.get(EMAILS, params={"status": "lost"}, headers=session)
     assert bad.status_code == 400
+    for tag in ("_", "-", "x" * 64):  # tags in the schema's pattern are filters (none match)
+        none = await mailer.client.get(EMAILS, params={"tag": tag}, headers=session)
+        assert (none.status_code, none.json()["data"]) == (200, [])
+    for tag in ("", "é", "a b", "x" * 65):
+        refused = await mailer.client.get(EMAILS, params={"tag": tag}, headers=session)
+        assert refused.status_code == 400, tag
 
 
 async def test_cancel_until_the_hand_off_then_409(mailer: Keyed) -> None:
