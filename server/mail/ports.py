@@ -33,7 +33,8 @@ class SenderNotAllowed(Exception):
 
 
 class SendingIdentityView(Protocol):
-    """The fields of ``server.mail.identity.SendingIdentity`` the outbox reads."""
+    """The fields of ``server.mail.identity.SendingIdentity`` the outbox reads (and, when
+    present, ``return_path``: the bounce domain of VERP envelope senders, server.mail.verp)."""
 
     @property
     def domain(self) -> str: ...
@@ -47,10 +48,6 @@ class SendingIdentityView(Protocol):
     def reply_to(self) -> str | None: ...
     @property
     def tracking(self) -> bool: ...
-    @property
-    def return_path(self) -> str | None:
-        """The bounce domain (``bounces.<domain>``) once its record checked out, else None."""
-        ...
 
 
 IdentityLookup = Callable[[str, str], Awaitable[SendingIdentityView]]

@@ -92,9 +92,9 @@ class MailService:
             display_name=identity.alias_display_name,
             reply_to=identity.reply_to,
         )
-        envelope_from = (
-            verp_address(email_id, identity.return_path) if identity.return_path else None
-        )
+        # getattr: identities written before the return path existed still send (plain MAIL FROM)
+        return_path: str | None = getattr(identity, "return_path", None)
+        envelope_from = verp_address(email_id, return_path) if return_path else None
         built = build_message(
             draft, sender, email_id, envelope_from=envelope_from, limits=self.limits
         )
