@@ -71,6 +71,7 @@ class _Identity:
     alias_display_name: str | None = None
     reply_to: str | None = None
     tracking: bool = False
+    return_path: str | None = None
 
 
 def _key() -> bytes:

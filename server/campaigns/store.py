@@ -14,9 +14,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from server.campaigns import rules
 from server.db.engine import Database
-from server.db.models import Campaign, CampaignLead, CampaignStep, MailAlias
+from server.db.models import Campaign, CampaignLead, CampaignStep
 from server.db.tx import read_connection, write_transaction
 from server.ids import new_id
+from server.mail._campaign_use import campaigns_on_domain
 
 __all__ = [
     "MAX_CAMPAIGNS",
@@ -345,23 +346,7 @@ async def campaigns_using_domain(
     conn_or_db: AsyncEngine | Database, user_id: str, domain_id: str
 ) -> list[str]:
     """Ids of the user's draft, active or paused campaigns that send from an alias of
-    ``domain_id`` (for refusing the domain's deletion; oldest first)."""
+    ``domain_id`` (the query the domain-delete refusal runs in its own transaction)."""
     engine = conn_or_db.engine if isinstance(conn_or_db, Database) else conn_or_db
     async with read_connection(engine) as conn:
-        aliases = set(
-            (
-                await conn.execute(
-                    select(MailAlias.id).where(
-                        MailAlias.user_id == user_id, MailAlias.domain_id == domain_id
-                    )
-                )
-            ).scalars()
-        )
-        if not aliases:
-            return []
-        rows = await conn.execute(
-            select(_T.c.id, _T.c.sender_alias_ids)
-            .where(_T.c.user_id == user_id, _T.c.status.in_(OPEN_STATES))
-            .order_by(_T.c.id)
-        )
-        return [cid for cid, used in rows.all() if aliases & set(used or ())]
+        return [cid for cid, _ in await campaigns_on_domain(conn, user_id, domain_id)]

@@ -774,6 +774,7 @@ class MailMessage(Base):
         Index("ix_mail_messages_state_next_attempt_at", "state", "next_attempt_at"),
         Index("ix_mail_messages_domain_created_at", "domain", "created_at"),
         Index("ix_mail_messages_from_address_created_at", "from_address", "created_at"),
+        Index("ix_mail_messages_relay_queue_id", "relay_queue_id"),
     )
 
 

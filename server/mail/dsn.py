@@ -56,6 +56,7 @@ BOUNCE_TABLE: tuple[tuple[str, BounceKind], ...] = (
 """Status code -> bounce kind; the first entry the code equals or starts with decides."""
 
 _STATUS = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})$")
+_QUEUE_ID = re.compile(r"[0-9A-Za-z]{5,32}")
 _CODE_IN_TEXT = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 _PARSER = BytesParser(policy=policy.compat32)  # raw header text, decoded by us
 
@@ -87,6 +88,9 @@ class DeliveryReport:
     original_envelope_id: str | None
     original_message_id: str | None
     recipients: tuple[RecipientStatus, ...]
+    queue_id: str | None = None
+    """The reporting Postfix's queue id of the message (``X-Postfix-Queue-ID``): when our
+    relay bounced it, the id its ``250`` gave the outbox."""
 
     @property
     def hard_bounces(self) -> tuple[RecipientStatus, ...]:
@@ -228,6 +232,7 @@ def parse_dsn(raw: bytes, limits: ParseLimits | None = None) -> DeliveryReport:
             original_envelope_id=_field(head, "Original-Envelope-Id", 200),
             original_message_id=_returned_message_id(msg),
             recipients=tuple(recipients),
+            queue_id=_queue_id(_field(head, "X-Postfix-Queue-ID", 80)),
         )
     except InboundParseError:
         raise
@@ -235,6 +240,11 @@ def parse_dsn(raw: bytes, limits: ParseLimits | None = None) -> DeliveryReport:
         raise InboundParseError("report structure too deep") from None
     except Exception as exc:
         raise InboundParseError(f"unparseable report ({type(exc).__name__})") from None
+
+
+def _queue_id(value: str | None) -> str | None:
+    token = value.strip() if value else ""
+    return token if _QUEUE_ID.fullmatch(token) else None
 
 
 def _lower(value: str | None) -> str | None:

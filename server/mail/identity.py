@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from email.utils import parseaddr
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.mail.dns_records import normalise_domain
 from server.mail.store import DomainNotVerified, MailStore
 
-__all__ = ["DomainNotVerified", "SendingIdentity", "sending_identity"]
+__all__ = ["DomainNotVerified", "SendingIdentity", "return_path_of", "sending_identity"]
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,9 @@ class SendingIdentity:
     reply_to: str | None
     tracking: bool
     domain_id: str = ""
+    return_path: str | None = None
+    """The bounce subdomain messages go out with as VERP envelope sender (server.mail.verp),
+    once the domain's last check found its return-path record; None: the From address."""
 
 
 async def sending_identity(
@@ -60,4 +64,15 @@ async def sending_identity(
         reply_to=alias.reply_to if alias else None,
         tracking=record.tracking,
         domain_id=record.id,
+        return_path=return_path_of(record.checks),
     )
+
+
+def return_path_of(checks: list[dict[str, Any]] | None) -> str | None:
+    """The return-path record's name when the last check found it ``ok``."""
+    for check in checks or []:
+        if check.get("purpose") == "return_path" and check.get("status") == "ok":
+            name = normalise_domain(str(check.get("name") or ""))
+            if name is not None:
+                return name
+    return None

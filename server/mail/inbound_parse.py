@@ -311,7 +311,9 @@ def _content_type(part: Message) -> str:
     except Exception:
         return "application/octet-stream"
     return (
-        ctype if re.match(r"^[\w.+-]{1,64}/[\w.+-]{1,128}$", ctype) else "application/octet-stream"
+        ctype
+        if re.fullmatch(r"[\w.+-]{1,64}/[\w.+-]{1,128}", ctype, re.ASCII)
+        else "application/octet-stream"
     )
 
 

@@ -37,10 +37,14 @@ class InboundRouting(Protocol):
 
 @dataclass(frozen=True)
 class SentMessage:
-    """A message we sent: its id in the outbox and its owner."""
+    """A message we sent: its id in the outbox, its owner and, when the outbox knows them, its
+    envelope recipients (a bounce is believed only for those)."""
 
     id: str
     user_id: str
+    recipients: tuple[str, ...] | None = None
+    domain: str | None = None
+    """The sending domain, when the outbox knows it."""
 
 
 class OutboundLookup(Protocol):
@@ -48,6 +52,14 @@ class OutboundLookup(Protocol):
 
     async def find(self, message_id: str) -> SentMessage | None:
         """The sent message with this Message-ID, if we sent one."""
+        ...
+
+    async def by_id(self, email_id: str) -> SentMessage | None:
+        """The sent message with this outbox id (a VERP return path names it)."""
+        ...
+
+    async def by_queue_id(self, queue_id: str) -> SentMessage | None:
+        """The sent message our relay queued under ``queue_id``."""
         ...
 
 

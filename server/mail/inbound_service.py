@@ -62,6 +62,7 @@ class InboundMail:
                     d.lower().rstrip(".") for d in settings.mail_bounce_domains
                 ),
                 hostname=settings.inbound_hostname,
+                return_path_subdomain=settings.mail_return_path_subdomain,
             ),
         )
 

@@ -24,7 +24,7 @@ from aiosmtpd.smtp import SMTP
 
 from server.ids import new_id
 from server.mail.autoreply import detect_auto_reply
-from server.mail.dsn import NotADsn, parse_dsn
+from server.mail.dsn import DeliveryReport, NotADsn, RecipientStatus, parse_dsn
 from server.mail.inbound_parse import InboundParseError, ParsedMessage, ParseLimits, parse_message
 from server.mail.inbound_ports import (
     InboundRouting,
@@ -35,6 +35,7 @@ from server.mail.inbound_ports import (
 )
 from server.mail.inbound_store import INBOUND_PREFIX, InboundStore
 from server.mail.threads import candidate_ids
+from server.mail.verp import verp_email_id
 
 __all__ = ["InboundConfig", "InboundHandler", "Route", "inbound_server", "split_address"]
 
@@ -53,9 +54,20 @@ class InboundConfig:
     bounce_local_part: str = "bounces"
     bounce_domains: frozenset[str] = frozenset()
     """Return-path domains whose ``bounces[+tag]@`` takes DSNs even without inbound on."""
+    return_path_subdomain: str | None = None
+    """Sending domains' bounce subdomain (``bounces`` -> ``bounces.<domain>``): its VERP
+    addresses (``bounces+<email id>@``, :mod:`server.mail.verp`) take DSNs."""
     hostname: str = "bavlio-inbound"
     max_sessions: int = 200
     """Concurrent SMTP sessions; one more is told ``421 4.7.0`` and disconnected."""
+    max_sessions_per_peer: int = 20
+    """Concurrent sessions from one client address (one host cannot take every session)."""
+    max_session_seconds: float = 600.0
+    """A session's whole life: aiosmtpd's idle timeout restarts at every line, so a client
+    trickling NOOPs or data lines would otherwise hold its session for ever."""
+    max_refused_recipients: int = 20
+    """Refused RCPTs in one session before ``421 4.7.0`` and the end of it (every RCPT is a
+    routing lookup; a dictionary attack gets a few)."""
 
 
 @dataclass(frozen=True)
@@ -114,6 +126,15 @@ class InboundHandler:
         is_local = local == base or local.startswith(base + "+")
         return is_local and (owned or domain in self.config.bounce_domains)
 
+    async def _is_verp(self, local: str, domain: str) -> bool:
+        """A VERP address on a bounce subdomain naming a message we sent from that domain."""
+        sub = self.config.return_path_subdomain
+        email_id = verp_email_id(local)
+        if not sub or email_id is None or not domain.startswith(f"{sub}."):
+            return False
+        sent = await self.outbound.by_id(email_id)
+        return sent is not None and sent.domain in (None, domain.removeprefix(f"{sub}."))
+
     async def route(self, address: str) -> tuple[Route | None, str]:
         """The route of a recipient, or None and the SMTP reply refusing it."""
         parts = split_address(address)
@@ -121,7 +142,9 @@ class InboundHandler:
             return None, "550 5.1.3 Bad recipient address syntax"
         local, domain = parts
         owner = await self.routing.owner(domain)
-        if self._is_bounce(local, domain, owner is not None):
+        if self._is_bounce(local, domain, owner is not None) or (
+            owner is None and await self._is_verp(local, domain)
+        ):
             return Route(f"{local}@{domain}", BOUNCE), "250 2.1.5 OK"
         if owner is None:
             return None, f"550 5.7.1 <{address[:100]}>: relay access denied, no mail accepted here"
@@ -133,6 +156,10 @@ class InboundHandler:
         """Accept a recipient we serve (and remember whose it is), refuse the rest."""
         routes: _Routes = getattr(envelope, "bavlio_routes", None) or _Routes()
         envelope.bavlio_routes = routes
+        refused: int = getattr(session, "bavlio_refused", 0)
+        if refused >= self.config.max_refused_recipients:
+            _close_soon(server)
+            return "421 4.7.0 Too many refused recipients, closing connection"
         if len(envelope.rcpt_tos) >= self.config.max_recipients:
             return "452 4.5.3 Too many recipients"
         try:
@@ -141,6 +168,7 @@ class InboundHandler:
             log.exception("inbound routing failed")
             return "451 4.3.0 Temporary failure, try again later"
         if route is None:
+            session.bavlio_refused = refused + 1
             return reply
         routes.by_address[address] = route
         envelope.rcpt_tos.append(address)
@@ -254,52 +282,130 @@ class InboundHandler:
         except InboundParseError:
             log.info("inbound: dropped a malformed report to a bounce address")
             return
-        sent = None
-        if report.original_message_id:
-            sent = await self.outbound.find(report.original_message_id)
+        sent, how = await self._sent_of_report(rcpt_to, report)
         if sent is None:
             log.info("inbound: a DSN for no message of ours (%s)", report.original_message_id)
+            return
+        recipients = _reported_recipients(report, sent)
+        if not recipients:
+            log.info("inbound: a DSN (by %s) naming none of %s's recipients", how, sent.id)
             return
         inbound_id = await self._file(sent.user_id, mail_from, rcpt_to, raw, parsed, kind="dsn")
         await self.store.add_bounces(
             sent.user_id,
             inbound_id=inbound_id,
             sent_message_id=sent.id,
-            recipients=report.recipients,
+            recipients=recipients,
             now=time.time(),
         )
-        for recipient in report.hard_bounces:
+        for recipient in recipients:
             address = recipient.final_recipient or recipient.original_recipient
-            if address:
+            if recipient.kind == "hard" and address:
                 await self.suppression.add_hard_bounce(
                     sent.user_id, address, status=recipient.status, sent_message_id=sent.id
                 )
+
+    async def _sent_of_report(
+        self, rcpt_to: list[str], report: DeliveryReport
+    ) -> tuple[SentMessage | None, str]:
+        """The sent message a DSN returns: by the VERP address it came to, the returned copy's
+        Message-ID, or the relay's queue id (then only with a recipient of that message)."""
+        for address in rcpt_to[:20]:
+            parts = split_address(address)
+            email_id = verp_email_id(parts[0]) if parts else None
+            if email_id is not None:
+                sent = await self.outbound.by_id(email_id)
+                if sent is not None:
+                    return sent, "return path"
+        if report.original_message_id:
+            sent = await self.outbound.find(report.original_message_id)
+            if sent is not None:
+                return sent, "message id"
+        if report.queue_id:
+            sent = await self.outbound.by_queue_id(report.queue_id)
+            if sent is not None and sent.recipients is not None:
+                return sent, "queue id"
+        return None, ""
+
+
+def _reported_recipients(report: DeliveryReport, sent: SentMessage) -> list[RecipientStatus]:
+    """The report's recipients that ``sent`` really had (all, when its recipients are unknown):
+    a forged report cannot mark, count or suppress anyone else."""
+    if sent.recipients is None:
+        return list(report.recipients)
+    ours = set(sent.recipients)
+    return [
+        r
+        for r in report.recipients
+        if (r.final_recipient or "") in ours or (r.original_recipient or "") in ours
+    ]
+
+
+def _close_soon(server: Any) -> None:
+    """Close the session's connection once the reply being written has gone."""
+    transport = getattr(server, "transport", None)
+    if transport is not None:
+        asyncio.get_running_loop().call_soon(transport.close)
 
 
 @dataclass
 class _Sessions:
     limit: int
+    per_peer_limit: int
+    lifetime: float
     active: int = 0
+    by_peer: dict[str, int] = field(default_factory=dict)
 
 
 class _BoundedSMTP(SMTP):
-    """aiosmtpd's SMTP with a cap on concurrent sessions."""
+    """aiosmtpd's SMTP with caps on concurrent sessions (in all, and per client address) and
+    on a session's lifetime."""
 
     def __init__(self, sessions: _Sessions, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._sessions = sessions
 
     async def _handle_client(self) -> None:
-        if self._sessions.active >= self._sessions.limit:
+        sessions = self._sessions
+        peer = _peer_host(self.session.peer if self.session is not None else None)
+        if (
+            sessions.active >= sessions.limit
+            or sessions.by_peer.get(peer, 0) >= sessions.per_peer_limit
+        ):
             await self.push("421 4.7.0 Too many connections, try again later")
             if self.transport is not None:
                 self.transport.close()
             return
-        self._sessions.active += 1
+        sessions.active += 1
+        sessions.by_peer[peer] = sessions.by_peer.get(peer, 0) + 1
+        ends = self.loop.call_later(sessions.lifetime, self._session_too_long)
         try:
             await super()._handle_client()
         finally:
-            self._sessions.active -= 1
+            ends.cancel()
+            sessions.active -= 1
+            left = sessions.by_peer.get(peer, 1) - 1
+            if left > 0:
+                sessions.by_peer[peer] = left
+            else:
+                sessions.by_peer.pop(peer, None)
+
+    def _session_too_long(self) -> None:
+        log.info(
+            "inbound: %r session over its lifetime, closed", self.session and self.session.peer
+        )
+        transport = self.transport
+        if isinstance(transport, asyncio.WriteTransport):
+            transport.write(b"421 4.4.2 Session too long, closing connection\r\n")
+        if transport is not None:
+            transport.close()
+
+
+def _peer_host(peer: Any) -> str:
+    """The client address of a peername (``(host, port, ...)``), whatever its shape."""
+    if isinstance(peer, tuple) and peer:
+        return str(peer[0])
+    return str(peer)
 
 
 @contextlib.asynccontextmanager
@@ -310,7 +416,9 @@ async def inbound_server(
     loop = asyncio.get_running_loop()
     config = handler.config
 
-    sessions = _Sessions(config.max_sessions)
+    sessions = _Sessions(
+        config.max_sessions, config.max_sessions_per_peer, config.max_session_seconds
+    )
 
     def factory() -> SMTP:
         return _BoundedSMTP(

@@ -15,7 +15,13 @@ from typing import Any, cast
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from server.db.models import InboundEmail, MailBounce, MailConversation, MailThreadRef
+from server.db.models import (
+    InboundEmail,
+    MailBounce,
+    MailConversation,
+    MailMessage,
+    MailThreadRef,
+)
 from server.db.tx import read_connection, write_transaction
 from server.ids import new_id
 from server.mail.dsn import RecipientStatus
@@ -32,6 +38,7 @@ _IN = cast(sa.Table, InboundEmail.__table__)
 _CONV = cast(sa.Table, MailConversation.__table__)
 _REF = cast(sa.Table, MailThreadRef.__table__)
 _BOUNCE = cast(sa.Table, MailBounce.__table__)
+_OUT = cast(sa.Table, MailMessage.__table__)
 _MAX_TEXT = 1_000_000  # characters of a body kept in the row (the raw message has it all)
 
 
@@ -461,26 +468,55 @@ class InboundStore:
             )
             return {str(kind): int(count) for kind, count in rows}
 
-    async def bounces_of(self, sent_message_id: str) -> list[dict[str, Any]]:
-        """The bounces linked to a sent message (for the outbox's view of it)."""
+    async def bounces_of(
+        self, sent_message_id: str, user_id: str | None = None, limit: int = 1000
+    ) -> list[dict[str, Any]]:
+        """The bounces linked to a sent message (for the outbox's view of it; ``user_id``:
+        the owner's only), oldest first."""
+        where = [_BOUNCE.c.sent_message_id == sent_message_id]
+        if user_id is not None:
+            where.append(_BOUNCE.c.user_id == user_id)
         async with read_connection(self.engine) as conn:
             rows = await conn.execute(
-                sa.select(_BOUNCE)
-                .where(_BOUNCE.c.sent_message_id == sent_message_id)
-                .order_by(_BOUNCE.c.id)
+                sa.select(_BOUNCE).where(*where).limit(limit).order_by(_BOUNCE.c.id)
             )
             return [dict(r._mapping) for r in rows]
 
 
 class ThreadRefOutboundLookup:
-    """An :class:`~server.mail.inbound_ports.OutboundLookup` over the outbound thread
-    references (what :meth:`InboundStore.link_outbound` recorded)."""
+    """An :class:`~server.mail.inbound_ports.OutboundLookup` over the outbox (``mail_messages``:
+    Message-ID, id, relay queue id) and the outbound thread references (what
+    :meth:`InboundStore.link_outbound` recorded, for messages sent elsewhere)."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
 
+    async def _one(self, where: sa.ColumnElement[bool]) -> SentMessage | None:
+        async with read_connection(self.engine) as conn:
+            row = (
+                await conn.execute(
+                    sa.select(_OUT.c.id, _OUT.c.user_id, _OUT.c.recipients, _OUT.c.domain)
+                    .where(where)
+                    .limit(1)
+                )
+            ).first()
+        if row is None:
+            return None
+        recipients = row.recipients if isinstance(row.recipients, list) else []
+        return SentMessage(
+            id=row.id,
+            user_id=row.user_id,
+            recipients=tuple(str(r).lower() for r in recipients),
+            domain=str(row.domain).lower(),
+        )
+
     async def find(self, message_id: str) -> SentMessage | None:
         """The sent message with this Message-ID."""
+        if not message_id or len(message_id) > 998:
+            return None
+        sent = await self._one(_OUT.c.message_id == f"<{message_id}>")
+        if sent is not None:
+            return sent
         async with read_connection(self.engine) as conn:
             row = (
                 await conn.execute(
@@ -489,4 +525,14 @@ class ThreadRefOutboundLookup:
                     .limit(1)
                 )
             ).first()
-        return SentMessage(id=row.ref_id, user_id=row.user_id) if row is not None else None
+        if row is None:
+            return None
+        return await self.by_id(row.ref_id) or SentMessage(id=row.ref_id, user_id=row.user_id)
+
+    async def by_id(self, email_id: str) -> SentMessage | None:
+        """The outbox message ``email_id``."""
+        return await self._one(_OUT.c.id == email_id) if len(email_id) <= 40 else None
+
+    async def by_queue_id(self, queue_id: str) -> SentMessage | None:
+        """The outbox message the relay queued as ``queue_id``."""
+        return await self._one(_OUT.c.relay_queue_id == queue_id) if len(queue_id) <= 40 else None

@@ -297,26 +297,48 @@ class Outbox:
         meanwhile, or the lease was lost) must not be sent. One commit per group of messages,
         and at most one group ``sending`` per worker connection at any moment.
         """
+        (tokens,) = await self.advance_for(now, [(worker_id, done, hand_off)])
+        return tokens
+
+    async def advance_for(
+        self, now: float, requests: Sequence[tuple[str, Sequence[Outcome], Sequence[str]]]
+    ) -> list[dict[str, str]]:
+        """:meth:`advance_many` for several lease holders (a worker's connections) in one
+        transaction: a group commit, each request's tokens in order. Each holder's rows are
+        guarded by its own lease exactly as alone."""
+        results: list[dict[str, str]] = []
+        async with write_transaction(self.engine) as conn:
+            for worker_id, done, hand_off in requests:
+                results.append(await self._advance(conn, worker_id, now, done, hand_off))
+        return results
+
+    async def _advance(
+        self,
+        conn: AsyncConnection,
+        worker_id: str,
+        now: float,
+        done: Sequence[Outcome],
+        hand_off: Sequence[str],
+    ) -> dict[str, str]:
         tokens: dict[str, str] = {}
         sources, target = _case(Event.HAND_OFF)
-        async with write_transaction(self.engine) as conn:
-            for outcome in done:
-                await self._record_outcome(conn, worker_id, now, outcome)
-            for email_id in hand_off:
-                token = secrets.token_hex(8)
-                stmt = (
-                    sa.update(messages)
-                    .where(M.id == email_id, M.lease_owner == worker_id, M.state.in_(sources))
-                    .values(
-                        state=target,
-                        attempt_token=token,
-                        attempts=M.attempts + 1,
-                        handed_off_at=now,
-                        updated_at=now,
-                    )
+        for outcome in done:
+            await self._record_outcome(conn, worker_id, now, outcome)
+        for email_id in hand_off:
+            token = secrets.token_hex(8)
+            stmt = (
+                sa.update(messages)
+                .where(M.id == email_id, M.lease_owner == worker_id, M.state.in_(sources))
+                .values(
+                    state=target,
+                    attempt_token=token,
+                    attempts=M.attempts + 1,
+                    handed_off_at=now,
+                    updated_at=now,
                 )
-                if (await conn.execute(stmt)).rowcount == 1:
-                    tokens[email_id] = token
+            )
+            if (await conn.execute(stmt)).rowcount == 1:
+                tokens[email_id] = token
         return tokens
 
     async def finish_many(self, worker_id: str, now: float, outcomes: Sequence[Outcome]) -> None:

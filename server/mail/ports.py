@@ -33,7 +33,8 @@ class SenderNotAllowed(Exception):
 
 
 class SendingIdentityView(Protocol):
-    """The fields of ``server.mail.identity.SendingIdentity`` the outbox reads."""
+    """The fields of ``server.mail.identity.SendingIdentity`` the outbox reads (and, when
+    present, ``return_path``: the bounce domain of VERP envelope senders, server.mail.verp)."""
 
     @property
     def domain(self) -> str: ...

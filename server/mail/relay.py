@@ -18,7 +18,7 @@ import aiosmtplib
 
 from server.mail.outbox_rules import RelayOutcome, classify_reply, queue_id_of
 
-__all__ = ["Relay", "RelayConfig", "RelayResult"]
+__all__ = ["Opened", "Relay", "RelayConfig", "RelayResult"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +91,16 @@ class Relay:
             smtp.close()
 
     async def send(self, envelope_from: str, recipients: Sequence[str], raw: bytes) -> RelayResult:
-        """Hand one message over; a reused connection found closed is reopened once."""
+        """Hand one message over (:meth:`open` then :meth:`data`)."""
+        opened = await self.open(envelope_from, recipients)
+        if isinstance(opened, RelayResult):
+            return opened
+        return await self.data(opened, raw)
+
+    async def open(self, envelope_from: str, recipients: Sequence[str]) -> Opened | RelayResult:
+        """MAIL and RCPT of one transaction (nothing can be queued before DATA, so the worker
+        runs this while it commits the hand-off); the open transaction, or why it failed. A
+        reused connection found closed is reopened once."""
         for attempt in (1, 2):
             fresh = self._smtp is None
             try:
@@ -100,16 +109,21 @@ class Relay:
                 await self._drop()
                 return _failure(exc)
             try:
-                return await self._transaction(smtp, envelope_from, recipients, raw)
+                return await self._envelope(smtp, envelope_from, recipients)
             except _Stale:
                 await self._drop()
                 if fresh or attempt == 2:
                     return RelayResult(RelayOutcome.TEMPORARY, None, "connection lost")
         return RelayResult(RelayOutcome.TEMPORARY, None, "connection lost")  # pragma: no cover
 
-    async def _transaction(
-        self, smtp: aiosmtplib.SMTP, envelope_from: str, recipients: Sequence[str], raw: bytes
-    ) -> RelayResult:
+    async def abandon(self, opened: Opened) -> None:
+        """Give up an open transaction without sending its data (RSET)."""
+        if self._smtp is opened.smtp:
+            await self._reset(opened.smtp)
+
+    async def _envelope(
+        self, smtp: aiosmtplib.SMTP, envelope_from: str, recipients: Sequence[str]
+    ) -> Opened | RelayResult:
         try:
             await smtp.mail(envelope_from)
         except aiosmtplib.SMTPServerDisconnected:
@@ -138,6 +152,14 @@ class Relay:
         except (aiosmtplib.SMTPException, OSError) as exc:
             await self._drop()
             return _failure(exc)
+        return Opened(smtp, refused)
+
+    async def data(self, opened: Opened, raw: bytes) -> RelayResult:
+        """DATA of an open transaction: the relay's answer (ambiguous when the connection goes
+        while the message is on its way)."""
+        smtp, refused = opened.smtp, opened.refused
+        if self._smtp is not smtp:  # dropped meanwhile: nothing was sent
+            return RelayResult(RelayOutcome.TEMPORARY, None, "connection lost", None, refused)
         try:
             response = await smtp.data(raw)
         except aiosmtplib.SMTPResponseException as exc:
@@ -160,6 +182,15 @@ class Relay:
             await smtp.rset()
         except (aiosmtplib.SMTPException, OSError):
             await self._drop()
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """A transaction past RCPT on ``smtp``, waiting for its DATA (``refused``: recipients the
+    relay turned down, the rest accepted)."""
+
+    smtp: aiosmtplib.SMTP
+    refused: dict[str, str]
 
 
 class _Stale(Exception):

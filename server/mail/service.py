@@ -26,6 +26,7 @@ from server.mail.ports import (
     nothing_suppressed,
 )
 from server.mail.tracking import Rewritten, make_token, rewrite_html
+from server.mail.verp import verp_address
 
 __all__ = ["CapReached", "MailService", "Prepared"]
 
@@ -138,7 +139,13 @@ class MailService:
             display_name=identity.alias_display_name,
             reply_to=identity.reply_to,
         )
-        if envelope_from is not None:
+        # VERP once the domain's return path checks out (each bounce names its message); else the
+        # caller's own bounce address on the domain (campaigns), else the plain From.
+        # getattr: identities written before the return path existed still send.
+        return_path: str | None = getattr(identity, "return_path", None)
+        if return_path:
+            envelope_from = verp_address(email_id, return_path)
+        elif envelope_from is not None:
             envelope_from = check_address(envelope_from, "envelope_from")
             if envelope_from.rpartition("@")[2] != domain:
                 raise MessageError("envelope_from", f"must be an address on {domain}")

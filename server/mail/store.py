@@ -15,11 +15,12 @@ from typing import Any
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from server.db.models import MailAlias, MailDomain
 from server.db.tx import read_connection, write_transaction
 from server.ids import new_id
+from server.mail._campaign_use import campaign_reasons
 from server.mail.dns_check import DomainVerdict
 from server.mail.dns_records import DkimKey, generate_dkim_key, new_selector
 from server.mail.sealing import open_sealed, seal
@@ -38,6 +39,7 @@ __all__ = [
     "MailStore",
     "RotationPending",
     "domain_in_use",
+    "register_in_use_check",
 ]
 
 MAX_DOMAINS = 100
@@ -74,17 +76,32 @@ class AliasExists(Exception):
     """The domain already has this local part."""
 
 
-InUseCheck = Callable[[AsyncEngine, str, str], Awaitable[list[str]]]
-IN_USE_CHECKS: list[InUseCheck] = []
-"""Checks that say why a domain cannot be deleted (``(engine, user_id, domain_id)`` → reasons).
-Campaigns register theirs here; none exist yet."""
+InUseCheck = Callable[[AsyncConnection, str, str], Awaitable[list[str]]]
+"""``(conn, user_id, domain_id)`` → why the domain cannot be deleted (empty: no objection).
+It runs on the delete's own write transaction, so nothing it reads can change before the
+delete commits on SQLite (and it sees the same snapshot as the delete on PostgreSQL)."""
+
+IN_USE_CHECKS: list[InUseCheck] = [campaign_reasons]
+"""The registered checks, in order; add one with :func:`register_in_use_check`."""
 
 
-async def domain_in_use(engine: AsyncEngine, user_id: str, domain_id: str) -> list[str]:
+def register_in_use_check(check: InUseCheck) -> Callable[[], None]:
+    """Register ``check`` (once: registering it again changes nothing); returns its removal."""
+    if check not in IN_USE_CHECKS:
+        IN_USE_CHECKS.append(check)
+
+    def remove() -> None:
+        if check in IN_USE_CHECKS:
+            IN_USE_CHECKS.remove(check)
+
+    return remove
+
+
+async def domain_in_use(conn: AsyncConnection, user_id: str, domain_id: str) -> list[str]:
     """Why the domain cannot be deleted now (empty: it can)."""
     reasons: list[str] = []
-    for check in IN_USE_CHECKS:
-        reasons.extend(await check(engine, user_id, domain_id))
+    for check in list(IN_USE_CHECKS):
+        reasons.extend(await check(conn, user_id, domain_id))
     return reasons
 
 
@@ -322,10 +339,10 @@ class MailStore:
         record = await self.domain(user_id, domain_id)
         if record is None:
             return None
-        reasons = await domain_in_use(self.engine, user_id, domain_id)
-        if reasons:
-            raise DomainInUse(reasons)
         async with write_transaction(self.engine) as conn:
+            reasons = await domain_in_use(conn, user_id, domain_id)
+            if reasons:
+                raise DomainInUse(reasons)
             await conn.execute(
                 delete(MailAlias).where(
                     MailAlias.domain_id == domain_id, MailAlias.user_id == user_id

@@ -17,9 +17,12 @@ from server.ids import new_id
 from server.mail.tracking import HUMAN, Actor, classify_click, classify_open
 from server.webhooks.mail_events import tracking_event
 
-__all__ = ["ClickEvent", "LinkStats", "TrackingStore", "save_links"]
+__all__ = ["MAX_EVENTS_PER_EMAIL", "ClickEvent", "LinkStats", "TrackingStore", "save_links"]
 
 _MAX_AGENT = 512
+MAX_EVENTS_PER_EMAIL = 1000
+"""Opens (and, apart, clicks) stored per message: the pixel and the links are public, so one
+copy of a message could otherwise write rows without end; later ones are answered, not kept."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,8 @@ class TrackingStore:
             if owner is None:
                 return None
             event_id = await self._event(conn, email_id, "open", None, actor, user_agent, at)
+            if event_id is None:  # this message's fill of opens is stored: answered, not kept
+                return actor
             await tracking_event(
                 conn,
                 str(owner.user_id),
@@ -118,6 +123,8 @@ class TrackingStore:
             since = at - row.handed_off_at if row.handed_off_at is not None else None
             actor = classify_click(user_agent, method, since, opened is not None)
             event_id = await self._event(conn, email_id, "click", index, actor, user_agent, at)
+            if event_id is None:  # this message's fill of clicks is stored: redirected, not kept
+                return str(row.url), actor
             await tracking_event(
                 conn,
                 str(row.user_id),
@@ -140,7 +147,20 @@ class TrackingStore:
         actor: Actor,
         user_agent: str,
         now: float | None,
-    ) -> str:
+    ) -> str | None:
+        """Store the event and answer its id; None once the message has its fill of them."""
+        stored = (
+            await conn.execute(
+                sa.select(sa.func.count()).select_from(
+                    sa.select(MailEvent.id)
+                    .where(MailEvent.email_id == email_id, MailEvent.kind == kind)
+                    .limit(MAX_EVENTS_PER_EMAIL)
+                    .subquery()
+                )
+            )
+        ).scalar_one()
+        if stored >= MAX_EVENTS_PER_EMAIL:
+            return None
         event_id = new_id("evt")
         await conn.execute(
             sa.insert(MailEvent).values(

@@ -14,7 +14,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from server.background import BackgroundLoop
 from server.mail.outbox import Claimed, Outbox, Outcome
@@ -27,7 +27,7 @@ from server.mail.outbox_rules import (
     retry_delay,
 )
 from server.mail.ports import HandoffAnswer, HandoffProbe, SuppressionCheck, nothing_suppressed
-from server.mail.relay import Relay, RelayResult
+from server.mail.relay import Opened, Relay, RelayResult
 
 __all__ = ["MailWorker"]
 
@@ -85,6 +85,13 @@ class MailWorker(BackgroundLoop):
             f"mail:{socket.gethostname()[:100]}:{os.getpid()}:{secrets.token_hex(4)}"
         )
         self._buckets: dict[str, TokenBucket] = {}
+        self._commits = _GroupCommit(outbox, clock)
+        self.group_commit = outbox.db.dialect == "sqlite"
+        """One transaction for the hand-offs the connections ask for at the same moment: on
+        SQLite (one writer) it saves the connections queueing for the write lock; PostgreSQL
+        commits connections in parallel and groups their WAL flushes itself."""
+        self.overlap = True
+        """MAIL and RCPT of a group's first message while its hand-off commits."""
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.sent = 0
@@ -213,15 +220,40 @@ class MailWorker(BackgroundLoop):
                     )
                 )
                 handled += 1
-            tokens = await self.outbox.advance_many(
-                holder, self.clock(), pending, [m.id for m, _, _ in group]
+            # MAIL and RCPT of the group's first message run while the hand-off commits:
+            # nothing can be queued before DATA, which waits for the commit, so the ambiguity
+            # window stays what it was and the commit's latency hides behind two round trips.
+            opening = (
+                asyncio.ensure_future(relay.open(group[0][0].envelope_from, group[0][1]))
+                if group and self.overlap
+                else None
             )
+            try:
+                ids = [m.id for m, _, _ in group]
+                tokens = await (
+                    self._commits.advance(holder, pending, ids)
+                    if self.group_commit
+                    else self.outbox.advance_many(holder, self.clock(), pending, ids)
+                )
+            except BaseException as exc:
+                if opening is not None:
+                    await _abandon(relay, opening, cancel=isinstance(exc, asyncio.CancelledError))
+                raise
             pending = []
             for msg, recipients, suppressed in group:
+                opened: Opened | RelayResult | None = None
+                if opening is not None:
+                    opened, opening = await opening, None
                 token = tokens.get(msg.id)
                 if token is None:  # cancelled meanwhile, or the lease was lost
+                    if isinstance(opened, Opened):
+                        await relay.abandon(opened)
                     continue
-                result = await relay.send(msg.envelope_from, recipients, msg.raw)
+                if opened is None:
+                    opened = await relay.open(msg.envelope_from, recipients)
+                result = (
+                    opened if isinstance(opened, RelayResult) else await relay.data(opened, msg.raw)
+                )
                 outcome = await self._outcome(msg, token, result, suppressed)
                 pending.append(outcome)
                 handled += 1
@@ -290,3 +322,65 @@ class MailWorker(BackgroundLoop):
             reply=f"{result.code or ''} {result.reply}".strip(),
             retry_at=self.clock() + retry_delay(msg.attempts + 1),
         )
+
+
+_Request = tuple[str, list[Outcome], list[str], "asyncio.Future[dict[str, str]]"]
+
+
+class _GroupCommit:
+    """Group commit of the worker's connections: the hand-offs (and outcomes) that connections
+    ask for while a commit is running go together in the next transaction. Each connection
+    still waits for its own hand-off to commit before its DATA, so no window widens; on SQLite
+    (one writer) the connections stop queueing for the write lock one commit each."""
+
+    def __init__(self, outbox: Outbox, clock: Callable[[], float]) -> None:
+        self.outbox = outbox
+        self.clock = clock
+        self._waiting: list[_Request] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def advance(
+        self, holder: str, done: Sequence[Outcome], hand_off: Sequence[str]
+    ) -> dict[str, str]:
+        """Record ``done`` and hand ``hand_off`` off for ``holder`` (Outbox.advance_many)."""
+        future: asyncio.Future[dict[str, str]] = asyncio.get_running_loop().create_future()
+        self._waiting.append((holder, list(done), list(hand_off), future))
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        batch: list[_Request] = []
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting, []
+                try:
+                    results = await self.outbox.advance_for(
+                        self.clock(), [(h, d, o) for h, d, o, _ in batch]
+                    )
+                except Exception as exc:
+                    for *_, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for (*_, future), tokens in zip(batch, results, strict=True):
+                    if not future.done():
+                        future.set_result(tokens)
+                batch = []
+        finally:  # cancelled: nobody waits for ever
+            stranded, self._waiting = [*batch, *self._waiting], []
+            for *_, future in stranded:
+                if not future.done():
+                    future.cancel()
+
+
+async def _abandon(
+    relay: Relay, opening: asyncio.Future[Opened | RelayResult], *, cancel: bool
+) -> None:
+    """Undo an envelope opened for a hand-off that did not commit (its DATA never goes)."""
+    if cancel:
+        opening.cancel()
+    with contextlib.suppress(BaseException):
+        opened = await opening
+        if isinstance(opened, Opened):
+            await relay.abandon(opened)

@@ -3,6 +3,7 @@ and cancel (until the hand-off to the relay; 409 after)."""
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -23,6 +24,9 @@ from server.mail.ports import SenderNotAllowed
 from server.mail.service import CapReached
 from server.mail.tracking_store import TrackingStore
 from server.resources._common import json_response, list_response, path_id
+
+_TAG = re.compile(r"[A-Za-z0-9_-]{1,64}")
+"""A tag filter, as tags are given (``_`` and ``-`` alone are tags too)."""
 
 __all__ = ["EmailList", "EmailView", "SendEmail", "cancel", "get_email", "list_emails", "send"]
 
@@ -88,8 +92,20 @@ class Suppressed(BaseModel):
     reason: str
 
 
+class EmailBounce(BaseModel):
+    """A delivery status notification about one recipient of the message: ``hard`` (the
+    address cannot work; it is suppressed), ``soft`` (counted), ``policy`` (the receiver
+    refused us), ``none`` (a delivery report)."""
+
+    recipient: str
+    kind: Literal["hard", "soft", "policy", "none"]
+    status: str | None
+    diagnostic: str | None
+    at: float
+
+
 class EmailView(BaseModel):
-    """A message in the outbox."""
+    """A message in the outbox (``bounces`` only when one message is read)."""
 
     model_config = ConfigDict(serialize_by_alias=True)
 
@@ -113,9 +129,10 @@ class EmailView(BaseModel):
     error: EmailError | None
     suppressed: list[Suppressed]
     events: list[EmailEvent]
+    bounces: list[EmailBounce] | None = None
 
     @classmethod
-    def of(cls, r: MailRecord) -> EmailView:
+    def of(cls, r: MailRecord, bounces: list[dict[str, Any]] | None = None) -> EmailView:
         """From an outbox record."""
         view: dict[str, Any] = r.headers_view
         events = [EmailEvent(type="queued", at=r.created_at)]
@@ -125,6 +142,8 @@ class EmailView(BaseModel):
             events.append(EmailEvent(type="handed_off", at=r.handed_off_at))
         if r.finished_at is not None and r.state in (State.SENT, State.FAILED, State.CANCELLED):
             events.append(EmailEvent(type=r.state.value, at=r.finished_at))
+        for b in bounces or []:
+            events.append(EmailEvent(type="bounced", at=float(b["created_at"])))
         error = None
         if r.error_code is not None:
             error = EmailError(code=r.error_code or "", message=r.error_message)
@@ -148,6 +167,18 @@ class EmailView(BaseModel):
             error=error,
             suppressed=[Suppressed(**s) for s in r.suppressed or []],
             events=events,
+            bounces=None
+            if bounces is None
+            else [
+                EmailBounce(
+                    recipient=b["recipient"],
+                    kind=b["kind"],
+                    status=b["status"],
+                    diagnostic=b["diagnostic"],
+                    at=float(b["created_at"]),
+                )
+                for b in bounces
+            ],
         )
 
 
@@ -211,7 +242,7 @@ async def send(request: Request, ctx: KeyedContext) -> Response:
             "daily_cap_reached", f"The {exc.which} daily cap ({exc.cap}) is reached."
         ) from None
     await _thread(ctx, record, body.headers or {})
-    return json_response(EmailView.of(record), status_code=202)
+    return json_response(EmailView.of(record, []), status_code=202)
 
 
 async def _thread(ctx: KeyedContext, record: MailRecord, headers: dict[str, str]) -> None:
@@ -235,7 +266,7 @@ async def list_emails(request: Request, ctx: KeyedContext) -> Response:
     if status is not None and status not in {s.value for s in State}:
         raise InvalidRequest("parameter_invalid", "Unknown status.", param="status")
     tag = request.query_params.get("tag")
-    if tag is not None and (len(tag) > 64 or not tag.replace("-", "").replace("_", "").isalnum()):
+    if tag is not None and not _TAG.fullmatch(tag):
         raise InvalidRequest("parameter_invalid", "Tags are 1-64 of A-Z a-z 0-9 _ -.", param="tag")
     records = await ctx.services.sending.outbox.list_emails(
         ctx.user_id,
@@ -254,7 +285,8 @@ async def get_email(request: Request, ctx: KeyedContext) -> Response:
     record = await ctx.services.sending.outbox.get(ctx.user_id, email_id)
     if record is None:
         raise NotFound("email_not_found", f"No email {email_id!r}.")
-    return json_response(EmailView.of(record))
+    bounces = await ctx.services.inbound.store.bounces_of(record.id, ctx.user_id, limit=100)
+    return json_response(EmailView.of(record, bounces))
 
 
 async def cancel(request: Request, ctx: KeyedContext) -> Response:

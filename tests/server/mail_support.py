@@ -30,6 +30,7 @@ class FakeIdentity:
     alias_display_name: str | None = None
     reply_to: str | None = None
     tracking: bool = False
+    return_path: str | None = None
 
 
 @functools.cache

@@ -92,6 +92,12 @@ class FixedOutbound:
     async def find(self, message_id: str) -> SentMessage | None:
         return self.sent.get(message_id)
 
+    async def by_id(self, email_id: str) -> SentMessage | None:
+        return next((m for m in self.sent.values() if m.id == email_id), None)
+
+    async def by_queue_id(self, queue_id: str) -> SentMessage | None:
+        return None
+
 
 def message(
     *,

@@ -131,6 +131,12 @@ async def test_list_filters_and_pages(mailer: Keyed) -> None:
     assert [e["id"] for e in cancelled["data"]] == [ids[0]]
     bad = await mailer.client.get(EMAILS, params={"status": "lost"}, headers=session)
     assert bad.status_code == 400
+    for tag in ("_", "-", "x" * 64):  # tags in the schema's pattern are filters (none match)
+        none = await mailer.client.get(EMAILS, params={"tag": tag}, headers=session)
+        assert (none.status_code, none.json()["data"]) == (200, [])
+    for tag in ("", "é", "a b", "x" * 65):
+        refused = await mailer.client.get(EMAILS, params={"tag": tag}, headers=session)
+        assert refused.status_code == 400, tag
 
 
 async def test_cancel_until_the_hand_off_then_409(mailer: Keyed) -> None:
@@ -178,3 +184,42 @@ async def test_without_sending_domains_nobody_may_send(
         refused = await running.client.post(EMAILS, json=BODY, headers=session)
         assert refused.status_code == 422
         assert refused.json()["error"]["code"] == "domain_not_verified"
+
+
+async def test_get_shows_the_bounces_of_the_email_only_to_its_owner(mailer: Keyed) -> None:
+    from server.mail.dsn import RecipientStatus
+
+    owner, session = await mailer.user()
+    stranger, _ = await mailer.user()
+    made = await mailer.client.post(EMAILS, json=BODY, headers=session)
+    email_id = made.json()["id"]
+    listed = await mailer.client.get(EMAILS, headers=session)
+    assert listed.json()["data"][0]["bounces"] is None  # read one message to see them
+    store = mailer.services.inbound.store
+    hard = RecipientStatus(
+        "john.smith@company.test",
+        None,
+        "failed",
+        "5.1.1",
+        "smtp; 550 5.1.1 no such user",
+        None,
+        "hard",
+    )
+    await store.add_bounces(
+        owner, inbound_id=None, sent_message_id=email_id, recipients=[hard], now=1000.0
+    )
+    # A row another user's report left against the same id never shows here.
+    await store.add_bounces(
+        stranger, inbound_id=None, sent_message_id=email_id, recipients=[hard], now=1001.0
+    )
+    got = (await mailer.client.get(f"{EMAILS}/{email_id}", headers=session)).json()
+    assert got["bounces"] == [
+        {
+            "recipient": "john.smith@company.test",
+            "kind": "hard",
+            "status": "5.1.1",
+            "diagnostic": "smtp; 550 5.1.1 no such user",
+            "at": 1000.0,
+        }
+    ]
+    assert {"type": "bounced", "at": 1000.0} in got["events"]

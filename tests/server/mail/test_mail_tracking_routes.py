@@ -10,6 +10,7 @@ from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
 
+import pytest
 import pytest_asyncio
 from keyed_helpers import Keyed, keyed_app, keyed_settings
 from sqlalchemy import select
@@ -17,6 +18,7 @@ from tests_server_helpers import assert_envelope
 
 from server.db.models import MailMessage
 from server.db.tx import read_connection
+from server.mail import tracking_store
 from server.settings import Settings
 
 PUBLIC = "https://t.bavlio.test"
@@ -140,3 +142,29 @@ async def test_without_tracking_the_html_is_left_alone(app: Keyed) -> None:
     assert 'href="https://acme.example/blog"' in html
     links = (await app.client.get(f"/api/v1/bavimail/emails/{email_id}/links", headers=ann)).json()
     assert links["data"] == []
+
+
+async def test_a_flood_of_opens_and_clicks_is_answered_not_stored(
+    app: Keyed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tracking_store, "MAX_EVENTS_PER_EMAIL", 3)
+    _, ann = await app.user()
+    email_id = await _send(app, ann, "acme.test", tracking=True)
+    html = await _html_of(app, email_id)
+    [click] = re.findall(r'href="https://t\.bavlio\.test(/t/c/[^"]+)"', html)[:1]
+    [pixel] = re.findall(r'src="https://t\.bavlio\.test(/t/o/[^"]+\.gif)"', html)
+    for _ in range(6):
+        opened = await app.client.get(pixel, headers={"User-Agent": BROWSER})
+        assert opened.status_code == 200
+        followed = await app.client.get(click, headers={"User-Agent": BROWSER})
+        assert followed.status_code == 307  # still redirected, just not stored
+    links = (await app.client.get(f"/api/v1/bavimail/emails/{email_id}/links", headers=ann)).json()
+    assert links["opens"] + links["machine_opens"] == 3
+    assert sum(row["clicks"] + row["machine_clicks"] for row in links["data"]) == 3
+    # Huge and path-like tokens are refused before any lookup.
+    for path in ("/t/c/" + "A" * 60_000, "/t/c/..%2F..%2Fetc", "/t/c/%00"):
+        response = await app.client.get(path)
+        assert response.status_code == 404
+        assert "location" not in response.headers
+    huge_pixel = await app.client.get("/t/o/" + "A" * 60_000 + ".gif")
+    assert (huge_pixel.status_code, huge_pixel.content[:6]) == (200, b"GIF89a")

@@ -33,6 +33,8 @@ class Receiver:
     statuses: list[int] = field(default_factory=list)
     delay: float = 0.0
     body_size: int = 0
+    location: str = ""
+    """A ``Location`` header on every answer (a redirecting receiver)."""
     received: list[Received] = field(default_factory=list)
     url: str = ""
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -44,7 +46,8 @@ class Receiver:
             status = self.statuses.pop(0) if self.statuses else 204
         if self.delay:
             await asyncio.sleep(self.delay)
-        return Response(b"x" * self.body_size, status_code=status)
+        headers = {"Location": self.location} if self.location else None
+        return Response(b"x" * self.body_size, status_code=status, headers=headers)
 
     def app(self) -> Any:
         """The ASGI app: every path under ``/`` records."""
