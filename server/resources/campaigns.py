@@ -262,9 +262,13 @@ async def launch(request: Request, ctx: KeyedContext) -> Response:
             detail=[m.FindingView.of(f).model_dump(mode="json") for f in blocking],
         )
     try:
-        done = await _store(ctx).transition(ctx.user_id, campaign.id, "launch")
+        done = await _store(ctx).transition(
+            ctx.user_id, campaign.id, "launch", version=campaign.version
+        )
     except Refused as exc:
         raise _refused(campaign.id, exc.state, "launch") from None
+    except StaleVersion as exc:  # changed after the checks ran: they no longer hold
+        raise _stale(campaign.id, exc.current) from None
     if done is None:
         raise NotFound("campaign_not_found", f"No campaign {campaign.id!r}.")
     launched, _ = done
