@@ -177,7 +177,13 @@ class McpTools:
             return _failed(InvalidRequest("tool_not_found", f"No tool {name[:100]!r}."))
         args = dict(arguments or {})
         try:
-            if len(json.dumps(args)) > MAX_ARGUMENTS:
+            try:
+                encoded = json.dumps(args)
+            except RecursionError:  # only an in-process caller gets past the SDK's JSON parser
+                raise InvalidRequest(
+                    "arguments_too_deep", "Tool arguments are nested too deeply."
+                ) from None
+            if len(encoded) > MAX_ARGUMENTS:
                 raise InvalidRequest("arguments_too_large", "Tool arguments are too large.")
             if isinstance(bound.tool, PaidTool):
                 return await self._paid(bound, args, meta, peer)

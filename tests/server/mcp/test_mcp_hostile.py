@@ -115,3 +115,24 @@ async def test_refused_launch_findings_stay_in_the_envelope(
         assert hostile not in json.dumps({k: v for k, v in error.items() if k != "detail"})
         assert error["detail"][UNTRUSTED] is True
         assert hostile in json.dumps(error["detail"]["content"])
+
+
+async def test_deeply_nested_arguments_are_a_tool_error(settings: Settings, tmp_path: Path) -> None:
+    """Arguments nested past the interpreter's recursion limit are refused as such, not an
+    exception escaping the tool runner."""
+    async with keyed_app(keyed_settings(settings, tmp_path)) as keyed:
+        app = keyed.client._transport.app  # type: ignore[attr-defined]
+        tools = McpTools(app.state.operations, TOOLS, paid=False)
+        tools.app = app
+        _, session = await keyed.user()
+        creds = [(b"authorization", (await keyed.key(session))["Authorization"].encode())]
+        deep: dict[str, object] = {}
+        cursor = deep
+        for _ in range(5000):
+            inner: dict[str, object] = {}
+            cursor["a"] = inner
+            cursor = inner
+        result = await tools.call("create_campaign", {"name": "x", "steps": deep}, {}, creds, None)
+        assert result.is_error
+        assert isinstance(result.structured_content, dict)
+        assert result.structured_content["error"]["code"] == "arguments_too_deep"
