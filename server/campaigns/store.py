@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import Table, delete, func, insert, select, update
+from sqlalchemy import Table, delete, func, insert, select, true, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from server.campaigns import rules
@@ -300,18 +300,31 @@ class CampaignStore:
         raise Refused(str(state))
 
     async def transition(
-        self, user_id: str, campaign_id: str, action: rules.Action, *, now: float | None = None
+        self,
+        user_id: str,
+        campaign_id: str,
+        action: rules.Action,
+        *,
+        now: float | None = None,
+        version: int | None = None,
     ) -> tuple[CampaignRecord, bool] | None:
         """Apply a lifecycle action: (campaign after it, whether it changed); None when there is
-        no such campaign; Refused when the state does not allow it. Launch also starts every
-        pending lead (active, step 0, due now) in the same transaction."""
+        no such campaign; Refused when the state does not allow it; StaleVersion when
+        ``version`` is given and the campaign moved on (a launch checked at one version never
+        launches another). Launch also starts every pending lead (active, step 0, due now) in
+        the same transaction."""
         at = time.time() if now is None else now
         async with write_transaction(self.engine) as conn:
-            state = (
-                await conn.execute(select(_T.c.status).where(_mine(user_id, campaign_id)))
-            ).scalar_one_or_none()
-            if state is None:
+            row = (
+                await conn.execute(
+                    select(_T.c.status, _T.c.version).where(_mine(user_id, campaign_id))
+                )
+            ).first()
+            if row is None:
                 return None
+            state, current = row
+            if version is not None and current != version:
+                raise StaleVersion(int(current))
             outcome = rules.apply(state, action)
             if outcome is None:
                 raise Refused(str(state))
@@ -323,10 +336,19 @@ class CampaignStore:
                     values["finished_at"] = at
                 done = await conn.execute(
                     update(_T)
-                    .where(_mine(user_id, campaign_id), _T.c.status == state)
+                    .where(
+                        _mine(user_id, campaign_id),
+                        _T.c.status == state,
+                        true() if version is None else _T.c.version == version,
+                    )
                     .values(**values, version=_T.c.version + 1)
                 )
                 if not done.rowcount:  # another transaction moved it first (PostgreSQL races)
+                    moved = (
+                        await conn.execute(select(_T.c.version).where(_mine(user_id, campaign_id)))
+                    ).scalar_one_or_none()
+                    if version is not None and moved is not None and moved != version:
+                        raise StaleVersion(int(moved))
                     raise Refused(str(state))
                 if action == "launch":
                     await conn.execute(

@@ -29,13 +29,14 @@ from mcp.server.lowlevel import Server
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
 from pydantic import BaseModel
 from starlette.requests import Request
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.errors import (
     ApiError,
     ErrorBody,
     ErrorEnvelope,
     InvalidRequest,
+    RequestTooLarge,
     ServiceUnavailable,
     error_response,
 )
@@ -74,6 +75,8 @@ RATE_META = "io.bavlio/rate-limit"
 """Result ``_meta`` key: the per-key rate limit as REST sends it in headers."""
 MAX_ARGUMENTS = 1024 * 1024
 MAX_PAYMENT = 16 * 1024
+MAX_MESSAGE = MAX_ARGUMENTS + MAX_PAYMENT + 64 * 1024
+"""The largest JSON-RPC POST body /mcp reads (413 beyond): the arguments, a payment and room."""
 _FORWARDED = (b"authorization", b"x-api-key")
 _JSON = (b"content-type", b"application/json")
 
@@ -174,7 +177,13 @@ class McpTools:
             return _failed(InvalidRequest("tool_not_found", f"No tool {name[:100]!r}."))
         args = dict(arguments or {})
         try:
-            if len(json.dumps(args)) > MAX_ARGUMENTS:
+            try:
+                encoded = json.dumps(args)
+            except RecursionError:  # only an in-process caller gets past the SDK's JSON parser
+                raise InvalidRequest(
+                    "arguments_too_deep", "Tool arguments are nested too deeply."
+                ) from None
+            if len(encoded) > MAX_ARGUMENTS:
                 raise InvalidRequest("arguments_too_large", "Tool arguments are too large.")
             if isinstance(bound.tool, PaidTool):
                 return await self._paid(bound, args, meta, peer)
@@ -355,6 +364,9 @@ def _answer(captured: Captured, untrusted: bool) -> types.CallToolResult:
     data = captured.json()
     if captured.status >= 400 or not isinstance(data, dict):
         if isinstance(data, dict) and isinstance(data.get("error"), dict):
+            error = data["error"]
+            if untrusted and error.get("detail") is not None:  # findings naming lead rows
+                data = {**data, "error": {**error, "detail": enveloped(error["detail"])}}
             return _error(data)
         body = ErrorBody(
             type="api_error", code="unexpected_response", message="The operation failed."
@@ -465,7 +477,33 @@ class HttpMount:
         """The ASGI endpoint at ``/mcp``."""
         if self.manager is None:
             raise ServiceUnavailable("mcp_not_running", "The MCP endpoint is not running.")
+        if scope.get("method") == "POST":  # the SDK would buffer any body whole
+            receive = await _bounded(scope, receive)
         await StreamableHTTPASGIApp(self.manager)(scope, receive, send)
+
+
+async def _bounded(scope: Scope, receive: Receive) -> Receive:
+    """The request body read up front, at most :data:`MAX_MESSAGE` bytes (RequestTooLarge, a
+    413, beyond: by Content-Length or as it streams), replayed to the SDK in one message."""
+    too_large = RequestTooLarge("body_too_large", f"The body exceeds {MAX_MESSAGE} bytes.")
+    length = Request(scope).headers.get("content-length", "")
+    if length.isdigit() and int(length) > MAX_MESSAGE:
+        raise too_large
+    body = bytearray()
+    async for chunk in Request(scope, receive).stream():
+        body += chunk
+        if len(body) > MAX_MESSAGE:
+            raise too_large
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+        return await receive()
+
+    return replay
 
 
 def http_app(server: Server[Any]) -> HttpMount:

@@ -271,8 +271,15 @@ class CampaignList(BaseModel):
     offset: int
 
 
-LeadKey = Annotated[str, StringConstraints(min_length=1, max_length=200)]
-LeadValue = Annotated[str, StringConstraints(max_length=10_000)] | int | float | bool | None
+LeadKey = Annotated[str, StringConstraints(min_length=1, max_length=200), NUL_FREE]
+LeadValue = (
+    Annotated[str, StringConstraints(max_length=10_000), NUL_FREE]
+    | Annotated[int, Field(ge=-(2**53), le=2**53)]
+    | Annotated[float, Field(allow_inf_nan=False)]
+    | bool
+    | None
+)
+"""A lead variable: no NUL (PostgreSQL's JSON refuses it), numbers JSON can carry exactly."""
 
 
 class NewLeadIn(BaseModel):

@@ -176,6 +176,8 @@ async def update(request: Request, ctx: KeyedContext) -> Response:
         values["name"] = values["name"].strip()
     if "sender_alias_ids" in values:
         values["sender_alias_ids"] = list(dict.fromkeys(values["sender_alias_ids"]))
+        if campaign.status != "draft":  # no launch check runs any more: check them now
+            await _own_aliases(ctx, values["sender_alias_ids"])
     collected: Collected | None = None
     if body.dataset_id is not None:
         collected = await collect_dataset(ctx, body.dataset_id, body.email_column)
@@ -197,6 +199,18 @@ async def update(request: Request, ctx: KeyedContext) -> Response:
         await add_collected(ctx, campaign.id, collected)
         updated = await owned_by_id(ctx, campaign.id)
     return json_response(m.CampaignView.of(updated))
+
+
+async def _own_aliases(ctx: KeyedContext, alias_ids: list[str]) -> None:
+    """Each id is one of the caller's sending aliases (another user's or none: a 404 naming
+    it), so a launched campaign never names an alias it could not send from."""
+    for index, alias_id in enumerate(alias_ids):  # at most MAX_ALIASES
+        if await ctx.services.mail.alias(ctx.user_id, alias_id) is None:
+            raise NotFound(
+                "alias_not_found",
+                f"No sending alias {alias_id!r}.",
+                param=f"sender_alias_ids.{index}",
+            )
 
 
 def _stale(campaign_id: str, current: int) -> Conflict:
@@ -262,9 +276,13 @@ async def launch(request: Request, ctx: KeyedContext) -> Response:
             detail=[m.FindingView.of(f).model_dump(mode="json") for f in blocking],
         )
     try:
-        done = await _store(ctx).transition(ctx.user_id, campaign.id, "launch")
+        done = await _store(ctx).transition(
+            ctx.user_id, campaign.id, "launch", version=campaign.version
+        )
     except Refused as exc:
         raise _refused(campaign.id, exc.state, "launch") from None
+    except StaleVersion as exc:  # changed after the checks ran: they no longer hold
+        raise _stale(campaign.id, exc.current) from None
     if done is None:
         raise NotFound("campaign_not_found", f"No campaign {campaign.id!r}.")
     launched, _ = done

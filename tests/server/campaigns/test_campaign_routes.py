@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from camp_api_support import INLINE_STEP, URL, add_leads, make, ready
+from camp_api_support import INLINE_STEP, URL, add_leads, make, ready, verified_alias
 from keyed_helpers import Keyed
 from tests_server_helpers import assert_envelope
 
@@ -288,3 +288,25 @@ async def test_system_holds_show_apart_from_the_state(keyed: Keyed) -> None:
     assert got["sending"] is False
     paused = await keyed.client.post(f"{URL}{ids.campaign_id}/pause", headers=alice)
     assert paused.json()["holds"] == [hold]  # the user's move leaves the system's holds alone
+
+
+async def test_a_launched_campaign_cannot_take_another_users_alias(keyed: Keyed) -> None:
+    """After launch no check runs on a PATCH: its sender_alias_ids must be the caller's own
+    (another user's alias, or none, is a 404 naming it) and the campaign keeps its aliases."""
+    _, alice = await keyed.user()
+    _, bob = await keyed.user()
+    _, bobs_alias = await verified_alias(keyed, bob, domain="bob.test", local="bob")
+    campaign = await ready(keyed, alice)
+    url = f"{URL}{campaign['id']}"
+    assert (await keyed.client.post(f"{url}/launch", headers=alice)).status_code == 200
+    mine = campaign["sender_alias_ids"][0]
+    for foreign in (bobs_alias, "alias_" + "0" * 26):
+        taken = await keyed.client.patch(
+            url, json={"sender_alias_ids": [mine, foreign]}, headers=alice
+        )
+        error = assert_envelope(taken, 404, "invalid_request_error", "alias_not_found")
+        assert error["param"] == "sender_alias_ids.1"
+    after = (await keyed.client.get(url, headers=alice)).json()
+    assert after["sender_alias_ids"] == [mine]
+    kept = await keyed.client.patch(url, json={"sender_alias_ids": [mine]}, headers=alice)
+    assert kept.status_code == 200, kept.text

@@ -114,3 +114,31 @@ async def test_racing_launches_start_the_campaign_once(db: Database) -> None:
     final = await store.get(ids.user_id, ids.campaign_id)
     assert final is not None
     assert final.version == 2
+
+
+async def test_a_launch_checked_at_one_version_never_launches_another(db: Database) -> None:
+    """Launch passes the version its checks ran on: a PATCH in between (steps, senders) makes
+    it a StaleVersion and the campaign stays a draft, its leads pending."""
+    ids = await make_campaign(db, leads=[{"email": "a@x.test"}])
+    store = CampaignStore(db.engine)
+    checked = await store.get(ids.user_id, ids.campaign_id)
+    assert checked is not None
+    everywhere = frozenset({"draft"})
+    await store.update(
+        ids.user_id,
+        ids.campaign_id,
+        version=checked.version,
+        values={"sender_alias_ids": []},
+        steps=None,
+        allowed_in=everywhere,
+    )
+    with pytest.raises(StaleVersion) as stale:
+        await store.transition(ids.user_id, ids.campaign_id, "launch", version=checked.version)
+    assert stale.value.current == checked.version + 1
+    after = await store.get(ids.user_id, ids.campaign_id)
+    assert after is not None
+    assert after.status == "draft"
+    assert len(await LeadStore(db.engine).all(ids.campaign_id, statuses=["pending"])) == 1
+    done = await store.transition(ids.user_id, ids.campaign_id, "launch", version=after.version)
+    assert done is not None
+    assert done[0].status == "active"

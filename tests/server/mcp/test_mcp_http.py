@@ -394,7 +394,8 @@ async def test_outreach_flow_create_from_a_dataset_preflight_launch_and_read_the
         assert blocked.structured_content is not None
         refusal = blocked.structured_content["error"]
         assert refusal["code"] == "launch_blocked"
-        assert {f["code"] for f in refusal["detail"]} >= {"no_sender", "no_leads"}
+        assert refusal["detail"][UNTRUSTED] is True  # findings name lead rows
+        assert {f["code"] for f in refusal["detail"]["content"]} >= {"no_sender", "no_leads"}
 
         campaign = ok(
             await mcp.call_tool(
