@@ -100,6 +100,9 @@ def _endpoint(op: Operation) -> Callable[[Request], Any]:
     return op.endpoint
 
 
+_ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+
+
 def _path_routes(ops: list[Operation]) -> list[Route]:
     """One Route per path, dispatching on the method, so a 405's ``Allow`` lists every method
     the path serves."""
@@ -110,17 +113,24 @@ def _path_routes(ops: list[Operation]) -> list[Route]:
         names.setdefault(op.path, op.operation_id)
     routes = []
     for path, methods in by_path.items():
-        if len(methods) == 1:
+        literal = "{" not in path
+        if len(methods) == 1 and not literal:
             ((method, endpoint),) = methods.items()
             routes.append(Route(path, endpoint, methods=[method], name=names[path]))
         else:
-
+            # a literal path (/campaigns/aggregate-stats) takes every method, so one it does not
+            # serve is its 405, not a match of a parametrised sibling (/campaigns/{campaign_id})
             async def dispatch(request: Request, table: dict[str, Any] = methods) -> Response:
                 method = "GET" if request.method == "HEAD" else request.method
-                response: Response = await table[method](request)
+                handler = table.get(method)
+                if handler is None:
+                    served = sorted({*table, *(["HEAD"] if "GET" in table else [])})
+                    raise HTTPException(405, headers={"Allow": ", ".join(served)})
+                response: Response = await handler(request)
                 return response
 
-            routes.append(Route(path, dispatch, methods=list(methods), name=names[path]))
+            served = _ALL_METHODS if literal else list(methods)
+            routes.append(Route(path, dispatch, methods=served, name=names[path]))
         if path.endswith("/") and path.rstrip("/") not in by_path:
             # the seed's trailing-slash paths (/templates/) answer without the slash too (no
             # redirect: a POST keeps its body); only the seed's form is documented

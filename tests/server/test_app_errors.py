@@ -54,6 +54,10 @@ async def test_unknown_paid_route_is_404(client: httpx.AsyncClient) -> None:
         ("DELETE", "/api/v1/ready", "GET"),
         ("GET", "/api/x402/v1/email/validate", "POST"),
         ("PUT", "/api/x402/v1/prospects/search", "POST"),
+        # a literal path beside a parametrised one: its own 405, not the sibling's 404
+        ("PATCH", "/api/v1/campaigns/aggregate-stats", "GET"),
+        ("DELETE", "/api/v1/datasets/list", "GET"),
+        ("DELETE", "/api/v1/campaigns/aggregate-stats", "GET"),
     ],
 )
 async def test_wrong_method_is_405(
