@@ -290,6 +290,8 @@ class CreditStore:
 
         One conditional UPDATE and the ledger line, atomically: one statement on PostgreSQL, one
         ``BEGIN IMMEDIATE`` transaction on SQLite, sent to the driver (server.db.rawsql).
+        Cancelling the caller never leaves it half done: the inline SQLite path never yields and
+        the pooled one is shielded (it books whole).
         """
         validate_amount(amount)
         now = time.time()
