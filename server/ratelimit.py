@@ -9,14 +9,16 @@ payment's signature checks out offline. A store that fails is logged and lets re
 from __future__ import annotations
 
 import logging
+import math
 import time
+from collections.abc import Hashable
 from dataclasses import dataclass
 
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
-__all__ = ["KeyRateLimiter", "PaidRateLimiter", "Quota", "parse_limit"]
+__all__ = ["KeyRateLimiter", "LocalWindows", "PaidRateLimiter", "Quota", "parse_limit"]
 
 log = logging.getLogger("server.ratelimit")
 
@@ -84,20 +86,96 @@ class Quota:
         return out
 
 
+class LocalWindows:
+    """In-process sliding-window counters with the arithmetic of ``limits``' sliding-window
+    counter on its memory storage (the previous window's count weighted by the part of it still
+    inside the sliding window, plus the current window's count), in one synchronous call that
+    counts the hit and returns the window's numbers: no locks, tasks or key strings per hit.
+
+    Pure: the caller passes the clock. Counters of windows no longer read are dropped.
+    """
+
+    sweep_every = 4096
+    """Hits between two sweeps of identities whose windows have all passed."""
+
+    def __init__(self) -> None:
+        # key -> {window index: count}: the previous and current windows (and the one before
+        # until the key's next hit or sweep); key -> its window length
+        self._counts: dict[Hashable, dict[int, int]] = {}
+        self._expiries: dict[Hashable, int] = {}
+        self._hits = 0
+
+    def hit(
+        self, key: Hashable, amount: int, expiry: int, now: float, cost: int = 1
+    ) -> tuple[bool, int, float]:
+        """Count ``cost`` against ``amount`` per ``expiry`` seconds for ``key`` (refused hits
+        count nothing): (allowed, remaining, seconds until the next slot frees)."""
+        self._hits += 1
+        if self._hits % self.sweep_every == 0:
+            self._sweep(now)
+        current_index = int(now / expiry)
+        previous_index = int((now - expiry) / expiry)
+        counts = self._counts.get(key)
+        if counts is None:
+            counts = self._counts[key] = {}
+            self._expiries[key] = expiry
+        elif len(counts) > 1:
+            for index in [i for i in counts if i < previous_index]:
+                del counts[index]  # a window the sliding window no longer reaches
+        previous = counts.get(previous_index, 0)
+        current = counts.get(current_index, 0)
+        previous_ttl = (1 - (((now - expiry) / expiry) % 1)) * expiry if previous else 0.0
+        allowed = cost <= amount and (
+            math.floor(previous * previous_ttl / expiry + current) + cost <= amount
+        )
+        if allowed:
+            current += cost
+            counts[current_index] = current
+        remaining = max(0, amount - math.floor(previous * previous_ttl / expiry + current))
+        if not (previous or current):
+            return allowed, remaining, 0.0
+        current_ttl = (1 - ((now / expiry) % 1)) * expiry + expiry
+        reset_in = math.inf
+        if previous:
+            reset_in = previous_ttl % (expiry / previous)
+        if current:
+            reset_in = min(reset_in, current_ttl % expiry)
+        return allowed, remaining, reset_in
+
+    def _sweep(self, now: float) -> None:
+        """Drop the identities no sliding window reaches any more (all counts too old)."""
+        stale = []
+        for key, counts in self._counts.items():
+            expiry = self._expiries[key]
+            previous_index = int((now - expiry) / expiry)
+            if all(index < previous_index for index in counts):
+                stale.append(key)
+        for key in stale:
+            del self._counts[key], self._expiries[key]
+
+    def __len__(self) -> int:
+        return len(self._counts)
+
+
 class KeyRateLimiter:
     """Per key (or per user for session tokens) windows of the keyed API, by plan.
 
-    Shares storage semantics with :class:`PaidRateLimiter`: memory, or Redis when configured; a
-    store that fails lets the request through (``None``) and is logged.
+    Shares storage semantics with :class:`PaidRateLimiter`: memory (:class:`LocalWindows`, the
+    same counting as ``limits``' in-memory sliding-window counter without its per-hit locks and
+    tasks), or Redis when configured; a store that fails lets the request through (``None``) and
+    is logged.
     """
 
     def __init__(self, redis_url: str | None = None) -> None:
-        self.storage: Storage = (
+        self.storage: Storage | None = (
             RedisStorage(redis_url, implementation="redispy", wrap_exceptions=True)
             if redis_url
-            else MemoryStorage()
+            else None
         )
-        self._limiter = SlidingWindowCounterRateLimiter(self.storage)
+        self._limiter = (
+            SlidingWindowCounterRateLimiter(self.storage) if self.storage is not None else None
+        )
+        self.local = LocalWindows()
         self._items: dict[str, RateLimitItem] = {}
 
     def _item(self, limit: str) -> RateLimitItem:
@@ -109,6 +187,12 @@ class KeyRateLimiter:
     async def hit(self, identity: str, limit: str) -> Quota | None:
         """Count one request of ``identity`` against ``limit``; None when the store is down."""
         item = self._item(limit)
+        if self._limiter is None:
+            expiry = item.get_expiry()
+            allowed, remaining, reset_in = self.local.hit(
+                (limit, identity), item.amount, expiry, time.time()
+            )
+            return Quota(allowed, item.amount, remaining, reset_in, expiry)
         try:
             allowed = await self._limiter.hit(item, "bavlio-keyed", identity)
             stats = await self._limiter.get_window_stats(item, "bavlio-keyed", identity)

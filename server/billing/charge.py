@@ -55,8 +55,9 @@ async def debited(
         raise _refused(amount, available)
     yield amount
     try:
-        # shielded: a request cancelled while its debit is in flight still books it whole
-        await asyncio.shield(credits.debit(user_id, amount, operation=price_key))
+        # a request cancelled while its debit is in flight still books it whole: the debit
+        # shields its own pooled path, and its inline path never yields
+        await credits.debit(user_id, amount, operation=price_key)
     except InsufficientBalance as exc:
         raise _refused(amount, exc.available) from None
 

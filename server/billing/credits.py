@@ -10,8 +10,10 @@ entry in one statement (PostgreSQL) or one ``BEGIN IMMEDIATE`` transaction (SQLi
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -288,6 +290,8 @@ class CreditStore:
 
         One conditional UPDATE and the ledger line, atomically: one statement on PostgreSQL, one
         ``BEGIN IMMEDIATE`` transaction on SQLite, sent to the driver (server.db.rawsql).
+        Cancelling the caller never leaves it half done: the inline SQLite path never yields and
+        the pooled one is shielded (it books whole).
         """
         validate_amount(amount)
         now = time.time()
@@ -306,16 +310,10 @@ class CreditStore:
                         book = (entry_id, user_id, -amount, operation, reference, row[0], now)
                         conn.execute(_BOOK_DEBIT.sql, book)
             except Busy:  # PostgreSQL, or another connection holds SQLite's write lock
-                async with self.engine.connect() as conn:
-                    if conn.dialect.name == "postgresql":
-                        params = (amount, user_id, amount, entry_id, user_id, -amount)
-                        row = await _DEBIT_PG.first(conn, (*params, operation, reference, now))
-                    else:
-                        async with immediate(conn) as aio:
-                            row = await _TAKE.first_on(aio, "sqlite", take)
-                            if row is not None:
-                                line = (entry_id, user_id, -amount, operation, reference)
-                                await _BOOK_DEBIT.first_on(aio, "sqlite", (*line, row[0], now))
+                # shielded: a caller cancelled while this is in flight still books it whole (the
+                # inline path above never yields, so nothing can cancel it half done)
+                pooled = self._debit_pooled(user_id, amount, operation, reference, entry_id, now)
+                row = await asyncio.shield(pooled)
         except UNIQUE_VIOLATIONS as exc:
             if "unique" not in str(exc).lower():
                 raise
@@ -323,6 +321,22 @@ class CreditStore:
         if row is None:
             raise InsufficientBalance(await self.available(user_id), amount)
         return int(row[0])
+
+    async def _debit_pooled(
+        self, user_id: str, amount: int, operation: str, reference: str, entry_id: str, now: float
+    ) -> tuple[Any, ...] | None:
+        """:meth:`debit` on a pooled connection: the balance row after, None when short."""
+        take = (amount, user_id, amount)
+        async with self.engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                params = (amount, user_id, amount, entry_id, user_id, -amount)
+                return await _DEBIT_PG.first(conn, (*params, operation, reference, now))
+            async with immediate(conn) as aio:
+                row = await _TAKE.first_on(aio, "sqlite", take)
+                if row is not None:
+                    line = (entry_id, user_id, -amount, operation, reference)
+                    await _BOOK_DEBIT.first_on(aio, "sqlite", (*line, row[0], now))
+                return row
 
     async def capture(self, user_id: str, hold_id: str, amount: int | None = None) -> bool:
         """Charge ``amount`` (default: all) of a hold and return the rest; False if settled."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from sqlalchemy import update
 
 from server.auth.store import AccountStore
 from server.billing.credit_rules import CreditRuleError, EntryKind, HoldState
@@ -16,6 +17,8 @@ from server.billing.credits import (
     UnknownHold,
 )
 from server.db.engine import Database
+from server.db.models import CreditAccount
+from server.db.tx import write_transaction
 
 
 async def _user(db: Database, subject: str = "sub") -> str:
@@ -179,3 +182,39 @@ async def test_entries_paginate(db: Database) -> None:
     third = await credits.entries(user, limit=2, offset=4)
     assert len({e.id for e in [*first, *second, *third]}) == 5
     assert await credits.spent_since(user, 0) == 0
+
+
+async def test_a_debit_cancelled_while_it_waits_still_books_whole(db: Database) -> None:
+    """The caller goes away while its debit waits for a lock (the pooled path: PostgreSQL's row
+    lock, SQLite's write lock): the debit still books once, with its ledger line."""
+    credits, user = CreditStore(db.engine), await _user(db)
+    await credits.add(user, 5, kind=EntryKind.GRANT, reference="g", operation=None)
+    async with write_transaction(db.engine) as holder:
+        await holder.execute(  # hold the account's row (PostgreSQL) or the write lock (SQLite)
+            update(CreditAccount)
+            .where(CreditAccount.user_id == user)
+            .values(balance=CreditAccount.balance)
+        )
+        caller = asyncio.create_task(credits.debit(user, 1, operation="email.validate"))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+        while not (pooled := _pooled_debits()):  # the debit is waiting for the lock
+            assert not caller.done(), caller
+            assert loop.time() < deadline, "the debit never reached its pooled path"
+            await asyncio.sleep(0.01)
+        caller.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await caller
+    await asyncio.gather(*pooled)  # the lock is free: the shielded debit finishes
+    position = await credits.balance(user)
+    assert (position.balance, position.used) == (4, 1)
+    lines = await credits.entries(user, limit=10, operation="email.validate")
+    assert [(e.amount, e.balance_after) for e in lines] == [(-1, 4)]
+
+
+def _pooled_debits() -> list[asyncio.Task[object]]:
+    return [
+        task
+        for task in asyncio.all_tasks()
+        if getattr(task.get_coro(), "__qualname__", "") == "CreditStore._debit_pooled"
+    ]
