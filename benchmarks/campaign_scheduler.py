@@ -18,12 +18,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
-import secrets
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,9 +31,9 @@ sys.path[:0] = [str(_TESTS), str(_TESTS / "campaigns")]  # the test factories an
 from factory import StepSpec, make_campaign, make_user  # noqa: E402
 from sequencer_support import Clock, make_aliases, sequencer  # noqa: E402
 
+from benchmarks._databases import fresh_database  # noqa: E402
 from server.db.engine import Database  # noqa: E402
 
-PG_ADMIN = os.environ.get("BAVLIO_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 STEPS = (
     StepSpec(0, ({"label": "A", "weight": 1, "subject": "Hi {{name}}", "text": "One {{name}}"},)),
     StepSpec(
@@ -70,23 +68,9 @@ class Result:
         )
 
 
-@contextlib.contextmanager
-def database(backend: str, work: Path) -> Iterator[tuple[str, str | None]]:
+def database(backend: str, work: Path) -> contextlib.AbstractContextManager[tuple[str, str | None]]:
     """A fresh database URL for ``backend`` (a PostgreSQL database is dropped afterwards)."""
-    if backend == "sqlite":
-        yield f"sqlite+aiosqlite:///{work / ('bench-' + secrets.token_hex(4) + '.sqlite3')}", None
-        return
-    import psycopg
-
-    name = "bavlio_campaign_" + secrets.token_hex(4)
-    with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        url = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
-        yield url.replace("postgresql://", "postgresql+asyncpg://"), None
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    return fresh_database(backend, work, "campaign")
 
 
 async def _campaign(db: Database, clock: Clock, leads: int, schedule: dict[str, object]) -> None:

@@ -13,12 +13,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
-import secrets
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ from typing import Any
 import aiosmtplib
 import sqlalchemy as sa
 
+from benchmarks._databases import fresh_database
 from server.db.engine import Database
 from server.db.models import MailMessage
 from server.mail.message import Draft
@@ -35,7 +34,6 @@ from server.mail.service import MailService
 from server.mail.worker import MailWorker
 from tests.lab.maillab import Listener, MailDomain, MailLab
 
-PG_ADMIN = os.environ.get("BAVLIO_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 USER = "bench"
 
 
@@ -125,23 +123,9 @@ async def raw_loop(rows: Sequence[dict[str, Any]], host: str, connections: int) 
     return Result("raw aiosmtplib loop", len(rows), time.perf_counter() - start)
 
 
-@contextlib.contextmanager
-def database(backend: str, work: Path) -> Iterator[tuple[str, str | None]]:
+def database(backend: str, work: Path) -> contextlib.AbstractContextManager[tuple[str, str | None]]:
     """A fresh database URL for ``backend`` (a PostgreSQL database is dropped afterwards)."""
-    if backend == "sqlite":
-        yield f"sqlite+aiosqlite:///{work / ('bench-' + secrets.token_hex(4) + '.sqlite3')}", None
-        return
-    import psycopg
-
-    name = "bavlio_send_" + secrets.token_hex(4)
-    with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        url = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
-        yield url.replace("postgresql://", "postgresql+asyncpg://"), None
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    return fresh_database(backend, work, "send")
 
 
 async def outbox_run(
