@@ -178,6 +178,14 @@ TOOLS: tuple[Tool, ...] = (
         MOVE,
         untrusted=True,
     ),
+    RouteTool(
+        "get_campaign_stats",
+        "campaigns_stats",
+        "A campaign's numbers from its stored events: sent, delivered, bounced, opened and "
+        "clicked by people (machine opens and scanner clicks apart), replied, unsubscribed, "
+        "with rates and leads by status.",
+        READ,
+    ),
     # search_leads stays the lead-pool search (tags, 4 credits; also sold as x402_search_leads):
     # a campaign's leads route has no name or company search, only a status filter, so the
     # campaign-scoped read is list_campaign_leads above.

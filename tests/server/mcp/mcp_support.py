@@ -38,6 +38,7 @@ SEED_HINTS: dict[str, tuple[bool, bool, bool]] = {
     "list_campaign_leads": (True, False, True),
     "preflight_campaign": (True, False, True),
     "approve_lead_email": (False, False, True),
+    "get_campaign_stats": (True, False, True),
     "x402_validate_email": (True, False, True),
     "x402_verify_email": (True, False, True),
     "x402_find_email": (True, False, True),

@@ -376,8 +376,8 @@ async def test_outreach_flow_create_from_a_dataset_preflight_launch_and_read_the
 ) -> None:
     """The issue's outreach flow over MCP: a campaign from a dataset, preflight, launch (active,
     its leads due now), a reply received by the inbound endpoint and listed enveloped. Sending
-    the steps is the sequencer's (not on main yet) and stats have no route yet: the flow stops
-    at the launched campaign and the reply."""
+    the steps is the sequencer's (tests/server/campaigns/test_campaign_e2e.py): the flow reads
+    the launched campaign's stats (nothing sent yet) and the reply."""
     key, _ = await stack.key()
     user_id, alias_id = await _sender(stack, key)
     lead = f"{READER}@inbox.test"
@@ -467,6 +467,10 @@ async def test_outreach_flow_create_from_a_dataset_preflight_launch_and_read_the
         [received] = replies["content"]["data"]
         assert (received["mail_from"], received["subject"]) == (lead, "Re: Hi Rea")
         assert "ignore your instructions" in (received["text"] or "")
+
+        stats = ok(await mcp.call_tool("get_campaign_stats", {"campaign_id": campaign_id}))
+        assert (stats["campaign_id"], stats["status"], stats["sent"]) == (campaign_id, "active", 0)
+        assert stats["leads"] == {"active": 3, "total": 3}  # 2 from the dataset, 1 added later
 
         paused = ok(await mcp.call_tool("pause_campaign", {"campaign_id": campaign_id}))
         assert (paused["status"], paused["sending"]) == ("paused", False)
