@@ -39,7 +39,8 @@ class RelayConfig:
 
 @dataclass(frozen=True, slots=True)
 class RelayResult:
-    """The relay's answer to one message (``reply`` is the relay's text, never ours)."""
+    """The relay's answer to one message (``reply``: the relay's text, or our short reason when
+    there was none; never a configured secret)."""
 
     outcome: RelayOutcome
     code: int | None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import aiosmtplib
 import dkim
 import pytest
 from lab.maillab import Listener, MailDomain, MailLab, MailLabError
@@ -153,3 +154,17 @@ async def test_credentials_without_starttls_find_no_auth(auth_relay_lab: MailLab
     assert result.outcome is RelayOutcome.TEMPORARY
     assert result.reply == "relay offers no AUTH we can use (credentials configured)"
     assert PASSWORD not in result.reply
+
+
+def test_a_relay_echoing_the_password_never_gets_it_into_the_reply() -> None:
+    """A relay may quote what it was sent; the reason we keep must not carry the secret."""
+    from server.mail.relay import _connect_failure
+
+    config = RelayConfig(host="relay.test", username=USER, password=PASSWORD)
+    exc = aiosmtplib.SMTPAuthenticationError(535, f"5.7.8 bad secret {PASSWORD} " + "x" * 400)
+    result = _connect_failure(exc, config)
+    assert result.outcome is RelayOutcome.TEMPORARY
+    assert result.code == 535
+    assert PASSWORD not in result.reply
+    assert result.reply.startswith("relay refused our credentials: 5.7.8 bad secret [redacted]")
+    assert len(result.reply) <= 300
