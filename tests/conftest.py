@@ -19,6 +19,7 @@ LAB_FIXTURES = frozenset(
         "mail_lab",  # Postfix + postgrey (tests/emailintel/smtp/conftest.py)
         "mail_dns",  # NSD for the mail lab (ditto)
         "relay_lab",  # Postfix as BaviMail's relay (tests/server/mail/test_mail_lab.py)
+        "auth_relay_lab",  # Postfix with SASL AUTH (tests/server/mail/test_mail_relay_auth.py)
         "finder_lab",  # Postfix + NSD (tests/emailintel/test_finder.py)
         "route_lab",  # NSD (tests/emailintel/test_dns.py)
         "paid_dns",  # NSD (tests/server/test_paid_routes_e2e.py)

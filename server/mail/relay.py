@@ -39,7 +39,8 @@ class RelayConfig:
 
 @dataclass(frozen=True, slots=True)
 class RelayResult:
-    """The relay's answer to one message (``reply`` is the relay's text, never ours)."""
+    """The relay's answer to one message (``reply``: the relay's text, or our short reason when
+    there was none; never a configured secret)."""
 
     outcome: RelayOutcome
     code: int | None
@@ -107,7 +108,7 @@ class Relay:
                 smtp = self._smtp or await self._connect()
             except (aiosmtplib.SMTPException, OSError) as exc:
                 await self._drop()
-                return _failure(exc)
+                return _connect_failure(exc, self.config)
             try:
                 return await self._envelope(smtp, envelope_from, recipients)
             except _Stale:
@@ -199,3 +200,27 @@ class _Stale(Exception):
 
 def _failure(exc: BaseException) -> RelayResult:
     return RelayResult(RelayOutcome.TEMPORARY, None, f"relay unreachable: {type(exc).__name__}")
+
+
+def _connect_failure(exc: BaseException, config: RelayConfig) -> RelayResult:
+    """Why connecting (greeting, STARTTLS, AUTH) failed. A refused login is a configuration
+    error, reported as such but temporary so the mail waits for a fix instead of being dropped;
+    the relay's text is bounded and never carries the password back."""
+    if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
+        text = _redact(exc.message, config.password)
+        return RelayResult(
+            RelayOutcome.TEMPORARY, exc.code, f"relay refused our credentials: {text}"[:300]
+        )
+    if (
+        config.username is not None
+        and type(exc) is aiosmtplib.SMTPException
+        and "auth" in exc.message.lower()
+    ):
+        return RelayResult(
+            RelayOutcome.TEMPORARY, None, "relay offers no AUTH we can use (credentials configured)"
+        )
+    return _failure(exc)
+
+
+def _redact(text: str, secret: str | None) -> str:
+    return (text.replace(secret, "[redacted]") if secret else text)[:300]

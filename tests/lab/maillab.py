@@ -19,7 +19,7 @@ import subprocess
 import tempfile
 import time
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -29,6 +29,9 @@ from ._service import Service
 POSTFIX = "/usr/sbin/postfix"
 POSTMAP = "/usr/sbin/postmap"
 POSTGREY = "/usr/sbin/postgrey"
+SASLPASSWD2 = "/usr/sbin/saslpasswd2"
+SASL_REALM = "mail-lab.test"
+SUBMISSION_OCTET, SUBMISSION_PORT = 1, 587
 DEFAULT_USERS = ("john.smith", "jane.doe", "info", "sales", "postmaster")
 
 Profile = Literal["standard", "strict", "bench", "tarpit", "dead"]
@@ -129,6 +132,10 @@ class MailLab(Service):
     postmap: str = POSTMAP
     postgrey: str = POSTGREY
     workdir: Path | None = None  # parent of the lab's temporary directory (default: $TMPDIR)
+    # {user: password}: adds a submission listener (:attr:`submission`) relaying only for
+    # clients that authenticated (cyrus SASL, sasldb, PLAIN/LOGIN, only after STARTTLS).
+    sasl_users: Mapping[str, str] = field(default_factory=dict)
+    saslpasswd2: str = SASLPASSWD2
 
     def __post_init__(self) -> None:
         names = [lst.name for lst in self.listeners]
@@ -143,6 +150,8 @@ class MailLab(Service):
                 raise MailLabError(f"{domain.name}: unknown MX listener in {domain.mx}")
         if len({d.name for d in self.domains}) != len(self.domains):
             raise MailLabError("domain names must be unique")
+        if self.sasl_users and not self.tls:
+            raise MailLabError("sasl_users needs tls (AUTH is offered only after STARTTLS)")
         self.prefix = ""  # "127.X.Y", chosen at start
         self.dir: Path | None = None
         self.postgrey_port = 0
@@ -211,6 +220,15 @@ class MailLab(Service):
         return f"127.{200 + (lab_second + second) % 50}.{third + 1}.{random.randint(2, 254)}"
 
     @property
+    def submission(self) -> tuple[str, int]:
+        """``(address, port)`` of the SASL submission listener (labs started with sasl_users)."""
+        if not self.prefix:
+            raise MailLabError("lab not started")
+        if not self.sasl_users:
+            raise MailLabError("no submission listener: start the lab with sasl_users")
+        return f"{self.prefix}.{SUBMISSION_OCTET}", SUBMISSION_PORT
+
+    @property
     def cert_path(self) -> Path:
         """The self-signed certificate every listener presents for STARTTLS."""
         return self._path("tls/cert.pem")
@@ -232,6 +250,8 @@ class MailLab(Service):
         for binary in (self.postfix, self.postmap, self.postgrey):
             if not Path(binary).exists():
                 raise MailLabError(f"{binary} missing: install postfix and postgrey")
+        if self.sasl_users and not Path(self.saslpasswd2).exists():
+            raise MailLabError(f"{self.saslpasswd2} missing: install sasl2-bin libsasl2-modules")
         self.dir = Path(tempfile.mkdtemp(prefix="maillab-", dir=self.workdir))
         self.dir.chmod(0o755)
         _running.add(self)
@@ -241,6 +261,8 @@ class MailLab(Service):
                 self._make_cert()
             if any(d.greylist for d in self.domains):
                 self._start_postgrey()
+            if self.sasl_users:
+                self._make_sasldb()
             self._write_postfix_config()
             self._start_postfix()
         except BaseException:
@@ -273,7 +295,10 @@ class MailLab(Service):
         live = [lst for lst in self.listeners if lst.profile != "dead"]
         for _ in range(40):
             prefix = f"127.{random.randint(64, 190)}.{random.randint(0, 255)}"
-            if all(_port_free(f"{prefix}.{lst.octet}", 25) for lst in live):
+            ports = [(f"{prefix}.{lst.octet}", 25) for lst in live]
+            if self.sasl_users:
+                ports.append((f"{prefix}.{SUBMISSION_OCTET}", SUBMISSION_PORT))
+            if all(_port_free(host, port) for host, port in ports):
                 return prefix
         raise MailLabError("no free 127.x.y.0/24 block for the MX listeners")
 
@@ -296,6 +321,31 @@ class MailLab(Service):
             "-addext", f"subjectAltName={san}",
             "-keyout", str(tls / "key.pem"), "-out", str(tls / "cert.pem"),
         )  # fmt: skip
+
+    def _make_sasldb(self) -> None:
+        """sasl/smtpd.conf (auxprop over a sasldb file) and that file with ``sasl_users``."""
+        # Debian's Postfix reads <config_directory>/sasl/smtpd.conf whatever
+        # cyrus_sasl_config_path says, so the file lives there (and the path points there too).
+        sasl = self._path("etc/sasl")
+        sasl.mkdir(parents=True)
+        self._path("sasldb").mkdir()
+        db = self._path("sasldb/sasldb2")  # outside etc: postfix wants root to own all there
+        (sasl / "smtpd.conf").write_text(
+            "pwcheck_method: auxprop\nauxprop_plugin: sasldb\n"
+            f"sasldb_path: {db}\nmech_list: PLAIN LOGIN\n"
+        )
+        for user, password in self.sasl_users.items():
+            proc = subprocess.run(
+                [self.saslpasswd2, "-p", "-c", "-f", str(db), "-u", SASL_REALM, user],
+                input=password,
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            if proc.returncode != 0:
+                raise MailLabError(f"saslpasswd2 failed ({proc.returncode}):\n{proc.stderr}")
+        shutil.chown(db, "postfix", "postfix")
+        db.chmod(0o600)
 
     def _start_postgrey(self) -> None:
         db = self._path("postgrey")
@@ -407,6 +457,8 @@ class MailLab(Service):
                 f"smtpd_tls_cert_file = {d}/tls/cert.pem",
                 f"smtpd_tls_key_file = {d}/tls/key.pem",
             ]
+        if self.sasl_users:  # read by every smtpd at start; only the submission one uses it
+            lines.append(f"cyrus_sasl_config_path = {d}/etc/sasl")
         return "\n".join(lines) + "\n"
 
     def _master_cf(self) -> str:
@@ -460,19 +512,34 @@ class MailLab(Service):
                 ]
             head = f"{self.prefix}.{lst.octet}:25 inet n - n - - smtpd"
             services.append(head + "".join(f"\n  -o {o}" for o in opts))
+        if self.sasl_users:
+            opts = [
+                "myhostname=submission.mail-lab.test",
+                "syslog_name=postfix/submission",
+                "cleanup_service_name=cleanup_noflow",
+                "smtpd_tls_security_level=may",
+                "smtpd_tls_auth_only=yes",
+                "smtpd_sasl_auth_enable=yes",
+                "smtpd_sasl_type=cyrus",
+                "smtpd_sasl_path=smtpd",
+                f"smtpd_sasl_local_domain={SASL_REALM}",
+                "smtpd_sasl_security_options=noanonymous",
+                "smtpd_relay_restrictions=permit_sasl_authenticated,reject",
+            ]
+            head = f"{self.prefix}.{SUBMISSION_OCTET}:{SUBMISSION_PORT} inet n - n - - smtpd"
+            services.append(head + "".join(f"\n  -o {o}" for o in opts))
         return "\n".join(services) + "\n"
 
     def _start_postfix(self) -> None:
         etc = str(self._path("etc"))
         self._postfix_up = True
         self._run(self.postfix, "-c", etc, "start")
-        live = [lst for lst in self.listeners if lst.profile != "dead"]
         deadline = time.monotonic() + 15
-        for lst in live:
+        for host, port, tarpit in self._endpoints():
             while True:
                 try:
-                    with socket.create_connection((self.ip(lst.name), 25), timeout=1) as sock:
-                        if lst.profile == "tarpit":
+                    with socket.create_connection((host, port), timeout=1) as sock:
+                        if tarpit:
                             break  # its greeting is late on purpose
                         sock.settimeout(5)
                         banner = sock.recv(512)
@@ -484,6 +551,14 @@ class MailLab(Service):
                 if time.monotonic() > deadline:
                     raise MailLabError(f"Postfix not answering:\n{self._tail('log/postfix.log')}")
                 time.sleep(0.05)
+
+    def _endpoints(self) -> list[tuple[str, int, bool]]:
+        """``(address, port, tarpit)`` of every smtpd listener that answers."""
+        live = [lst for lst in self.listeners if lst.profile != "dead"]
+        ends = [(self.ip(lst.name), 25, lst.profile == "tarpit") for lst in live]
+        if self.sasl_users:
+            ends.append((*self.submission, False))
+        return ends
 
     def _master_pid(self) -> int | None:
         pid_file = self._path("spool/pid/master.pid")
@@ -509,11 +584,9 @@ class MailLab(Service):
         self._postfix_up = False
 
     def _any_listener_open(self) -> bool:
-        for lst in self.listeners:
-            if lst.profile == "dead":
-                continue
+        for host, port, _ in self._endpoints():
             try:
-                socket.create_connection((self.ip(lst.name), 25), timeout=0.5).close()
+                socket.create_connection((host, port), timeout=0.5).close()
             except OSError:
                 continue
             return True
