@@ -124,8 +124,7 @@ def _path_routes(ops: list[Operation]) -> list[Route]:
                 method = "GET" if request.method == "HEAD" else request.method
                 handler = table.get(method)
                 if handler is None:
-                    served = sorted({*table, *(["HEAD"] if "GET" in table else [])})
-                    raise HTTPException(405, headers={"Allow": ", ".join(served)})
+                    raise HTTPException(405, headers={"Allow": ", ".join(sorted(table))})
                 response: Response = await handler(request)
                 return response
 
