@@ -100,7 +100,8 @@ def _endpoint(op: Operation) -> Callable[[Request], Any]:
     return op.endpoint
 
 
-_ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+_ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"]
+"""Every method reaches a literal path's dispatcher, whose 405 then lists only what it serves."""
 
 
 def _path_routes(ops: list[Operation]) -> list[Route]:

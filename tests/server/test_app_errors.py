@@ -69,6 +69,23 @@ async def test_wrong_method_is_405(
 
 
 @pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("OPTIONS", "/health", "GET"),
+        ("OPTIONS", "/api/x402/v1/email/validate", "POST"),
+        ("TRACE", "/api/v1/webhooks", "GET, POST"),
+        ("PUT", "/api/v1/campaigns/", "GET, POST"),
+    ],
+)
+async def test_a_405_advertises_only_the_documented_methods(
+    client: httpx.AsyncClient, method: str, path: str, allow: str
+) -> None:
+    response = await client.request(method, path)
+    assert_envelope(response, 405, "invalid_request_error", "method_not_allowed")
+    assert response.headers["allow"] == allow
+
+
+@pytest.mark.parametrize(
     ("body", "code", "param"),
     [
         (b"{not json", "invalid_json", None),
