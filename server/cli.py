@@ -216,7 +216,7 @@ async def _migrate(settings: Settings) -> None:
     from server.db.engine import Database
     from x402gw.ledger import Ledger
 
-    db = Database(settings.database_url, schema=settings.database_schema)
+    db = Database.from_settings(settings)
     try:
         await db.migrate()
     finally:
@@ -232,7 +232,7 @@ async def _import(settings: Settings, parsed: ParsedFile) -> int:
     from server.db.engine import Database
     from server.prospects.store import ProspectStore
 
-    db = Database(settings.database_url, schema=settings.database_schema)
+    db = Database.from_settings(settings)
     try:
         await db.migrate()
         return await ProspectStore(db).add([prospect for _, prospect in parsed.rows])

@@ -102,6 +102,9 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite+aiosqlite:///./bavlio.sqlite3"
     database_schema: str | None = None
+    database_hot_connections: int = Field(default=4, ge=0, le=64)
+    """PostgreSQL: asyncpg connections of each process's own for the key lookup and the debit
+    of every keyed request (0: they use the main pool; server.db.hotpg)."""
     redis_url: str | None = None
     rpc_url: str | None = None
     network: str = "eip155:8453"
