@@ -39,7 +39,7 @@ _NEWLINE = re.compile(rb"\r?\n")
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
 _FIELD_NAME = re.compile(rb"([\x21-\x39\x3b-\x7e]+):")
 _TRAILING_WSP = re.compile(rb"[\t ]+\r\n")
-_WSP = re.compile(rb"[\t ]+")
+_WSP = re.compile(rb"\t[\t ]*| [\t ]+")  # runs other than one space, which stays as it is
 # What may stand in d= and s= (DNS names; "_" too, which some selectors carry): nothing that
 # could end a tag or the header.
 _DNS_NAME = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_.-]{0,252})")
@@ -69,13 +69,24 @@ def load_key(pem: bytes) -> rsa.RSAPrivateKey:
 
 def relaxed_header_value(value: bytes) -> bytes:
     """RFC 6376 §3.4.2 for a field value: unfolded, WSP runs made one space, ends stripped."""
-    return _WSP.sub(b" ", _NEWLINE.sub(b"", value)).strip(b" \t")
+    if b"\n" in value:
+        value = _NEWLINE.sub(b"", value)
+    if b"\t" in value or b"  " in value:
+        value = _WSP.sub(b" ", value)
+    return value.strip(b" ")
 
 
 def relaxed_body(body: bytes) -> bytes:
     """RFC 6376 §3.4.4 (as dkimpy reads it): CRLF line ends, no WSP at line ends, WSP runs made
     one space, no empty lines at the end, and a final CRLF unless the body is empty."""
-    body = _WSP.sub(b" ", _TRAILING_WSP.sub(b"\r\n", _NEWLINE.sub(b"\r\n", body)))
+    # Each step only when needed: on mail as the builder writes it most are no-ops, and a
+    # regular expression's sub costs far more than a search for its trigger.
+    if body.count(b"\n") != body.count(b"\r\n"):
+        body = _NEWLINE.sub(b"\r\n", body)
+    if b" \r\n" in body or b"\t\r\n" in body:
+        body = _TRAILING_WSP.sub(b"\r\n", body)
+    if b"\t" in body or b"  " in body:
+        body = _WSP.sub(b" ", body)
     end = len(body)
     while end >= 2 and body.startswith(b"\r\n", end - 2):
         end -= 2
@@ -112,22 +123,6 @@ def _split(message: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
     return fields, body
 
 
-def _select(fields: Sequence[tuple[bytes, bytes]], names: Sequence[bytes]) -> list[bytes]:
-    """The canonical ``name:value`` lines of ``names``, each from its last unused occurrence
-    (RFC 6376 §5.4.2)."""
-    lines = []
-    below: dict[bytes, int] = {}
-    for name in names:
-        i = below.get(name, len(fields))
-        while i > 0:
-            i -= 1
-            if fields[i][0].lower() == name:
-                lines.append(name + b":" + relaxed_header_value(fields[i][1]))
-                break
-        below[name] = i
-    return lines
-
-
 def _fold(pieces: Sequence[tuple[bytes, bytes]], column: int) -> tuple[bytes, int]:
     """``pieces`` as (separator, text) joined, a separator becoming CRLF SP where the line
     would pass :data:`_LINE`; the folded text and the column it ends at."""
@@ -160,8 +155,10 @@ def sign(
         raise DkimError("domain and selector must be ASCII DNS names")
     key = load_key(private_key_pem)
     fields, body = _split(message)
-    present = {name.lower() for name, _ in fields}
-    names = [h for h in dict.fromkeys(h.lower() for h in headers) if h in present]
+    values: dict[bytes, list[bytes]] = {}
+    for name, value in fields:
+        values.setdefault(name.lower(), []).append(value)
+    names = [h for h in dict.fromkeys(h.lower() for h in headers) if h in values]
     if b"from" not in names:
         raise DkimError("the From header field must be present and signed")
     d = domain.lower().encode("ascii")
@@ -183,7 +180,8 @@ def sign(
     pieces = [(b" ", t) for t in tags] + h_list
     pieces += [(b" ", b"bh=" + body_hash(body) + b";"), (b" ", b"b=")]
     value, column = _fold(pieces, len(b"DKIM-Signature:"))
-    signed = b"\r\n".join(_select(fields, names))
+    # Each name once, so its last occurrence is the one signed (RFC 6376 §5.4.2).
+    signed = b"\r\n".join(n + b":" + relaxed_header_value(values[n][-1]) for n in names)
     signed += b"\r\ndkim-signature:" + relaxed_header_value(value)
     signature = base64.b64encode(key.sign(signed, padding.PKCS1v15(), hashes.SHA256()))
     first = max(_LINE - column, 0)
