@@ -27,7 +27,8 @@ __all__ = [
     "load_key",
     "relaxed_body",
     "relaxed_header_value",
-    "sign",
+    "sign_message",
+    "wire_form",
 ]
 
 # RFC 8301 §3.2: verifiers must not accept RSA keys shorter than 1024 bits.
@@ -36,7 +37,7 @@ _LINE = 78  # fold the signature header to RFC 5322's recommended line length
 _KEY_CACHE = 256  # parsed keys kept (one per sending domain and selector in use)
 
 _NEWLINE = re.compile(rb"\r?\n")
-_HEAD_END = re.compile(rb"\r?\n\r?\n")
+_LINE_END = re.compile(rb"\r\n?|\n")
 _FIELD_NAME = re.compile(rb"([\x21-\x39\x3b-\x7e]+):")
 _TRAILING_WSP = re.compile(rb"[\t ]+\r\n")
 _WSP = re.compile(rb"\t[\t ]*| [\t ]+")  # runs other than one space, which stays as it is
@@ -100,17 +101,25 @@ def body_hash(body: bytes) -> bytes:
     return base64.b64encode(hashlib.sha256(relaxed_body(body)).digest())
 
 
-def _split(message: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
-    """(header fields as (name, raw value), body) of a message with CRLF or LF line ends."""
-    match = _HEAD_END.search(message)
-    if message.startswith((b"\n", b"\r\n")):
-        head, body = b"", message[2 if message[:1] == b"\r" else 1 :]
-    elif match is None:
-        head, body = message, b""
+def wire_form(message: bytes) -> bytes:
+    """``message`` as SMTP DATA carries it (and as aiosmtplib sends it): every line end, bare
+    LF and bare CR included, made CRLF, and a final CRLF. A receiver verifies these bytes, so
+    they are what gets signed (a last line without CRLF keeps its trailing whitespace in
+    dkimpy's canonical body, but loses it on the wire)."""
+    n = message.count(b"\r\n")
+    if message.count(b"\n") != n or message.count(b"\r") != n:
+        message = _LINE_END.sub(b"\r\n", message)
+    return message if message.endswith(b"\r\n") else message + b"\r\n"
+
+
+def _split(wire: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """(header fields as (name, raw value), body) of a message in wire form."""
+    if wire.startswith(b"\r\n"):
+        head, body = b"", wire[2:]
     else:
-        head, body = message[: match.start()], message[match.end() :]
+        head, _, body = wire.partition(b"\r\n\r\n")
     fields: list[tuple[bytes, bytes]] = []
-    for line in _NEWLINE.split(head) if head else ():
+    for line in head.split(b"\r\n") if head else ():
         if line[:1] in (b" ", b"\t"):
             if not fields:
                 raise DkimError("message starts with a continuation line")
@@ -118,7 +127,7 @@ def _split(message: bytes) -> tuple[list[tuple[bytes, bytes]], bytes]:
             fields[-1] = (name, value + b"\r\n" + line)
         elif (field := _FIELD_NAME.match(line)) is not None:
             fields.append((field[1], line[field.end() :]))
-        elif line:  # an empty last line: the message ends where its head does
+        elif line:  # the empty line after the last field of a message without a body
             raise DkimError("message has a header line without a field name")
     return fields, body
 
@@ -139,7 +148,7 @@ def _fold(pieces: Sequence[tuple[bytes, bytes]], column: int) -> tuple[bytes, in
     return bytes(out), column
 
 
-def sign(
+def sign_message(
     message: bytes,
     *,
     domain: str,
@@ -148,13 +157,14 @@ def sign(
     headers: Sequence[bytes],
     timestamp: int | None = None,
 ) -> bytes:
-    """The ``DKIM-Signature`` field (CRLF-terminated) to prepend to ``message``: rsa-sha256,
-    relaxed/relaxed, ``i=@domain``, ``t=`` now, no ``x=``, over those of ``headers`` (lower-case
-    names, From among them) that the message has, in the order given."""
+    """:func:`wire_form` of ``message`` under a ``DKIM-Signature`` field: rsa-sha256,
+    relaxed/relaxed, ``i=@domain``, ``t=`` now, no ``x=``, over those of ``headers`` (names,
+    From among them) that the message has, in the order given."""
     if not _DNS_NAME.fullmatch(domain) or not _DNS_NAME.fullmatch(selector):
         raise DkimError("domain and selector must be ASCII DNS names")
     key = load_key(private_key_pem)
-    fields, body = _split(message)
+    wire = wire_form(message)
+    fields, body = _split(wire)
     values: dict[bytes, list[bytes]] = {}
     for name, value in fields:
         values.setdefault(name.lower(), []).append(value)
@@ -188,4 +198,4 @@ def sign(
     chunks = [signature[:first]] if first else []
     chunks += [signature[i : i + _LINE - 1] for i in range(first, len(signature), _LINE - 1)]
     folded = b"\r\n ".join(chunks) if first else b"\r\n " + b"\r\n ".join(chunks)
-    return b"DKIM-Signature:" + value + folded + b"\r\n"
+    return b"DKIM-Signature:" + value + folded + b"\r\n" + wire

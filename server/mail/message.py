@@ -328,13 +328,10 @@ def build_message(
 def dkim_sign(message: bytes, sender: Sender) -> bytes:
     """``message`` with a DKIM-Signature (rsa-sha256, relaxed/relaxed) over the
     :data:`SIGNED_HEADERS` it has prepended; DkimKeyError for an unusable key."""
-    return (
-        dkim_signing.sign(
-            message,
-            domain=sender.domain,
-            selector=sender.selector,
-            private_key_pem=sender.private_key_pem,
-            headers=SIGNED_HEADERS,
-        )
-        + message
+    return dkim_signing.sign_message(
+        message,
+        domain=sender.domain,
+        selector=sender.selector,
+        private_key_pem=sender.private_key_pem,
+        headers=SIGNED_HEADERS,
     )
