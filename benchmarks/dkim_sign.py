@@ -3,9 +3,10 @@ Python RSA), by dkimpy with its RSA step handed to OpenSSL (what the builder did
 signer), and by ``server.mail.dkim_signing``; plus whole messages built and signed per second.
 Printed side by side as ratios to plain dkimpy. CPU only, one process, no I/O.
 
-Run: ``.venv/bin/python -m benchmarks.dkim_sign [--seconds 2 --messages 200]``. Every path
-signs the same messages (rsa-sha256, relaxed/relaxed, the builder's signed headers, a 2048-bit
-key); one signature of each is checked with ``dkim.verify`` before anything is timed.
+Run: ``.venv/bin/python -m benchmarks.dkim_sign [--messages 200 --seconds 1 --rounds 3]``: each
+path's best of interleaved rounds, in CPU time of the process. Every path signs the same messages
+(rsa-sha256, relaxed/relaxed, the builder's signed headers, a 2048-bit key); one signature of
+each is checked with ``dkim.verify`` before anything is timed.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from server.mail.message import SIGNED_HEADERS, Draft, Sender, build_message
 
 SELECTOR = "bench"
 DOMAIN = "acme.test"
+HOOKED = "dkimpy + OpenSSL RSA hook"
+_HOOK_KEYS: dict[int, rsa.RSAPrivateKey] = {}  # the hook's keys, loaded once as it did
 
 
 @dataclass(frozen=True)
@@ -114,7 +117,7 @@ def openssl_rsa_in_dkimpy() -> Iterator[None]:
     """dkimpy with its RSASSA-PKCS1-v1_5 step done by ``cryptography`` (the builder's former
     module-level hook: dkimpy still parses the PEM in Python on every call)."""
     original = dkim.RSASSA_PKCS1_v1_5_sign
-    keys: dict[int, rsa.RSAPrivateKey] = {}
+    keys = _HOOK_KEYS
 
     def openssl_sign(digest: Any, key: dict[str, int]) -> bytes:
         private = keys.get(key["modulus"])
@@ -140,19 +143,21 @@ def openssl_rsa_in_dkimpy() -> Iterator[None]:
 
 
 def timed(name: str, step: Callable[[int], object], count: int, seconds: float) -> Result:
-    """Call ``step(i)`` over ``i`` in ``0..count-1`` again and again for at least ``seconds``."""
-    done, start = 0, time.perf_counter()
+    """Call ``step(i)`` over ``i`` in ``0..count-1`` again and again for at least ``seconds`` of
+    the process's CPU time (what the VM's other tenants do not change)."""
+    done, start = 0, time.process_time()
     while True:
         for i in range(count):
             step(i)
         done += count
-        elapsed = time.perf_counter() - start
+        elapsed = time.process_time() - start
         if elapsed >= seconds:
             return Result(name, done, elapsed)
 
 
-def run(count: int, seconds: float) -> list[Result]:
-    """Sign ``count`` messages on every path for ``seconds`` each, after checking each path."""
+def run(count: int, seconds: float, rounds: int) -> list[Result]:
+    """Each path's best of ``rounds`` interleaved rounds over ``count`` messages, after
+    checking that each path's signature verifies."""
     pem, record = make_key()
 
     def dns(name: bytes, timeout: int = 5) -> bytes:
@@ -166,34 +171,26 @@ def run(count: int, seconds: float) -> list[Result]:
     assert dkim.verify(dkimpy_sign(messages[0], pem) + messages[0], dnsfunc=dns)
     assert dkim.verify(own_sign(messages[0], pem), dnsfunc=dns)
 
-    results = [timed("dkimpy dkim.sign", lambda i: dkimpy_sign(messages[i], pem), count, seconds)]
-    with openssl_rsa_in_dkimpy():
-        results.append(
-            timed(
-                "dkimpy + OpenSSL RSA hook",
-                lambda i: dkimpy_sign(messages[i], pem),
-                count,
-                seconds,
-            )
-        )
-    results.append(
-        timed("dkim_signing.sign_message", lambda i: own_sign(messages[i], pem), count, seconds)
-    )
-    results.append(
-        timed(
-            "build_message (+ sign)",
-            lambda i: build_message(mails[i], sender, f"email_{i:06d}"),
-            count,
-            seconds,
-        )
-    )
-    return results
+    paths: list[tuple[str, Callable[[int], object]]] = [
+        ("dkimpy dkim.sign", lambda i: dkimpy_sign(messages[i], pem)),
+        (HOOKED, lambda i: dkimpy_sign(messages[i], pem)),
+        ("dkim_signing.sign_message", lambda i: own_sign(messages[i], pem)),
+        ("build_message (+ sign)", lambda i: build_message(mails[i], sender, f"e{i:06d}")),
+    ]
+    best: dict[str, Result] = {}
+    for _ in range(rounds):
+        for name, step in paths:
+            with openssl_rsa_in_dkimpy() if name == HOOKED else contextlib.nullcontext():
+                result = timed(name, step, count, seconds)
+            if name not in best or result.per_second > best[name].per_second:
+                best[name] = result
+    return [best[name] for name, _ in paths]
 
 
 def format_table(results: Sequence[Result]) -> str:
     """Signatures/s of each path and its ratio to plain dkimpy."""
     base = results[0].per_second
-    lines = [f"{'path':<28} {'messages':>9} {'seconds':>8} {'msg/s':>9} {'vs dkimpy':>10}"]
+    lines = [f"{'path':<28} {'messages':>9} {'cpu s':>8} {'msg/s':>9} {'vs dkimpy':>10}"]
     for r in results:
         ratio = r.per_second / base if base else float("nan")
         lines.append(
@@ -205,10 +202,11 @@ def format_table(results: Sequence[Result]) -> str:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--messages", type=int, default=200, help="distinct messages signed")
-    parser.add_argument("--seconds", type=float, default=2.0, help="minimum time per path")
+    parser.add_argument("--seconds", type=float, default=1.0, help="CPU seconds per path, round")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (best kept)")
     args = parser.parse_args(argv)
-    print(f"load average: {os.getloadavg()[0]:.2f} (1 min)")
-    print(format_table(run(args.messages, args.seconds)))
+    print(f"load average: {os.getloadavg()[0]:.2f} (1 min); CPU time of this process")
+    print(format_table(run(args.messages, args.seconds, args.rounds)))
 
 
 if __name__ == "__main__":
