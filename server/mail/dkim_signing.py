@@ -3,7 +3,8 @@ by OpenSSL through ``cryptography`` and the parsed key cached, so signing costs 
 operation and two hashes instead of dkimpy's pure-Python key parse and big-integer arithmetic.
 
 Canonicalisation follows dkimpy's reading of the RFC (the verifier the tests use), so the body
-hash is byte-for-byte the one dkimpy computes for the same message.
+hash is byte-for-byte the one dkimpy computes for the same message; what is signed is the
+message's wire form, on which dkimpy's and OpenDKIM's readings agree.
 """
 
 from __future__ import annotations
