@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, cast
 
 from sqlalchemy import Table, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from server.campaigns import lead_index as li
 from server.db.models import Campaign, CampaignDraft, CampaignLead, CampaignSend
 from server.db.tx import read_connection, write_transaction
 from server.ids import new_id
@@ -61,6 +62,22 @@ class NewLead:
     email: str
     data: dict[str, Any]
     row_index: int | None = None
+    verdict: tuple[str, list[str]] | None = None
+    """emailintel's offline (verdict, reasons), when the caller checked it (None: preflight
+    derives it later)."""
+
+
+def _derived(lead: NewLead) -> dict[str, Any]:
+    """The lead's derived columns (:mod:`server.campaigns.lead_index`); verdict columns stay
+    NULL when the caller did not check the address."""
+    if lead.verdict is None:
+        return {
+            "domain": lead.email.rpartition("@")[2],
+            "verdict": None,
+            "verdict_detail": None,
+            "var_index": li.var_index(lead.data),
+        }
+    return asdict(li.index(lead.email, lead.data, lead.verdict))
 
 
 @dataclass(frozen=True)
@@ -164,6 +181,7 @@ class LeadStore:
                     "last_sent_at": None,
                     "created_at": now,
                     "updated_at": now,
+                    **_derived(lead),
                 }
                 for lead in leads
             ]
