@@ -837,6 +837,8 @@ class Campaign(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     user_id: Mapped[str] = mapped_column(Text, ForeignKey("users.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(Text)
+    name_key: Mapped[str | None] = mapped_column(Text)
+    """The name case-folded (Unicode), what the list search matches on, on both backends."""
     status: Mapped[str] = mapped_column(String(16))
     holds: Mapped[Any] = mapped_column(JSON)
     dataset_id: Mapped[str | None] = mapped_column(Text)
