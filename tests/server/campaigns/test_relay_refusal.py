@@ -1,5 +1,7 @@
 """A relay's refusal at send time, on SQLite and PostgreSQL, through the mail worker as deployed
-(its outbox's refusal hook, server.campaigns.stops.on_refused) with a scripted relay: a
+(its outbox's refusal hook, server.campaigns.stops.on_refused): against the lab's Postfix (an
+unknown mailbox refused 550 at RCPT stops its lead, a known one is delivered), and with a
+scripted relay for the cases Postfix will not produce on demand: a
 permanent refusal of the recipient stops the lead ``bounced`` with one event (and the message's
 ``email.failed`` webhook, once), a later hard-bounce DSN of the same message adds nothing; a
 temporary refusal leaves the lead running; an ordinary send failure (not per recipient) does
@@ -7,12 +9,16 @@ not stop it either."""
 
 from __future__ import annotations
 
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any, cast
 
+import pytest
 import sqlalchemy as sa
 from factory import StepSpec, make_campaign, make_user
+from lab.maillab import MailLab
 from sequencer_support import Clock, make_aliases, sequencer
 
 from server.campaigns.stops import on_bounce, on_refused
@@ -28,8 +34,14 @@ from server.db.models import (
 from server.db.tx import write_transaction
 from server.mail.outbox import Outbox
 from server.mail.outbox_rules import RelayOutcome
-from server.mail.relay import Opened, Relay, RelayResult
+from server.mail.relay import Opened, Relay, RelayConfig, RelayResult
 from server.mail.worker import MailWorker
+
+_MAIL_TESTS = str(Path(__file__).resolve().parent.parent / "mail")
+if _MAIL_TESTS not in sys.path:  # its helper module (the folder is no package)
+    sys.path.append(_MAIL_TESTS)
+
+from mail_lab_support import started_relay_lab  # noqa: E402
 
 ANSWERS: dict[str, tuple[RelayOutcome, int, str] | None] = {
     "p0@dest.test": (RelayOutcome.PERMANENT, 550, "5.1.1 no such user"),
@@ -140,3 +152,40 @@ async def test_a_permanent_refusal_stops_the_lead_once(db: Database) -> None:
         await on_refused(conn, user, "eml_none", {"p0@dest.test": "550"}, clock.now)
     assert len(await _rows(db, CampaignEvent)) == 1
     assert ids.campaign_id == event["campaign_id"]
+
+
+@pytest.fixture(scope="module")
+def relay_lab() -> Iterator[MailLab]:
+    """Postfix as the relay for this module."""
+    yield from started_relay_lab()
+
+
+@pytest.mark.lab
+async def test_postfix_refusing_an_unknown_mailbox_stops_its_lead(
+    db: Database, relay_lab: MailLab
+) -> None:
+    clock = Clock()
+    user = await make_user(db)
+    ids = await make_campaign(
+        db,
+        user_id=user,
+        status="active",
+        lead_status="active",
+        due_at=clock.now,
+        sender_alias_ids=await make_aliases(db, user),
+        steps=(StepSpec(0), StepSpec(3600)),
+        leads=[{"email": "nobody@inbox.test"}, {"email": "part@inbox.test"}],
+        now=clock.now,
+    )
+    assert (await sequencer(db, clock).tick()).queued == 2
+    relay = Relay(RelayConfig(host=relay_lab.ip("relay"), port=25, starttls=False, timeout=15))
+    worker = MailWorker(Outbox(db, on_refused=on_refused), lambda: relay, clock=clock)
+    while await worker.run_once(relay):
+        pass
+    await relay.close()
+    by_email = {r["email"]: r for r in await _rows(db, CampaignLead)}
+    assert by_email["nobody@inbox.test"]["stop_reason"] == "bounced"
+    assert by_email["part@inbox.test"]["status"] == "active"
+    [event] = await _rows(db, CampaignEvent)
+    assert (event["campaign_id"], event["kind"]) == (ids.campaign_id, "bounced")
+    assert event["detail"]["status"].startswith("550")
