@@ -7,6 +7,8 @@ value, ``!key`` for a key present without one, ``~folded`` for a folded name who
 sorted order, as the renderer picks it) has a usable value. A lead lacks variable ``n`` exactly
 when :func:`lacks` says so, which is the renderer's rule (exact key wins, else the folded key).
 Keys containing ``|`` are left out: no variable name can contain ``|`` or fold to one that does.
+Names and keys are written with their ASCII capitals marked (:func:`_cased`), so SQLite's
+case-blind LIKE still tells ``Name`` from ``name``.
 """
 
 from __future__ import annotations
@@ -29,29 +31,35 @@ class LeadIndex:
     var_index: str
 
 
+def _cased(text: str) -> str:
+    """``text`` with no ASCII capital left (``^`` marks one, ``^^`` is a ``^``): SQLite's LIKE
+    ignores ASCII case, and the renderer's exact key match does not."""
+    return "".join("^^" if c == "^" else "^" + c.lower() if "A" <= c <= "Z" else c for c in text)
+
+
 def filled(name: str) -> str:
     """The token of a key with a usable value."""
-    return f"|={name}|"
+    return f"|={_cased(name)}|"
 
 
 def blank(name: str) -> str:
     """The token of a key present without a usable value."""
-    return f"|!{name}|"
+    return f"|!{_cased(name)}|"
 
 
 def folded(name: str) -> str:
     """The token of a folded name that resolves to a usable value."""
-    return f"|~{tr.fold(name)}|"
+    return f"|~{_cased(tr.fold(name))}|"
 
 
 def var_index(data: Mapping[str, object]) -> str:
     """The token string of a lead's variables."""
     keys = sorted(k for k in data if isinstance(k, str) and "|" not in k)
-    tokens = [("=" if tr.has_value(data[k]) else "!") + k for k in keys]
+    tokens = [("=" if tr.has_value(data[k]) else "!") + _cased(k) for k in keys]
     first: dict[str, str] = {}
     for key in keys:
         first.setdefault(tr.fold(key), key)
-    tokens += ["~" + f for f, key in first.items() if tr.has_value(data[key])]
+    tokens += ["~" + _cased(f) for f, key in first.items() if tr.has_value(data[key])]
     return "|" + "|".join(tokens) + "|"
 
 
