@@ -215,6 +215,10 @@ class Settings(BaseSettings):
     for the unsubscribe links every campaign message carries)."""
     campaign_poll_seconds: float = Field(default=5.0, gt=0, le=3600)
     """Seconds between two campaign sequencer ticks."""
+    campaign_hold_bounce_rate: float = Field(default=0.05, gt=0, le=1)
+    """A campaign is held while its hard bounces exceed this share of its sends..."""
+    campaign_hold_min_sends: int = Field(default=50, ge=1, le=1_000_000)
+    """...once it has sent at least this many (fewer: too few to judge)."""
     embedded_mail_worker: bool | None = None
     """Send mail inside ``bavlio serve`` (default: when a relay is set, on SQLite)."""
     rate_limit_ip: str = "300/minute"

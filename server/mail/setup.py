@@ -40,11 +40,14 @@ def relay_config(settings: Settings) -> RelayConfig:
 def build_mail_worker(
     db: Database, settings: Settings, suppression: SuppressionCheck = nothing_suppressed
 ) -> MailWorker:
-    """A mail worker on ``db`` sending through the configured relay."""
+    """A mail worker on ``db`` sending through the configured relay; a recipient the relay
+    refuses for good stops its campaign lead (server.campaigns.stops.on_refused)."""
+    from server.campaigns.stops import on_refused
+
     config = relay_config(settings)
     probe = PostfixLogProbe(settings.mail_relay_log) if settings.mail_relay_log else None
     return MailWorker(
-        Outbox(db),
+        Outbox(db, on_refused=on_refused),
         lambda: Relay(config),
         suppression=suppression,
         probe=probe,

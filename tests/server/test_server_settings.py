@@ -139,6 +139,13 @@ def test_settler_key_is_secret() -> None:
         ("BAVLIO_PRICE_FIND", "0.0000001"),
         ("BAVLIO_PRICE_LINKEDIN_FIND_URL", "5000"),
         ("BAVLIO_PRICE_PROSPECTS_SEARCH", "0"),
+        ("BAVLIO_CAMPAIGN_HOLD_BOUNCE_RATE", "0"),
+        ("BAVLIO_CAMPAIGN_HOLD_BOUNCE_RATE", "1.5"),
+        ("BAVLIO_CAMPAIGN_HOLD_BOUNCE_RATE", "nan"),
+        ("BAVLIO_CAMPAIGN_HOLD_BOUNCE_RATE", "five percent"),
+        ("BAVLIO_CAMPAIGN_HOLD_MIN_SENDS", "0"),
+        ("BAVLIO_CAMPAIGN_HOLD_MIN_SENDS", "2.5"),
+        ("BAVLIO_CAMPAIGN_HOLD_MIN_SENDS", "1000001"),
     ],
 )
 def test_each_bad_variable_is_named(
@@ -152,6 +159,15 @@ def test_each_bad_variable_is_named(
     assert info.value.variable == variable
     assert str(info.value).startswith(f"invalid setting {variable}: ")
     assert "\n" not in str(info.value)
+
+
+def test_campaign_hold_thresholds(monkeypatch: pytest.MonkeyPatch) -> None:
+    defaults = load_settings(env_file=None)
+    assert (defaults.campaign_hold_bounce_rate, defaults.campaign_hold_min_sends) == (0.05, 50)
+    monkeypatch.setenv("BAVLIO_CAMPAIGN_HOLD_BOUNCE_RATE", "0.1")
+    monkeypatch.setenv("BAVLIO_CAMPAIGN_HOLD_MIN_SENDS", "1")
+    settings = load_settings(env_file=None)
+    assert (settings.campaign_hold_bounce_rate, settings.campaign_hold_min_sends) == (0.1, 1)
 
 
 def test_cross_field_rules_name_both_variables(monkeypatch: pytest.MonkeyPatch) -> None:
