@@ -43,7 +43,14 @@ from server.billing.pricing import Price, PriceOverride, price_table
 if TYPE_CHECKING:
     from server.mail.dns_records import MailConfig
 
-__all__ = ["ENV_PREFIX", "PRICE_KEYS", "Settings", "SettingsError", "load_settings"]
+__all__ = [
+    "ENV_PREFIX",
+    "PRICE_KEYS",
+    "PUBLIC_URL_MAX",
+    "Settings",
+    "SettingsError",
+    "load_settings",
+]
 
 ENV_PREFIX = "BAVLIO_"
 CONFIG_VARIABLE = "BAVLIO_CONFIG"
