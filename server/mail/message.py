@@ -45,6 +45,15 @@ ALLOWED_HEADERS = frozenset(
     {"in-reply-to", "references", "precedence", "auto-submitted", "list-id", "keywords"}
 )
 _X_HEADER = re.compile(r"X-[A-Za-z0-9][A-Za-z0-9-]{0,62}")
+_HEADER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}")
+_LOCAL = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}")
+_DOMAIN = re.compile(r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}")
+_TAG = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_MIME = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}")
+# CR, LF, NUL, every other control character and the characters str.splitlines() breaks on.
+_FORBIDDEN_CHARS = re.compile("[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
+_URL = re.compile(r"https://[!-~]{1,2000}")
+
 # Headers whose ASCII values receivers read literally: never encoded words (see header_fold).
 _VERBATIM = frozenset({"message-id", "list-unsubscribe", "list-unsubscribe-post"} | ALLOWED_HEADERS)
 # Message ids: ASCII only (RFC 5322 §3.6.4), an encoded word would break threading.
@@ -67,14 +76,6 @@ class _Policy(VerbatimPolicy):
 # 7-bit transfer encodings (quoted-printable/base64 for anything else): a relay that converts
 # 8BITMIME to 7BIT for a next hop would change the body and break the DKIM body hash.
 POLICY = _Policy(linesep="\r\n", cte_type="7bit", max_line_length=78)
-_HEADER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}")
-_LOCAL = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}")
-_DOMAIN = re.compile(r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}")
-_TAG = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_MIME = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}")
-# CR, LF, NUL, every other control character and the characters str.splitlines() breaks on.
-_FORBIDDEN_CHARS = re.compile("[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
-_URL = re.compile(r"https://[!-~]{1,2000}")
 
 # Signed headers (RFC 6376 §5.4; RFC 8058 §4 wants both List-Unsubscribe headers covered).
 SIGNED_HEADERS = (
