@@ -43,13 +43,24 @@ from server.billing.pricing import Price, PriceOverride, price_table
 if TYPE_CHECKING:
     from server.mail.dns_records import MailConfig
 
-__all__ = ["ENV_PREFIX", "PRICE_KEYS", "Settings", "SettingsError", "load_settings"]
+__all__ = [
+    "ENV_PREFIX",
+    "PRICE_KEYS",
+    "PUBLIC_URL_MAX",
+    "Settings",
+    "SettingsError",
+    "load_settings",
+]
 
 ENV_PREFIX = "BAVLIO_"
 CONFIG_VARIABLE = "BAVLIO_CONFIG"
 
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _PRIVATE_KEY = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")
+# The public URL: printable ASCII without space, '<' or '>', short enough that the URL plus a
+# token (at most 200 characters) fits one List-Unsubscribe header line.
+PUBLIC_URL_MAX = 512
+_PUBLIC_URL = re.compile(rf"[!-;=?-~]{{1,{PUBLIC_URL_MAX}}}")
 # CAIP-2: namespace ":" reference (https://chainagnostic.org/CAIPs/caip-2).
 _CAIP2 = re.compile(r"^[-a-z0-9]{3,8}:[-_a-zA-Z0-9]{1,32}$")
 _SUPPORTED_DB = {
@@ -331,6 +342,19 @@ class Settings(BaseSettings):
     def _http_url(cls, value: str | None) -> str | None:
         if value is not None and not re.match(r"^https?://[^\s/]+", value):
             raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        # Tracking and unsubscribe URLs (base + a token of up to 200 characters) go into
+        # List-Unsubscribe as one unbreakable word: it must stay printable ASCII within one
+        # 998-octet header line (see server.mail.header_fold).
+        if value is not None and not _PUBLIC_URL.fullmatch(value):
+            raise ValueError(
+                f"must be at most {PUBLIC_URL_MAX} printable ASCII characters, "
+                "without spaces, '<' or '>'"
+            )
         return value
 
     @field_validator("redis_url")

@@ -129,6 +129,10 @@ def test_settler_key_is_secret() -> None:
         ("BAVLIO_PAY_TO", "0xZZ9589fCD6eDb6E08f4c7C32D4f71b54bdA02913"),
         ("BAVLIO_SETTLER_KEY", "0x1234"),
         ("BAVLIO_FACILITATOR_URL", "not a url"),
+        ("BAVLIO_PUBLIC_URL", "https://bavlio.test/" + "p" * 493),
+        ("BAVLIO_PUBLIC_URL", "https://bavlio.test/a b"),
+        ("BAVLIO_PUBLIC_URL", "https://bavlio.test/<x>"),
+        ("BAVLIO_PUBLIC_URL", "https://bävlio.test"),
         ("BAVLIO_PORT", "70000"),
         ("BAVLIO_PORT", "eighty"),
         ("BAVLIO_LOG_LEVEL", "loud"),
@@ -159,6 +163,14 @@ def test_each_bad_variable_is_named(
     assert info.value.variable == variable
     assert str(info.value).startswith(f"invalid setting {variable}: ")
     assert "\n" not in str(info.value)
+
+
+def test_the_longest_public_url_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """512 characters: with a token it still fits one List-Unsubscribe header line."""
+    longest = "https://bavlio.test/" + "p" * 492
+    monkeypatch.setenv("BAVLIO_PUBLIC_URL", longest)
+    assert len(longest) == 512
+    assert load_settings().public_url == longest
 
 
 def test_campaign_hold_thresholds(monkeypatch: pytest.MonkeyPatch) -> None:
