@@ -36,6 +36,8 @@ DEFAULT_SIZE = 4
 """Connections per process and event loop (each statement holds one for a round trip)."""
 CONNECT_TIMEOUT = 5.0
 """Seconds to open a connection before the request is answered 503 (asyncpg's default: 60)."""
+CLOSE_TIMEOUT = 5.0
+"""Seconds close() waits for the statements in flight, then for each connection to close."""
 APPLICATION_NAME = "bavlio-hot"
 """How these connections show in ``pg_stat_activity`` (unless the connect arguments name one)."""
 
@@ -51,6 +53,13 @@ _LOST: tuple[type[BaseException], ...] = (
 )
 """Failures of the connection, not of the statement: the server is down or unreachable."""
 
+_SQLALCHEMY_ONLY = (
+    "prepared_statement_cache_size",
+    "prepared_statement_name_func",
+    "async_creator_fn",
+)
+"""Connect arguments SQLAlchemy's asyncpg adapter consumes itself (asyncpg.connect has none)."""
+
 
 class DatabaseUnavailable(Exception):
     """The database could not run a hot statement: no connection, or it was lost (HTTP 503)."""
@@ -64,6 +73,7 @@ class _LoopConnections:
     free: list[Any] = field(default_factory=list)
     slots: asyncio.Semaphore = field(init=False)
     opened: set[Any] = field(default_factory=set)
+    closed: bool = False
 
     def __post_init__(self) -> None:
         self.slots = asyncio.Semaphore(self.size)
@@ -94,6 +104,10 @@ class HotPostgres:
         was given (``server_settings`` such as the ``search_path``)."""
         _, params = engine.dialect.create_connect_args(engine.url)
         kwargs: dict[str, Any] = {"timeout": CONNECT_TIMEOUT, **params, **(connect_args or {})}
+        for option in _SQLALCHEMY_ONLY:  # SQLAlchemy's adapter takes these; asyncpg refuses them
+            kwargs.pop(option, None)
+        if params.get("prepared_statement_cache_size") == 0:  # no cached statements (pgbouncer)
+            kwargs.setdefault("statement_cache_size", 0)
         settings = dict(kwargs.get("server_settings") or {})
         settings.setdefault("application_name", APPLICATION_NAME)
         kwargs["server_settings"] = settings
@@ -103,6 +117,9 @@ class HotPostgres:
         loop = asyncio.get_running_loop()
         state = self._loops.get(loop)
         if state is None:
+            # a loop that ended is kept alive by its connections (they reference it): drop them
+            for ended in [other for other in self._loops if other.is_closed()]:
+                del self._loops[ended]
             state = self._loops[loop] = _LoopConnections(self.size)
         return state
 
@@ -111,6 +128,8 @@ class HotPostgres:
         state = self._here()
         await state.slots.acquire()  # no suspension while a slot is free
         try:
+            if state.closed:  # waited for a slot while close() ran
+                raise DatabaseUnavailable
             conn = None
             while state.free:
                 candidate = state.free.pop()
@@ -121,18 +140,27 @@ class HotPostgres:
             if conn is None:
                 conn = await asyncpg.connect(**self._connect_kwargs)
                 self.connects += 1
+                if state.closed:  # close() ran meanwhile: nothing would close this one
+                    conn.terminate()
+                    raise DatabaseUnavailable
                 state.opened.add(conn)
             try:
                 yield conn
             except asyncpg.PostgresError:  # the server refused the statement: conn still good
-                state.free.append(conn)
+                if state.closed:
+                    conn.terminate()
+                else:
+                    state.free.append(conn)
                 raise
             except BaseException:  # connection-level failure or cancellation: never reuse
                 state.opened.discard(conn)
                 self.dropped += 1
                 conn.terminate()
                 raise
-            state.free.append(conn)
+            if state.closed:  # close() gave up waiting for this statement
+                conn.terminate()
+            else:
+                state.free.append(conn)
         finally:
             state.slots.release()
 
@@ -156,18 +184,28 @@ class HotPostgres:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def close(self) -> None:
-        """Close every connection of the running loop; abort those of other loops (a loop
-        already closed frees its connections when it is collected)."""
+        """Close every connection of the running loop once the statements in flight there end
+        (a shielded debit books whole; at most CLOSE_TIMEOUT seconds); abort those of other
+        loops (a loop already closed frees its connections when it is collected). Later calls
+        open new connections, as an engine's pool does after ``dispose()``."""
         current = asyncio.get_running_loop()
-        for loop, state in list(self._loops.items()):
+        states = list(self._loops.items())
+        self._loops.clear()
+        for loop, state in states:
+            state.closed = True
+            if loop is current:
+                await self._drain(state)
+            idle = set(state.free)
             conns = list(state.opened)
             state.opened.clear()
             state.free.clear()
             for conn in conns:
-                if loop is current:
+                if loop is current and conn not in idle:  # still running after the wait
+                    conn.terminate()  # its caller sees a lost connection (503), not a cancel
+                elif loop is current:
                     try:
-                        await asyncio.wait_for(conn.close(), timeout=5)
-                    except (TimeoutError, OSError, asyncpg.PostgresError):
+                        await asyncio.wait_for(conn.close(), timeout=CLOSE_TIMEOUT)
+                    except Exception:
                         conn.terminate()
                 elif loop.is_closed():
                     continue
@@ -175,7 +213,20 @@ class HotPostgres:
                     loop.call_soon_threadsafe(conn.terminate)
                 else:
                     conn.terminate()
-        self._loops.clear()
+
+    async def _drain(self, state: _LoopConnections) -> None:
+        """Wait (at most CLOSE_TIMEOUT seconds) until no statement of ``state`` is in flight."""
+        taken = 0
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                while taken < self.size:
+                    await state.slots.acquire()
+                    taken += 1
+        except TimeoutError:
+            pass
+        finally:
+            for _ in range(taken):  # waiters behind see ``closed`` and give up
+                state.slots.release()
 
 
 _REGISTRY: weakref.WeakKeyDictionary[Any, HotPostgres] = weakref.WeakKeyDictionary()
