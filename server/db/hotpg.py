@@ -36,6 +36,9 @@ DEFAULT_SIZE = 4
 """Connections per process and event loop (each statement holds one for a round trip)."""
 CONNECT_TIMEOUT = 5.0
 """Seconds to open a connection before the request is answered 503 (asyncpg's default: 60)."""
+SLOT_TIMEOUT = 30.0
+"""Seconds a call waits for a free connection before it is answered 503 (as SQLAlchemy's
+``pool_timeout``): statements stuck on a lock or a dead network never queue the rest forever."""
 CLOSE_TIMEOUT = 5.0
 """Seconds close() waits for the statements in flight, then for each connection to close."""
 APPLICATION_NAME = "bavlio-hot"
@@ -126,7 +129,11 @@ class HotPostgres:
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[Any]:
         state = self._here()
-        await state.slots.acquire()  # no suspension while a slot is free
+        try:
+            async with asyncio.timeout(SLOT_TIMEOUT):
+                await state.slots.acquire()  # no suspension while a slot is free
+        except TimeoutError:
+            raise DatabaseUnavailable from None
         try:
             if state.closed:  # waited for a slot while close() ran
                 raise DatabaseUnavailable

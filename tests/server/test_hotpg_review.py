@@ -181,3 +181,23 @@ async def test_close_cuts_off_a_statement_that_outlasts_its_wait(
     await hot.close()
     with pytest.raises(DatabaseUnavailable):
         await slow
+
+
+async def test_a_call_waits_for_a_slot_a_bounded_time(
+    pg_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(hotpg, "SLOT_TIMEOUT", 0.05)
+    hot = _named(pg_db, "hot-slot-wait", size=1)
+    slow = asyncio.create_task(hot.first(SLEEP, (30, 7)))  # e.g. a debit stuck on a row lock
+    try:
+        await _until_running(pg_db.url, "hot-slot-wait")
+        for read_only in (True, False):
+            with pytest.raises(DatabaseUnavailable):
+                await asyncio.wait_for(hot.first(ONE, (1,), read_only=read_only), 30)
+        slow.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await slow
+        assert await hot.first(ONE, (2,)) == (2,)  # one slot, and the timeouts kept none
+    finally:
+        slow.cancel()
+        await hot.close()
