@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import weakref
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.db.rawsql import RawStatement
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_SIZE",
@@ -183,9 +186,12 @@ class HotPostgres:
             try:
                 async with self._connection() as conn:
                     record = await conn.fetchrow(statement.postgresql, *params)
-            except _LOST:
+            except _LOST as exc:
                 if read_only and attempt == 1:
                     continue
+                # the cause is for the operator (an SSL or address mistake looks the same to
+                # callers); asyncpg's messages name the server, never the password
+                log.warning("hot statement failed: %s: %s", type(exc).__name__, exc)
                 raise DatabaseUnavailable from None
             return tuple(record) if record is not None else None
         raise AssertionError("unreachable")  # pragma: no cover

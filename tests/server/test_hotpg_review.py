@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
+import socket
 import weakref
 from collections.abc import AsyncIterator
 
@@ -201,3 +203,26 @@ async def test_a_call_waits_for_a_slot_a_bounded_time(
     finally:
         slow.cancel()
         await hot.close()
+
+
+async def test_an_unavailable_database_logs_its_cause_without_the_password(
+    pg_db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert pg_db.hot is not None
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    kwargs = {**pg_db.hot._connect_kwargs, "port": port, "password": "s3cret-pw"}
+    hot = HotPostgres(kwargs, size=1)
+    with (
+        caplog.at_level(logging.WARNING, logger="server.db.hotpg"),
+        pytest.raises(DatabaseUnavailable) as lost,
+    ):
+        await hot.first(ONE, (1,))
+    text = caplog.text
+    assert "ConnectionRefusedError" in text or "OSError" in text
+    assert str(port) in text
+    assert "s3cret" not in text
+    assert "s3cret" not in repr(lost.value)
+    assert lost.value.__cause__ is None
+    await hot.close()
