@@ -132,11 +132,14 @@ class HotPostgres:
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[Any]:
         state = self._here()
-        try:
-            async with asyncio.timeout(SLOT_TIMEOUT):
-                await state.slots.acquire()  # no suspension while a slot is free
-        except TimeoutError:
-            raise DatabaseUnavailable from None
+        if state.slots.locked():  # all in use: wait, but not forever
+            try:
+                async with asyncio.timeout(SLOT_TIMEOUT):
+                    await state.slots.acquire()
+            except TimeoutError:
+                raise DatabaseUnavailable from None
+        else:
+            await state.slots.acquire()  # no suspension (and no timer) while a slot is free
         try:
             if state.closed:  # waited for a slot while close() ran
                 raise DatabaseUnavailable
@@ -167,7 +170,7 @@ class HotPostgres:
                 self.dropped += 1
                 conn.terminate()
                 raise
-            if state.closed:  # close() gave up waiting for this statement
+            if state.closed:  # handed back after close() began: no reuse, end it now
                 conn.terminate()
             else:
                 state.free.append(conn)
