@@ -29,7 +29,7 @@ from server.errors import (
     ApiError,
     MethodNotAllowed,
     NotFound,
-    ServiceUnavailable,
+    database_unavailable,
     error_response,
 )
 from server.middleware import CatchAllMiddleware, RequestIdMiddleware
@@ -94,10 +94,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _database_unavailable(request: Request, exc: Exception) -> Response:
-    error = ServiceUnavailable(
-        "database_unavailable", "The database is unreachable.", headers={"Retry-After": "1"}
-    )
-    return error_response(error, request)
+    return error_response(database_unavailable(), request)
 
 
 HANDLERS: Mapping[Any, Callable[[Request, Exception], Any]] = {

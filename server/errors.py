@@ -45,6 +45,7 @@ __all__ = [
     "ServiceUnavailable",
     "Unauthorized",
     "Unprocessable",
+    "database_unavailable",
     "error_response",
     "render_gate_error",
 ]
@@ -183,6 +184,14 @@ class ServiceUnavailable(ApiError):
     """A dependency is down; retry later."""
 
     status = 503
+
+
+def database_unavailable() -> ServiceUnavailable:
+    """What a caller sees when the database cannot run a statement (server.db.hotpg's
+    DatabaseUnavailable), over REST and MCP alike."""
+    return ServiceUnavailable(
+        "database_unavailable", "The database is unreachable.", headers={"Retry-After": "1"}
+    )
 
 
 def request_id_of(scope: Any) -> str | None:

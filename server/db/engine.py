@@ -99,6 +99,8 @@ class Database:
 
     async def dispose(self) -> None:
         """Close every pooled connection (and the hot ones)."""
-        if self.hot is not None:
-            await self.hot.close()
-        await self.engine.dispose()
+        try:
+            if self.hot is not None:
+                await self.hot.close()
+        finally:
+            await self.engine.dispose()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import weakref
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.db.rawsql import RawStatement
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_SIZE",
@@ -36,6 +39,11 @@ DEFAULT_SIZE = 4
 """Connections per process and event loop (each statement holds one for a round trip)."""
 CONNECT_TIMEOUT = 5.0
 """Seconds to open a connection before the request is answered 503 (asyncpg's default: 60)."""
+SLOT_TIMEOUT = 30.0
+"""Seconds a call waits for a free connection before it is answered 503 (as SQLAlchemy's
+``pool_timeout``): statements stuck on a lock or a dead network never queue the rest forever."""
+CLOSE_TIMEOUT = 5.0
+"""Seconds close() waits for the statements in flight, then for each connection to close."""
 APPLICATION_NAME = "bavlio-hot"
 """How these connections show in ``pg_stat_activity`` (unless the connect arguments name one)."""
 
@@ -51,6 +59,13 @@ _LOST: tuple[type[BaseException], ...] = (
 )
 """Failures of the connection, not of the statement: the server is down or unreachable."""
 
+_SQLALCHEMY_ONLY = (
+    "prepared_statement_cache_size",
+    "prepared_statement_name_func",
+    "async_creator_fn",
+)
+"""Connect arguments SQLAlchemy's asyncpg adapter consumes itself (asyncpg.connect has none)."""
+
 
 class DatabaseUnavailable(Exception):
     """The database could not run a hot statement: no connection, or it was lost (HTTP 503)."""
@@ -64,6 +79,7 @@ class _LoopConnections:
     free: list[Any] = field(default_factory=list)
     slots: asyncio.Semaphore = field(init=False)
     opened: set[Any] = field(default_factory=set)
+    closed: bool = False
 
     def __post_init__(self) -> None:
         self.slots = asyncio.Semaphore(self.size)
@@ -94,6 +110,10 @@ class HotPostgres:
         was given (``server_settings`` such as the ``search_path``)."""
         _, params = engine.dialect.create_connect_args(engine.url)
         kwargs: dict[str, Any] = {"timeout": CONNECT_TIMEOUT, **params, **(connect_args or {})}
+        for option in _SQLALCHEMY_ONLY:  # SQLAlchemy's adapter takes these; asyncpg refuses them
+            kwargs.pop(option, None)
+        if params.get("prepared_statement_cache_size") == 0:  # no cached statements (pgbouncer)
+            kwargs.setdefault("statement_cache_size", 0)
         settings = dict(kwargs.get("server_settings") or {})
         settings.setdefault("application_name", APPLICATION_NAME)
         kwargs["server_settings"] = settings
@@ -103,14 +123,26 @@ class HotPostgres:
         loop = asyncio.get_running_loop()
         state = self._loops.get(loop)
         if state is None:
+            # a loop that ended is kept alive by its connections (they reference it): drop them
+            for ended in [other for other in self._loops if other.is_closed()]:
+                del self._loops[ended]
             state = self._loops[loop] = _LoopConnections(self.size)
         return state
 
     @contextlib.asynccontextmanager
     async def _connection(self) -> AsyncIterator[Any]:
         state = self._here()
-        await state.slots.acquire()  # no suspension while a slot is free
+        if state.slots.locked():  # all in use: wait, but not forever
+            try:
+                async with asyncio.timeout(SLOT_TIMEOUT):
+                    await state.slots.acquire()
+            except TimeoutError:
+                raise DatabaseUnavailable from None
+        else:
+            await state.slots.acquire()  # no suspension (and no timer) while a slot is free
         try:
+            if state.closed:  # waited for a slot while close() ran
+                raise DatabaseUnavailable
             conn = None
             while state.free:
                 candidate = state.free.pop()
@@ -121,18 +153,27 @@ class HotPostgres:
             if conn is None:
                 conn = await asyncpg.connect(**self._connect_kwargs)
                 self.connects += 1
+                if state.closed:  # close() ran meanwhile: nothing would close this one
+                    conn.terminate()
+                    raise DatabaseUnavailable
                 state.opened.add(conn)
             try:
                 yield conn
             except asyncpg.PostgresError:  # the server refused the statement: conn still good
-                state.free.append(conn)
+                if state.closed:
+                    conn.terminate()
+                else:
+                    state.free.append(conn)
                 raise
             except BaseException:  # connection-level failure or cancellation: never reuse
                 state.opened.discard(conn)
                 self.dropped += 1
                 conn.terminate()
                 raise
-            state.free.append(conn)
+            if state.closed:  # handed back after close() began: no reuse, end it now
+                conn.terminate()
+            else:
+                state.free.append(conn)
         finally:
             state.slots.release()
 
@@ -148,26 +189,39 @@ class HotPostgres:
             try:
                 async with self._connection() as conn:
                     record = await conn.fetchrow(statement.postgresql, *params)
-            except _LOST:
+            except _LOST as exc:
                 if read_only and attempt == 1:
                     continue
+                # the cause is for the operator (an SSL or address mistake looks the same to
+                # callers); asyncpg's messages name the server, never the password
+                log.warning("hot statement failed: %s: %s", type(exc).__name__, exc)
                 raise DatabaseUnavailable from None
             return tuple(record) if record is not None else None
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def close(self) -> None:
-        """Close every connection of the running loop; abort those of other loops (a loop
-        already closed frees its connections when it is collected)."""
+        """Close every connection of the running loop once the statements in flight there end
+        (a shielded debit books whole; at most CLOSE_TIMEOUT seconds); abort those of other
+        loops (a loop already closed frees its connections when it is collected). Later calls
+        open new connections, as an engine's pool does after ``dispose()``."""
         current = asyncio.get_running_loop()
-        for loop, state in list(self._loops.items()):
+        states = list(self._loops.items())
+        self._loops.clear()
+        for loop, state in states:
+            state.closed = True
+            if loop is current:
+                await self._drain(state)
+            idle = set(state.free)
             conns = list(state.opened)
             state.opened.clear()
             state.free.clear()
             for conn in conns:
-                if loop is current:
+                if loop is current and conn not in idle:  # still running after the wait
+                    conn.terminate()  # its caller sees a lost connection (503), not a cancel
+                elif loop is current:
                     try:
-                        await asyncio.wait_for(conn.close(), timeout=5)
-                    except (TimeoutError, OSError, asyncpg.PostgresError):
+                        await asyncio.wait_for(conn.close(), timeout=CLOSE_TIMEOUT)
+                    except Exception:
                         conn.terminate()
                 elif loop.is_closed():
                     continue
@@ -175,7 +229,20 @@ class HotPostgres:
                     loop.call_soon_threadsafe(conn.terminate)
                 else:
                     conn.terminate()
-        self._loops.clear()
+
+    async def _drain(self, state: _LoopConnections) -> None:
+        """Wait (at most CLOSE_TIMEOUT seconds) until no statement of ``state`` is in flight."""
+        taken = 0
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                while taken < self.size:
+                    await state.slots.acquire()
+                    taken += 1
+        except TimeoutError:
+            pass
+        finally:
+            for _ in range(taken):  # waiters behind see ``closed`` and give up
+                state.slots.release()
 
 
 _REGISTRY: weakref.WeakKeyDictionary[Any, HotPostgres] = weakref.WeakKeyDictionary()

@@ -31,6 +31,7 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from server.db.hotpg import DatabaseUnavailable
 from server.errors import (
     ApiError,
     ErrorBody,
@@ -38,6 +39,7 @@ from server.errors import (
     InvalidRequest,
     RequestTooLarge,
     ServiceUnavailable,
+    database_unavailable,
     error_response,
 )
 from server.mcp.dispatch import (
@@ -192,6 +194,8 @@ class McpTools:
             return await self._route(bound, args, meta, credentials, peer)
         except ApiError as exc:
             return _failed(exc)
+        except DatabaseUnavailable:  # as REST: a 503, not an internal error
+            return _failed(database_unavailable())
         except Exception:  # as the REST catch-all: logged, never shown
             log.exception("tool %s failed", name)
             return _failed(
