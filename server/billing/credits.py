@@ -27,7 +27,7 @@ from server.billing.credit_rules import (
     next_state,
     validate_amount,
 )
-from server.db.hotpg import first_row
+from server.db.hotpg import DatabaseUnavailable, first_row
 from server.db.models import CreditAccount, CreditEntry, CreditHold
 from server.db.rawsql import UNIQUE_VIOLATIONS, Busy, RawStatement, immediate, inline_sqlite
 from server.db.tx import read_connection, write_transaction
@@ -163,6 +163,9 @@ _DEBIT_PG = RawStatement(
     "(id, user_id, kind, amount, operation, reference, balance_after, created_at) "
     "SELECT ?, ?, 'debit', ?, ?, ?, taken.balance, ? FROM taken, quick RETURNING balance_after"
 )
+
+
+_BOOKED = RawStatement("SELECT balance_after FROM credit_entries WHERE id = ?")
 
 
 def _hold(row: object) -> Hold:
@@ -329,7 +332,16 @@ class CreditStore:
         take = (amount, user_id, amount)
         if self.engine.dialect.name == "postgresql":
             params = (amount, user_id, amount, entry_id, user_id, -amount)
-            return await first_row(self.engine, _DEBIT_PG, (*params, operation, reference, now))
+            try:
+                return await first_row(self.engine, _DEBIT_PG, (*params, operation, reference, now))
+            except DatabaseUnavailable:
+                # the connection was lost with the outcome unknown: the line may have committed
+                # before the answer was lost. Booked: the work is paid, so it is delivered;
+                # not booked: the caller answers 503 and releases nothing.
+                booked = await first_row(self.engine, _BOOKED, (entry_id,), read_only=True)
+                if booked is None:
+                    raise
+                return booked
         async with self.engine.connect() as conn, immediate(conn) as aio:
             row = await _TAKE.first_on(aio, "sqlite", take)
             if row is not None:

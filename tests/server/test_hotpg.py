@@ -20,6 +20,7 @@ from keyed_helpers import keyed_app, keyed_settings
 from server.auth.store import AccountStore
 from server.billing.credit_rules import EntryKind
 from server.billing.credits import CreditStore, InsufficientBalance
+from server.db import hotpg
 from server.db.engine import Database
 from server.db.hotpg import APPLICATION_NAME, DatabaseUnavailable, HotPostgres, hot_postgres
 from server.db.rawsql import RawStatement
@@ -284,3 +285,57 @@ async def test_a_keyed_call_answers_503_and_charges_nothing_when_the_database_is
         balance = await app.client.get("/api/v1/credits/balance", headers=key)
         assert balance.status_code == 200, balance.text
         assert balance.json()["total_credits"] == 3  # two delivered calls, two debits
+
+
+class _LosesTheAnswer:
+    """An asyncpg connection whose next debit runs (``after=True``) or not, then is lost."""
+
+    def __init__(self, conn: Any, *, after: bool) -> None:
+        self._conn = conn
+        self._after = after
+        self.tripped = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+    async def fetchrow(self, sql: str, *args: Any) -> Any:
+        if "INSERT INTO credit_entries" in sql and not self.tripped:
+            self.tripped = True
+            if self._after:
+                await self._conn.fetchrow(sql, *args)  # committed: only the answer is lost
+            self._conn.terminate()
+            raise asyncpg.ConnectionDoesNotExistError("connection was closed in the middle")
+        return await self._conn.fetchrow(sql, *args)
+
+
+@pytest.mark.parametrize("committed", [True, False])
+async def test_a_debit_whose_answer_is_lost_is_read_back(
+    pg_db: Database, monkeypatch: pytest.MonkeyPatch, committed: bool
+) -> None:
+    """Booked before the connection was lost: the debit stands (once) and the work is delivered;
+    not booked: DatabaseUnavailable and nothing taken."""
+    accounts = AccountStore(pg_db.engine, SECRET)
+    user, _ = await accounts.user_for_subject("s", email=None, plan="paid")
+    credits = CreditStore(pg_db.engine)
+    await credits.add(user.id, 5, kind=EntryKind.GRANT, reference="g", operation=None)
+    assert pg_db.hot is not None
+    await pg_db.hot.close()  # the next call opens a connection through the patched connect
+    real_connect = asyncpg.connect
+    wrappers: list[_LosesTheAnswer] = []
+
+    async def connect(**kwargs: Any) -> _LosesTheAnswer:
+        wrapper = _LosesTheAnswer(await real_connect(**kwargs), after=committed)
+        wrappers.append(wrapper)
+        return wrapper
+
+    monkeypatch.setattr(hotpg.asyncpg, "connect", connect)
+    if committed:
+        assert await credits.debit(user.id, 2, operation="email.validate", reference="r") == 3
+    else:
+        with pytest.raises(DatabaseUnavailable):
+            await credits.debit(user.id, 2, operation="email.validate", reference="r")
+    assert wrappers[0].tripped
+    position = await credits.balance(user.id)
+    assert position.balance == (3 if committed else 5)
+    debits = [e for e in await credits.entries(user.id, limit=10) if e.kind is EntryKind.DEBIT]
+    assert [e.reference for e in debits] == (["r"] if committed else [])
