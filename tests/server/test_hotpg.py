@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import socket
+import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from server.settings import SettingsError, load_settings
 
 SECRET = b"h" * 32
 SLEEP = RawStatement("SELECT pg_sleep(?), ?::int")
+ONE = RawStatement("SELECT ?::int")
 DIVIDE = RawStatement("SELECT 1 / ?::int")
 ECHO = RawStatement("SELECT ?::text, current_setting('search_path')")
 
@@ -50,10 +53,19 @@ def _active(url: str, application: str) -> bool:
     with psycopg.connect(_sync(url), autocommit=True) as conn:
         row = conn.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s "
-            "AND state = 'active' AND query LIKE '%%pg_sleep%%'",
+            "AND state = 'active' AND query LIKE '%%pg_sleep%%' AND datname = current_database()",
             (application,),
         ).fetchone()
     return bool(row and row[0])
+
+
+async def _until_running(url: str, application: str) -> None:
+    """Wait until ``application`` runs a pg_sleep on the server (a bound, not a timing check)."""
+    for _ in range(500):
+        if _active(url, application):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the statement never ran")
 
 
 def _terminate(url: str, pids: set[int]) -> None:
@@ -79,12 +91,12 @@ async def pg_db(pg_schema: tuple[str, str]) -> AsyncIterator[Database]:
         await database.dispose()
 
 
-def _hot(db: Database, application: str) -> HotPostgres:
+def _hot(db: Database, application: str, size: int = 1) -> HotPostgres:
     """A separate hot set on ``db``'s server, named ``application`` in pg_stat_activity."""
     assert db.hot is not None
     base = dict(db.hot._connect_kwargs)
     base["server_settings"] = {**base["server_settings"], "application_name": application}
-    return HotPostgres(base, size=1)
+    return HotPostgres(base, size=size)
 
 
 async def test_the_key_lookup_and_the_debit_run_on_the_hot_connections(pg_db: Database) -> None:
@@ -154,11 +166,7 @@ async def test_a_cancelled_statement_drops_its_connection_and_frees_its_slot(
     hot = _hot(pg_db, "hot-cancel")  # one slot: a slot kept by the cancelled call would hang
     try:
         slow = asyncio.create_task(hot.first(SLEEP, (30, 1)))
-        for _ in range(500):  # until the server runs it (a bound, not a timing assertion)
-            if _active(pg_db.url, "hot-cancel"):
-                break
-            await asyncio.sleep(0.01)
-        assert _active(pg_db.url, "hot-cancel")
+        await _until_running(pg_db.url, "hot-cancel")
         slow.cancel()
         with pytest.raises(asyncio.CancelledError):
             await slow
@@ -328,7 +336,7 @@ async def test_a_debit_whose_answer_is_lost_is_read_back(
         wrappers.append(wrapper)
         return wrapper
 
-    monkeypatch.setattr(hotpg.asyncpg, "connect", connect)
+    monkeypatch.setattr(asyncpg, "connect", connect)  # as hotpg calls it
     if committed:
         assert await credits.debit(user.id, 2, operation="email.validate", reference="r") == 3
     else:
@@ -339,3 +347,168 @@ async def test_a_debit_whose_answer_is_lost_is_read_back(
     assert position.balance == (3 if committed else 5)
     debits = [e for e in await credits.entries(user.id, limit=10) if e.kind is EntryKind.DEBIT]
     assert [e.reference for e in debits] == (["r"] if committed else [])
+
+
+# --- close, slot waits, URL options, ended loops, logged causes ---------------------------
+
+
+async def test_close_while_a_statement_runs_lets_it_finish_and_closes_everything(
+    pg_db: Database,
+) -> None:
+    hot = _hot(pg_db, "hot-close-busy", size=2)
+    assert await hot.first(ONE, (1,)) == (1,)  # an idle connection too
+    slow = asyncio.create_task(hot.first(SLEEP, (0.3, 7)))  # e.g. a shielded debit
+    for _ in range(500):  # until the server runs it (a bound, not a timing assertion)
+        if _active(pg_db.url, "hot-close-busy"):
+            break
+        await asyncio.sleep(0.01)
+    assert _active(pg_db.url, "hot-close-busy")
+    await hot.close()  # asyncpg cancels a statement running on a connection it closes
+    assert await slow == (None, 7)  # the statement in flight was not cut off
+    for _ in range(100):
+        if not _server_pids(pg_db.url, "hot-close-busy"):
+            break
+        await asyncio.sleep(0.05)
+    assert _server_pids(pg_db.url, "hot-close-busy") == set()
+
+
+async def test_a_failing_hot_close_still_disposes_the_engine(pg_db: Database) -> None:
+    assert pg_db.hot is not None
+
+    async def broken() -> None:
+        raise RuntimeError("boom")
+
+    hot, pg_db.hot = pg_db.hot, None
+    try:
+        pg_db.hot = HotPostgres({}, size=1)
+        pg_db.hot.close = broken  # type: ignore[method-assign]
+        async with pg_db.engine.connect() as conn:
+            await conn.exec_driver_sql("SELECT 1")
+        assert pg_db.engine.pool.checkedin() == 1  # type: ignore[attr-defined]
+        with pytest.raises(RuntimeError):
+            await pg_db.dispose()
+        assert pg_db.engine.pool.checkedin() == 0  # type: ignore[attr-defined]
+    finally:
+        pg_db.hot = hot
+
+
+async def test_sqlalchemy_only_url_options_do_not_reach_asyncpg(
+    pg_schema: tuple[str, str],
+) -> None:
+    url, schema = pg_schema
+    # SQLAlchemy's documented asyncpg URL option (pgbouncer setups set it to 0)
+    database = Database(url + "?prepared_statement_cache_size=0", schema=schema)
+    try:
+        async with database.engine.connect() as conn:  # the engine accepts it
+            assert (await conn.exec_driver_sql("SELECT 2")).scalar() == 2
+        assert database.hot is not None
+        assert await database.hot.first(ONE, (3,)) == (3,)
+        assert database.hot._connect_kwargs.get("statement_cache_size") == 0
+    finally:
+        await database.dispose()
+
+
+async def test_the_connection_of_a_finished_event_loop_is_not_kept_open(pg_db: Database) -> None:
+    hot = _hot(pg_db, "hot-old-loop")
+    loops: list[weakref.ref[asyncio.AbstractEventLoop]] = []
+
+    def other_loop() -> None:
+        async def use() -> None:
+            loops.append(weakref.ref(asyncio.get_running_loop()))
+            assert await hot.first(ONE, (1,)) == (1,)
+
+        asyncio.run(use())
+
+    await asyncio.to_thread(other_loop)
+    assert await hot.first(ONE, (2,)) == (2,)  # a loop of its own (the process's next one)
+    gc.collect()  # the first loop ended; nothing should keep it (or its connection) alive
+    try:
+        assert loops[0]() is None
+        for _ in range(100):
+            if len(_server_pids(pg_db.url, "hot-old-loop")) == 1:
+                break
+            await asyncio.sleep(0.05)
+        assert len(_server_pids(pg_db.url, "hot-old-loop")) == 1  # this loop's own
+    finally:
+        await hot.close()
+
+
+async def test_default_application_name_is_set(pg_db: Database) -> None:
+    assert pg_db.hot is not None
+    assert pg_db.hot._connect_kwargs["server_settings"]["application_name"] == APPLICATION_NAME
+
+
+async def _until_active(url: str, application: str) -> None:
+    for _ in range(500):  # a bound, not a timing assertion
+        if _active(url, application):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the statement never ran")
+
+
+async def test_a_call_waiting_for_a_slot_during_close_is_database_unavailable(
+    pg_db: Database,
+) -> None:
+    hot = _hot(pg_db, "hot-close-wait", size=1)
+    slow = asyncio.create_task(hot.first(SLEEP, (0.3, 7)))
+    await _until_active(pg_db.url, "hot-close-wait")
+    waiting = asyncio.create_task(hot.first(ONE, (1,), read_only=True))
+    await asyncio.sleep(0)  # it queues for the one slot
+    await hot.close()
+    assert await slow == (None, 7)
+    with pytest.raises(DatabaseUnavailable):
+        await waiting
+    assert hot.connects == 1  # the waiter opened none after close
+
+
+async def test_close_cuts_off_a_statement_that_outlasts_its_wait(
+    pg_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(hotpg, "CLOSE_TIMEOUT", 0.05)
+    hot = _hot(pg_db, "hot-close-late", size=1)
+    slow = asyncio.create_task(hot.first(SLEEP, (30, 7)))
+    await _until_active(pg_db.url, "hot-close-late")
+    await hot.close()
+    with pytest.raises(DatabaseUnavailable):
+        await slow
+
+
+async def test_a_call_waits_for_a_slot_a_bounded_time(
+    pg_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(hotpg, "SLOT_TIMEOUT", 0.05)
+    hot = _hot(pg_db, "hot-slot-wait", size=1)
+    slow = asyncio.create_task(hot.first(SLEEP, (30, 7)))  # e.g. a debit stuck on a row lock
+    try:
+        await _until_active(pg_db.url, "hot-slot-wait")
+        for read_only in (True, False):
+            with pytest.raises(DatabaseUnavailable):
+                await asyncio.wait_for(hot.first(ONE, (1,), read_only=read_only), 30)
+        slow.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await slow
+        assert await hot.first(ONE, (2,)) == (2,)  # one slot, and the timeouts kept none
+    finally:
+        slow.cancel()
+        await hot.close()
+
+
+async def test_an_unavailable_database_logs_its_cause_without_the_password(
+    pg_db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert pg_db.hot is not None
+    port = _dead_port()
+    kwargs = {**pg_db.hot._connect_kwargs, "port": port, "password": "s3cret-pw"}
+    hot = HotPostgres(kwargs, size=1)
+    with (
+        caplog.at_level(logging.WARNING, logger="server.db.hotpg"),
+        pytest.raises(DatabaseUnavailable) as lost,
+    ):
+        await hot.first(ONE, (1,))
+    text = caplog.text
+    assert "ConnectionRefusedError" in text or "OSError" in text
+    assert str(port) in text
+    assert "s3cret" not in text
+    assert "s3cret" not in repr(lost.value)
+    assert lost.value.__cause__ is None
+    await hot.close()
