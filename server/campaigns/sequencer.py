@@ -45,8 +45,8 @@ from server.campaigns.sequencer_store import (
     Claim,
     LeadRow,
     SequencerStore,
-    StepRow,
 )
+from server.campaigns.store import StepRecord
 from server.campaigns.unsubscribe import unsubscribe_url
 from server.campaigns.variants import pick
 from server.db.engine import Database
@@ -255,7 +255,7 @@ class Sequencer:
         self,
         campaign: CampaignRow,
         lead: LeadRow,
-        step: StepRow,
+        step: StepRecord,
         templates: dict[str, TemplateParts | None],
     ) -> Content:
         variant = pick(lead.id, step.position, step.variants)
@@ -270,7 +270,7 @@ class Sequencer:
         self,
         campaign: CampaignRow,
         lead: LeadRow,
-        step: StepRow,
+        step: StepRecord,
         templates: dict[str, TemplateParts | None],
         report: TickReport,
         now: float,
@@ -305,7 +305,7 @@ class Sequencer:
         self,
         campaign: CampaignRow,
         lead: LeadRow,
-        steps: Mapping[int, StepRow],
+        steps: Mapping[int, StepRecord],
         alias: AliasRow,
         content: Content,
         now: float,

@@ -68,12 +68,18 @@ class NewStep:
 
 @dataclass(frozen=True)
 class StepRecord:
-    """A stored step."""
+    """A stored step: its position, delay after the previous one and variants (the API's and
+    the sequencer's one step type)."""
 
     id: str
     position: int
     delay_seconds: int
     variants: list[dict[str, Any]]
+
+    @classmethod
+    def of_row(cls, row: Any) -> StepRecord:
+        """The step of a ``campaign_steps`` row (id, position, delay_seconds, variants)."""
+        return cls(str(row.id), int(row.position), int(row.delay_seconds), list(row.variants or []))
 
 
 @dataclass(frozen=True)
@@ -122,10 +128,8 @@ async def _steps(conn: AsyncConnection, ids: Sequence[str]) -> dict[str, list[St
         .where(CampaignStep.campaign_id.in_(list(ids)))
         .order_by(CampaignStep.campaign_id, CampaignStep.position)
     )
-    for row in rows.mappings():
-        out[row["campaign_id"]].append(
-            StepRecord(row["id"], row["position"], row["delay_seconds"], list(row["variants"]))
-        )
+    for row in rows:
+        out[row.campaign_id].append(StepRecord.of_row(row))
     return out
 
 
