@@ -445,32 +445,6 @@ class SequencerStore:
             conn=conn,
         )
 
-    async def stop(
-        self,
-        lead_id: str,
-        campaign_id: str,
-        *,
-        reason: str,
-        now: float,
-        email_id: str | None = None,
-        position: int | None = None,
-        detail: Mapping[str, Any] | None = None,
-        kind: str | None = None,
-    ) -> bool:
-        """Stop a running lead with ``reason`` and record the event; whether it stopped."""
-        async with write_transaction(self.engine) as conn:
-            return await stop_lead(
-                conn,
-                lead_id,
-                campaign_id,
-                reason=reason,
-                now=now,
-                email_id=email_id,
-                position=position,
-                detail=detail,
-                kind=kind,
-            )
-
     async def fail(self, lead: LeadRow, code: str, detail: str, now: float) -> None:
         """A lead whose step cannot be built: ``failed`` with a ``failed`` event saying why."""
         async with write_transaction(self.engine) as conn:
