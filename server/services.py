@@ -260,9 +260,12 @@ class Services:
 
     @property
     def mail(self) -> MailStore:
-        """Sending domains and aliases (DKIM keys sealed with the keyed services' seal key)."""
-        from server.mail.store import MailStore
+        """Sending domains and aliases (DKIM keys sealed with the keyed services' seal key); a
+        domain campaigns still send from is not deleted (their in-use check is registered)."""
+        from server.campaigns.domain_use import campaign_reasons
+        from server.mail.store import MailStore, register_in_use_check
 
+        register_in_use_check(campaign_reasons)  # once: registering again changes nothing
         return MailStore(
             self.db.engine, self.keyed.mail_seal_key, self.settings.mail_selector_prefix
         )

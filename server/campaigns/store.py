@@ -13,11 +13,9 @@ from sqlalchemy import Table, delete, func, insert, select, true, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from server.campaigns import rules
-from server.db.engine import Database
 from server.db.models import Campaign, CampaignLead, CampaignStep
 from server.db.tx import read_connection, write_transaction
 from server.ids import new_id
-from server.mail._campaign_use import campaigns_on_domain
 
 __all__ = [
     "MAX_CAMPAIGNS",
@@ -28,14 +26,10 @@ __all__ = [
     "Refused",
     "StaleVersion",
     "StepRecord",
-    "campaigns_using_domain",
 ]
 
 MAX_CAMPAIGNS = 1000
 """Campaigns per user; creating one more is refused (409)."""
-
-OPEN_STATES = ("draft", "active", "paused")
-"""States in which a campaign may still send (and so holds on to its aliases' domains)."""
 
 
 class CampaignLimitReached(Exception):
@@ -366,13 +360,3 @@ class CampaignStore:
             record = await self._get(conn, user_id, campaign_id)
             assert record is not None
             return record, outcome.changed
-
-
-async def campaigns_using_domain(
-    conn_or_db: AsyncEngine | Database, user_id: str, domain_id: str
-) -> list[str]:
-    """Ids of the user's draft, active or paused campaigns that send from an alias of
-    ``domain_id`` (the query the domain-delete refusal runs in its own transaction)."""
-    engine = conn_or_db.engine if isinstance(conn_or_db, Database) else conn_or_db
-    async with read_connection(engine) as conn:
-        return [cid for cid, _ in await campaigns_on_domain(conn, user_id, domain_id)]

@@ -20,7 +20,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from server.db.models import MailAlias, MailDomain
 from server.db.tx import read_connection, write_transaction
 from server.ids import new_id
-from server.mail._campaign_use import campaign_reasons
 from server.mail.dns_check import DomainVerdict
 from server.mail.dns_records import DkimKey, generate_dkim_key, new_selector
 from server.mail.sealing import open_sealed, seal
@@ -81,8 +80,9 @@ InUseCheck = Callable[[AsyncConnection, str, str], Awaitable[list[str]]]
 It runs on the delete's own write transaction, so nothing it reads can change before the
 delete commits on SQLite (and it sees the same snapshot as the delete on PostgreSQL)."""
 
-IN_USE_CHECKS: list[InUseCheck] = [campaign_reasons]
-"""The registered checks, in order; add one with :func:`register_in_use_check`."""
+IN_USE_CHECKS: list[InUseCheck] = []
+"""The registered checks, in order; add one with :func:`register_in_use_check` (the services
+register the campaigns' one, :mod:`server.campaigns.domain_use`)."""
 
 
 def register_in_use_check(check: InUseCheck) -> Callable[[], None]:
