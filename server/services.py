@@ -272,11 +272,13 @@ class Services:
 
     @property
     def inbound(self) -> InboundMail:
-        """BaviMail inbound: stores and ports (replace ``_inbound`` to wire other ports)."""
+        """BaviMail inbound: stores and ports, replies and hard bounces stopping campaign leads
+        (replace ``_inbound`` to wire other ports)."""
         if self._inbound is None:
+            from server.campaigns.stops import with_campaign_stops
             from server.mail.inbound_service import InboundMail
 
-            self._inbound = InboundMail.build(self.settings, self.db.engine)
+            self._inbound = with_campaign_stops(InboundMail.build(self.settings, self.db.engine))
         return self._inbound
 
     @property
