@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from server.background import BackgroundLoop
 from server.db.engine import Database
@@ -19,7 +20,13 @@ from server.mail.relay import Relay, RelayConfig
 from server.mail.worker import MailWorker
 from server.settings import Settings
 
-__all__ = ["build_mail_worker", "embedded_mail", "relay_config", "run_mail_worker"]
+if TYPE_CHECKING:
+    from server.services import Services
+
+Companion = Callable[["Services"], BackgroundLoop | None]
+"""A loop to run beside the mail worker on its services (None: nothing to run)."""
+
+__all__ = ["Companion", "build_mail_worker", "embedded_mail", "relay_config", "run_mail_worker"]
 
 
 def relay_config(settings: Settings) -> RelayConfig:
@@ -64,14 +71,14 @@ def embedded_mail(settings: Settings) -> bool:
     return bool(settings.mail_relay_host) and settings.database_url.startswith("sqlite")
 
 
-async def run_mail_worker(settings: Settings) -> None:
-    """``bavlio mail-worker``: migrate, then send until SIGTERM or SIGINT."""
+async def run_mail_worker(settings: Settings, companion: Companion | None = None) -> None:
+    """``bavlio mail-worker``: migrate, then send until SIGTERM or SIGINT, with ``companion``'s
+    loop beside the worker (the CLI passes the campaign sequencer's)."""
     logging.basicConfig(
         level=settings.log_level.upper(),
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    from server.campaigns.sequencer import sequencer_loop
     from server.services import Services
 
     config = relay_config(settings)  # a missing relay fails before the database is touched
@@ -79,7 +86,8 @@ async def run_mail_worker(settings: Settings) -> None:
     try:
         await svc.db.migrate()
         worker = build_mail_worker(svc.db, settings)
-        campaigns = sequencer_loop(svc)  # campaigns' messages join the outbox from here too
+        # campaigns' messages join the outbox from here too
+        campaigns = None if companion is None else companion(svc)
         loop = asyncio.get_running_loop()
         stop = worker.stop if campaigns is None else _stop_both(worker, campaigns)
         for signum in (signal.SIGTERM, signal.SIGINT):
