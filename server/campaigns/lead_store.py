@@ -14,6 +14,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from server.db.models import Campaign, CampaignDraft, CampaignLead, CampaignSend
+from server.db.paging import newest_first
 from server.db.tx import read_connection, write_transaction
 from server.ids import new_id
 
@@ -192,9 +193,7 @@ class LeadStore:
         query = select(*_LEAD_COLUMNS).where(_L.c.campaign_id == campaign_id)
         if status is not None:
             query = query.where(_L.c.status == status)
-        if after is not None:
-            query = query.where(_L.c.id < after)
-        query = query.order_by(_L.c.id.desc()).offset(offset).limit(limit)
+        query = newest_first(query, _L.c.id, after=after, offset=offset, limit=limit)
         async with read_connection(self.engine) as conn:
             return [LeadRecord(*row) for row in (await conn.execute(query)).all()]
 

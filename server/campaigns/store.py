@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from server.campaigns import rules
 from server.db.models import Campaign, CampaignLead, CampaignStep
+from server.db.paging import newest_first
 from server.db.tx import read_connection, write_transaction
 from server.ids import new_id
 
@@ -236,9 +237,7 @@ class CampaignStore:
             query = query.where(_T.c.status == status)
         if search:
             query = query.where(func.lower(_T.c.name).contains(search.lower(), autoescape=True))
-        if after is not None:
-            query = query.where(_T.c.id < after)
-        query = query.order_by(_T.c.id.desc()).offset(offset).limit(limit)
+        query = newest_first(query, _T.c.id, after=after, offset=offset, limit=limit)
         async with read_connection(self.engine) as conn:
             rows = (await conn.execute(query)).mappings().all()
             return await _load(conn, rows)

@@ -22,6 +22,7 @@ from server.db.models import (
     MailMessage,
     MailThreadRef,
 )
+from server.db.paging import newest_first
 from server.db.tx import read_connection, write_transaction
 from server.ids import new_id
 from server.mail.dsn import RecipientStatus
@@ -138,9 +139,7 @@ def _conversation(row: Any) -> ConversationRow:
 
 def _page(query: Any, table: Any, user_id: str, after: str | None, offset: int, limit: int) -> Any:
     query = query.where(table.c.user_id == user_id)
-    if after is not None:
-        query = query.where(table.c.id < after)
-    return query.order_by(table.c.id.desc()).offset(offset).limit(limit + 1)
+    return newest_first(query, table.c.id, after=after, offset=offset, limit=limit + 1)
 
 
 AfterAdd = Callable[[InboundRow], Awaitable[object]]

@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from server.db.models import MailAlias, MailDomain
+from server.db.paging import newest_first
 from server.db.tx import read_connection, write_transaction
 from server.ids import new_id
 from server.mail.dns_check import DomainVerdict
@@ -292,9 +293,7 @@ class MailStore:
     ) -> list[DomainRecord]:
         """The user's domains, newest first."""
         query = select(MailDomain.__table__).where(MailDomain.user_id == user_id)
-        if after is not None:
-            query = query.where(MailDomain.id < after)
-        query = query.order_by(MailDomain.id.desc()).offset(offset).limit(limit)
+        query = newest_first(query, MailDomain.id, after=after, offset=offset, limit=limit)
         async with read_connection(self.engine) as conn:
             rows = (await conn.execute(query)).mappings().all()
         return [_domain(row) for row in rows]
@@ -521,9 +520,7 @@ class MailStore:
         query = self._alias_query(user_id)
         if domain_id is not None:
             query = query.where(MailAlias.domain_id == domain_id)
-        if after is not None:
-            query = query.where(MailAlias.id < after)
-        query = query.order_by(MailAlias.id.desc()).offset(offset).limit(limit)
+        query = newest_first(query, MailAlias.id, after=after, offset=offset, limit=limit)
         async with read_connection(self.engine) as conn:
             rows = (await conn.execute(query)).mappings().all()
         return [_alias(row, row["domain_name"]) for row in rows]
