@@ -6,38 +6,21 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-import pytest
-
+from ._service import started
 from .dnslab import DnsLab, LabError
 from .maillab import MailLab, MailLabError
 
 __all__ = ["mail_stack", "running_dns", "running_mail"]
 
 
-@contextlib.contextmanager
-def running_dns(lab: DnsLab) -> Iterator[DnsLab]:
+def running_dns(lab: DnsLab) -> contextlib.AbstractContextManager[DnsLab]:
     """Start ``lab`` (fail the test clearly if NSD cannot); stop it afterwards."""
-    try:
-        lab.start()
-    except LabError as exc:
-        pytest.fail(f"DNS lab unavailable: {exc}", pytrace=False)
-    try:
-        yield lab
-    finally:
-        lab.stop()
+    return started(lab, LabError, "DNS lab")
 
 
-@contextlib.contextmanager
-def running_mail(lab: MailLab) -> Iterator[MailLab]:
+def running_mail(lab: MailLab) -> contextlib.AbstractContextManager[MailLab]:
     """Start ``lab`` (fail the test clearly if Postfix cannot); stop it afterwards."""
-    try:
-        lab.start()
-    except MailLabError as exc:
-        pytest.fail(f"mail lab unavailable: {exc}", pytrace=False)
-    try:
-        yield lab
-    finally:
-        lab.stop()
+    return started(lab, MailLabError, "mail lab")
 
 
 @contextlib.contextmanager
