@@ -210,7 +210,7 @@ async def _charges(config: Path, keyed_calls: int, granted: int) -> Charges:
     from server.settings import load_settings
 
     settings = load_settings(str(config), env_file=None)
-    db = Database(settings.database_url, schema=settings.database_schema)
+    db = Database.from_settings(settings)
     try:
         async with db.engine.connect() as conn:
             user_id = (await conn.execute(select(User.id).where(User.email == EMAIL))).scalar_one()

@@ -25,7 +25,7 @@ async def _with_services(settings: Settings) -> Any:
     from server.db.engine import Database
     from server.services import KeyedServices
 
-    db = Database(settings.database_url, schema=settings.database_schema)
+    db = Database.from_settings(settings)
     await db.migrate()
     http = httpx.AsyncClient(timeout=5.0)
     return db, http, KeyedServices.build(settings, db, http)

@@ -24,7 +24,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from emailintel.dns import DnsResolver
 from server.billing.purchases import recover_purchases
-from server.errors import ApiError, MethodNotAllowed, NotFound, error_response
+from server.db.hotpg import DatabaseUnavailable
+from server.errors import (
+    ApiError,
+    MethodNotAllowed,
+    NotFound,
+    ServiceUnavailable,
+    error_response,
+)
 from server.middleware import CatchAllMiddleware, RequestIdMiddleware
 from server.openapi import PaidRoute, openapi_document, paid_routes
 from server.recursion import restore_recursion_limit
@@ -86,9 +93,17 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return error_response(error, request)
 
 
+async def _database_unavailable(request: Request, exc: Exception) -> Response:
+    error = ServiceUnavailable(
+        "database_unavailable", "The database is unreachable.", headers={"Retry-After": "1"}
+    )
+    return error_response(error, request)
+
+
 HANDLERS: Mapping[Any, Callable[[Request, Exception], Any]] = {
     ApiError: _api_error,
     HTTPException: _http_error,
+    DatabaseUnavailable: _database_unavailable,
 }
 
 
@@ -286,9 +301,11 @@ def create_app(
                     await stack.enter_async_context(svc.webhook_dispatcher().running())
                 if embedded_mail(settings):  # a relay on SQLite: mail is sent from here too
                     mail = svc.sending
-                    worker = build_mail_worker(svc.db, settings, mail.suppression)
-                    await stack.enter_async_context(worker)
                     from server.campaigns.sequencer import sequencer_loop
+                    from server.campaigns.stops import on_refused
+
+                    worker = build_mail_worker(svc.db, settings, mail.suppression, on_refused)
+                    await stack.enter_async_context(worker)
 
                     campaigns = sequencer_loop(svc)  # and campaigns queue their messages here
                     if campaigns is not None:

@@ -216,7 +216,7 @@ async def _migrate(settings: Settings) -> None:
     from server.db.engine import Database
     from x402gw.ledger import Ledger
 
-    db = Database(settings.database_url, schema=settings.database_schema)
+    db = Database.from_settings(settings)
     try:
         await db.migrate()
     finally:
@@ -232,7 +232,7 @@ async def _import(settings: Settings, parsed: ParsedFile) -> int:
     from server.db.engine import Database
     from server.prospects.store import ProspectStore
 
-    db = Database(settings.database_url, schema=settings.database_schema)
+    db = Database.from_settings(settings)
     try:
         await db.migrate()
         return await ProspectStore(db).add([prospect for _, prospect in parsed.rows])
@@ -257,10 +257,11 @@ def _worker(settings: Settings) -> int:
 
 def _mail_worker(settings: Settings) -> int:
     from server.campaigns.sequencer import sequencer_loop
+    from server.campaigns.stops import on_refused
     from server.mail.setup import run_mail_worker
 
     try:
-        asyncio.run(run_mail_worker(settings, sequencer_loop))
+        asyncio.run(run_mail_worker(settings, sequencer_loop, on_refused))
     except ValueError as exc:  # no relay configured
         print(f"bavlio mail-worker: {exc}", file=sys.stderr)
         return 2

@@ -111,7 +111,7 @@ async def _import_prospects(settings: Settings) -> int:
     parsed = parse_rows(enumerate(DEMO_PROSPECTS, 1))
     if parsed.errors:  # the table above is ours: a rejected row is a bug here
         raise ValueError(f"demo prospect rows rejected: {parsed.errors}")
-    db = Database(settings.database_url, schema=settings.database_schema)
+    db = Database.from_settings(settings)
     try:
         await db.migrate()
         return await ProspectStore(db).add([prospect for _, prospect in parsed.rows])

@@ -202,7 +202,7 @@ class Services:
         search: SearchEngine | None = None,
     ) -> Services:
         """Create every service from settings; nothing connects until first use."""
-        db = Database(settings.database_url, schema=settings.database_schema)
+        db = Database.from_settings(settings)
         return cls(
             settings=settings,
             db=db,

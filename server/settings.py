@@ -43,13 +43,24 @@ from server.billing.pricing import Price, PriceOverride, price_table
 if TYPE_CHECKING:
     from server.mail.dns_records import MailConfig
 
-__all__ = ["ENV_PREFIX", "PRICE_KEYS", "Settings", "SettingsError", "load_settings"]
+__all__ = [
+    "ENV_PREFIX",
+    "PRICE_KEYS",
+    "PUBLIC_URL_MAX",
+    "Settings",
+    "SettingsError",
+    "load_settings",
+]
 
 ENV_PREFIX = "BAVLIO_"
 CONFIG_VARIABLE = "BAVLIO_CONFIG"
 
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _PRIVATE_KEY = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")
+# The public URL: printable ASCII without space, '<' or '>', short enough that the URL plus a
+# token (at most 200 characters) fits one List-Unsubscribe header line.
+PUBLIC_URL_MAX = 512
+_PUBLIC_URL = re.compile(rf"[!-;=?-~]{{1,{PUBLIC_URL_MAX}}}")
 # CAIP-2: namespace ":" reference (https://chainagnostic.org/CAIPs/caip-2).
 _CAIP2 = re.compile(r"^[-a-z0-9]{3,8}:[-_a-zA-Z0-9]{1,32}$")
 _SUPPORTED_DB = {
@@ -102,6 +113,9 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite+aiosqlite:///./bavlio.sqlite3"
     database_schema: str | None = None
+    database_hot_connections: int = Field(default=4, ge=0, le=64)
+    """PostgreSQL: asyncpg connections of each process's own for the key lookup and the debit
+    of every keyed request (0: they use the main pool; server.db.hotpg)."""
     redis_url: str | None = None
     rpc_url: str | None = None
     network: str = "eip155:8453"
@@ -212,6 +226,10 @@ class Settings(BaseSettings):
     for the unsubscribe links every campaign message carries)."""
     campaign_poll_seconds: float = Field(default=5.0, gt=0, le=3600)
     """Seconds between two campaign sequencer ticks."""
+    campaign_hold_bounce_rate: float = Field(default=0.05, gt=0, le=1)
+    """A campaign is held while its hard bounces exceed this share of its sends..."""
+    campaign_hold_min_sends: int = Field(default=50, ge=1, le=1_000_000)
+    """...once it has sent at least this many (fewer: too few to judge)."""
     embedded_mail_worker: bool | None = None
     """Send mail inside ``bavlio serve`` (default: when a relay is set, on SQLite)."""
     rate_limit_ip: str = "300/minute"
@@ -324,6 +342,19 @@ class Settings(BaseSettings):
     def _http_url(cls, value: str | None) -> str | None:
         if value is not None and not re.match(r"^https?://[^\s/]+", value):
             raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        # Tracking and unsubscribe URLs (base + a token of up to 200 characters) go into
+        # List-Unsubscribe as one unbreakable word: it must stay printable ASCII within one
+        # 998-octet header line (see server.mail.header_fold).
+        if value is not None and not _PUBLIC_URL.fullmatch(value):
+            raise ValueError(
+                f"must be at most {PUBLIC_URL_MAX} printable ASCII characters, "
+                "without spaces, '<' or '>'"
+            )
         return value
 
     @field_validator("redis_url")

@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.auth import keys
+from server.db.hotpg import first_row
 from server.db.models import ApiKey, CreditAccount, User
 from server.db.rawsql import Busy, RawStatement, inline_sqlite
 from server.db.tx import read_connection, write_transaction
@@ -283,9 +284,8 @@ class AccountStore:
             if inline is None:
                 raise Busy
             row = inline.first(_AUTHENTICATE, (digest,))
-        except Busy:
-            async with self.engine.connect() as conn:
-                row = await _AUTHENTICATE.first(conn, (digest,))
+        except Busy:  # PostgreSQL (its hot connections), or SQLite's inline one busy
+            row = await first_row(self.engine, _AUTHENTICATE, (digest,), read_only=True)
         if row is None or row[7] is not None:
             return None
         key_id, user_id, name, prefix, scopes, created, last_used = row[:7]

@@ -27,6 +27,7 @@ from server.billing.credit_rules import (
     next_state,
     validate_amount,
 )
+from server.db.hotpg import first_row
 from server.db.models import CreditAccount, CreditEntry, CreditHold
 from server.db.paging import newest_first
 from server.db.rawsql import UNIQUE_VIOLATIONS, Busy, RawStatement, immediate, inline_sqlite
@@ -278,8 +279,7 @@ class CreditStore:
 
     async def available(self, user_id: str) -> int:
         """``balance - held`` now (0 without an account): a pre-check, not a promise."""
-        async with self.engine.connect() as conn:
-            row = await _AVAILABLE.first(conn, (user_id,))
+        row = await first_row(self.engine, _AVAILABLE, (user_id,), read_only=True)
         return int(row[0]) if row is not None else 0
 
     async def debit(
@@ -328,16 +328,15 @@ class CreditStore:
     ) -> tuple[Any, ...] | None:
         """:meth:`debit` on a pooled connection: the balance row after, None when short."""
         take = (amount, user_id, amount)
-        async with self.engine.connect() as conn:
-            if conn.dialect.name == "postgresql":
-                params = (amount, user_id, amount, entry_id, user_id, -amount)
-                return await _DEBIT_PG.first(conn, (*params, operation, reference, now))
-            async with immediate(conn) as aio:
-                row = await _TAKE.first_on(aio, "sqlite", take)
-                if row is not None:
-                    line = (entry_id, user_id, -amount, operation, reference)
-                    await _BOOK_DEBIT.first_on(aio, "sqlite", (*line, row[0], now))
-                return row
+        if self.engine.dialect.name == "postgresql":
+            params = (amount, user_id, amount, entry_id, user_id, -amount)
+            return await first_row(self.engine, _DEBIT_PG, (*params, operation, reference, now))
+        async with self.engine.connect() as conn, immediate(conn) as aio:
+            row = await _TAKE.first_on(aio, "sqlite", take)
+            if row is not None:
+                line = (entry_id, user_id, -amount, operation, reference)
+                await _BOOK_DEBIT.first_on(aio, "sqlite", (*line, row[0], now))
+            return row
 
     async def capture(self, user_id: str, hold_id: str, amount: int | None = None) -> bool:
         """Charge ``amount`` (default: all) of a hold and return the rest; False if settled."""

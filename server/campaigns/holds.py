@@ -13,7 +13,8 @@ __all__ = ["Facts", "Hold", "Thresholds", "evaluate", "merge"]
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Bounce rate above ``bounce_rate`` holds once at least ``min_sends`` were sent."""
+    """Bounce rate above ``bounce_rate`` holds once at least ``min_sends`` were sent (the
+    deployment's come from ``BAVLIO_CAMPAIGN_HOLD_BOUNCE_RATE`` / ``_MIN_SENDS``)."""
 
     bounce_rate: float = 0.05
     min_sends: int = 50

@@ -44,11 +44,8 @@ def collect(
     out = into or Collected()
     for raw, data, row_index in rows:
         email = raw.strip().lower() if isinstance(raw, str) else ""
-        if (
-            not email
-            or len(email) > MAX_ADDRESS
-            or offline_verdict(validator, email)[0] == "invalid"
-        ):
+        verdict = offline_verdict(validator, email) if 0 < len(email) <= MAX_ADDRESS else None
+        if verdict is None or verdict[0] == "invalid":
             out.invalid += 1
             if len(out.invalid_examples) < MAX_EXAMPLES:
                 out.invalid_examples.append(str(raw)[:MAX_ADDRESS])
@@ -57,7 +54,7 @@ def collect(
             out.duplicates += 1
             continue
         out.seen.add(email)
-        out.leads.append(NewLead(email, {**data, "email": email}, row_index))
+        out.leads.append(NewLead(email, {**data, "email": email}, row_index, verdict))
     return out
 
 

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, cast
 
 from sqlalchemy import Table, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from server.campaigns import lead_index as li
+from server.campaigns.sequencer_store import stop_lead
 from server.db.models import Campaign, CampaignDraft, CampaignLead, CampaignSend
 from server.db.paging import newest_first
 from server.db.tx import read_connection, write_transaction
@@ -62,6 +64,22 @@ class NewLead:
     email: str
     data: dict[str, Any]
     row_index: int | None = None
+    verdict: tuple[str, list[str]] | None = None
+    """emailintel's offline (verdict, reasons), when the caller checked it (None: preflight
+    derives it later)."""
+
+
+def _derived(lead: NewLead) -> dict[str, Any]:
+    """The lead's derived columns (:mod:`server.campaigns.lead_index`); verdict columns stay
+    NULL when the caller did not check the address."""
+    if lead.verdict is None:
+        return {
+            "domain": lead.email.rpartition("@")[2],
+            "verdict": None,
+            "verdict_detail": None,
+            "var_index": li.var_index(lead.data),
+        }
+    return asdict(li.index(lead.email, lead.data, lead.verdict))
 
 
 @dataclass(frozen=True)
@@ -165,6 +183,7 @@ class LeadStore:
                     "last_sent_at": None,
                     "created_at": now,
                     "updated_at": now,
+                    **_derived(lead),
                 }
                 for lead in leads
             ]
@@ -335,6 +354,50 @@ class LeadStore:
                 .values(status="active", due_at=now, updated_at=now)
             )
         return int(done.rowcount or 0)
+
+    async def remove(
+        self, user_id: str, campaign_id: str, lead_id: str, now: float | None = None
+    ) -> str | None:
+        """Take a lead out of the campaign: deleted (with its drafts) when no step of it was
+        claimed yet; otherwise kept, so what was sent stays sent and counted and the address
+        cannot be added again to restart it, but stopped (``removed``, one event) with its
+        unsent drafts dropped. "deleted" or "stopped"; None when the campaign has no such lead.
+        LookupError: no such campaign of the user; LeadsClosed: it has ended."""
+        at = time.time() if now is None else now
+        async with write_transaction(self.engine) as conn:
+            state = (
+                await conn.execute(
+                    select(Campaign.status).where(
+                        Campaign.id == campaign_id, Campaign.user_id == user_id
+                    )
+                )
+            ).scalar_one_or_none()
+            if state is None:
+                raise LookupError(campaign_id)
+            if state in ("completed", "cancelled"):
+                raise LeadsClosed
+            mine = (_L.c.id == lead_id, _L.c.campaign_id == campaign_id)
+            sends = select(CampaignSend.position).where(CampaignSend.lead_id == lead_id)
+            # next_position guards a racing claim: the sequencer moves it in the same row
+            gone = await conn.execute(
+                delete(_L).where(*mine, _L.c.next_position == 0, ~sends.exists())
+            )
+            if gone.rowcount:
+                outcome = "deleted"
+            elif (await conn.execute(select(_L.c.id).where(*mine))).first() is None:
+                return None
+            else:
+                await stop_lead(conn, lead_id, campaign_id, reason="removed", now=at)
+                await conn.execute(
+                    delete(_D).where(_D.c.lead_id == lead_id, _D.c.position.not_in(sends))
+                )
+                outcome = "stopped"
+            await conn.execute(
+                update(Campaign)
+                .where(Campaign.id == campaign_id)
+                .values(version=Campaign.version + 1, updated_at=at)
+            )
+        return outcome
 
     async def count(self, campaign_id: str) -> int:
         """How many leads the campaign holds."""

@@ -1,6 +1,6 @@
-"""Launch checks (pure): from the facts about a campaign (its steps, schedule, senders, leads,
-suppressions, address verdicts and templates) to findings, each blocking or a warning, with the
-leads concerned. Launch is refused while any finding blocks; gathering the facts is
+"""Launch checks (pure): from the facts about a campaign (its steps, schedule, senders,
+templates, and its leads as counted by the store) to findings, each blocking or a warning, with
+the first leads concerned. Launch is refused while any finding blocks; gathering the facts is
 :mod:`server.campaigns.preflight_facts`."""
 
 from __future__ import annotations
@@ -16,27 +16,21 @@ __all__ = [
     "AliasFact",
     "Facts",
     "Finding",
+    "Hits",
     "LeadDetail",
-    "LeadFact",
     "TemplateFact",
     "blocking",
     "check",
     "has_window",
+    "missing_detail",
+    "required",
+    "texts",
 ]
 
 Severity = Literal["blocking", "warning"]
 
-MAX_LEAD_DETAILS = 100
+MAX_LEAD_DETAILS = 20
 """Leads listed per finding (``count`` gives them all)."""
-
-
-@dataclass(frozen=True)
-class LeadFact:
-    """A lead that launch would start."""
-
-    id: str
-    email: str
-    data: Mapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -59,30 +53,40 @@ class TemplateFact:
 
 
 @dataclass(frozen=True)
-class Facts:
-    """Everything the checks look at."""
-
-    steps: Sequence[Sequence[Mapping[str, Any]]]
-    """Each step's variants."""
-    schedule: Mapping[str, Any]
-    aliases: Sequence[AliasFact]
-    verified_domains: int
-    leads: Sequence[LeadFact]
-    suppressed: Mapping[str, str] = field(default_factory=dict)
-    """Address → why (the suppression entry's value)."""
-    verdicts: Mapping[str, tuple[str, Sequence[str]]] = field(default_factory=dict)
-    """Address → (emailintel verdict, reasons)."""
-    templates: Mapping[str, TemplateFact | None] = field(default_factory=dict)
-    """Template id → its parts (None: not found)."""
-
-
-@dataclass(frozen=True)
 class LeadDetail:
     """One lead a finding concerns, and what about it."""
 
     lead_id: str
     email: str
     detail: str
+
+
+@dataclass(frozen=True)
+class Hits:
+    """The leads one lead-level check concerns: how many, and the first few."""
+
+    count: int = 0
+    leads: tuple[LeadDetail, ...] = ()
+
+
+@dataclass(frozen=True)
+class Facts:
+    """Everything the checks look at (lead-level ones already counted by the store)."""
+
+    steps: Sequence[Sequence[Mapping[str, Any]]]
+    """Each step's variants."""
+    schedule: Mapping[str, Any]
+    aliases: Sequence[AliasFact]
+    verified_domains: int
+    open_leads: int
+    """Leads still to send to."""
+    missing: Hits = Hits()
+    """Leads without a value for a variable that has no fallback (detail: the names)."""
+    invalid: Hits = Hits()
+    suppressed: Hits = Hits()
+    risky: Hits = Hits()
+    templates: Mapping[str, TemplateFact | None] = field(default_factory=dict)
+    """Template id → its parts (None: not found)."""
 
 
 @dataclass(frozen=True)
@@ -112,10 +116,10 @@ def has_window(schedule: Mapping[str, Any]) -> bool:
         return False
 
 
-def _per_lead(code: str, severity: Severity, message: str, hits: list[LeadDetail]) -> list[Finding]:
-    if not hits:
+def _per_lead(code: str, severity: Severity, message: str, hits: Hits) -> list[Finding]:
+    if not hits.count:
         return []
-    return [Finding(code, severity, message, len(hits), tuple(hits[:MAX_LEAD_DETAILS]))]
+    return [Finding(code, severity, message, hits.count, hits.leads[:MAX_LEAD_DETAILS])]
 
 
 def _parts(variant: Mapping[str, Any], templates: Mapping[str, TemplateFact | None]) -> list[str]:
@@ -174,45 +178,51 @@ def _content(facts: Facts) -> list[Finding]:
     return out
 
 
-def _leads(facts: Facts) -> list[Finding]:
-    if not facts.leads:
-        return [Finding("no_leads", "blocking", "The campaign has no leads waiting to start.")]
-    texts = [
-        part
-        for variants in facts.steps
-        for variant in variants
-        for part in _parts(variant, facts.templates)
+def texts(
+    steps: Sequence[Sequence[Mapping[str, Any]]], templates: Mapping[str, TemplateFact | None]
+) -> list[str]:
+    """Every template part the steps render, in order."""
+    return [
+        part for variants in steps for variant in variants for part in _parts(variant, templates)
     ]
-    suppressed, invalid, risky, missing = [], [], [], []
-    for lead in facts.leads:
-        if lead.email in facts.suppressed:
-            reason = f"suppressed by {facts.suppressed[lead.email]}"
-            suppressed.append(LeadDetail(lead.id, lead.email, reason))
-        verdict, reasons = facts.verdicts.get(lead.email, ("unknown", ()))
-        if verdict == "invalid":
-            invalid.append(LeadDetail(lead.id, lead.email, ", ".join(reasons) or "invalid"))
-        elif verdict == "risky":
-            risky.append(LeadDetail(lead.id, lead.email, ", ".join(reasons) or "risky"))
-        names: dict[str, None] = {}
-        for text in texts:
-            names.update(dict.fromkeys(tr.render(text, lead.data).missing))
-        if names:
-            missing.append(LeadDetail(lead.id, lead.email, ", ".join(names)))
+
+
+def required(parts: Sequence[str]) -> list[str]:
+    """The variable names some part uses without a fallback (first-seen order, each once)."""
+    names: dict[str, None] = {}
+    for part in parts:
+        names.update(dict.fromkeys(t.name for t in tr.scan(part)[0] if t.fallback is None))
+    return list(names)
+
+
+def missing_detail(parts: Sequence[str], data: Mapping[str, Any]) -> str:
+    """The names a lead's row leaves unfilled in ``parts``, joined ("" when none)."""
+    names: dict[str, None] = {}
+    for part in parts:
+        names.update(dict.fromkeys(tr.render(part, data).missing))
+    return ", ".join(names)
+
+
+def _leads(facts: Facts) -> list[Finding]:
+    if not facts.open_leads:
+        return [Finding("no_leads", "blocking", "The campaign has no leads waiting to start.")]
     return [
         *_per_lead(
             "missing_variables",
             "blocking",
             "Leads without a value for a template variable that has no fallback.",
-            missing,
+            facts.missing,
         ),
-        *_per_lead("invalid_addresses", "blocking", "Leads whose address is invalid.", invalid),
+        *_per_lead(
+            "invalid_addresses", "blocking", "Leads whose address is invalid.", facts.invalid
+        ),
         *_per_lead(
             "suppressed_leads",
             "warning",
             "Suppressed leads: they will be skipped at send time.",
-            suppressed,
+            facts.suppressed,
         ),
-        *_per_lead("risky_addresses", "warning", "Leads whose address is risky.", risky),
+        *_per_lead("risky_addresses", "warning", "Leads whose address is risky.", facts.risky),
     ]
 
 

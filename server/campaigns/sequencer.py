@@ -421,5 +421,11 @@ def sequencer_loop(svc: Services) -> SequencerLoop | None:
         if settings.campaign_sequencer:
             log.warning("campaign sequencer off: BAVLIO_PUBLIC_URL is not an https URL")
         return None
-    sequencer = Sequencer(svc.db, svc.sending, base_url=base, key=svc.keyed.tracking_key)
+    thresholds = holds_rules.Thresholds(
+        bounce_rate=settings.campaign_hold_bounce_rate,
+        min_sends=settings.campaign_hold_min_sends,
+    )
+    sequencer = Sequencer(
+        svc.db, svc.sending, base_url=base, key=svc.keyed.tracking_key, thresholds=thresholds
+    )
     return SequencerLoop(sequencer, settings.campaign_poll_seconds)

@@ -1,5 +1,6 @@
 """Stopping a lead's sequence from inbound mail: a reply in the lead's thread (``replied``), a
-hard bounce of one of its messages (``bounced``). Automatic replies (out of office and the
+hard bounce of one of its messages (``bounced``); and at send time, the relay's permanent refusal
+of its recipient (``bounced`` too, through the outbox's refusal hook: :func:`on_refused`). Automatic replies (out of office and the
 other RFC 3834 kinds :mod:`server.mail.autoreply` recognises) are not replies.
 
 Wired into inbound mail by :func:`with_campaign_stops`: a hook on the inbound store (after a
@@ -12,12 +13,12 @@ on reply is still recorded as a ``replied`` event, and so is one after the lead 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from functools import partial
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from server.campaigns.sequencer_store import stop_lead
 from server.db.models import Campaign, CampaignLead, CampaignSend, MailMessage
@@ -27,7 +28,14 @@ from server.mail.inbound_service import InboundMail
 from server.mail.inbound_store import InboundRow, InboundStore
 from server.mail.threads import candidate_ids
 
-__all__ = ["CampaignBounceSink", "leads_in_thread", "on_bounce", "on_reply", "with_campaign_stops"]
+__all__ = [
+    "CampaignBounceSink",
+    "leads_in_thread",
+    "on_bounce",
+    "on_refused",
+    "on_reply",
+    "with_campaign_stops",
+]
 
 _MAX_CANDIDATES = 20
 
@@ -117,6 +125,36 @@ async def on_bounce(
             position=row.position,
             detail={"status": status} if status else None,
         )
+
+
+async def on_refused(
+    conn: AsyncConnection, user_id: str, email_id: str, refused: Mapping[str, str], now: float
+) -> None:
+    """The relay permanently refused the recipient of outbox message ``email_id`` at send
+    time: in the outcome's transaction, stop its campaign lead as a hard bounce would
+    (``bounced``, the event once, its detail the relay's reply). Not a campaign send: nothing."""
+    sends = CampaignSend.__table__.c
+    row = (
+        await conn.execute(
+            sa.select(sends.lead_id, sends.campaign_id, sends.position, CampaignLead.email)
+            .join(MailMessage, MailMessage.id == sends.email_id)
+            .join(CampaignLead, CampaignLead.id == sends.lead_id)
+            .where(sends.email_id == email_id, MailMessage.user_id == user_id)
+        )
+    ).first()
+    if row is None:
+        return
+    reply = refused.get(row.email) or next(iter(refused.values()), "")
+    await stop_lead(
+        conn,
+        row.lead_id,
+        row.campaign_id,
+        reason="bounced",
+        now=now,
+        email_id=email_id,
+        position=row.position,
+        detail={"status": reply[:300], "source": "relay"},
+    )
 
 
 class CampaignBounceSink:

@@ -109,8 +109,13 @@ class CampaignRecord:
 _T = cast(Table, Campaign.__table__)
 
 
+_RECORD_FIELDS = [
+    f for f in CampaignRecord.__dataclass_fields__ if f not in ("steps", "lead_counts")
+]
+
+
 def _record(row: Mapping[str, Any], steps: Sequence[StepRecord], counts: dict[str, int]) -> Any:
-    values = {c.name: row[c.name] for c in _T.columns}
+    values = {f: row[f] for f in _RECORD_FIELDS}
     return CampaignRecord(**values, steps=tuple(steps), lead_counts=counts)
 
 
@@ -198,6 +203,7 @@ class CampaignStore:
             "finished_at": None,
             **values,
         }
+        row["name_key"] = str(row["name"]).casefold()
         async with write_transaction(self.engine) as conn:
             held = (
                 await conn.execute(
@@ -231,12 +237,13 @@ class CampaignStore:
         offset: int = 0,
         after: str | None = None,
     ) -> list[CampaignRecord]:
-        """Newest first; ``search`` matches part of the name (case-insensitive)."""
+        """Newest first; ``search`` matches part of the name (case-insensitive, Unicode case
+        folding: "STRASSE" finds "Straße", "ÉTÉ" finds "été")."""
         query = select(_T).where(_T.c.user_id == user_id)
         if status is not None:
             query = query.where(_T.c.status == status)
         if search:
-            query = query.where(func.lower(_T.c.name).contains(search.lower(), autoescape=True))
+            query = query.where(_T.c.name_key.contains(search.casefold(), autoescape=True))
         query = newest_first(query, _T.c.id, after=after, offset=offset, limit=limit)
         async with read_connection(self.engine) as conn:
             rows = (await conn.execute(query)).mappings().all()
@@ -256,6 +263,8 @@ class CampaignStore:
         ``version`` and in one of ``allowed_in`` states; None when it does not exist, StaleVersion
         when it moved on."""
         now = time.time()
+        if "name" in values:
+            values = {**values, "name_key": str(values["name"]).casefold()}
         async with write_transaction(self.engine) as conn:
             done = await conn.execute(
                 update(_T)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from server.db import hotpg
 from server.db.migrate import upgrade
 
 __all__ = ["Database"]
@@ -34,11 +35,31 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+class DatabaseSettings(Protocol):
+    """What :meth:`Database.from_settings` reads (server.settings.Settings has it)."""
+
+    @property
+    def database_url(self) -> str: ...
+    @property
+    def database_schema(self) -> str | None: ...
+    @property
+    def database_hot_connections(self) -> int: ...
+
+
 class Database:
     """Owns the engine: ``migrate()`` at start, ``ping()`` for readiness, ``dispose()`` at stop."""
 
-    def __init__(self, url: str, *, schema: str | None = None, **engine_kwargs: Any) -> None:
-        """``schema`` (PostgreSQL only) becomes the connection's ``search_path``."""
+    def __init__(
+        self,
+        url: str,
+        *,
+        schema: str | None = None,
+        hot_connections: int = hotpg.DEFAULT_SIZE,
+        **engine_kwargs: Any,
+    ) -> None:
+        """``schema`` (PostgreSQL only) becomes the connection's ``search_path``;
+        ``hot_connections`` (PostgreSQL only; 0: none) asyncpg connections of the process's own
+        run the keyed API's per-request statements (:mod:`server.db.hotpg`)."""
         self.url = url
         self.schema = schema
         if schema is not None:
@@ -49,8 +70,22 @@ class Database:
             ] = schema
         self.engine: AsyncEngine = create_async_engine(url, **engine_kwargs)
         self.dialect: str = self.engine.dialect.name
+        self.hot: hotpg.HotPostgres | None = None
         if self.dialect == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        elif self.dialect == "postgresql" and self.engine.driver == "asyncpg" and hot_connections:
+            connect_args = engine_kwargs.get("connect_args")
+            self.hot = hotpg.HotPostgres.for_engine(self.engine, connect_args, hot_connections)
+            hotpg.register(self.engine, self.hot)
+
+    @classmethod
+    def from_settings(cls, settings: DatabaseSettings) -> Database:
+        """The database a server process's settings name."""
+        return cls(
+            settings.database_url,
+            schema=settings.database_schema,
+            hot_connections=settings.database_hot_connections,
+        )
 
     async def migrate(self) -> None:
         """Apply every pending Alembic revision (processes migrating at once take turns)."""
@@ -63,5 +98,7 @@ class Database:
             await conn.execute(text("SELECT 1"))
 
     async def dispose(self) -> None:
-        """Close every pooled connection."""
+        """Close every pooled connection (and the hot ones)."""
+        if self.hot is not None:
+            await self.hot.close()
         await self.engine.dispose()

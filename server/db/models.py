@@ -837,6 +837,8 @@ class Campaign(Base):
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     user_id: Mapped[str] = mapped_column(Text, ForeignKey("users.id", ondelete="CASCADE"))
     name: Mapped[str] = mapped_column(Text)
+    name_key: Mapped[str | None] = mapped_column(Text)
+    """The name case-folded (Unicode), what the list search matches on, on both backends."""
     status: Mapped[str] = mapped_column(String(16))
     holds: Mapped[Any] = mapped_column(JSON)
     dataset_id: Mapped[str | None] = mapped_column(Text)
@@ -891,7 +893,9 @@ class CampaignLead(Base):
     ``next_position`` is the step to send next and ``due_at`` when it may go (NULL when nothing is
     due); ``stop_reason`` says why a stopped lead stopped (replied, bounced, unsubscribed, manual,
     suppressed); ``alias_id`` is the sticky sending alias, ``thread_message_id`` the first step's
-    Message-ID (later steps reply in that thread; inbound replies match it).
+    Message-ID (later steps reply in that thread; inbound replies match it). ``domain``,
+    ``verdict``, ``verdict_detail`` and ``var_index`` are derived when the lead is stored
+    (:mod:`server.campaigns.lead_index`) so launch checks count in SQL; NULL until derived.
     """
 
     __tablename__ = "campaign_leads"
@@ -913,6 +917,10 @@ class CampaignLead(Base):
     last_sent_at: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[float] = mapped_column(Float)
     updated_at: Mapped[float] = mapped_column(Float)
+    domain: Mapped[str | None] = mapped_column(Text)
+    verdict: Mapped[str | None] = mapped_column(String(16))
+    verdict_detail: Mapped[str | None] = mapped_column(Text)
+    var_index: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         CheckConstraint(f"status IN ({CAMPAIGN_LEAD_STATES})", name="ck_campaign_leads_status"),

@@ -25,7 +25,7 @@ async def run_worker(settings: Settings) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     load_registrars(settings.job_handlers)  # a bad setting fails before the database is touched
-    db = Database(settings.database_url, schema=settings.database_schema)
+    db = Database.from_settings(settings)
     try:
         await db.migrate()
         queue = build_queue(db, settings)

@@ -2,7 +2,9 @@
 (SMTP policy, 7-bit transfer encodings so no relay rewrites the body), then a DKIM signature.
 
 Pure: no I/O. Every field that reaches a header is checked first, so no CR, LF or NUL from a
-caller ever becomes a header line; non-ASCII text becomes RFC 2047 encoded words.
+caller ever becomes a header line; non-ASCII text becomes RFC 2047 encoded words. Headers
+receivers read literally (List-Unsubscribe, Message-ID, References, X-*) stay plain ASCII,
+folded only at their own whitespace (:mod:`server.mail.header_fold`).
 """
 
 from __future__ import annotations
@@ -14,18 +16,16 @@ import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email import policy
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, parseaddr
-from typing import Any
 
-import dkim
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
+from server.mail import dkim_signing
+from server.mail.header_fold import LINE_LIMIT, HeaderTooLong, VerbatimPolicy, fold_verbatim
 
 __all__ = [
     "ALLOWED_HEADERS",
+    "MAX_UNSUBSCRIBE_URL",
     "POLICY",
     "Attachment",
     "Draft",
@@ -38,10 +38,6 @@ __all__ = [
     "message_id_for",
     "sanitise_filename",
 ]
-
-# 7-bit transfer encodings (quoted-printable/base64 for anything else): a relay that converts
-# 8BITMIME to 7BIT for a next hop would change the body and break the DKIM body hash.
-POLICY = policy.SMTP.clone(cte_type="7bit", max_line_length=78)
 
 # Extra headers a caller may set; everything structural (From, To, Date, Message-ID, MIME and
 # Content-*, DKIM, Received, Return-Path, List-Unsubscribe*) is ours and refused.
@@ -57,6 +53,29 @@ _MIME = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,63}/[A-Za-z0-9][A-Za-z0-9
 # CR, LF, NUL, every other control character and the characters str.splitlines() breaks on.
 _FORBIDDEN_CHARS = re.compile("[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
 _URL = re.compile(r"https://[!-~]{1,2000}")
+
+# Headers whose ASCII values receivers read literally: never encoded words (see header_fold).
+_VERBATIM = frozenset({"message-id", "list-unsubscribe", "list-unsubscribe-post"} | ALLOWED_HEADERS)
+# Message ids: ASCII only (RFC 5322 §3.6.4), an encoded word would break threading.
+_ASCII_ONLY = frozenset({"in-reply-to", "references"})
+_PRINTABLE_ASCII = re.compile(r"[\t\x20-\x7e]*")
+_UNSUBSCRIBE_NAME = "List-Unsubscribe"
+# The longest List-Unsubscribe URL whose ``Name: <url>`` line fits RFC 5322's 998 octets.
+MAX_UNSUBSCRIBE_URL = LINE_LIMIT - len(f"{_UNSUBSCRIBE_NAME}: <>")
+
+
+class _Policy(VerbatimPolicy):
+    """The SMTP policy with ASCII List-Unsubscribe, Message-ID, caller and X- headers verbatim."""
+
+    def picks(self, name: str, value: str) -> bool:
+        """Verbatim for the literal-read headers when the value is printable ASCII."""
+        literal = name.lower() in _VERBATIM or _X_HEADER.fullmatch(name) is not None
+        return literal and _PRINTABLE_ASCII.fullmatch(value) is not None
+
+
+# 7-bit transfer encodings (quoted-printable/base64 for anything else): a relay that converts
+# 8BITMIME to 7BIT for a next hop would change the body and break the DKIM body hash.
+POLICY = _Policy(linesep="\r\n", cte_type="7bit", max_line_length=78)
 
 # Signed headers (RFC 6376 §5.4; RFC 8058 §4 wants both List-Unsubscribe headers covered).
 SIGNED_HEADERS = (
@@ -213,8 +232,24 @@ def _check_headers(headers: Mapping[str, str], limits: Limits) -> list[tuple[str
             raise MessageError(
                 "headers", f"{name!r} may not be set: only X-* and {sorted(ALLOWED_HEADERS)}"
             )
-        out.append((name, _clean_line(value, f"headers.{name}", limits.header_value)))
+        where = f"headers.{name}"
+        _clean_line(value, where, limits.header_value)
+        if name.lower() in _ASCII_ONLY and not _PRINTABLE_ASCII.fullmatch(value):
+            raise MessageError(where, "must be ASCII message ids")
+        if POLICY.picks(name, value):
+            _fits(name, value, where)
+        out.append((name, value))
     return out
+
+
+def _fits(name: str, value: str, field: str) -> None:
+    """MessageError unless ``Name: value`` folds within RFC 5322's 998-octet lines."""
+    try:
+        fold_verbatim(name, value)
+    except HeaderTooLong as exc:
+        raise MessageError(
+            field, f"has a word too long for one {LINE_LIMIT}-octet header line"
+        ) from exc
 
 
 def _decode(attachment: Attachment, index: int) -> bytes:
@@ -265,6 +300,11 @@ def build_message(
     unsubscribe = draft.list_unsubscribe
     if unsubscribe is not None and (not _URL.fullmatch(unsubscribe) or ">" in unsubscribe):
         raise MessageError("list_unsubscribe", "must be an https URL without spaces or '>'")
+    if unsubscribe is not None and len(unsubscribe) > MAX_UNSUBSCRIBE_URL:
+        raise MessageError(
+            "list_unsubscribe",
+            f"must be at most {MAX_UNSUBSCRIBE_URL} characters (one header line)",
+        )
     if len(draft.attachments) > limits.attachments:
         raise MessageError("attachments", f"at most {limits.attachments} attachments")
     payloads = [_decode(a, i) for i, a in enumerate(draft.attachments)]
@@ -292,7 +332,7 @@ def build_message(
         msg["Message-ID"] = message_id
         msg["MIME-Version"] = "1.0"
         if unsubscribe is not None:
-            msg["List-Unsubscribe"] = f"<{unsubscribe}>"
+            msg[_UNSUBSCRIBE_NAME] = f"<{unsubscribe}>"
             msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
         for name, value in extra:
             msg[name] = value
@@ -328,53 +368,13 @@ def build_message(
     )
 
 
-_HASHES: dict[str, type[hashes.HashAlgorithm]] = {"sha256": hashes.SHA256, "sha1": hashes.SHA1}
-_KEYS: dict[int, rsa.RSAPrivateKey] = {}
-_pure_python_sign = dkim.RSASSA_PKCS1_v1_5_sign
-
-
-def _openssl_sign(digest: Any, key: dict[str, int]) -> bytes:
-    """dkimpy's RSASSA-PKCS1-v1_5 step, done by OpenSSL (``cryptography``) instead of Python's
-    big integers: the same deterministic bytes, about 50 times faster (dkimpy still parses the
-    key, canonicalises and builds the header)."""
-    algorithm = _HASHES.get(getattr(digest, "name", ""))
-    if algorithm is None:  # pragma: no cover - we only sign rsa-sha256
-        return bytes(_pure_python_sign(digest, key))
-    private = _KEYS.get(key["modulus"])
-    if private is None:
-        public = rsa.RSAPublicNumbers(key["publicExponent"], key["modulus"])
-        private = rsa.RSAPrivateNumbers(
-            key["prime1"],
-            key["prime2"],
-            key["privateExponent"],
-            key["exponent1"],
-            key["exponent2"],
-            key["coefficient"],
-            public,
-        ).private_key()
-        if len(_KEYS) > 1024:
-            _KEYS.clear()
-        _KEYS[key["modulus"]] = private
-    return private.sign(digest.digest(), padding.PKCS1v15(), utils.Prehashed(algorithm()))
-
-
-dkim.RSASSA_PKCS1_v1_5_sign = _openssl_sign
-
-
 def dkim_sign(message: bytes, sender: Sender) -> bytes:
-    """``message`` with a DKIM-Signature (rsa-sha256, relaxed/relaxed) prepended."""
-    present = {
-        line.split(b":", 1)[0].strip().lower()
-        for line in message.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
-        if line and line[:1] not in (b" ", b"\t")
-    }
-    headers = [h for h in SIGNED_HEADERS if h in present]
-    signature = dkim.sign(
+    """``message`` with a DKIM-Signature (rsa-sha256, relaxed/relaxed) over the
+    :data:`SIGNED_HEADERS` it has prepended; DkimKeyError for an unusable key."""
+    return dkim_signing.sign_message(
         message,
-        sender.selector.encode("ascii"),
-        sender.domain.lower().encode("ascii"),
-        sender.private_key_pem,
-        canonicalize=(b"relaxed", b"relaxed"),
-        include_headers=headers,
+        domain=sender.domain,
+        selector=sender.selector,
+        private_key_pem=sender.private_key_pem,
+        headers=SIGNED_HEADERS,
     )
-    return bytes(signature) + message

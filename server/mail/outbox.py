@@ -9,7 +9,7 @@ lease moved on can never record an outcome for someone else's attempt.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,6 +94,13 @@ class Outcome:
     error: tuple[str, str] | None = None
     retry_at: float | None = None
     suppressed: list[dict[str, str]] | None = None
+    refused: dict[str, str] | None = None
+    """Recipients the relay refused at RCPT (address → its reply), on a FAIL: permanent."""
+
+
+RefusalHook = Callable[[AsyncConnection, str, str, Mapping[str, str], float], Awaitable[None]]
+"""Called on the outcome's transaction when a message fails because the relay permanently
+refused its recipients: (connection, user id, email id, address → reply, now)."""
 
 
 def _case(event: Event) -> tuple[list[str], sa.Case[Any]]:
@@ -116,10 +123,11 @@ async def _store_new(conn: AsyncConnection, row: Mapping[str, Any], links: Seque
 class Outbox:
     """The outbox on one database (claims lock rows with SKIP LOCKED on PostgreSQL)."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, on_refused: RefusalHook | None = None) -> None:
         self.db = db
         self.engine = db.engine
         self.skip_locked = db.dialect == "postgresql"
+        self.on_refused = on_refused
 
     # --- owners ---------------------------------------------------------------------------
 
@@ -392,6 +400,8 @@ class Outbox:
         if row is None:
             return False
         await email_outcome_event(conn, dict(row))  # sent / failed: in this same transaction
+        if outcome.event is Event.FAIL and outcome.refused and self.on_refused is not None:
+            await self.on_refused(conn, str(row["user_id"]), outcome.id, outcome.refused, now)
         return True
 
     async def count_by_state(self) -> dict[str, int]:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from server.background import BackgroundLoop
 from server.db.engine import Database
 from server.mail.handoff import PostfixLogProbe
-from server.mail.outbox import Outbox
+from server.mail.outbox import Outbox, RefusalHook
 from server.mail.outbox_rules import AmbiguityPolicy
 from server.mail.ports import SuppressionCheck, nothing_suppressed
 from server.mail.relay import Relay, RelayConfig
@@ -45,13 +45,18 @@ def relay_config(settings: Settings) -> RelayConfig:
 
 
 def build_mail_worker(
-    db: Database, settings: Settings, suppression: SuppressionCheck = nothing_suppressed
+    db: Database,
+    settings: Settings,
+    suppression: SuppressionCheck = nothing_suppressed,
+    on_refused: RefusalHook | None = None,
 ) -> MailWorker:
-    """A mail worker on ``db`` sending through the configured relay."""
+    """A mail worker on ``db`` sending through the configured relay; ``on_refused`` hears of a
+    recipient the relay refuses for good (the callers pass server.campaigns.stops.on_refused:
+    its campaign lead stops)."""
     config = relay_config(settings)
     probe = PostfixLogProbe(settings.mail_relay_log) if settings.mail_relay_log else None
     return MailWorker(
-        Outbox(db),
+        Outbox(db, on_refused=on_refused),
         lambda: Relay(config),
         suppression=suppression,
         probe=probe,
@@ -71,9 +76,12 @@ def embedded_mail(settings: Settings) -> bool:
     return bool(settings.mail_relay_host) and settings.database_url.startswith("sqlite")
 
 
-async def run_mail_worker(settings: Settings, companion: Companion | None = None) -> None:
+async def run_mail_worker(
+    settings: Settings, companion: Companion | None = None, on_refused: RefusalHook | None = None
+) -> None:
     """``bavlio mail-worker``: migrate, then send until SIGTERM or SIGINT, with ``companion``'s
-    loop beside the worker (the CLI passes the campaign sequencer's)."""
+    loop beside the worker and ``on_refused`` told of relay refusals (the CLI passes the
+    campaign sequencer's loop and the campaign stop)."""
     logging.basicConfig(
         level=settings.log_level.upper(),
         stream=sys.stderr,
@@ -85,7 +93,7 @@ async def run_mail_worker(settings: Settings, companion: Companion | None = None
     svc = Services.build(settings)
     try:
         await svc.db.migrate()
-        worker = build_mail_worker(svc.db, settings)
+        worker = build_mail_worker(svc.db, settings, on_refused=on_refused)
         # campaigns' messages join the outbox from here too
         campaigns = None if companion is None else companion(svc)
         loop = asyncio.get_running_loop()

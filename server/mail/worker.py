@@ -306,6 +306,7 @@ class MailWorker(BackgroundLoop):
                 reply=f"{result.code} {result.reply}",
                 error=("relay_rejected", f"The relay refused the message: {result.code}"),
                 suppressed=reasons,
+                refused=dict(result.refused) or None,
             )
         if msg.attempts + 1 >= self.max_attempts:
             return Outcome(

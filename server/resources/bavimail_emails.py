@@ -17,7 +17,7 @@ from server.errors import Conflict, InvalidRequest, NotFound, RateLimited, Unpro
 from server.http.keyed import KeyedContext
 from server.http.pagination import page_request
 from server.mail.inbound_parse import parse_message_ids
-from server.mail.message import Attachment, Draft, MessageError
+from server.mail.message import MAX_UNSUBSCRIBE_URL, Attachment, Draft, MessageError
 from server.mail.outbox import MailRecord
 from server.mail.outbox_rules import State
 from server.mail.ports import SenderNotAllowed
@@ -65,7 +65,7 @@ class SendEmail(BaseModel):
     tags: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=10)
     list_unsubscribe_url: str | None = Field(
         default=None,
-        max_length=2000,
+        max_length=MAX_UNSUBSCRIBE_URL,  # one plain List-Unsubscribe header line
         description="Bulk mail: an https URL; adds List-Unsubscribe and one-click POST.",
     )
     scheduled_at: datetime | None = Field(default=None, description="Send at (ISO 8601, ≤30 days).")

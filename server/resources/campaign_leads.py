@@ -8,7 +8,7 @@ from starlette.responses import Response
 
 from server.api.parsing import read_json
 from server.campaigns.lead_source import Collected, collect
-from server.campaigns.lead_store import LeadRecord, LeadStore, NotApprovable
+from server.campaigns.lead_store import LeadRecord, LeadsClosed, LeadStore, NotApprovable
 from server.errors import Conflict, InvalidRequest, NotFound
 from server.http.keyed import KeyedContext
 from server.http.pagination import paged_request
@@ -148,3 +148,22 @@ async def reset(request: Request, ctx: KeyedContext) -> Response:
     body = await read_json(request, m.Reset)
     await _store(ctx).reset(lead, body.step_indices)
     return await _answer(ctx, lead)
+
+
+async def remove(request: Request, ctx: KeyedContext) -> Response:
+    """Take a lead out of a draft, active or paused campaign (204): it gets no further step; a
+    step already sent stays sent (the lead is then kept, stopped ``removed``; one with nothing
+    sent is deleted). 409 ``campaign_closed`` once the campaign has ended."""
+    campaign = await owned(request, ctx)
+    lead_id = path_id(request, "campaign_lead_id", "cld", "campaign_lead")
+    try:
+        done = await _store(ctx).remove(ctx.user_id, campaign.id, lead_id)
+    except LookupError:
+        raise NotFound("campaign_not_found", f"No campaign {campaign.id!r}.") from None
+    except LeadsClosed:
+        raise Conflict(
+            "campaign_closed", f"Campaign {campaign.id!r} has ended: its leads stay as they are."
+        ) from None
+    if done is None:
+        raise NotFound("campaign_lead_not_found", f"No campaign lead {lead_id!r}.")
+    return Response(status_code=204)

@@ -1,5 +1,5 @@
 """The campaigns group's catalog entries (scope ``campaigns``): the seed's paths, trailing slash
-on create and list included, plus adding leads and cancelling."""
+on create and list included, plus adding and removing leads and cancelling."""
 
 from __future__ import annotations
 
@@ -207,6 +207,17 @@ def operations() -> tuple[Operation, ...]:
             ),
             responses=_404,
             path_params=one,
+        ),
+        op(
+            "DELETE",
+            f"{item}/leads/{{campaign_lead_id}}",
+            cl.remove,
+            "campaigns_lead_remove",
+            "Remove a lead: no further steps (sent ones stay sent)",
+            m.CampaignView,
+            status_code=204,
+            responses=_404_409,
+            path_params=lead,
         ),
         op(
             "POST",

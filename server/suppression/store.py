@@ -189,6 +189,20 @@ class SuppressionStore:
             )
         return bool(done.rowcount)
 
+    async def matching(self, user_id: str, values: Iterable[str]) -> dict[str, Entry]:
+        """The user's entries whose value is one of ``values`` (lookup keys), by value."""
+        wanted = sorted(set(values))
+        found: dict[str, Entry] = {}
+        if wanted:
+            async with read_connection(self.engine) as conn:
+                chunk = _CHUNK if conn.dialect.name == "sqlite" else _PG_CHUNK
+                for start in range(0, len(wanted), chunk):
+                    rows = await conn.execute(
+                        _matching(conn, user_id, wanted[start : start + chunk])
+                    )
+                    found.update((row.value, _entry(row)) for row in rows)
+        return found
+
     async def is_suppressed(
         self, user_id: str, addresses: Iterable[str]
     ) -> dict[str, Entry | None]:
@@ -199,16 +213,7 @@ class SuppressionStore:
         their own). One query per batch (see the module docstring).
         """
         keys = {address: lookup_keys(address) for address in addresses}
-        wanted = sorted({key for chain in keys.values() for key in chain})
-        found: dict[str, Entry] = {}
-        if wanted:
-            async with read_connection(self.engine) as conn:
-                chunk = _CHUNK if conn.dialect.name == "sqlite" else _PG_CHUNK
-                for start in range(0, len(wanted), chunk):
-                    rows = await conn.execute(
-                        _matching(conn, user_id, wanted[start : start + chunk])
-                    )
-                    found.update((row.value, _entry(row)) for row in rows)
+        found = await self.matching(user_id, {key for chain in keys.values() for key in chain})
         return {
             address: next((found[key] for key in chain if key in found), None)
             for address, chain in keys.items()

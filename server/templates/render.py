@@ -33,6 +33,7 @@ __all__ = [
     "Issue",
     "Rendered",
     "fold",
+    "has_value",
     "render",
     "scan",
     "variables",
@@ -150,6 +151,11 @@ def _value(raw: object) -> str | None:
     if isinstance(raw, str) and raw.strip():
         return raw
     return None
+
+
+def has_value(raw: object) -> bool:
+    """Whether a row value fills a tag (a string, number or boolean not blank after trimming)."""
+    return _value(raw) is not None
 
 
 class _Row:

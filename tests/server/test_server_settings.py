@@ -129,6 +129,10 @@ def test_settler_key_is_secret() -> None:
         ("BAVLIO_PAY_TO", "0xZZ9589fCD6eDb6E08f4c7C32D4f71b54bdA02913"),
         ("BAVLIO_SETTLER_KEY", "0x1234"),
         ("BAVLIO_FACILITATOR_URL", "not a url"),
+        ("BAVLIO_PUBLIC_URL", "https://bavlio.test/" + "p" * 493),
+        ("BAVLIO_PUBLIC_URL", "https://bavlio.test/a b"),
+        ("BAVLIO_PUBLIC_URL", "https://bavlio.test/<x>"),
+        ("BAVLIO_PUBLIC_URL", "https://bävlio.test"),
         ("BAVLIO_PORT", "70000"),
         ("BAVLIO_PORT", "eighty"),
         ("BAVLIO_LOG_LEVEL", "loud"),
@@ -139,6 +143,13 @@ def test_settler_key_is_secret() -> None:
         ("BAVLIO_PRICE_FIND", "0.0000001"),
         ("BAVLIO_PRICE_LINKEDIN_FIND_URL", "5000"),
         ("BAVLIO_PRICE_PROSPECTS_SEARCH", "0"),
+        ("BAVLIO_CAMPAIGN_HOLD_BOUNCE_RATE", "0"),
+        ("BAVLIO_CAMPAIGN_HOLD_BOUNCE_RATE", "1.5"),
+        ("BAVLIO_CAMPAIGN_HOLD_BOUNCE_RATE", "nan"),
+        ("BAVLIO_CAMPAIGN_HOLD_BOUNCE_RATE", "five percent"),
+        ("BAVLIO_CAMPAIGN_HOLD_MIN_SENDS", "0"),
+        ("BAVLIO_CAMPAIGN_HOLD_MIN_SENDS", "2.5"),
+        ("BAVLIO_CAMPAIGN_HOLD_MIN_SENDS", "1000001"),
     ],
 )
 def test_each_bad_variable_is_named(
@@ -152,6 +163,23 @@ def test_each_bad_variable_is_named(
     assert info.value.variable == variable
     assert str(info.value).startswith(f"invalid setting {variable}: ")
     assert "\n" not in str(info.value)
+
+
+def test_the_longest_public_url_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """512 characters: with a token it still fits one List-Unsubscribe header line."""
+    longest = "https://bavlio.test/" + "p" * 492
+    monkeypatch.setenv("BAVLIO_PUBLIC_URL", longest)
+    assert len(longest) == 512
+    assert load_settings().public_url == longest
+
+
+def test_campaign_hold_thresholds(monkeypatch: pytest.MonkeyPatch) -> None:
+    defaults = load_settings(env_file=None)
+    assert (defaults.campaign_hold_bounce_rate, defaults.campaign_hold_min_sends) == (0.05, 50)
+    monkeypatch.setenv("BAVLIO_CAMPAIGN_HOLD_BOUNCE_RATE", "0.1")
+    monkeypatch.setenv("BAVLIO_CAMPAIGN_HOLD_MIN_SENDS", "1")
+    settings = load_settings(env_file=None)
+    assert (settings.campaign_hold_bounce_rate, settings.campaign_hold_min_sends) == (0.1, 1)
 
 
 def test_cross_field_rules_name_both_variables(monkeypatch: pytest.MonkeyPatch) -> None:

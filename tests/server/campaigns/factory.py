@@ -85,6 +85,7 @@ async def make_campaign(
         "id": cid,
         "user_id": uid,
         "name": name,
+        "name_key": name.casefold(),
         "status": status,
         "holds": [],
         "dataset_id": None,

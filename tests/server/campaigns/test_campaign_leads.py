@@ -11,13 +11,13 @@ from typing import Any
 from camp_api_support import URL, add_leads, make, ready, verified_alias
 from factory import StepSpec, make_campaign
 from keyed_helpers import Keyed
-from sqlalchemy import insert, update
+from sqlalchemy import insert, select, update
 from tests_server_helpers import assert_envelope
 
 from server.campaigns.domain_use import campaigns_using_domain
 from server.campaigns.store import CampaignStore
 from server.datasets.store import DatasetStore, NewRow
-from server.db.models import CampaignDraft, CampaignLead, CampaignSend
+from server.db.models import CampaignDraft, CampaignEvent, CampaignLead, CampaignSend
 from server.db.tx import write_transaction
 
 
@@ -284,3 +284,114 @@ async def test_campaigns_using_a_domain(keyed: Keyed) -> None:
     bob_id, _ = await keyed.user()
     assert await campaigns_using_domain(db, bob_id, domain_id) == []
     assert len(await campaigns_using_domain(db, user_id, other_domain)) == 2
+
+
+async def test_remove_a_lead_that_has_nothing_sent(keyed: Keyed) -> None:
+    """Deleted (204), with the campaign's version raised; the Idempotency-Key replays the
+    204; without it a second DELETE is 404; a lead of another campaign of hers is 404."""
+    _, alice = await keyed.user()
+    campaign = await make(keyed, alice)
+    await add_leads(
+        keyed, alice, campaign["id"], [{"email": "a@client.test"}, {"email": "b@x.test"}]
+    )
+    leads_url = f"{URL}{campaign['id']}/leads"
+    listed = (await keyed.client.get(leads_url, headers=alice)).json()["data"]
+    [gone] = [lead["id"] for lead in listed if lead["email"] == "a@client.test"]
+    before = (await keyed.client.get(f"{URL}{campaign['id']}", headers=alice)).json()["version"]
+    headers = {**alice, "Idempotency-Key": "rm-1"}
+    first = await keyed.client.delete(f"{leads_url}/{gone}", headers=headers)
+    again = await keyed.client.delete(f"{leads_url}/{gone}", headers=headers)
+    assert (first.status_code, again.status_code) == (204, 204)
+    assert again.headers.get("idempotent-replayed") == "true"
+    assert [
+        lead["email"] for lead in (await keyed.client.get(leads_url, headers=alice)).json()["data"]
+    ] == ["b@x.test"]
+    after = (await keyed.client.get(f"{URL}{campaign['id']}", headers=alice)).json()["version"]
+    assert after == before + 1
+    missing = await keyed.client.delete(f"{leads_url}/{gone}", headers=alice)
+    assert_envelope(missing, 404, "invalid_request_error", "campaign_lead_not_found")
+    other = await make(keyed, alice)
+    [kept] = [
+        lead["id"] for lead in (await keyed.client.get(leads_url, headers=alice)).json()["data"]
+    ]
+    wrong = await keyed.client.delete(f"{URL}{other['id']}/leads/{kept}", headers=alice)
+    assert_envelope(wrong, 404, "invalid_request_error", "campaign_lead_not_found")
+    bad = await keyed.client.delete(f"{leads_url}/cld_x", headers=alice)
+    assert_envelope(bad, 404, "invalid_request_error", "campaign_lead_not_found")
+
+
+async def test_remove_a_lead_with_a_sent_step(keyed: Keyed) -> None:
+    """Active campaign, step 0 sent, step 1 drafted: the lead stays (its send counted), stopped
+    ``removed`` with one event, the unsent draft dropped; again is a no-op 204. Paused
+    campaigns allow it too; ended ones are 409 ``campaign_closed``."""
+    user_id, alice = await keyed.user()
+    campaign_id, lead_id = await _waiting(keyed, user_id)
+    engine = keyed.services.db.engine
+    now = time.time()
+    async with write_transaction(engine) as conn:
+        await conn.execute(
+            insert(CampaignSend).values(
+                lead_id=lead_id,
+                position=0,
+                campaign_id=campaign_id,
+                variant="A",
+                alias_id=None,
+                email_id=None,
+                queued_at=now,
+            )
+        )
+        await conn.execute(
+            update(CampaignLead)
+            .where(CampaignLead.id == lead_id)
+            .values(status="active", next_position=1, due_at=now + 60)
+        )
+        await conn.execute(
+            insert(CampaignDraft).values(
+                lead_id=lead_id,
+                position=1,
+                campaign_id=campaign_id,
+                variant="A",
+                subject="Again",
+                text="Hello again",
+                html=None,
+                state="draft",
+                approved_at=None,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+    lead_url = f"{URL}{campaign_id}/leads/{lead_id}"
+    for _ in range(2):
+        assert (await keyed.client.delete(lead_url, headers=alice)).status_code == 204
+    [lead] = (await keyed.client.get(f"{URL}{campaign_id}/leads", headers=alice)).json()["data"]
+    assert (lead["status"], lead["stop_reason"], lead["due_at"]) == ("stopped", "removed", None)
+    async with engine.connect() as conn:
+        sends = (await conn.execute(select(CampaignSend.position))).scalars().all()
+        drafts = (
+            (
+                await conn.execute(
+                    select(CampaignDraft.position).where(CampaignDraft.lead_id == lead_id)
+                )
+            )
+            .scalars()
+            .all()
+        )
+        events = (
+            (await conn.execute(select(CampaignEvent.kind).where(CampaignEvent.lead_id == lead_id)))
+            .scalars()
+            .all()
+        )
+    assert (list(sends), list(drafts), list(events)) == ([0], [0], ["removed"])
+
+    paused = await make_campaign(
+        keyed.services.db, user_id=user_id, status="paused", leads=[{"email": "p@x.test"}]
+    )
+    url = f"{URL}{paused.campaign_id}/leads/{paused.lead_ids[0]}"
+    assert (await keyed.client.delete(url, headers=alice)).status_code == 204
+    for state in ("completed", "cancelled"):
+        ended = await make_campaign(
+            keyed.services.db, user_id=user_id, status=state, leads=[{"email": "e@x.test"}]
+        )
+        url = f"{URL}{ended.campaign_id}/leads/{ended.lead_ids[0]}"
+        closed = await keyed.client.delete(url, headers=alice)
+        assert_envelope(closed, 409, "invalid_request_error", "campaign_closed")

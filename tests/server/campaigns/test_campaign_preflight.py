@@ -25,7 +25,7 @@ def _facts(**changes: Any) -> pf.Facts:
         "schedule": OPEN,
         "aliases": [ALIAS],
         "verified_domains": 1,
-        "leads": [pf.LeadFact("cld_1", "bo@x.test", {"first_name": "Bo"})],
+        "open_leads": 1,
     }
     values.update(changes)
     return pf.Facts(**values)
@@ -41,7 +41,7 @@ def test_a_ready_campaign_has_no_findings() -> None:
 
 def test_each_campaign_level_problem_blocks() -> None:
     assert _codes(pf.check(_facts(steps=[]))) == {"no_steps": "blocking"}
-    assert _codes(pf.check(_facts(leads=[]))) == {"no_leads": "blocking"}
+    assert _codes(pf.check(_facts(open_leads=0))) == {"no_leads": "blocking"}
     assert _codes(pf.check(_facts(aliases=[]))) == {"no_sender": "blocking"}
     assert _codes(pf.check(_facts(verified_domains=0))) == {"no_verified_domain": "blocking"}
     unknown = pf.AliasFact("alias_2", None, None)
@@ -63,18 +63,18 @@ def test_schedule_windows() -> None:
     assert _codes(found) == {"no_sending_window": "blocking"}
 
 
-def test_lead_findings_name_the_leads_and_blocking_come_first() -> None:
-    leads = [
-        pf.LeadFact("cld_1", "bo@x.test", {"first_name": "Bo"}),
-        pf.LeadFact("cld_2", "cy@x.test", {}),  # no first_name, no fallback
-        pf.LeadFact("cld_3", "dd@x.test", {"First Name": "Dd"}),  # folded name matches
-        pf.LeadFact("cld_4", "ee@x.test", {"first_name": "Ee"}),
-    ]
+def _hits(count: int, *emails: str) -> pf.Hits:
+    return pf.Hits(count, tuple(pf.LeadDetail(f"cld_{e}", e, "why") for e in emails))
+
+
+def test_lead_findings_keep_their_order_and_blocking_come_first() -> None:
     found = pf.check(
         _facts(
-            leads=leads,
-            suppressed={"ee@x.test": "x.test"},
-            verdicts={"bo@x.test": ("risky", ["disposable"]), "dd@x.test": ("invalid", [])},
+            open_leads=4,
+            risky=_hits(1, "bo@x.test"),
+            suppressed=_hits(1, "ee@x.test"),
+            invalid=_hits(1, "dd@x.test"),
+            missing=_hits(1, "cy@x.test"),
         )
     )
     assert [(f.code, f.severity, f.count) for f in found] == [
@@ -83,26 +83,29 @@ def test_lead_findings_name_the_leads_and_blocking_come_first() -> None:
         ("suppressed_leads", "warning", 1),
         ("risky_addresses", "warning", 1),
     ]
-    assert found[0].leads == (pf.LeadDetail("cld_2", "cy@x.test", "first_name"),)
-    assert found[1].leads[0].detail == "invalid"
-    assert found[2].leads == (pf.LeadDetail("cld_4", "ee@x.test", "suppressed by x.test"),)
-    assert found[3].leads[0].detail == "disposable"
+    assert found[0].leads == (pf.LeadDetail("cld_cy@x.test", "cy@x.test", "why"),)
     assert [f.code for f in pf.blocking(found)] == ["missing_variables", "invalid_addresses"]
 
 
-def test_template_variables_come_from_the_stored_template() -> None:
+def test_required_names_and_a_leads_missing_detail() -> None:
+    parts = pf.texts([STEP], {})
+    assert parts == ["Hi {{first_name}}", "x {{company|you}}"]
+    assert pf.required(parts) == ["first_name"]  # company has a fallback
+    assert pf.required(["{{a}} {{b|x}}", "{{b}} {{a}}"]) == ["a", "b"]
+    assert pf.missing_detail(parts, {}) == "first_name"
+    assert pf.missing_detail(parts, {"First Name": "Dd"}) == ""  # folded name matches
     step = [{"label": "A", "template_id": "tpl_1"}]
     template = pf.TemplateFact("Hi", "About {{company}}", "<p>{{city}}</p>")
-    found = pf.check(_facts(steps=[step], templates={"tpl_1": template}))
-    assert found[0].code == "missing_variables"
-    assert found[0].leads[0].detail == "company, city"
+    parts = pf.texts([step], {"tpl_1": template})
+    assert pf.missing_detail(parts, {"city": " "}) == "company, city"
+    assert pf.texts([step], {"tpl_1": None}) == []
 
 
 @settings(deadline=None, max_examples=30)
 @given(st.integers(min_value=0, max_value=300))
 def test_listed_leads_are_capped_but_counted(n: int) -> None:
-    leads = [pf.LeadFact(f"cld_{i}", f"l{i}@x.test", {}) for i in range(n)]
-    found = [f for f in pf.check(_facts(leads=leads)) if f.code == "missing_variables"]
+    hits = pf.Hits(n, tuple(pf.LeadDetail(f"cld_{i}", f"l{i}@x.test", "x") for i in range(n)))
+    found = [f for f in pf.check(_facts(missing=hits)) if f.code == "missing_variables"]
     if n == 0:
         assert not found
         return

@@ -93,6 +93,30 @@ async def test_invalid_bodies_are_400s(keyed: Keyed) -> None:
     assert listed.json()["data"] == []  # nothing was created
 
 
+async def test_search_folds_case_beyond_ascii(keyed: Keyed) -> None:
+    """Unicode case folding on both backends, at creation and after a rename."""
+    _, alice = await keyed.user()
+    ete = await make(keyed, alice, name="Été à Zürich")
+    street = await make(keyed, alice, name="Große Straße")
+    await make(keyed, alice, name="plain")
+
+    async def found(search: str) -> list[str]:
+        got = await keyed.client.get(URL, params={"search": search}, headers=alice)
+        return [c["id"] for c in got.json()["data"]]
+
+    assert await found("ÉTÉ À ZÜRICH") == [ete["id"]]
+    assert await found("zürich") == [ete["id"]]
+    assert await found("STRASSE") == [street["id"]]  # ß folds to ss
+    assert await found("große") == [street["id"]]
+    assert await found("ete") == []  # folding is not accent stripping
+    renamed = await keyed.client.patch(
+        f"{URL}{street['id']}", json={"name": "ΣΟΦΊΑ", "version": street["version"]}, headers=alice
+    )
+    assert renamed.status_code == 200, renamed.text
+    assert await found("σοφία") == [street["id"]]
+    assert await found("straße") == []
+
+
 async def test_list_filters_and_both_paginations(keyed: Keyed) -> None:
     _, alice = await keyed.user()
     ids = [(await make(keyed, alice, name=f"Wave {n} 50%_off"))["id"] for n in range(5)]

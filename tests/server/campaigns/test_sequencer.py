@@ -378,6 +378,16 @@ async def test_the_loop_runs_ticks_until_stopped(db: Database) -> None:
     assert sequencer_loop(Services.build(http)) is None
     off = plain.model_copy(update={"public_url": BASE_URL, "campaign_sequencer": False})
     assert sequencer_loop(Services.build(off)) is None
+    tuned = plain.model_copy(
+        update={
+            "public_url": BASE_URL,
+            "campaign_hold_bounce_rate": 0.2,
+            "campaign_hold_min_sends": 7,
+        }
+    )
+    loop = sequencer_loop(Services.build(tuned))
+    assert loop is not None
+    assert loop.sequencer.thresholds == Thresholds(bounce_rate=0.2, min_sends=7)
 
 
 async def test_template_variants_and_a_deleted_template(db: Database) -> None:

@@ -73,6 +73,8 @@ async def test_bad_requests_name_their_field(mailer: Keyed) -> None:
         ({**BODY, "scheduled_at": "2099-01-01T00:00:00Z"}, 400, "scheduled_at"),
         ({**BODY, "unknown": 1}, 400, "unknown"),
         ({**BODY, "to": ["x@company.test"] * 51}, 400, "to"),
+        ({**BODY, "list_unsubscribe_url": "https://acme.test/" + "u" * 961}, 400, "list_unsub"),
+        ({**BODY, "headers": {"X-Token": "t" * 990}}, 400, "headers.X-Token"),
     ]
     for body, status, param in cases:
         answer = await mailer.client.post(EMAILS, json=body, headers=session)

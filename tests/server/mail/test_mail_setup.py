@@ -14,6 +14,7 @@ from pydantic import SecretStr
 
 from server.background import BackgroundLoop
 from server.campaigns.sequencer import sequencer_loop
+from server.campaigns.stops import on_refused
 from server.cli import main
 from server.mail import setup
 from server.mail.setup import Companion, embedded_mail, relay_config
@@ -75,18 +76,21 @@ def test_mail_worker_refuses_to_start_without_a_relay(
 def test_mail_worker_command_runs_the_campaign_sequencer_beside(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``bavlio mail-worker`` hands the worker the campaign sequencer as its companion."""
+    """``bavlio mail-worker`` hands the worker the campaign sequencer as its companion and the
+    campaign stop as its refusal hook."""
     called: list[object] = []
 
-    async def recorded(settings: Settings, companion: Companion | None = None) -> None:
-        called.append(companion)
+    async def recorded(
+        settings: Settings, companion: Companion | None = None, on_refused: object = None
+    ) -> None:
+        called.extend((companion, on_refused))
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("BAVLIO_MAIL_RELAY_HOST", "127.0.0.1")
     monkeypatch.setenv("BAVLIO_DATABASE_URL", f"sqlite:///{tmp_path / 'x.db'}")
     monkeypatch.setattr(setup, "run_mail_worker", recorded)
     assert main(["mail-worker"]) == 0
-    assert called == [sequencer_loop]
+    assert called == [sequencer_loop, on_refused]
 
 
 class _Companion(BackgroundLoop):
