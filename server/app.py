@@ -298,9 +298,11 @@ def create_app(
                     await stack.enter_async_context(svc.webhook_dispatcher().running())
                 if embedded_mail(settings):  # a relay on SQLite: mail is sent from here too
                     mail = svc.sending
-                    worker = build_mail_worker(svc.db, settings, mail.suppression)
-                    await stack.enter_async_context(worker)
                     from server.campaigns.sequencer import sequencer_loop
+                    from server.campaigns.stops import on_refused
+
+                    worker = build_mail_worker(svc.db, settings, mail.suppression, on_refused)
+                    await stack.enter_async_context(worker)
 
                     campaigns = sequencer_loop(svc)  # and campaigns queue their messages here
                     if campaigns is not None:

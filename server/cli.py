@@ -256,10 +256,12 @@ def _worker(settings: Settings) -> int:
 
 
 def _mail_worker(settings: Settings) -> int:
+    from server.campaigns.sequencer import sequencer_loop
+    from server.campaigns.stops import on_refused
     from server.mail.setup import run_mail_worker
 
     try:
-        asyncio.run(run_mail_worker(settings))
+        asyncio.run(run_mail_worker(settings, sequencer_loop, on_refused))
     except ValueError as exc:  # no relay configured
         print(f"bavlio mail-worker: {exc}", file=sys.stderr)
         return 2

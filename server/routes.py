@@ -14,7 +14,7 @@ from server.api import health, x402
 from server.errors import ErrorEnvelope
 from server.prospects.models import SearchRequest, SearchResponse
 
-__all__ = ["PAID_PREFIX", "Access", "Operation", "QueryParam", "operations"]
+__all__ = ["PAID_PREFIX", "Access", "Operation", "QueryParam", "keyed_group", "operations"]
 
 PAID_PREFIX = "/api/x402/v1"
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -90,6 +90,16 @@ class Operation:
     def full_path(self) -> str:
         """The path as clients call it."""
         return PAID_PREFIX + self.path if self.paid else self.path
+
+
+def keyed_group(tag: str, scope: str) -> Callable[..., Operation]:
+    """The :class:`Operation` maker of one API-key group: what it makes carries ``tag``, API-key
+    access and ``scope`` unless the call names its own (the catalog's groups share these)."""
+
+    def op(*args: Any, **options: Any) -> Operation:
+        return Operation(*args, **{"tag": tag, "access": "api_key", "scope": scope, **options})
+
+    return op
 
 
 def operations() -> tuple[Operation, ...]:

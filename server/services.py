@@ -260,20 +260,25 @@ class Services:
 
     @property
     def mail(self) -> MailStore:
-        """Sending domains and aliases (DKIM keys sealed with the keyed services' seal key)."""
-        from server.mail.store import MailStore
+        """Sending domains and aliases (DKIM keys sealed with the keyed services' seal key); a
+        domain campaigns still send from is not deleted (their in-use check is registered)."""
+        from server.campaigns.domain_use import campaign_reasons
+        from server.mail.store import MailStore, register_in_use_check
 
+        register_in_use_check(campaign_reasons)  # once: registering again changes nothing
         return MailStore(
             self.db.engine, self.keyed.mail_seal_key, self.settings.mail_selector_prefix
         )
 
     @property
     def inbound(self) -> InboundMail:
-        """BaviMail inbound: stores and ports (replace ``_inbound`` to wire other ports)."""
+        """BaviMail inbound: stores and ports, replies and hard bounces stopping campaign leads
+        (replace ``_inbound`` to wire other ports)."""
         if self._inbound is None:
+            from server.campaigns.stops import with_campaign_stops
             from server.mail.inbound_service import InboundMail
 
-            self._inbound = InboundMail.build(self.settings, self.db.engine)
+            self._inbound = with_campaign_stops(InboundMail.build(self.settings, self.db.engine))
         return self._inbound
 
     @property

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from lab.dnslab import DnsLab, LabError, default_lab
+from lab.dnslab import DnsLab, default_lab
+from lab.mailstack import running_dns
 
 # Fixture modules shared by several test directories (only the top-level conftest may list them).
 pytest_plugins = ["lab.ledgerdb"]
@@ -58,10 +59,5 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def dns_lab() -> Iterator[DnsLab]:
     """A real NSD on 127.0.0.1:<port> serving the standard lab zones (fails if NSD is missing)."""
-    lab = default_lab()
-    try:
-        lab.start()
-    except LabError as exc:
-        pytest.fail(f"DNS lab unavailable: {exc}", pytrace=False)
-    yield lab
-    lab.stop()
+    with running_dns(default_lab()) as lab:
+        yield lab

@@ -29,6 +29,7 @@ from server.billing.credit_rules import (
 )
 from server.db.hotpg import DatabaseUnavailable, first_row
 from server.db.models import CreditAccount, CreditEntry, CreditHold
+from server.db.paging import newest_first
 from server.db.rawsql import UNIQUE_VIOLATIONS, Busy, RawStatement, immediate, inline_sqlite
 from server.db.tx import read_connection, write_transaction
 from server.ids import new_id
@@ -470,9 +471,7 @@ class CreditStore:
         query = select(CreditEntry).where(CreditEntry.user_id == user_id)
         if operation is not None:
             query = query.where(CreditEntry.operation == operation)
-        if after is not None:
-            query = query.where(CreditEntry.id < after)
-        query = query.order_by(CreditEntry.id.desc()).limit(limit).offset(offset)
+        query = newest_first(query, CreditEntry.id, after=after, offset=offset, limit=limit)
         async with read_connection(self.engine) as conn:
             rows = (await conn.execute(query)).all()
         return [

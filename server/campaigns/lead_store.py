@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from server.campaigns import lead_index as li
 from server.campaigns.sequencer_store import stop_lead
 from server.db.models import Campaign, CampaignDraft, CampaignLead, CampaignSend
+from server.db.paging import newest_first
 from server.db.tx import read_connection, write_transaction
 from server.ids import new_id
 
@@ -135,6 +136,22 @@ def _insert_new(conn: AsyncConnection) -> Any:
     )
 
 
+async def _open_state(conn: AsyncConnection, user_id: str, campaign_id: str) -> str:
+    """The state of the user's campaign whose leads may still change, in ``conn``'s transaction:
+    LookupError when there is no such campaign (or it was deleted since the caller read it),
+    LeadsClosed when it has ended."""
+    state = (
+        await conn.execute(
+            select(Campaign.status).where(Campaign.id == campaign_id, Campaign.user_id == user_id)
+        )
+    ).scalar_one_or_none()
+    if state is None:
+        raise LookupError(campaign_id)
+    if state in ("completed", "cancelled"):
+        raise LeadsClosed
+    return str(state)
+
+
 class LeadStore:
     """Leads and drafts of campaigns (the caller owns the campaign)."""
 
@@ -146,17 +163,7 @@ class LeadStore:
         many were added (LookupError: no such campaign of the user). In a draft they wait (pending); in a launched campaign they start now."""
         now = time.time()
         async with write_transaction(self.engine) as conn:
-            state = (
-                await conn.execute(
-                    select(Campaign.status).where(
-                        Campaign.id == campaign_id, Campaign.user_id == user_id
-                    )
-                )
-            ).scalar_one_or_none()
-            if state is None:
-                raise LookupError(campaign_id)  # deleted since the caller read it
-            if state in ("completed", "cancelled"):
-                raise LeadsClosed
+            state = await _open_state(conn, user_id, campaign_id)
             held = (
                 await conn.execute(
                     select(func.count()).select_from(_L).where(_L.c.campaign_id == campaign_id)
@@ -211,9 +218,7 @@ class LeadStore:
         query = select(*_LEAD_COLUMNS).where(_L.c.campaign_id == campaign_id)
         if status is not None:
             query = query.where(_L.c.status == status)
-        if after is not None:
-            query = query.where(_L.c.id < after)
-        query = query.order_by(_L.c.id.desc()).offset(offset).limit(limit)
+        query = newest_first(query, _L.c.id, after=after, offset=offset, limit=limit)
         async with read_connection(self.engine) as conn:
             return [LeadRecord(*row) for row in (await conn.execute(query)).all()]
 
@@ -366,17 +371,7 @@ class LeadStore:
         LookupError: no such campaign of the user; LeadsClosed: it has ended."""
         at = time.time() if now is None else now
         async with write_transaction(self.engine) as conn:
-            state = (
-                await conn.execute(
-                    select(Campaign.status).where(
-                        Campaign.id == campaign_id, Campaign.user_id == user_id
-                    )
-                )
-            ).scalar_one_or_none()
-            if state is None:
-                raise LookupError(campaign_id)
-            if state in ("completed", "cancelled"):
-                raise LeadsClosed
+            await _open_state(conn, user_id, campaign_id)
             mine = (_L.c.id == lead_id, _L.c.campaign_id == campaign_id)
             sends = select(CampaignSend.position).where(CampaignSend.lead_id == lead_id)
             # next_position guards a racing claim: the sequencer moves it in the same row

@@ -45,11 +45,13 @@ from server.campaigns.sequencer_store import (
     Claim,
     LeadRow,
     SequencerStore,
-    StepRow,
+    stop_lead,
 )
+from server.campaigns.store import StepRecord
 from server.campaigns.unsubscribe import unsubscribe_url
 from server.campaigns.variants import pick
 from server.db.engine import Database
+from server.db.tx import write_transaction
 from server.mail.inbound_smtp import InboundConfig
 from server.mail.message import Draft, MessageError
 from server.mail.ports import IdentityLookup, SenderNotAllowed, SendingIdentityView
@@ -174,14 +176,17 @@ class Sequencer:
             report.decisions += 1
             now = self.clock()
             if lead.email in suppressed:
-                if await self.store.stop(
-                    lead.id,
-                    lead.campaign_id,
-                    reason="suppressed",
-                    now=now,
-                    position=lead.next_position,
-                    detail={"reason": str(suppressed[lead.email])[:200]},
-                ):
+                async with write_transaction(self.db.engine) as conn:
+                    stopped = await stop_lead(
+                        conn,
+                        lead.id,
+                        lead.campaign_id,
+                        reason="suppressed",
+                        now=now,
+                        position=lead.next_position,
+                        detail={"reason": str(suppressed[lead.email])[:200]},
+                    )
+                if stopped:
                     report.stopped += 1
                 continue
             step = steps.get(lead.next_position)
@@ -255,7 +260,7 @@ class Sequencer:
         self,
         campaign: CampaignRow,
         lead: LeadRow,
-        step: StepRow,
+        step: StepRecord,
         templates: dict[str, TemplateParts | None],
     ) -> Content:
         variant = pick(lead.id, step.position, step.variants)
@@ -270,7 +275,7 @@ class Sequencer:
         self,
         campaign: CampaignRow,
         lead: LeadRow,
-        step: StepRow,
+        step: StepRecord,
         templates: dict[str, TemplateParts | None],
         report: TickReport,
         now: float,
@@ -305,7 +310,7 @@ class Sequencer:
         self,
         campaign: CampaignRow,
         lead: LeadRow,
-        steps: Mapping[int, StepRow],
+        steps: Mapping[int, StepRecord],
         alias: AliasRow,
         content: Content,
         now: float,

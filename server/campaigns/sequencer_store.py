@@ -20,6 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from server.campaigns.store import StepRecord
 from server.db.models import (
     Campaign,
     CampaignDraft,
@@ -46,7 +47,6 @@ __all__ = [
     "DraftRow",
     "LeadRow",
     "SequencerStore",
-    "StepRow",
     "insert_event",
 ]
 
@@ -74,15 +74,6 @@ class CampaignRow:
     requires_approval: bool
     track_opens: bool
     track_clicks: bool
-
-
-@dataclass(frozen=True)
-class StepRow:
-    """One step: position, delay after the previous one, variants."""
-
-    position: int
-    delay_seconds: int
-    variants: list[dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -215,17 +206,14 @@ class SequencerStore:
             for r in rows
         ]
 
-    async def steps(self, campaign_id: str) -> dict[int, StepRow]:
+    async def steps(self, campaign_id: str) -> dict[int, StepRecord]:
         """The campaign's steps by position."""
-        query = sa.select(ST.position, ST.delay_seconds, ST.variants).where(
+        query = sa.select(ST.id, ST.position, ST.delay_seconds, ST.variants).where(
             ST.campaign_id == campaign_id
         )
         async with read_connection(self.engine) as conn:
             rows = (await conn.execute(query)).all()
-        return {
-            r.position: StepRow(r.position, int(r.delay_seconds), list(r.variants or []))
-            for r in rows
-        }
+        return {r.position: StepRecord.of_row(r) for r in rows}
 
     async def aliases(self, user_id: str, alias_ids: Sequence[str]) -> dict[str, AliasRow]:
         """The user's aliases among ``alias_ids`` (another user's id is simply absent)."""
@@ -456,32 +444,6 @@ class SequencerStore:
             now=now,
             conn=conn,
         )
-
-    async def stop(
-        self,
-        lead_id: str,
-        campaign_id: str,
-        *,
-        reason: str,
-        now: float,
-        email_id: str | None = None,
-        position: int | None = None,
-        detail: Mapping[str, Any] | None = None,
-        kind: str | None = None,
-    ) -> bool:
-        """Stop a running lead with ``reason`` and record the event; whether it stopped."""
-        async with write_transaction(self.engine) as conn:
-            return await stop_lead(
-                conn,
-                lead_id,
-                campaign_id,
-                reason=reason,
-                now=now,
-                email_id=email_id,
-                position=position,
-                detail=detail,
-                kind=kind,
-            )
 
     async def fail(self, lead: LeadRow, code: str, detail: str, now: float) -> None:
         """A lead whose step cannot be built: ``failed`` with a ``failed`` event saying why."""

@@ -3,10 +3,10 @@ hard bounce of one of its messages (``bounced``); and at send time, the relay's 
 of its recipient (``bounced`` too, through the outbox's refusal hook: :func:`on_refused`). Automatic replies (out of office and the
 other RFC 3834 kinds :mod:`server.mail.autoreply` recognises) are not replies.
 
-Wired into inbound mail by wrapping two of its components (:mod:`server.mail.inbound_service`):
-the inbound store (after a message is filed, its In-Reply-To/References are matched against the
-Message-IDs of campaign sends and the leads' thread ids) and the hard-bounce sink (the bounced
-outbox message is matched to its campaign send). A reply to a lead whose campaign does not stop
+Wired into inbound mail by :func:`with_campaign_stops`: a hook on the inbound store (after a
+message is filed, its In-Reply-To/References are matched against the Message-IDs of campaign
+sends and the leads' thread ids) and a wrapper of the hard-bounce sink (the bounced outbox
+message is matched to its campaign send). A reply to a lead whose campaign does not stop
 on reply is still recorded as a ``replied`` event, and so is one after the lead finished.
 """
 
@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from functools import partial
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -21,18 +23,18 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from server.campaigns.sequencer_store import stop_lead
 from server.db.models import Campaign, CampaignLead, CampaignSend, MailMessage
 from server.db.tx import read_connection, write_transaction
-from server.mail.inbound_parse import ParsedMessage
 from server.mail.inbound_ports import SuppressionSink
+from server.mail.inbound_service import InboundMail
 from server.mail.inbound_store import InboundRow, InboundStore
 from server.mail.threads import candidate_ids
 
 __all__ = [
     "CampaignBounceSink",
-    "CampaignInboundStore",
     "leads_in_thread",
     "on_bounce",
     "on_refused",
     "on_reply",
+    "with_campaign_stops",
 ]
 
 _MAX_CANDIDATES = 20
@@ -71,21 +73,13 @@ async def leads_in_thread(
     return [(r.id, r.campaign_id, bool(r.stop_on_reply)) for r in rows]
 
 
-async def on_reply(
-    engine: AsyncEngine,
-    user_id: str,
-    inbound_id: str,
-    parsed: ParsedMessage,
-    auto_reply: str | None,
-    now: float | None = None,
-) -> int:
-    """A filed inbound message: stop the leads whose thread it answers (not an automatic
-    reply); the number of leads stopped."""
-    if auto_reply is not None:
+async def on_reply(engine: AsyncEngine, row: InboundRow) -> int:
+    """A filed inbound message: stop the leads whose thread it answers (not a DSN, not an
+    automatic reply), as of its receipt; the number of leads stopped."""
+    if row.kind != "message" or row.auto_reply is not None:
         return 0
-    ids = candidate_ids(None, parsed.in_reply_to, parsed.references)
-    found = await leads_in_thread(engine, user_id, ids)
-    at = time.time() if now is None else now
+    ids = candidate_ids(None, row.in_reply_to, row.references)
+    found = await leads_in_thread(engine, row.user_id, ids)
     stopped = 0
     for lead_id, campaign_id, stops in found:
         async with write_transaction(engine) as conn:
@@ -94,8 +88,8 @@ async def on_reply(
                 lead_id,
                 campaign_id,
                 reason="replied",
-                now=at,
-                email_id=inbound_id,
+                now=row.received_at,
+                email_id=row.id,
                 stop=stops,
             )
     return stopped
@@ -163,41 +157,6 @@ async def on_refused(
     )
 
 
-class CampaignInboundStore(InboundStore):
-    """The inbound store, plus: a filed message that replies to a campaign lead stops it."""
-
-    async def add(
-        self,
-        user_id: str,
-        *,
-        inbound_id: str,
-        parsed: ParsedMessage,
-        kind: str,
-        mail_from: str,
-        rcpt_to: Sequence[str],
-        raw_key: str,
-        auto_reply: str | None,
-        thread: bool = True,
-        now: float | None = None,
-    ) -> InboundRow:
-        """Store the message (as :class:`InboundStore`), then apply campaign reply stops."""
-        row = await super().add(
-            user_id,
-            inbound_id=inbound_id,
-            parsed=parsed,
-            kind=kind,
-            mail_from=mail_from,
-            rcpt_to=rcpt_to,
-            raw_key=raw_key,
-            auto_reply=auto_reply,
-            thread=thread,
-            now=now,
-        )
-        if kind == "message":
-            await on_reply(self.engine, user_id, row.id, parsed, auto_reply, now)
-        return row
-
-
 class CampaignBounceSink:
     """A hard-bounce sink that passes each bounce on (suppression) and stops its lead."""
 
@@ -214,3 +173,14 @@ class CampaignBounceSink:
         )
         if sent_message_id:
             await on_bounce(self.engine, user_id, sent_message_id, status)
+
+
+def with_campaign_stops(inbound: InboundMail) -> InboundMail:
+    """``inbound`` with the campaign stops plugged in: replies through an ``after_add`` hook of
+    its store, hard bounces through :class:`CampaignBounceSink` around its suppression sink."""
+    store = inbound.store
+    return replace(
+        inbound,
+        store=InboundStore(store.engine, (*store.after_add, partial(on_reply, store.engine))),
+        suppression=CampaignBounceSink(inbound.suppression, store.engine),
+    )

@@ -13,11 +13,10 @@ from sqlalchemy import Table, delete, func, insert, select, true, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from server.campaigns import rules
-from server.db.engine import Database
 from server.db.models import Campaign, CampaignLead, CampaignStep
+from server.db.paging import newest_first
 from server.db.tx import read_connection, write_transaction
 from server.ids import new_id
-from server.mail._campaign_use import campaigns_on_domain
 
 __all__ = [
     "MAX_CAMPAIGNS",
@@ -28,14 +27,10 @@ __all__ = [
     "Refused",
     "StaleVersion",
     "StepRecord",
-    "campaigns_using_domain",
 ]
 
 MAX_CAMPAIGNS = 1000
 """Campaigns per user; creating one more is refused (409)."""
-
-OPEN_STATES = ("draft", "active", "paused")
-"""States in which a campaign may still send (and so holds on to its aliases' domains)."""
 
 
 class CampaignLimitReached(Exception):
@@ -68,12 +63,18 @@ class NewStep:
 
 @dataclass(frozen=True)
 class StepRecord:
-    """A stored step."""
+    """A stored step: its position, delay after the previous one and variants (the API's and
+    the sequencer's one step type)."""
 
     id: str
     position: int
     delay_seconds: int
     variants: list[dict[str, Any]]
+
+    @classmethod
+    def of_row(cls, row: Any) -> StepRecord:
+        """The step of a ``campaign_steps`` row (id, position, delay_seconds, variants)."""
+        return cls(str(row.id), int(row.position), int(row.delay_seconds), list(row.variants or []))
 
 
 @dataclass(frozen=True)
@@ -127,10 +128,8 @@ async def _steps(conn: AsyncConnection, ids: Sequence[str]) -> dict[str, list[St
         .where(CampaignStep.campaign_id.in_(list(ids)))
         .order_by(CampaignStep.campaign_id, CampaignStep.position)
     )
-    for row in rows.mappings():
-        out[row["campaign_id"]].append(
-            StepRecord(row["id"], row["position"], row["delay_seconds"], list(row["variants"]))
-        )
+    for row in rows:
+        out[row.campaign_id].append(StepRecord.of_row(row))
     return out
 
 
@@ -245,9 +244,7 @@ class CampaignStore:
             query = query.where(_T.c.status == status)
         if search:
             query = query.where(_T.c.name_key.contains(search.casefold(), autoescape=True))
-        if after is not None:
-            query = query.where(_T.c.id < after)
-        query = query.order_by(_T.c.id.desc()).offset(offset).limit(limit)
+        query = newest_first(query, _T.c.id, after=after, offset=offset, limit=limit)
         async with read_connection(self.engine) as conn:
             rows = (await conn.execute(query)).mappings().all()
             return await _load(conn, rows)
@@ -371,13 +368,3 @@ class CampaignStore:
             record = await self._get(conn, user_id, campaign_id)
             assert record is not None
             return record, outcome.changed
-
-
-async def campaigns_using_domain(
-    conn_or_db: AsyncEngine | Database, user_id: str, domain_id: str
-) -> list[str]:
-    """Ids of the user's draft, active or paused campaigns that send from an alias of
-    ``domain_id`` (the query the domain-delete refusal runs in its own transaction)."""
-    engine = conn_or_db.engine if isinstance(conn_or_db, Database) else conn_or_db
-    async with read_connection(engine) as conn:
-        return [cid for cid, _ in await campaigns_on_domain(conn, user_id, domain_id)]

@@ -12,6 +12,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.db.models import Extraction
+from server.db.paging import newest_first
 from server.db.tx import read_connection, write_transaction
 
 __all__ = ["ExtractionRecord", "ExtractionStore"]
@@ -135,9 +136,7 @@ class ExtractionStore:
         query = select(*_COLUMNS).where(Extraction.user_id == user_id)
         if source is not None:
             query = query.where(Extraction.source == source)
-        if after is not None:
-            query = query.where(Extraction.id < after)
-        query = query.order_by(Extraction.id.desc()).offset(offset).limit(limit)
+        query = newest_first(query, Extraction.id, after=after, offset=offset, limit=limit)
         async with read_connection(self.engine) as conn:
             return [_record(row) for row in await conn.execute(query)]
 

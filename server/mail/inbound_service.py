@@ -46,16 +46,13 @@ class InboundMail:
     def build(cls, settings: Settings, engine: AsyncEngine) -> InboundMail:
         """Files under the storage directory; recipients routed to verified domains with
         inbound on; hard bounces into the suppression list; outbound messages known through
-        the thread references; replies and hard bounces stop campaign leads
-        (server.campaigns.stops)."""
-        from server.campaigns.stops import CampaignBounceSink, CampaignInboundStore
-
+        the thread references (the services plug campaign stops in: server.campaigns.stops)."""
         return cls(
-            store=CampaignInboundStore(engine),
+            store=InboundStore(engine),
             raw=LocalRawStore(storage_dir(settings)),
             routing=DomainRouting(engine),
             outbound=ThreadRefOutboundLookup(engine),
-            suppression=CampaignBounceSink(SuppressionListSink(SuppressionStore(engine)), engine),
+            suppression=SuppressionListSink(SuppressionStore(engine)),
             config=InboundConfig(
                 max_bytes=settings.inbound_max_bytes,
                 bounce_domains=frozenset(

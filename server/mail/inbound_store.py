@@ -8,7 +8,7 @@ inbound messages add their own ids as they are stored, outbound ones through
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -22,6 +22,7 @@ from server.db.models import (
     MailMessage,
     MailThreadRef,
 )
+from server.db.paging import newest_first
 from server.db.tx import read_connection, write_transaction
 from server.ids import new_id
 from server.mail.dsn import RecipientStatus
@@ -30,7 +31,7 @@ from server.mail.inbound_ports import SentMessage
 from server.mail.threads import candidate_ids, thread_for
 from server.webhooks.mail_events import bounce_events, inbound_event
 
-__all__ = ["ConversationRow", "InboundRow", "InboundStore", "ThreadRefOutboundLookup"]
+__all__ = ["AfterAdd", "ConversationRow", "InboundRow", "InboundStore", "ThreadRefOutboundLookup"]
 
 INBOUND_PREFIX = "inb"
 CONVERSATION_PREFIX = "cnv"
@@ -138,16 +139,22 @@ def _conversation(row: Any) -> ConversationRow:
 
 def _page(query: Any, table: Any, user_id: str, after: str | None, offset: int, limit: int) -> Any:
     query = query.where(table.c.user_id == user_id)
-    if after is not None:
-        query = query.where(table.c.id < after)
-    return query.order_by(table.c.id.desc()).offset(offset).limit(limit + 1)
+    return newest_first(query, table.c.id, after=after, offset=offset, limit=limit + 1)
+
+
+AfterAdd = Callable[[InboundRow], Awaitable[object]]
+"""Run by :meth:`InboundStore.add` after a received message is committed (a DSN too: the hook
+reads ``kind``), so another module reacts to it without wrapping the store (campaign reply
+stops: :mod:`server.campaigns.stops`)."""
 
 
 class InboundStore:
-    """Reads and writes of the inbound tables; every read filters on the owner."""
+    """Reads and writes of the inbound tables; every read filters on the owner. ``after_add``
+    hooks run, in order, on each message :meth:`add` stored."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, after_add: Sequence[AfterAdd] = ()) -> None:
         self.engine = engine
+        self.after_add = tuple(after_add)
 
     # --- threading -------------------------------------------------------------------------------
 
@@ -268,7 +275,8 @@ class InboundStore:
         thread: bool = True,
         now: float | None = None,
     ) -> InboundRow:
-        """Store a received message (threaded unless ``thread`` is false, as for DSNs)."""
+        """Store a received message (threaded unless ``thread`` is false, as for DSNs), then run
+        the ``after_add`` hooks on it."""
         now = time.time() if now is None else now
         attachments = [
             {
@@ -325,7 +333,10 @@ class InboundStore:
             row = (await conn.execute(sa.select(_IN).where(_IN.c.id == inbound_id))).one()
             if kind == "message":  # a DSN raises email.bounced instead (add_bounces)
                 await inbound_event(conn, user_id, dict(row._mapping))
-        return _inbound(row)
+        stored = _inbound(row)
+        for hook in self.after_add:
+            await hook(stored)
+        return stored
 
     async def get(self, user_id: str, inbound_id: str) -> InboundRow | None:
         """The user's message, or None (another user's id too)."""

@@ -4,10 +4,11 @@ names and, for SPF, the include/redirect targets they reach (bounded, breadth fi
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 from emailintel.dns import DnsResolver
 from emailintel.errors import EmailIntelError
+from emailintel.models import RecordFacts
 from server.mail.dns_check import Answer, Answers, spf_records, spf_targets
 from server.mail.dns_records import DnsRecord
 
@@ -17,17 +18,10 @@ MAX_SPF_FETCHES = 16
 """Include targets fetched per check: enough to see past the 10-lookup limit, no more."""
 
 
-async def _txt(resolver: DnsResolver, name: str) -> Answer:
+async def _records(lookup: Callable[[str], Awaitable[RecordFacts]], name: str) -> Answer:
+    """A TXT or CNAME lookup (``resolver.lookup_txt`` / ``lookup_cname``) as an answer."""
     try:
-        facts = await resolver.lookup_txt(name)
-    except EmailIntelError:
-        return Answer("error")
-    return Answer(facts.status, facts.values)
-
-
-async def _cname(resolver: DnsResolver, name: str) -> Answer:
-    try:
-        facts = await resolver.lookup_cname(name)
+        facts = await lookup(name)
     except EmailIntelError:
         return Answer("error")
     return Answer(facts.status, facts.values)
@@ -59,8 +53,8 @@ async def look_up(resolver: DnsResolver, records: tuple[DnsRecord, ...]) -> Answ
     cname_names = _names(records, "CNAME")
     mx_names = _names(records, "MX")
     results = await asyncio.gather(
-        *(_txt(resolver, n) for n in txt_names),
-        *(_cname(resolver, n) for n in cname_names),
+        *(_records(resolver.lookup_txt, n) for n in txt_names),
+        *(_records(resolver.lookup_cname, n) for n in cname_names),
         *(_mx(resolver, n) for n in mx_names),
     )
     txt = dict(zip(txt_names, results[: len(txt_names)], strict=True))
@@ -82,7 +76,7 @@ async def look_up(resolver: DnsResolver, records: tuple[DnsRecord, ...]) -> Answ
         wanted = wanted[: MAX_SPF_FETCHES - fetched]
         if not wanted:
             break
-        answers = await asyncio.gather(*(_txt(resolver, n) for n in wanted))
+        answers = await asyncio.gather(*(_records(resolver.lookup_txt, n) for n in wanted))
         txt.update(zip(wanted, answers, strict=True))
         fetched += len(wanted)
         frontier = wanted

@@ -207,11 +207,28 @@ class Outbox:
 
     # --- workers --------------------------------------------------------------------------
 
-    def _pick(self, where: sa.ColumnElement[bool], limit: int) -> sa.ScalarSelect[Any]:
+    async def _lease(
+        self,
+        where: sa.ColumnElement[bool],
+        target: sa.Case[Any],
+        worker_id: str,
+        expires: float,
+        limit: int,
+    ) -> list[Claimed]:
+        """Move up to ``limit`` rows matching ``where`` (earliest due first) to their ``target``
+        state under ``worker_id``'s lease until ``expires``; the claimed rows by id."""
         pick = sa.select(M.id).where(where).order_by(M.next_attempt_at, M.id).limit(limit)
         if self.skip_locked:
             pick = pick.with_for_update(skip_locked=True)
-        return pick.scalar_subquery()
+        stmt = (
+            sa.update(messages)
+            .where(M.id.in_(pick.scalar_subquery()), where)
+            .values(state=target, lease_owner=worker_id, lease_expires=expires)
+            .returning(*_CLAIMED)
+        )
+        async with write_transaction(self.engine) as conn:
+            rows = (await conn.execute(stmt)).mappings().all()
+        return sorted((_claimed(r) for r in rows), key=lambda c: c.id)
 
     @staticmethod
     def _claimable(now: float) -> sa.ColumnElement[bool]:
@@ -225,15 +242,7 @@ class Outbox:
         """Lease up to ``limit`` due queued messages (oldest due first)."""
         sources, target = _case(Event.CLAIM)
         where = sa.and_(self._claimable(now), M.state.in_(sources))
-        stmt = (
-            sa.update(messages)
-            .where(M.id.in_(self._pick(where, limit)), where)
-            .values(state=target, lease_owner=worker_id, lease_expires=now + lease)
-            .returning(*_CLAIMED)
-        )
-        async with write_transaction(self.engine) as conn:
-            rows = (await conn.execute(stmt)).mappings().all()
-        return sorted((_claimed(r) for r in rows), key=lambda c: c.id)
+        return await self._lease(where, target, worker_id, now + lease, limit)
 
     async def recover(self, worker_id: str, now: float, lease: float, limit: int) -> list[Claimed]:
         """Take over ``sending`` messages whose worker's lease expired (RECOVER)."""
@@ -241,15 +250,7 @@ class Outbox:
         # Never our own: this worker knows what it has in flight, even past a stalled lease.
         mine = sa.and_(M.lease_owner.is_not(None), M.lease_owner == worker_id)
         where = sa.and_(M.state.in_(sources), M.lease_expires < now, sa.not_(mine))
-        stmt = (
-            sa.update(messages)
-            .where(M.id.in_(self._pick(where, limit)), where)
-            .values(state=target, lease_owner=worker_id, lease_expires=now + lease)
-            .returning(*_CLAIMED)
-        )
-        async with write_transaction(self.engine) as conn:
-            rows = (await conn.execute(stmt)).mappings().all()
-        return sorted((_claimed(r) for r in rows), key=lambda c: c.id)
+        return await self._lease(where, target, worker_id, now + lease, limit)
 
     async def extend(self, worker_id: str, ids: Sequence[str], now: float, lease: float) -> None:
         """Extend the leases ``worker_id`` holds on ``ids`` (its own batch only: touching a

@@ -8,18 +8,25 @@ import logging
 import signal
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from server.background import BackgroundLoop
 from server.db.engine import Database
 from server.mail.handoff import PostfixLogProbe
-from server.mail.outbox import Outbox
+from server.mail.outbox import Outbox, RefusalHook
 from server.mail.outbox_rules import AmbiguityPolicy
 from server.mail.ports import SuppressionCheck, nothing_suppressed
 from server.mail.relay import Relay, RelayConfig
 from server.mail.worker import MailWorker
 from server.settings import Settings
 
-__all__ = ["build_mail_worker", "embedded_mail", "relay_config", "run_mail_worker"]
+if TYPE_CHECKING:
+    from server.services import Services
+
+Companion = Callable[["Services"], BackgroundLoop | None]
+"""A loop to run beside the mail worker on its services (None: nothing to run)."""
+
+__all__ = ["Companion", "build_mail_worker", "embedded_mail", "relay_config", "run_mail_worker"]
 
 
 def relay_config(settings: Settings) -> RelayConfig:
@@ -38,12 +45,14 @@ def relay_config(settings: Settings) -> RelayConfig:
 
 
 def build_mail_worker(
-    db: Database, settings: Settings, suppression: SuppressionCheck = nothing_suppressed
+    db: Database,
+    settings: Settings,
+    suppression: SuppressionCheck = nothing_suppressed,
+    on_refused: RefusalHook | None = None,
 ) -> MailWorker:
-    """A mail worker on ``db`` sending through the configured relay; a recipient the relay
-    refuses for good stops its campaign lead (server.campaigns.stops.on_refused)."""
-    from server.campaigns.stops import on_refused
-
+    """A mail worker on ``db`` sending through the configured relay; ``on_refused`` hears of a
+    recipient the relay refuses for good (the callers pass server.campaigns.stops.on_refused:
+    its campaign lead stops)."""
     config = relay_config(settings)
     probe = PostfixLogProbe(settings.mail_relay_log) if settings.mail_relay_log else None
     return MailWorker(
@@ -67,22 +76,26 @@ def embedded_mail(settings: Settings) -> bool:
     return bool(settings.mail_relay_host) and settings.database_url.startswith("sqlite")
 
 
-async def run_mail_worker(settings: Settings) -> None:
-    """``bavlio mail-worker``: migrate, then send until SIGTERM or SIGINT."""
+async def run_mail_worker(
+    settings: Settings, companion: Companion | None = None, on_refused: RefusalHook | None = None
+) -> None:
+    """``bavlio mail-worker``: migrate, then send until SIGTERM or SIGINT, with ``companion``'s
+    loop beside the worker and ``on_refused`` told of relay refusals (the CLI passes the
+    campaign sequencer's loop and the campaign stop)."""
     logging.basicConfig(
         level=settings.log_level.upper(),
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    from server.campaigns.sequencer import sequencer_loop
     from server.services import Services
 
     config = relay_config(settings)  # a missing relay fails before the database is touched
     svc = Services.build(settings)
     try:
         await svc.db.migrate()
-        worker = build_mail_worker(svc.db, settings)
-        campaigns = sequencer_loop(svc)  # campaigns' messages join the outbox from here too
+        worker = build_mail_worker(svc.db, settings, on_refused=on_refused)
+        # campaigns' messages join the outbox from here too
+        campaigns = None if companion is None else companion(svc)
         loop = asyncio.get_running_loop()
         stop = worker.stop if campaigns is None else _stop_both(worker, campaigns)
         for signum in (signal.SIGTERM, signal.SIGINT):

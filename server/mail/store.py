@@ -18,9 +18,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from server.db.models import MailAlias, MailDomain
+from server.db.paging import newest_first
 from server.db.tx import read_connection, write_transaction
 from server.ids import new_id
-from server.mail._campaign_use import campaign_reasons
 from server.mail.dns_check import DomainVerdict
 from server.mail.dns_records import DkimKey, generate_dkim_key, new_selector
 from server.mail.sealing import open_sealed, seal
@@ -81,8 +81,9 @@ InUseCheck = Callable[[AsyncConnection, str, str], Awaitable[list[str]]]
 It runs on the delete's own write transaction, so nothing it reads can change before the
 delete commits on SQLite (and it sees the same snapshot as the delete on PostgreSQL)."""
 
-IN_USE_CHECKS: list[InUseCheck] = [campaign_reasons]
-"""The registered checks, in order; add one with :func:`register_in_use_check`."""
+IN_USE_CHECKS: list[InUseCheck] = []
+"""The registered checks, in order; add one with :func:`register_in_use_check` (the services
+register the campaigns' one, :mod:`server.campaigns.domain_use`)."""
 
 
 def register_in_use_check(check: InUseCheck) -> Callable[[], None]:
@@ -292,9 +293,7 @@ class MailStore:
     ) -> list[DomainRecord]:
         """The user's domains, newest first."""
         query = select(MailDomain.__table__).where(MailDomain.user_id == user_id)
-        if after is not None:
-            query = query.where(MailDomain.id < after)
-        query = query.order_by(MailDomain.id.desc()).offset(offset).limit(limit)
+        query = newest_first(query, MailDomain.id, after=after, offset=offset, limit=limit)
         async with read_connection(self.engine) as conn:
             rows = (await conn.execute(query)).mappings().all()
         return [_domain(row) for row in rows]
@@ -521,9 +520,7 @@ class MailStore:
         query = self._alias_query(user_id)
         if domain_id is not None:
             query = query.where(MailAlias.domain_id == domain_id)
-        if after is not None:
-            query = query.where(MailAlias.id < after)
-        query = query.order_by(MailAlias.id.desc()).offset(offset).limit(limit)
+        query = newest_first(query, MailAlias.id, after=after, offset=offset, limit=limit)
         async with read_connection(self.engine) as conn:
             rows = (await conn.execute(query)).mappings().all()
         return [_alias(row, row["domain_name"]) for row in rows]

@@ -3,8 +3,6 @@ on create and list included, plus adding and removing leads and cancelling."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel
 
 from server.campaigns.rules import STATES
@@ -12,14 +10,14 @@ from server.errors import ErrorEnvelope
 from server.resources import campaign_leads as cl
 from server.resources import campaign_models as m
 from server.resources import campaigns as c
-from server.routes import Operation, QueryParam
+from server.routes import Operation, QueryParam, keyed_group
 
-__all__ = ["operations"]
+__all__ = ["CAMPAIGN_ID", "operations"]
 
 V1 = "/api/v1"
 BASE = f"{V1}/campaigns"
 _CROCKFORD = "[0-9A-HJKMNP-TV-Z]{26}"
-_CAMPAIGN_ID = QueryParam(
+CAMPAIGN_ID = QueryParam(
     "campaign_id", {"type": "string", "pattern": rf"^cmp_{_CROCKFORD}$"}, "A campaign id."
 )
 _LEAD_ID = QueryParam(
@@ -41,12 +39,12 @@ _404_409_413: dict[int, type[BaseModel]] = {**_404_409, 413: ErrorEnvelope}
 
 def operations() -> tuple[Operation, ...]:
     """Every campaigns route."""
-    common: dict[str, Any] = {"tag": "campaigns", "access": "api_key", "scope": "campaigns"}
-    one: dict[str, Any] = {**common, "path_params": (_CAMPAIGN_ID,)}
-    lead: dict[str, Any] = {**common, "path_params": (_CAMPAIGN_ID, _LEAD_ID)}
+    op = keyed_group("campaigns", "campaigns")
+    one = (CAMPAIGN_ID,)
+    lead = (CAMPAIGN_ID, _LEAD_ID)
     item = f"{BASE}/{{campaign_id}}"
     return (
-        Operation(
+        op(
             "POST",
             f"{BASE}/",
             c.create,
@@ -56,9 +54,8 @@ def operations() -> tuple[Operation, ...]:
             m.CreateCampaign,
             status_code=201,
             responses={404: ErrorEnvelope, 409: ErrorEnvelope, 413: ErrorEnvelope},
-            **common,
         ),
-        Operation(
+        op(
             "GET",
             f"{BASE}/",
             c.list_campaigns,
@@ -73,9 +70,8 @@ def operations() -> tuple[Operation, ...]:
                     "search", {"type": "string", "maxLength": 200}, "Part of the name, any case."
                 ),
             ),
-            **common,
         ),
-        Operation(
+        op(
             "GET",
             item,
             c.get,
@@ -83,9 +79,9 @@ def operations() -> tuple[Operation, ...]:
             "Get a campaign",
             m.CampaignView,
             responses=_404,
-            **one,
+            path_params=one,
         ),
-        Operation(
+        op(
             "PATCH",
             item,
             c.update,
@@ -94,9 +90,9 @@ def operations() -> tuple[Operation, ...]:
             m.CampaignView,
             m.UpdateCampaign,
             responses=_404_409_413,
-            **one,
+            path_params=one,
         ),
-        Operation(
+        op(
             "DELETE",
             item,
             c.delete,
@@ -105,9 +101,9 @@ def operations() -> tuple[Operation, ...]:
             m.CampaignView,
             status_code=204,
             responses=_404_409,
-            **one,
+            path_params=one,
         ),
-        Operation(
+        op(
             "POST",
             f"{item}/launch-preflight",
             c.launch_preflight,
@@ -115,9 +111,9 @@ def operations() -> tuple[Operation, ...]:
             "Check launch readiness (no side effects)",
             m.Preflight,
             responses=_404,
-            **one,
+            path_params=one,
         ),
-        Operation(
+        op(
             "POST",
             f"{item}/launch",
             c.launch,
@@ -125,9 +121,9 @@ def operations() -> tuple[Operation, ...]:
             "Launch a campaign (refused with the blocking findings)",
             m.LaunchResult,
             responses=_404_409,
-            **one,
+            path_params=one,
         ),
-        Operation(
+        op(
             "GET",
             f"{item}/launch-warnings",
             c.launch_warnings,
@@ -135,9 +131,9 @@ def operations() -> tuple[Operation, ...]:
             "The campaign's non-blocking findings",
             m.LaunchWarnings,
             responses=_404,
-            **one,
+            path_params=one,
         ),
-        Operation(
+        op(
             "POST",
             f"{item}/pause",
             c.pause,
@@ -145,9 +141,9 @@ def operations() -> tuple[Operation, ...]:
             "Pause a campaign",
             m.CampaignView,
             responses=_404_409,
-            **one,
+            path_params=one,
         ),
-        Operation(
+        op(
             "POST",
             f"{item}/resume",
             c.resume,
@@ -155,9 +151,9 @@ def operations() -> tuple[Operation, ...]:
             "Resume a paused campaign",
             m.CampaignView,
             responses=_404_409,
-            **one,
+            path_params=one,
         ),
-        Operation(
+        op(
             "POST",
             f"{item}/cancel",
             c.cancel,
@@ -165,9 +161,9 @@ def operations() -> tuple[Operation, ...]:
             "Cancel a campaign for good",
             m.CampaignView,
             responses=_404_409,
-            **one,
+            path_params=one,
         ),
-        Operation(
+        op(
             "GET",
             f"{item}/leads",
             cl.list_leads,
@@ -180,9 +176,9 @@ def operations() -> tuple[Operation, ...]:
                 QueryParam("status_filter", _LEAD_STATUS, "The seed's name of status."),
             ),
             responses=_404,
-            **one,
+            path_params=one,
         ),
-        Operation(
+        op(
             "POST",
             f"{item}/leads",
             cl.add_leads,
@@ -192,9 +188,9 @@ def operations() -> tuple[Operation, ...]:
             m.AddLeads,
             status_code=201,
             responses={200: m.AddedLeads, **_404_409_413},
-            **one,
+            path_params=one,
         ),
-        Operation(
+        op(
             "GET",
             f"{item}/playground/drafts",
             cl.drafts,
@@ -210,9 +206,9 @@ def operations() -> tuple[Operation, ...]:
                 ),
             ),
             responses=_404,
-            **one,
+            path_params=one,
         ),
-        Operation(
+        op(
             "DELETE",
             f"{item}/leads/{{campaign_lead_id}}",
             cl.remove,
@@ -221,9 +217,9 @@ def operations() -> tuple[Operation, ...]:
             m.CampaignView,
             status_code=204,
             responses=_404_409,
-            **lead,
+            path_params=lead,
         ),
-        Operation(
+        op(
             "POST",
             f"{item}/leads/{{campaign_lead_id}}/approve",
             cl.approve,
@@ -232,9 +228,9 @@ def operations() -> tuple[Operation, ...]:
             m.LeadApproval,
             m.Approve,
             responses=_404_409_413,
-            **lead,
+            path_params=lead,
         ),
-        Operation(
+        op(
             "POST",
             f"{item}/leads/{{campaign_lead_id}}/unapprove",
             cl.unapprove,
@@ -243,9 +239,9 @@ def operations() -> tuple[Operation, ...]:
             m.LeadApproval,
             m.Unapprove,
             responses=_404_409_413,
-            **lead,
+            path_params=lead,
         ),
-        Operation(
+        op(
             "POST",
             f"{item}/leads/{{campaign_lead_id}}/reset",
             cl.reset,
@@ -254,6 +250,6 @@ def operations() -> tuple[Operation, ...]:
             m.LeadApproval,
             m.Reset,
             responses=_404_409_413,
-            **lead,
+            path_params=lead,
         ),
     )

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel
 
 from server.billing.pricing import PURCHASE_KEY
@@ -34,8 +32,9 @@ from server.resources import (
     upload,
     webhooks,
 )
+from server.resources.campaign_operations import CAMPAIGN_ID
 from server.resources.campaign_operations import operations as campaign_operations
-from server.routes import Operation, QueryParam
+from server.routes import Operation, QueryParam, keyed_group
 from server.usecases.email import ValidateRequest, ValidateResponse
 from server.usecases.find import FindRequest
 
@@ -474,9 +473,7 @@ def webhook_operations() -> tuple[Operation, ...]:
     ident = (QueryParam("webhook_id", _WEBHOOK_ID, "A webhook id."),)
     missing: dict[int, type[BaseModel]] = {404: ErrorEnvelope}
 
-    def op(*args: Any, **options: Any) -> Operation:
-        options = {"tag": "webhooks", "access": "api_key", "scope": "webhooks", **options}
-        return Operation(*args, **options)
+    op = keyed_group("webhooks", "webhooks")
 
     return (
         op(
@@ -574,9 +571,6 @@ def webhook_operations() -> tuple[Operation, ...]:
     )
 
 
-_CAMPAIGN_ID = QueryParam(
-    "campaign_id", {"type": "string", "pattern": rf"^cmp_{_CROCKFORD_ID}$"}, "A campaign id."
-)
 _CAMPAIGN_LEAD_ID = QueryParam(
     "campaign_lead_id",
     {"type": "string", "pattern": rf"^cld_{_CROCKFORD_ID}$"},
@@ -589,12 +583,10 @@ def campaign_stats_operations() -> tuple[Operation, ...]:
     aggregate). Listed before the campaign routes: ``aggregate-stats`` must match before
     ``{campaign_id}`` does."""
     base = f"{V1}/campaigns"
-    one = (_CAMPAIGN_ID,)
+    one = (CAMPAIGN_ID,)
     missing: dict[int, type[BaseModel]] = {404: ErrorEnvelope}
 
-    def op(*args: Any, **options: Any) -> Operation:
-        options = {"tag": "campaigns", "access": "api_key", "scope": "campaigns", **options}
-        return Operation(*args, **options)
+    op = keyed_group("campaigns", "campaigns")
 
     return (
         op(
@@ -660,7 +652,7 @@ def campaign_stats_operations() -> tuple[Operation, ...]:
             "campaigns_lead_events",
             "A lead's timeline (sends, outcomes, bounces, opens, clicks, replies...), oldest first",
             campaign_stats.LeadEventList,
-            path_params=(_CAMPAIGN_ID, _CAMPAIGN_LEAD_ID),
+            path_params=(CAMPAIGN_ID, _CAMPAIGN_LEAD_ID),
             query=_PAGING,
             responses=missing,
         ),
@@ -1255,29 +1247,7 @@ def _bavimail_operations() -> tuple[Operation, ...]:
     one = f"{base}/{{domain_id}}"
     not_found = {404: ErrorEnvelope}
 
-    def op(
-        method: str,
-        path: str,
-        handler: object,
-        operation_id: str,
-        summary: str,
-        response: type[BaseModel],
-        request: type[BaseModel] | None = None,
-        **extra: object,
-    ) -> Operation:
-        return Operation(
-            method,
-            path,
-            handler,  # type: ignore[arg-type]
-            operation_id,
-            summary,
-            response,
-            request,
-            tag="bavimail",
-            access="api_key",
-            scope="bavimail",
-            **extra,  # type: ignore[arg-type]
-        )
+    op = keyed_group("bavimail", "bavimail")
 
     aliases = f"{V1}/bavimail/aliases"
     alias = f"{aliases}/{{alias_id}}"

@@ -18,6 +18,7 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from server.db.models import SenderProfile, SenderPrompt, User
+from server.db.paging import newest_first
 from server.db.tx import read_connection, write_transaction
 from server.ids import new_id
 
@@ -194,9 +195,7 @@ class SenderStore:
         query = select(*_COLUMNS).where(SenderProfile.user_id == user_id)
         if search:
             query = query.where(SenderProfile.name_key.contains(search.casefold(), autoescape=True))
-        if after is not None:
-            query = query.where(SenderProfile.id < after)
-        query = query.order_by(SenderProfile.id.desc()).offset(offset).limit(limit)
+        query = newest_first(query, SenderProfile.id, after=after, offset=offset, limit=limit)
         async with read_connection(self.engine) as conn:
             rows = (await conn.execute(query)).all()
         return [_profile(row) for row in rows]

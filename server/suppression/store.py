@@ -20,6 +20,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from server.db.models import Suppression
+from server.db.paging import newest_first
 from server.db.tx import read_connection, write_transaction
 from server.ids import new_id
 from server.suppression.normalise import lookup_keys
@@ -173,9 +174,7 @@ class SuppressionStore:
             query = query.where(Suppression.kind == kind)
         if source is not None:
             query = query.where(Suppression.source == source)
-        if after is not None:
-            query = query.where(Suppression.id < after)
-        query = query.order_by(Suppression.id.desc()).offset(offset).limit(limit)
+        query = newest_first(query, Suppression.id, after=after, offset=offset, limit=limit)
         async with read_connection(self.engine) as conn:
             rows = (await conn.execute(query)).all()
         return [_entry(row) for row in rows]

@@ -10,6 +10,7 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from server.db.models import TemplateRow
+from server.db.paging import newest_first
 from server.db.tx import read_connection, write_transaction
 from server.ids import new_id
 
@@ -116,9 +117,7 @@ class TemplateStore:
         query = select(*_COLUMNS).where(TemplateRow.user_id == user_id)
         if search:
             query = query.where(TemplateRow.name_key.contains(search.casefold(), autoescape=True))
-        if after is not None:
-            query = query.where(TemplateRow.id < after)
-        query = query.order_by(TemplateRow.id.desc()).offset(offset).limit(limit)
+        query = newest_first(query, TemplateRow.id, after=after, offset=offset, limit=limit)
         async with read_connection(self.engine) as conn:
             rows = (await conn.execute(query)).all()
         return [_template(row) for row in rows]

@@ -21,6 +21,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from server.db.models import WebhookDelivery, WebhookEndpoint
+from server.db.paging import newest_first
 from server.db.tx import read_connection, write_transaction
 from server.ids import new_id
 from server.mail.sealing import open_sealed, seal
@@ -226,9 +227,7 @@ class WebhookStore:
     ) -> list[EndpointRecord]:
         """The user's endpoints, newest first (ids below ``after`` when given)."""
         query = select(*_ENDPOINT).where(WebhookEndpoint.user_id == user_id)
-        if after is not None:
-            query = query.where(WebhookEndpoint.id < after)
-        query = query.order_by(WebhookEndpoint.id.desc()).limit(limit).offset(offset)
+        query = newest_first(query, WebhookEndpoint.id, after=after, offset=offset, limit=limit)
         async with read_connection(self.engine) as conn:
             return [_endpoint(row) for row in await conn.execute(query)]
 
@@ -328,9 +327,7 @@ class WebhookStore:
         query = select(*_DELIVERY).where(
             WebhookDelivery.endpoint_id == endpoint_id, WebhookDelivery.user_id == user_id
         )
-        if after is not None:
-            query = query.where(WebhookDelivery.id < after)
-        query = query.order_by(WebhookDelivery.id.desc()).limit(limit).offset(offset)
+        query = newest_first(query, WebhookDelivery.id, after=after, offset=offset, limit=limit)
         async with read_connection(self.engine) as conn:
             return [_delivery(row) for row in await conn.execute(query)]
 

@@ -6,10 +6,7 @@ Start one per session; use :meth:`AnvilChain.snapshot` / :meth:`AnvilChain.rever
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
-import pytest
+from contextlib import AbstractContextManager
 
 from x402gw.devchain import (
     BUILD,
@@ -25,6 +22,8 @@ from x402gw.devchain import (
     dev_account,
     free_port,
 )
+
+from ._service import started
 
 __all__ = [
     "BUILD",
@@ -43,16 +42,7 @@ __all__ = [
 ]
 
 
-@contextmanager
-def running_chain() -> Iterator[AnvilChain]:
+def running_chain() -> AbstractContextManager[AnvilChain]:
     """A started :class:`AnvilChain`, stopped afterwards; the test fails (no traceback) when
     anvil cannot start, since a lab test must not pass or skip without its chain."""
-    chain = AnvilChain()
-    try:
-        chain.start()
-    except DevChainError as exc:
-        pytest.fail(f"anvil unavailable: {exc}", pytrace=False)
-    try:
-        yield chain
-    finally:
-        chain.stop()
+    return started(AnvilChain(), DevChainError, "anvil")

@@ -150,3 +150,12 @@ async def keyed(backend_settings: Settings, tmp_path: Path) -> AsyncIterator[Key
     """The keyed API on SQLite and (second run) PostgreSQL."""
     async with keyed_app(keyed_settings(backend_settings, tmp_path)) as running:
         yield running
+
+
+@pytest_asyncio.fixture(loop_scope="function")
+async def idle(backend_settings: Settings, tmp_path: Path) -> AsyncIterator[Keyed]:
+    """The keyed API without a worker: queued jobs stay queued (a started session stays
+    processing; routes that only need ids do not wait for results)."""
+    settings = keyed_settings(backend_settings, tmp_path, embedded_worker=False)
+    async with keyed_app(settings) as running:
+        yield running

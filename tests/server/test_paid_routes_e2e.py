@@ -17,8 +17,9 @@ import pytest
 import pytest_asyncio
 from eth_account.signers.local import LocalAccount
 from lab.anvil import AnvilChain, dev_account, free_port
-from lab.dnslab import DnsLab, LabError
+from lab.dnslab import DnsLab
 from lab.fakesmtp import Behaviour, FakeSmtpServer, fake_smtp
+from lab.mailstack import running_dns
 from lab.searchlab import SearchLab
 from lab.webserver import UvicornThread
 from tests_server_helpers import assert_envelope
@@ -109,12 +110,8 @@ def paid_dns() -> Iterator[DnsLab]:
         },
         servfail_zones=["broken.test"],
     )
-    try:
-        lab.start()
-    except LabError as exc:
-        pytest.fail(f"DNS lab unavailable: {exc}", pytrace=False)
-    yield lab
-    lab.stop()
+    with running_dns(lab):
+        yield lab
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from lab.dnslab import DnsLab, LabError
-from lab.maillab import MailLab, MailLabError, default_mail_lab
+from lab.dnslab import DnsLab
+from lab.maillab import MailLab, default_mail_lab
+from lab.mailstack import running_dns, running_mail
 
 FAKE_SECOND_MX = "127.0.0.61"
 
@@ -14,13 +15,8 @@ FAKE_SECOND_MX = "127.0.0.61"
 @pytest.fixture(scope="session")
 def mail_lab() -> Iterator[MailLab]:
     """The default lab (company, catch-all, greylist, strict, dead MX) plus 200 bench domains."""
-    lab = default_mail_lab(bench_mx=2, bench_count=200)
-    try:
-        lab.start()
-    except MailLabError as exc:
-        pytest.fail(f"mail lab unavailable: {exc}", pytrace=False)
-    yield lab
-    lab.stop()
+    with running_mail(default_mail_lab(bench_mx=2, bench_count=200)) as lab:
+        yield lab
 
 
 @pytest.fixture(scope="session")
@@ -40,13 +36,8 @@ def mail_dns(mail_lab: MailLab) -> Iterator[DnsLab]:
         ("mx1", "A", "127.0.0.1"),
         ("mx2", "A", FAKE_SECOND_MX),
     ]
-    lab = DnsLab(zones)
-    try:
-        lab.start()
-    except LabError as exc:
-        pytest.fail(f"DNS lab unavailable: {exc}", pytrace=False)
-    yield lab
-    lab.stop()
+    with running_dns(DnsLab(zones)) as lab:
+        yield lab
 
 
 @pytest.fixture(scope="session")

@@ -31,6 +31,7 @@ from sequencer_support import BASE_URL, KEY, Clock, make_aliases
 from server.auth.store import AccountStore
 from server.campaigns.holds import Thresholds
 from server.campaigns.sequencer import Sequencer
+from server.campaigns.stops import with_campaign_stops
 from server.db.engine import Database
 from server.db.models import Campaign, CampaignEvent, CampaignLead, InboundEmail
 from server.mail.inbound_service import InboundMail
@@ -221,8 +222,8 @@ async def _run(db: Database, settings: Settings, tmp_path: Path, lab: Lab) -> No
     # 5 bounces in 50 is 10 %: over the default 5 % the campaign would be held (as it should).
     lenient = Thresholds(bounce_rate=0.2, min_sends=50)
     sequencer = Sequencer(db, mail, base_url=BASE_URL, key=KEY, clock=clock, thresholds=lenient)
-    inbound = InboundMail.build(
-        settings.model_copy(update={"mail_storage_dir": tmp_path}), db.engine
+    inbound = with_campaign_stops(
+        InboundMail.build(settings.model_copy(update={"mail_storage_dir": tmp_path}), db.engine)
     )
     relay = RelayConfig(host=lab.lab.ip("relay"), port=25, starttls=False, timeout=15)
     worker = MailWorker(mail.outbox, lambda: Relay(relay), poll_seconds=0.1, batch=50)

@@ -14,7 +14,8 @@ from keyed_helpers import Keyed
 from sqlalchemy import insert, select, update
 from tests_server_helpers import assert_envelope
 
-from server.campaigns.store import CampaignStore, campaigns_using_domain
+from server.campaigns.domain_use import campaigns_using_domain
+from server.campaigns.store import CampaignStore
 from server.datasets.store import DatasetStore, NewRow
 from server.db.models import CampaignDraft, CampaignEvent, CampaignLead, CampaignSend
 from server.db.tx import write_transaction

@@ -1,6 +1,7 @@
-"""Stops on SQLite and PostgreSQL through inbound mail as deployed (InboundMail.build): a reply
-in a lead's thread stops it ``replied``, an out-of-office does not, a hard-bounce DSN stops it
-``bounced``; and the public one-click unsubscribe endpoint (GET shows, POST unsubscribes)."""
+"""Stops on SQLite and PostgreSQL through inbound mail as deployed (InboundMail.build with
+campaign stops plugged in): a reply in a lead's thread stops it ``replied``, an out-of-office
+does not, a hard-bounce DSN stops it ``bounced``; and the public one-click unsubscribe endpoint
+(GET shows, POST unsubscribes)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from sequencer_support import BASE_URL, Clock, make_aliases, sequencer
 from server.app import create_app
 from server.auth.store import AccountStore
 from server.campaigns.sequencer import Sequencer
+from server.campaigns.stops import with_campaign_stops
 from server.db.engine import Database
 from server.db.models import CampaignEvent, CampaignLead, CampaignSend, InboundEmail, MailMessage
 from server.mail.inbound_service import InboundMail
@@ -156,7 +158,8 @@ async def test_reply_without_stop_on_reply_is_only_recorded(
 
 
 def _inbound(settings: Settings, tmp_path: Path, db: Database) -> InboundMail:
-    return InboundMail.build(settings.model_copy(update={"mail_storage_dir": tmp_path}), db.engine)
+    built = InboundMail.build(settings.model_copy(update={"mail_storage_dir": tmp_path}), db.engine)
+    return with_campaign_stops(built)
 
 
 async def test_one_click_unsubscribe(settings: Settings, stub_resolver: Any) -> None:

@@ -10,8 +10,8 @@ from email import policy
 from email.message import EmailMessage
 from pathlib import Path
 
-import pytest
-from lab.maillab import Listener, MailDomain, MailLab, MailLabError
+from lab.maillab import Listener, MailDomain, MailLab
+from lab.mailstack import running_mail
 
 USERS = (
     "john.smith",
@@ -64,12 +64,5 @@ def parse(raw: bytes) -> EmailMessage:
 def started_relay_lab() -> Iterator[MailLab]:
     """A started relay lab for a module fixture (``yield from``), stopped afterwards; a conftest
     here would shadow tests/server/conftest.py's module for ``from conftest import``."""
-    lab = new_relay_lab()
-    try:
-        lab.start()
-    except MailLabError as exc:
-        pytest.fail(f"mail lab unavailable: {exc}", pytrace=False)
-    try:
+    with running_mail(new_relay_lab()) as lab:
         yield lab
-    finally:
-        lab.stop()

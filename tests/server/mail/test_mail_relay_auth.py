@@ -10,7 +10,8 @@ from collections.abc import Iterator
 import aiosmtplib
 import dkim
 import pytest
-from lab.maillab import Listener, MailDomain, MailLab, MailLabError
+from lab.maillab import Listener, MailDomain, MailLab
+from lab.mailstack import running_mail
 from mail_lab_support import USERS, delivered, parse, wait_delivered
 from mail_support import dkim_dns, identities
 
@@ -34,14 +35,8 @@ def auth_relay_lab() -> Iterator[MailLab]:
         domains=[MailDomain("inbox.test", mx=("relay",), users=USERS)],
         sasl_users={USER: PASSWORD},
     )
-    try:
-        lab.start()
-    except MailLabError as exc:
-        pytest.fail(f"mail lab unavailable: {exc}", pytrace=False)
-    try:
+    with running_mail(lab):
         yield lab
-    finally:
-        lab.stop()
 
 
 def submission(

@@ -1,16 +1,25 @@
-"""Wiring from settings: the relay, when ``bavlio serve`` sends mail itself, and
-``bavlio mail-worker`` refusing to start without a relay."""
+"""Wiring from settings: the relay, when ``bavlio serve`` sends mail itself, ``bavlio
+mail-worker`` refusing to start without a relay, and running its companion loop (the campaign
+sequencer) until SIGTERM."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
 from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
 
+from server.background import BackgroundLoop
+from server.campaigns.sequencer import sequencer_loop
+from server.campaigns.stops import on_refused
 from server.cli import main
-from server.mail.setup import embedded_mail, relay_config
-from server.settings import load_settings
+from server.mail import setup
+from server.mail.setup import Companion, embedded_mail, relay_config
+from server.services import Services
+from server.settings import Settings, load_settings
 
 
 def test_relay_config_from_settings() -> None:
@@ -62,3 +71,60 @@ def test_mail_worker_refuses_to_start_without_a_relay(
     assert main(["mail-worker"]) == 2
     assert "MAIL_RELAY_HOST" in capsys.readouterr().err
     assert not (tmp_path / "x.db").exists()  # refused before touching the database
+
+
+def test_mail_worker_command_runs_the_campaign_sequencer_beside(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``bavlio mail-worker`` hands the worker the campaign sequencer as its companion and the
+    campaign stop as its refusal hook."""
+    called: list[object] = []
+
+    async def recorded(
+        settings: Settings, companion: Companion | None = None, on_refused: object = None
+    ) -> None:
+        called.extend((companion, on_refused))
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BAVLIO_MAIL_RELAY_HOST", "127.0.0.1")
+    monkeypatch.setenv("BAVLIO_DATABASE_URL", f"sqlite:///{tmp_path / 'x.db'}")
+    monkeypatch.setattr(setup, "run_mail_worker", recorded)
+    assert main(["mail-worker"]) == 0
+    assert called == [sequencer_loop, on_refused]
+
+
+class _Companion(BackgroundLoop):
+    """Asks the process to stop (SIGTERM, as an operator would) once it runs."""
+
+    def __init__(self) -> None:
+        self.stopped = asyncio.Event()
+
+    async def run(self) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        await self.stopped.wait()
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+
+@pytest.mark.parametrize("beside", [True, False])
+async def test_mail_worker_runs_its_companion_until_sigterm(tmp_path: Path, beside: bool) -> None:
+    settings = load_settings(
+        env_file=None,
+        database_url=f"sqlite:///{tmp_path / 'x.db'}",
+        secret_file=tmp_path / "bavlio.secret",
+        mail_relay_host="127.0.0.1",
+    )
+    given: list[Services] = []
+    loop = _Companion()
+
+    def companion(svc: Services) -> BackgroundLoop | None:
+        given.append(svc)
+        if beside:
+            return loop
+        asyncio.get_running_loop().call_soon(os.kill, os.getpid(), signal.SIGTERM)
+        return None
+
+    await setup.run_mail_worker(settings, companion)
+    assert [svc.settings for svc in given] == [settings]
+    assert loop.stopped.is_set() is beside  # SIGTERM stopped the companion with the worker

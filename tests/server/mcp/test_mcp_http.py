@@ -22,9 +22,10 @@ import httpx
 import pytest
 import pytest_asyncio
 from keyed_helpers import Keyed, keyed_settings
-from lab.dnslab import DnsLab, LabError
+from lab.dnslab import DnsLab
 from lab.fakesmtp import Behaviour, FakeSmtpServer, fake_smtp
-from lab.maillab import Listener, MailDomain, MailLab, MailLabError
+from lab.maillab import Listener, MailDomain, MailLab
+from lab.mailstack import running_dns, running_mail
 from mcp_support import (
     KEYED_TOOLS,
     UNTRUSTED,
@@ -55,13 +56,10 @@ ROOT = Path(__file__).resolve().parents[3]
 @pytest.fixture(scope="module")
 def mcp_dns() -> Iterator[DnsLab]:
     """mcp-lab.test: MX on 127.0.0.1, where the fake MX knows one mailbox."""
-    lab = DnsLab({"mcp-lab.test": [("@", "MX", "10 mx"), ("mx", "A", "127.0.0.1")]})
-    try:
-        lab.start()
-    except LabError as exc:
-        pytest.fail(f"DNS lab unavailable: {exc}", pytrace=False)
-    yield lab
-    lab.stop()
+    with running_dns(
+        DnsLab({"mcp-lab.test": [("@", "MX", "10 mx"), ("mx", "A", "127.0.0.1")]})
+    ) as lab:
+        yield lab
 
 
 @pytest.fixture(scope="module")
@@ -77,12 +75,8 @@ def relay_lab() -> Iterator[MailLab]:
         listeners=[Listener("relay", "mx.relay.test", 2, profile="bench")],
         domains=[MailDomain("inbox.test", mx=("relay",), users=(READER,))],
     )
-    try:
-        lab.start()
-    except MailLabError as exc:
-        pytest.fail(f"mail lab unavailable: {exc}", pytrace=False)
-    yield lab
-    lab.stop()
+    with running_mail(lab):
+        yield lab
 
 
 @dataclass

@@ -13,7 +13,8 @@ import pytest
 import pytest_asyncio
 from cryptography.hazmat.primitives import serialization
 from keyed_helpers import Keyed, keyed_app, keyed_settings
-from lab.dnslab import DnsLab, LabError
+from lab.dnslab import DnsLab
+from lab.mailstack import running_dns
 from tests_server_helpers import assert_envelope
 
 from emailintel.dns import DnsResolver
@@ -42,13 +43,8 @@ CHAIN.append(("c10", "TXT", '"v=spf1 -all"'))
 @pytest.fixture(scope="module")
 def lab() -> Iterator[DnsLab]:
     """An NSD of this module's own: tests publish zones on it."""
-    dns = DnsLab({"inc.test": CHAIN})
-    try:
-        dns.start()
-    except LabError as exc:
-        pytest.fail(f"DNS lab unavailable: {exc}", pytrace=False)
-    yield dns
-    dns.stop()
+    with running_dns(DnsLab({"inc.test": CHAIN})) as dns:
+        yield dns
 
 
 @pytest_asyncio.fixture(loop_scope="function")

@@ -8,18 +8,15 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest_asyncio
 import python_calamine
-from keyed_helpers import Keyed, keyed_app, keyed_settings
+from keyed_helpers import Keyed
 from sqlalchemy import func, select
 from tests_server_helpers import assert_envelope
 
 from server.db.models import ProcessingSession
-from server.settings import Settings
 
 V1 = "/api/v1/user-extractions"
 Headers = dict[str, str]
@@ -33,13 +30,6 @@ LEADS: list[dict[str, Any]] = [
     {"meta": {"x": 1}},
     {"url": "https://example.test", "email": "cy@acme.test"},
 ]
-
-
-@pytest_asyncio.fixture(loop_scope="function")
-async def idle(backend_settings: Settings, tmp_path: Path) -> AsyncIterator[Keyed]:
-    settings = keyed_settings(backend_settings, tmp_path, embedded_worker=False)
-    async with keyed_app(settings) as running:
-        yield running
 
 
 async def _save(app: Keyed, headers: Headers, **extra: Any) -> dict[str, Any]:

@@ -4,27 +4,15 @@ delete cascade (job cancelled, credits back, dataset and rows gone), ownership, 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-import pytest_asyncio
-from keyed_helpers import Keyed, keyed_app, keyed_settings
+from keyed_helpers import Keyed
 from tests_server_helpers import assert_envelope
 
 from server.datasets.store import DatasetStore
-from server.settings import Settings
 
 Headers = dict[str, str]
 V1 = "/api/v1"
-
-
-@pytest_asyncio.fixture(loop_scope="function")
-async def idle(backend_settings: Settings, tmp_path: Path) -> AsyncIterator[Keyed]:
-    """No worker: a started session stays processing with its job queued."""
-    settings = keyed_settings(backend_settings, tmp_path, embedded_worker=False)
-    async with keyed_app(settings) as running:
-        yield running
 
 
 async def _session(app: Keyed, headers: Headers, **body: Any) -> dict[str, Any]:

@@ -8,16 +8,13 @@ resource group must teach the walk how to create one (``FACTORIES``).
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 
-import pytest_asyncio
-from keyed_helpers import Keyed, keyed_app, keyed_settings
+from keyed_helpers import Keyed
 from mail_support import install
 from tests_server_helpers import assert_envelope
 
 from server.datasets.store import DatasetStore, NewRow
-from server.settings import Settings
 
 Headers = dict[str, str]
 Factory = Callable[[Keyed, Headers], Awaitable[str]]
@@ -273,14 +270,6 @@ SHARED = frozenset({"domain"})
 shares aggregate every tenant's confirmed finds (no addresses, no owners)."""
 
 _PARAM = re.compile(r"{([a-z_]+)}")
-
-
-@pytest_asyncio.fixture(loop_scope="function")
-async def idle(backend_settings: Settings, tmp_path: Path) -> AsyncIterator[Keyed]:
-    """The keyed app without a worker: jobs stay queued (the walk needs ids, not results)."""
-    settings = keyed_settings(backend_settings, tmp_path, embedded_worker=False)
-    async with keyed_app(settings) as running:
-        yield running
 
 
 async def test_another_users_ids_are_404_on_every_keyed_route(idle: Keyed) -> None:

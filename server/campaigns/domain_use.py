@@ -1,7 +1,7 @@
-"""Campaigns that still send from a domain (a domain-delete refusal reason).
+"""Campaigns that still send from a domain (a domain-delete refusal reason, registered with
+:func:`server.mail.store.register_in_use_check` by the services).
 
-The one query of it (``server.campaigns.store.campaigns_using_domain`` reads through it). A
-campaign uses a domain while it is
+A campaign uses a domain while it is
 draft, active or paused and one of its ``sender_alias_ids`` is an alias on the domain.
 ``sender_alias_ids`` is a JSON list; it is matched in Python so the query is the same on SQLite
 and PostgreSQL (a user has few campaigns in those states).
@@ -12,11 +12,13 @@ from __future__ import annotations
 from typing import Any, cast
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from server.db.engine import Database
 from server.db.models import Campaign, MailAlias
+from server.db.tx import read_connection
 
-__all__ = ["LIVE_STATES", "campaign_reasons", "campaigns_on_domain"]
+__all__ = ["LIVE_STATES", "campaign_reasons", "campaigns_on_domain", "campaigns_using_domain"]
 
 LIVE_STATES = ("draft", "active", "paused")
 """Campaign states that may still send (completed and cancelled ones never do)."""
@@ -70,3 +72,13 @@ async def campaign_reasons(conn: AsyncConnection, user_id: str, domain_id: str) 
     more = f" and {len(found) - _MAX_NAMED} more" if len(found) > _MAX_NAMED else ""
     noun = "campaign" if len(found) == 1 else "campaigns"
     return [f"{noun} {named}{more} send from it"]
+
+
+async def campaigns_using_domain(
+    conn_or_db: AsyncEngine | Database, user_id: str, domain_id: str
+) -> list[str]:
+    """Ids of the user's draft, active or paused campaigns that send from an alias of
+    ``domain_id`` (the query the domain-delete refusal runs in its own transaction)."""
+    engine = conn_or_db.engine if isinstance(conn_or_db, Database) else conn_or_db
+    async with read_connection(engine) as conn:
+        return [cid for cid, _ in await campaigns_on_domain(conn, user_id, domain_id)]
