@@ -12,7 +12,6 @@ each is checked with ``dkim.verify`` before anything is timed.
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import os
 import time
@@ -20,11 +19,12 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import dkim
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 
 from benchmarks._rate import Rate
 from server.mail import dkim_signing
+from server.mail.dns_records import generate_dkim_key
 from server.mail.message import SIGNED_HEADERS, Draft, Sender, build_message
 
 SELECTOR = "bench"
@@ -34,17 +34,10 @@ _HOOK_KEYS: dict[int, rsa.RSAPrivateKey] = {}  # the hook's keys, loaded once as
 
 
 def make_key() -> tuple[bytes, bytes]:
-    """(private key PEM, the DKIM TXT record) of a fresh RSA 2048 key."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    der = key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return pem, b"v=DKIM1; k=rsa; p=" + base64.b64encode(der)
+    """(private key PEM, the DKIM TXT record) of a fresh RSA 2048 key, made as the product makes
+    a domain's key."""
+    pem, public = generate_dkim_key()
+    return pem, f"v=DKIM1; k=rsa; p={public}".encode()
 
 
 def drafts(count: int) -> list[Draft]:
