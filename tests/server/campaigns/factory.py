@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from server.db.engine import Database
@@ -160,7 +161,7 @@ async def add_send(
 ) -> None:
     """A lead's step ``position`` recorded as sent (variant A, no alias or message) at ``at``."""
     await conn.execute(
-        CampaignSend.__table__.insert().values(
+        sa.insert(CampaignSend).values(
             lead_id=lead_id,
             position=position,
             campaign_id=campaign_id,
@@ -184,7 +185,7 @@ async def add_draft(
     """A lead's step ``position`` rendered as an unapproved text draft (variant A) at ``at``, as
     the sequencer leaves it for an approval campaign."""
     await conn.execute(
-        CampaignDraft.__table__.insert().values(
+        sa.insert(CampaignDraft).values(
             lead_id=lead_id,
             position=position,
             campaign_id=campaign_id,
