@@ -28,8 +28,8 @@ from pathlib import Path
 _TESTS = Path(__file__).resolve().parent.parent / "tests" / "server"
 sys.path[:0] = [str(_TESTS), str(_TESTS / "campaigns")]  # the test factories and identities
 
-from factory import StepSpec, make_campaign, make_user  # noqa: E402
-from sequencer_support import Clock, make_aliases, sequencer  # noqa: E402
+from factory import StepSpec, make_user  # noqa: E402
+from sequencer_support import Clock, launched, make_aliases, sequencer  # noqa: E402
 
 from benchmarks._databases import fresh_database  # noqa: E402
 from server.db.engine import Database  # noqa: E402
@@ -76,17 +76,14 @@ def database(backend: str, work: Path) -> contextlib.AbstractContextManager[tupl
 async def _campaign(db: Database, clock: Clock, leads: int, schedule: dict[str, object]) -> None:
     user = await make_user(db)
     aliases = await make_aliases(db, user, locals_=("a", "b", "c", "d"))
-    await make_campaign(
+    await launched(
         db,
-        user_id=user,
-        status="active",
-        lead_status="active",
-        due_at=clock.now,
-        sender_alias_ids=aliases,
+        clock,
+        user,
+        aliases=aliases,
         steps=STEPS,
         leads=[{"email": f"lead{i}@dest.test", "name": f"Lead {i}"} for i in range(leads)],
         schedule=schedule,
-        now=clock.now,
     )
 
 

@@ -12,19 +12,19 @@ each is checked with ``dkim.verify`` before anything is timed.
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import dkim
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 
+from benchmarks._rate import Rate
 from server.mail import dkim_signing
+from server.mail.dns_records import generate_dkim_key
 from server.mail.message import SIGNED_HEADERS, Draft, Sender, build_message
 
 SELECTOR = "bench"
@@ -33,31 +33,11 @@ HOOKED = "dkimpy + OpenSSL RSA hook"
 _HOOK_KEYS: dict[int, rsa.RSAPrivateKey] = {}  # the hook's keys, loaded once as it did
 
 
-@dataclass(frozen=True)
-class Result:
-    """One path's signatures and wall time."""
-
-    name: str
-    messages: int
-    seconds: float
-
-    @property
-    def per_second(self) -> float:
-        return self.messages / self.seconds if self.seconds else 0.0
-
-
 def make_key() -> tuple[bytes, bytes]:
-    """(private key PEM, the DKIM TXT record) of a fresh RSA 2048 key."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    der = key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return pem, b"v=DKIM1; k=rsa; p=" + base64.b64encode(der)
+    """(private key PEM, the DKIM TXT record) of a fresh RSA 2048 key, made as the product makes
+    a domain's key."""
+    pem, public = generate_dkim_key()
+    return pem, f"v=DKIM1; k=rsa; p={public}".encode()
 
 
 def drafts(count: int) -> list[Draft]:
@@ -142,7 +122,7 @@ def openssl_rsa_in_dkimpy() -> Iterator[None]:
         dkim.RSASSA_PKCS1_v1_5_sign = original
 
 
-def timed(name: str, step: Callable[[int], object], count: int, seconds: float) -> Result:
+def timed(name: str, step: Callable[[int], object], count: int, seconds: float) -> Rate:
     """Call ``step(i)`` over ``i`` in ``0..count-1`` again and again for at least ``seconds`` of
     the process's CPU time (what the VM's other tenants do not change)."""
     done, start = 0, time.process_time()
@@ -152,10 +132,10 @@ def timed(name: str, step: Callable[[int], object], count: int, seconds: float) 
         done += count
         elapsed = time.process_time() - start
         if elapsed >= seconds:
-            return Result(name, done, elapsed)
+            return Rate(name, done, elapsed)
 
 
-def run(count: int, seconds: float, rounds: int) -> list[Result]:
+def run(count: int, seconds: float, rounds: int) -> list[Rate]:
     """Each path's best of ``rounds`` interleaved rounds over ``count`` messages, after
     checking that each path's signature verifies."""
     pem, record = make_key()
@@ -177,7 +157,7 @@ def run(count: int, seconds: float, rounds: int) -> list[Result]:
         ("dkim_signing.sign_message", lambda i: own_sign(messages[i], pem)),
         ("build_message (+ sign)", lambda i: build_message(mails[i], sender, f"e{i:06d}")),
     ]
-    best: dict[str, Result] = {}
+    best: dict[str, Rate] = {}
     for _ in range(rounds):
         for name, step in paths:
             with openssl_rsa_in_dkimpy() if name == HOOKED else contextlib.nullcontext():
@@ -187,7 +167,7 @@ def run(count: int, seconds: float, rounds: int) -> list[Result]:
     return [best[name] for name, _ in paths]
 
 
-def format_table(results: Sequence[Result]) -> str:
+def format_table(results: Sequence[Rate]) -> str:
     """Signatures/s of each path and its ratio to plain dkimpy."""
     base = results[0].per_second
     lines = [f"{'path':<28} {'messages':>9} {'cpu s':>8} {'msg/s':>9} {'vs dkimpy':>10}"]

@@ -25,6 +25,7 @@ import aiosmtplib
 import sqlalchemy as sa
 
 from benchmarks._databases import fresh_database
+from benchmarks._rate import Rate
 from server.db.engine import Database
 from server.db.models import MailMessage
 from server.mail.message import Draft
@@ -35,19 +36,6 @@ from server.mail.worker import MailWorker
 from tests.lab.maillab import Listener, MailDomain, MailLab
 
 USER = "bench"
-
-
-@dataclass(frozen=True)
-class Result:
-    """One run: what handed ``messages`` to Postfix, in how many seconds."""
-
-    name: str
-    messages: int
-    seconds: float
-
-    @property
-    def per_second(self) -> float:
-        return self.messages / self.seconds if self.seconds else 0.0
 
 
 class _Capture(Outbox):
@@ -107,7 +95,7 @@ async def build_rows(count: int) -> list[dict[str, Any]]:
     return capture.rows
 
 
-async def raw_loop(rows: Sequence[dict[str, Any]], host: str, connections: int) -> Result:
+async def raw_loop(rows: Sequence[dict[str, Any]], host: str, connections: int) -> Rate:
     """The ceiling: the same bytes over ``connections`` aiosmtplib connections, no bookkeeping."""
     shares = [rows[i::connections] for i in range(connections)]
 
@@ -120,7 +108,7 @@ async def raw_loop(rows: Sequence[dict[str, Any]], host: str, connections: int) 
 
     start = time.perf_counter()
     await asyncio.gather(*(one(s) for s in shares))
-    return Result("raw aiosmtplib loop", len(rows), time.perf_counter() - start)
+    return Rate("raw aiosmtplib loop", len(rows), time.perf_counter() - start)
 
 
 def database(backend: str, work: Path) -> contextlib.AbstractContextManager[tuple[str, str | None]]:
@@ -135,7 +123,7 @@ async def outbox_run(
     connections: int,
     work: Path,
     group: int = 1,
-) -> Result:
+) -> Rate:
     """Insert the rows (not timed), then time a mail worker handing all of them to Postfix."""
     with database(backend, work) as (url, schema):
         db = Database(url, schema=schema)
@@ -171,7 +159,7 @@ async def outbox_run(
             counts = await outbox.count_by_state()
             if counts != {"sent": len(rows)}:
                 raise RuntimeError(f"{backend}: not every message was sent: {counts}")
-            return Result(f"outbox {backend} group={group}", len(rows), seconds)
+            return Rate(f"outbox {backend} group={group}", len(rows), seconds)
         finally:
             await db.dispose()
 
@@ -184,7 +172,7 @@ def lab() -> MailLab:
     )
 
 
-def format_table(results: Sequence[Result]) -> str:
+def format_table(results: Sequence[Rate]) -> str:
     """Messages/s of each run and its ratio to the raw loop."""
     ceiling = next((r.per_second for r in results if r.name.startswith("raw")), 0.0)
     lines = [f"{'run':<26} {'messages':>9} {'seconds':>9} {'msg/s':>9} {'vs raw':>8}"]
@@ -198,7 +186,7 @@ def format_table(results: Sequence[Result]) -> str:
 
 async def run(
     messages: int, connections: int, backends: Sequence[str], groups: Sequence[int] = (1,)
-) -> list[Result]:
+) -> list[Rate]:
     """Build the messages, start the lab, run the raw loop and each backend's outbox."""
     print(f"building and signing {messages} messages ...", file=sys.stderr, flush=True)
     rows = await build_rows(messages)

@@ -8,8 +8,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from server.db.engine import Database
-from server.db.models import Campaign, CampaignLead, CampaignStep, User
+from server.db.models import Campaign, CampaignDraft, CampaignLead, CampaignSend, CampaignStep, User
 from server.db.tx import write_transaction
 from server.ids import new_id
 
@@ -151,3 +154,48 @@ async def make_campaign(
                 ],
             )
     return CampaignIds(uid, cid, step_ids, lead_ids)
+
+
+async def add_send(
+    conn: AsyncConnection, campaign_id: str, lead_id: str, at: float, position: int = 0
+) -> None:
+    """A lead's step ``position`` recorded as sent (variant A, no alias or message) at ``at``."""
+    await conn.execute(
+        sa.insert(CampaignSend).values(
+            lead_id=lead_id,
+            position=position,
+            campaign_id=campaign_id,
+            variant="A",
+            alias_id=None,
+            email_id=None,
+            queued_at=at,
+        )
+    )
+
+
+async def add_draft(
+    conn: AsyncConnection,
+    campaign_id: str,
+    lead_id: str,
+    at: float,
+    position: int = 0,
+    subject: str = "Hi there",
+    text: str = "Hello",
+) -> None:
+    """A lead's step ``position`` rendered as an unapproved text draft (variant A) at ``at``, as
+    the sequencer leaves it for an approval campaign."""
+    await conn.execute(
+        sa.insert(CampaignDraft).values(
+            lead_id=lead_id,
+            position=position,
+            campaign_id=campaign_id,
+            variant="A",
+            subject=subject,
+            text=text,
+            html=None,
+            state="draft",
+            approved_at=None,
+            created_at=at,
+            updated_at=at,
+        )
+    )

@@ -5,9 +5,11 @@ list) — the message build, signature and outbox insert are the platform's own.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import sqlalchemy as sa
+from factory import CampaignIds, StepSpec, make_campaign
 from mail_support import identities
 
 from server.campaigns.holds import Thresholds
@@ -82,6 +84,34 @@ async def make_aliases(
                 )
             )
     return ids
+
+
+async def launched(
+    db: Database,
+    clock: Clock,
+    user_id: str,
+    *,
+    steps: Sequence[StepSpec],
+    leads: Sequence[Mapping[str, Any]],
+    aliases: Sequence[str] | None = None,
+    **columns: Any,
+) -> CampaignIds:
+    """An active campaign as camp-api's launch leaves it (leads active, due now), sending from
+    ``aliases`` (one new verified alias when None); ``columns`` as for ``make_campaign``."""
+    if aliases is None:
+        aliases = await make_aliases(db, user_id)
+    return await make_campaign(
+        db,
+        user_id=user_id,
+        status="active",
+        lead_status="active",
+        due_at=clock.now,
+        sender_alias_ids=aliases,
+        steps=steps,
+        leads=leads,
+        now=clock.now,
+        **columns,
+    )
 
 
 async def set_domain_status(db: Database, domain: str, status: str) -> None:

@@ -9,9 +9,9 @@ import time
 from typing import Any
 
 from camp_api_support import URL, add_leads, make, ready, verified_alias
-from factory import StepSpec, make_campaign
+from factory import StepSpec, add_draft, add_send, make_campaign
 from keyed_helpers import Keyed
-from sqlalchemy import insert, select, update
+from sqlalchemy import select, update
 from tests_server_helpers import assert_envelope
 
 from server.campaigns.domain_use import campaigns_using_domain
@@ -162,21 +162,7 @@ async def _waiting(keyed: Keyed, user_id: str) -> tuple[str, str]:
     )
     now = time.time()
     async with write_transaction(keyed.services.db.engine) as conn:
-        await conn.execute(
-            insert(CampaignDraft).values(
-                lead_id=ids.lead_ids[0],
-                position=0,
-                campaign_id=ids.campaign_id,
-                variant="A",
-                subject="Hi there",
-                text="Hello",
-                html=None,
-                state="draft",
-                approved_at=None,
-                created_at=now,
-                updated_at=now,
-            )
-        )
+        await add_draft(conn, ids.campaign_id, ids.lead_ids[0], now)
     return ids.campaign_id, ids.lead_ids[0]
 
 
@@ -224,17 +210,7 @@ async def test_a_sent_step_cannot_be_unapproved_or_reset(keyed: Keyed) -> None:
     lead_url = f"{URL}{campaign_id}/leads/{lead_id}"
     assert (await keyed.client.post(f"{lead_url}/approve", json={}, headers=alice)).is_success
     async with write_transaction(keyed.services.db.engine) as conn:
-        await conn.execute(
-            insert(CampaignSend).values(
-                lead_id=lead_id,
-                position=0,
-                campaign_id=campaign_id,
-                variant="A",
-                alias_id=None,
-                email_id=None,
-                queued_at=time.time(),
-            )
-        )
+        await add_send(conn, campaign_id, lead_id, time.time())
     sent = await keyed.client.post(f"{lead_url}/unapprove", json={"step_index": 0}, headers=alice)
     assert_envelope(sent, 409, "invalid_request_error", "already_sent")
     kept = await keyed.client.post(f"{lead_url}/reset", json={"step_indices": [0]}, headers=alice)
@@ -329,37 +305,13 @@ async def test_remove_a_lead_with_a_sent_step(keyed: Keyed) -> None:
     engine = keyed.services.db.engine
     now = time.time()
     async with write_transaction(engine) as conn:
-        await conn.execute(
-            insert(CampaignSend).values(
-                lead_id=lead_id,
-                position=0,
-                campaign_id=campaign_id,
-                variant="A",
-                alias_id=None,
-                email_id=None,
-                queued_at=now,
-            )
-        )
+        await add_send(conn, campaign_id, lead_id, now)
         await conn.execute(
             update(CampaignLead)
             .where(CampaignLead.id == lead_id)
             .values(status="active", next_position=1, due_at=now + 60)
         )
-        await conn.execute(
-            insert(CampaignDraft).values(
-                lead_id=lead_id,
-                position=1,
-                campaign_id=campaign_id,
-                variant="A",
-                subject="Again",
-                text="Hello again",
-                html=None,
-                state="draft",
-                approved_at=None,
-                created_at=now,
-                updated_at=now,
-            )
-        )
+        await add_draft(conn, campaign_id, lead_id, now, 1, "Again", "Hello again")
     lead_url = f"{URL}{campaign_id}/leads/{lead_id}"
     for _ in range(2):
         assert (await keyed.client.delete(lead_url, headers=alice)).status_code == 204

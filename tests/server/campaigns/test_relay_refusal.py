@@ -17,9 +17,9 @@ from typing import Any, cast
 
 import pytest
 import sqlalchemy as sa
-from factory import StepSpec, make_campaign, make_user
+from factory import StepSpec, make_user
 from lab.maillab import MailLab
-from sequencer_support import Clock, make_aliases, sequencer
+from sequencer_support import Clock, launched, sequencer
 
 from server.campaigns.stops import on_bounce, on_refused
 from server.db.engine import Database
@@ -103,16 +103,12 @@ async def test_a_permanent_refusal_stops_the_lead_once(db: Database) -> None:
     clock = Clock()
     user = await make_user(db)
     await _endpoint(db, user)
-    ids = await make_campaign(
+    ids = await launched(
         db,
-        user_id=user,
-        status="active",
-        lead_status="active",
-        due_at=clock.now,
-        sender_alias_ids=await make_aliases(db, user),
+        clock,
+        user,
         steps=(StepSpec(0), StepSpec(3600)),
         leads=[{"email": f"p{i}@dest.test"} for i in range(4)],
-        now=clock.now,
     )
     assert (await sequencer(db, clock).tick()).queued == 4
     relay = ScriptedRelay()
@@ -166,16 +162,12 @@ async def test_postfix_refusing_an_unknown_mailbox_stops_its_lead(
 ) -> None:
     clock = Clock()
     user = await make_user(db)
-    ids = await make_campaign(
+    ids = await launched(
         db,
-        user_id=user,
-        status="active",
-        lead_status="active",
-        due_at=clock.now,
-        sender_alias_ids=await make_aliases(db, user),
+        clock,
+        user,
         steps=(StepSpec(0), StepSpec(3600)),
         leads=[{"email": "nobody@inbox.test"}, {"email": "part@inbox.test"}],
-        now=clock.now,
     )
     assert (await sequencer(db, clock).tick()).queued == 2
     relay = Relay(RelayConfig(host=relay_lab.ip("relay"), port=25, starttls=False, timeout=15))

@@ -11,9 +11,17 @@ from typing import Any
 import dkim
 import pytest
 import sqlalchemy as sa
-from factory import StepSpec, make_campaign, make_user
+from factory import StepSpec, make_user
 from mail_support import dkim_dns
-from sequencer_support import BASE_URL, KEY, Clock, make_aliases, sequencer, set_domain_status
+from sequencer_support import (
+    BASE_URL,
+    KEY,
+    Clock,
+    launched,
+    make_aliases,
+    sequencer,
+    set_domain_status,
+)
 
 from server.campaigns.holds import Thresholds
 from server.campaigns.unsubscribe import read_unsubscribe_token
@@ -55,21 +63,9 @@ async def _rows(db: Database, table: Any, *where: Any) -> list[Any]:
 async def _launch(db: Database, clock: Clock, **kwargs: Any) -> Any:
     """An active campaign as camp-api's launch leaves it (leads active, due now)."""
     user = kwargs.pop("user_id", None) or await make_user(db)
-    aliases = kwargs.pop("aliases", None)
-    if aliases is None:
-        aliases = await make_aliases(db, user)
     kwargs.setdefault("steps", THREE_STEPS)
     kwargs.setdefault("leads", _leads(5))
-    return await make_campaign(
-        db,
-        user_id=user,
-        status="active",
-        lead_status="active",
-        due_at=clock.now,
-        sender_alias_ids=aliases,
-        now=clock.now,
-        **kwargs,
-    )
+    return await launched(db, clock, user, **kwargs)
 
 
 async def test_three_steps_threaded_signed_and_complete(db: Database) -> None:

@@ -9,10 +9,10 @@ from typing import Any
 
 import dkim
 import sqlalchemy as sa
-from factory import StepSpec, make_campaign, make_user
+from factory import StepSpec, make_user
 from header_support import assert_line_lengths, header_block, raw_value
 from mail_support import dkim_dns
-from sequencer_support import KEY, Clock, make_aliases, sequencer
+from sequencer_support import KEY, Clock, launched, sequencer
 
 from server.campaigns.unsubscribe import read_unsubscribe_token
 from server.db.engine import Database
@@ -34,16 +34,8 @@ async def test_long_public_url_unsubscribe_header_is_plain_exact_and_signed(
     assert load_settings(env_file=None, public_url=LONG_BASE).public_url == LONG_BASE
     clock = Clock()
     user = await make_user(db)
-    await make_campaign(
-        db,
-        user_id=user,
-        status="active",
-        lead_status="active",
-        due_at=clock.now,
-        sender_alias_ids=await make_aliases(db, user),
-        now=clock.now,
-        steps=STEPS,
-        leads=[{"email": "lead@dest.test", "name": "Lead"}],
+    await launched(
+        db, clock, user, steps=STEPS, leads=[{"email": "lead@dest.test", "name": "Lead"}]
     )
     seq = sequencer(db, clock)
     seq.base_url = LONG_BASE

@@ -13,9 +13,9 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 from conftest import serving
-from factory import StepSpec, make_campaign
+from factory import StepSpec
 from inbound_mail.inbound_helpers import dsn, message
-from sequencer_support import BASE_URL, Clock, make_aliases, sequencer
+from sequencer_support import BASE_URL, Clock, launched, sequencer
 
 from server.app import create_app
 from server.auth.store import AccountStore
@@ -44,20 +44,14 @@ async def _user(db: Database) -> str:
 
 
 async def _started(db: Database, clock: Clock, user: str, leads: int, **kw: Any) -> Any:
-    aliases = await make_aliases(db, user)
-    ids = await make_campaign(
+    return await launched(
         db,
-        user_id=user,
-        status="active",
-        lead_status="active",
-        due_at=clock.now,
-        sender_alias_ids=aliases,
+        clock,
+        user,
         steps=STEPS,
         leads=[{"email": f"p{i}@dest.test"} for i in range(leads)],
-        now=clock.now,
         **kw,
     )
-    return ids
 
 
 async def _sent(db: Database, lead_id: str) -> Any:

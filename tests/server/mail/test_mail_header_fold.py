@@ -11,6 +11,7 @@ from email.policy import default
 
 import dkim
 import pytest
+from draft_support import draft
 from header_support import assert_line_lengths, raw_value
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -20,7 +21,6 @@ from server.mail.header_fold import HeaderTooLong, VerbatimPolicy, fold_verbatim
 from server.mail.message import (
     MAX_UNSUBSCRIBE_URL,
     POLICY,
-    Draft,
     MessageError,
     Sender,
     build_message,
@@ -29,17 +29,6 @@ from server.mail.message import (
 
 SENDER = Sender("acme.test", SELECTOR, signing_key()[0])
 _URL_SAFE = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-
-
-def _draft(**kw: object) -> Draft:
-    base: dict[str, object] = {
-        "from_": "Ann <ann@acme.test>",
-        "to": ["john@company.test"],
-        "subject": "Hello",
-        "text": "Hi\n",
-    }
-    base.update(kw)
-    return Draft(**base)  # type: ignore[arg-type]
 
 
 def _parse(raw: bytes) -> email.message.EmailMessage:
@@ -137,7 +126,7 @@ def test_any_unsubscribe_url_goes_out_exact_plain_and_signed(
     url = head + token
     references = " ".join(f"<{token[:60]}.{i}@acme.test>" for i in range(ids))  # <= 998
     built = build_message(
-        _draft(
+        draft(
             list_unsubscribe=url,
             headers={"References": references, "In-Reply-To": f"<{token[:200]}.0@acme.test>"},
         ),
@@ -159,13 +148,13 @@ def test_any_unsubscribe_url_goes_out_exact_plain_and_signed(
 
 def test_the_longest_unsubscribe_url_fills_one_line_and_one_more_is_refused() -> None:
     url = "https://a.test/u/" + "t" * (MAX_UNSUBSCRIBE_URL - len("https://a.test/u/"))
-    built = build_message(_draft(list_unsubscribe=url), SENDER, "email_01JHDS")
+    built = build_message(draft(list_unsubscribe=url), SENDER, "email_01JHDS")
     line = f"List-Unsubscribe: <{url}>".encode()
     assert len(line) == 998
     assert b"\r\n" + line + b"\r\n" in built.raw
     assert dkim.verify(built.raw, dnsfunc=dkim_dns)
     with pytest.raises(MessageError) as caught:
-        build_message(_draft(list_unsubscribe=url + "t"), SENDER, "email_01JHDS")
+        build_message(draft(list_unsubscribe=url + "t"), SENDER, "email_01JHDS")
     assert caught.value.field == "list_unsubscribe"
     assert str(MAX_UNSUBSCRIBE_URL) in caught.value.message
 
@@ -183,14 +172,14 @@ def test_caller_headers_that_cannot_go_out_plain_are_refused(
     headers: dict[str, str], where: str
 ) -> None:
     with pytest.raises(MessageError) as caught:
-        build_message(_draft(headers=headers), SENDER, "email_01JHDT")
+        build_message(draft(headers=headers), SENDER, "email_01JHDT")
     assert caught.value.field == where
 
 
 def test_ascii_x_headers_stay_plain_and_non_ascii_ones_are_encoded_words() -> None:
     tracking = "https://bavlio.example.com/t/c/" + "c" * 120
     built = build_message(
-        _draft(headers={"X-Tracking": tracking, "X-Note": "Grüße aus Köln"}),
+        draft(headers={"X-Tracking": tracking, "X-Note": "Grüße aus Köln"}),
         SENDER,
         "email_01JHDU",
     )
@@ -206,7 +195,7 @@ def test_ascii_x_headers_stay_plain_and_non_ascii_ones_are_encoded_words() -> No
 def test_a_long_message_id_stays_one_plain_word() -> None:
     domain = ".".join(["d" * 60] * 4) + ".test"
     sender = Sender(domain, SELECTOR, signing_key()[0])
-    built = build_message(_draft(from_=f"ann@{domain}"), sender, "email_01JHDV")
+    built = build_message(draft(from_=f"ann@{domain}"), sender, "email_01JHDV")
     assert len(built.message_id) > 78
     assert raw_value(built.raw, "Message-ID") == built.message_id.encode()
     assert_line_lengths(built.raw)

@@ -10,6 +10,7 @@ from email import policy
 
 import dkim
 import pytest
+from draft_support import draft
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from mail_support import SELECTOR, dkim_dns, signing_key
@@ -17,7 +18,6 @@ from mail_support import SELECTOR, dkim_dns, signing_key
 from server.mail.message import (
     Attachment,
     Built,
-    Draft,
     Limits,
     MessageError,
     Sender,
@@ -28,17 +28,6 @@ from server.mail.message import (
 
 SENDER = Sender("acme.test", SELECTOR, signing_key()[0])
 NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
-
-
-def draft(**kw: object) -> Draft:
-    base: dict[str, object] = {
-        "from_": "Ann <ann@acme.test>",
-        "to": ["john.smith@company.test"],
-        "subject": "Hello",
-        "text": "Hi John,\nhow are you?\n",
-    }
-    base.update(kw)
-    return Draft(**base)  # type: ignore[arg-type]
 
 
 def parse(raw: bytes) -> email.message.EmailMessage:

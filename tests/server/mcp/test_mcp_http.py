@@ -36,7 +36,7 @@ from mcp_support import (
     ok,
     served,
 )
-from sqlalchemy import insert, update
+from sqlalchemy import update
 
 from emailintel.dns import DnsResolver
 from emailintel.smtp.politeness import PolitenessConfig
@@ -44,9 +44,10 @@ from emailintel.smtp.prober import Prober
 from emailintel.smtp.session import Timeouts
 from server.app import create_app
 from server.datasets.store import DatasetStore, NewRow
-from server.db.models import CampaignDraft, CampaignLead
+from server.db.models import CampaignLead
 from server.db.tx import write_transaction
 from server.settings import Settings
+from tests.server.campaigns.factory import add_draft
 
 MAILBOX = "jane.doe@mcp-lab.test"
 READER = "mcp.reader"
@@ -540,21 +541,7 @@ async def _draft_awaiting_approval(stack: Stack, campaign_id: str, lead_id: str)
     waiting for its approval."""
     now = time.time()
     async with write_transaction(stack.keyed.services.db.engine) as conn:
-        await conn.execute(
-            insert(CampaignDraft).values(
-                lead_id=lead_id,
-                position=0,
-                campaign_id=campaign_id,
-                variant="A",
-                subject="Hi there",
-                text="Hello",
-                html=None,
-                state="draft",
-                approved_at=None,
-                created_at=now,
-                updated_at=now,
-            )
-        )
+        await add_draft(conn, campaign_id, lead_id, now)
         await conn.execute(
             update(CampaignLead)
             .where(CampaignLead.id == lead_id)
