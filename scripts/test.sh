@@ -16,4 +16,4 @@ echo "== ruff"
 echo "== mypy --strict (emailintel, x402gw, server)"
 .venv/bin/mypy
 echo "== pytest"
-exec .venv/bin/python -m pytest "$@"
+exec .venv/bin/python -m pytest --durations=25 "$@"

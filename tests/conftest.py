@@ -30,6 +30,8 @@ LAB_FIXTURES = frozenset(
         "evm",  # anvil (ditto)
         "pg_database",  # PostgreSQL (tests/server/conftest.py)
         "pg_schema",  # PostgreSQL (ditto)
+        "pg_migrated_pool",  # PostgreSQL (ditto)
+        "pg_migrated",  # PostgreSQL (ditto)
         "pg_db",  # PostgreSQL (tests/lab/ledgerdb.py)
         "s3_server",  # SeaweedFS (tests/server/tabular/test_file_store.py)
         "redis_client",  # Redis (ditto)

@@ -26,6 +26,7 @@ from server.openapi import PaidRoute
 from server.settings import Settings, load_settings
 
 
+@pytest.mark.unmigrated
 async def test_lifespan_migrates_and_disposes(
     backend_settings: Settings, stub_resolver: DnsResolver
 ) -> None:

@@ -161,6 +161,7 @@ async def test_weights_follow_later_imports(store: ProspectStore) -> None:
     assert after.data[0].score > after.data[1].score
 
 
+@pytest.mark.unmigrated
 async def test_migrations_are_idempotent_and_at_head(backend_settings: Settings) -> None:
     db, _ = await _store(backend_settings)
     try:

@@ -30,11 +30,12 @@ class Clock:
 
 @pytest.fixture(name="db_url")
 def db_url_fixture(backend: str, request: pytest.FixtureRequest) -> tuple[str, str | None]:
-    """(database URL, schema): a SQLite file, or a fresh PostgreSQL schema, per ``backend``
-    (tests/lab/ledgerdb.py's parametrised fixture, which also marks the PostgreSQL runs lab)."""
+    """(database URL, schema): a SQLite file, or a PostgreSQL database of its own already at head,
+    per ``backend`` (tests/lab/ledgerdb.py's parametrised fixture, which also marks the PostgreSQL
+    runs lab)."""
     if backend == "sqlite":
         return request.getfixturevalue("sqlite_url"), None
-    url, schema = request.getfixturevalue("pg_schema")
+    url, schema = request.getfixturevalue("pg_migrated")
     return url, schema
 
 
