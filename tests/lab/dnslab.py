@@ -210,7 +210,6 @@ class DnsLab(Service):
         request = dns.message.make_query(name, rdtype)
         return dns.query.udp(request, self.host, port=self.port, timeout=timeout)
 
-
     def _write_config(self) -> Path:
         assert self._dir is not None
         directory = self._dir
@@ -386,7 +385,6 @@ class _LoopbackServer(Service):
 
     def _on_udp(self, wire: bytes, client: tuple[str, int]) -> None:
         raise NotImplementedError
-
 
 
 class BlackHoleDns(_LoopbackServer):

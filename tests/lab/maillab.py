@@ -290,7 +290,6 @@ class MailLab(Service):
         self.prefix = ""
         _running.discard(self)
 
-
     def _pick_prefix(self) -> str:
         live = [lst for lst in self.listeners if lst.profile != "dead"]
         for _ in range(40):

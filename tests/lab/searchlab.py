@@ -317,7 +317,6 @@ class SearchLab(Service):
             self._thread.join(timeout=5)
             self._thread = None
 
-
     def _route(self, req: BaseHTTPRequestHandler, params: dict[str, list[str]]) -> None:
         path = urlsplit(req.path).path
         query = (params.get("q") or [""])[0]
