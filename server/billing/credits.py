@@ -11,6 +11,7 @@ entry in one statement (PostgreSQL) or one ``BEGIN IMMEDIATE`` transaction (SQLi
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -27,12 +28,14 @@ from server.billing.credit_rules import (
     next_state,
     validate_amount,
 )
-from server.db.hotpg import DatabaseUnavailable, first_row
+from server.db.hotpg import OutcomeUnknown, end_lost, first_row
 from server.db.models import CreditAccount, CreditEntry, CreditHold
 from server.db.paging import newest_first
 from server.db.rawsql import UNIQUE_VIOLATIONS, Busy, RawStatement, immediate, inline_sqlite
 from server.db.tx import read_connection, write_transaction
 from server.ids import new_id
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_HOLD_TTL",
@@ -335,10 +338,14 @@ class CreditStore:
             params = (amount, user_id, amount, entry_id, user_id, -amount)
             try:
                 return await first_row(self.engine, _DEBIT_PG, (*params, operation, reference, now))
-            except DatabaseUnavailable:
+            except OutcomeUnknown as lost:
                 # the connection was lost with the outcome unknown: the line may have committed
-                # before the answer was lost. Booked: the work is paid, so it is delivered;
-                # not booked: the caller answers 503 and releases nothing.
+                # before the answer was lost, or its server process may still be running it.
+                # That process is ended first (its statement commits before, or never), then
+                # the line is looked up. Booked: the work is paid, so it is delivered; not
+                # booked: the caller answers 503 and releases nothing.
+                if not await end_lost(self.engine, lost):
+                    log.warning("a lost debit's server process may still run (%s)", entry_id)
                 booked = await first_row(self.engine, _BOOKED, (entry_id,), read_only=True)
                 if booked is None:
                     raise

@@ -30,6 +30,8 @@ __all__ = [
     "DEFAULT_SIZE",
     "DatabaseUnavailable",
     "HotPostgres",
+    "OutcomeUnknown",
+    "end_lost",
     "first_row",
     "hot_postgres",
     "register",
@@ -71,6 +73,26 @@ class DatabaseUnavailable(Exception):
     """The database could not run a hot statement: no connection, or it was lost (HTTP 503)."""
 
 
+class OutcomeUnknown(DatabaseUnavailable):
+    """A write was sent and its connection lost before the answer: it may have committed, or may
+    still be running in its server process (``pid``, started at ``backend_start``)."""
+
+    def __init__(self, pid: int, backend_start: Any) -> None:
+        super().__init__(pid)
+        self.pid = pid
+        self.backend_start = backend_start
+
+
+_BACKEND_START = "SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()"
+_END = RawStatement(
+    # the lost write's server process, if it still exists (the start time tells it from a later
+    # process given the same pid): terminated, waiting up to 5 s; NULL when it is already gone
+    "SELECT bool_and(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity "
+    "WHERE pid = ?::int AND backend_start IS NOT DISTINCT FROM "
+    "coalesce(?::timestamptz, backend_start)"
+)
+
+
 @dataclass
 class _LoopConnections:
     """The connections of one event loop (asyncpg connections are bound to their loop)."""
@@ -98,6 +120,7 @@ class HotPostgres:
         )
         self.connects = 0
         self.dropped = 0
+        self._started: dict[int, Any] = {}  # server pid -> backend_start, of our connections
 
     @classmethod
     def for_engine(
@@ -153,6 +176,11 @@ class HotPostgres:
             if conn is None:
                 conn = await asyncpg.connect(**self._connect_kwargs)
                 self.connects += 1
+                try:  # who this is on the server, to end it if a write is lost (end_lost)
+                    self._started[conn.get_server_pid()] = await conn.fetchval(_BACKEND_START)
+                except BaseException:
+                    conn.terminate()
+                    raise
                 if state.closed:  # close() ran meanwhile: nothing would close this one
                     conn.terminate()
                     raise DatabaseUnavailable
@@ -183,11 +211,15 @@ class HotPostgres:
         """The first row of ``statement`` run alone, in autocommit (None without one).
 
         DatabaseUnavailable when the connection fails; a ``read_only`` statement is tried once
-        more on a new connection first (a write is not: it may have committed).
+        more on a new connection first (a write is not: it may have committed), and a write
+        sent on a connection then lost raises OutcomeUnknown (see :meth:`end`).
         """
         for attempt in (1, 2):
+            backend: tuple[int, Any] | None = None
             try:
                 async with self._connection() as conn:
+                    pid = conn.get_server_pid()
+                    backend = (pid, self._started.get(pid))
                     record = await conn.fetchrow(statement.postgresql, *params)
             except _LOST as exc:
                 if read_only and attempt == 1:
@@ -195,9 +227,21 @@ class HotPostgres:
                 # the cause is for the operator (an SSL or address mistake looks the same to
                 # callers); asyncpg's messages name the server, never the password
                 log.warning("hot statement failed: %s: %s", type(exc).__name__, exc)
+                if backend is not None and not read_only:
+                    raise OutcomeUnknown(*backend) from None
                 raise DatabaseUnavailable from None
             return tuple(record) if record is not None else None
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def end(self, lost: OutcomeUnknown) -> bool:
+        """Make sure the server process of a lost write has ended (terminated if it still runs,
+        so its statement commits before this returns or never); False when that is not sure."""
+        try:
+            row = await self.first(_END, (lost.pid, lost.backend_start), read_only=True)
+        except (DatabaseUnavailable, asyncpg.PostgresError) as exc:
+            log.warning("could not end a lost write's server process: %s", type(exc).__name__)
+            return False
+        return row is None or row[0] is not False
 
     async def close(self) -> None:
         """Close every connection of the running loop once the statements in flight there end
@@ -256,6 +300,12 @@ def register(engine: AsyncEngine, hot: HotPostgres) -> None:
 def hot_postgres(engine: AsyncEngine) -> HotPostgres | None:
     """The hot connections registered for ``engine`` (None: use the engine's pool)."""
     return _REGISTRY.get(engine.sync_engine)
+
+
+async def end_lost(engine: AsyncEngine, lost: OutcomeUnknown) -> bool:
+    """:meth:`HotPostgres.end` on ``engine``'s hot connections (False without them)."""
+    hot = _REGISTRY.get(engine.sync_engine)
+    return await hot.end(lost) if hot is not None else False
 
 
 async def first_row(

@@ -5,6 +5,7 @@ typed error (503 over HTTP), never a stuck slot."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import socket
@@ -24,7 +25,13 @@ from server.billing.credit_rules import EntryKind
 from server.billing.credits import CreditStore, InsufficientBalance
 from server.db import hotpg
 from server.db.engine import Database
-from server.db.hotpg import APPLICATION_NAME, DatabaseUnavailable, HotPostgres, hot_postgres
+from server.db.hotpg import (
+    APPLICATION_NAME,
+    DatabaseUnavailable,
+    HotPostgres,
+    OutcomeUnknown,
+    hot_postgres,
+)
 from server.db.rawsql import RawStatement
 from server.settings import SettingsError, load_settings
 
@@ -512,3 +519,106 @@ async def test_an_unavailable_database_logs_its_cause_without_the_password(
     assert "s3cret" not in repr(lost.value)
     assert lost.value.__cause__ is None
     await hot.close()
+
+
+class _GivesUpWhileBlocked:
+    """An asyncpg connection whose next debit is sent, then abandoned (the socket closed) while
+    its server process waits on a row lock: that process would commit once the lock is freed."""
+
+    def __init__(self, conn: Any, url: str) -> None:
+        self._conn = conn
+        self._url = url
+        self.tripped = False
+        self.pid = conn.get_server_pid()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+    async def fetchrow(self, sql: str, *args: Any) -> Any:
+        if "INSERT INTO credit_entries" in sql and not self.tripped:
+            self.tripped = True
+            pid = self.pid
+            running = asyncio.ensure_future(self._conn.fetchrow(sql, *args))
+            for _ in range(500):  # until the server process waits on the lock (a bound)
+                if _waits_on_a_lock(self._url, pid):
+                    break
+                await asyncio.sleep(0.01)
+            assert _waits_on_a_lock(self._url, pid)
+            self._conn.terminate()
+            with contextlib.suppress(BaseException):
+                await running
+            raise asyncpg.ConnectionDoesNotExistError("connection was closed in the middle")
+        return await self._conn.fetchrow(sql, *args)
+
+
+def _waits_on_a_lock(url: str, pid: int) -> bool:
+    with psycopg.connect(_sync(url), autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", (pid,)
+        ).fetchone()
+    return bool(row and row[0] == "Lock")
+
+
+def _gone(url: str, pid: int) -> bool:
+    with psycopg.connect(_sync(url), autocommit=True) as conn:
+        row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,))
+        return bool(row.fetchone() == (0,))
+
+
+async def test_a_lost_debit_still_running_on_the_server_is_ended_before_the_read_back(
+    pg_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lost debit's server process is blocked on the account row: it is terminated before
+    the read-back, so it can never commit after the caller was answered 503 (charged for work
+    not delivered)."""
+    accounts = AccountStore(pg_db.engine, SECRET)
+    user, _ = await accounts.user_for_subject("s", email=None, plan="paid")
+    credits = CreditStore(pg_db.engine)
+    await credits.add(user.id, 5, kind=EntryKind.GRANT, reference="g", operation=None)
+    assert pg_db.hot is not None
+    await pg_db.hot.close()
+    real_connect = asyncpg.connect
+    wrappers: list[_GivesUpWhileBlocked] = []
+
+    async def connect(**kwargs: Any) -> _GivesUpWhileBlocked:
+        wrapper = _GivesUpWhileBlocked(await real_connect(**kwargs), pg_db.url)
+        wrappers.append(wrapper)
+        return wrapper
+
+    monkeypatch.setattr(asyncpg, "connect", connect)
+    holder = await psycopg.AsyncConnection.connect(_sync(pg_db.url))
+    try:
+        await holder.execute(f"SET search_path TO {pg_db.schema}")
+        await holder.execute(
+            "SELECT balance FROM credit_accounts WHERE user_id = %s FOR UPDATE", (user.id,)
+        )  # another transaction holds the account row
+        with pytest.raises(DatabaseUnavailable):
+            await credits.debit(user.id, 2, operation="email.validate", reference="r")
+        blocked = wrappers[0].pid
+        assert wrappers[0].tripped
+        assert _gone(pg_db.url, blocked)  # ended before the caller was answered
+    finally:
+        await holder.commit()  # the lock is freed: a surviving debit would commit now
+        await holder.close()
+    position = await credits.balance(user.id)
+    assert position.balance == 5
+    debits = [e for e in await credits.entries(user.id, limit=10) if e.kind is EntryKind.DEBIT]
+    assert debits == []
+
+
+async def test_ending_a_lost_write_that_is_gone_or_unreachable(pg_db: Database) -> None:
+    hot = _hot(pg_db, "hot-end")
+    try:
+        assert await hot.end(OutcomeUnknown(2**31 - 1, None))  # no such process: gone
+        assert await hot.first(ONE, (1,)) == (1,)
+        own = next(iter(_opened(hot))).get_server_pid()
+        started = hot._started[own]
+        assert await hot.end(OutcomeUnknown(own, None)) is True  # the start time unknown: pid
+        assert _gone(pg_db.url, own)
+        assert await hot.end(OutcomeUnknown(own, started))  # a process of that start is gone
+    finally:
+        await hot.close()
+    kwargs = {**hot._connect_kwargs, "port": _dead_port()}
+    unreachable = HotPostgres(kwargs, size=1)
+    assert await unreachable.end(OutcomeUnknown(1, None)) is False  # not sure: said so
+    await unreachable.close()
