@@ -44,6 +44,11 @@ CONNECT_TIMEOUT = 5.0
 SLOT_TIMEOUT = 30.0
 """Seconds a call waits for a free connection before it is answered 503 (as SQLAlchemy's
 ``pool_timeout``): statements stuck on a lock or a dead network never queue the rest forever."""
+STATEMENT_TIMEOUT = 10.0
+"""Seconds one hot statement may run (they take well under a millisecond): past it, asyncpg
+cancels it and drops the connection; a read is retried once, a write's outcome is settled as
+for a lost connection (a network partition or a lock held elsewhere never holds a caller for
+TCP's minutes)."""
 CLOSE_TIMEOUT = 5.0
 """Seconds close() waits for the statements in flight, then for each connection to close."""
 APPLICATION_NAME = "bavlio-hot"
@@ -220,7 +225,9 @@ class HotPostgres:
                 async with self._connection() as conn:
                     pid = conn.get_server_pid()
                     backend = (pid, self._started.get(pid))
-                    record = await conn.fetchrow(statement.postgresql, *params)
+                    record = await conn.fetchrow(
+                        statement.postgresql, *params, timeout=STATEMENT_TIMEOUT
+                    )
             except _LOST as exc:
                 if read_only and attempt == 1:
                     continue

@@ -313,14 +313,14 @@ class _LosesTheAnswer:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._conn, name)
 
-    async def fetchrow(self, sql: str, *args: Any) -> Any:
+    async def fetchrow(self, sql: str, *args: Any, **options: Any) -> Any:
         if "INSERT INTO credit_entries" in sql and not self.tripped:
             self.tripped = True
             if self._after:
                 await self._conn.fetchrow(sql, *args)  # committed: only the answer is lost
             self._conn.terminate()
             raise asyncpg.ConnectionDoesNotExistError("connection was closed in the middle")
-        return await self._conn.fetchrow(sql, *args)
+        return await self._conn.fetchrow(sql, *args, **options)
 
 
 @pytest.mark.parametrize("committed", [True, False])
@@ -534,7 +534,7 @@ class _GivesUpWhileBlocked:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._conn, name)
 
-    async def fetchrow(self, sql: str, *args: Any) -> Any:
+    async def fetchrow(self, sql: str, *args: Any, **options: Any) -> Any:
         if "INSERT INTO credit_entries" in sql and not self.tripped:
             self.tripped = True
             pid = self.pid
@@ -548,7 +548,7 @@ class _GivesUpWhileBlocked:
             with contextlib.suppress(BaseException):
                 await running
             raise asyncpg.ConnectionDoesNotExistError("connection was closed in the middle")
-        return await self._conn.fetchrow(sql, *args)
+        return await self._conn.fetchrow(sql, *args, **options)
 
 
 def _waits_on_a_lock(url: str, pid: int) -> bool:
@@ -622,3 +622,43 @@ async def test_ending_a_lost_write_that_is_gone_or_unreachable(pg_db: Database) 
     unreachable = HotPostgres(kwargs, size=1)
     assert await unreachable.end(OutcomeUnknown(1, None)) is False  # not sure: said so
     await unreachable.close()
+
+
+async def test_a_statement_past_its_timeout_is_cut_off_and_its_slot_freed(
+    pg_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(hotpg, "STATEMENT_TIMEOUT", 0.2)
+    hot = _hot(pg_db, "hot-timeout")
+    try:
+        with pytest.raises(DatabaseUnavailable) as read:  # tried twice, then refused
+            await hot.first(SLEEP, (30, 1), read_only=True)
+        assert not isinstance(read.value, OutcomeUnknown)
+        assert hot.connects == 2
+        with pytest.raises(OutcomeUnknown):  # a write's outcome is unknown
+            await hot.first(SLEEP, (30, 1))
+        assert await asyncio.wait_for(hot.first(ONE, (5,)), 10) == (5,)  # the one slot is back
+    finally:
+        await hot.close()
+
+
+async def test_a_debit_stuck_on_a_lock_past_its_timeout_is_not_charged(
+    pg_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(hotpg, "STATEMENT_TIMEOUT", 0.3)
+    accounts = AccountStore(pg_db.engine, SECRET)
+    user, _ = await accounts.user_for_subject("s", email=None, plan="paid")
+    credits = CreditStore(pg_db.engine)
+    await credits.add(user.id, 5, kind=EntryKind.GRANT, reference="g", operation=None)
+    holder = await psycopg.AsyncConnection.connect(_sync(pg_db.url))
+    try:
+        await holder.execute(f"SET search_path TO {pg_db.schema}")
+        await holder.execute(
+            "SELECT balance FROM credit_accounts WHERE user_id = %s FOR UPDATE", (user.id,)
+        )
+        with pytest.raises(DatabaseUnavailable):
+            await credits.debit(user.id, 2, operation="email.validate", reference="r")
+    finally:
+        await holder.commit()
+        await holder.close()
+    assert (await credits.balance(user.id)).balance == 5
+    assert await credits.debit(user.id, 2, operation="email.validate", reference="r2") == 3
