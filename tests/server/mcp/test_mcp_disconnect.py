@@ -24,6 +24,7 @@ from emailintel.smtp.politeness import PolitenessConfig
 from emailintel.smtp.prober import Prober
 from emailintel.smtp.session import Timeouts
 from server.app import create_app
+from server.billing.credit_rules import EntryKind
 from server.settings import Settings
 
 Running = tuple[Starlette, Keyed]
@@ -138,3 +139,24 @@ async def test_a_tool_call_answered_to_nobody_ran_once_and_a_keyed_retry_replays
     again = await keyed.client.post("/mcp", json=CALLS[0], headers=key)
     assert _result(again.content)["verdict"] == "valid"
     assert (await _state(keyed, session))[:2] == (2, 3)
+
+
+async def test_a_keyed_use_case_tool_replays_its_refusal_and_refuses_a_reused_key(
+    running: Running,
+) -> None:
+    _, keyed = running
+    user_id, session = await keyed.user(credits=0)
+    key = {**MCP_HEADERS, **await keyed.key(session)}
+    broke = _keyed(CALLS[1], "verify-broke")
+    first = await keyed.client.post("/mcp", json=broke, headers=key)
+    assert json.loads(first.content)["result"]["isError"] is True
+    assert _result(first.content)["error"]["code"] == "insufficient_credits"
+    await keyed.services.keyed.credits.add(
+        user_id, 1, kind=EntryKind.GRANT, reference="grant-1", operation="grant"
+    )
+    replayed = await keyed.client.post("/mcp", json=broke, headers=key)
+    assert _result(replayed.content) == _result(first.content)  # the stored refusal
+    other = _keyed(_call("verify_email", {"email": "bo@acme.test"}), "verify-broke")
+    reused = await keyed.client.post("/mcp", json=other, headers=key)
+    assert _result(reused.content)["error"]["code"] == "idempotency_key_reused"
+    assert await _state(keyed, session) == (1, 0, [])  # nothing ran, nothing charged
