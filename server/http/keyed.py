@@ -29,7 +29,7 @@ from server.http.idempotency_rules import Decision, fingerprint, valid_key
 from server.routes import Operation
 from server.services import KeyedServices, Services, services
 
-__all__ = ["KeyedContext", "KeyedHandler", "admit", "guarded"]
+__all__ = ["KeyedContext", "KeyedHandler", "admit", "guarded", "idempotent"]
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _NOT_REPLAYED = frozenset({"content-length", "x-request-id", "date", "server"})
@@ -67,7 +67,7 @@ def guarded(op: Operation) -> Callable[[Request], Awaitable[Response]]:
         principal, limit_headers = await admit(op, request)
         try:
             ctx = KeyedContext(principal, services(request), op)
-            response = await _idempotent(request, ctx, handler)
+            response = await idempotent(request, ctx, handler)
         except ApiError as exc:
             exc.headers = {**limit_headers, **exc.headers}
             raise
@@ -117,7 +117,9 @@ def _authorise(op: Operation, principal: Principal, method: str) -> None:
         )
 
 
-async def _idempotent(request: Request, ctx: KeyedContext, handler: KeyedHandler) -> Response:
+async def idempotent(request: Request, ctx: KeyedContext, handler: KeyedHandler) -> Response:
+    """Run ``handler`` under the request's Idempotency-Key (if any): a repeat replays the stored
+    answer, another body under the key is a 422, one still running a 409."""
     key = request.headers.get("idempotency-key")
     if key is None or request.method in SAFE_METHODS:
         return await handler(request, ctx)

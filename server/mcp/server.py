@@ -29,6 +29,7 @@ from mcp.server.lowlevel import Server
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
 from pydantic import BaseModel
 from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.db.hotpg import DatabaseUnavailable
@@ -190,7 +191,7 @@ class McpTools:
             if isinstance(bound.tool, PaidTool):
                 return await self._paid(bound, args, meta, peer)
             if isinstance(bound.tool, UseCaseTool):
-                return await self._use_case(bound, bound.tool, args, credentials, peer)
+                return await self._use_case(bound, bound.tool, args, meta, credentials, peer)
             return await self._route(bound, args, meta, credentials, peer)
         except ApiError as exc:
             return _failed(exc)
@@ -248,30 +249,40 @@ class McpTools:
         bound: Bound,
         tool: UseCaseTool,
         args: dict[str, Any],
+        meta: Mapping[str, Any],
         credentials: list[tuple[bytes, bytes]],
         peer: Peer | None,
     ) -> types.CallToolResult:
         from server.api.parsing import read_json
         from server.billing.charge import charged
-        from server.http.keyed import admit
+        from server.http.keyed import KeyedContext, admit, idempotent
         from server.services import services
 
-        scope = asgi_scope(
-            self._app(), "POST", bound.op.path, headers=[*credentials, _JSON], peer=peer
-        )
+        headers = [*credentials, _JSON]
+        key = meta.get(IDEMPOTENCY_META)
+        if isinstance(
+            key, str
+        ):  # as a route tool's: a retry replays, never runs (or charges) again
+            headers.append((b"idempotency-key", key.encode("utf-8", "replace")))
+        scope = asgi_scope(self._app(), "POST", bound.op.path, headers=headers, peer=peer)
         request = synthetic_request(scope, json.dumps(args).encode())
         limits: dict[str, str] = {}
+
+        async def run(request: Request, ctx: KeyedContext) -> Response:
+            body = await read_json(request, tool.request_model)
+            price = ctx.services.prices[tool.price_key]
+            async with charged(ctx.keyed.credits, ctx.user_id, tool.price_key, price):
+                result: BaseModel = await tool.run(ctx.services, body)
+            return JSONResponse(result.model_dump(mode="json"))
+
         try:
             principal, limits = await admit(bound.op, request)
-            svc = services(request)
-            body = await read_json(request, tool.request_model)
-            price = svc.prices[tool.price_key]
-            async with charged(svc.keyed.credits, principal.user.id, tool.price_key, price):
-                result: BaseModel = await tool.run(svc, body)
+            ctx = KeyedContext(principal, services(request), bound.op)
+            response = await idempotent(request, ctx, run)
         except ApiError as exc:
             return _with_rate(_failed(exc, request), {**limits, **exc.headers})
-        data = result.model_dump(mode="json")
-        return _with_rate(_success(enveloped(data) if tool.untrusted else data), limits)
+        captured = Captured(response.status_code, dict(response.headers), bytes(response.body))
+        return _with_rate(_answer(captured, tool.untrusted), limits)
 
     async def _paid(
         self,
