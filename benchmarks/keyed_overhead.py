@@ -37,6 +37,7 @@ if str(ROOT / "tests") not in sys.path:
 if str(ROOT) not in sys.path:  # last: run as a file against another checkout on PYTHONPATH
     sys.path.append(str(ROOT))
 
+from lab.asgi import http_scope  # noqa: E402
 from lab.stubdns import StubResolver  # noqa: E402  (the route tests' resolver)
 
 __all__ = ["main", "run"]
@@ -55,25 +56,7 @@ class _Driver:
     async def call(
         self, method: str, path: str, body: bytes, headers: list[tuple[bytes, bytes]]
     ) -> tuple[int, bytes]:
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": method,
-            "scheme": "http",
-            "path": path,
-            "raw_path": path.encode(),
-            "query_string": b"",
-            "root_path": "",
-            "headers": [
-                (b"host", b"bavlio.test"),
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                *headers,
-            ],
-            "client": ("127.0.0.1", 40000),
-            "server": ("bavlio.test", 80),
-        }
+        scope = http_scope(method, path, len(body), headers)
         sent = False
         status = 0
         chunks: list[bytes] = []

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
+from lab.asgi import http_scope
 from starlette.types import ASGIApp
 
 Cut = Literal["body", "answer"]
@@ -36,27 +37,8 @@ async def gone(
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [
-            (b"host", b"bavlio.test"),
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            *((k.lower().encode(), v.encode()) for k, v in headers.items()),
-        ],
-        "client": ("127.0.0.1", 5000),
-        "server": ("bavlio.test", 80),
-        "state": {},
-        "app": app,
-    }
+    encoded = ((k.lower().encode(), v.encode()) for k, v in headers.items())
+    scope = http_scope(method, path, len(body), encoded, app=app)
     await app(scope, receive, send)
     return sent
 

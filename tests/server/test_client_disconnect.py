@@ -5,55 +5,15 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
+from disconnect_support import gone
 from keyed_helpers import Keyed, keyed_settings
 from lab.stubdns import StubResolver
-from starlette.applications import Starlette
 
 from server.app import create_app
 from server.settings import Settings
-
-
-async def _cut_off(app: Starlette, path: str, headers: dict[str, str]) -> list[dict[str, Any]]:
-    """POST ``path`` whose client sends half a body then disconnects; the messages sent back."""
-    incoming = [
-        {"type": "http.request", "body": b'{"email": "jane@', "more_body": True},
-        {"type": "http.disconnect"},
-    ]
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return incoming.pop(0) if incoming else {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [
-            (b"host", b"bavlio.test"),
-            (b"content-type", b"application/json"),
-            (b"content-length", b"40"),
-            *((k.lower().encode(), v.encode()) for k, v in headers.items()),
-        ],
-        "client": ("127.0.0.1", 5000),
-        "server": ("bavlio.test", 80),
-        "state": {},
-        "app": app,
-    }
-    await app(scope, receive, send)
-    return sent
 
 
 async def test_a_disconnect_mid_body_is_neither_logged_as_an_error_nor_charged(
@@ -76,7 +36,9 @@ async def test_a_disconnect_mid_body_is_neither_logged_as_an_error_nor_charged(
                 ("/api/v1/email-verification/validate", key),
                 ("/api/v1/email-verification/validate", {**key, "Idempotency-Key": "cut-1"}),
             ):
-                sent = await _cut_off(app, path, headers)
+                sent = await gone(
+                    app, "POST", path, headers, {"email": "jane@acme.test"}, cut="body"
+                )
                 assert sent == []  # nobody to answer
         errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
         assert errors == []
