@@ -362,7 +362,7 @@ class Sequencer:
         """Claim-and-queue the built messages (one transaction) and empty ``pending``."""
         if not pending:
             return
-        results = await self.store.claim_and_queue(self.mail.outbox, pending)
+        results = await self.store.claim_and_queue(self.mail.outbox, pending, self.mail.caps)
         report.queued += sum(results)
         report.lost += len(results) - sum(results)
         pending.clear()

@@ -36,7 +36,8 @@ from server.db.models import (
 from server.db.tx import read_connection, write_transaction
 from server.ids import new_id
 from server.mail.inbound_store import InboundStore
-from server.mail.outbox import Outbox
+from server.mail.outbox import Outbox, lock_domain_caps
+from server.mail.outbox_rules import CapReached, DailyCaps
 from server.webhooks.mail_events import campaign_lead_event
 
 __all__ = [
@@ -382,24 +383,31 @@ class SequencerStore:
                 .values(status="waiting_approval", updated_at=now)
             )
 
-    async def claim_and_queue(self, outbox: Outbox, claims: Sequence[Claim]) -> list[bool]:
+    async def claim_and_queue(
+        self, outbox: Outbox, claims: Sequence[Claim], caps: DailyCaps | None = None
+    ) -> list[bool]:
         """Claim each (lead, step), queue its message and advance its lead: one transaction
         for the group (one commit), one savepoint per claim, so a claim another sequencer got
-        first (or whose lead changed) writes nothing and the others still apply. Whether each
-        was queued by this call."""
+        first (or whose lead changed, or that a mail daily cap of ``caps`` refuses) writes
+        nothing and the others still apply. Whether each was queued by this call."""
+        caps = caps if caps is not None else DailyCaps()
         results: list[bool] = []
         async with write_transaction(self.engine) as conn:
+            if caps.per_domain or caps.per_alias:  # every domain's lock first, in one order
+                await lock_domain_caps(conn, [str(c.row["domain"]) for c in claims])
             for claim in claims:
                 try:
                     async with conn.begin_nested():
-                        await self._claim(conn, outbox, claim)
-                except (_Lost, IntegrityError):
+                        await self._claim(conn, outbox, claim, caps)
+                except (_Lost, IntegrityError, CapReached):
                     results.append(False)
                 else:
                     results.append(True)
         return results
 
-    async def _claim(self, conn: AsyncConnection, outbox: Outbox, claim: Claim) -> None:
+    async def _claim(
+        self, conn: AsyncConnection, outbox: Outbox, claim: Claim, caps: DailyCaps
+    ) -> None:
         lead, row, now = claim.lead, claim.row, claim.now
         position = lead.next_position
         values: dict[str, Any] = {
@@ -431,7 +439,7 @@ class SequencerStore:
                 queued_at=now,
             )
         )
-        await outbox.insert(row, claim.links, conn=conn)
+        await outbox.insert(row, claim.links, conn=conn, caps=caps)
         # Threaded like the API's sends, so replies and bounces find the message.
         refs = [lead.thread_message_id.strip("<>")] if lead.thread_message_id else []
         await InboundStore(self.engine).link_outbound(
