@@ -36,6 +36,7 @@ from server.db.models import (
     MailMessage,
 )
 from server.db.tx import write_transaction
+from server.mail.outbox_rules import DailyCaps
 from server.suppression.store import SuppressionStore
 
 THREE_STEPS = (
@@ -415,3 +416,19 @@ async def test_template_variants_and_a_deleted_template(db: Database) -> None:
     assert message["subject"] == "For Lead 0"
     (event,) = await _rows(db, CampaignEvent)
     assert event["detail"]["code"] == "template_not_found"
+
+
+async def test_mail_daily_caps_hold_within_one_claim_group(db: Database) -> None:
+    """The mail platform's alias cap of 2 with five leads due in one tick: the tick builds all
+    five before its group is inserted, yet only two are queued; the other three stay due."""
+    clock = Clock()
+    await _launch(db, clock, steps=THREE_STEPS[:1])
+    seq = sequencer(db, clock)
+    seq.mail.caps = DailyCaps(per_alias=2)
+    report = await seq.tick()
+    assert (report.queued, report.lost) == (2, 3)
+    assert len(await _rows(db, MailMessage)) == 2
+    leads = await _rows(db, CampaignLead)
+    assert sorted(lead["next_position"] for lead in leads) == [0, 0, 0, 1, 1]
+    assert {lead["status"] for lead in leads if lead["next_position"] == 0} == {"active"}
+    assert (await seq.tick()).queued == 0  # still capped today
