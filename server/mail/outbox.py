@@ -120,7 +120,7 @@ async def _store_new(
 
     if caps.per_domain or caps.per_alias:
         domain, alias = str(row["domain"]), str(row["from_address"])
-        await lock_domain_caps(conn, [domain])
+        await lock_caps(conn, [domain_cap_key(domain)])
         since = utc_day_start(float(row["created_at"]))
         caps.check(*await _counts(conn, domain, alias, since))
     await conn.execute(sa.insert(messages).values(**row))
@@ -128,18 +128,22 @@ async def _store_new(
     await email_outcome_event(conn, row)
 
 
-async def lock_domain_caps(conn: AsyncConnection, domains: Sequence[str]) -> None:
-    """Hold the daily-cap locks of ``domains`` until the transaction ends (sorted: no deadlock
-    between two transactions locking several). SQLite: the write transaction already
+def domain_cap_key(domain: str) -> str:
+    """The lock key of a sending domain's daily caps (its aliases are on it: one covers both)."""
+    return f"mail-daily-cap:{domain}"
+
+
+async def lock_caps(conn: AsyncConnection, keys: Sequence[str]) -> None:
+    """Hold the daily-cap locks named by ``keys`` until the transaction ends (taken sorted, so
+    two transactions locking several cannot deadlock). SQLite: the write transaction already
     serialises writers (BEGIN IMMEDIATE), so nothing to do."""
     if conn.dialect.name != "postgresql":
         return
-    for domain in sorted(set(domains)):
-        await conn.execute(_PG_CAP_LOCK, {"key": f"mail-daily-cap:{domain}"})
+    for key in sorted(set(keys)):
+        await conn.execute(_PG_CAP_LOCK, {"key": key})
 
 
 _PG_CAP_LOCK = sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
-"""A sending domain's daily-cap lock (its alias addresses are on it, so one lock covers both)."""
 
 
 async def _counts(

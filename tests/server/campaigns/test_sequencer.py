@@ -436,9 +436,6 @@ async def test_mail_daily_caps_hold_within_one_claim_group(db: Database) -> None
     assert (await seq.tick()).queued == 0  # still capped today
 
 
-@pytest.mark.xfail(
-    strict=True, reason="campaign caps are read once per tick: overshot by a second sequencer"
-)
 @pytest.mark.parametrize("cap", ["daily_cap", "alias_daily_cap"])
 async def test_two_sequencers_keep_the_campaign_caps(db: Database, cap: str) -> None:
     """Sequencer B reads today's sends (none), then A's whole tick runs (three sent, the cap),
