@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from mail_support import identities, suppressing
+from mail_support import CountTogether, identities, suppressing
 
 from server.db.engine import Database
 from server.mail.message import Draft
@@ -166,20 +166,6 @@ async def test_daily_caps_per_domain_and_alias(db: Database) -> None:
     await mail.submit("usr_a", draft())
 
 
-class _CountTogether(Outbox):
-    """An outbox whose cap counts wait until every racer has counted: the window between a
-    sender's count and its insert, forced open for all of them at once (no timing)."""
-
-    def __init__(self, db: Database, racers: int) -> None:
-        super().__init__(db)
-        self.barrier = asyncio.Barrier(racers)
-
-    async def counts_since(self, domain: str, from_address: str, since: float) -> tuple[int, int]:
-        counts = await super().counts_since(domain, from_address, since)
-        await self.barrier.wait()
-        return counts
-
-
 @pytest.mark.parametrize(
     ("caps", "which", "senders"),
     [
@@ -195,7 +181,7 @@ async def test_senders_racing_at_cap_minus_one_queue_exactly_one(
     for _ in range(2):  # cap - 1 sent
         await plain.submit("usr_a", draft())
     racing = MailService(
-        _CountTogether(db, len(senders)),
+        CountTogether(db, len(senders)),
         identity=identities({"acme.test"}),
         clock=lambda: clock[0],
         caps=caps,
