@@ -43,6 +43,7 @@ from server.campaigns.sequencer_store import (
     AliasRow,
     CampaignRow,
     Claim,
+    ClaimCaps,
     LeadRow,
     SequencerStore,
     stop_lead,
@@ -200,7 +201,7 @@ class Sequencer:
             content = await self._content(campaign, lead, step, templates, report, now)
             if content is None:
                 continue
-            claim = await self._build(campaign, lead, steps, alias, content, now, report)
+            claim = await self._build(campaign, lead, steps, alias, content, now, report, day_start)
             if claim is not None:  # counted as sent now: a lost claim only errs on the safe side
                 pending.append(claim)
                 used = usage.setdefault(alias.id, _Usage(0, None))
@@ -315,9 +316,10 @@ class Sequencer:
         content: Content,
         now: float,
         report: TickReport,
+        day_start: float,
     ) -> Claim | None:
-        """Build and sign the lead's message: the claim to make, or None (try again later,
-        or the lead failed)."""
+        """Build and sign the lead's message: the claim to make (with the campaign's caps for
+        the day from ``day_start``), or None (try again later, or the lead failed)."""
         url = unsubscribe_url(self.base_url, self.key, lead.id)
         content = with_unsubscribe(content, url)
         headers: dict[str, str] = {}
@@ -356,13 +358,14 @@ class Sequencer:
             links=prepared.links,
             next_due=now + following.delay_seconds if following is not None else None,
             now=now,
+            caps=ClaimCaps(campaign.daily_cap, campaign.alias_daily_cap, day_start),
         )
 
     async def _flush(self, pending: list[Claim], report: TickReport) -> None:
         """Claim-and-queue the built messages (one transaction) and empty ``pending``."""
         if not pending:
             return
-        results = await self.store.claim_and_queue(self.mail.outbox, pending)
+        results = await self.store.claim_and_queue(self.mail.outbox, pending, self.mail.caps)
         report.queued += sum(results)
         report.lost += len(results) - sum(results)
         pending.clear()

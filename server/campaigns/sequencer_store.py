@@ -36,7 +36,8 @@ from server.db.models import (
 from server.db.tx import read_connection, write_transaction
 from server.ids import new_id
 from server.mail.inbound_store import InboundStore
-from server.mail.outbox import Outbox
+from server.mail.outbox import Outbox, domain_cap_key, lock_caps
+from server.mail.outbox_rules import CapReached, DailyCaps
 from server.webhooks.mail_events import campaign_lead_event
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "AliasRow",
     "CampaignRow",
     "Claim",
+    "ClaimCaps",
     "DraftRow",
     "LeadRow",
     "SequencerStore",
@@ -101,6 +103,16 @@ class LeadRow:
 
 
 @dataclass(frozen=True)
+class ClaimCaps:
+    """A claim's campaign caps: the campaign's and its alias's sends a day (None: no cap),
+    counted from ``since`` (the campaign's local day start)."""
+
+    campaign_daily: int | None = None
+    alias_daily: int | None = None
+    since: float = 0.0
+
+
+@dataclass(frozen=True)
 class Claim:
     """One (lead, step) to claim with its built message (outbox row and tracked links)."""
 
@@ -111,6 +123,7 @@ class Claim:
     links: Sequence[str]
     next_due: float | None
     now: float
+    caps: ClaimCaps = ClaimCaps()
 
 
 @dataclass(frozen=True)
@@ -382,26 +395,33 @@ class SequencerStore:
                 .values(status="waiting_approval", updated_at=now)
             )
 
-    async def claim_and_queue(self, outbox: Outbox, claims: Sequence[Claim]) -> list[bool]:
+    async def claim_and_queue(
+        self, outbox: Outbox, claims: Sequence[Claim], caps: DailyCaps | None = None
+    ) -> list[bool]:
         """Claim each (lead, step), queue its message and advance its lead: one transaction
         for the group (one commit), one savepoint per claim, so a claim another sequencer got
-        first (or whose lead changed) writes nothing and the others still apply. Whether each
-        was queued by this call."""
+        first (or whose lead changed, or that a mail daily cap of ``caps`` refuses) writes
+        nothing and the others still apply. Whether each was queued by this call."""
+        caps = caps if caps is not None else DailyCaps()
         results: list[bool] = []
         async with write_transaction(self.engine) as conn:
+            await lock_caps(conn, _cap_keys(claims, caps))  # all first, in one order
             for claim in claims:
                 try:
                     async with conn.begin_nested():
-                        await self._claim(conn, outbox, claim)
-                except (_Lost, IntegrityError):
+                        await self._claim(conn, outbox, claim, caps)
+                except (_Lost, IntegrityError, CapReached, _Capped):
                     results.append(False)
                 else:
                     results.append(True)
         return results
 
-    async def _claim(self, conn: AsyncConnection, outbox: Outbox, claim: Claim) -> None:
+    async def _claim(
+        self, conn: AsyncConnection, outbox: Outbox, claim: Claim, caps: DailyCaps
+    ) -> None:
         lead, row, now = claim.lead, claim.row, claim.now
         position = lead.next_position
+        await _check_campaign_caps(conn, claim)
         values: dict[str, Any] = {
             "next_position": position + 1,
             "last_sent_at": now,
@@ -431,7 +451,7 @@ class SequencerStore:
                 queued_at=now,
             )
         )
-        await outbox.insert(row, claim.links, conn=conn)
+        await outbox.insert(row, claim.links, conn=conn, caps=caps)
         # Threaded like the API's sends, so replies and bounces find the message.
         refs = [lead.thread_message_id.strip("<>")] if lead.thread_message_id else []
         await InboundStore(self.engine).link_outbound(
@@ -500,6 +520,39 @@ class SequencerStore:
 
 class _Lost(Exception):
     """The claim lost a race (rolls the transaction back)."""
+
+
+class _Capped(Exception):
+    """The claim would exceed a campaign cap (rolls its savepoint back)."""
+
+
+def _cap_keys(claims: Sequence[Claim], caps: DailyCaps) -> list[str]:
+    """The cap locks a group of claims takes: its mail domains' (under mail caps), its
+    campaigns' and its aliases' (under campaign caps)."""
+    keys: list[str] = []
+    for claim in claims:
+        if caps.per_domain or caps.per_alias:
+            keys.append(domain_cap_key(str(claim.row["domain"])))
+        if claim.caps.campaign_daily is not None:
+            keys.append(f"campaign-daily-cap:{claim.lead.campaign_id}")
+        if claim.caps.alias_daily is not None:
+            keys.append(f"alias-daily-cap:{claim.alias_id}")
+    return keys
+
+
+async def _check_campaign_caps(conn: AsyncConnection, claim: Claim) -> None:
+    """_Capped when the claim's campaign or alias has its day's sends already (counted on the
+    claim's transaction, under the locks of :func:`_cap_keys`: exact under racing sequencers)."""
+    caps = claim.caps
+    for cap, column, value in (
+        (caps.campaign_daily, S.campaign_id, claim.lead.campaign_id),
+        (caps.alias_daily, S.alias_id, claim.alias_id),
+    ):
+        if cap is None:
+            continue
+        sent = sa.select(sa.func.count()).where(column == value, S.queued_at >= caps.since)
+        if int((await conn.execute(sent)).scalar_one()) >= cap:
+            raise _Capped
 
 
 async def stop_lead(

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from server.db.engine import Database
 from server.db.models import MailMessage
 from server.db.tx import write_transaction
-from server.mail.outbox_rules import TERMINAL, Event, State, effect
+from server.mail.outbox_rules import TERMINAL, DailyCaps, Event, State, effect, utc_day_start
 from server.webhooks.mail_events import email_outcome_event
 
 __all__ = ["Claimed", "MailRecord", "Outbox", "Outcome"]
@@ -110,14 +110,54 @@ def _case(event: Event) -> tuple[list[str], sa.Case[Any]]:
     )
 
 
-async def _store_new(conn: AsyncConnection, row: Mapping[str, Any], links: Sequence[str]) -> None:
+async def _store_new(
+    conn: AsyncConnection, row: Mapping[str, Any], links: Sequence[str], caps: DailyCaps
+) -> None:
     """The new message row, its tracked links and (every recipient suppressed) its
-    ``email.failed`` webhook event, on the caller's transaction."""
+    ``email.failed`` webhook event, on the caller's transaction; CapReached (nothing written)
+    when a daily cap is reached, counted under the domain's lock so the cap is exact."""
     from server.mail.tracking_store import save_links
 
+    if caps.per_domain or caps.per_alias:
+        domain, alias = str(row["domain"]), str(row["from_address"])
+        await lock_caps(conn, [domain_cap_key(domain)])
+        since = utc_day_start(float(row["created_at"]))
+        caps.check(*await _counts(conn, domain, alias, since))
     await conn.execute(sa.insert(messages).values(**row))
     await save_links(conn, str(row["id"]), links)
     await email_outcome_event(conn, row)
+
+
+def domain_cap_key(domain: str) -> str:
+    """The lock key of a sending domain's daily caps (its aliases are on it: one covers both)."""
+    return f"mail-daily-cap:{domain}"
+
+
+async def lock_caps(conn: AsyncConnection, keys: Sequence[str]) -> None:
+    """Hold the daily-cap locks named by ``keys`` until the transaction ends (taken sorted, so
+    two transactions locking several cannot deadlock). SQLite: the write transaction already
+    serialises writers (BEGIN IMMEDIATE), so nothing to do."""
+    if conn.dialect.name != "postgresql":
+        return
+    for key in sorted(set(keys)):
+        await conn.execute(_PG_CAP_LOCK, {"key": key})
+
+
+_PG_CAP_LOCK = sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
+
+
+async def _counts(
+    conn: AsyncConnection, domain: str, from_address: str, since: float
+) -> tuple[int, int]:
+    """Messages created since ``since`` (not cancelled) from ``domain`` and ``from_address``."""
+    live = M.state != State.CANCELLED.value
+    by_domain = sa.select(sa.func.count()).where(M.domain == domain, M.created_at >= since, live)
+    by_alias = sa.select(sa.func.count()).where(
+        M.from_address == from_address, M.created_at >= since, live
+    )
+    d = (await conn.execute(by_domain)).scalar_one()
+    a = (await conn.execute(by_alias)).scalar_one()
+    return int(d), int(a)
 
 
 class Outbox:
@@ -136,15 +176,18 @@ class Outbox:
         row: Mapping[str, Any],
         links: Sequence[str] = (),
         conn: AsyncConnection | None = None,
+        caps: DailyCaps | None = None,
     ) -> MailRecord:
         """Store a new message (``queued``, or already ``failed`` when every recipient was
         suppressed) and its tracked links, together; inside the caller's transaction when
-        ``conn`` is given (so a campaign's exactly-once claim commits with the message)."""
+        ``conn`` is given (so a campaign's exactly-once claim commits with the message).
+        CapReached, nothing written, when it would exceed one of ``caps``."""
+        caps = caps if caps is not None else DailyCaps()
         if conn is not None:
-            await _store_new(conn, row, links)
+            await _store_new(conn, row, links, caps)
         else:
             async with write_transaction(self.engine) as own:
-                await _store_new(own, row, links)
+                await _store_new(own, row, links, caps)
         return _record(row)
 
     async def get(self, user_id: str, email_id: str) -> MailRecord | None:
@@ -193,17 +236,8 @@ class Outbox:
 
     async def counts_since(self, domain: str, from_address: str, since: float) -> tuple[int, int]:
         """Messages created since ``since`` (not cancelled) from ``domain`` and ``from_address``."""
-        live = M.state != State.CANCELLED.value
-        by_domain = sa.select(sa.func.count()).where(
-            M.domain == domain, M.created_at >= since, live
-        )
-        by_alias = sa.select(sa.func.count()).where(
-            M.from_address == from_address, M.created_at >= since, live
-        )
         async with self.engine.connect() as conn:
-            d = (await conn.execute(by_domain)).scalar_one()
-            a = (await conn.execute(by_alias)).scalar_one()
-        return int(d), int(a)
+            return await _counts(conn, domain, from_address, since)
 
     # --- workers --------------------------------------------------------------------------
 

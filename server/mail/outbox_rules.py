@@ -27,6 +27,7 @@ __all__ = [
     "ACTIVE",
     "TERMINAL",
     "AmbiguityPolicy",
+    "CapReached",
     "Event",
     "InvalidTransition",
     "RelayOutcome",
@@ -194,12 +195,27 @@ class TokenBucket:
         return TokenBucket(self.rate, self.burst, tokens, at), (1.0 - tokens) / self.rate
 
 
+class CapReached(Exception):
+    """A daily cap (``domain`` or ``alias``) is reached."""
+
+    def __init__(self, which: str, cap: int) -> None:
+        super().__init__(f"the {which} daily cap of {cap} messages is reached")
+        self.which = which
+        self.cap = cap
+
+
 @dataclass(frozen=True, slots=True)
 class DailyCaps:
     """Per sending domain and per sending address (alias) messages a UTC day; 0: no cap."""
 
     per_domain: int = 0
     per_alias: int = 0
+
+    def check(self, domain_count: int, alias_count: int) -> None:
+        """Raise CapReached when one more message would exceed a cap."""
+        which = self.refusal(domain_count, alias_count)
+        if which is not None:
+            raise CapReached(which, self.per_domain if which == "domain" else self.per_alias)
 
     def refusal(self, domain_count: int, alias_count: int) -> str | None:
         """Which cap one more message would exceed (``domain``/``alias``), or None."""

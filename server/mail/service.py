@@ -18,7 +18,7 @@ from server.mail.message import (
     check_address,
 )
 from server.mail.outbox import MailRecord, Outbox
-from server.mail.outbox_rules import DailyCaps, State, utc_day_start
+from server.mail.outbox_rules import CapReached, DailyCaps, State, utc_day_start
 from server.mail.ports import (
     IdentityLookup,
     SuppressionCheck,
@@ -67,15 +67,6 @@ class Prepared:
     links: tuple[str, ...]
 
 
-class CapReached(Exception):
-    """A daily cap (``domain`` or ``alias``) is reached."""
-
-    def __init__(self, which: str, cap: int) -> None:
-        super().__init__(f"the {which} daily cap of {cap} messages is reached")
-        self.which = which
-        self.cap = cap
-
-
 @dataclass
 class MailService:
     """What the sending routes use; identity and suppression are injected (see ports)."""
@@ -94,7 +85,7 @@ class MailService:
         """Check, build, sign and queue one message (MessageError, SenderNotAllowed,
         CapReached); a message whose every recipient is suppressed is stored as failed."""
         prepared = await self.prepare(user_id, draft, scheduled_at)
-        return await self.outbox.insert(prepared.row, prepared.links)
+        return await self.outbox.insert(prepared.row, prepared.links, caps=self.caps)
 
     async def prepare(
         self,
@@ -118,11 +109,10 @@ class MailService:
         now = self.clock()
         domain = identity.domain.lower()
         if self.caps.per_domain or self.caps.per_alias:
-            counts = await self.outbox.counts_since(domain, from_address, utc_day_start(now))
-            which = self.caps.refusal(*counts)
-            if which is not None:
-                cap = self.caps.per_domain if which == "domain" else self.caps.per_alias
-                raise CapReached(which, cap)
+            # An early refusal; the exact check is the insert's (Outbox.insert, under a lock).
+            self.caps.check(
+                *await self.outbox.counts_since(domain, from_address, utc_day_start(now))
+            )
         email_id = new_id("email", now=now)
         links: tuple[str, ...] = ()
         opens = identity.tracking if track_opens is None else track_opens

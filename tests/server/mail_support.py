@@ -4,6 +4,7 @@ function answering with the test key."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import functools
 from collections.abc import Collection, Mapping, Sequence
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from server.db.engine import Database
 from server.mail.outbox import Outbox
 from server.mail.ports import IdentityLookup, SenderNotAllowed, SuppressionCheck
 from server.mail.service import MailService
@@ -91,3 +93,17 @@ def install(
     )
     services._mail = mail
     return mail
+
+
+class CountTogether(Outbox):
+    """An outbox whose cap counts wait until every racer has counted: the window between a
+    sender's count and its insert, forced open for all of them at once (no timing)."""
+
+    def __init__(self, db: Database, racers: int) -> None:
+        super().__init__(db)
+        self.barrier = asyncio.Barrier(racers)
+
+    async def counts_since(self, domain: str, from_address: str, since: float) -> tuple[int, int]:
+        counts = await super().counts_since(domain, from_address, since)
+        await self.barrier.wait()
+        return counts

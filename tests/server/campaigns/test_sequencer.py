@@ -5,6 +5,8 @@ hold sends back and release them; the campaign completes."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
 from email import message_from_bytes, policy
 from typing import Any
 
@@ -36,6 +38,7 @@ from server.db.models import (
     MailMessage,
 )
 from server.db.tx import write_transaction
+from server.mail.outbox_rules import DailyCaps
 from server.suppression.store import SuppressionStore
 
 THREE_STEPS = (
@@ -415,3 +418,50 @@ async def test_template_variants_and_a_deleted_template(db: Database) -> None:
     assert message["subject"] == "For Lead 0"
     (event,) = await _rows(db, CampaignEvent)
     assert event["detail"]["code"] == "template_not_found"
+
+
+async def test_mail_daily_caps_hold_within_one_claim_group(db: Database) -> None:
+    """The mail platform's alias cap of 2 with five leads due in one tick: the tick builds all
+    five before its group is inserted, yet only two are queued; the other three stay due."""
+    clock = Clock()
+    await _launch(db, clock, steps=THREE_STEPS[:1])
+    seq = sequencer(db, clock)
+    seq.mail.caps = DailyCaps(per_alias=2)
+    report = await seq.tick()
+    assert (report.queued, report.lost) == (2, 3)
+    assert len(await _rows(db, MailMessage)) == 2
+    leads = await _rows(db, CampaignLead)
+    assert sorted(lead["next_position"] for lead in leads) == [0, 0, 0, 1, 1]
+    assert {lead["status"] for lead in leads if lead["next_position"] == 0} == {"active"}
+    assert (await seq.tick()).queued == 0  # still capped today
+
+
+@pytest.mark.parametrize("cap", ["daily_cap", "alias_daily_cap"])
+async def test_two_sequencers_keep_the_campaign_caps(db: Database, cap: str) -> None:
+    """Sequencer B reads today's sends (none), then A's whole tick runs (three sent, the cap),
+    then B goes on with what it read: B's claims are refused, the cap of 3 holds exactly."""
+    clock = Clock()
+    await _launch(db, clock, steps=THREE_STEPS[:1], leads=_leads(8), **{cap: 3})
+    first, second = sequencer(db, clock), sequencer(db, clock)
+    counted, first_done = asyncio.Event(), asyncio.Event()
+    stale_counts, stale_usage = second.store.campaign_counts, second.store.alias_usage
+
+    async def counts_then_wait(campaign_id: str, since: float) -> tuple[int, int, int]:
+        found = await stale_counts(campaign_id, since)
+        counted.set()
+        await first_done.wait()
+        return found
+
+    async def usage_read_before(ids: Sequence[str], since: float) -> Any:
+        return {a: (0, None) for a in ids} if first_done.is_set() else await stale_usage(ids, since)
+
+    second.store.campaign_counts = counts_then_wait  # type: ignore[method-assign]
+    second.store.alias_usage = usage_read_before  # type: ignore[method-assign]
+    racing = asyncio.create_task(second.tick())
+    await counted.wait()
+    assert (await first.tick()).queued == 3
+    first_done.set()
+    late = await racing
+    assert late.queued == 0
+    assert len(await _rows(db, CampaignSend)) == 3
+    assert len(await _rows(db, MailMessage)) == 3

@@ -3,8 +3,10 @@ leases, recovery and the attempt-token guard."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
-from mail_support import identities, suppressing
+from mail_support import CountTogether, identities, suppressing
 
 from server.db.engine import Database
 from server.mail.message import Draft
@@ -162,3 +164,50 @@ async def test_daily_caps_per_domain_and_alias(db: Database) -> None:
         await mail.submit("usr_a", other)
     clock[0] += 86400  # a new UTC day
     await mail.submit("usr_a", draft())
+
+
+@pytest.mark.parametrize(
+    ("caps", "which", "senders"),
+    [
+        (DailyCaps(per_alias=3), "alias", ["ann@acme.test"] * 4),
+        (DailyCaps(per_domain=3), "domain", ["ann@acme.test", "bob@acme.test", "cy@acme.test"] * 2),
+    ],
+)
+async def test_senders_racing_at_cap_minus_one_queue_exactly_one(
+    db: Database, caps: DailyCaps, which: str, senders: list[str]
+) -> None:
+    clock = [86400.0 * 10 + 5]
+    plain = service(db, clock, caps=caps)
+    for _ in range(2):  # cap - 1 sent
+        await plain.submit("usr_a", draft())
+    racing = MailService(
+        CountTogether(db, len(senders)),
+        identity=identities({"acme.test"}),
+        clock=lambda: clock[0],
+        caps=caps,
+    )
+    racers = [
+        racing.submit("usr_a", Draft(from_=s, to=["x@company.test"], subject="s", text="t"))
+        for s in senders
+    ]
+    results = await asyncio.gather(*racers, return_exceptions=True)
+    refused = [r for r in results if isinstance(r, CapReached)]
+    assert len(refused) == len(senders) - 1, results
+    assert {r.which for r in refused} == {which}
+    domain, alias = await plain.outbox.counts_since("acme.test", "ann@acme.test", 86400.0 * 10)
+    assert (domain if which == "domain" else alias) == 3
+
+
+async def test_an_insert_past_the_cap_writes_nothing_and_a_cancel_frees_a_slot(
+    db: Database,
+) -> None:
+    clock = [86400.0 * 10 + 5]
+    caps = DailyCaps(per_alias=1)
+    mail = service(db, clock, caps=caps)
+    late = await mail.prepare("usr_a", draft())  # counted before the first one below is in
+    first = await mail.submit("usr_a", draft())
+    with pytest.raises(CapReached, match="alias"):
+        await mail.outbox.insert(late.row, late.links, caps=caps)
+    assert await mail.outbox.get("usr_a", str(late.row["id"])) is None
+    await mail.outbox.cancel("usr_a", first.id, clock[0])  # a cancelled message does not count
+    assert (await mail.outbox.insert(late.row, late.links, caps=caps)).id == late.row["id"]

@@ -3,13 +3,14 @@ suppression, caps, list filters and pages, get, cancel (409 after the hand-off),
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest_asyncio
 from keyed_helpers import Keyed, keyed_app, keyed_settings
-from mail_support import install
+from mail_support import CountTogether, install
 
 from server.mail.outbox_rules import DailyCaps
 from server.settings import Settings
@@ -105,6 +106,20 @@ async def test_daily_cap_is_a_429(mailer: Keyed) -> None:
     capped = await mailer.client.post(EMAILS, json=BODY, headers=session)
     assert capped.status_code == 429
     assert capped.json()["error"]["code"] == "daily_cap_reached"
+
+
+async def test_concurrent_sends_at_cap_minus_one_queue_exactly_one(mailer: Keyed) -> None:
+    """Four requests at cap - 1 whose counts all happen before any insert: one 202, three 429,
+    and the alias has exactly its cap of messages."""
+    mail = install(mailer.services, caps=DailyCaps(per_alias=2))
+    _, session = await mailer.user()
+    assert (await mailer.client.post(EMAILS, json=BODY, headers=session)).status_code == 202
+    mail.outbox = CountTogether(mailer.services.db, 4)
+    posts = [mailer.client.post(EMAILS, json=BODY, headers=session) for _ in range(4)]
+    codes = sorted(r.status_code for r in await asyncio.gather(*posts))
+    assert codes == [202, 429, 429, 429]
+    listed = await mailer.client.get(EMAILS, headers=session)
+    assert len(listed.json()["data"]) == 2
 
 
 async def test_list_filters_and_pages(mailer: Keyed) -> None:
