@@ -44,7 +44,9 @@ class _Capture(Outbox):
     def __init__(self) -> None:
         self.rows: list[dict[str, Any]] = []
 
-    async def insert(self, row: Any, links: Any = ()) -> MailRecord:  # type: ignore[override]
+    async def insert(  # type: ignore[override]
+        self, row: Any, links: Any = (), conn: Any = None, caps: Any = None
+    ) -> MailRecord:
         self.rows.append(dict(row))
         return None  # type: ignore[return-value]
 
